@@ -1,0 +1,3 @@
+from kalshi_tape.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Subcommands owned by the historical edge: serve, replay, query, verify, inspect.
+
+Each lives in its own module with a `register(subparsers)` function; this module
+only collects them for `kalshi_tape.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+__all__ = ["register"]
+
+_MODULES = ("replay.server.command", "replay.replay_cli", "replay.analysis_cli")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)

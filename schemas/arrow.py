@@ -1,0 +1,39 @@
+"""The Arrow schema of the capture record, shared by the Parquet writer and every reader.
+
+Column meanings are in `schemas.record`. Low-cardinality strings are dictionary
+encoded; `raw` is binary, bytes exact as they crossed the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pyarrow as pa
+
+from schemas.record import COLUMNS
+
+__all__ = ["CAPTURE_SCHEMA", "DICTIONARY_COLUMNS"]
+
+_dict_str = pa.dictionary(pa.int32(), pa.string())
+
+CAPTURE_SCHEMA: Final[pa.Schema] = pa.schema(
+    [
+        pa.field("run_id", _dict_str, nullable=False),
+        pa.field("idx", pa.int64(), nullable=False),
+        pa.field("conn", pa.int32(), nullable=False),
+        pa.field("recv_ns", pa.int64(), nullable=False),
+        pa.field("mono_ns", pa.int64(), nullable=False),
+        pa.field("dir", _dict_str, nullable=False),
+        pa.field("channel", _dict_str, nullable=False),
+        pa.field("type", _dict_str, nullable=False),
+        pa.field("sid", pa.int32(), nullable=True),
+        pa.field("seq", pa.int64(), nullable=True),
+        pa.field("market_ticker", _dict_str, nullable=True),
+        pa.field("raw", pa.binary(), nullable=False),
+    ]
+)
+
+#: Columns worth Parquet dictionary encoding (PERFORMANCE.md: never `raw`).
+DICTIONARY_COLUMNS: Final[tuple[str, ...]] = ("run_id", "dir", "channel", "type", "market_ticker")
+
+assert tuple(CAPTURE_SCHEMA.names) == COLUMNS

@@ -1,0 +1,263 @@
+"""The capture record: one row per thing a recorder saw or did.
+
+This module owns the record's columns and their meaning (ARCHITECTURE.md "The
+capture record"), the connection lifecycle events and their JSON detail, the
+partition layout, and the derivation of the routing columns from a raw frame. It
+is pure Python; the Arrow schema of the same columns is in `schemas.arrow`, so the
+engine can use these names without importing pyarrow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from schemas.channels import ALL_CHANNELS, Channel, channel_of_type
+from schemas.envelope import ack_channel_sid, decode_envelope, encode_json
+from schemas.errors import EnvelopeError, PartitionError
+
+__all__ = [
+    "COLUMNS",
+    "EVENT_DETAIL_KEYS",
+    "MALFORMED_TYPE",
+    "CaptureRecord",
+    "ColumnDeriver",
+    "Derived",
+    "Dir",
+    "Event",
+    "event_raw",
+    "new_run_id",
+    "partition_dir",
+    "partition_file",
+    "utc_date",
+    "validate_run_id",
+]
+
+#: Column names, in schema order.
+COLUMNS: Final[tuple[str, ...]] = (
+    "run_id",
+    "idx",
+    "conn",
+    "recv_ns",
+    "mono_ns",
+    "dir",
+    "channel",
+    "type",
+    "sid",
+    "seq",
+    "market_ticker",
+    "raw",
+)
+
+#: The `type` given to an inbound frame that is not a JSON object with a `type`.
+MALFORMED_TYPE: Final = "_malformed"
+
+
+class Dir(StrEnum):
+    """Direction of a record."""
+
+    IN = "in"  # a frame received from the server, bytes exact
+    OUT = "out"  # a command we sent, bytes exact
+    EVENT = "event"  # something that happened to the connection or the recorder
+
+
+class Event(StrEnum):
+    """Names of `event` records (the `type` column of the `_session` partition).
+
+    Each event's `raw` is a small JSON object; `EVENT_DETAIL_KEYS` lists the keys
+    it must carry (more are allowed).
+    """
+
+    RUN_START = "run_start"  # a recorder process started; config and versions
+    RUN_STOP = "run_stop"  # it stopped cleanly
+    ATTEMPT = "attempt"  # a connection attempt begins
+    OPEN = "open"  # the handshake succeeded; `conn` is the new connection
+    CLOSE = "close"  # a connection ended, with codes and the disconnect reason
+    ERROR = "error"  # a failed attempt or a transport error
+    RECONNECT_WAIT = "reconnect_wait"  # the reconnect loop sleeps before the next attempt
+    STATE = "state"  # the session's connection state changed
+    SWITCH = "switch"  # make-before-break: delivery moved from one connection to another
+    CAPTURE_GAP = "capture_gap"  # frames the recorder could not keep (disk full): count
+    FRAME_REJECTED = "frame_rejected"  # an inbound frame did not parse; stored under _unknown
+
+
+EVENT_DETAIL_KEYS: Final[dict[Event, frozenset[str]]] = {
+    Event.RUN_START: frozenset({"run_id", "version"}),
+    Event.RUN_STOP: frozenset({"reason"}),
+    Event.ATTEMPT: frozenset({"url", "attempt"}),
+    Event.OPEN: frozenset({"url", "standby"}),
+    Event.CLOSE: frozenset({"code", "reason", "disconnect_reason"}),
+    Event.ERROR: frozenset({"error"}),
+    Event.RECONNECT_WAIT: frozenset({"delay_s", "attempt"}),
+    Event.STATE: frozenset({"old", "new"}),
+    Event.SWITCH: frozenset({"old_conn", "new_conn"}),
+    Event.CAPTURE_GAP: frozenset({"lost_frames", "reason"}),
+    Event.FRAME_REJECTED: frozenset({"idx", "reason"}),
+}
+
+
+def event_raw(event: Event | str, **detail: Any) -> bytes:
+    """Encode an event record's `raw`: its JSON detail, with the name under `type`.
+
+    Storing the name inside the JSON lets any reader recover it from `raw` alone.
+
+    Raises:
+        ValueError: the name is not an `Event`, or a key its name requires is missing.
+    """
+    name = Event(event)
+    missing = EVENT_DETAIL_KEYS[name] - detail.keys()
+    if missing:
+        raise ValueError(f"event {name.value} is missing {sorted(missing)}")
+    return encode_json({"type": name.value, **detail})
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRecord:
+    """One row of a capture, as Python values (the Arrow schema is `schemas.arrow`)."""
+
+    run_id: str
+    idx: int
+    conn: int
+    recv_ns: int
+    mono_ns: int
+    dir: str
+    channel: str
+    type: str
+    sid: int | None
+    seq: int | None
+    market_ticker: str | None
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """The routing columns derived from a frame: channel, type, sid, seq, market_ticker.
+
+    `error` is set (and channel is `_unknown`) when an inbound frame did not decode.
+    """
+
+    channel: str
+    type: str
+    sid: int | None = None
+    seq: int | None = None
+    market_ticker: str | None = None
+    error: str | None = None
+
+
+class ColumnDeriver:
+    """Derives the routing columns of each record, in arrival order.
+
+    The channel of a data frame comes from its type; where the type is ambiguous
+    (`event_lifecycle` rides two channels) or unknown, from the `subscribed` ack
+    of its sid on the same connection. Feed it every record of a run in `idx`
+    order; it keeps only the sid -> channel map of each open connection.
+    """
+
+    __slots__ = ("_sid_channel",)
+
+    def __init__(self) -> None:
+        self._sid_channel: dict[tuple[int, int], str] = {}
+
+    def derive(self, dir_: str, raw: bytes, conn: int) -> Derived:
+        if dir_ == Dir.EVENT:
+            return self._event(raw, conn)
+        try:
+            env = decode_envelope(raw)
+        except EnvelopeError as exc:
+            if dir_ == Dir.OUT:
+                return Derived(Channel.CONTROL, MALFORMED_TYPE, error=str(exc))
+            return Derived(Channel.UNKNOWN, MALFORMED_TYPE, error=str(exc))
+        if env.is_command:
+            return Derived(Channel.CONTROL, env.type, env.sid, env.seq, None)
+        if env.type == "subscribed":
+            ack = ack_channel_sid(raw)
+            if ack is not None:
+                self._sid_channel[(conn, ack[1])] = ack[0]
+                return Derived(Channel.CONTROL, env.type, ack[1], None, None)
+        channel = channel_of_type(env.type)
+        if (channel == Channel.UNKNOWN or env.type == "event_lifecycle") and env.sid is not None:
+            channel = self._sid_channel.get((conn, env.sid), channel)
+        return Derived(channel, env.type, env.sid, env.seq, env.market_ticker)
+
+    def _event(self, raw: bytes, conn: int) -> Derived:
+        try:
+            type_ = decode_envelope(raw).type
+        except EnvelopeError:
+            type_ = MALFORMED_TYPE
+        if type_ in (Event.CLOSE, Event.OPEN):
+            # A new or ended connection starts with no subscriptions.
+            for key in [k for k in self._sid_channel if k[0] == conn]:
+                del self._sid_channel[key]
+        return Derived(Channel.SESSION, type_)
+
+
+
+_RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
+
+
+def new_run_id(recv_ns: int, entropy: bytes) -> str:
+    """Build a run id that sorts by start time: `20261121T081600Z-1a2b3c4d`.
+
+    The caller supplies the start time and 4+ random bytes (this module reads no
+    clock and no random source).
+    """
+    if len(entropy) < 4:
+        raise ValueError("run id entropy needs at least 4 bytes")
+    start = dt.datetime.fromtimestamp(recv_ns / 1e9, tz=dt.UTC)
+    return f"{start:%Y%m%dT%H%M%SZ}-{entropy[:4].hex()}"
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return run_id if it has the form `new_run_id` makes, else raise PartitionError."""
+    if not _RUN_ID.match(run_id):
+        raise PartitionError(f"invalid run id {run_id!r}: expected like 20261121T081600Z-1a2b3c4d")
+    return run_id
+
+
+def utc_date(recv_ns: int) -> str:
+    """The UTC calendar date of a wall-clock nanosecond timestamp, as YYYY-MM-DD."""
+    return dt.datetime.fromtimestamp(recv_ns // 1_000_000_000, tz=dt.UTC).strftime("%Y-%m-%d")
+
+
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def partition_dir(channel: str, date: str) -> str:
+    """The relative directory of a partition: `channel=<channel>/date=<YYYY-MM-DD>`.
+
+    Partition values come only from the fixed channel list and a UTC date, never
+    from a ticker or any other wire content, so a path can never escape the root.
+
+    Raises:
+        PartitionError: the channel is not in `ALL_CHANNELS` or the date is not a
+            real YYYY-MM-DD date.
+    """
+    if channel not in ALL_CHANNELS:
+        raise PartitionError(f"unknown channel {channel!r}: not in the fixed channel list")
+    if not _DATE.match(date):
+        raise PartitionError(f"invalid partition date {date!r}: expected YYYY-MM-DD")
+    try:
+        dt.date.fromisoformat(date)
+    except ValueError:
+        raise PartitionError(f"invalid partition date {date!r}: not a calendar date") from None
+    return f"channel={channel}/date={date}"
+
+
+def partition_file(channel: str, date: str, run_id: str, segment: int, suffix: str = "") -> str:
+    """The relative path of a published file: `<partition_dir>/<run_id>-<segment>.parquet`.
+
+    The name derives only from the run and the segment, so republishing a segment
+    after a crash replaces its file instead of adding a second copy. `suffix`
+    distinguishes derived files (for example compaction outputs) and must be short
+    lowercase alphanumerics.
+    """
+    validate_run_id(run_id)
+    if segment < 0:
+        raise PartitionError(f"invalid segment number {segment}")
+    if suffix and not re.fullmatch(r"[a-z0-9]{1,16}", suffix):
+        raise PartitionError(f"invalid file suffix {suffix!r}")
+    tail = f"-{suffix}" if suffix else ""
+    return f"{partition_dir(channel, date)}/{run_id}-{segment:08d}{tail}.parquet"
