@@ -1,0 +1,229 @@
+"""Engine throughput: 1M realistic frames through the Session API, against a hand-written ceiling.
+
+    python bench/bench_engine.py [--frames N]
+
+Measured in one process, on the same frames:
+  ceiling      msgspec tagged-union parse, seq check per sid, dict-per-side Decimal book
+               apply, an async generator, `async for` consumers; no engine (the issue's
+               definition of the hand-written ceiling)
+  engine raw   the real path: a Source feeding `Engine`, three consumers (orderbook_delta,
+               ticker, trade) reading `Frame`s with `async for`, books maintained
+  engine model the same, consumers receiving pydantic models (`schemas.parse`)
+Both runs use the same garbage-collector setting (frozen start-up heap, raised gen0
+threshold: PERFORMANCE.md "What reaches the ceilings" 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import Metric, emit
+from mix import realistic_frames
+
+from stream import Session, Source
+from stream.queues import Overflow
+
+
+class ListSource(Source):
+    """Feeds a list of frames as fast as the consumers read (what replay does)."""
+
+    owns_wire = False
+
+    def __init__(self, frames: list[bytes], mix: Any) -> None:
+        self.frames, self.subscribes, self.acks = frames, mix.subscribes, mix.acks
+        self.markets = mix.markets
+        self.books_held = 0
+
+    def now(self) -> tuple[int, int]:
+        return 0, 0
+
+    async def send(self, conn: int, raw: bytes) -> None:
+        pass
+
+    async def run(self, session: Session) -> None:
+        engine = session.engine
+        t = 1_795_244_476_000_000_000
+        engine.connection_attempt(t, 0)
+        engine.connection_opened(1, t, 0)
+        for raw in self.subscribes:
+            engine.command_sent(raw, t, 0, 1)
+        for raw in self.acks:
+            engine.frame_received(raw, t, 0, 1)
+        await session.pump()
+        frames = self.frames
+        receive = engine.frame_received
+        for start in range(0, len(frames), 64):
+            for i in range(start, min(start + 64, len(frames))):
+                receive(frames[i], t + i, i, 1)
+            if session.needs_pump:
+                await session.pump()
+        self.books_held = sum(engine.book(m) is not None for m in self.markets)
+
+
+async def run_engine(frames: list[bytes], mix: Any, raw: bool) -> float:
+    source = ListSource(frames, mix)
+    session = Session(source, default_overflow=Overflow.BLOCK, default_maxsize=4096)
+    counts = {"orderbook_delta": 0, "ticker": 0, "trade": 0}
+
+    async def consume(sub: Any, channel: str) -> None:
+        n = 0
+        async for _ in sub:
+            n += 1
+        counts[channel] = n
+
+    subs = [
+        await session.subscribe("orderbook_delta", raw=raw),
+        await session.subscribe("ticker", raw=raw),
+        await session.subscribe("trade", raw=raw),
+    ]
+    tasks = [asyncio.create_task(consume(s, s.channel)) for s in subs]
+    t0 = time.perf_counter()
+    await session.start()
+    await session._task  # type: ignore[misc]  # the source ran dry
+    await session.close()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - t0
+    delivered = sum(counts.values())
+    assert delivered == len(frames), (delivered, len(frames))
+    assert source.books_held == len(mix.markets), source.books_held
+    return len(frames) / elapsed
+
+
+# ------------------------------------------------------------------ the hand-written ceiling
+
+
+class _Delta(msgspec.Struct, gc=False):
+    market_ticker: str
+    side: str
+    price_dollars: Decimal
+    delta_fp: Decimal
+
+
+class _Snap(msgspec.Struct, gc=False):
+    market_ticker: str
+    yes_dollars_fp: list[tuple[Decimal, Decimal]] = []
+    no_dollars_fp: list[tuple[Decimal, Decimal]] = []
+
+
+class _Head(msgspec.Struct, gc=False):
+    market_ticker: str
+
+
+class DeltaF(msgspec.Struct, tag="orderbook_delta", tag_field="type", gc=False):
+    sid: int
+    seq: int
+    msg: _Delta
+
+
+class SnapF(msgspec.Struct, tag="orderbook_snapshot", tag_field="type", gc=False):
+    sid: int
+    seq: int
+    msg: _Snap
+
+
+class TickerF(msgspec.Struct, tag="ticker", tag_field="type", gc=False):
+    sid: int
+    msg: _Head
+
+
+class TradeF(msgspec.Struct, tag="trade", tag_field="type", gc=False):
+    sid: int
+    seq: int
+    msg: _Head
+
+
+async def run_ceiling(frames: list[bytes]) -> float:
+    decoder = msgspec.json.Decoder(DeltaF | SnapF | TickerF | TradeF)
+    books: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
+    last: dict[int, int] = {}
+
+    async def stream() -> Any:
+        for i, raw in enumerate(frames):
+            f = decoder.decode(raw)
+            seq = getattr(f, "seq", None)
+            if seq is not None:
+                prev = last.get(f.sid)
+                if prev is not None and seq != prev + 1:
+                    continue
+                last[f.sid] = seq
+            kind = type(f)
+            if kind is DeltaF:
+                m = f.msg
+                yes, no = books[m.market_ticker]
+                side = yes if m.side == "yes" else no
+                q = side.get(m.price_dollars, 0) + m.delta_fp
+                if q > 0:
+                    side[m.price_dollars] = q
+                else:
+                    side.pop(m.price_dollars, None)
+            elif kind is SnapF:
+                m = f.msg
+                books[m.market_ticker] = (dict(m.yes_dollars_fp), dict(m.no_dollars_fp))
+            yield i, f
+
+    t0 = time.perf_counter()
+    n = 0
+    async for _ in stream():
+        n += 1
+    elapsed = time.perf_counter() - t0
+    assert n == len(frames)
+    return n / elapsed
+
+
+def main() -> None:
+    n = 1_000_000
+    if "--frames" in sys.argv:
+        n = int(sys.argv[sys.argv.index("--frames") + 1])
+    mix = realistic_frames(n)
+    frames = mix.frames
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    ceiling = asyncio.run(run_ceiling(frames))
+    raw_rate = asyncio.run(run_engine(frames, mix, raw=True))
+    metrics = [
+        Metric("ceiling: msgspec+seq+dict book+async gen", ceiling, "frames/s"),
+        Metric(
+            "engine, raw Frames, books maintained",
+            raw_rate,
+            "frames/s",
+            baseline="ceiling: msgspec+seq+dict book+async gen",
+            target=">= 400k, ratio >= 0.8",
+        ),
+    ]
+    try:
+        import schemas.parse  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        model_n = min(n, 300_000)
+        model_rate = asyncio.run(run_engine(frames[:model_n], mix, raw=False))
+        metrics.append(
+            Metric(
+                "engine, pydantic models",
+                model_rate,
+                "frames/s",
+                baseline="ceiling: msgspec+seq+dict book+async gen",
+                target=">= 150k",
+            )
+        )
+    emit(
+        metrics,
+        notes=f"{n:,} frames, {sum(map(len, frames)) / n:.0f} B average, "
+        f"{len(mix.markets)} markets.",
+    )
+
+
+if __name__ == "__main__":
+    main()

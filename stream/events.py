@@ -1,0 +1,196 @@
+"""What the engine hands out: the delivered frame, and every other output.
+
+`Frame` is what a consumer asking for speed receives (and what a model consumer's
+message is built from). The other classes are the engine's outputs, drained by
+the edge from `Engine.outbox`: commands to send, state changes, error reports,
+gaps and resyncs, connection switches, book checkpoints. All are immutable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from stream.state import ConnectionState
+
+__all__ = [
+    "BookCheckpoint",
+    "CloseConnection",
+    "CommandReply",
+    "ErrorReport",
+    "Fatal",
+    "Frame",
+    "GapDetected",
+    "Output",
+    "ResyncRequested",
+    "SendCommand",
+    "StateChanged",
+    "SubscribeResult",
+    "Switched",
+]
+
+
+class Frame(msgspec.Struct, gc=False):
+    """One delivered server frame: the exact bytes, both receive clocks and the envelope.
+
+    `message()` builds (once) the pydantic model of `schemas.parse` for it.
+    """
+
+    raw: bytes
+    recv_ns: int
+    mono_ns: int
+    conn: int
+    channel: str
+    type: str
+    sid: int | None
+    seq: int | None
+    market_ticker: str | None
+    _model: Any = None
+
+    def message(self) -> Any:
+        """The typed pydantic model of this frame (parsed on first call, then cached).
+
+        Raises:
+            schemas.MessageError: the frame does not match its type's model.
+        """
+        model = self._model
+        if model is None:
+            from schemas.parse import parse_message  # the models load only if someone asks
+
+            model = self._model = parse_message(self.raw)
+        return model
+
+
+@dataclass(frozen=True, slots=True)
+class SendCommand:
+    """Send `raw` on connection `conn`; then report it back with `Engine.command_sent`."""
+
+    conn: int
+    raw: bytes
+    cmd: str
+    id: int
+    reason: str  # subscribe, resubscribe, resync, orphan_ack, user, fallback
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    old: ConnectionState
+    new: ConnectionState
+    recv_ns: int
+    mono_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """Something went wrong, or a frame was rejected. Never fatal by itself.
+
+    kind is one of: server_error, malformed, unknown_type, gap, reset, unrouted,
+    stash_overflow, delta_before_snapshot, orphan_ack, ack_timeout, resync_timeout,
+    standby_timeout, subscription_ended, callback_error, backpressure.
+    """
+
+    kind: str
+    message: str
+    recv_ns: int
+    conn: int | None = None
+    sid: int | None = None
+    channel: str | None = None
+    code: int | None = None
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GapDetected:
+    """A sequence gap (seq beyond last + 1) or reset (seq below last) on one subscription."""
+
+    kind: str  # "gap" or "reset"
+    conn: int
+    sid: int
+    channel: str
+    expected: int
+    got: int
+    recv_ns: int
+    mono_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncRequested:
+    conn: int
+    sid: int
+    channel: str
+    markets: tuple[str, ...]
+    method: str  # "get_snapshot" or "resubscribe"
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeResult:
+    """A consumer's subscribe was acknowledged (error None) or failed."""
+
+    cid: int
+    channel: str
+    sid: int | None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """The reply to a command the session waits on (list_subscriptions, update_subscription)."""
+
+    id: int
+    type: str  # "ok" or "error"
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Switched:
+    """Make-before-break: delivery moved from `old_conn` to `new_conn`; close the old one."""
+
+    old_conn: int
+    new_conn: int
+    recv_ns: int
+    mono_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection:
+    """The engine asks the edge to close a connection (an abandoned standby)."""
+
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookCheckpoint:
+    """The full book of one market at one moment, so replay can seek without starting over."""
+
+    conn: int
+    sid: int
+    market: str
+    recv_ns: int
+    mono_ns: int
+    record: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """The session cannot go on (backpressure on an ERROR queue)."""
+
+    error: BaseException
+
+
+Output = (
+    SendCommand
+    | StateChanged
+    | ErrorReport
+    | GapDetected
+    | ResyncRequested
+    | SubscribeResult
+    | CommandReply
+    | Switched
+    | CloseConnection
+    | BookCheckpoint
+    | Fatal
+)

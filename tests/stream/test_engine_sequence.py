@@ -1,0 +1,244 @@
+"""Sequence tracking, gaps, resyncs and resets (PROTOCOL.md behaviours 1-4 and the seq summary)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from stream import Delivery, DeliveryQueue, GapDetected, Overflow, ResyncRequested
+
+from .harness import Driver, wire
+
+D = Decimal
+
+
+def book_consumer(d: Driver, tickers: list[str], *, owns: bool = True) -> DeliveryQueue:
+    queue = DeliveryQueue(10_000, Overflow.DROP_OLDEST)
+    d.engine.add_consumer(
+        "orderbook_delta",
+        {"market_tickers": tickers},
+        owns_wire=owns,
+        delivery=Delivery.BOOK,
+        queue=queue,
+        tickers=frozenset(tickers),
+    )
+    d.flush()
+    return queue
+
+
+def frame_consumer(
+    d: Driver, channel: str, params: dict | None = None, owns: bool = True
+) -> DeliveryQueue:
+    queue = DeliveryQueue(10_000, Overflow.DROP_OLDEST)
+    d.engine.add_consumer(
+        channel, params or {}, owns_wire=owns, delivery=Delivery.FRAME, queue=queue
+    )
+    d.flush()
+    return queue
+
+
+def drain(queue: DeliveryQueue) -> list:
+    return queue.drain(len(queue))
+
+
+def subscribed_book(markets: list[str]) -> tuple[Driver, DeliveryQueue, int]:
+    """A driver with one orderbook subscription acked as sid 1, snapshots seq 1..n applied."""
+    d = Driver()
+    d.open(1)
+    queue = book_consumer(d, markets)
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "orderbook_delta", 1))
+    for i, market in enumerate(markets):
+        d.recv(wire.snapshot(1, i + 1, market))
+    return d, queue, len(markets)
+
+
+def test_in_order_deltas_apply_to_the_book() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.recv(wire.delta(1, seq + 1, "KX-A", "0.4000", "5.00"))
+    d.recv(wire.delta(1, seq + 2, "KX-A", "0.4100", "2.00"))
+    books = drain(queue)
+    assert books[-1].yes == {D("0.40"): D("15.00"), D("0.41"): D("2.00")}
+    assert books[-1].best_yes_bid == (D("0.41"), D("2.00"))
+    assert d.engine.stats.gaps == 0
+
+
+def test_duplicate_seq_is_dropped_and_never_applied_twice() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.recv(wire.delta(1, seq + 1, "KX-A", "0.4000", "5.00"))
+    d.recv(wire.delta(1, seq + 1, "KX-A", "0.4000", "5.00"))
+    assert d.engine.book("KX-A").yes[D("0.40")] == D("15.00")
+    assert d.engine.stats.duplicates == 1
+    assert not d.of(GapDetected)
+
+
+def test_gap_drops_the_frame_clears_the_book_and_requests_a_snapshot() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    drain(queue)
+    d.recv(wire.delta(1, seq + 2, "KX-A", "0.4000", "5.00"))  # seq + 1 lost
+    (gap,) = d.of(GapDetected)
+    assert (gap.kind, gap.expected, gap.got) == ("gap", seq + 1, seq + 2)
+    (cleared,) = drain(queue)
+    assert not cleared.valid and cleared.reason == "gap"
+    ((_, cmd),) = d.take_sent()
+    assert cmd["cmd"] == "update_subscription"
+    assert cmd["params"] == {"sids": [1], "action": "get_snapshot", "market_tickers": ["KX-A"]}
+
+
+def test_resync_brings_the_book_back() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.recv(wire.delta(1, seq + 2, "KX-A", "0.4000", "5.00"))
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.delta(1, seq + 3, "KX-A", "0.4000", "1.00"))  # no book yet: dropped silently
+    d.recv(wire.snapshot(1, seq + 4, "KX-A", yes=[("0.3000", "7.00")], no=[], cmd_id=cmd["id"]))
+    d.recv(wire.delta(1, seq + 5, "KX-A", "0.3000", "1.00"))
+    book = d.engine.book("KX-A")
+    assert book.valid and book.yes == {D("0.30"): D("8.00")} and book.no == {}
+    assert d.reports("delta_before_snapshot") == []  # expected during a resync, not warned
+    assert drain(queue)[-1] == book
+
+
+def test_gap_on_a_multi_market_subscription_resyncs_every_market() -> None:
+    d, queue, seq = subscribed_book(["KX-A", "KX-B", "KX-C"])
+    d.recv(wire.delta(1, seq + 2, "KX-B", "0.4000", "5.00"))
+    ((_, cmd),) = d.take_sent()
+    assert cmd["params"]["market_tickers"] == ["KX-A", "KX-B", "KX-C"]
+    for i, market in enumerate(["KX-A", "KX-B", "KX-C"]):
+        d.recv(wire.snapshot(1, seq + 3 + i, market, cmd_id=cmd["id"]))
+    assert all(d.engine.book(m).valid for m in ["KX-A", "KX-B", "KX-C"])
+    assert d.engine.stats.resyncs == 1
+
+
+def test_seq_below_the_last_is_a_reset_that_resyncs() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.recv(wire.delta(1, seq + 1, "KX-A", "0.4000", "5.00"))
+    d.recv(wire.delta(1, 1, "KX-A", "0.4000", "5.00"))
+    (gap,) = d.of(GapDetected)
+    assert gap.kind == "reset" and gap.got == 1
+    assert d.engine.book("KX-A") is None
+    assert [c["params"]["action"] for _, c in d.take_sent()] == ["get_snapshot"]
+
+
+def test_a_malformed_delta_does_not_advance_the_watermark() -> None:
+    # snapshot seq 1, malformed delta seq 2, good delta seq 3: a gap at 3 (PROTOCOL.md #3)
+    d, queue, seq = subscribed_book(["KX-A"])
+    bad = (
+        b'{"type":"orderbook_delta","sid":1,"seq":2,"msg":{"market_ticker":"KX-A",'
+        b'"side":"yes","price_dollars":"0.4000"}}'
+    )  # delta_fp missing
+    d.recv(bad)
+    assert d.reports("malformed")[0].message == "orderbook_delta.msg.delta_fp: field required"
+    d.recv(wire.delta(1, 3, "KX-A", "0.4000", "5.00"))
+    (gap,) = d.of(GapDetected)
+    assert (gap.expected, gap.got) == (2, 3)
+
+
+def test_invalid_json_on_a_sequenced_channel_shows_up_as_a_gap() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.recv(b'{"type":"orderbook_delta","sid":1,"seq":2,"msg":{')
+    assert len(d.reports("malformed")) == 1
+    d.recv(wire.delta(1, 3, "KX-A", "0.4000", "5.00"))
+    assert len(d.of(GapDetected)) == 1
+
+
+def test_one_resync_in_flight_covers_further_gaps() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.recv(wire.delta(1, seq + 2, "KX-A", "0.4000", "5.00"))
+    d.recv(wire.delta(1, seq + 4, "KX-A", "0.4000", "5.00"))
+    assert len(d.of(GapDetected)) == 2
+    assert len(d.take_sent()) == 1
+
+
+def test_gap_on_a_stateless_channel_is_reported_and_the_frame_still_delivered() -> None:
+    d = Driver()
+    d.open(1)
+    queue = frame_consumer(d, "trade")
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "trade", 5))
+    d.recv(wire.trade(5, 1, "KX-A", "t1"))
+    d.recv(wire.trade(5, 3, "KX-A", "t3"))
+    assert [f.seq for f in drain(queue)] == [1, 3]
+    assert [(g.expected, g.got) for g in d.of(GapDetected)] == [(2, 3)]
+    assert d.take_sent() == []  # nothing to resync on a channel without snapshots
+
+
+def test_stale_lower_seq_on_a_stateless_channel_is_dropped_and_rebases() -> None:
+    d = Driver()
+    d.open(1)
+    queue = frame_consumer(d, "trade")
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "trade", 5))
+    for seq in (1, 2, 3, 1, 2):
+        d.recv(wire.trade(5, seq, "KX-A", f"t{seq}"))
+    assert [f.seq for f in drain(queue)] == [1, 2, 3, 2]
+    assert [g.kind for g in d.of(GapDetected)] == ["reset"]
+
+
+def test_unsequenced_channels_are_not_seq_checked() -> None:
+    d = Driver()
+    d.open(1)
+    queue = frame_consumer(d, "ticker")
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "ticker", 2))
+    for _ in range(3):
+        d.recv(wire.ticker(2, "KX-A"))
+    assert len(drain(queue)) == 3 and not d.of(GapDetected)
+
+
+def test_connection_close_resets_sequence_state_and_books() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.close(1)
+    assert not drain(queue)[-1].valid
+    d.open(2)
+    ((conn, cmd),) = d.take_sent()
+    assert conn == 2 and cmd["cmd"] == "subscribe"
+    d.recv(wire.ack(cmd["id"], "orderbook_delta", 1), conn=2)  # same sid number, new conn
+    d.recv(wire.snapshot(1, 1, "KX-A"), conn=2)  # seq starts again at 1: no reset
+    assert not d.of(GapDetected)
+    assert d.engine.book("KX-A").valid
+
+
+def test_get_snapshot_error_falls_back_to_unsubscribe_and_subscribe() -> None:
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.recv(wire.delta(1, seq + 2, "KX-A", "0.4000", "5.00"))
+    ((_, resync),) = d.take_sent()
+    d.recv(wire.error(13, "Unsupported action", cmd_id=resync["id"], sid=1))
+    sent = [c for _, c in d.take_sent()]
+    assert [c["cmd"] for c in sent] == ["unsubscribe", "subscribe"]
+    assert sent[0]["params"] == {"sids": [1]}
+    assert sent[1]["params"]["market_tickers"] == ["KX-A"]
+    d.recv(wire.ack(sent[1]["id"], "orderbook_delta", 2))
+    d.recv(wire.delta(1, seq + 3, "KX-A", "0.4000", "5.00"))  # old sid: retired, ignored
+    d.recv(wire.snapshot(2, 1, "KX-A", yes=[("0.2000", "1.00")]))
+    assert d.engine.book("KX-A").yes == {D("0.20"): D("1.00")}
+    assert [r.method for r in d.of(ResyncRequested)] == ["get_snapshot", "resubscribe"]
+
+
+def test_get_snapshot_without_reply_falls_back_after_the_timeout() -> None:
+    d = Driver.with_config(resync_timeout_s=2.0)
+    d.open(1)
+    book_consumer(d, ["KX-A"])
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "orderbook_delta", 1))
+    d.recv(wire.snapshot(1, 1, "KX-A"))
+    d.recv(wire.delta(1, 3, "KX-A", "0.4000", "5.00"))
+    d.take_sent()
+    d.advance(1.0)
+    assert d.take_sent() == []
+    d.advance(1.5)
+    assert [c["cmd"] for _, c in d.take_sent()] == ["unsubscribe", "subscribe"]
+    assert len(d.reports("resync_timeout")) == 1
+
+
+def test_control_replies_carrying_the_next_seq_consume_it() -> None:
+    # PROTOCOL.md open question 2: if `ok` takes a seq number, the next data frame must
+    # not look like a gap.
+    d, queue, seq = subscribed_book(["KX-A"])
+    d.engine.update_consumer(
+        d.engine.consumers()[0].cid, "add_markets", {"market_tickers": ["KX-B"]}
+    )
+    d.flush()
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ok(cmd["id"], {"market_tickers": ["KX-A", "KX-B"]}, sid=1, seq=seq + 1))
+    d.recv(wire.snapshot(1, seq + 2, "KX-B"))
+    assert not d.of(GapDetected)
+    assert d.engine.consumers()[0].params["market_tickers"] == ["KX-A", "KX-B"]
