@@ -5,6 +5,8 @@ Arrow schema) is the one module that imports pyarrow; it is not imported here, s
 `stream` can use this package without loading any I/O library.
 """
 
+from typing import TYPE_CHECKING
+
 from schemas.channels import (
     ALL_CHANNELS,
     BOOK_CHANNELS,
@@ -40,26 +42,55 @@ from schemas.record import (
     partition_file,
 )
 
+if TYPE_CHECKING:
+    from schemas.parse import (
+        COMMAND_MODELS,
+        MESSAGE_MODELS,
+        Command,
+        Message,
+        parse_command,
+        parse_message,
+    )
+
+# The message models take 0.2-0.4 s to import (pydantic builds their validators): they
+# load on first use of these names, so `import schemas` stays cheap for the engine.
+_LAZY_PARSE_EXPORTS = frozenset(
+    {"COMMAND_MODELS", "MESSAGE_MODELS", "Command", "Message", "parse_command", "parse_message"}
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_PARSE_EXPORTS:
+        import schemas.parse
+
+        return getattr(schemas.parse, name)
+    raise AttributeError(f"module 'schemas' has no attribute {name!r}")
+
+
 __all__ = [
     "ALL_CHANNELS",
     "BOOK_CHANNELS",
     "CHANNEL_TYPES",
     "COLUMNS",
     "COMMANDS",
+    "COMMAND_MODELS",
     "CONTROL_TYPES",
+    "MESSAGE_MODELS",
     "SEQUENCED_CHANNELS",
     "SEQUENCED_TYPES",
     "TYPE_TO_CHANNEL",
     "WIRE_CHANNELS",
     "CaptureRecord",
-    "ConfigError",
     "Channel",
     "ColumnDeriver",
+    "Command",
+    "ConfigError",
     "Derived",
     "Dir",
     "Envelope",
     "EnvelopeError",
     "Event",
+    "Message",
     "MessageError",
     "MessageValidationError",
     "PartitionError",
@@ -70,6 +101,8 @@ __all__ = [
     "decode_envelope",
     "encode_json",
     "event_raw",
+    "parse_command",
+    "parse_message",
     "partition_dir",
     "partition_file",
 ]

@@ -212,7 +212,7 @@ def new_run_id(recv_ns: int, entropy: bytes) -> str:
 
 def validate_run_id(run_id: str) -> str:
     """Return run_id if it has the form `new_run_id` makes, else raise PartitionError."""
-    if not _RUN_ID.match(run_id):
+    if not _RUN_ID.fullmatch(run_id):
         raise PartitionError(f"invalid run id {run_id!r}: expected like 20261121T081600Z-1a2b3c4d")
     return run_id
 
@@ -237,7 +237,7 @@ def partition_dir(channel: str, date: str) -> str:
     """
     if channel not in ALL_CHANNELS:
         raise PartitionError(f"unknown channel {channel!r}: not in the fixed channel list")
-    if not _DATE.match(date):
+    if not _DATE.fullmatch(date):
         raise PartitionError(f"invalid partition date {date!r}: expected YYYY-MM-DD")
     try:
         dt.date.fromisoformat(date)

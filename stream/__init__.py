@@ -7,7 +7,8 @@ each implement.
 """
 
 from stream.book import BookSnapshot, Level, OrderBook
-from stream.engine import Engine, EngineConfig, EngineStats
+from stream.core import EngineConfig, EngineStats
+from stream.engine import Engine
 from stream.errors import (
     BackpressureError,
     IllegalTransition,

@@ -433,16 +433,8 @@ class Session:
         )
         owns = self._source.owns_wire
         waiter: asyncio.Future[Any] | None = None
-        recv_ns, mono_ns = self._source.now()
         consumer = self.engine.add_consumer(
-            channel,
-            params,
-            owns_wire=owns,
-            delivery=delivery,
-            queue=queue,
-            tickers=tickers,
-            recv_ns=recv_ns,
-            mono_ns=mono_ns,
+            channel, params, owns_wire=owns, delivery=delivery, queue=queue, tickers=tickers
         )
         self._subscribed_any = True
         if owns and self.engine.state in (ConnectionState.CONNECTED, ConnectionState.STREAMING):
@@ -473,8 +465,7 @@ class Session:
                 base = consumer.tickers if consumer.tickers is not None else frozenset()
                 consumer.tickers = base - tickers
             return None
-        recv_ns, _ = self._source.now()
-        cmd_id = self.engine.update_consumer(consumer.cid, action, args, recv_ns)
+        cmd_id = self.engine.update_consumer(consumer.cid, action, args)
         if cmd_id is None:
             raise SessionClosed("no active subscription to update (not connected)")
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -483,16 +474,14 @@ class Session:
         return await waiter
 
     async def unsubscribe(self, subscription: Subscription[Any]) -> None:
-        recv_ns, mono_ns = self._source.now()
-        self.engine.remove_consumer(subscription.cid, recv_ns, mono_ns)
+        self.engine.remove_consumer(subscription.cid)
         await self._dispatch_outputs()
 
     async def list_subscriptions(self) -> list[dict[str, Any]]:
         """The server's list of subscriptions (live), or the capture's (replay)."""
         if not self._source.owns_wire:
             return self.engine.wire_subscriptions()
-        recv_ns, _ = self._source.now()
-        cmd_id = self.engine.list_subscriptions(recv_ns)
+        cmd_id = self.engine.list_subscriptions()
         if cmd_id is None:
             raise SessionClosed("not connected")
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -533,15 +522,8 @@ class Session:
             key = (channel, raw)
             if key not in self._callback_consumers:
                 queue = DeliveryQueue(1 << 30, Overflow.BLOCK)  # drained after every input
-                recv_ns, mono_ns = self._source.now()
                 self._callback_consumers[key] = self.engine.add_consumer(
-                    channel,
-                    None,
-                    owns_wire=False,
-                    delivery=Delivery.FRAME,
-                    queue=queue,
-                    recv_ns=recv_ns,
-                    mono_ns=mono_ns,
+                    channel, None, owns_wire=False, delivery=Delivery.FRAME, queue=queue
                 )
             return fn
 
