@@ -148,6 +148,16 @@ class Engine(ControlHandling):
                 ]
         return sorted(found, key=lambda s: (s["sid"], s["channel"]))
 
+    def subscription_activity(self) -> list[tuple[int, int, str, int, int | None]]:
+        """(conn, sid, channel, frames, last_mono_ns) of every acknowledged subscription on an
+        active connection: what a staleness watchdog needs to judge each one's own rate."""
+        return [
+            (conn.conn, sid, w.channel, w.frames, w.last_mono_ns)
+            for conn in (g.active for g in self._groups.values())
+            if conn is not None
+            for sid, w in conn.sids.items()
+        ]
+
     def book(self, market: str) -> BookSnapshot | None:
         """The current book of a market on an active connection (the freshest), or None."""
         best: BookSnapshot | None = None

@@ -145,6 +145,8 @@ class FrameHandling(EngineCore):
             wire = self._wire_for(state, frame.sid, raw, recv_ns, mono_ns)
             if wire is None:
                 return
+        wire.frames += 1
+        wire.last_mono_ns = mono_ns
         seq = frame.seq
         if wire.sequenced:
             if seq is None:
@@ -182,6 +184,8 @@ class FrameHandling(EngineCore):
             wire = self._wire_for(state, frame.sid, raw, recv_ns, mono_ns)
             if wire is None:
                 return
+        wire.frames += 1
+        wire.last_mono_ns = mono_ns
         body = frame.msg
         is_delta = type(frame) is DeltaFrame
         # Validate fully before the watermark moves (PROTOCOL.md #3).

@@ -81,6 +81,8 @@ class WireSubscription:
     use_yes_price: bool = False
     pending_since_ns: int = 0
     last_checkpoint_ns: dict[str, int] = field(default_factory=dict)
+    frames: int = 0  # frames received on this subscription (any verdict)
+    last_mono_ns: int | None = None  # when the last one arrived: the staleness watchdog's input
 
     def key(self) -> tuple[str, frozenset[str] | None]:
         """What makes two wire subscriptions equivalent across connections."""

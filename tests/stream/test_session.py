@@ -255,3 +255,30 @@ async def test_a_subscription_resumes_on_the_new_connection_under_the_same_clien
     resubscribe = [cmd for conn, cmd in source.sent if conn == 2]
     assert resubscribe[0]["params"]["channels"] == ["trade"]
     await session.close()
+
+
+async def test_consumers_get_pydantic_models_unless_they_ask_for_raw_frames() -> None:
+    session, source = await started()
+    trades = await session.subscribe_trade(["KX-A"])
+    source.frame(wire.trade(1, 1, "KX-A", "t1", price="0.4500"))
+    message = await anext(trades)
+    assert type(message).__name__ == "Trade"
+    assert message.msg.yes_price_dollars == D("0.4500")
+    assert message.msg.no_price_dollars == D("0.5500")
+    assert message.seq == 1
+    await session.close()
+
+
+async def test_a_frame_that_fails_its_model_is_reported_and_skipped_not_fatal() -> None:
+    errors = []
+    session, source = await started(on_error=errors.append)
+    trades = await session.subscribe_trade()
+    source.frame(b'{"type":"trade","sid":1,"seq":1,"msg":{"market_ticker":"KX-A"}}')
+    source.frame(wire.trade(1, 2, "KX-A", "t2"))
+    message = await anext(trades)
+    await source.settle()
+    assert message.seq == 2
+    report, = [e for e in errors if e.kind == "malformed"]
+    assert "trade.msg.trade_id" in report.message
+    assert report.raw.startswith(b'{"type":"trade"')
+    await session.close()
