@@ -21,7 +21,7 @@ from stream.errors import (
     SubscriptionTerminated,
 )
 from stream.events import (
-    BookCheckpoint,
+    Checkpoint,
     CloseConnection,
     CommandReply,
     ErrorReport,
@@ -42,8 +42,8 @@ from stream.subscriptions import ConsumerSubscription, Delivery, WireSubscriptio
 
 __all__ = [
     "BackpressureError",
-    "BookCheckpoint",
     "BookSnapshot",
+    "Checkpoint",
     "CloseConnection",
     "CommandReply",
     "ConnectionState",

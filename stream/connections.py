@@ -31,6 +31,7 @@ class Connection:
         "commands",
         "conn",
         "group",
+        "last_checkpoint_ns",
         "opened_mono_ns",
         "pending",
         "retired",
@@ -43,6 +44,7 @@ class Connection:
         self.conn = conn
         self.group = group
         self.opened_mono_ns = mono_ns
+        self.last_checkpoint_ns = mono_ns  # the first checkpoint comes one interval after open
         self.sids: dict[int, WireSubscription] = {}
         self.pending: dict[tuple[int | None, str], WireSubscription] = {}  # (cmd id, channel)
         self.commands: dict[int, tuple[str, dict[str, Any], list[WireSubscription]]] = {}

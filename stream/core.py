@@ -38,7 +38,7 @@ class EngineConfig:
     ack_timeout_s: float = 10.0  # a subscribe with no ack fails after this
     resync_timeout_s: float = 5.0  # a get_snapshot with no reply falls back to resubscribe
     standby_timeout_s: float = 30.0  # a make-before-break standby not ready by then is dropped
-    checkpoint_interval_s: float | None = None  # emit a BookCheckpoint per market this often
+    checkpoint_interval_s: float | None = None  # checkpoint each active connection this often
     max_held_frames: int = 200_000  # bound on frames held per consumer during an overlap
 
 

@@ -31,11 +31,12 @@ from typing import Any
 
 from schemas.channels import BOOK_CHANNELS, MARKET_FILTER_CHANNELS
 from stream.book import BookSnapshot
+from stream.checkpoint import checkpoint_record, is_quiescent, restore_wires
 from stream.connections import Connection, Group
 from stream.control import ControlHandling
 from stream.core import NS, EngineConfig, EngineStats
 from stream.errors import SubscribeTimeout
-from stream.events import CloseConnection, SubscribeResult, Switched
+from stream.events import Checkpoint, CloseConnection, SubscribeResult, Switched
 from stream.queues import DeliveryQueue
 from stream.state import ConnectionState
 from stream.subscriptions import ConsumerSubscription, Delivery, WireSubscription, market_set
@@ -285,11 +286,44 @@ class Engine(ControlHandling):
             self._check_timeouts(state, recv_ns, mono_ns)
         if self._checkpoint_ns is not None:
             for group in self._groups.values():
-                if group.active is None:
+                conn = group.active
+                if conn is None or mono_ns - conn.last_checkpoint_ns < self._checkpoint_ns:
                     continue
-                for wire in group.active.sids.values():
-                    for market, book in wire.books.items():
-                        self._maybe_checkpoint(wire, market, book, recv_ns, mono_ns)
+                if conn.sids and is_quiescent(conn):
+                    conn.last_checkpoint_ns = mono_ns
+                    record = checkpoint_record(conn)
+                    self.outbox.append(Checkpoint(conn.conn, group.id, recv_ns, mono_ns, record))
+
+    def restore_checkpoint(
+        self,
+        record: dict[str, Any],
+        recv_ns: int,
+        mono_ns: int,
+        *,
+        conn: int,
+        group: int = LIVE_GROUP,
+    ) -> None:
+        """Replace a connection's subscriptions and books with a checkpoint's (replay seek).
+
+        The connection is opened (as the group's active one) if it is not open yet.
+
+        Raises:
+            ValueError: the record cannot be restored.
+        """
+        self._now = (recv_ns, mono_ns)
+        if conn not in self._conns:
+            self.connection_opened(conn, recv_ns, mono_ns, group=group)
+        state = self._conns[conn]
+        for wire in state.wires():
+            wire.targets = []
+        state.sids.clear()
+        state.pending.clear()
+        for wire in restore_wires(state, record):
+            self._target(wire)
+        state.last_checkpoint_ns = mono_ns
+        g = state.group
+        if state.sids and g.active is state and g.state is _S.CONNECTED:
+            self._set_group_state(g, _S.STREAMING, recv_ns, mono_ns)
 
     def _check_timeouts(self, state: Connection, recv_ns: int, mono_ns: int) -> None:
         ack_ns = int(self.config.ack_timeout_s * NS)

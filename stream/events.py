@@ -3,7 +3,7 @@
 `Frame` is what a consumer asking for speed receives (and what a model consumer's
 message is built from). The other classes are the engine's outputs, drained by
 the edge from `Engine.outbox`: commands to send, state changes, error reports,
-gaps and resyncs, connection switches, book checkpoints. All are immutable.
+gaps and resyncs, connection switches, connection checkpoints. All are immutable.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import msgspec
 from stream.state import ConnectionState
 
 __all__ = [
-    "BookCheckpoint",
+    "Checkpoint",
     "CloseConnection",
     "CommandReply",
     "ErrorReport",
@@ -163,12 +163,12 @@ class CloseConnection:
 
 
 @dataclass(frozen=True, slots=True)
-class BookCheckpoint:
-    """The full book of one market at one moment, so replay can seek without starting over."""
+class Checkpoint:
+    """The whole derived state of one connection (`stream.checkpoint`), so replay can seek
+    without starting over. The recorder stores it in the `_checkpoint` partition."""
 
     conn: int
-    sid: int
-    market: str
+    group: int
     recv_ns: int
     mono_ns: int
     record: dict[str, Any] = field(hash=False)
@@ -191,6 +191,6 @@ Output = (
     | CommandReply
     | Switched
     | CloseConnection
-    | BookCheckpoint
+    | Checkpoint
     | Fatal
 )

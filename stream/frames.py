@@ -39,7 +39,7 @@ from stream.decode import (
     delta_fields,
     snapshot_levels,
 )
-from stream.events import BookCheckpoint, Frame, GapDetected, ResyncRequested
+from stream.events import Frame, GapDetected, ResyncRequested
 from stream.subscriptions import WireSubscription
 
 __all__ = ["FrameHandling"]
@@ -243,8 +243,6 @@ class FrameHandling(EngineCore):
             self._deliver(wire, frame_out, book)
         if not is_delta and state.group.standby is state:
             self._maybe_switch(state, recv_ns, mono_ns)
-        if self._checkpoint_ns is not None and state.group.active is state:
-            self._maybe_checkpoint(wire, market, book, recv_ns, mono_ns)
 
     def _delta_without_book(
         self, state: Connection, wire: WireSubscription, market: str, recv_ns: int
@@ -264,19 +262,6 @@ class FrameHandling(EngineCore):
                 wire.channel,
             )
             self._request_snapshot(state, wire, [market], recv_ns)
-
-    def _maybe_checkpoint(
-        self, wire: WireSubscription, market: str, book: OrderBook, recv_ns: int, mono_ns: int
-    ) -> None:
-        assert self._checkpoint_ns is not None
-        last = wire.last_checkpoint_ns.get(market)
-        if last is None or mono_ns - last >= self._checkpoint_ns:
-            wire.last_checkpoint_ns[market] = mono_ns
-            if wire.sid is not None and market not in wire.awaiting_snapshot:
-                record = book.snapshot().as_record()
-                self.outbox.append(
-                    BookCheckpoint(wire.conn, wire.sid, market, recv_ns, mono_ns, record)
-                )
 
     # ------------------------------------------------------------------ bad frames
 

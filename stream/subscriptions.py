@@ -80,7 +80,6 @@ class WireSubscription:
     targets: list[ConsumerSubscription] = field(default_factory=list)
     use_yes_price: bool = False
     pending_since_ns: int = 0
-    last_checkpoint_ns: dict[str, int] = field(default_factory=dict)
     frames: int = 0  # frames received on this subscription (any verdict)
     last_mono_ns: int | None = None  # when the last one arrived: the staleness watchdog's input
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from stream import (
-    BookCheckpoint,
+    Checkpoint,
     Delivery,
     DeliveryQueue,
     Overflow,
@@ -236,17 +236,50 @@ def test_attached_consumers_filter_by_ticker_across_wire_subscriptions() -> None
     assert [f.market_ticker for f in drain(everything)] == ["KX-A", "KX-B"]
 
 
-def test_book_checkpoints_are_emitted_per_market_at_the_interval() -> None:
+def test_a_connection_checkpoint_restored_elsewhere_continues_the_stream_exactly() -> None:
     d = Driver.with_config(checkpoint_interval_s=10.0)
+    d.open(1)
+    book_consumer(d, ["KX-A", "KX-B"])
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "orderbook_delta", 1))
+    d.recv(wire.snapshot(1, 1, "KX-A"))
+    d.recv(wire.snapshot(1, 2, "KX-B", yes=[("0.0100", "1.00")], no=None))
+    d.recv(wire.delta(1, 3, "KX-A", "0.4000", "1.00"))
+    d.advance(5)
+    assert not d.of(Checkpoint)  # not before the interval
+    d.advance(6)
+    (checkpoint,) = d.of(Checkpoint)
+    assert checkpoint.conn == 1 and checkpoint.record["subs"][0]["last_seq"] == 3
+
+    replica = Driver()
+    queue = DeliveryQueue(100, Overflow.BLOCK)
+    replica.engine.add_consumer(
+        "orderbook_delta",
+        owns_wire=False,
+        delivery=Delivery.BOOK,
+        queue=queue,
+        tickers=frozenset({"KX-A"}),
+    )
+    replica.engine.restore_checkpoint(checkpoint.record, 0, 0, conn=1)
+    for engine in (d, replica):
+        engine.recv(wire.delta(1, 4, "KX-A", "0.4100", "2.00"))
+    assert replica.engine.book("KX-A") == d.engine.book("KX-A")
+    assert replica.engine.book("KX-B") == d.engine.book("KX-B")
+    assert replica.engine.stats.gaps == 0
+    assert queue.drain(10)[-1].yes == {D("0.40"): D("11.00"), D("0.41"): D("2.00")}
+
+
+def test_no_checkpoint_is_taken_while_a_resync_is_in_flight() -> None:
+    d = Driver.with_config(checkpoint_interval_s=1.0)
     d.open(1)
     book_consumer(d, ["KX-A"])
     ((_, cmd),) = d.take_sent()
     d.recv(wire.ack(cmd["id"], "orderbook_delta", 1))
     d.recv(wire.snapshot(1, 1, "KX-A"))
-    d.recv(wire.delta(1, 2, "KX-A", "0.4000", "1.00"))
-    assert len(d.of(BookCheckpoint)) == 1
-    d.advance(10.5)
-    checkpoints = d.of(BookCheckpoint)
-    assert len(checkpoints) == 2
-    assert checkpoints[-1].record["yes"] == [["0.4000", "11.00"]]
-    assert checkpoints[-1].record["seq"] == 2
+    d.recv(wire.delta(1, 3, "KX-A", "0.4000", "1.00"))  # gap: get_snapshot in flight
+    d.advance(2)
+    assert not d.of(Checkpoint)
+    ((_, resync),) = d.take_sent()
+    d.recv(wire.snapshot(1, 4, "KX-A", cmd_id=resync["id"]))
+    d.advance(2)
+    assert len(d.of(Checkpoint)) == 1

@@ -278,7 +278,7 @@ async def test_a_frame_that_fails_its_model_is_reported_and_skipped_not_fatal() 
     message = await anext(trades)
     await source.settle()
     assert message.seq == 2
-    report, = [e for e in errors if e.kind == "malformed"]
+    (report,) = [e for e in errors if e.kind == "malformed"]
     assert "trade.msg.trade_id" in report.message
     assert report.raw.startswith(b'{"type":"trade"')
     await session.close()
