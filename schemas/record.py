@@ -23,15 +23,20 @@ __all__ = [
     "COLUMNS",
     "EVENT_DETAIL_KEYS",
     "MALFORMED_TYPE",
+    "CaptureFileName",
     "CaptureRecord",
     "ColumnDeriver",
     "Derived",
     "Dir",
     "Event",
+    "compacted_file_suffix",
     "event_raw",
+    "live_files",
     "new_run_id",
+    "parse_file_name",
     "partition_dir",
     "partition_file",
+    "split_live_files",
     "utc_date",
     "validate_run_id",
 ]
@@ -261,3 +266,80 @@ def partition_file(channel: str, date: str, run_id: str, segment: int, suffix: s
         raise PartitionError(f"invalid file suffix {suffix!r}")
     tail = f"-{suffix}" if suffix else ""
     return f"{partition_dir(channel, date)}/{run_id}-{segment:08d}{tail}.parquet"
+
+
+# The visibility rule of a partition's files ---------------------------------------------
+#
+# A partition holds `<run_id>-<lo:08d>.parquet` (the rows of journal segment `lo`) and,
+# after compaction, `<run_id>-<lo:08d>-c<hi:08d>.parquet` (every row of segments lo..hi
+# of the run in this partition). A file is superseded when a compacted file of the same
+# run covers its whole segment range; readers read only live files. Names starting with
+# "." are temporary, and names outside the pattern are not capture files: neither is
+# ever live. The writer (recorder) and every reader (replay, SQL) apply this one rule.
+
+_FILE_NAME = re.compile(
+    r"^(?P<run>[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8})-(?P<lo>[0-9]{8,})(?:-c(?P<hi>[0-9]{8,}))?\.parquet$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureFileName:
+    """What a published file's name says: its run and the journal segments it holds."""
+
+    name: str
+    run_id: str
+    lo: int
+    hi: int
+    compacted: bool
+
+    def covers(self, other: CaptureFileName) -> bool:
+        """True when this compacted file holds every row of `other`."""
+        return (
+            self.compacted
+            and self.name != other.name
+            and self.run_id == other.run_id
+            and self.lo <= other.lo
+            and other.hi <= self.hi
+        )
+
+
+def parse_file_name(name: str) -> CaptureFileName | None:
+    """Parse a published file name; None if it does not follow the pattern."""
+    m = _FILE_NAME.match(name)
+    if m is None:
+        return None
+    lo, hi = int(m["lo"]), m["hi"]
+    return CaptureFileName(name, m["run"], lo, lo if hi is None else int(hi), hi is not None)
+
+
+def compacted_file_suffix(hi: int) -> str:
+    """The `suffix` of `partition_file` for a compacted file ending at segment `hi`."""
+    return f"c{hi:08d}"
+
+
+def split_live_files(names: list[str]) -> tuple[list[str], dict[str, CaptureFileName]]:
+    """(live names, superseded name -> the compacted file covering it) of one partition."""
+    parsed: dict[str, list[CaptureFileName]] = {}
+    live: list[str] = []
+    for name in names:
+        if name.startswith(".") or not name.endswith(".parquet"):
+            continue
+        f = parse_file_name(name)
+        if f is not None:
+            parsed.setdefault(f.run_id, []).append(f)
+    superseded: dict[str, CaptureFileName] = {}
+    for files in parsed.values():
+        covering = [f for f in files if f.compacted]
+        for f in files:
+            cover = next((c for c in covering if c.covers(f)), None)
+            if cover is None:
+                live.append(f.name)
+            else:
+                superseded[f.name] = cover
+    return sorted(live), superseded
+
+
+def live_files(names: list[str]) -> list[str]:
+    """The names a reader should read, of the file names listed in one partition."""
+    return split_live_files(names)[0]
+

@@ -80,6 +80,7 @@ class EngineCore:
         self._next_cmd_id = 1
         self._fatal: BaseException | None = None
         self._blocking: list[DeliveryQueue] = []
+        self._muted = False  # replay fast-forward: state advances, nothing is delivered
         self._now = (0, 0)  # time of the latest non-frame input, for outputs raised deep inside
         interval = self.config.checkpoint_interval_s
         self._checkpoint_ns = None if interval is None else int(interval * NS)
@@ -171,6 +172,9 @@ class EngineCore:
 
     def _target(self, wire: WireSubscription) -> None:
         """Who receives a wire subscription's frames: its owner and the attached consumers."""
+        if self._muted:
+            wire.targets = []
+            return
         targets = []
         owner = wire.owner
         if owner is not None and owner.active and owner.queue is not None:

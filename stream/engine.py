@@ -149,6 +149,21 @@ class Engine(ControlHandling):
                 ]
         return sorted(found, key=lambda s: (s["sid"], s["channel"]))
 
+    def group_ended(self, group: int, recv_ns: int, mono_ns: int) -> None:
+        """A group's records are over (a run stopped, or its process died): its connections
+        go without a word to consumers, as they would have live, where nothing was said
+        after the end. A close that really happened is its own `connection_closed`."""
+        g = self._groups.get(group)
+        if g is None:
+            return
+        for conn in [c for c in self._conns.values() if c.group is g]:
+            self._drop_conn(conn, "ended", recv_ns, notify=False)
+        g.active = g.standby = None
+        g.retiring.clear()
+        self._roles_changed()
+        if g.state is not _S.CLOSED:
+            self._set_group_state(g, _S.DISCONNECTED, recv_ns, mono_ns)
+
     def subscription_activity(self) -> list[tuple[int, int, str, int, int | None]]:
         """(conn, sid, channel, frames, last_mono_ns) of every acknowledged subscription on an
         active connection: what a staleness watchdog needs to judge each one's own rate."""
@@ -184,6 +199,28 @@ class Engine(ControlHandling):
     @property
     def fatal_error(self) -> BaseException | None:
         return self._fatal
+
+    def mute(self) -> None:
+        """Deliver nothing until `unmute` (replay seek: state advances silently)."""
+        self._muted = True
+        for conn in self._conns.values():
+            for wire in conn.sids.values():
+                wire.targets = []
+
+    def unmute(self) -> None:
+        """Deliver again; book consumers get the current book of their markets at once."""
+        self._muted = False
+        for conn in self._conns.values():
+            for wire in conn.sids.values():
+                self._target(wire)
+                if conn.group.active is not conn:
+                    continue
+                for consumer in wire.targets:
+                    if consumer.delivery is not Delivery.BOOK:
+                        continue
+                    for market, book in wire.books.items():
+                        if consumer.tickers is None or market in consumer.tickers:
+                            self._put(consumer, book.snapshot())
 
     # ------------------------------------------------------------------ connection inputs
 

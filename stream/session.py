@@ -114,9 +114,11 @@ class Subscription(Generic[T]):
         queue = self._queue
         convert = self._convert
         while True:
-            if not len(queue) and not await queue.wait_readable():
-                queue.raise_if_failed()
-                raise StopAsyncIteration
+            if not len(queue):
+                self._session._wake()
+                if not await queue.wait_readable():
+                    queue.raise_if_failed()
+                    raise StopAsyncIteration
             item = queue.get_nowait()
             if convert is None:
                 return item  # type: ignore[no-any-return]
@@ -129,9 +131,11 @@ class Subscription(Generic[T]):
         queue = self._queue
         convert = self._convert
         while True:
-            if not len(queue) and not await queue.wait_readable():
-                queue.raise_if_failed()
-                return
+            if not len(queue):
+                self._session._wake()
+                if not await queue.wait_readable():
+                    queue.raise_if_failed()
+                    return
             items = queue.drain(max_items)
             if convert is not None:
                 items = [m for m in map(convert, items) if m is not None]
@@ -173,6 +177,7 @@ class Session:
         self._closing = False
         self._subscribed_any = False
         self._error: BaseException | None = None
+        self._demand = asyncio.Event()  # a consumer waits: a replay may start reading
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,6 +227,7 @@ class Session:
             await self._closed.wait()
             return
         self._closing = True
+        self._demand.set()  # a source waiting for demand must get to see that it is stopped
         with contextlib.suppress(Exception):
             await self._source.stop()
         task = self._task
@@ -249,6 +255,7 @@ class Session:
         """
         if not self._subscribed_any:
             raise NotSubscribed("run_forever() needs a subscription first: call subscribe_*()")
+        self._demand.set()
         if self._task is None:
             await self.start()
         if stop_event is None:
@@ -268,6 +275,14 @@ class Session:
             await self.close()
 
     # ------------------------------------------------------------------ the pump
+
+    async def wait_for_demand(self) -> None:
+        """Return once a consumer waits for a message or run_forever() runs (replay
+        sources start reading then, knowing every subscription made before)."""
+        await self._demand.wait()
+
+    def _wake(self) -> None:
+        self._demand.set()
 
     @property
     def needs_pump(self) -> bool:
@@ -391,6 +406,7 @@ class Session:
         maxsize: int | None = None,
         raw: bool = False,
         tickers: list[str] | None = None,
+        attach: bool | None = None,
     ) -> Subscription[Any]:
         """Subscribe to any channel (the generic form of the typed `subscribe_*`).
 
@@ -404,6 +420,10 @@ class Session:
             raw: deliver `stream.events.Frame` (bytes, clocks, envelope) instead of
                 pydantic models: several times faster.
             tickers: shorthand for params["market_tickers"].
+            attach: receive the frames of the subscriptions that already exist on the
+                channel (filtered by ticker) instead of subscribing anew. Replay always
+                attaches; live, it lets a consumer ride a recorder's subscriptions, so
+                that it sees exactly what a replay of the capture will show.
 
         Returns:
             An async iterator of messages; it ends when the session closes, and raises
@@ -413,7 +433,7 @@ class Session:
         if tickers is not None:
             params["market_tickers"] = list(tickers)
         delivery = Delivery.FRAME if raw else Delivery.MODEL
-        return await self._subscribe(channel, params, delivery, overflow, maxsize)
+        return await self._subscribe(channel, params, delivery, overflow, maxsize, attach=attach)
 
     async def _subscribe(
         self,
@@ -423,6 +443,8 @@ class Session:
         overflow: Overflow | None,
         maxsize: int | None,
         tickers: frozenset[str] | None = None,
+        *,
+        attach: bool | None = None,
     ) -> Subscription[Any]:
         if self._closing or self.engine.state is ConnectionState.CLOSED:
             raise SessionClosed("the session is closed")
@@ -431,7 +453,7 @@ class Session:
         queue = DeliveryQueue(
             maxsize or self._default_maxsize, overflow or self._overflow_for(channel)
         )
-        owns = self._source.owns_wire
+        owns = self._source.owns_wire and not attach
         waiter: asyncio.Future[Any] | None = None
         consumer = self.engine.add_consumer(
             channel, params, owns_wire=owns, delivery=delivery, queue=queue, tickers=tickers
@@ -444,6 +466,19 @@ class Session:
         if waiter is not None:
             await waiter  # the ack, or the error / SubscribeTimeout naming the channel
         return Subscription(self, consumer, queue)
+
+    async def subscribe_wire(self, channel: str, params: dict[str, Any] | None = None) -> int:
+        """Keep a subscription on the wire without consuming it; returns its client id.
+
+        What a recorder does: the subscription is re-issued after every reconnect and its
+        sequence and books are maintained, so consumers can `attach` to it.
+        """
+        if not self._source.owns_wire:
+            raise SessionClosed("this source replays recorded subscriptions; nothing to send")
+        consumer = self.engine.add_consumer(channel, params, owns_wire=True, queue=None)
+        self._subscribed_any = True
+        await self._dispatch_outputs()
+        return consumer.cid
 
     async def update_subscription(
         self, subscription: Subscription[Any], action: str, **args: Any
@@ -493,7 +528,12 @@ class Session:
     # ------------------------------------------------------------------ books and callbacks
 
     async def orderbook(
-        self, ticker: str, *, maxsize: int = 100, overflow: Overflow | None = None
+        self,
+        ticker: str,
+        *,
+        maxsize: int = 100,
+        overflow: Overflow | None = None,
+        attach: bool | None = None,
     ) -> Subscription[Any]:
         """Subscribe to one market's book: yields a fresh immutable `BookSnapshot` per update
         (and an invalid one, `valid=False`, when a gap or a disconnect clears it)."""
@@ -504,6 +544,7 @@ class Session:
             overflow,
             maxsize,
             frozenset({ticker}),
+            attach=attach,
         )
 
     def book(self, ticker: str) -> Any:

@@ -220,8 +220,14 @@ class ScriptedSource(Source):
     with sids from 1, and answers get_snapshot and list_subscriptions.
     """
 
-    def __init__(self, responder: Responder | None = None, owns_wire: bool = True) -> None:
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        owns_wire: bool = True,
+        log: Callable[[str, int, bytes, int, int], None] | None = None,
+    ) -> None:
         self.owns_wire = owns_wire
+        self.log = log or (lambda dir_, conn, raw, recv_ns, mono_ns: None)
         self.responder = responder or auto_server()
         self.inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.now_ns = 1_795_244_476_000_000_000
@@ -252,12 +258,17 @@ class ScriptedSource(Source):
             kind, arg = get.result()
             self._step()
             if kind == "open":
+                self._event(arg, "attempt", url="ws://scripted", attempt=1)
                 engine.connection_attempt(self.now_ns, self.mono_ns)
+                self._event(arg, "open", url="ws://scripted", standby=False)
                 engine.connection_opened(arg, self.now_ns, self.mono_ns)
             elif kind == "close":
+                self._event(arg, "close", code=1006, reason="", disconnect_reason="NETWORK_ERROR",
+                            will_reconnect=True)
                 engine.connection_closed(arg, self.now_ns, self.mono_ns, code=1006)
             elif kind == "frame":
                 conn, raw = arg
+                self.log("in", conn, raw, self.now_ns, self.mono_ns)
                 engine.frame_received(raw, self.now_ns, self.mono_ns, conn)
             elif kind == "tick":
                 self.now_ns += int(arg * 1e9)
@@ -273,12 +284,25 @@ class ScriptedSource(Source):
         assert self.session is not None
         cmd = json.loads(raw)
         self.sent.append((conn, cmd))
+        self.log("out", conn, raw, self.now_ns, self.mono_ns)
         self.session.engine.command_sent(raw, self.now_ns, self.mono_ns, conn)
         for reply in self.responder(conn, cmd):
             self.inbox.put_nowait(("frame", (conn, reply)))
 
+    def _event(self, conn: int, name: str, **detail: Any) -> None:
+        from schemas.record import event_raw
+
+        self.log("event", conn, event_raw(name, **detail), self.now_ns, self.mono_ns)
+
     async def handle(self, output: Output) -> None:
         self.handled.append(output)
+        from stream.events import Checkpoint
+
+        if isinstance(output, Checkpoint):
+            from schemas.envelope import encode_json
+
+            self.log("checkpoint", output.conn, encode_json(output.record), output.recv_ns,
+                     output.mono_ns)
 
     async def stop(self) -> None:
         self.stopped.set()

@@ -1,0 +1,297 @@
+"""Reading a capture: which files and row groups, and the order of their rows.
+
+This module owns the capture index (runs, channels, files, row groups with their
+idx and time ranges) and the streaming read that restores arrival order. It knows
+nothing of the engine; `replay.session` feeds what it reads to one.
+
+Order (ARCHITECTURE.md "The historical edge"): within a run, records are ordered
+by `idx`. Files keep their rows sorted by (type, market, idx) for compression,
+but every row group covers one journal segment, a contiguous idx range of its run
+(the publisher writes segment by segment, compaction keeps the row groups). The
+reader sweeps a run's row groups by idx interval: it reads the row groups whose
+ranges overlap (about one segment's worth across the wanted channels), sorts that
+window by idx and hands it on. Memory is bounded by a window, never a whole day.
+
+Runs are merged by receive time measured on each run's own monotonic clock from
+its first record (`recv_ns` of the first record + elapsed `mono_ns`), so a
+wall-clock step inside a run moves neither its order nor its pacing.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from replay.layout import list_capture_files
+from schemas.channels import Channel
+
+__all__ = ["Capture", "Piece", "ReadWindow", "merge_key"]
+
+#: Channels a replay always reads: acks and commands, and connection events.
+STATE_CHANNELS = (Channel.CONTROL, Channel.SESSION)
+#: Columns the engine needs, in this order.
+ENGINE_COLUMNS = ("run_id", "idx", "conn", "recv_ns", "mono_ns", "dir", "channel", "raw")
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One row group of one capture file."""
+
+    path: Path
+    row_group: int
+    run_id: str
+    channel: str
+    rows: int
+    idx_lo: int
+    idx_hi: int
+    recv_lo: int
+    recv_hi: int
+    mono_hi: int
+
+
+@dataclass(slots=True)
+class RunIndex:
+    """The pieces of one run, and the anchor its merge key is measured from."""
+
+    run_id: str
+    pieces: list[Piece] = field(default_factory=list)
+    anchor_recv_ns: int = 0
+    anchor_mono_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadWindow:
+    """A window of one run's records in idx order, with their merge keys."""
+
+    run_id: str
+    table: pa.Table
+    keys: pa.Array  # int64 merge key per row (see `merge_key`)
+
+
+def _stat(stats: object, name: str) -> int:
+    value = getattr(stats, name)
+    return int(value) if value is not None else 0
+
+
+class Capture:
+    """An index of a capture root: what it holds and where.
+
+    Reading footers is cheap (no data pages); the index is built once per replay.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        listing = list_capture_files(root)
+        self.root = listing.root
+        self.runs: dict[str, RunIndex] = {}
+        self.channels: set[str] = set()
+        self._files_by_channel: dict[str, list[Path]] = {}
+        for f in listing.files:
+            self.channels.add(f.channel)
+            self._files_by_channel.setdefault(f.channel, []).append(f.path)
+            meta = pq.ParquetFile(f.path).metadata
+            names = meta.schema.names
+            i_idx, i_recv, i_mono = (
+                names.index("idx"),
+                names.index("recv_ns"),
+                names.index("mono_ns"),
+            )
+            run = self.runs.setdefault(f.run_id, RunIndex(f.run_id))
+            for rg in range(meta.num_row_groups):
+                group = meta.row_group(rg)
+                if group.num_rows == 0:
+                    continue
+                idx_stats = group.column(i_idx).statistics
+                recv_stats = group.column(i_recv).statistics
+                mono_stats = group.column(i_mono).statistics
+                run.pieces.append(
+                    Piece(
+                        f.path, rg, f.run_id, f.channel, group.num_rows,
+                        _stat(idx_stats, "min"), _stat(idx_stats, "max"),
+                        _stat(recv_stats, "min"), _stat(recv_stats, "max"),
+                        _stat(mono_stats, "max"),
+                    )
+                )  # fmt: skip
+        for run in self.runs.values():
+            run.pieces.sort(key=lambda p: (p.idx_lo, p.idx_hi))
+        self._markets: dict[str, frozenset[str]] = {}
+
+    # ------------------------------------------------------------------ what it holds
+
+    @property
+    def data_channels(self) -> list[str]:
+        """Wire channels with at least one file (not the pseudo channels)."""
+        return sorted(c for c in self.channels if not c.startswith("_"))
+
+    def markets(self, channel: str) -> frozenset[str]:
+        """Every market ticker recorded on a channel (read from the column dictionaries)."""
+        cached = self._markets.get(channel)
+        if cached is not None:
+            return cached
+        found: set[str] = set()
+        for path in self._files_by_channel.get(channel, []):
+            column = pq.read_table(path, columns=["market_ticker"]).column("market_ticker")
+            for chunk in column.chunks:
+                values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk.unique()
+                found.update(v for v in values.to_pylist() if v is not None)
+        self._markets[channel] = frozenset(found)
+        return self._markets[channel]
+
+    def time_range(self) -> tuple[int, int] | None:
+        """(first, last) recv_ns over the whole capture, or None if empty."""
+        pieces = [p for run in self.runs.values() for p in run.pieces]
+        if not pieces:
+            return None
+        return min(p.recv_lo for p in pieces), max(p.recv_hi for p in pieces)
+
+    # ------------------------------------------------------------------ reading
+
+    def read_run(
+        self,
+        run_id: str,
+        channels: Iterable[str] | None,
+        *,
+        columns: tuple[str, ...] = ENGINE_COLUMNS,
+        markets: frozenset[str] | None = None,
+        from_idx: int = 0,
+    ) -> Iterator[pa.Table]:
+        """Yield the run's records of `channels` (plus the state channels) in idx order,
+        one window at a time. `markets` keeps only rows of those markets (and rows of no
+        market); `from_idx` skips everything before it."""
+        run = self.runs[run_id]
+        wanted = None if channels is None else set(channels) | set(STATE_CHANNELS)
+        pieces = [
+            p for p in run.pieces
+            if (wanted is None or p.channel in wanted) and p.idx_hi >= from_idx
+        ]  # fmt: skip
+        cols = list(dict.fromkeys((*columns, "idx", "market_ticker") if markets else
+                                  (*columns, "idx")))  # fmt: skip
+        for window in _overlapping(pieces):
+            tables = [
+                pq.ParquetFile(p.path).read_row_group(p.row_group, columns=cols) for p in window
+            ]
+            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            table = table.take(pc.sort_indices(table.column("idx")))
+            if from_idx:
+                table = table.filter(pc.greater_equal(table.column("idx"), from_idx))
+            if markets is not None:
+                market = table.column("market_ticker")
+                keep = pc.or_(pc.is_null(market), pc.is_in(market, pa.array(sorted(markets))))
+                table = table.filter(keep)
+            if table.num_rows:
+                yield table.select(list(columns))
+
+    def last_key(self, run_id: str) -> int:
+        """The merge key of the run's last record."""
+        anchor_recv, anchor_mono = self.anchors(run_id)
+        return anchor_recv + max(p.mono_hi for p in self.runs[run_id].pieces) - anchor_mono
+
+    def anchors(self, run_id: str) -> tuple[int, int]:
+        """(recv_ns, mono_ns) of the run's first record: the origin of its merge key."""
+        run = self.runs[run_id]
+        if not run.anchor_recv_ns:
+            first = min(run.pieces, key=lambda p: p.idx_lo)
+            table = pq.ParquetFile(first.path).read_row_group(
+                first.row_group, columns=["idx", "recv_ns", "mono_ns"]
+            )
+            i = pc.index(table.column("idx"), pc.min(table.column("idx")))
+            run.anchor_recv_ns = table.column("recv_ns")[i.as_py()].as_py()
+            run.anchor_mono_ns = table.column("mono_ns")[i.as_py()].as_py()
+        return run.anchor_recv_ns, run.anchor_mono_ns
+
+    def read(
+        self,
+        channels: Iterable[str] | None = None,
+        *,
+        columns: tuple[str, ...] = ENGINE_COLUMNS,
+        markets: frozenset[str] | None = None,
+        runs: Iterable[str] | None = None,
+        from_idx: dict[str, int] | None = None,
+    ) -> Iterator[ReadWindow]:
+        """Yield windows of every run, merged by merge key (see the module docstring).
+
+        With one run this is `read_run` plus keys. With several, each yielded window
+        holds only rows whose key is at most the smallest key any run could still
+        produce, so consumers may process windows in order without looking back.
+        """
+        run_ids = sorted(runs if runs is not None else self.runs)
+        cols = tuple(dict.fromkeys((*columns, "mono_ns")))
+        streams = []
+        for run_id in run_ids:
+            anchor_recv, anchor_mono = self.anchors(run_id)
+            start = (from_idx or {}).get(run_id, 0)
+            tables = self.read_run(run_id, channels, columns=cols, markets=markets,
+                                   from_idx=start)  # fmt: skip
+            streams.append(_keyed(run_id, tables, anchor_recv, anchor_mono, columns))
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        yield from _merge(streams)
+
+
+def merge_key(mono_ns: pa.Array, anchor_recv_ns: int, anchor_mono_ns: int) -> pa.Array:
+    """recv_ns of the run's first record plus the monotonic time elapsed since it."""
+    return pc.add(pc.subtract(mono_ns, anchor_mono_ns), anchor_recv_ns)
+
+
+def _keyed(
+    run_id: str,
+    tables: Iterator[pa.Table],
+    anchor_recv_ns: int,
+    anchor_mono_ns: int,
+    columns: tuple[str, ...],
+) -> Iterator[ReadWindow]:
+    for table in tables:
+        keys = merge_key(table.column("mono_ns"), anchor_recv_ns, anchor_mono_ns)
+        yield ReadWindow(run_id, table.select(list(columns)), keys.combine_chunks())
+
+
+def _overlapping(pieces: list[Piece]) -> Iterator[list[Piece]]:
+    """Group pieces (sorted by idx_lo) into clusters whose idx ranges overlap."""
+    cluster: list[Piece] = []
+    hi = -1
+    for piece in pieces:
+        if cluster and piece.idx_lo > hi:
+            yield cluster
+            cluster = []
+        cluster.append(piece)
+        hi = max(hi, piece.idx_hi)
+    if cluster:
+        yield cluster
+
+
+def _merge(streams: list[Iterator[ReadWindow]]) -> Iterator[ReadWindow]:
+    """Interleave several runs' windows by merge key, window slice by window slice.
+
+    Each step takes, from the run whose pending rows start earliest, the rows up to
+    the earliest key any other run has pending (its next row): those can go out
+    now, in order, without ever looking back.
+    """
+    pending: list[tuple[int, int, ReadWindow, int]] = []  # (first key, stream no, window, offset)
+    for no, stream in enumerate(streams):
+        window = next(stream, None)
+        if window is not None:
+            heapq.heappush(pending, (window.keys[0].as_py(), no, window, 0))
+    while pending:
+        _, no, window, offset = heapq.heappop(pending)
+        limit = pending[0][0] if pending else None
+        keys = window.keys
+        if limit is None:
+            end = len(keys)
+        else:
+            # rows of this window with key <= limit (keys are non-decreasing in a run)
+            end = offset + int(pc.sum(pc.less_equal(keys.slice(offset), limit)).as_py() or 0)
+            end = max(end, offset + 1)  # always make progress
+        yield ReadWindow(window.run_id, window.table.slice(offset, end - offset),
+                         keys.slice(offset, end - offset))  # fmt: skip
+        if end < len(keys):
+            heapq.heappush(pending, (keys[end].as_py(), no, window, end))
+        else:
+            nxt = next(streams[no], None)
+            if nxt is not None:
+                heapq.heappush(pending, (nxt.keys[0].as_py(), no, nxt, 0))

@@ -1,0 +1,333 @@
+"""ReplaySession: the Session API of `stream` over a recorded capture.
+
+A consumer written for `LiveSession` runs unchanged on a capture: the same
+`subscribe_*` calls, `orderbook()`, `@on` callbacks, `on_state_change` and
+`run_forever`. `ReplaySource` feeds the engine what the capture recorded, in the
+order it happened: frames received (`dir=in`), commands sent (`dir=out`) and
+connection events (`dir=event` in `_session`). The `_control` and `_session`
+partitions are always read, so recorded acks and connection events drive the
+engine, and recorded reconnects fire the same state changes and resets as live.
+Consumers attach to the recorded subscriptions of their channel, filtered by
+ticker (nothing is subscribed anew: the tape already holds what was).
+
+Seek: with `start`, each run is restored from its latest connection checkpoint
+before the start (the `_checkpoint` partition) and fast-forwarded silently from
+there, so books at the start are what they were live at that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from replay.capture import Capture, merge_key
+from replay.errors import NotInCapture
+from replay.pacing import Pacer
+from schemas.channels import Channel
+from schemas.record import Event
+from stream import EngineConfig, Overflow, Session, Source
+from stream.engine import Engine
+
+__all__ = ["ReplaySession", "ReplaySource", "to_ns"]
+
+_CONN_STRIDE = 1_000_000  # conn numbers of the second and later runs are offset by this
+_PUMP_EVERY = 64  # records fed between pumps (PERFORMANCE.md: small chunks keep the GC calm)
+
+
+def to_ns(when: dt.datetime | str | int | float | None, field: str = "start") -> int | None:
+    """A time given as a datetime, an ISO-8601 string, or ns/s since the epoch, in ns.
+
+    Naive datetimes and strings are taken as UTC.
+
+    Raises:
+        ValueError: the value names no time (the message names the field).
+    """
+    if when is None:
+        return None
+    if isinstance(when, bool):
+        raise ValueError(f"{field}: expected a time, got {when!r}")
+    if isinstance(when, int | float):
+        return int(when) if abs(when) > 1e14 else int(when * 1e9)  # ns, or seconds
+    if isinstance(when, str):
+        try:
+            when = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{field}: {when!r} is not an ISO-8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1_000_000) * 1000
+
+
+class ReplaySource(Source):
+    """Feeds a `Session`'s engine from a capture, paced or as fast as consumers read."""
+
+    owns_wire = False
+
+    def __init__(
+        self,
+        capture: Capture,
+        *,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        channels: Iterable[str] | None = None,
+        markets: Iterable[str] | None = None,
+        speed: float | None = None,
+    ) -> None:
+        self.capture = capture
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.channels = None if channels is None else frozenset(channels)
+        self.markets = None if markets is None else frozenset(markets)
+        self.pacer = Pacer(speed)
+        self._recv_ns = 0
+        self._mono_ns = 0
+        self._stopped = False
+        self._offsets: dict[str, int] = {}
+        self.records = 0  # records fed to the engine
+        if self.channels is not None:
+            for channel in self.channels:
+                self._check_channel(channel)
+
+    # ------------------------------------------------------------------ Source
+
+    def now(self) -> tuple[int, int]:
+        return self._recv_ns, self._mono_ns
+
+    async def send(self, conn: int, raw: bytes) -> None:
+        """Nothing is sent in replay: the recorded commands are fed as they were sent."""
+
+    async def stop(self) -> None:
+        self._stopped = True
+
+    def validate_subscription(self, channel: str, tickers: frozenset[str] | None) -> None:
+        self._check_channel(channel)
+        if self.channels is not None and channel not in self.channels:
+            raise NotInCapture(
+                f"channel {channel!r} is not among the channels this replay reads: "
+                f"{sorted(self.channels)}"
+            )
+        if tickers:
+            held = self.capture.markets(channel)
+            missing = sorted(tickers - held)
+            if missing:
+                sample = ", ".join(sorted(held)[:20]) + (" ..." if len(held) > 20 else "")
+                raise NotInCapture(
+                    f"the capture holds no {channel} data for {missing}; it holds "
+                    f"{len(held)} markets on {channel}: {sample}"
+                )
+
+    def _check_channel(self, channel: str) -> None:
+        held = self.capture.data_channels
+        if channel not in held:
+            raise NotInCapture(
+                f"the capture holds no {channel!r} data; it holds {held or 'nothing'}"
+            )
+
+    # ------------------------------------------------------------------ the feed
+
+    async def run(self, session: Session) -> None:
+        await session.wait_for_demand()
+        if self._stopped:
+            return
+        engine = session.engine
+        channels = self.channels
+        if channels is None:
+            channels = frozenset(c.channel for c in engine.consumers()) or frozenset(
+                self.capture.data_channels
+            )
+        runs = sorted(self.capture.runs)
+        self._offsets = {run: i * _CONN_STRIDE for i, run in enumerate(runs)}
+        groups = {run: i + 1 for i, run in enumerate(runs)}
+        from_idx: dict[str, int] = {}
+        if self.start_ns is not None:
+            runs = self._runs_alive_at(runs, self.start_ns)
+            engine.mute()
+            for run in runs:
+                from_idx[run] = self._restore(engine, run, groups[run], self.start_ns)
+        last_idx = {run: max(p.idx_hi for p in self.capture.runs[run].pieces) for run in runs}
+        loop = asyncio.get_running_loop()
+        muted = self.start_ns is not None
+        ended: dict[int, tuple[int, int]] = {}  # group -> when its run's records ended
+        for window in self.capture.read(channels, markets=self.markets, runs=runs,
+                                        from_idx=from_idx):  # fmt: skip
+            if self._stopped:
+                return
+            table = window.table
+            keys = window.keys.to_pylist()
+            run = window.run_id
+            offset, group = self._offsets[run], groups[run]
+            idx = table.column("idx").to_pylist()
+            conns = table.column("conn").to_pylist()
+            recv = table.column("recv_ns").to_pylist()
+            mono = table.column("mono_ns").to_pylist()
+            raws = table.column("raw").to_pylist()
+            dirs = _decoded(table.column("dir"))
+            receive, sent = engine.frame_received, engine.command_sent
+            if ended and any(g != group for g in ended):
+                # Another run goes on after these ended: only now does their end matter.
+                for g in [g for g in ended if g != group]:
+                    engine.group_ended(g, *ended.pop(g))
+            for i in range(table.num_rows):
+                key = keys[i]
+                if self.end_ns is not None and key >= self.end_ns:
+                    return
+                if muted and key >= self.start_ns:  # type: ignore[operator]
+                    muted = False
+                    engine.unmute()
+                    await session.pump()
+                self._recv_ns, self._mono_ns = recv[i], mono[i]
+                if not muted and self.pacer.speed is not None:
+                    wait = self.pacer.delay_s(key, loop.time())
+                    if wait > 0.001:
+                        await asyncio.sleep(wait)
+                direction = dirs[i]
+                conn = conns[i] + offset
+                if direction == "in":
+                    receive(raws[i], recv[i], mono[i], conn)
+                elif direction == "out":
+                    sent(raws[i], recv[i], mono[i], conn)
+                elif self._event(engine, raws[i], recv[i], mono[i], conn, group):
+                    ended[group] = (recv[i], mono[i])
+                if idx[i] == last_idx[run]:
+                    ended[group] = (recv[i], mono[i])
+                self.records += 1
+                if not self.records % _PUMP_EVERY or session.needs_pump:
+                    engine.tick(recv[i], mono[i])
+                    await session.pump()
+            await session.pump()
+        if muted:
+            engine.unmute()
+        await session.pump()
+
+    def _event(
+        self, engine: Engine, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int
+    ) -> bool:
+        """Re-drive the engine with a recorded connection event; True if the run stopped."""
+        try:
+            detail: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            return False
+        name = detail.get("type")
+        if name == Event.ATTEMPT:
+            engine.connection_attempt(recv_ns, mono_ns, group=group)
+        elif name == Event.ERROR:
+            engine.attempt_failed(
+                recv_ns, mono_ns, will_retry=bool(detail.get("will_retry", True)), group=group
+            )
+        elif name == Event.OPEN:
+            engine.connection_opened(
+                conn, recv_ns, mono_ns, standby=bool(detail.get("standby")), group=group
+            )
+        elif name == Event.CLOSE:
+            engine.connection_closed(
+                conn, recv_ns, mono_ns, code=detail.get("code"),
+                reason=str(detail.get("reason") or ""),
+                will_reconnect=bool(detail.get("will_reconnect", True)),
+            )  # fmt: skip
+        return name == Event.RUN_STOP
+
+    # ------------------------------------------------------------------ seek
+
+    def _runs_alive_at(self, runs: list[str], start_ns: int) -> list[str]:
+        """Runs that have records at or after the start (the others are over by then)."""
+        return [run for run in runs if self.capture.last_key(run) >= start_ns]
+
+    def _restore(self, engine: Engine, run: str, group: int, start_ns: int) -> int:
+        """Restore the run's latest checkpoint before `start_ns`; return the idx to read from."""
+        pieces = [p for p in self.capture.runs[run].pieces if p.channel == Channel.CHECKPOINT]
+        if not pieces:
+            return 0
+        anchor_recv, anchor_mono = self.capture.anchors(run)
+        best: tuple[int, int, int, int, bytes] | None = None
+        for piece in pieces:
+            table = pq.ParquetFile(piece.path).read_row_group(
+                piece.row_group, columns=["idx", "conn", "recv_ns", "mono_ns", "raw"]
+            )
+            keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
+            before = table.filter(pc.less(keys, start_ns))
+            if not before.num_rows:
+                continue
+            i = pc.index(before.column("idx"), pc.max(before.column("idx"))).as_py()
+            row = before.slice(i, 1).to_pylist()[0]
+            if best is None or row["idx"] > best[0]:
+                best = (row["idx"], row["conn"], row["recv_ns"], row["mono_ns"], row["raw"])
+        if best is None:
+            return 0
+        idx, conn, recv_ns, mono_ns, raw = best
+        engine.connection_attempt(recv_ns, mono_ns, group=group)
+        engine.restore_checkpoint(json.loads(raw), recv_ns, mono_ns,
+                                  conn=conn + self._offsets[run], group=group)  # fmt: skip
+        return idx + 1
+
+
+def _decoded(column: pa.ChunkedArray) -> list[str | None]:
+    """A dictionary-encoded string column as a Python list, decoding the dictionary once
+    (PERFORMANCE.md item 8: never to_pylist a dictionary column value by value)."""
+    out: list[str | None] = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            values = chunk.dictionary.to_pylist()
+            out.extend(None if i is None else values[i] for i in chunk.indices.to_pylist())
+        else:
+            out.extend(chunk.to_pylist())
+    return out
+
+
+class ReplaySession(Session):
+    """The Session API over a recorded capture.
+
+    Args:
+        root: the capture root (`data/` by default for `kalshi-tape record`).
+        start, end: replay only from/until these times (datetime, ISO-8601 string, or
+            ns since the epoch); books at `start` are what they were live then.
+        channels: read only these channels (default: the channels subscribed to).
+        markets: read only frames of these markets (and frames of no market).
+        speed: None = as fast as the consumers read (nothing dropped); 1.0 = real
+            time; k = k times real time.
+
+    Consumers default to the BLOCK overflow policy: a replay waits for a slow
+    consumer instead of dropping anything.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        start: dt.datetime | str | int | None = None,
+        end: dt.datetime | str | int | None = None,
+        channels: Iterable[str] | None = None,
+        markets: Iterable[str] | None = None,
+        speed: float | None = None,
+        *,
+        on_state_change: Any = None,
+        on_error: Any = None,
+        engine_config: EngineConfig | None = None,
+        default_maxsize: int = 4096,
+    ) -> None:
+        self.source = ReplaySource(
+            Capture(root),
+            start_ns=to_ns(start, "start"),
+            end_ns=to_ns(end, "end"),
+            channels=channels,
+            markets=markets,
+            speed=speed,
+        )
+        super().__init__(
+            self.source,
+            on_state_change=on_state_change,
+            on_error=on_error,
+            engine_config=engine_config,
+            default_overflow=Overflow.BLOCK,
+            default_maxsize=default_maxsize,
+        )
+
+    @property
+    def capture(self) -> Capture:
+        return self.source.capture

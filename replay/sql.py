@@ -1,0 +1,173 @@
+"""SQL over a capture: a sandboxed DuckDB connection and read-only queries.
+
+This module owns two things (the file listing is `replay.layout`):
+
+* `connect`, an in-memory DuckDB confined to the capture root: file access only
+  under the resolved root (`allowed_directories`, `enable_external_access=false`),
+  no extension install or autoload, no spilling to a temp directory, and the
+  configuration locked before any view is created or any user SQL runs.
+* `check_read_only` / `run_query`: user SQL must be one SELECT-like statement.
+  DuckDB lets the allowed directory be written to (COPY TO, ATTACH, EXPORT), so the
+  statement type is checked too; results are streamed out as Arrow, and files are
+  written by our code (`replay.sql_output`), never by DuckDB.
+
+It must not know how files are written (recorder) or what frames mean (stream);
+the view definitions themselves are in `replay.sql_views` and `replay.sql_derived`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Final
+
+import duckdb
+import pyarrow as pa
+
+from replay.layout import CaptureListing, list_capture_files, resolve_root
+from replay.sql_build import parquet_source
+from replay.sql_derived import derived_statements
+from replay.sql_views import BOOK_SNAPSHOT_LEVELS, TYPED_VIEWS, typed_view_sql
+from schemas.errors import ConfigError
+
+__all__ = [
+    "VIEW_NAMES",
+    "QueryRejected",
+    "check_read_only",
+    "connect",
+    "run_query",
+    "view_statements",
+]
+
+#: Names of every view `connect` creates.
+VIEW_NAMES: Final[tuple[str, ...]] = (
+    "frames",
+    "events",
+    "control",
+    "connections",
+    "gaps",
+    *(v.name for v in TYPED_VIEWS),
+    "book_snapshot_levels",
+)
+
+
+class QueryRejected(ConfigError):
+    """User SQL that the read-only query sandbox refuses to run."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        super().__init__("SQL", problem, fix)
+
+
+def view_statements(listing: CaptureListing) -> list[str]:
+    """Every CREATE VIEW statement for a capture listing, in dependency order."""
+    typed = [typed_view_sql(v, parquet_source(listing.paths(v.channels))) for v in TYPED_VIEWS]
+    return [*derived_statements(listing), *typed, BOOK_SNAPSHOT_LEVELS]
+
+
+def connect(
+    root: str | os.PathLike[str],
+    *,
+    listing: CaptureListing | None = None,
+    threads: int | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open an in-memory DuckDB with views over the capture at `root`.
+
+    The connection can read files only under the resolved root, cannot install
+    or load extensions, and its configuration is locked. Views: `frames`, one
+    typed view per channel (`trades`, `tickers`, `book_deltas`...), `events`,
+    `control`, `connections` and `gaps` (see `VIEW_NAMES`).
+
+    Run untrusted SQL through `run_query`, which also refuses statements that
+    write (DuckDB may write inside an allowed directory: COPY TO, ATTACH).
+
+    Args:
+        root: the capture root.
+        listing: the files to expose (default: `list_capture_files(root)`); verify
+            passes a listing without the files it could not read.
+        threads: DuckDB worker threads (default: one per core).
+
+    Raises:
+        ConfigError: the root does not exist or is not a directory, or a file the
+            views must read first is damaged.
+    """
+    base = resolve_root(root)
+    if listing is None:
+        listing = list_capture_files(base)
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "allow_persistent_secrets": False,
+        "temp_directory": "",  # no spilling: the sandbox writes nowhere
+    }
+    if threads is not None:
+        config["threads"] = threads
+    con = duckdb.connect(":memory:", config=config)
+    con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ output in UTC, whatever the host says
+    # allowed_directories cannot be given at start-up; it must be set before access is cut.
+    con.execute("SET allowed_directories = ?", [[str(base) + os.sep]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    try:
+        for statement in view_statements(listing):
+            con.execute(statement)
+    except duckdb.Error as exc:
+        con.close()
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            "ROOT",
+            f"cannot build the views over {base}: {detail}",
+            f"run `kalshi-tape verify {base}` to find damaged files",
+        ) from None
+    return con
+
+
+#: What a read-only query may be (DESCRIBE, SHOW, SUMMARIZE and VALUES parse as SELECT).
+_READ_ONLY: Final = frozenset({duckdb.StatementType.SELECT})
+_EXPLAIN: Final = re.compile(r"^\s*explain\s+(?:analyze\s+)?", re.IGNORECASE)
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but one SELECT (or EXPLAIN of one SELECT).
+
+    Raises:
+        QueryRejected: empty input, several statements, or a statement that is not
+            a query (COPY, ATTACH, EXPORT, INSTALL, LOAD, SET, CREATE...).
+        duckdb.ParserException: the SQL does not parse.
+    """
+    statements = con.extract_statements(sql)
+    if not statements:
+        raise QueryRejected("no SQL statement given", 'e.g. "SELECT count(*) FROM trades"')
+    if len(statements) > 1:
+        raise QueryRejected(f"{len(statements)} statements given; run one query at a time")
+    statement = statements[0]
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        inner = _EXPLAIN.sub("", statement.query, count=1)
+        inner_statements = con.extract_statements(inner) if inner != statement.query else []
+        if len(inner_statements) == 1 and inner_statements[0].type in _READ_ONLY:
+            return
+    elif statement.type in _READ_ONLY:
+        return
+    words = statement.query.split(maxsplit=1)
+    kind = words[0].upper() if words else statement.type.name
+    what = "EXPLAIN of anything but a SELECT is" if kind == "EXPLAIN" else f"{kind} statements are"
+    raise QueryRejected(
+        f"{what} not allowed: queries over a capture are read-only",
+        "use SELECT (or DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); write results with --output",
+    )
+
+
+def run_query(
+    con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 8192
+) -> pa.RecordBatchReader:
+    """Check that `sql` is read-only, run it, and stream the result as Arrow batches.
+
+    Raises:
+        QueryRejected: see `check_read_only`.
+        duckdb.Error: the query failed (parse, bind, permission or runtime error).
+    """
+    check_read_only(con, sql)
+    relation = con.sql(sql)
+    if relation is None:  # pragma: no cover - a SELECT always yields a relation
+        raise QueryRejected("the statement returned no result")
+    return relation.to_arrow_reader(batch_rows)

@@ -1,0 +1,178 @@
+"""The query sandbox: reads confined to the capture root, nothing written, config locked.
+
+Two layers are tested apart. The DuckDB connection itself (`connect`) refuses any
+file outside the root and any change of its configuration; `run_query` also
+refuses statements that are not queries, because DuckDB would let COPY, ATTACH
+or EXPORT write inside an allowed directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from replay.layout import list_capture_files
+from replay.sql import QueryRejected, connect, run_query
+
+from .capture_factory import StandardCapture, build_standard_capture
+
+
+@pytest.fixture
+def cap(tmp_path: Path) -> StandardCapture:
+    return build_standard_capture(tmp_path / "capture")
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    secret = tmp_path / "outside" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_text("key,value\napi,hunter2\n")
+    return secret
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+def test_reading_a_file_outside_the_root_fails(cap: StandardCapture, outside: Path) -> None:
+    con = connect(cap.root)
+    for sql in (
+        f"SELECT * FROM read_csv('{outside}')",
+        f"SELECT * FROM read_text('{outside}')",
+        f"SELECT * FROM '{outside}'",
+        f"SELECT * FROM glob('{outside.parent}/*')",
+    ):
+        with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+            run_query(con, sql).read_all()
+
+
+def test_dot_dot_paths_cannot_leave_the_root(cap: StandardCapture, outside: Path) -> None:
+    escape = cap.root / ".." / "outside" / "secret.csv"
+    with pytest.raises(duckdb.PermissionException):
+        run_query(connect(cap.root), f"SELECT * FROM read_csv('{escape}')").read_all()
+
+
+def test_a_sibling_directory_sharing_the_root_prefix_is_outside(tmp_path: Path) -> None:
+    cap = build_standard_capture(tmp_path / "cap")
+    sibling = build_standard_capture(tmp_path / "cap2")
+    (trade,) = [p for p in sibling.paths if "channel=trade/date=2026-11-22" in str(p)]
+    with pytest.raises(duckdb.PermissionException):
+        run_query(connect(cap.root), f"SELECT * FROM read_parquet('{trade}')").read_all()
+
+
+def test_a_symlink_out_of_the_root_is_neither_listed_nor_readable(
+    cap: StandardCapture, outside: Path
+) -> None:
+    link = cap.root / "channel=trade" / "date=2026-11-30"
+    link.symlink_to(outside.parent, target_is_directory=True)
+    assert link in {s.path for s in list_capture_files(cap.root).stray}
+    with pytest.raises(duckdb.PermissionException):
+        run_query(connect(cap.root), f"SELECT * FROM read_csv('{link}/secret.csv')").read_all()
+
+
+def test_files_inside_the_root_can_be_read_directly(cap: StandardCapture) -> None:
+    reader = run_query(
+        connect(cap.root),
+        f"SELECT count(*) AS n FROM read_parquet('{cap.root}/channel=trade/*/*.parquet')",
+    )
+    assert reader.read_all().to_pylist() == [{"n": 6}]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY (SELECT 1) TO '{root}/stolen.csv'",
+        "COPY trades TO '{root}/channel=trade/x.parquet' (FORMAT parquet)",
+        "EXPORT DATABASE '{root}/export'",
+        "ATTACH '{root}/db.duckdb' AS db",
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO frames SELECT * FROM frames",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "PRAGMA enable_profiling",
+        "CHECKPOINT",
+        "EXPLAIN ANALYZE COPY (SELECT 1) TO '{root}/x.csv'",
+        "SELECT 1; COPY (SELECT 1) TO '{root}/stolen.csv'",
+    ],
+)
+def test_statements_that_are_not_queries_are_refused_and_write_nothing(
+    cap: StandardCapture, sql: str
+) -> None:
+    before = files_under(cap.root)
+    con = connect(cap.root)
+    with pytest.raises(QueryRejected) as info:
+        run_query(con, sql.format(root=cap.root))
+    assert str(info.value).startswith("SQL: ")
+    assert "read-only" in str(info.value) or "one query at a time" in str(info.value)
+    assert files_under(cap.root) == before
+
+
+def test_empty_sql_is_refused(cap: StandardCapture) -> None:
+    with pytest.raises(QueryRejected, match="no SQL statement"):
+        run_query(connect(cap.root), "  -- nothing\n")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) FROM trades",
+        "FROM trades LIMIT 1",
+        "WITH t AS (SELECT 1 AS a) SELECT * FROM t",
+        "DESCRIBE trades",
+        "SHOW TABLES",
+        "SUMMARIZE SELECT 1 AS a",
+        "EXPLAIN SELECT * FROM trades",
+        "VALUES (1), (2)",
+    ],
+)
+def test_read_only_statement_forms_are_allowed(cap: StandardCapture, sql: str) -> None:
+    assert run_query(connect(cap.root), sql).read_all().num_rows >= 1
+
+
+def test_the_connection_itself_cannot_write_outside_the_root(
+    cap: StandardCapture, tmp_path: Path
+) -> None:
+    con = connect(cap.root)  # even without run_query's statement check
+    target = tmp_path / "stolen.csv"
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"COPY (SELECT 1) TO '{target}'")
+    assert not target.exists()
+
+
+def test_the_configuration_is_locked(cap: StandardCapture) -> None:
+    con = connect(cap.root)
+    for setting in (
+        "SET enable_external_access = true",
+        "SET allowed_directories = ['/']",
+        "SET autoinstall_known_extensions = true",
+        "SET temp_directory = '/tmp'",
+        "RESET lock_configuration",
+    ):
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute(setting)
+    settings = dict(
+        con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
+            "'lock_configuration', 'autoinstall_known_extensions', 'autoload_known_extensions', "
+            "'allowed_directories')"
+        ).fetchall()
+    )
+    assert settings == {
+        "enable_external_access": "false",
+        "lock_configuration": "true",
+        "autoinstall_known_extensions": "false",
+        "autoload_known_extensions": "false",
+        "allowed_directories": f"[{cap.root}{os.sep}]",
+    }
+
+
+def test_extensions_cannot_be_installed_even_on_the_raw_connection(cap: StandardCapture) -> None:
+    con = connect(cap.root)
+    with pytest.raises(duckdb.Error):
+        con.execute("INSTALL httpfs")
+    with pytest.raises(duckdb.Error):
+        con.execute("LOAD httpfs")

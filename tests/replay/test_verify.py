@@ -1,0 +1,266 @@
+"""`verify`: each kind of corruption is found and exits 1; a clean capture exits 0."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kalshi_tape.cli import main
+from replay.verify import VerifyReport, verify_capture
+from schemas.record import partition_file
+
+from .capture_factory import (
+    M1,
+    RUN_A,
+    URL,
+    RunBuilder,
+    StandardCapture,
+    build_standard_capture,
+    read_rows,
+    subscribe,
+    subscribed,
+    trade,
+    truncate_file,
+    write_rows,
+)
+
+
+def clean_run(root: Path, *, stop: bool = True, hole_after: int | None = None) -> RunBuilder:
+    """One run: open, subscribe, 20 trades, close, run_stop; optionally an idx hole."""
+    run = RunBuilder(root)
+    run.event("run_start", 0, run_id=run.run_id, version="0.1.0")
+    run.event("open", 1, url=URL, standby=False)
+    run.send(subscribe(1, ["trade"]))
+    run.receive(subscribed(1, "trade", 1))
+    for seq in range(1, 21):
+        run.receive(trade(1, seq, M1, "0.5000", "0.5000", "1.00"))
+        if seq == hole_after:
+            run.skip_idx(3)
+    if stop:
+        run.event("close", 1, code=1000, reason="", disconnect_reason="shutdown")
+        run.event("run_stop", 0, reason="signal")
+    return run
+
+
+@pytest.fixture
+def cap(tmp_path: Path) -> StandardCapture:
+    return build_standard_capture(tmp_path / "capture")
+
+
+def trade_file(cap: StandardCapture) -> Path:
+    return next(p for p in cap.paths if "channel=trade/date=2026-11-21" in str(p))
+
+
+def test_a_clean_capture_is_ok_with_no_problems_or_warnings(tmp_path: Path) -> None:
+    clean_run(tmp_path).write((0, 10))
+    report = verify_capture(tmp_path)
+    assert not report.corrupt
+    assert report.problems() == [] and report.warnings() == []
+    (run,) = report.runs
+    assert (run.first_idx, run.last_idx, run.frames, run.clean_stop) == (1, 26, 26, True)
+    assert main(["verify", str(tmp_path), "--strict"]) == 0
+
+
+def test_the_standard_capture_is_not_corrupt_but_warns(cap: StandardCapture) -> None:
+    report = verify_capture(cap.root)
+    assert not report.corrupt
+    assert report.seq_summary == {
+        "gap": 2,
+        "reset": 1,
+        "duplicate": 0,
+        "missing": 3,
+        "unrecovered": 2,
+    }
+    warnings = report.warnings()
+    assert any("20261122T000000Z-bbbbbbbb ended without run_stop" in w for w in warnings)
+    assert any("2 seq gaps or resets were not followed by a resync" in w for w in warnings)
+    assert main(["verify", str(cap.root)]) == 0
+    assert main(["verify", str(cap.root), "--strict"]) == 1
+
+
+def test_a_truncated_file_is_unreadable_and_corrupt(cap: StandardCapture) -> None:
+    path = trade_file(cap)
+    truncate_file(path, path.stat().st_size // 2)
+    report = verify_capture(cap.root)
+    assert report.corrupt
+    assert [p.path for p in report.unreadable] == [str(path)]
+    assert "partial or not Parquet" in report.unreadable[0].problem
+    assert report.runs  # the rest of the capture is still checked
+    assert main(["verify", str(cap.root)]) == 1
+
+
+def test_a_file_that_is_not_parquet_is_unreadable(cap: StandardCapture) -> None:
+    path = cap.root / partition_file("trade", "2026-11-21", RUN_A, 7)
+    path.write_bytes(b"PAR1 this is not a parquet file PAR1")
+    report = verify_capture(cap.root)
+    assert [p.path for p in report.unreadable] == [str(path)]
+    assert report.corrupt
+
+
+def test_a_file_with_another_schema_is_unreadable(cap: StandardCapture) -> None:
+    path = cap.root / partition_file("trade", "2026-11-21", RUN_A, 7)
+    pq.write_table(pa.table({"idx": [1], "raw": [b"{}"]}), path)
+    report = verify_capture(cap.root)
+    assert [p.path for p in report.unreadable] == [str(path)]
+    assert "schema differs" in report.unreadable[0].problem
+
+
+def test_a_damaged_data_page_behind_a_good_footer_is_unreadable(cap: StandardCapture) -> None:
+    path = trade_file(cap)
+    raw_column = pq.ParquetFile(path).metadata.row_group(0).column(11)
+    data = bytearray(path.read_bytes())
+    offset = raw_column.data_page_offset
+    data[offset : offset + 48] = b"\xff" * 48  # the page header no longer decodes
+    path.write_bytes(bytes(data))
+    report = verify_capture(cap.root)
+    assert [p.path for p in report.unreadable] == [str(path)]
+    assert "data does not decode" in report.unreadable[0].problem
+    assert report.corrupt
+
+
+def test_rows_stored_twice_are_duplicates(cap: StandardCapture) -> None:
+    path = trade_file(cap)
+    copies = read_rows(path)
+    write_rows(cap.root, copies, RUN_A, 7)  # the same rows published under a second segment
+    report = verify_capture(cap.root)
+    assert report.corrupt
+    assert report.duplicate_count == len(copies)
+    assert {(d["idx"], d["copies"], d["identical"]) for d in report.duplicates} == {
+        (r.idx, 2, True) for r in copies
+    }
+    assert main(["verify", str(cap.root)]) == 1
+
+
+def test_two_different_rows_with_one_idx_are_conflicting_duplicates(tmp_path: Path) -> None:
+    run = clean_run(tmp_path)
+    run.write()
+    other = dataclasses.replace(run.records[5], raw=b'{"type":"trade","sid":1,"seq":99}')
+    write_rows(tmp_path, [other], run.run_id, 9)
+    report = verify_capture(tmp_path)
+    assert report.duplicates == [
+        {"run_id": run.run_id, "idx": other.idx, "copies": 2, "identical": False}
+    ]
+    assert report.corrupt
+
+
+def test_an_idx_hole_in_the_middle_of_a_run_is_corruption(tmp_path: Path) -> None:
+    clean_run(tmp_path, hole_after=10).write()
+    report = verify_capture(tmp_path)
+    assert report.corrupt
+    (hole,) = report.holes
+    assert (hole.first_missing, hole.last_missing, hole.count, hole.at_tail) == (15, 17, 3, False)
+    assert any("idx 15..17 missing (3) in the middle of the run" in p for p in report.problems())
+    assert main(["verify", str(tmp_path)]) == 1
+
+
+def test_a_hole_in_the_last_segment_of_a_crashed_run_is_a_warning(tmp_path: Path) -> None:
+    run = clean_run(tmp_path, stop=False)
+    run.receive({"id": 9, "type": "error", "msg": {"code": 1, "msg": "Unable to process message"}})
+    run.receive(trade(1, 21, M1, "0.5000", "0.5000", "1.00"))
+    paths = run.write((0, 10))
+    # The crash came while the last segment was being published: its _control file is missing.
+    (pending,) = [
+        p for p in paths if "channel=_control" in str(p) and p.name.endswith("01.parquet")
+    ]
+    pending.unlink()
+    report = verify_capture(tmp_path)
+    assert not report.corrupt
+    (hole,) = report.holes
+    assert hole.at_tail and hole.count == 1
+    assert any("in its last segment" in w for w in report.warnings())
+    assert any("ended without run_stop" in w for w in report.warnings())
+    assert main(["verify", str(tmp_path)]) == 0
+
+
+def test_a_hole_before_the_last_segment_of_a_crashed_run_is_corruption(tmp_path: Path) -> None:
+    run = clean_run(tmp_path, stop=False, hole_after=3)
+    run.write((0, 12))
+    report = verify_capture(tmp_path)
+    assert [h.at_tail for h in report.holes] == [False]
+    assert report.corrupt
+
+
+def test_frames_the_recorder_declared_lost_are_a_warning(tmp_path: Path) -> None:
+    run = clean_run(tmp_path, stop=False)
+    gap = run.event("capture_gap", 0, lost_frames=120, reason="disk full")
+    run.event("run_stop", 0, reason="signal")
+    run.write()
+    report = verify_capture(tmp_path)
+    assert not report.corrupt
+    assert report.warnings() == [
+        f"run {run.run_id} idx {gap.idx}: the recorder lost 120 frames (disk full)"
+    ]
+
+
+def test_rows_filed_under_the_wrong_channel_are_corruption(cap: StandardCapture) -> None:
+    src = trade_file(cap)
+    dest = cap.root / partition_file("ticker", "2026-11-21", RUN_A, 5)
+    src.rename(dest)
+    report = verify_capture(cap.root)
+    assert report.corrupt
+    (problem,) = report.misfiled
+    assert problem.path == str(dest)
+    assert "channel trade" in problem.problem
+
+
+def test_stray_files_are_warnings_only(cap: StandardCapture) -> None:
+    (cap.root / "README.txt").write_text("my capture")
+    report = verify_capture(cap.root)
+    assert not report.corrupt
+    assert any("README.txt" in w for w in report.warnings())
+
+
+def test_reconnects_are_listed_with_close_code_and_downtime(cap: StandardCapture) -> None:
+    (reconnect,) = verify_capture(cap.root).reconnects
+    assert (reconnect["run_id"], reconnect["closed_conn"], reconnect["next_conn"]) == (RUN_A, 1, 2)
+    assert (reconnect["close_code"], reconnect["disconnect_reason"]) == (1006, "transport")
+    assert reconnect["downtime_s"] == pytest.approx(0.503)
+
+
+def test_coverage_counts_frames_per_channel_market_and_hour(cap: StandardCapture) -> None:
+    coverage = verify_capture(cap.root).coverage
+    trades = [
+        (c["market_ticker"], c["hour"], c["frames"]) for c in coverage if c["channel"] == "trade"
+    ]
+    assert trades == [
+        ("KXBTCD-26NOV21-T100000", "2026-11-21T08:00:00+00:00", 2),
+        ("KXBTCD-26NOV21-T100000", "2026-11-22T00:00:00+00:00", 2),
+        ("KXETHD-26NOV21-T4000", "2026-11-21T08:00:00+00:00", 2),
+    ]
+
+
+def test_json_report_has_the_verdict_and_every_section(
+    cap: StandardCapture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truncate_file(trade_file(cap), 10)
+    assert main(["verify", str(cap.root), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["corrupt"] is True
+    assert data["problems"][0].startswith("unreadable file ")
+    for key in ("runs", "holes", "duplicates", "seq_gaps", "reconnects", "coverage", "warnings"):
+        assert key in data
+
+
+def test_text_report_ends_with_the_verdict(
+    cap: StandardCapture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", str(cap.root)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "result: OK (0 problems, 2 warnings)"
+    assert "reconnects: 1" in out
+
+
+def test_a_missing_root_exits_2_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", str(tmp_path / "nope")]) == 2
+    assert "ROOT: capture root" in capsys.readouterr().err
+
+
+def test_report_type_is_exported() -> None:
+    assert VerifyReport(root="/x").corrupt is False
