@@ -159,12 +159,14 @@ class Capture:
         columns: tuple[str, ...] = ENGINE_COLUMNS,
         markets: frozenset[str] | None = None,
         from_idx: int = 0,
+        with_state: bool = True,
     ) -> Iterator[pa.Table]:
-        """Yield the run's records of `channels` (plus the state channels) in idx order,
-        one window at a time. `markets` keeps only rows of those markets (and rows of no
-        market); `from_idx` skips everything before it."""
+        """Yield the run's records of `channels` (plus the state channels unless
+        `with_state` is False) in idx order, one window at a time. `markets` keeps only
+        rows of those markets (and rows of no market); `from_idx` skips what precedes."""
         run = self.runs[run_id]
-        wanted = None if channels is None else set(channels) | set(STATE_CHANNELS)
+        state = set(STATE_CHANNELS) if with_state else set()
+        wanted = None if channels is None else set(channels) | state
         pieces = [
             p for p in run.pieces
             if (wanted is None or p.channel in wanted) and p.idx_hi >= from_idx
@@ -212,6 +214,7 @@ class Capture:
         markets: frozenset[str] | None = None,
         runs: Iterable[str] | None = None,
         from_idx: dict[str, int] | None = None,
+        with_state: bool = True,
     ) -> Iterator[ReadWindow]:
         """Yield windows of every run, merged by merge key (see the module docstring).
 
@@ -226,7 +229,7 @@ class Capture:
             anchor_recv, anchor_mono = self.anchors(run_id)
             start = (from_idx or {}).get(run_id, 0)
             tables = self.read_run(run_id, channels, columns=cols, markets=markets,
-                                   from_idx=start)  # fmt: skip
+                                   from_idx=start, with_state=with_state)  # fmt: skip
             streams.append(_keyed(run_id, tables, anchor_recv, anchor_mono, columns))
         if len(streams) == 1:
             yield from streams[0]

@@ -554,12 +554,17 @@ class Session:
     def on(self, channel: str, *, raw: bool = False) -> Callable[[Hook], Hook]:
         """Decorator: call the function with every message of `channel` (sync or async).
 
-        Callbacks fan out beside iterators (both get every message). Registering one
-        does not subscribe: the server sends only what some subscribe_* asked for.
+        Callbacks fan out beside iterators (both get every message). Live, registering
+        one does not subscribe: the server sends only what some subscribe_* asked for.
+        In replay, the capture already holds the data: a callback is enough.
         """
 
         def register(fn: Hook) -> Hook:
             self._callbacks.setdefault(channel, []).append((fn, raw))
+            if not self._source.owns_wire:
+                # Attached (replay): the recorded subscriptions already carry the data.
+                self._source.validate_subscription(channel, None)
+                self._subscribed_any = True
             key = (channel, raw)
             if key not in self._callback_consumers:
                 queue = DeliveryQueue(1 << 30, Overflow.BLOCK)  # drained after every input

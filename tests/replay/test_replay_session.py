@@ -194,3 +194,22 @@ async def test_speed_paces_on_the_monotonic_clock_not_the_wall_clock(tmp_path: P
     elapsed = loop.time() - t0
     assert len(got) == 10
     assert 0.08 <= elapsed < 1.0  # ~0.1 s at 10x; an hour's step would make it 6 minutes
+
+
+async def test_bulk_access_yields_the_records_in_replay_order_with_filters(tmp_path: Path) -> None:
+    from replay.bulk import iter_batches, iter_frames
+
+    live = await record_live(tmp_path, busy_market)
+    frames = list(iter_frames(tmp_path, channels=["trade"]))
+    assert [f.idx for f in frames] == sorted(f.idx for f in frames)
+    assert len(frames) == len(live["trades"])
+    assert {f.channel for f in frames} == {"trade"}
+    assert [hashlib.sha1(f.raw).hexdigest() for f in frames] == [t[4] for t in live["trades"]]
+    only_b = list(iter_frames(tmp_path, channels=["trade"], markets=["KX-B"]))
+    assert {f.market_ticker for f in only_b} == {"KX-B"}
+    batches = list(iter_batches(tmp_path, columns=["idx", "channel", "raw"]))
+    assert sum(b.num_rows for b in batches) == len(list(iter_frames(tmp_path)))
+    assert batches[0].schema.names == ["idx", "channel", "raw"]
+    middle = frames[len(frames) // 2].recv_ns
+    later = list(iter_frames(tmp_path, start=middle, channels=["trade"]))
+    assert later == [f for f in frames if f.recv_ns >= middle]

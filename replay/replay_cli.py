@@ -1,0 +1,175 @@
+"""`kalshi-tape replay ROOT`: print or export a capture as a consumer would receive it.
+
+The capture goes through a `ReplaySession` (the engine, so gaps are dropped and
+reconnects reset books exactly as they were live), with one `@on` callback per
+channel: callbacks run in arrival order, so the output interleaves channels as the
+wire did. `--format jsonl` writes one JSON object per message (the frame itself
+under "frame", byte for byte, with its receive time and envelope); `--format
+table` writes aligned text. A progress bar on stderr tracks long runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from contextlib import nullcontext
+from typing import IO, Any
+
+from replay.capture import Capture
+from replay.session import ReplaySession, to_ns
+from schemas.errors import ConfigError
+from stream.events import Frame
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="print or export a capture as a consumer receives it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("root", metavar="ROOT", help="capture root (e.g. data/ or data/sample)")
+    p.add_argument("--from", dest="start", metavar="TIME", help="start (ISO-8601, UTC if naive)")
+    p.add_argument("--to", dest="end", metavar="TIME", help="end (exclusive)")
+    p.add_argument(
+        "--channel",
+        action="append",
+        metavar="CHANNEL",
+        help="channel to replay (repeatable; default: every channel captured)",
+    )
+    p.add_argument(
+        "--market",
+        action="append",
+        metavar="TICKER",
+        help="market to replay (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--speed",
+        type=_speed,
+        default=None,
+        metavar="K",
+        help="pace at K times real time (default: as fast as possible)",
+    )
+    p.add_argument("--format", choices=("jsonl", "table"), default="table")
+    p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    p.set_defaults(handler=run)
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _time(text: str | None, flag: str) -> int | None:
+    try:
+        return to_ns(text, flag)
+    except ValueError:
+        raise ConfigError(
+            flag, f"{text!r} is not a time", "use ISO-8601, like 2026-11-21T08:00:00Z"
+        ) from None
+
+
+def _iso(recv_ns: int) -> str:
+    return dt.datetime.fromtimestamp(recv_ns / 1e9, tz=dt.UTC).isoformat(timespec="microseconds")
+
+
+def jsonl_line(frame: Frame) -> bytes:
+    """One output line: receive time and envelope, and the frame bytes as they arrived."""
+    head = (
+        f'{{"recv_time":"{_iso(frame.recv_ns)}","recv_ns":{frame.recv_ns},"conn":{frame.conn},'
+        f'"channel":"{frame.channel}","type":"{frame.type}",'
+        f'"sid":{_num(frame.sid)},"seq":{_num(frame.seq)},"frame":'
+    )
+    return head.encode() + frame.raw + b"}\n"
+
+
+def _num(value: int | None) -> str:
+    return "null" if value is None else str(value)
+
+
+def table_line(frame: Frame) -> str:
+    time = _iso(frame.recv_ns)[11:26]
+    seq = "" if frame.seq is None else str(frame.seq)
+    market = frame.market_ticker or ""
+    body = frame.raw.decode("utf-8", "replace")
+    start = body.find('"msg":')
+    summary = body[start + 6 : start + 86] if start >= 0 else body[:80]
+    return f"{time}  {frame.channel:<22} {frame.type:<22} {market:<28} {seq:>8}  {summary}\n"
+
+
+async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
+    capture = Capture(args.root)
+    channels = args.channel or capture.data_channels
+    session = ReplaySession(
+        capture.root,
+        start=_time(args.start, "--from"),
+        end=_time(args.end, "--to"),
+        channels=channels,
+        markets=args.market,
+        speed=args.speed,
+    )
+    count = 0
+
+    def emit(frame: Frame) -> None:
+        nonlocal count
+        count += 1
+        if args.format == "jsonl":
+            out.write(jsonl_line(frame))
+        else:
+            out.write(table_line(frame).encode())
+
+    for channel in channels:
+        session.source.validate_subscription(channel, None)
+        session.on(channel, raw=True)(emit)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    total = sum(
+        p.rows for run in capture.runs.values() for p in run.pieces
+        if p.channel in set(channels) | {"_control", "_session"}
+    )  # fmt: skip
+    async with session:
+        await _with_progress(session, total, show)
+    out.flush()
+    return 0
+
+
+async def _with_progress(session: ReplaySession, total: int, show: bool) -> None:
+    if not show:
+        await session.run_forever()
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("replay"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} records"),
+        TimeRemainingColumn(), transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("replay", total=total)
+        runner = asyncio.create_task(session.run_forever())
+        while not runner.done():
+            progress.update(task, completed=session.source.records)
+            await asyncio.wait({runner}, timeout=0.2)
+        progress.update(task, completed=session.source.records)
+        runner.result()
+
+
+def run(args: argparse.Namespace) -> int:
+    sink: Any = open(args.output, "wb") if args.output else nullcontext(sys.stdout.buffer)  # noqa: SIM115
+    with sink as out:
+        try:
+            return asyncio.run(_replay(args, out))
+        except BrokenPipeError:  # `kalshi-tape replay ... | head`
+            return 0

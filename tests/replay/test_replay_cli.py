@@ -1,0 +1,83 @@
+"""`kalshi-tape replay`: what it prints, its filters, and its errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kalshi_tape.cli import main
+
+from .test_replay_session import busy_market, record_live
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("capture")
+    live = asyncio.run(record_live(root, busy_market))
+    return root, live
+
+
+def test_jsonl_holds_every_delivered_message_with_the_frame_bytes_intact(
+    capture: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, live = capture
+    out = tmp_path / "trades.jsonl"
+    assert (
+        main(["replay", str(root), "--channel", "trade", "--format", "jsonl", "-o", str(out)]) == 0
+    )
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == len(live["trades"])
+    assert [(r["frame"]["msg"]["trade_id"], r["seq"], r["conn"]) for r in lines][:2] == [
+        ("t0", 1, 1),
+        ("t1", 2, 1),
+    ]
+    assert lines[0]["recv_time"].startswith("2026-11-21T")
+
+
+def test_the_table_interleaves_channels_in_arrival_order(
+    capture: tuple[Path, dict], capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    root, live = capture
+    assert main(["replay", str(root), "--no-progress"]) == 0
+    rows = capsysbinary.readouterr().out.decode().splitlines()
+    channels = [row.split()[1] for row in rows]
+    assert channels.count("trade") == len(live["trades"])
+    assert channels.count("orderbook_delta") == len(live["deltas"])
+    assert channels[:4] == ["orderbook_delta", "orderbook_delta", "orderbook_delta", "trade"]
+
+
+def test_the_market_filter_keeps_one_market(
+    capture: tuple[Path, dict], capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    root, _ = capture
+    assert main(["replay", str(root), "--channel", "trade", "--market", "KX-B"]) == 0
+    rows = capsysbinary.readouterr().out.decode().splitlines()
+    assert rows and all(row.split()[3] == "KX-B" for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--channel", "fill"], "holds no 'fill' data"),
+        (["--from", "yesterday"], "--from: 'yesterday' is not a time"),
+        (["--speed", "0"], "argument --speed: must be positive"),
+    ],
+)
+def test_bad_arguments_print_one_clear_line_and_exit_2(
+    capture: tuple[Path, dict], argv: list[str], message: str
+) -> None:
+    root, _ = capture
+    proc = subprocess.run(
+        [sys.executable, "-m", "kalshi_tape", "replay", str(root), *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
