@@ -1,0 +1,255 @@
+"""`kalshi-tape serve`: run the simulated exchange from the command line.
+
+This module owns the subcommand's flags and their translation into a
+`ServerConfig`; bad values raise `ConfigError` naming the flag. The first line on
+stdout is the URL clients connect to (machine-readable, flushed at once, so a
+parent process can read it), e.g. `ws://127.0.0.1:43817/trade-api/ws/v2`. The
+server stops cleanly on SIGINT or SIGTERM (or after `--duration`).
+
+    kalshi-tape serve --open --rate 5000 --markets 50 --seed 7
+    kalshi-tape serve --public-key '*=key.pub.pem' --fault close:1011@every=30s
+    kalshi-tape serve --open --switch empty_side=empty_list --fault gap@p=0.001 --truth truth.ndjson
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from replay.server.app import SimServer
+from replay.server.config import DEFAULT_MIX, ServerConfig, Switches
+from replay.server.faults import parse_fault
+from schemas.errors import ConfigError
+
+__all__ = ["FAULT_HELP", "add_arguments", "build_config", "register", "run"]
+
+FAULT_HELP = """\
+fault specs: KIND[:ARG][@TRIGGER[,TRIGGER...]]
+  connection kinds: close[:CODE] (default 1011), drop, stall[:DURATION], no_pong[:DURATION]
+  frame kinds (next sequenced data frame): gap, dup, reorder, malformed, bad_utf8,
+      oversized, unsubscribed, error25
+  handshake kinds: reject[:STATUS] (default 503), slow_handshake[:DURATION]
+  triggers (ORed): every=5s  after=1000 (frames)  p=0.001 (per frame)  at=2s+7.5s
+      conn=1+2 (connection numbers, per handshake attempt)  times=N (per connection)
+  e.g. close:4001@at=1.5s,conn=1   gap@p=0.001   stall:3s@after=1000   reject:503@conn=1+2
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `serve` to the `kalshi-tape` command."""
+    p = sub.add_parser(
+        "serve",
+        help="run the simulated Kalshi exchange (WebSocket server with fault injection)",
+        description=__doc__,
+        epilog=FAULT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `serve` (shared with `python -m replay.server`)."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    p.add_argument("--seed", type=int, default=0, help="market seed (default 0)")
+    p.add_argument("--markets", type=int, default=20, help="active markets (default 20)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="market frames per second in total (default 1000)",
+    )
+    p.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="ACTION=WEIGHT",
+        help=f"rate share per action, of {sorted(DEFAULT_MIX)}",
+    )
+    p.add_argument(
+        "--index-hz",
+        type=float,
+        default=1.0,
+        help="cfbenchmarks / pyth ticks per second (default 1)",
+    )
+    p.add_argument(
+        "--settle-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a market settles and a new one lists this often on average (0: never)",
+    )
+    p.add_argument("--depth-min", type=int, default=10)
+    p.add_argument("--depth-max", type=int, default=40)
+    p.add_argument(
+        "--one-sided", type=int, default=0, metavar="N", help="markets with an empty NO side"
+    )
+    p.add_argument(
+        "--epoch-ms", type=int, default=None, help="fix the exchange clock's start (Unix ms)"
+    )
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--open", action="store_true", help="no auth check (tests)")
+    auth.add_argument(
+        "--auth",
+        choices=("required", "public", "open"),
+        default=None,
+        help="auth mode (default required)",
+    )
+    p.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="KEY_ID=PEM_FILE",
+        help="a public key; KEY_ID '*' matches any id",
+    )
+    p.add_argument(
+        "--freshness",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="signed timestamp window (default 30)",
+    )
+    p.add_argument(
+        "--switch",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"open-question switch, of {[f.name for f in dataclasses.fields(Switches)]}",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="fault spec, e.g. close:1011@every=5s, gap@p=0.001, stall:3s@after=1000",
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the truth (frames, faults, books) as NDJSON",
+    )
+    p.add_argument("--truth-books-every", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--buffer",
+        type=int,
+        default=20_000,
+        metavar="FRAMES",
+        help="send queue bound per connection",
+    )
+    p.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    )
+
+
+def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        name, eq, rest = value.partition("=")
+        if not eq or not name:
+            raise ConfigError(flag, f"{value!r} is not NAME=VALUE")
+        out.append((name.strip(), rest.strip()))
+    return out
+
+
+def _switches(values: list[str]) -> Switches:
+    fields = {f.name: f for f in dataclasses.fields(Switches)}
+    kwargs: dict[str, Any] = {}
+    for name, raw in _pairs(values, "--switch"):
+        if name not in fields:
+            raise ConfigError(
+                "--switch", f"unknown switch {name!r}", f"use one of {sorted(fields)}"
+            )
+        default = getattr(Switches(), name)
+        try:
+            if isinstance(default, bytes):
+                kwargs[name] = raw.encode()
+            elif isinstance(default, bool):
+                kwargs[name] = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int) or name == "max_markets_per_subscription":
+                kwargs[name] = None if raw.lower() == "none" else int(raw)
+            elif isinstance(default, float):
+                kwargs[name] = float(raw)
+            else:
+                kwargs[name] = raw
+        except ValueError:
+            raise ConfigError("--switch", f"{name}={raw!r} is not a valid value") from None
+    return Switches(**kwargs)
+
+
+def build_config(args: argparse.Namespace) -> ServerConfig:
+    """Translate parsed flags into a `ServerConfig` (raises `ConfigError`)."""
+    keys: dict[str, str] = {}
+    for key_id, path in _pairs(args.public_key, "--public-key"):
+        try:
+            keys[key_id] = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError("--public-key", f"cannot read {path}: {exc.strerror}") from None
+    mix = dict(DEFAULT_MIX)
+    for name, raw in _pairs(args.mix, "--mix"):
+        try:
+            mix[name] = float(raw)
+        except ValueError:
+            raise ConfigError("--mix", f"{name}={raw!r} is not a number") from None
+    auth: Literal["required", "public", "open"] = "open" if args.open else (args.auth or "required")
+    if auth == "required" and not keys:
+        raise ConfigError(
+            "--public-key",
+            "auth 'required' needs a public key",
+            "pass --public-key KEY_ID=PEM_FILE or --open",
+        )
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        markets=args.markets,
+        rate_fps=args.rate,
+        mix=mix,
+        index_hz=args.index_hz,
+        settle_every_s=args.settle_every,
+        depth_min=args.depth_min,
+        depth_max=args.depth_max,
+        one_sided_markets=args.one_sided,
+        epoch_ms=args.epoch_ms,
+        auth=auth,
+        public_keys=keys,
+        freshness_s=args.freshness,
+        switches=_switches(args.switch),
+        faults=tuple(parse_fault(spec) for spec in args.fault),
+        truth_path=args.truth,
+        truth_books_every_s=args.truth_books_every,
+        send_buffer_frames=args.buffer,
+    )
+
+
+async def _serve(config: ServerConfig, duration_s: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with SimServer(config) as server:
+        sys.stdout.write(server.url + "\n")
+        sys.stdout.flush()
+        print(
+            f"kalshi-tape serve: {config.markets} markets, {config.rate_fps:g} frames/s, "
+            f"auth {config.auth}, {len(config.faults)} fault(s); stop with Ctrl+C",
+            file=sys.stderr,
+        )
+        try:
+            await asyncio.wait_for(stop.wait(), duration_s)
+        except TimeoutError:
+            pass
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `serve` handler: build the config, serve until a signal, exit 0."""
+    config = build_config(args)
+    asyncio.run(_serve(config, args.duration))
+    return 0

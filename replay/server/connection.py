@@ -1,0 +1,348 @@
+"""One client connection of the simulated exchange: a bounded send queue, a sender, pings, faults.
+
+This module owns what happens between the protocol layer and the socket for one
+connection: every frame (replies and data, in one order) goes into a bounded queue;
+one sender task drains it with `send(..., text=True)` (Kalshi sends text frames);
+a pinger sends `heartbeat` pings (PROTOCOL.md section 3); the fault scheduler's
+verdicts are applied here (close codes, TCP drop, stall, no pong, and the frame
+faults on the next sequenced data frame). A client whose queue fills is
+disconnected (or its subscriptions end with error 25), so memory stays bounded.
+It knows nothing of how markets move or how commands are parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.frames import Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from replay.server.faults import CONNECTION_KINDS, FaultKind, FaultScheduler, FaultSpec
+from replay.server.protocol import Session
+from schemas.envelope import decode_envelope
+from schemas.errors import EnvelopeError
+
+if TYPE_CHECKING:
+    from replay.server.app import SimServer
+
+__all__ = ["Connection", "FaultableConnection"]
+
+_CONTROL = frozenset({"ok", "error", "unsubscribed", "subscribed"})
+_OVERSIZE_PAD = b"x" * ((1 << 20) + 64)
+#: Frames per transport write; small enough to keep latency and fault timing tight.
+_BATCH_FRAMES = 256
+
+
+class _FaultableProtocol(ServerProtocol):
+    """The websockets protocol, able to stop answering pings (the `no_pong` fault)."""
+
+    answer_pings = True
+
+    def recv_frame(self, frame: Any) -> None:
+        if frame.opcode is Opcode.PING and not self.answer_pings:
+            return
+        super().recv_frame(frame)
+
+
+class FaultableConnection(ServerConnection):
+    """websockets' server connection carrying the exchange's per-attempt state.
+
+    `process_request` fills `conn_no`, `authenticated` and `auth_close`. The protocol
+    object's class is switched to `_FaultableProtocol` because `serve()` builds the
+    protocol itself and offers no factory for it.
+    """
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        protocol.__class__ = _FaultableProtocol
+        super().__init__(protocol, *args, **kwargs)
+        self.conn_no = 0
+        self.authenticated = False
+        self.auth_close = False
+
+
+class Connection:
+    """The exchange's side of one open WebSocket connection.
+
+    Attributes:
+        conn_no: connection number (handshake attempts counted from 1).
+        session: the protocol state (subscriptions, sids, seqs).
+        data_frames_sent: frames taken from the queue so far (data and replies); the
+            `after=N` fault trigger counts these.
+        max_queued: the most frames ever waiting in the send queue.
+    """
+
+    def __init__(
+        self, server: SimServer, ws: FaultableConnection, specs: tuple[FaultSpec, ...]
+    ) -> None:
+        cfg = server.config
+        self._server = server
+        self.ws = ws
+        self.conn_no = ws.conn_no
+        self._bound = cfg.send_buffer_frames
+        self._queue: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._dead = False
+        self._sending = False
+        self._truth = server.truth
+        self.session = Session(
+            server.router, server.tape, cfg, self.enqueue, authenticated=ws.authenticated
+        )
+        self._scheduler = FaultScheduler(
+            specs, self.conn_no, random.Random(cfg.seed * 1_000_003 + self.conn_no)
+        )
+        self._armed: list[FaultSpec] = []
+        self._now: list[FaultSpec] = []
+        self._opened = time.monotonic()
+        self.data_frames_sent = 0
+        self.max_queued = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- queue ------------------------------------------------------------------------
+
+    def enqueue(self, frame: bytes) -> None:
+        """Queue a frame for the client (called by the protocol layer and the router)."""
+        if self._dead:
+            return
+        queue = self._queue
+        if len(queue) >= self._bound:
+            self._dead = True
+            # Handled outside the router's fan-out loop, which must not change under it.
+            asyncio.get_running_loop().call_soon(self._overflow)
+            return
+        queue.append(frame)
+        self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is queued or being written."""
+        return not self._queue and not self._sending
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _overflow(self) -> None:
+        self.max_queued = max(self.max_queued, len(self._queue))
+        self._record(
+            "overflow", queued=len(self._queue), policy=self._server.config.switches.overflow
+        )
+        if self._server.config.switches.overflow == "close":
+            self._queue.clear()
+            self._spawn(self._close(1008, "send buffer overflow"))
+            return
+        # error25: every subscription ends with the terminal error 25 (PROTOCOL.md 5).
+        self._queue.clear()
+        self._dead = False
+        for sid in list(self.session.subscriptions):
+            self.session.end_subscription(sid, 25)
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spawn(self._sender())
+        interval = self._server.config.switches.ping_interval_s
+        if interval > 0:
+            self._spawn(self._pinger(interval))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        self._dead = True
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        for task in self._tasks:
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _pinger(self, interval_s: float) -> None:
+        payload = self._server.config.switches.ping_payload
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.ws.ping(payload)
+            except ConcurrencyError:
+                continue  # the last ping is still unanswered (a client that stopped ponging)
+            except ConnectionClosed:
+                return
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def inject(self, spec: FaultSpec) -> None:
+        """Fire `spec` now (its triggers are ignored); frame faults arm for the next frame.
+
+        Close and drop act at once, even while the sender waits on a full socket;
+        stall and no_pong go through the sender, between two frames.
+        """
+        if spec.kind in (FaultKind.CLOSE, FaultKind.DROP):
+            self._spawn(self._apply_connection_fault(spec))
+        elif spec.kind in CONNECTION_KINDS:
+            self._now.append(spec)
+        else:
+            self._armed.append(spec)
+        self._wake.set()
+
+    def _record(self, fault: str, **detail: Any) -> None:
+        if self._truth is not None:
+            self._truth.fault(self.conn_no, fault, **detail)
+
+    def _elapsed_s(self) -> float:
+        return time.monotonic() - self._opened
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close with `code`; abort the TCP connection if the client never answers."""
+        self._dead = True
+        try:
+            async with asyncio.timeout(self._server.config.close_timeout_s):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            self.ws.transport.abort()
+
+    async def _apply_connection_fault(self, spec: FaultSpec) -> None:
+        self._record(spec.kind.value, code=spec.code, duration_s=spec.duration_s)
+        if spec.kind is FaultKind.CLOSE:
+            assert spec.code is not None
+            await self._close(spec.code, "simulated fault")
+        elif spec.kind is FaultKind.DROP:
+            self._dead = True
+            self.ws.transport.abort()
+        elif spec.kind is FaultKind.STALL:
+            await asyncio.sleep(spec.duration_s or 0.0)
+        elif spec.kind is FaultKind.NO_PONG:
+            protocol = self.ws.protocol
+            assert isinstance(protocol, _FaultableProtocol)
+            protocol.answer_pings = False
+            if spec.duration_s is not None:
+                asyncio.get_running_loop().call_later(
+                    spec.duration_s, setattr, protocol, "answer_pings", True
+                )
+
+    def _fire(self, specs: list[FaultSpec]) -> None:
+        for spec in specs:
+            if spec.kind in CONNECTION_KINDS:
+                self._now.append(spec)
+            else:
+                self._armed.append(spec)
+
+    def _frame_fault(self, frame: bytes) -> list[bytes]:
+        """Apply the first armed frame fault if `frame` is eligible; the frames to send."""
+        try:
+            env = decode_envelope(frame)
+        except EnvelopeError:
+            return [frame]
+        if env.sid is None or env.type in _CONTROL:
+            return [frame]
+        spec = self._armed[0]
+        kind = spec.kind
+        needs_seq = kind not in (FaultKind.UNSUBSCRIBED, FaultKind.ERROR25)
+        if needs_seq and env.seq is None:
+            return [frame]
+        if kind is FaultKind.REORDER and not self._queue:
+            return [frame]  # nothing to swap with yet: keep it armed
+        self._armed.pop(0)
+        self._record(kind.value, sid=env.sid, seq=env.seq, type=env.type)
+        if kind is FaultKind.GAP:
+            return []
+        if kind is FaultKind.DUP:
+            return [frame, frame]
+        if kind is FaultKind.REORDER:
+            return [self._queue.popleft(), frame]
+        if kind is FaultKind.MALFORMED:
+            return [frame[: len(frame) // 2]]
+        if kind is FaultKind.BAD_UTF8:
+            return [frame[:-1] + b',"note":"\xff\xfe\xfd"}']
+        if kind is FaultKind.OVERSIZED:
+            return [frame[:-1] + b',"padding":"' + _OVERSIZE_PAD + b'"}']
+        # unsubscribed / error25: the frame goes out, then the server ends its sid.
+        # Frames of that sid already queued still follow (stale-sid frames).
+        before = len(self._queue)
+        self.session.end_subscription(env.sid, 25 if kind is FaultKind.ERROR25 else None)
+        if len(self._queue) > before:
+            self._queue.appendleft(self._queue.pop())
+        return [frame]
+
+    # -- sender ------------------------------------------------------------------------------
+
+    def _write(self, frames: list[bytes]) -> None:
+        """Frame each message as a TEXT frame and hand the batch to the transport at once.
+
+        `ws.send()` costs a system call per frame, which caps a Python server near
+        100k frames/s (PERFORMANCE.md); one write per batch lifts that. The frames
+        are the same on the wire. Flow control stays websockets' (`drain()`).
+        """
+        protocol = self.ws.protocol
+        if protocol.state is not State.OPEN:
+            raise ConnectionClosed(None, None)
+        for frame in frames:
+            protocol.send_text(frame)
+        self.ws.transport.write(b"".join(protocol.data_to_send()))
+
+    async def _wait_for_work(self) -> None:
+        self._wake.clear()
+        next_due = self._scheduler.next_due_s()
+        if next_due is None:
+            await self._wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, next_due - self._elapsed_s())):
+                await self._wake.wait()
+
+    async def _sender(self) -> None:
+        queue = self._queue
+        scheduler = self._scheduler
+        per_frame = scheduler.has_frame_triggers
+        truth = self._truth
+        try:
+            while True:
+                if not queue and not self._now:
+                    await self._wait_for_work()
+                next_due = scheduler.next_due_s()
+                if next_due is not None and self._elapsed_s() >= next_due:
+                    self._fire(scheduler.due(self._elapsed_s()))
+                    next_due = scheduler.next_due_s()
+                while self._now:
+                    await self._apply_connection_fault(self._now.pop(0))
+                    if self._dead:
+                        return
+                while queue:
+                    if len(queue) > self.max_queued:
+                        self.max_queued = len(queue)
+                    batch: list[bytes] = []
+                    interrupted = False
+                    while queue and len(batch) < _BATCH_FRAMES:
+                        frame = queue.popleft()
+                        if self._armed:
+                            batch.extend(self._frame_fault(frame))
+                        else:
+                            batch.append(frame)
+                        self.data_frames_sent += 1
+                        if per_frame:
+                            self._fire(scheduler.on_frame(self.data_frames_sent))
+                        if self._now or (next_due is not None and self._elapsed_s() >= next_due):
+                            interrupted = True  # a fault is due: it acts between frames
+                            break
+                    self._sending = True
+                    self._write(batch)
+                    if truth is not None:
+                        for out in batch:
+                            truth.sent(self.conn_no, out)
+                    await self.ws.drain()
+                    self._sending = False
+                    if interrupted:
+                        break
+        except ConnectionClosed:
+            self._dead = True
+        finally:
+            self._sending = False
