@@ -23,7 +23,12 @@ from typing import Final
 
 from schemas.channels import ALL_CHANNELS
 from schemas.errors import ConfigError
-from schemas.record import compacted_file_suffix, parse_file_name, split_live_files
+from schemas.record import (
+    ROOT_ENTRIES,
+    compacted_file_suffix,
+    parse_file_name,
+    split_live_files,
+)
 
 __all__ = [
     "CaptureFile",
@@ -117,6 +122,8 @@ def list_capture_files(root: str | os.PathLike[str]) -> CaptureListing:
     superseded: list[CaptureFile] = []
     for channel_dir in sorted(base.iterdir()):
         name = channel_dir.name
+        if name in ROOT_ENTRIES or name.startswith("."):
+            continue  # the recorder's journal and status file, data/'s README and sample
         channel = name.removeprefix("channel=")
         if not name.startswith("channel=") or channel not in ALL_CHANNELS:
             stray.append(StrayFile(channel_dir, "not a channel=<channel> partition"))

@@ -23,6 +23,7 @@ __all__ = [
     "COLUMNS",
     "EVENT_DETAIL_KEYS",
     "MALFORMED_TYPE",
+    "ROOT_ENTRIES",
     "CaptureFileName",
     "CaptureRecord",
     "ColumnDeriver",
@@ -199,7 +200,6 @@ class ColumnDeriver:
         return Derived(Channel.SESSION, type_)
 
 
-
 _RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 
 
@@ -226,6 +226,11 @@ def utc_date(recv_ns: int) -> str:
     """The UTC calendar date of a wall-clock nanosecond timestamp, as YYYY-MM-DD."""
     return dt.datetime.fromtimestamp(recv_ns // 1_000_000_000, tz=dt.UTC).strftime("%Y-%m-%d")
 
+
+#: Entries a capture root may hold besides its partitions: the recorder's journal and
+#: status file (their defaults live under the root), and what the checked-in `data/`
+#: directory holds. Readers neither read nor report them.
+ROOT_ENTRIES: Final[frozenset[str]] = frozenset({"journal", "status.json", "README.md", "sample"})
 
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
@@ -342,4 +347,3 @@ def split_live_files(names: list[str]) -> tuple[list[str], dict[str, CaptureFile
 def live_files(names: list[str]) -> list[str]:
     """The names a reader should read, of the file names listed in one partition."""
     return split_live_files(names)[0]
-

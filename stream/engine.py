@@ -398,7 +398,7 @@ class Engine(ControlHandling):
             for w in standby.sids.values()
             if not (w.is_book and (w.awaiting_snapshot or not self._has_all_books(w)))
         }
-        if needed and needed <= ready:
+        if needed <= ready:  # (an active connection with nothing subscribed: at once)
             g.retiring.add(active.conn)
             self._switch(g, recv_ns, mono_ns)
             self.outbox.append(Switched(active.conn, standby.conn, recv_ns, mono_ns))

@@ -88,7 +88,9 @@ class ErrorReport:
 
     kind is one of: server_error, malformed, unknown_type, gap, reset, unrouted,
     stash_overflow, delta_before_snapshot, orphan_ack, ack_timeout, resync_timeout,
-    standby_timeout, subscription_ended, callback_error, backpressure.
+    standby_timeout, subscription_ended, callback_error, backpressure, session (from
+    the engine and the session); connection_error, connection_lost, sink_error,
+    stale, internal_error (from the live edge).
     """
 
     kind: str

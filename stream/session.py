@@ -60,14 +60,21 @@ class Source(ABC):
         `await session.pump()` whenever `session.needs_pump`. Raise to end the
         session in error (for example after the last reconnect attempt)."""
 
+    #: How long `Session.close()` waits for `run()` to finish after `stop()`.
+    close_timeout_s: float = 5.0
+
     @abstractmethod
     async def send(self, conn: int, raw: bytes) -> None:
-        """Send a command on a connection, then report it with `engine.command_sent`
-        (a source that replays recorded commands ignores this)."""
+        """Send a command on a connection and report it with `engine.command_sent`.
+
+        Report it *before* awaiting the write: a write may yield (draining), and the
+        reply must never reach the engine before the engine knows the command. (A
+        source that replays recorded commands ignores this.)"""
 
     async def handle(self, output: Output) -> None:  # noqa: B027 - optional hook
-        """Outputs other than commands, states, errors and replies (switches, connection
-        close requests, checkpoints, gaps): sources that act on them override this."""
+        """Outputs other than commands, errors and replies (state changes, with the
+        engine's clocks; switches; connection close requests; checkpoints; gaps):
+        sources that act on them override this."""
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop producing inputs (the session is closing)."""
@@ -163,12 +170,22 @@ class Session:
         default_overflow: Overflow | None = None,
         default_maxsize: int = 1000,
     ) -> None:
-        self.engine = Engine(engine_config)
-        self._source = source
+        self._engine_config = engine_config
         self.on_state_change = on_state_change
         self.on_error = on_error
         self._default_overflow = default_overflow
         self._default_maxsize = default_maxsize
+        self.reset(source)
+
+    def reset(self, source: Source) -> None:
+        """Start afresh on `source`: a new engine, no subscriptions, no callbacks.
+
+        For an edge that opens a new run on the same session object after a close
+        (a client object can connect again after exit, PROTOCOL.md #15); hooks and
+        defaults are kept.
+        """
+        self.engine = Engine(self._engine_config)
+        self._source = source
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._callbacks: dict[str, list[tuple[Hook, bool]]] = {}
         self._callback_consumers: dict[tuple[str, bool], ConsumerSubscription] = {}
@@ -233,7 +250,7 @@ class Session:
         task = self._task
         if task is not None and not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout=5.0)
+                await asyncio.wait_for(asyncio.shield(task), self._source.close_timeout_s)
             except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -303,7 +320,8 @@ class Session:
             match outbox.popleft():
                 case SendCommand(conn=conn, raw=raw):
                     await self._source.send(conn, raw)
-                case StateChanged(old=old, new=new):
+                case StateChanged(old=old, new=new) as change:
+                    await self._source.handle(change)
                     await self._call_hook(self.on_state_change, old, new)
                 case ErrorReport() as report:
                     await self._call_hook(self.on_error, report)

@@ -2,11 +2,15 @@
 
 This module owns the websockets server: the upgrade (`process_request`: the path,
 handshake faults, the auth check of PROTOCOL.md section 2 answered per
-`Switches.auth_reject`), one `Connection` per client, and one pacing loop that
-pulls due events from the tape and fans them out through the shared router, so
-every connection sees the same market. It also owns the in-process API tests use:
-start on port 0, inject and schedule faults, pause and quiesce the market, read
-the true books and the truth.
+`Switches.auth_reject`), one `Connection` per client, and one pump
+(`replay.server.pump`) that moves the tape and fans its events out through the
+shared router, so every connection sees the same market. It also owns the
+in-process API tests use: start on port 0, inject and schedule faults, pause and
+quiesce the market, read the true books and the truth. The tape is the synthetic
+market by default, or any other `Tape`, such as a recorded capture:
+
+    async with SimServer(ServerConfig(auth="open"), CaptureTape("data/", speed=None)) as s:
+        ...
 
     async with SimServer(ServerConfig(auth="open", rate_fps=500)) as server:
         ...connect to server.url...
@@ -35,14 +39,12 @@ from replay.server.config import ServerConfig
 from replay.server.connection import Connection, FaultableConnection
 from replay.server.faults import FaultKind, FaultSpec, handshake_faults, parse_fault
 from replay.server.market import SyntheticMarket
+from replay.server.pump import TICK_S, Pump
 from replay.server.subscriptions import Router
-from replay.server.tape import BookView, Tape
+from replay.server.tape import AsyncTape, BookView, Tape
 from replay.server.truth import Truth
 
 __all__ = ["SimServer"]
-
-#: The pacing loop's period: small batches, low latency, few wake-ups.
-_TICK_S = 0.002
 
 
 class SimServer:
@@ -50,7 +52,8 @@ class SimServer:
 
     Args:
         config: the whole configuration.
-        tape: the event source; None builds `SyntheticMarket(config, epoch_ms)`.
+        tape: the event source; None builds `SyntheticMarket(config, epoch_ms)`. An
+            `AsyncTape` (a capture) is started and stopped with the server.
 
     Use `async with SimServer(cfg) as server` (or `await start()` / `await stop()`),
     then connect a client to `server.url`.
@@ -84,6 +87,8 @@ class SimServer:
     async def start(self) -> None:
         """Bind, start serving and start the market."""
         cfg = self.config
+        if isinstance(self.tape, AsyncTape):
+            await self.tape.start()
         self._server = await serve(
             self._handler,
             cfg.host,
@@ -97,7 +102,8 @@ class SimServer:
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
-        self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+        pump = Pump(self.tape, self.router, self._conns, cfg, self.truth, self._running)
+        self._pump_task = asyncio.get_running_loop().create_task(pump.run())
 
     async def stop(self) -> None:
         """Stop the market, close every connection (1001) and the listener; flush the truth."""
@@ -106,6 +112,8 @@ class SimServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
             self._pump_task = None
+        if isinstance(self.tape, AsyncTape):
+            await self.tape.stop()
         if self._server is not None:
             self._server.close(close_connections=True)
             with contextlib.suppress(Exception):
@@ -129,25 +137,6 @@ class SimServer:
 
     # -- the market ----------------------------------------------------------------------
 
-    async def _pump(self) -> None:
-        start = time.monotonic()
-        paused_s = 0.0
-        truth_every = self.config.truth_books_every_s
-        next_books = truth_every
-        while True:
-            if not self._running.is_set():
-                t0 = time.monotonic()
-                await self._running.wait()
-                paused_s += time.monotonic() - t0
-            elapsed = time.monotonic() - start - paused_s
-            events = self.tape.pull(elapsed)
-            if events:
-                self.router.publish(events)
-            if next_books is not None and self.truth is not None and elapsed >= next_books:
-                self.truth.books(self.tape.books())
-                next_books = elapsed + (truth_every or 0.0)
-            await asyncio.sleep(_TICK_S)
-
     def pause(self) -> None:
         """Stop market activity (the tape's time stops too); connections stay open."""
         self._running.clear()
@@ -163,7 +152,7 @@ class SimServer:
         reads until it sees the reply to a command it sends now has seen them all.
         """
         self.pause()
-        await asyncio.sleep(_TICK_S * 2)  # let a pump iteration in progress finish
+        await asyncio.sleep(TICK_S * 2)  # let a pump iteration in progress finish
         async with asyncio.timeout(timeout_s):
             while not all(c.idle for c in self._conns.values()):  # noqa: ASYNC110 - polls many senders
                 await asyncio.sleep(0.002)

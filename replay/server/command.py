@@ -1,14 +1,18 @@
-"""`kalshi-tape serve`: run the simulated exchange from the command line.
+"""`kalshi-tape serve`: run the simulated exchange, or replay a capture, from the command line.
 
 This module owns the subcommand's flags and their translation into a
-`ServerConfig`; bad values raise `ConfigError` naming the flag. The first line on
-stdout is the URL clients connect to (machine-readable, flushed at once, so a
-parent process can read it), e.g. `ws://127.0.0.1:43817/trade-api/ws/v2`. The
-server stops cleanly on SIGINT or SIGTERM (or after `--duration`).
+`ServerConfig` and, with `--from ROOT`, a `CaptureTape` (the replay server: the
+capture's frames instead of the synthetic market); bad values raise `ConfigError`
+naming the flag. The first line on stdout is the URL clients connect to
+(machine-readable, flushed at once, so a parent process can read it), e.g.
+`ws://127.0.0.1:43817/trade-api/ws/v2`. The server stops cleanly on SIGINT or
+SIGTERM (or after `--duration`).
 
     kalshi-tape serve --open --rate 5000 --markets 50 --seed 7
     kalshi-tape serve --public-key '*=key.pub.pem' --fault close:1011@every=30s
     kalshi-tape serve --open --switch empty_side=empty_list --fault gap@p=0.001 --truth truth.ndjson
+    kalshi-tape serve --open --from data/ --speed 10 --market KXBTCD-26NOV21-T100000
+    kalshi-tape serve --open --from data/ --speed max --reproduce-disconnects
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from replay.errors import NotInCapture
 from replay.server.app import SimServer
+from replay.server.capture_tape import CaptureTape
 from replay.server.config import DEFAULT_MIX, ServerConfig, Switches
 from replay.server.faults import parse_fault
 from schemas.errors import ConfigError
 
-__all__ = ["FAULT_HELP", "add_arguments", "build_config", "register", "run"]
+__all__ = ["FAULT_HELP", "add_arguments", "build_config", "build_tape", "register", "run"]
 
 FAULT_HELP = """\
 fault specs: KIND[:ARG][@TRIGGER[,TRIGGER...]]
@@ -147,6 +153,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
     )
+    cap = p.add_argument_group(
+        "the replay server",
+        "serve a recorded capture instead of the synthetic market (whose flags then do "
+        "nothing); clients subscribe as to Kalshi and get the recorded frames of their "
+        "channels and markets with fresh sids and seqs",
+    )
+    cap.add_argument("--from", dest="capture", metavar="ROOT", help="the capture root to serve")
+    cap.add_argument(
+        "--speed",
+        default=None,
+        metavar="K|max",
+        help="K times real time (default 1), or max: as fast as the clients read",
+    )
+    cap.add_argument(
+        "--channel", action="append", metavar="CHANNEL", help="serve this channel (repeatable)"
+    )
+    cap.add_argument(
+        "--market", action="append", metavar="TICKER", help="serve this market (repeatable)"
+    )
+    cap.add_argument("--start", metavar="TIME", help="serve from (ISO-8601, UTC if naive)")
+    cap.add_argument("--end", metavar="TIME", help="serve until (exclusive)")
+    cap.add_argument(
+        "--reproduce-disconnects",
+        action="store_true",
+        help="close the clients where the recorder was disconnected, with the recorded codes",
+    )
 
 
 def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
@@ -229,19 +261,82 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def _serve(config: ServerConfig, duration_s: float | None) -> None:
+_CAPTURE_FLAGS = {
+    "speed": "--speed",
+    "channel": "--channel",
+    "market": "--market",
+    "start": "--start",
+    "end": "--end",
+    "reproduce_disconnects": "--reproduce-disconnects",
+}
+#: CaptureTape's field names -> the flags that set them.
+_TAPE_FIELDS = {"root": "--from", "ROOT": "--from", "markets": "--market", "start": "--start",
+                "end": "--end", "speed": "--speed"}  # fmt: skip
+
+
+def _speed(text: str | None) -> float | None:
+    if text is None:
+        return 1.0
+    if text.strip().lower() == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError("--speed", f"{text!r} is not a positive number", "or max")
+    return value
+
+
+def build_tape(args: argparse.Namespace) -> CaptureTape | None:
+    """The capture tape of `--from ROOT` (None without it); raises `ConfigError`."""
+    if args.capture is None:
+        for name, flag in _CAPTURE_FLAGS.items():
+            if getattr(args, name):
+                raise ConfigError(flag, "applies only when serving a capture", "add --from ROOT")
+        return None
+    speed = _speed(args.speed)
+    try:
+        return CaptureTape(
+            args.capture,
+            channels=args.channel,
+            markets=args.market,
+            start=args.start,
+            end=args.end,
+            speed=speed,
+            reproduce_disconnects=args.reproduce_disconnects,
+        )
+    except NotInCapture as exc:
+        raise ConfigError("--channel", str(exc)) from None
+    except ConfigError as exc:
+        raise ConfigError(_TAPE_FIELDS.get(exc.field, exc.field), exc.problem, exc.fix) from None
+
+
+def _describe(config: ServerConfig, tape: CaptureTape | None) -> str:
+    if tape is None:
+        source = f"{config.markets} markets, {config.rate_fps:g} frames/s"
+    else:
+        pace = "max" if tape.speed is None else f"{tape.speed:g}x"
+        closes = "reproduced" if tape.reproduces_disconnects else "not reproduced"
+        source = (
+            f"capture of {len(tape.market_tickers())} markets on {', '.join(tape.channels)}, "
+            f"speed {pace}, recorded disconnects {closes}"
+        )
+    return (
+        f"kalshi-tape serve: {source}, auth {config.auth}, {len(config.faults)} fault(s); "
+        "stop with Ctrl+C"
+    )
+
+
+async def _serve(config: ServerConfig, tape: CaptureTape | None, duration_s: float | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with SimServer(config) as server:
+    async with SimServer(config, tape) as server:
         sys.stdout.write(server.url + "\n")
         sys.stdout.flush()
-        print(
-            f"kalshi-tape serve: {config.markets} markets, {config.rate_fps:g} frames/s, "
-            f"auth {config.auth}, {len(config.faults)} fault(s); stop with Ctrl+C",
-            file=sys.stderr,
-        )
+        print(_describe(config, tape), file=sys.stderr)
         try:
             await asyncio.wait_for(stop.wait(), duration_s)
         except TimeoutError:
@@ -249,7 +344,8 @@ async def _serve(config: ServerConfig, duration_s: float | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The `serve` handler: build the config, serve until a signal, exit 0."""
+    """The `serve` handler: build the config (and the tape), serve until a signal, exit 0."""
     config = build_config(args)
-    asyncio.run(_serve(config, args.duration))
+    tape = build_tape(args)
+    asyncio.run(_serve(config, tape, args.duration))
     return 0

@@ -4,19 +4,26 @@ This module owns the interface between a source of market events and the protoco
 layer: `TapeEvent` (one payload, already encoded once, fanned out to every matching
 subscription) and `Tape` (what the protocol asks of a source: markets, books,
 ticker state, index lists, and the events due by a given time). The synthetic
-market (`replay.server.market`) is one tape; a recorded capture will be another.
-It knows nothing of sockets, subscriptions or sids.
+market (`replay.server.market`) is one tape; a recorded capture
+(`replay.server.capture_tape`) is another, and an `AsyncTape`: fed by a task of
+its own, paced or not, with the close events that reproduce recorded disconnects
+(`close_event`, on the pseudo channel `_session`). It knows nothing of sockets,
+subscriptions or sids.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from schemas.channels import Channel
 from schemas.envelope import encode_json
 
-__all__ = ["BookView", "Tape", "TapeEvent"]
+__all__ = ["CLOSE_CHANNEL", "AsyncTape", "BookView", "Tape", "TapeEvent", "close_event"]
+
+#: The pseudo channel of a close event: no subscription routes it; the pump acts on it.
+CLOSE_CHANNEL = Channel.SESSION
 
 
 _TYPE_BYTES: dict[str, bytes] = {}
@@ -38,7 +45,8 @@ class TapeEvent:
         market: the market ticker it is about, for market filters (None if none).
         key: the index id, underlying ticker or RFQ id for index and shard filters.
         payload: the `msg` object as a dict (kept for per-subscription variants).
-        msg: `payload` encoded as compact JSON bytes.
+        msg: `payload` encoded as compact JSON bytes, or the exact bytes given (a
+            recorded frame's `msg`, served byte for byte).
     """
 
     __slots__ = ("channel", "key", "market", "msg", "payload", "type", "type_b", "yes_price_msg")
@@ -50,6 +58,8 @@ class TapeEvent:
         market: str | None,
         payload: dict[str, Any],
         key: str | None = None,
+        *,
+        msg: bytes | None = None,
     ) -> None:
         self.channel = channel
         self.type = type_
@@ -57,12 +67,18 @@ class TapeEvent:
         self.market = market
         self.key = key
         self.payload = payload
-        self.msg = encode_json(payload)
+        self.msg = encode_json(payload) if msg is None else msg
         #: cache of the `use_yes_price` form of a NO-side delta, built on first use.
         self.yes_price_msg: bytes | None = None
 
     def __repr__(self) -> str:
         return f"TapeEvent({self.channel}, {self.type}, {self.market}, {self.msg!r})"
+
+
+def close_event(code: int | None, reason: str) -> TapeEvent:
+    """A close event: the server closes every connection with `code` (None: drops the
+    TCP connection without a close frame, as a 1006 was) between the events around it."""
+    return TapeEvent(CLOSE_CHANNEL, "close", None, {"code": code, "reason": reason})
 
 
 @dataclass(frozen=True)
@@ -129,4 +145,33 @@ class Tape(Protocol):
 
     def pull(self, elapsed_s: float) -> list[TapeEvent]:
         """Events due by `elapsed_s` seconds after start, not returned before."""
+        ...
+
+
+@runtime_checkable
+class AsyncTape(Tape, Protocol):
+    """A tape fed by a task of its own (a recorded capture), with a pacing choice.
+
+    The server awaits `start()` when it starts and `stop()` when it stops. Before
+    the first pull it waits for a subscription when `waits_for_subscriber` is
+    True, so a client that connects after the server starts misses nothing. A
+    paced tape is pulled by time (`pull`); an unpaced one (`paced` False) is drained
+    with `take(limit)` only while every connection's send queue has room, so no
+    reader is ever too slow. In both, a close event (`close_event`) is always the
+    last event of a batch: the server acts on it before it pulls again.
+    """
+
+    paced: bool
+    waits_for_subscriber: bool
+
+    async def start(self) -> None:
+        """Start feeding (called once the server's event loop runs)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop feeding and release what the feed holds."""
+        ...
+
+    def take(self, limit: int) -> list[TapeEvent]:
+        """The next events, about `limit` of them at most, whatever their time."""
         ...

@@ -1,0 +1,209 @@
+"""Capture records to Parquet bytes: columns, partition split, storage order, writer settings.
+
+This module owns how a batch of capture records becomes one Parquet file per
+(channel, UTC date): the Arrow columns of `schemas.arrow.CAPTURE_SCHEMA`, the row
+order inside a file, and the writer options PERFORMANCE.md measured (zstd, large data
+pages, dictionary only on the low-cardinality columns, big row groups). It knows
+nothing of journals, names or where the bytes go.
+
+Row order: Parquet compresses each page alone, so the order of rows within a file
+decides how much zstd finds to share; `idx` restores arrival order on read
+(PERFORMANCE.md "Storage"). Which order is best depends on the file. With a few hundred
+markets, frames of one market recur within zstd's window in arrival order, and arrival
+order keeps idx, recv_ns and mono_ns nearly free under delta encoding: rows by (type,
+idx) are smallest. With thousands of markets, grouping by market wins despite costlier
+timestamp columns: (type, market_ticker, idx). `encode_for_storage` tries the candidate
+orders on a sample of the file and writes it in the winner (measured in
+bench/bench_storage.py).
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recorder._segment import SegmentData
+from schemas.arrow import CAPTURE_SCHEMA
+from schemas.record import utc_date
+
+__all__ = [
+    "ParquetSettings",
+    "encode_for_storage",
+    "encode_parquet",
+    "partition_files",
+    "segment_table",
+    "sort_for_storage",
+]
+
+_DAY_NS = 86_400 * 1_000_000_000
+_STRING_DICT = pa.dictionary(pa.int32(), pa.string())
+#: Columns written with Parquet dictionary encoding (never `raw`: PERFORMANCE.md item 6).
+_PARQUET_DICT = ["run_id", "dir", "channel", "type", "market_ticker"]
+_NO_STATS = {"raw"}  # min/max of whole frames would bloat the footer
+#: Increasing within each run of rows in either order: delta encoding stores small
+#: differences (1.2 B a row less than plain in market order, far more in arrival order).
+_DELTA_COLUMNS = {"idx": "DELTA_BINARY_PACKED", "recv_ns": "DELTA_BINARY_PACKED",
+                  "mono_ns": "DELTA_BINARY_PACKED", "seq": "DELTA_BINARY_PACKED"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ParquetSettings:
+    """How files are written. Publishing favours speed; compaction may raise the level.
+
+    Attributes:
+        compression, compression_level: the codec (PERFORMANCE.md: zstd-3).
+        data_page_size: bytes per data page; large pages compress better (8 MiB).
+        row_group_rows: rows per row group (64k or more).
+        sort_orders: candidate row orders within a file (see the module docstring);
+            `idx` last keeps each deterministic.
+        sample_rows: the candidates are compared on a sample of this many rows (a
+            whole file if it is smaller); 0 always takes the first candidate.
+    """
+
+    compression: str = "zstd"
+    compression_level: int = 3
+    data_page_size: int = 8 << 20
+    row_group_rows: int = 1 << 20
+    sort_orders: tuple[tuple[str, ...], ...] = (("type", "idx"), ("type", "market_ticker", "idx"))
+    sample_rows: int = 32_768
+
+
+def _dict_column(per_key: list[str | None], key_idx: pa.Array) -> pa.DictionaryArray:
+    """Expand per-key strings to a per-row dictionary column with a sorted dictionary."""
+    values = sorted({v for v in per_key if v is not None})
+    code = {v: i for i, v in enumerate(values)}
+    per_key_codes = pa.array([None if v is None else code[v] for v in per_key], pa.int32())
+    return pa.DictionaryArray.from_arrays(
+        pc.take(per_key_codes, key_idx), pa.array(values, pa.string())
+    )
+
+
+def segment_table(data: SegmentData) -> pa.Table:
+    """All records of a segment as one table in CAPTURE_SCHEMA, in idx order."""
+    n = len(data)
+    keys = data.keys
+    key_idx = pa.array(data.key, pa.int32())
+    no_sid = pc.take(pa.array([not k.has_sid for k in keys], pa.bool_()), key_idx)
+    no_seq = pc.take(pa.array([not k.has_seq for k in keys], pa.bool_()), key_idx)
+    # The packed numbers (see recorder._segment.NUMBERS) as fixed-size lists, one per
+    # record; list_element pulls each field out as a column without a Python loop.
+    packed = pa.py_buffer(data.numbers)
+    wide = pa.FixedSizeListArray.from_arrays(
+        pa.Array.from_buffers(pa.int64(), n * 5, [None, packed]), 5
+    )
+    narrow = pa.FixedSizeListArray.from_arrays(
+        pa.Array.from_buffers(pa.int32(), n * 10, [None, packed]), 10
+    )
+    zeros = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(bytes(4 * n))])
+    run_id = pa.DictionaryArray.from_arrays(zeros, pa.array([data.header.run_id], pa.string()))
+    seq = pc.list_element(wide, 3)
+    sid = pc.list_element(narrow, 9)
+    columns = [
+        run_id,
+        pc.list_element(wide, 0),
+        pc.list_element(narrow, 8),
+        pc.list_element(wide, 1),
+        pc.list_element(wide, 2),
+        _dict_column([k.dir for k in keys], key_idx),
+        _dict_column([k.channel for k in keys], key_idx),
+        _dict_column([k.type for k in keys], key_idx),
+        pc.if_else(no_sid, pa.scalar(None, pa.int32()), sid),
+        pc.if_else(no_seq, pa.scalar(None, pa.int64()), seq),
+        _dict_column([k.market_ticker for k in keys], key_idx),
+        _binary_column(data.raw),
+    ]
+    return pa.Table.from_arrays(columns, schema=CAPTURE_SCHEMA)
+
+
+def _binary_column(values: list[bytes]) -> pa.Array:
+    """A binary column from one join and an offsets array (about twice as fast as
+    `pa.array(values)`, which grows its buffers value by value)."""
+    offsets = array.array("i", [0])
+    offsets.extend(itertools.accumulate(map(len, values)))  # OverflowError past 2 GiB
+    data = b"".join(values)
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def partition_files(table: pa.Table) -> dict[tuple[str, str], pa.Table]:
+    """Split rows by (channel, UTC date of recv_ns), each part in idx order.
+
+    One stable sort by (channel, day) and zero-copy slices: cheaper than a filter per
+    partition.
+    """
+    if not table.num_rows:
+        return {}
+    channel = _rank(table.column("channel"))
+    days = pc.divide(table.column("recv_ns"), _DAY_NS)
+    group = pc.add(pc.multiply(pc.cast(channel, pa.int64()), 1 << 32), days)
+    order = pc.sort_indices(group)  # stable: idx order holds within each part
+    ordered = table.take(order)
+    out: dict[tuple[str, str], pa.Table] = {}
+    start = 0
+    # value_counts lists values in order of first appearance: here, ascending.
+    for counts in pc.value_counts(pc.take(group, order)).to_pylist():
+        part = ordered.slice(start, counts["counts"])
+        start += counts["counts"]
+        first = part.slice(0, 1)
+        name = first.column("channel").to_pylist()[0]
+        day = first.column("recv_ns").to_pylist()[0] // _DAY_NS
+        out[(name, utc_date(day * _DAY_NS))] = part
+    return out
+
+
+def _rank(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A sortable key for a column: dictionary columns (which Arrow cannot sort) become
+    the rank of each row's value; others are returned as they are."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_dictionary(arr.type):
+        return arr
+    order = pc.sort_indices(arr.dictionary).to_pylist()
+    inverse = [0] * len(order)
+    for position, entry in enumerate(order):
+        inverse[entry] = position
+    return pc.take(pa.array(inverse, pa.int32()), arr.indices)
+
+
+def sort_for_storage(table: pa.Table, sort_by: tuple[str, ...]) -> pa.Table:
+    """Reorder rows for compression (see the module docstring); nulls sort last."""
+    if table.num_rows < 2 or not sort_by:
+        return table
+    keys = pa.table({name: _rank(table.column(name)) for name in sort_by})
+    order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in sort_by])
+    return table.take(order)
+
+
+def encode_for_storage(table: pa.Table, settings: ParquetSettings) -> pa.Buffer:
+    """One Parquet file's bytes, rows in whichever candidate order compresses best."""
+    orders = settings.sort_orders
+    if len(orders) < 2 or not settings.sample_rows:
+        return encode_parquet(sort_for_storage(table, orders[0] if orders else ()), settings)
+    if table.num_rows <= settings.sample_rows:
+        encoded = [encode_parquet(sort_for_storage(table, o), settings) for o in orders]
+        return min(encoded, key=lambda b: b.size)
+    sample = table.slice((table.num_rows - settings.sample_rows) // 2, settings.sample_rows)
+    best = min(orders, key=lambda o: encode_parquet(sort_for_storage(sample, o), settings).size)
+    return encode_parquet(sort_for_storage(table, best), settings)
+
+
+def encode_parquet(table: pa.Table, settings: ParquetSettings) -> pa.Buffer:
+    """One Parquet file's bytes, rows as given."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression=settings.compression,
+        compression_level=settings.compression_level,
+        use_dictionary=_PARQUET_DICT,
+        data_page_size=settings.data_page_size,
+        row_group_size=settings.row_group_rows,
+        write_statistics=[c for c in table.column_names if c not in _NO_STATS],
+        column_encoding=_DELTA_COLUMNS,
+    )
+    return sink.getvalue()

@@ -1,0 +1,326 @@
+"""The recorder process: recovery, journal, publisher, live session, jobs, health, stop.
+
+This module owns the order of things in `kalshi-tape record` (ARCHITECTURE.md
+"Durability"):
+
+1. recovery runs before connecting: leftover journal segments are sealed and
+   published, holding the journal lock that the new writer then keeps;
+2. the journal writer (group commit on its own thread) feeds sealed segments to the
+   publisher thread, which turns them into Parquet partitions;
+3. the live session writes every frame, command and event through the journal sink
+   before its engine interprets anything, and keeps the configured subscriptions
+   on the wire across reconnects (sharded by market with `--shard k/n`);
+4. APScheduler runs the calendar jobs (compaction, retention, capture windows);
+   durability timers stay on the journal's monotonic loop;
+5. a stop (duration, Ctrl+C, SIGTERM) closes the session, records `run_stop`,
+   seals the journal and publishes everything before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from recorder.auth import Credentials
+from recorder.config import (
+    RECORDER_LIVE_DEFAULTS,
+    SIM_DEFAULT_CHANNELS,
+    ChannelsConfig,
+    RecorderConfig,
+)
+from recorder.health import HealthSnapshot, MetricsServer, write_status
+from recorder.jobs import Jobs
+from recorder.journal import JournalLock, JournalWriter
+from recorder.journal_sink import JournalSink
+from recorder.live import LiveSession
+from recorder.progress import ProgressView
+from recorder.publisher import Publisher
+from recorder.recovery import recover
+from recorder.sim import SimExchange, start_sim
+from schemas.errors import ConfigError
+from schemas.record import Event, new_run_id
+from stream import EngineConfig
+
+__all__ = ["Recorder", "Shard"]
+
+_MB = 1 << 20
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kalshi-tape")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Shard:
+    """`--shard k/n`: record the markets whose stable hash is k modulo n."""
+
+    def __init__(self, k: int, n: int) -> None:
+        if not (n >= 1 and 0 <= k < n):
+            raise ConfigError("--shard", f"{k}/{n} is not a shard", "use k/n with 0 <= k < n")
+        self.k, self.n = k, n
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        k, sep, n = text.partition("/")
+        if not sep or not k.isdigit() or not n.isdigit():
+            raise ConfigError("--shard", f"{text!r} is not k/n", "for example --shard 0/4")
+        return cls(int(k), int(n))
+
+    def owns(self, market: str) -> bool:
+        digest = hashlib.blake2b(market.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % self.n == self.k
+
+    def subscriptions(self, chosen: dict[str, list[str] | None]) -> dict[str, list[str] | None]:
+        """The channels and markets this shard records. Market lists are split; channels
+        without a market list (all markets, or no filter) are recorded by shard 0 only, so
+        no frame is recorded twice."""
+        mine: dict[str, list[str] | None] = {}
+        for channel, markets in chosen.items():
+            if markets is None:
+                if self.k == 0:
+                    mine[channel] = None
+                continue
+            owned = [m for m in markets if self.owns(m)]
+            if owned:
+                mine[channel] = owned
+        return mine
+
+
+class Recorder:
+    """One `kalshi-tape record` run."""
+
+    def __init__(
+        self,
+        config: RecorderConfig,
+        *,
+        duration_s: float | None = None,
+        shard: Shard | None = None,
+        progress: bool = True,
+        credentials: Credentials | None = None,
+    ) -> None:
+        self.config = config
+        self.duration_s = duration_s
+        self.shard = shard or Shard(0, 1)
+        self.progress = ProgressView(enabled=progress)
+        self.credentials = credentials
+        storage = config.storage
+        self.root = storage.root
+        local_root = "://" not in self.root
+        if storage.journal_dir:
+            self.journal_dir = Path(storage.journal_dir)
+        elif local_root:
+            self.journal_dir = Path(self.root) / "journal"
+        else:
+            self.journal_dir = Path("journal")
+        status = config.health.status_file
+        self.status_path = Path(status) if status else (
+            Path(self.root) / "status.json" if local_root else None
+        )  # fmt: skip
+        self.run_id = new_run_id(time.time_ns(), os.urandom(4))
+        self.sim: SimExchange | None = None
+        self.stop_event = asyncio.Event()
+        self.exit_reason = "stopped"
+        self._rates: dict[str, tuple[int, float]] = {}
+        self._durable_lag_ms = 0.0
+        self._last_seen: dict[str, float] = {}
+        self.snapshot: HealthSnapshot | None = None
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self) -> int:
+        lock = JournalLock(self.journal_dir)
+        report = await asyncio.to_thread(recover, self.journal_dir, self.root, lock=lock)
+        if report.segments:
+            self.progress.out.write(
+                f"recovered {report.segments} journal segment(s) in {report.total_s:.2f} s\n"
+            )
+        publisher = Publisher(self.journal_dir, self.root)
+        publisher.start()
+        storage = self.config.storage
+        journal = JournalWriter(
+            self.journal_dir,
+            self.run_id,
+            commit_interval_s=storage.commit_interval_ms / 1000,
+            segment_max_bytes=int(storage.segment_max_mb * _MB),
+            segment_max_age_s=storage.segment_max_age_s,
+            memory_limit_bytes=int(storage.memory_limit_mb * _MB),
+            on_sealed=publisher.submit,
+            on_durable=self._on_durable,
+            lock=lock,
+        )
+        sink = JournalSink(journal)
+        url = self._url()
+        self._started_mono = time.monotonic()
+        sink.event(0, time.time_ns(), time.monotonic_ns(), Event.RUN_START, {
+            "run_id": self.run_id, "version": _version(), "url": url, "pid": os.getpid(),
+            "shard": f"{self.shard.k}/{self.shard.n}",
+        })  # fmt: skip
+        session = self._session(url, sink)
+        jobs = Jobs(self, session)
+        metrics = MetricsServer(self.config.health.metrics_port)
+        if self.config.health.metrics_port:
+            await metrics.start()
+        self._install_signals()
+        self.progress.start()
+        try:
+            async with session.connect(wait=False):
+                for channel, markets in self._subscriptions().items():
+                    params = {"market_tickers": markets} if markets else {}
+                    await session.subscribe_wire(channel, params)
+                jobs.start()
+                await self._watch(session, sink, journal, publisher, metrics)
+        finally:
+            jobs.stop()
+            now_ns, mono_ns = time.time_ns(), time.monotonic_ns()
+            sink.event(0, now_ns, mono_ns, Event.RUN_STOP, {"reason": self.exit_reason})
+            stats = await asyncio.to_thread(journal.close)
+            await asyncio.to_thread(publisher.close, drain=True)
+            await metrics.stop()
+            if self.sim is not None:
+                self.sim.stop()
+            self.progress.stop(self._health(session, sink, journal, publisher))
+        if stats.frames_dropped:
+            self.progress.out.write(
+                f"warning: {stats.frames_dropped} frames could not be kept (disk full or "
+                "unwritable); the capture records the gap as capture_gap events\n"
+            )
+        return 0
+
+    def _on_durable(self, durable_idx: int, latency_ns: int) -> None:
+        """Journal thread: the receipt-to-durable latency of the latest group commit."""
+        self._durable_lag_ms = latency_ns / 1e6
+
+    def _url(self) -> str:
+        conn = self.config.connection
+        if conn.environment == "sim" and not conn.url:
+            # The recorder does not know the generated tickers, so the simulated
+            # exchange serves every market to an orderbook subscription without any
+            # (its documented switch for PROTOCOL.md open question 4).
+            self.sim = start_sim(self.config.sim, switches=["orderbook_without_tickers=all"])
+            return self.sim.url
+        return conn.url or conn.environment
+
+    def _session(self, url: str, sink: JournalSink) -> LiveSession:
+        interval = self.config.storage.checkpoint_interval_s or None
+        jobs = self.config.jobs
+        extra: dict[str, Any] = {}
+        if jobs.max_connection_age_s:
+            extra["max_connection_age_s"] = jobs.max_connection_age_s
+        return LiveSession(
+            url,
+            credentials=self.credentials,
+            config={**RECORDER_LIVE_DEFAULTS, **self.config.live},
+            sink=sink,
+            reconnect_windows=jobs.reconnect_windows,
+            engine_config=EngineConfig(checkpoint_interval_s=interval),
+            compression="deflate" if self.config.connection.compression else None,
+            **extra,
+        )
+
+    def _subscriptions(self) -> dict[str, list[str] | None]:
+        chosen = self.config.channels.selected()
+        if not chosen and self.config.connection.environment == "sim":
+            chosen = ChannelsConfig.model_validate(SIM_DEFAULT_CHANNELS).selected()
+        if not chosen:
+            raise ConfigError("channels", "no channel to record",
+                              'add a [channels] section, e.g. ticker = "all"')  # fmt: skip
+        return self.shard.subscriptions(chosen)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+    def request_stop(self, reason: str = "stopped") -> None:
+        self.exit_reason = reason
+        self.stop_event.set()
+
+    async def _watch(
+        self,
+        session: LiveSession,
+        sink: JournalSink,
+        journal: JournalWriter,
+        publisher: Publisher,
+        metrics: MetricsServer,
+    ) -> None:
+        """Once a second: refresh health; stop at the duration, a signal, or a closed session."""
+        deadline = None if self.duration_s is None else time.monotonic() + self.duration_s
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), self.config.health.status_interval_s)
+            snapshot = self._health(session, sink, journal, publisher)
+            metrics.snapshot = snapshot
+            if self.status_path is not None:
+                await asyncio.to_thread(write_status, self.status_path, snapshot)
+            self.progress.update(snapshot)
+            if deadline is not None and time.monotonic() >= deadline:
+                self.request_stop("duration")
+            if session.state.value == "CLOSED":
+                self.request_stop("session closed")
+
+    # ------------------------------------------------------------------ health
+
+    def _health(
+        self, session: LiveSession, sink: JournalSink, journal: JournalWriter,
+        publisher: Publisher,
+    ) -> HealthSnapshot:  # fmt: skip
+        now = time.monotonic()
+        per_channel: Counter[str] = Counter(sink.per_channel)
+        rates: dict[str, float] = {}
+        ages: dict[str, float] = {}
+        for channel, count in per_channel.items():
+            prev = self._rates.get(channel)
+            if prev is not None and now > prev[1]:
+                rates[channel] = (count - prev[0]) / (now - prev[1])
+            if prev is None or count != prev[0]:
+                self._last_seen[channel] = now
+            self._rates[channel] = (count, now)
+            ages[channel] = now - self._last_seen.get(channel, now)
+        j = journal.stats()
+        p = publisher.stats()
+        engine = session.engine.stats
+        try:
+            free: int | None = shutil.disk_usage(self.journal_dir).free
+        except OSError:
+            free = None
+        snapshot = HealthSnapshot(
+            run_id=self.run_id,
+            pid=os.getpid(),
+            url=session.url,
+            state=session.state.value,
+            uptime_s=now - self._started_mono,
+            frames_per_channel=dict(per_channel),
+            rate_fps_per_channel=rates,
+            last_frame_age_s_per_channel=ages,
+            bytes_in=sink.bytes_in,
+            appended_idx=sink.last_idx,
+            durable_idx=j.durable_idx,
+            durable_lag_ms=self._durable_lag_ms,
+            journal_backlog_bytes=j.backlog_bytes,
+            capture_dropped_frames=j.frames_dropped,
+            journal_write_errors=j.write_errors + j.fsync_errors,
+            segments_sealed=j.segments_sealed,
+            files_published=p.files_published,
+            rows_published=p.rows_published,
+            last_publish_age_s=None if p.last_publish_mono is None else now - p.last_publish_mono,
+            reconnects=max(0, session.stats.connects - 1),
+            gaps=engine.gaps,
+            resyncs=engine.resyncs,
+            rejected_frames=sink.rejected,
+            disk_free_bytes=free,
+            last_error=j.last_error or p.last_error,
+        )
+        self.snapshot = snapshot
+        return snapshot

@@ -1,0 +1,165 @@
+"""One WebSocket connection of the live client: opening it, and how it ended.
+
+This module owns a single socket's life at its two edges. `open_link` performs
+the handshake with websockets' asyncio client (freshly signed headers, the
+keep-alive, close and open timeouts, `max_size`, compression, TLS, our redacting
+logger) and turns each way a handshake can fail into an `AttemptFailed` carrying
+its `CloseVerdict` (PROTOCOL.md behaviour 6; HTTP 429/503 with Retry-After).
+`end_of` classifies how an open connection ended into a `LinkEnd`: a close we
+asked for (its `Intent`), a server close with its code (1000 and 1001 are
+noticed, not missed), a keep-alive timeout, a protocol violation (1009 for a
+frame over `max_frame_bytes`: recorded and retried, behaviour 19), or a network
+drop. It knows nothing of the engine, reconnect policy or sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as ssl_module
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from recorder.auth import Credentials
+from recorder.limits import Limits
+from recorder.policies import CloseVerdict, DisconnectReason, classify_close, classify_handshake
+
+__all__ = ["AttemptFailed", "Intent", "Link", "LinkEnd", "end_of", "open_link", "retry_after_s"]
+
+_R = DisconnectReason
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """Why we close a connection ourselves, and what comes next.
+
+    then: "hold" (stay disconnected), "reconnect" (after `after_s`, proactive),
+    "react" (treat as a reactive loss: kill, a stale fallback), "retire" (switched
+    away from), "abandon" (a standby not ready), "stop" (the session ends).
+    """
+
+    reason: DisconnectReason
+    then: str
+    after_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEnd:
+    """How a connection ended."""
+
+    reason: DisconnectReason
+    code: int | None
+    text: str
+    initiator: str  # "server" or "client"
+    verdict: CloseVerdict
+    intent: Intent | None = None
+    error: BaseException | None = None
+
+
+class Link:
+    """One open socket and what we know of it."""
+
+    __slots__ = ("ended", "intent", "no", "opened_mono_ns", "reader", "settled", "ws")
+
+    def __init__(self, no: int, ws: ClientConnection, opened_mono_ns: int) -> None:
+        self.no = no
+        self.ws = ws
+        self.opened_mono_ns = opened_mono_ns
+        self.intent: Intent | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()  # its end was reported to the engine
+        self.settled = asyncio.Event()  # as a standby: switched to, or gone
+
+
+class AttemptFailed(Exception):
+    """A handshake failed; `verdict` says whether retrying can help."""
+
+    def __init__(self, error: BaseException, verdict: CloseVerdict, retry_after_s: float | None):
+        super().__init__(str(error))
+        self.error = error
+        self.verdict = verdict
+        self.retry_after_s = retry_after_s
+
+
+async def open_link(
+    url: str,
+    path: str,
+    limits: Limits,
+    *,
+    credentials: Credentials | None,
+    ssl: ssl_module.SSLContext | None,
+    compression: str | None,
+    proxy: str | Literal[True] | None,
+    logger: logging.Logger,
+) -> ClientConnection:
+    """Open one WebSocket connection, signing the upgrade afresh.
+
+    Never websockets' `async for ... in connect()`: our own loop decides retries.
+
+    Raises:
+        AttemptFailed: the handshake failed (refused, timed out, rejected with a status,
+            a certificate that does not verify), with its verdict.
+    """
+    extra: dict[str, Any] = {}
+    if url.startswith("wss:") and ssl is not None:
+        extra["ssl"] = ssl
+    try:
+        return await ws_connect(
+            url,
+            additional_headers=credentials.headers(path) if credentials is not None else None,
+            open_timeout=limits.open_timeout_s,
+            ping_interval=limits.ping_interval_s,
+            ping_timeout=limits.ping_timeout_s,
+            close_timeout=limits.close_timeout_s,
+            max_size=limits.max_frame_bytes,
+            compression=compression,
+            proxy=proxy,
+            user_agent_header="kalshi-tape",
+            logger=logger,
+            **extra,
+        )
+    except asyncio.CancelledError:
+        raise
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        retry_after = retry_after_s(exc.response.headers.get("Retry-After"))
+        raise AttemptFailed(exc, classify_handshake(status), retry_after) from None
+    except ssl_module.SSLCertVerificationError as exc:
+        raise AttemptFailed(exc, CloseVerdict.PERMANENT, None) from None
+    except Exception as exc:  # refused, reset, DNS, open timeout, a bad upgrade answer
+        raise AttemptFailed(exc, CloseVerdict.RETRY, None) from None
+
+
+def end_of(c: Link, exc: ConnectionClosed) -> LinkEnd:
+    """Classify how a connection ended (kstlib missed clean 1000/1001 closes: not us)."""
+    rcvd, sent, intent = exc.rcvd, exc.sent, c.intent
+    if intent is not None:
+        code = sent.code if sent is not None else rcvd.code if rcvd is not None else 1006
+        text = sent.reason if sent is not None else intent.reason.value
+        return LinkEnd(intent.reason, code, text, "client", CloseVerdict.RETRY, intent, exc)
+    if rcvd is not None and (sent is None or exc.rcvd_then_sent):
+        verdict = classify_close(rcvd.code)
+        return LinkEnd(_R.SERVER_CLOSED, rcvd.code, rcvd.reason, "server", verdict, None, exc)
+    if sent is not None:
+        # websockets closed it: a keep-alive timeout, or a frame that broke the protocol
+        # or max_frame_bytes (1009: recorded and retried, PROTOCOL.md behaviour 19).
+        timeout = sent.code == 1011 and "keepalive" in sent.reason
+        reason = _R.PING_TIMEOUT if timeout else _R.PROTOCOL_ERROR
+        return LinkEnd(reason, sent.code, sent.reason, "client", CloseVerdict.RETRY, None, exc)
+    cause = exc.__cause__
+    text = f"{type(cause).__name__}: {cause}" if cause else "connection lost"
+    return LinkEnd(_R.NETWORK_ERROR, 1006, text, "server", CloseVerdict.RETRY, None, exc)
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header in seconds (the HTTP-date form is not honoured), clamped to 600."""
+    if value is None:
+        return None
+    try:
+        return min(max(float(value.strip()), 0.0), 600.0)
+    except ValueError:
+        return None

@@ -1,0 +1,337 @@
+"""`LiveSession`: the Session API of `stream`, fed by live Kalshi connections.
+
+This module owns the live session's shape: the URL (production, demo, or a
+custom one; plain `ws://` only to loopback), the credentials check, the limits,
+the policies and hooks, the sink, and the lifecycle: `connect()` as an async
+context manager, `open()` / `close()` (non-terminal: the object can connect
+again), `shutdown()` and `force_close()` (terminal). It is a `stream.Session`
+whose `Source` is `recorder.connection.LiveSource`, one per run, so every
+subscribe_* method, `orderbook()`, `@on`, `run_forever()`, `on_state_change`
+and `on_error` behave exactly as in replay (`replay.capture.ReplaySession`).
+
+    live = LiveSession("demo", credentials=Credentials.from_env())
+    async with live.connect() as session:
+        trades = await session.subscribe_trade(["KXBTC-26JAN01-T100000"])
+        async for trade in trades:
+            ...
+
+Proactive control (`request_disconnect`, `rotate`, `schedule_reconnect`, `kill`...)
+comes from `recorder.control.ProactiveControl`; statistics from `recorder.stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import ipaddress
+import random
+import ssl as ssl_module
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from apscheduler.triggers.base import BaseTrigger
+
+from recorder.auth import Credentials
+from recorder.connection import LiveSettings, LiveSource
+from recorder.control import Policy, ProactiveControl, parse_windows
+from recorder.limits import Limits, resolve_limits
+from recorder.plumbing import Hook
+from recorder.policies import ReconnectStrategy
+from recorder.sink import Sink
+from recorder.stats import LiveStats
+from schemas.errors import ConfigError
+from schemas.record import Event
+from stream.core import EngineConfig
+from stream.errors import SessionClosed
+from stream.queues import Overflow
+from stream.session import Session
+from stream.state import ConnectionState
+
+__all__ = ["DEMO_URL", "PRODUCTION_URL", "LiveSession", "resolve_url"]
+
+#: PROTOCOL.md section 1.
+PRODUCTION_URL: Final = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
+DEMO_URL: Final = "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"
+_ALIASES: Final = {"prod": PRODUCTION_URL, "production": PRODUCTION_URL, "demo": DEMO_URL}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_url(url: str) -> str:
+    """`prod`, `demo` or a URL, checked: `wss://` anywhere, `ws://` only to loopback.
+
+    Raises:
+        ConfigError: another scheme, no host, or plain ws:// to a remote host.
+    """
+    resolved = _ALIASES.get(url.strip().lower(), url.strip())
+    parts = urlsplit(resolved)
+    host = parts.hostname or ""
+    if parts.scheme not in ("ws", "wss") or not host:
+        raise ConfigError(
+            "url", f"{url!r} is not a WebSocket URL", "use prod, demo, or wss://host/path"
+        )
+    if parts.scheme == "ws" and not _is_loopback(host):
+        raise ConfigError(
+            "url",
+            f"{url!r} is plain ws:// to {host}: only loopback may go unencrypted",
+            "use wss://, or ws://127.0.0.1 for a local simulated exchange",
+        )
+    return resolved
+
+
+class LiveSession(ProactiveControl, Session):
+    """A live Kalshi session: the Session API plus connection control and statistics.
+
+    Args:
+        url: "prod", "demo" or a WebSocket URL (ws:// only to loopback).
+        credentials: signs every connection attempt; required unless the URL is loopback.
+        config: the `[live]` limits mapping (see `recorder.limits.LIMIT_SPECS`).
+        limits: resolved limits to start from (arguments and config still apply, clamped).
+        strategy: reconnect delays (full-jitter exponential backoff by default).
+        auto_reconnect: reconnect after reactive drops (else stay DISCONNECTED).
+        should_disconnect: polled every disconnect_check_interval_s while connected;
+            truthy disconnects (CALLBACK_TRIGGERED) and holds.
+        should_reconnect: polled every reconnect_check_interval_s while held after a
+            proactive disconnect: True reconnects, a number reconnects after that many
+            seconds; with CALLBACK_CONTROLLED it also times reactive reconnects.
+        reconnect_windows: crontab strings or APScheduler triggers (UTC): at each, rotate
+            make-before-break (SCHEDULED), or reconnect if held.
+        on_state_change, on_error: the Session hooks.
+        on_connect(conn), on_disconnect(reason), on_disconnect_alert(alert): live hooks,
+            sync or async.
+        alert_proactive: also alert on proactive disconnects (rotations).
+        sink: receives every frame, command and connection event (the recorder's log).
+        ssl: the TLS context for wss:// (default: system CAs, verified).
+        compression: None (default) or "deflate" (PERFORMANCE.md: costs ~25% receive rate).
+        proxy: websockets' proxy setting (True: from the environment).
+        engine_config, default_overflow, default_maxsize: as for `stream.Session`.
+        rng: the backoff jitter's random source (seed it in tests).
+        **limit_overrides: any limit by name (`ping_interval_s=5`), clamped to its bounds.
+    """
+
+    def __init__(
+        self,
+        url: str = "prod",
+        *,
+        credentials: Credentials | None = None,
+        config: Mapping[str, Any] | None = None,
+        limits: Limits | None = None,
+        strategy: ReconnectStrategy = ReconnectStrategy.EXPONENTIAL_BACKOFF,
+        auto_reconnect: bool = True,
+        should_disconnect: Policy | None = None,
+        should_reconnect: Policy | None = None,
+        reconnect_windows: Iterable[str | BaseTrigger] = (),
+        on_state_change: Hook | None = None,
+        on_error: Hook | None = None,
+        on_connect: Hook | None = None,
+        on_disconnect: Hook | None = None,
+        on_disconnect_alert: Hook | None = None,
+        alert_proactive: bool = False,
+        sink: Sink | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        compression: str | None = None,
+        proxy: str | Literal[True] | None = True,
+        engine_config: EngineConfig | None = None,
+        default_overflow: Overflow | None = None,
+        default_maxsize: int = 1000,
+        rng: random.Random | None = None,
+        **limit_overrides: float | int | None,
+    ) -> None:
+        resolved = resolve_url(url)
+        if credentials is None and not _is_loopback(urlsplit(resolved).hostname or ""):
+            raise ConfigError(
+                "credentials",
+                f"{resolved} requires a signed connection (PROTOCOL.md section 2)",
+                "pass credentials=Credentials.from_env() or Credentials.from_file(key_id, path)",
+            )
+        if compression not in (None, "deflate"):
+            raise ConfigError("compression", f"{compression!r} is not supported", "None or deflate")
+        if strategy is ReconnectStrategy.CALLBACK_CONTROLLED and should_reconnect is None:
+            raise ConfigError(
+                "strategy", "CALLBACK_CONTROLLED needs a should_reconnect callback", None
+            )
+        self.should_disconnect = should_disconnect
+        self.should_reconnect = should_reconnect
+        self.settings = LiveSettings(
+            url=resolved,
+            limits=resolve_limits(config, base=limits, **limit_overrides),
+            credentials=credentials,
+            strategy=strategy,
+            auto_reconnect=auto_reconnect,
+            ssl=ssl,
+            compression=compression,
+            proxy=proxy,
+            should_disconnect=should_disconnect,
+            should_reconnect=should_reconnect,
+            windows=parse_windows(reconnect_windows),
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            on_disconnect_alert=on_disconnect_alert,
+            alert_proactive=alert_proactive,
+            sink=sink,
+        )
+        self.stats = LiveStats(started_mono_ns=time.monotonic_ns())
+        self._rng = rng or random.Random()
+        self._engine_config = engine_config
+        self._default_overflow = default_overflow
+        self._default_maxsize = default_maxsize
+        self._registered: list[tuple[str, bool, Hook]] = []
+        self._user_state_hook: Hook | None = None
+        self._state_evt = asyncio.Event()
+        self._shut = False
+        self._started = False
+        self._live = LiveSource(self.settings, self.stats, self._rng)
+        Session.__init__(
+            self,
+            self._live,
+            on_state_change=on_state_change,
+            on_error=on_error,
+            engine_config=engine_config,
+            default_overflow=default_overflow,
+            default_maxsize=default_maxsize,
+        )
+
+    # ------------------------------------------------------------------ hooks
+
+    @property
+    def on_state_change(self) -> Hook:
+        """The session's state hook: writes a `state` event, then calls the user's hook."""
+        return self._on_state
+
+    @on_state_change.setter
+    def on_state_change(self, hook: Hook | None) -> None:
+        self._user_state_hook = hook
+
+    async def _on_state(self, old: ConnectionState, new: ConnectionState) -> None:
+        recv_ns, mono_ns = self._live.now()
+        self._live.emit(0, recv_ns, mono_ns, Event.STATE, old=old.value, new=new.value)
+        self._state_evt.set()
+        hook = self._user_state_hook
+        if hook is not None:
+            result = hook(old, new)
+            if inspect.isawaitable(result):
+                await result
+
+    def on(self, channel: str, *, raw: bool = False) -> Callable[[Hook], Hook]:
+        register = super().on(channel, raw=raw)
+
+        def track(fn: Hook) -> Hook:
+            self._registered.append((channel, raw, fn))
+            return register(fn)
+
+        return track
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    @property
+    def conn(self) -> int | None:
+        """The number of the connection delivering now (None when not connected)."""
+        return self._live.active_conn
+
+    @property
+    def connection_duration_s(self) -> float:
+        """Seconds the current connection has been open; 0.0 when not connected."""
+        return self.stats.connection_duration_s(time.monotonic_ns())
+
+    @property
+    def uptime_s(self) -> float:
+        """Seconds since this object was created (or its statistics reset)."""
+        return self.stats.uptime_s(time.monotonic_ns())
+
+    def reset_stats(self) -> None:
+        self.stats.reset(time.monotonic_ns())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self, *, wait: bool = True) -> LiveSession:
+        """Start connecting (a no-op while a run is going on).
+
+        Args:
+            wait: return once connected (True), or at once (False: subscribe now,
+                the subscribes go out when the connection opens).
+
+        Raises:
+            SessionClosed: after shutdown() or force_close().
+            LiveError: the first connection failed for good (a refused key, a
+                permanent close, or the last allowed attempt failed).
+        """
+        if self._shut:
+            raise SessionClosed("this LiveSession was shut down; create a new one")
+        if self._started and self.state is not ConnectionState.CLOSED:
+            return self
+        if self._started:
+            self._new_run()
+        self._started = True
+        await self.start()
+        if wait:
+            await self._wait_state(
+                (ConnectionState.CONNECTED, ConnectionState.STREAMING, ConnectionState.CLOSED),
+                None,
+            )
+            if self.state is ConnectionState.CLOSED:
+                error = self._live.final_error
+                raise error if error is not None else SessionClosed("the session closed")
+        return self
+
+    @contextlib.asynccontextmanager
+    async def connect(self, *, wait: bool = True) -> AsyncIterator[LiveSession]:
+        """`async with live.connect() as session:` open on entry, close() on exit.
+
+        On exit every iterator ends after the messages already queued; the object
+        can connect again afterwards.
+        """
+        try:
+            await self.open(wait=wait)
+        except BaseException:
+            await self.close()
+            raise
+        try:
+            yield self
+        finally:
+            await self.close()
+
+    async def __aenter__(self) -> LiveSession:
+        await self.open()
+        return self
+
+    async def close(self) -> None:
+        """Close gracefully (code 1000) and end every iterator; cancels any pending
+        reconnect. Not terminal: `open()` or `connect()` may start a new run."""
+        await super().close()
+
+    async def shutdown(self) -> None:
+        """Close gracefully and for good (`is_shutdown`): this object will not connect again."""
+        self._shut = True
+        await self.close()
+
+    async def force_close(self) -> None:
+        """Close at once (sockets aborted, no close handshake) and for good."""
+        self._shut = True
+        self._live.force()
+        await self.close()
+
+    def _new_run(self) -> None:
+        """A fresh engine and source for a new run; `@on` callbacks carry over."""
+        self._live = LiveSource(self.settings, self.stats, self._rng)
+        self.reset(self._live)
+        registered, self._registered = self._registered, []
+        for channel, raw, fn in registered:
+            self.on(channel, raw=raw)(fn)

@@ -1,0 +1,89 @@
+"""Where a live session writes what it saw and did, before anything interprets it.
+
+This module owns the `Sink` protocol between the connection manager and the
+recorder's log (ARCHITECTURE.md "Durability": write first, interpret second):
+
+    frame_in(conn, recv_ns, mono_ns, raw)         every received frame, before the engine
+    command_out(conn, recv_ns, mono_ns, raw)       every command, as it is sent
+    event(conn, recv_ns, mono_ns, name, detail)    every connection event (schemas.record.Event)
+    checkpoint(output)                             a stream.Checkpoint (one connection's state)
+
+Event details carry the keys of `schemas.record.EVENT_DETAIL_KEYS` plus what a
+replay needs to drive the engine again: `open` has `standby`; `close` has
+`code`, `reason`, `disconnect_reason`, `will_reconnect`, `initiator` ("server" or
+"client"); `error` has `error` and `will_retry`; `reconnect_wait` has `delay_s`,
+`attempt`, `reason`; `state` has `old`, `new`; `switch` has `old_conn`,
+`new_conn`. Events not tied to an opened connection (attempts, failed attempts,
+waits, states) carry conn 0.
+
+Calls are synchronous and must not block: a sink buffers (the journal appends to
+memory and commits in groups). The connection manager catches anything a sink
+raises, reports it through `on_error` and keeps receiving. `MemorySink` keeps
+records in a list, for tests and small tools. Nothing here knows of sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from stream.events import Checkpoint
+
+__all__ = ["MemorySink", "Sink", "SinkRecord"]
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """The recorder's side of a live session (see the module docstring)."""
+
+    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None: ...
+
+    def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None: ...
+
+    def event(
+        self, conn: int, recv_ns: int, mono_ns: int, name: str, detail: dict[str, Any]
+    ) -> None: ...
+
+    def checkpoint(self, output: Checkpoint) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRecord:
+    """One call to a sink: `dir` is "in", "out", "event" or "checkpoint"."""
+
+    dir: str
+    conn: int
+    recv_ns: int
+    mono_ns: int
+    name: str = ""
+    raw: bytes = b""
+    detail: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+class MemorySink:
+    """A sink that keeps every record in `records`, in call order."""
+
+    def __init__(self) -> None:
+        self.records: list[SinkRecord] = []
+
+    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
+        self.records.append(SinkRecord("in", conn, recv_ns, mono_ns, raw=raw))
+
+    def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
+        self.records.append(SinkRecord("out", conn, recv_ns, mono_ns, raw=raw))
+
+    def event(
+        self, conn: int, recv_ns: int, mono_ns: int, name: str, detail: dict[str, Any]
+    ) -> None:
+        self.records.append(SinkRecord("event", conn, recv_ns, mono_ns, name, detail=detail))
+
+    def checkpoint(self, output: Checkpoint) -> None:
+        self.records.append(
+            SinkRecord(
+                "checkpoint", output.conn, output.recv_ns, output.mono_ns, detail=output.record
+            )
+        )
+
+    def events(self, name: str | None = None) -> list[SinkRecord]:
+        """The event records (of one name, or all)."""
+        return [r for r in self.records if r.dir == "event" and (name is None or r.name == name)]

@@ -1,0 +1,113 @@
+"""Where a capture's frames sit in time, and which recorded disconnects a client should meet.
+
+This module owns two facts the replay server needs about a capture beyond its
+frames. Time: a delivered frame's merge key (`replay.capture.merge_key`: its
+run's first receive time plus the monotonic time elapsed), so frames of several
+runs pace on one axis and a wall-clock step inside a run changes nothing.
+Disconnects: the recorded `close` events of `_session` that happened TO the
+recorder (reactive: the server closed, the network failed, a ping timed out, a
+protocol error, a stale feed), never the ones it chose (planned rotations,
+scheduled reconnects, shutdown), with their close code and reason, so a server
+can close its clients at the same points. It reads the `_session` partition with
+`replay.bulk` and knows nothing of sockets or subscriptions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from replay.bulk import iter_frames
+from replay.capture import Capture
+
+# The replay session numbers the connections of its i-th run (sorted by run id) from
+# i * this; a frame's run follows from its `conn`. (Private to replay.session; see
+# the report: a public `Frame` run or key would be better.)
+from replay.session import _CONN_STRIDE
+from schemas.channels import Channel
+from schemas.record import Event
+
+__all__ = ["REACTIVE_REASONS", "RecordedClose", "RunClock", "is_reactive", "recorded_closes"]
+
+#: Disconnect reasons that happened to the recorder (recorder.policies.DisconnectReason's
+#: reactive values, less `killed`, which a user asked for to test a client).
+REACTIVE_REASONS: Final = frozenset(
+    {"server_closed", "network_error", "ping_timeout", "protocol_error", "stale"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedClose:
+    """One recorded reactive disconnect.
+
+    Attributes:
+        key_ns: its merge key (where it sits among the frames).
+        code: the recorded close code; None or 1006 mean no close frame.
+        reason: the recorded close reason text.
+        disconnect_reason: why the recorder lost the connection.
+    """
+
+    key_ns: int
+    code: int | None
+    reason: str
+    disconnect_reason: str
+
+
+def is_reactive(detail: Mapping[str, Any]) -> bool:
+    """True for a close the recorder did not choose (initiator "server", or a reactive
+    disconnect reason); False for its own rotations, schedules and shutdowns."""
+    if detail.get("initiator") == "server":
+        return True
+    return str(detail.get("disconnect_reason") or "").lower() in REACTIVE_REASONS
+
+
+class RunClock:
+    """Merge keys of delivered frames, from their run's anchors."""
+
+    def __init__(self, capture: Capture) -> None:
+        self._anchors = [capture.anchors(run) for run in sorted(capture.runs)]
+        self._by_run = dict(zip(sorted(capture.runs), self._anchors, strict=True))
+
+    def key(self, conn: int, mono_ns: int) -> int:
+        """The merge key of a frame delivered on replay connection `conn` at `mono_ns`."""
+        index = min(conn // _CONN_STRIDE, len(self._anchors) - 1)
+        anchor_recv, anchor_mono = self._anchors[index]
+        return anchor_recv + mono_ns - anchor_mono
+
+    def run_key(self, run_id: str, mono_ns: int) -> int:
+        anchor_recv, anchor_mono = self._by_run[run_id]
+        return anchor_recv + mono_ns - anchor_mono
+
+
+def recorded_closes(
+    capture: Capture, clock: RunClock, start_ns: int | None, end_ns: int | None
+) -> list[RecordedClose]:
+    """The capture's reactive closes with keys in [start_ns, end_ns), in key order."""
+    if Channel.SESSION not in capture.channels:
+        return []
+    out: list[RecordedClose] = []
+    for record in iter_frames(capture, channels=[Channel.SESSION]):
+        if record.type != Event.CLOSE:
+            continue
+        try:
+            detail = json.loads(record.raw)
+        except ValueError:
+            continue
+        if not isinstance(detail, dict) or not is_reactive(detail):
+            continue
+        key = clock.run_key(record.run_id, record.mono_ns)
+        if (start_ns is not None and key < start_ns) or (end_ns is not None and key >= end_ns):
+            continue
+        code = detail.get("code")
+        out.append(
+            RecordedClose(
+                key,
+                code if isinstance(code, int) and not isinstance(code, bool) else None,
+                str(detail.get("reason") or ""),
+                str(detail.get("disconnect_reason") or ""),
+            )
+        )
+    out.sort(key=lambda c: c.key_ns)
+    return out

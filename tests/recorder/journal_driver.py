@@ -1,0 +1,147 @@
+"""A recorder stand-in for crash tests: a real process the tests kill with SIGKILL.
+
+    python journal_driver.py record JOURNAL ROOT [--rate N] [--segment-bytes B] [--publish]
+    python journal_driver.py recover JOURNAL ROOT [--pause-at N]
+    python journal_driver.py compact ROOT PARTITION [--pause-at N]
+
+`record` appends synthetic frames at a steady rate and prints, flushed, `RUN <run_id>`
+once and then `D <idx>` for every durable idx the journal reports (printed only after
+the fdatasync, so every printed idx is durable). `recover` and `compact` print
+`F <n>` before their n-th fsync, stop for good before the `--pause-at` one (so a
+test can kill them at an exact point), and print `DONE` at the end. With
+`--publish`, `record` also publishes sealed segments from a background thread and
+prints `P <n>` before each publisher fsync.
+
+Also importable: `frame(i)` makes the synthetic frames the tests append themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from recorder.journal import JournalWriter
+from schemas.record import new_run_id
+
+__all__ = ["frame", "main"]
+
+_TICKERS = [f"KXTEST-26JAN01-B{n}" for n in range(12)]
+
+
+def frame(i: int) -> tuple[str, str, str, int | None, int | None, str | None, bytes]:
+    """Synthetic record i: (dir, channel, type, sid, seq, market_ticker, raw).
+
+    Three data channels plus the odd frame that is not JSON at all (invalid UTF-8) and
+    the odd empty one, both stored under `_unknown` with their bytes intact.
+    """
+    ticker = _TICKERS[i % len(_TICKERS)]
+    kind = i % 10
+    if kind < 6:
+        raw = (
+            b'{"type":"orderbook_delta","sid":1,"seq":%d,"msg":{"market_ticker":"%s",'
+            b'"price_dollars":"0.%02d00","delta_fp":"%d.00","side":"yes"}}'
+            % (i, ticker.encode(), i % 99, i % 50 - 25)
+        )
+        return ("in", "orderbook_delta", "orderbook_delta", 1, i, ticker, raw)
+    if kind < 8:
+        raw = b'{"type":"ticker","sid":2,"msg":{"market_ticker":"%s","price_dollars":"0.%02d00"}}'
+        return ("in", "ticker", "ticker", 2, None, ticker, raw % (ticker.encode(), i % 99))
+    if kind == 8:
+        raw = b'{"type":"trade","sid":3,"seq":%d,"msg":{"market_ticker":"%s"}}'
+        return ("in", "trade", "trade", 3, i, ticker, raw % (i, ticker.encode()))
+    if i % 20 == 9:
+        return ("in", "_unknown", "_malformed", None, None, None, b"\xff\xfe not json \x80" * 2)
+    return ("in", "_unknown", "_malformed", None, None, None, b"")
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _marking_fsync(tag: str, pause_at: int = 0) -> Callable[[int], None]:
+    """An fsync that announces itself, and stops for good before the `pause_at`-th call
+    (so the test's SIGKILL lands exactly there)."""
+    count = 0
+
+    def fsync(fd: int) -> None:
+        nonlocal count
+        count += 1
+        _say(f"{tag} {count}")
+        if count == pause_at:
+            time.sleep(3600)
+        os.fsync(fd)
+
+    return fsync
+
+
+def _record(args: argparse.Namespace) -> None:
+    run_id = new_run_id(time.time_ns(), os.urandom(4))
+    on_sealed = None
+    if args.publish:
+        from recorder.publisher import Publisher
+
+        publisher = Publisher(args.journal, args.root, fsync=_marking_fsync("P"))
+        publisher.start()
+        on_sealed = publisher.submit
+    writer = JournalWriter(
+        args.journal,
+        run_id,
+        commit_interval_s=0.01,
+        segment_max_bytes=args.segment_bytes,
+        on_sealed=on_sealed,
+        on_durable=lambda idx, _latency_ns: _say(f"D {idx}"),
+    )
+    _say(f"RUN {run_id}")
+    period_s = 1.0 / args.rate
+    start = time.monotonic()
+    i = 0
+    while True:
+        due = int((time.monotonic() - start) / period_s)
+        while i < due:
+            dir_, channel, type_, sid, seq, ticker, raw = frame(i)
+            writer.append(1, time.time_ns(), time.monotonic_ns(), dir_, channel, type_, sid, seq,
+                          ticker, raw)  # fmt: skip
+            i += 1
+        time.sleep(0.001)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="mode", required=True)
+    rec = sub.add_parser("record")
+    rec.add_argument("journal", type=Path)
+    rec.add_argument("root")
+    rec.add_argument("--rate", type=float, default=20_000)
+    rec.add_argument("--segment-bytes", type=int, default=64 << 10)
+    rec.add_argument("--publish", action="store_true")
+    rcv = sub.add_parser("recover")
+    rcv.add_argument("journal", type=Path)
+    rcv.add_argument("root")
+    rcv.add_argument("--pause-at", type=int, default=0)
+    cmp_ = sub.add_parser("compact")
+    cmp_.add_argument("root")
+    cmp_.add_argument("partition")
+    cmp_.add_argument("--pause-at", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.mode == "record":
+        _record(args)
+    elif args.mode == "recover":
+        from recorder.recovery import recover
+
+        recover(args.journal, args.root, fsync=_marking_fsync("F", args.pause_at))
+    else:
+        from recorder.compaction import compact
+
+        compact(args.root, args.partition, min_age_s=0, delete_grace_s=0,
+                fsync=_marking_fsync("F", args.pause_at))  # fmt: skip
+    _say("DONE")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

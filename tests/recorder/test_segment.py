@@ -1,0 +1,160 @@
+"""The journal segment format: records round-trip bytes exact; damage is found and bounded.
+
+Segments are written by a real JournalWriter and read back by `read_segment`, which
+the publisher and recovery both use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recorder._segment import (
+    BODY_FIXED,
+    decode_header,
+    encode_header,
+    parse_segment_name,
+    read_segment,
+    segment_name,
+)
+from recorder.errors import SegmentFormatError
+from recorder.journal import JournalWriter
+from schemas.record import CaptureRecord
+
+from .helpers import RUN_A
+
+Row = tuple[int, int, int, str, str, str, int | None, int | None, str | None, bytes]
+
+ODD_ROWS: list[Row] = [
+    (1, 10, 20, "in", "ticker", "ticker", 2, None, "KX-A", b'{"type":"ticker"}'),
+    (1, 11, 21, "in", "_unknown", "_malformed", None, None, None, b""),
+    (1, 12, 22, "in", "_unknown", "_malformed", None, None, None, b"\xff\xfe\x00\x80 not utf-8"),
+    (2, 13, 23, "out", "_control", "subscribe", None, None, None, b'{"id":1,"cmd":"subscribe"}'),
+    (2, 14, 24, "event", "_session", "close", None, None, None, b'{"type":"close","code":1006}'),
+    (2, 15, 25, "in", "trade", "trade", 3, 2**62, "KX-\u00e9\u4e2d", b"x" * 200_000),
+    (2, 16, 26, "in", "trade", "trade", -5, 0, "", b"\x00" * 3),
+]
+
+
+def write_segment(journal: Path, rows: list[Row]) -> Path:
+    sealed: list[Path] = []
+    with JournalWriter(journal, RUN_A, on_sealed=sealed.append) as writer:
+        for row in rows:
+            writer.append(*row)
+    assert len(sealed) == 1
+    return sealed[0]
+
+
+def as_records(rows: list[Row]) -> list[CaptureRecord]:
+    return [CaptureRecord(RUN_A, i, *row) for i, row in enumerate(rows)]
+
+
+def record_sizes(rows: list[Row]) -> list[int]:
+    return [
+        8 + BODY_FIXED + len(ch.encode()) + len(ty.encode()) + len((tk or "").encode()) + len(raw)
+        for _, _, _, _, ch, ty, _, _, tk, raw in rows
+    ]
+
+
+def test_records_round_trip_bytes_exact_including_invalid_utf8_and_empty_raw(
+    tmp_path: Path,
+) -> None:
+    path = write_segment(tmp_path, ODD_ROWS)
+    data = read_segment(path)
+    assert data.records() == as_records(ODD_ROWS)
+    assert data.header.run_id == RUN_A
+    assert (data.skipped_bytes, data.tail_bytes, data.excluded_records) == (0, 0, 0)
+
+
+def test_sid_and_seq_outside_their_column_types_are_stored_as_null_with_raw_intact(
+    tmp_path: Path,
+) -> None:
+    raw = b'{"type":"trade","sid":99999999999,"seq":1}'
+    row: Row = (1, 1, 1, "in", "trade", "trade", 99_999_999_999, 2**70, "KX-A", raw)
+    (record,) = read_segment(write_segment(tmp_path, [row])).records()
+    assert (record.sid, record.seq, record.raw, record.market_ticker) == (None, None, raw, "KX-A")
+
+
+@pytest.mark.parametrize("victim", [0, 3, 6])
+def test_a_flipped_byte_is_caught_and_costs_only_its_own_record(
+    tmp_path: Path, victim: int
+) -> None:
+    path = write_segment(tmp_path, ODD_ROWS)
+    sizes = record_sizes(ODD_ROWS)
+    start = decode_header(path.read_bytes()).size + sum(sizes[:victim])
+    data = bytearray(path.read_bytes())
+    data[start + sizes[victim] - 1] ^= 0x01  # the last byte of its raw (or ticker)
+    path.write_bytes(bytes(data))
+    read = read_segment(path)
+    expected = [r for r in as_records(ODD_ROWS) if r.idx != victim]
+    assert read.records() == expected
+    if victim == len(ODD_ROWS) - 1:
+        assert read.tail_bytes == sizes[victim]
+    else:
+        assert read.skipped_bytes == sizes[victim]
+
+
+def test_a_flipped_length_field_is_caught(tmp_path: Path) -> None:
+    path = write_segment(tmp_path, ODD_ROWS)
+    start = decode_header(path.read_bytes()).size
+    data = bytearray(path.read_bytes())
+    data[start] ^= 0x04  # record 0's length, now wrong by 4
+    path.write_bytes(bytes(data))
+    assert [r.idx for r in read_segment(path).records()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_torn_tail_at_every_byte_offset_of_the_last_record_is_cut(tmp_path: Path) -> None:
+    rows = ODD_ROWS[:5]
+    path = write_segment(tmp_path, rows)
+    full = path.read_bytes()
+    last = record_sizes(rows)[-1]
+    last_start = len(full) - last
+    torn = tmp_path / segment_name(RUN_A, 0, sealed=False)
+    path.unlink()
+    for cut in range(last_start, len(full)):
+        torn.write_bytes(full[:cut])
+        data = read_segment(torn)
+        assert [r.idx for r in data.records()] == [0, 1, 2, 3], cut
+        assert data.good_end == last_start
+        assert data.tail_bytes == cut - last_start
+    torn.write_bytes(full)
+    assert len(read_segment(torn)) == 5
+
+
+def test_a_torn_header_is_refused(tmp_path: Path) -> None:
+    header = encode_header(RUN_A, 7)
+    assert decode_header(header).segment == 7
+    for cut in range(len(header)):
+        with pytest.raises(SegmentFormatError):
+            decode_header(header[:cut])
+    with pytest.raises(SegmentFormatError, match="magic"):
+        decode_header(b"NOTASEGM" + header[8:])
+    newer = bytearray(header)
+    newer[8] = 2
+    with pytest.raises(SegmentFormatError, match="version 2"):
+        decode_header(bytes(newer))
+
+
+def test_segment_names_parse_and_strays_are_not_segments() -> None:
+    assert parse_segment_name(segment_name(RUN_A, 3, sealed=False)) == parse_segment_name(
+        f"{RUN_A}-00000003.open"
+    )
+    sealed = parse_segment_name(segment_name(RUN_A, 3, sealed=True))
+    assert sealed is not None
+    assert (sealed.sealed, sealed.limit) == (True, None)
+    cut = parse_segment_name(segment_name(RUN_A, 3, sealed=True, limit=4096))
+    assert cut is not None
+    assert cut.limit == 4096
+    for stray in ("LOCK", f"{RUN_A}-3.seg", f"{RUN_A}-00000003.seg.corrupt", "x.open"):
+        assert parse_segment_name(stray) is None
+
+
+def test_a_limit_in_the_name_hides_bytes_written_after_it(tmp_path: Path) -> None:
+    path = write_segment(tmp_path, ODD_ROWS[:3])
+    keep = len(path.read_bytes()) - record_sizes(ODD_ROWS[:3])[-1]
+    limited = path.with_name(segment_name(RUN_A, 0, sealed=True, limit=keep))
+    path.rename(limited)
+    data = read_segment(limited)
+    assert [r.idx for r in data.records()] == [0, 1]
+    assert data.tail_bytes == 0
