@@ -58,7 +58,10 @@ class ParquetSettings:
     Attributes:
         compression, compression_level: the codec (PERFORMANCE.md: zstd-3).
         data_page_size: bytes per data page; large pages compress better (8 MiB).
-        row_group_rows: rows per row group (64k or more).
+        row_group_rows: most rows per row group. Each row group holds consecutive idx
+            values (rows sorted for compression only *within* it), so a reader
+            restores arrival order one row group window at a time: this bounds
+            replay's memory (128k rows: tens of MB).
         sort_orders: candidate row orders within a file (see the module docstring);
             `idx` last keeps each deterministic.
         sample_rows: the candidates are compared on a sample of this many rows (a
@@ -68,7 +71,7 @@ class ParquetSettings:
     compression: str = "zstd"
     compression_level: int = 3
     data_page_size: int = 8 << 20
-    row_group_rows: int = 1 << 20
+    row_group_rows: int = 1 << 17
     sort_orders: tuple[tuple[str, ...], ...] = (("type", "idx"), ("type", "market_ticker", "idx"))
     sample_rows: int = 32_768
 
@@ -180,30 +183,38 @@ def sort_for_storage(table: pa.Table, sort_by: tuple[str, ...]) -> pa.Table:
 
 
 def encode_for_storage(table: pa.Table, settings: ParquetSettings) -> pa.Buffer:
-    """One Parquet file's bytes, rows in whichever candidate order compresses best."""
+    """One Parquet file's bytes: row groups of consecutive idx, each sorted within in
+    whichever candidate order compresses best (chosen on a sample)."""
+    table = table.take(pc.sort_indices(table.column("idx")))
     orders = settings.sort_orders
-    if len(orders) < 2 or not settings.sample_rows:
-        return encode_parquet(sort_for_storage(table, orders[0] if orders else ()), settings)
-    if table.num_rows <= settings.sample_rows:
-        encoded = [encode_parquet(sort_for_storage(table, o), settings) for o in orders]
-        return min(encoded, key=lambda b: b.size)
-    sample = table.slice((table.num_rows - settings.sample_rows) // 2, settings.sample_rows)
-    best = min(orders, key=lambda o: encode_parquet(sort_for_storage(sample, o), settings).size)
-    return encode_parquet(sort_for_storage(table, best), settings)
+    best: tuple[str, ...] = orders[0] if orders else ()
+    if len(orders) > 1 and settings.sample_rows:
+        n = min(table.num_rows, settings.sample_rows)
+        sample = table.slice((table.num_rows - n) // 2, n)
+        best = min(orders, key=lambda o: encode_parquet(sort_for_storage(sample, o), settings).size)
+    return encode_parquet(table, settings, order=best)
 
 
-def encode_parquet(table: pa.Table, settings: ParquetSettings) -> pa.Buffer:
-    """One Parquet file's bytes, rows as given."""
+def encode_parquet(
+    table: pa.Table, settings: ParquetSettings, *, order: tuple[str, ...] | None = None
+) -> pa.Buffer:
+    """One Parquet file's bytes, one row group per `row_group_rows` rows as given; with
+    `order`, the rows of each row group are sorted by it (not across row groups)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
+    rows = settings.row_group_rows
+    with pq.ParquetWriter(
         sink,
+        table.schema,
         compression=settings.compression,
         compression_level=settings.compression_level,
         use_dictionary=_PARQUET_DICT,
         data_page_size=settings.data_page_size,
-        row_group_size=settings.row_group_rows,
         write_statistics=[c for c in table.column_names if c not in _NO_STATS],
         column_encoding=_DELTA_COLUMNS,
-    )
+    ) as writer:
+        for start in range(0, max(table.num_rows, 1), rows):
+            chunk = table.slice(start, rows)
+            if order:
+                chunk = sort_for_storage(chunk, order)
+            writer.write_table(chunk, row_group_size=rows)
     return sink.getvalue()

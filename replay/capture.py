@@ -5,12 +5,12 @@ idx and time ranges) and the streaming read that restores arrival order. It know
 nothing of the engine; `replay.session` feeds what it reads to one.
 
 Order (ARCHITECTURE.md "The historical edge"): within a run, records are ordered
-by `idx`. Files keep their rows sorted by (type, market, idx) for compression,
-but every row group covers one journal segment, a contiguous idx range of its run
-(the publisher writes segment by segment, compaction keeps the row groups). The
-reader sweeps a run's row groups by idx interval: it reads the row groups whose
-ranges overlap (about one segment's worth across the wanted channels), sorts that
-window by idx and hands it on. Memory is bounded by a window, never a whole day.
+by `idx`. Files keep their rows sorted for compression, but only within a row
+group: a file's row groups hold disjoint, increasing idx ranges (the writer cuts
+them from rows in idx order, `recorder._parquet`). The reader merges a run's files
+by idx holding one row group per file at a time (`_horizon_merge`), so memory is a
+row group per file, never a whole day, whatever the channels' rates. A file whose
+row groups overlap (another writer's) is read whole, so its order is still right.
 
 Runs are merged by receive time measured on each run's own monotonic clock from
 its first record (`recv_ns` of the first record + elapsed `mono_ns`), so a
@@ -20,6 +20,7 @@ wall-clock step inside a run moves neither its order nor its pacing.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,22 +164,23 @@ class Capture:
     ) -> Iterator[pa.Table]:
         """Yield the run's records of `channels` (plus the state channels unless
         `with_state` is False) in idx order, one window at a time. `markets` keeps only
-        rows of those markets (and rows of no market); `from_idx` skips what precedes."""
+        rows of those markets (and rows of no market); `from_idx` skips what precedes.
+
+        Each file contributes one row group at a time (sorted by idx); a window holds
+        the rows at or below the smallest last idx among the files' current row groups,
+        so memory is one row group per file, however the channels' rates differ.
+        """
         run = self.runs[run_id]
         state = set(STATE_CHANNELS) if with_state else set()
         wanted = None if channels is None else set(channels) | state
-        pieces = [
-            p for p in run.pieces
-            if (wanted is None or p.channel in wanted) and p.idx_hi >= from_idx
-        ]  # fmt: skip
+        by_file: dict[Path, list[Piece]] = {}
+        for p in run.pieces:
+            if (wanted is None or p.channel in wanted) and p.idx_hi >= from_idx:
+                by_file.setdefault(p.path, []).append(p)
         cols = list(dict.fromkeys((*columns, "idx", "market_ticker") if markets else
                                   (*columns, "idx")))  # fmt: skip
-        for window in _overlapping(pieces):
-            tables = [
-                pq.ParquetFile(p.path).read_row_group(p.row_group, columns=cols) for p in window
-            ]
-            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-            table = table.take(pc.sort_indices(table.column("idx")))
+        streams = [_FileStream(path, pieces, cols) for path, pieces in by_file.items()]
+        for table in _horizon_merge(streams):
             if from_idx:
                 table = table.filter(pc.greater_equal(table.column("idx"), from_idx))
             if markets is not None:
@@ -254,18 +256,55 @@ def _keyed(
         yield ReadWindow(run_id, table.select(list(columns)), keys.combine_chunks())
 
 
-def _overlapping(pieces: list[Piece]) -> Iterator[list[Piece]]:
-    """Group pieces (sorted by idx_lo) into clusters whose idx ranges overlap."""
-    cluster: list[Piece] = []
-    hi = -1
-    for piece in pieces:
-        if cluster and piece.idx_lo > hi:
-            yield cluster
-            cluster = []
-        cluster.append(piece)
-        hi = max(hi, piece.idx_hi)
-    if cluster:
-        yield cluster
+class _FileStream:
+    """One file's rows in idx order, one row group (or, for a file whose row groups
+    overlap, the whole file) at a time."""
+
+    def __init__(self, path: Path, pieces: list[Piece], columns: list[str]) -> None:
+        self.path, self.columns = path, columns
+        pieces = sorted(pieces, key=lambda p: p.idx_lo)
+        disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
+        self.groups = [[p] for p in pieces] if disjoint else [pieces]
+        self.current: pa.Table | None = None
+        self.offset = 0
+
+    def load(self) -> bool:
+        """Read the next row group; False when the file is done."""
+        if not self.groups:
+            self.current = None
+            return False
+        group = self.groups.pop(0)
+        reader = pq.ParquetFile(self.path)
+        tables = [reader.read_row_group(p.row_group, columns=self.columns) for p in group]
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        self.current = table.take(pc.sort_indices(table.column("idx")))
+        self.offset = 0
+        return True
+
+    @property
+    def last_idx(self) -> int:
+        assert self.current is not None
+        return int(self.current.column("idx")[-1].as_py())
+
+
+def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:
+    """Merge files whose rows are each in idx order into one stream in idx order."""
+    live = [s for s in streams if s.load()]
+    while live:
+        horizon = min(s.last_idx for s in live)
+        parts = []
+        for s in live:
+            assert s.current is not None
+            rest = s.current.slice(s.offset)
+            n = int(pc.sum(pc.less_equal(rest.column("idx"), horizon)).as_py() or 0)
+            if n:
+                parts.append(rest.slice(0, n))
+                s.offset += n
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            table = table.take(pc.sort_indices(table.column("idx")))
+        yield table
+        live = [s for s in live if s.offset < s.current.num_rows or s.load()]  # type: ignore[union-attr]
 
 
 def _merge(streams: list[Iterator[ReadWindow]]) -> Iterator[ReadWindow]:

@@ -36,9 +36,12 @@ from schemas.record import Event
 from stream import EngineConfig, Overflow, Session, Source
 from stream.engine import Engine
 
-__all__ = ["ReplaySession", "ReplaySource", "to_ns"]
+__all__ = ["CONN_STRIDE", "ReplaySession", "ReplaySource", "to_ns"]
 
-_CONN_STRIDE = 1_000_000  # conn numbers of the second and later runs are offset by this
+#: Connection numbers of the n-th run (runs sorted by id, from 0) are offset by
+#: n * CONN_STRIDE in replay, so connections of concurrent runs never collide; the
+#: first run's numbers are as recorded.
+CONN_STRIDE = 1_000_000
 _PUMP_EVERY = 64  # records fed between pumps (PERFORMANCE.md: small chunks keep the GC calm)
 
 
@@ -144,7 +147,7 @@ class ReplaySource(Source):
                 self.capture.data_channels
             )
         runs = sorted(self.capture.runs)
-        self._offsets = {run: i * _CONN_STRIDE for i, run in enumerate(runs)}
+        self._offsets = {run: i * CONN_STRIDE for i, run in enumerate(runs)}
         groups = {run: i + 1 for i, run in enumerate(runs)}
         from_idx: dict[str, int] = {}
         if self.start_ns is not None:
@@ -199,7 +202,7 @@ class ReplaySource(Source):
                 if idx[i] == last_idx[run]:
                     ended[group] = (recv[i], mono[i])
                 self.records += 1
-                if not self.records % _PUMP_EVERY or session.needs_pump:
+                if not self.records % _PUMP_EVERY or session.must_pump:
                     engine.tick(recv[i], mono[i])
                     await session.pump()
             await session.pump()

@@ -17,7 +17,8 @@ Checks, in order:
 
 Corruption (unreadable or misfiled files, duplicates, holes in the middle of a
 run) makes `VerifyReport.corrupt` true and the command exit 1. Derived
-`_checkpoint` rows are not part of a run's order and are left out of idx checks.
+`_checkpoint` rows take an idx like every record the recorder journals, so they
+count in the idx checks (not in the seq or coverage checks, which are about data).
 
 This module reads through `replay.sql` only; it must not know how files are written.
 """
@@ -39,7 +40,6 @@ from replay.sql import connect
 from replay.sql_build import sql_literal
 from replay.sql_output import format_cell, render_table
 from schemas.arrow import CAPTURE_SCHEMA
-from schemas.channels import Channel
 
 __all__ = [
     "FileProblem",
@@ -272,7 +272,7 @@ def _date_of_day(day: int) -> str:
 def _check_runs(
     con: duckdb.DuckDBPyConnection, listing: CaptureListing, stats: _Stats, report: VerifyReport
 ) -> None:
-    """Per run: every idx from first to last exactly once (checkpoints aside)."""
+    """Per run: every idx from first to last exactly once."""
     stopped = {
         r[0]
         for r in con.execute(
@@ -280,9 +280,7 @@ def _check_runs(
         ).fetchall()
     }
     runs: dict[str, RunCheck] = {}
-    for group in (
-        g for groups in stats.values() for g in groups if g.channel != Channel.CHECKPOINT
-    ):
+    for group in (g for groups in stats.values() for g in groups):
         run = runs.get(group.run_id)
         if run is None:
             runs[group.run_id] = RunCheck(
@@ -313,20 +311,17 @@ def _check_runs(
             _duplicates(con, run, report)
 
 
-_ORDERED: Final = f"channel <> '{Channel.CHECKPOINT}'"
-
-
 def _distinct_idx(con: duckdb.DuckDBPyConnection, run: RunCheck) -> int:
     """How many distinct idx values the run has; a bitmap over its range when it fits."""
     if run.last_idx - run.first_idx < 1 << 32:  # at most 512 MiB of bitmap
         sql = (
             "SELECT bit_count(bitstring_agg(idx, ?::BIGINT, ?::BIGINT)) FROM frames "
-            f"WHERE run_id = ? AND {_ORDERED}"
+            "WHERE run_id = ?"
         )
         params: list[Any] = [run.first_idx, run.last_idx, run.run_id]
     else:
         sql, params = (
-            f"SELECT count(DISTINCT idx) FROM frames WHERE run_id = ? AND {_ORDERED}",
+            "SELECT count(DISTINCT idx) FROM frames WHERE run_id = ?",
             [run.run_id],
         )
     ((distinct,),) = con.execute(sql, params).fetchall()
@@ -338,7 +333,7 @@ def _holes(
 ) -> None:
     rows = con.execute(
         "SELECT prev, idx FROM (SELECT idx, lag(idx) OVER (ORDER BY idx) AS prev "
-        f"FROM frames WHERE run_id = ? AND {_ORDERED}) WHERE idx > prev + 1 ORDER BY idx",
+        "FROM frames WHERE run_id = ?) WHERE idx > prev + 1 ORDER BY idx",
         [run.run_id],
     ).fetchall()
     for prev, idx in rows:
@@ -350,7 +345,7 @@ def _holes(
 def _duplicates(con: duckdb.DuckDBPyConnection, run: RunCheck, report: VerifyReport) -> None:
     dupes = con.execute(
         "SELECT idx, count(*) AS copies, count(DISTINCT raw) = 1 AS identical "
-        f"FROM frames WHERE run_id = ? AND {_ORDERED} "
+        "FROM frames WHERE run_id = ? "
         "GROUP BY idx HAVING count(*) > 1 ORDER BY idx",
         [run.run_id],
     ).fetchall()

@@ -302,9 +302,18 @@ class Session:
         self._demand.set()
 
     @property
-    def needs_pump(self) -> bool:
+    def must_pump(self) -> bool:
+        """Work that cannot wait: commands to send, reports, a BLOCK consumer to wait for."""
         engine = self.engine
-        return bool(engine.outbox or engine.blocking_queues or self._callback_consumers)
+        return bool(engine.outbox or engine.blocking_queues)
+
+    @property
+    def needs_pump(self) -> bool:
+        """Any work for `pump()`, callbacks included (a live edge pumps on this per frame;
+        a replay batches callbacks and pumps at once only on `must_pump`)."""
+        if self.must_pump:
+            return True
+        return any(c.queue is not None and len(c.queue) for c in self._callback_consumers.values())
 
     async def pump(self) -> None:
         """Carry out the engine's outputs, run callbacks, wait while a BLOCK consumer is full."""

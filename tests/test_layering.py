@@ -20,7 +20,15 @@ THIRD_PARTY_IO = {"websockets", "pyarrow", "duckdb", "apscheduler"}
 IO_LIBRARIES = THIRD_PARTY_IO | {"socket", "ssl", "subprocess"}
 PACKAGES = ("schemas", "stream", "recorder", "replay")
 BANNED = {
-    "schemas": {"stream", "recorder", "replay", "kalshi_tape", "websockets", "duckdb", "apscheduler"},
+    "schemas": {
+        "stream",
+        "recorder",
+        "replay",
+        "kalshi_tape",
+        "websockets",
+        "duckdb",
+        "apscheduler",
+    },
     "stream": {"recorder", "replay", "kalshi_tape"} | IO_LIBRARIES,
     "recorder": {"replay", "kalshi_tape"},
     "replay": {"recorder", "kalshi_tape"},
@@ -76,7 +84,9 @@ def test_stream_reads_no_clock() -> None:
                 owner = node.func.value
                 name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
                 if (name, node.func.attr) in CLOCK_CALLS:
-                    violations.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}.{node.func.attr}")
+                    violations.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno} {name}.{node.func.attr}"
+                    )
     assert violations == []
 
 

@@ -25,7 +25,7 @@ from replay.capture import Capture
 # The replay session numbers the connections of its i-th run (sorted by run id) from
 # i * this; a frame's run follows from its `conn`. (Private to replay.session; see
 # the report: a public `Frame` run or key would be better.)
-from replay.session import _CONN_STRIDE
+from replay.session import CONN_STRIDE
 from schemas.channels import Channel
 from schemas.record import Event
 
@@ -72,7 +72,7 @@ class RunClock:
 
     def key(self, conn: int, mono_ns: int) -> int:
         """The merge key of a frame delivered on replay connection `conn` at `mono_ns`."""
-        index = min(conn // _CONN_STRIDE, len(self._anchors) - 1)
+        index = min(conn // CONN_STRIDE, len(self._anchors) - 1)
         anchor_recv, anchor_mono = self._anchors[index]
         return anchor_recv + mono_ns - anchor_mono
 

@@ -264,3 +264,21 @@ def test_a_missing_root_exits_2_with_a_clear_message(
 
 def test_report_type_is_exported() -> None:
     assert VerifyReport(root="/x").corrupt is False
+
+
+def test_connection_checkpoints_take_their_place_in_the_run_order(tmp_path: Path) -> None:
+    # The recorder journals checkpoints like any record: each takes an idx. A run with
+    # one in the middle has no hole.
+    run = clean_run(tmp_path)
+    records = run.records
+    middle = records[len(records) // 2]
+    checkpoint = dataclasses.replace(
+        middle, dir="event", channel="_checkpoint", type="checkpoint", sid=None, seq=None,
+        market_ticker=None, raw=b'{"version":1,"conn":1,"subs":[]}',
+    )  # fmt: skip
+    run.records[len(records) // 2] = checkpoint
+    run.write((0, 10))
+    report = verify_capture(tmp_path)
+    assert report.problems() == []
+    (checked,) = report.runs
+    assert checked.missing == 0 and checked.frames == len(records)

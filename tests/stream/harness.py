@@ -263,8 +263,14 @@ class ScriptedSource(Source):
                 self._event(arg, "open", url="ws://scripted", standby=False)
                 engine.connection_opened(arg, self.now_ns, self.mono_ns)
             elif kind == "close":
-                self._event(arg, "close", code=1006, reason="", disconnect_reason="NETWORK_ERROR",
-                            will_reconnect=True)
+                self._event(
+                    arg,
+                    "close",
+                    code=1006,
+                    reason="",
+                    disconnect_reason="network_error",
+                    will_reconnect=True,
+                )
                 engine.connection_closed(arg, self.now_ns, self.mono_ns, code=1006)
             elif kind == "frame":
                 conn, raw = arg
@@ -301,8 +307,13 @@ class ScriptedSource(Source):
         if isinstance(output, Checkpoint):
             from schemas.envelope import encode_json
 
-            self.log("checkpoint", output.conn, encode_json(output.record), output.recv_ns,
-                     output.mono_ns)
+            self.log(
+                "checkpoint",
+                output.conn,
+                encode_json(output.record),
+                output.recv_ns,
+                output.mono_ns,
+            )
 
     async def stop(self) -> None:
         self.stopped.set()

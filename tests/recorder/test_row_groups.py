@@ -1,0 +1,84 @@
+"""Row groups hold consecutive idx values: replay restores arrival order one window at a time.
+
+Files keep rows sorted for compression, but only within a row group; every row group
+of a file covers an idx range that no other row group of the file overlaps, and no
+row group exceeds the configured size. This is what bounds replay's memory (the
+reader sorts one window of overlapping row groups at a time).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from recorder._parquet import ParquetSettings
+from recorder.compaction import compact
+from recorder.journal import JournalWriter
+from recorder.publisher import Publisher
+from replay.capture import Capture
+
+from .helpers import RUN_A as RUN_ID
+
+SMALL = ParquetSettings(row_group_rows=1000)
+
+
+def record(tmp_path: Path, frames: int, segment_bytes: int) -> Path:
+    journal_dir, root = tmp_path / "journal", tmp_path / "capture"
+    publisher = Publisher(journal_dir, root, settings=SMALL)
+    with JournalWriter(journal_dir, RUN_ID, segment_max_bytes=segment_bytes,
+                       on_sealed=publisher.publish) as journal:  # fmt: skip
+        for i in range(frames):
+            channel, type_ = ("trade", "trade") if i % 3 else ("ticker", "ticker")
+            raw = f'{{"type":"{type_}","sid":1,"seq":{i},"msg":{{"market_ticker":"M{i % 7}"}}}}'
+            journal.append(1, 1_795_244_476_000_000_000 + i, i, "in", channel, type_, 1, i,
+                           f"M{i % 7}", raw.encode())  # fmt: skip
+    return root
+
+
+def row_group_ranges(path: Path) -> list[tuple[int, int, int]]:
+    meta = pq.ParquetFile(path).metadata
+    col = meta.schema.names.index("idx")
+    out = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(col).statistics
+        out.append((stats.min, stats.max, meta.row_group(i).num_rows))
+    return out
+
+
+def assert_ranges_disjoint_and_bounded(root: Path) -> int:
+    files = sorted(root.glob("channel=*/date=*/*.parquet"))
+    assert files
+    for path in files:
+        ranges = row_group_ranges(path)
+        for (_, hi, _), (next_lo, _, _) in itertools.pairwise(ranges):
+            assert hi < next_lo, f"{path.name}: row groups overlap in idx"
+        assert all(rows <= SMALL.row_group_rows for _, _, rows in ranges)
+    return len(files)
+
+
+def test_published_files_have_row_groups_of_consecutive_idx(tmp_path: Path) -> None:
+    root = record(tmp_path, 6000, 200_000)
+    assert assert_ranges_disjoint_and_bounded(root) >= 2
+
+
+def test_compacted_files_keep_row_groups_of_consecutive_idx(tmp_path: Path) -> None:
+    root = record(tmp_path, 9000, 40_000)  # many small segments
+    for partition in ("channel=trade/date=2026-11-21", "channel=ticker/date=2026-11-21"):
+        report = compact(root, partition, settings=SMALL, min_age_s=0, delete_grace_s=0)
+        assert report.outputs, partition
+    assert assert_ranges_disjoint_and_bounded(root) == 2
+
+
+def test_replay_reads_a_compacted_capture_in_bounded_windows_and_arrival_order(
+    tmp_path: Path,
+) -> None:
+    root = record(tmp_path, 9000, 40_000)
+    for partition in ("channel=trade/date=2026-11-21", "channel=ticker/date=2026-11-21"):
+        compact(root, partition, settings=SMALL, min_age_s=0, delete_grace_s=0)
+    capture = Capture(root)
+    windows = list(capture.read_run(RUN_ID, ["trade", "ticker"], with_state=False))
+    idx = [i for w in windows for i in w.column("idx").to_pylist()]
+    assert idx == list(range(9000))
+    assert max(w.num_rows for w in windows) <= 2 * SMALL.row_group_rows  # two channels
