@@ -26,6 +26,7 @@ import shutil
 import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,12 @@ class Recorder:
         shard: Shard | None = None,
         progress: bool = True,
         credentials: Credentials | None = None,
+        on_ready: Callable[[LiveSession], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_ready(session)` runs once the capture subscriptions are issued: consumers
+        attach there (`session.subscribe(..., attach=True)`) and see exactly what a
+        replay of the capture will show."""
+        self.on_ready = on_ready
         self.config = config
         self.duration_s = duration_s
         self.shard = shard or Shard(0, 1)
@@ -178,6 +184,8 @@ class Recorder:
                 for channel, markets in self._subscriptions().items():
                     params = {"market_tickers": markets} if markets else {}
                     await session.subscribe_wire(channel, params)
+                if self.on_ready is not None:
+                    await self.on_ready(session)
                 jobs.start()
                 await self._watch(session, sink, journal, publisher, metrics)
         finally:
