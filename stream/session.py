@@ -188,7 +188,10 @@ class Session:
         self._source = source
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._callbacks: dict[str, list[tuple[Hook, bool]]] = {}
-        self._callback_consumers: dict[tuple[str, bool], ConsumerSubscription] = {}
+        # One consumer per channel with callbacks, all putting into one queue: callbacks
+        # then run in arrival order across channels, however the pump batches them.
+        self._callback_consumers: dict[str, ConsumerSubscription] = {}
+        self._callback_queue = DeliveryQueue(1 << 30, Overflow.BLOCK)  # drained every pump
         self._task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._closing = False
@@ -313,7 +316,7 @@ class Session:
         a replay batches callbacks and pumps at once only on `must_pump`)."""
         if self.must_pump:
             return True
-        return any(c.queue is not None and len(c.queue) for c in self._callback_consumers.values())
+        return bool(len(self._callback_queue))
 
     async def pump(self) -> None:
         """Carry out the engine's outputs, run callbacks, wait while a BLOCK consumer is full."""
@@ -369,32 +372,34 @@ class Session:
                 await self._call_hook(self.on_error, report)
 
     async def _run_callbacks(self) -> None:
-        for (channel, raw), consumer in self._callback_consumers.items():
-            queue = consumer.queue
-            if queue is None or not len(queue):
-                continue
-            handlers = [fn for fn, want_raw in self._callbacks.get(channel, ()) if want_raw == raw]
-            for item in queue.drain(len(queue)):
-                message = item if raw else self._to_model(item)
-                if message is None:
-                    continue
-                for fn in handlers:
-                    try:
-                        result = fn(message)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception as exc:
-                        await self._call_hook(
-                            self.on_error,
-                            ErrorReport(
-                                "callback_error",
-                                f"@on({channel!r}) handler {fn!r} raised {exc!r}",
-                                item.recv_ns,
-                                item.conn,
-                                item.sid,
-                                channel,
-                            ),
-                        )
+        queue = self._callback_queue
+        for frame in queue.drain(len(queue)):
+            model: Any = None
+            for fn, raw in self._callbacks.get(frame.channel, ()):
+                if raw:
+                    message = frame
+                else:
+                    if model is None:
+                        model = self._to_model(frame)  # once per frame, for every handler
+                    if model is None:
+                        continue
+                    message = model
+                try:
+                    result = fn(message)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    await self._call_hook(
+                        self.on_error,
+                        ErrorReport(
+                            "callback_error",
+                            f"@on({frame.channel!r}) handler {fn!r} raised {exc!r}",
+                            frame.recv_ns,
+                            frame.conn,
+                            frame.sid,
+                            frame.channel,
+                        ),
+                    )
 
     def _to_model(self, frame: Frame) -> Any:
         """The pydantic model of a frame, or None (reported) if it does not validate."""
@@ -592,11 +597,13 @@ class Session:
                 # Attached (replay): the recorded subscriptions already carry the data.
                 self._source.validate_subscription(channel, None)
                 self._subscribed_any = True
-            key = (channel, raw)
-            if key not in self._callback_consumers:
-                queue = DeliveryQueue(1 << 30, Overflow.BLOCK)  # drained after every input
-                self._callback_consumers[key] = self.engine.add_consumer(
-                    channel, None, owns_wire=False, delivery=Delivery.FRAME, queue=queue
+            if channel not in self._callback_consumers:
+                self._callback_consumers[channel] = self.engine.add_consumer(
+                    channel,
+                    None,
+                    owns_wire=False,
+                    delivery=Delivery.FRAME,
+                    queue=self._callback_queue,
                 )
             return fn
 

@@ -48,7 +48,9 @@ def test_the_table_interleaves_channels_in_arrival_order(
     channels = [row.split()[1] for row in rows]
     assert channels.count("trade") == len(live["trades"])
     assert channels.count("orderbook_delta") == len(live["deltas"])
-    assert channels[:4] == ["orderbook_delta", "orderbook_delta", "orderbook_delta", "trade"]
+    times = [row.split()[0] for row in rows]
+    assert times == sorted(times)  # one stream in arrival order, not channel after channel
+    assert set(channels[:12]) == {"orderbook_delta", "trade"}
 
 
 def test_the_market_filter_keeps_one_market(
