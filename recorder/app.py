@@ -231,7 +231,8 @@ class Recorder:
             config={**RECORDER_LIVE_DEFAULTS, **self.config.live},
             sink=sink,
             reconnect_windows=jobs.reconnect_windows,
-            engine_config=EngineConfig(checkpoint_interval_s=interval),
+            # The capture must not stop because an attached consumer reads too slowly.
+            engine_config=EngineConfig(checkpoint_interval_s=interval, backpressure_fatal=False),
             compression="deflate" if self.config.connection.compression else None,
             **extra,
         )

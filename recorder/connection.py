@@ -459,9 +459,15 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         types = stats.types_received
         sink = self._sink
         time_ns, mono = time.time_ns, time.monotonic_ns
+        received = 0
         try:
             while True:
                 raw = await ws.recv(decode=False)  # bytes: bad UTF-8 must not close the socket
+                received += 1
+                if not received & 63:
+                    # recv() does not suspend while frames are buffered: without this, a
+                    # burst would run through before any consumer task got a turn.
+                    await asyncio.sleep(0)
                 recv_ns = time_ns()
                 mono_ns = mono()
                 stats.messages_received += 1

@@ -40,6 +40,10 @@ class EngineConfig:
     standby_timeout_s: float = 30.0  # a make-before-break standby not ready by then is dropped
     checkpoint_interval_s: float | None = None  # checkpoint each active connection this often
     max_held_frames: int = 200_000  # bound on frames held per consumer during an overlap
+    #: An ERROR queue that overflows closes the whole session (the default: PROTOCOL.md
+    #: #12, no half-alive session). False ends only that consumer, with the error in its
+    #: iterator: what a recorder wants, whose capture must not stop for a slow reader.
+    backpressure_fatal: bool = True
 
 
 @dataclass(slots=True)
@@ -262,12 +266,17 @@ class EngineCore:
 
     def _backpressure(self, consumer: ConsumerSubscription, queue: DeliveryQueue) -> None:
         """An ERROR queue overflowed: the session cannot go on half-alive (PROTOCOL.md #12)."""
-        error = BackpressureError(consumer.channel, queue.maxsize)
+        error = BackpressureError(
+            consumer.channel, queue.maxsize, fatal=self.config.backpressure_fatal
+        )
         recv_ns, mono_ns = self._now
         last = queue.last_item()
         if isinstance(last, Frame):
             recv_ns, mono_ns = last.recv_ns, last.mono_ns
         self._report("backpressure", str(error), recv_ns, None, None, consumer.channel)
+        if not self.config.backpressure_fatal:
+            self._end_consumer(consumer, error)
+            return
         self._fatal = error
         self.outbox.append(Fatal(error))
         self.session_closed(recv_ns, mono_ns, error)

@@ -387,25 +387,30 @@ class Engine(ControlHandling):
 
     def _maybe_switch(self, standby: Connection, recv_ns: int, mono_ns: int) -> None:
         """Switch once the standby carries every subscription of the active connection and
-        each of its books has a snapshot."""
+        each of its books has its snapshot."""
         g = standby.group
         active = g.active
         if active is None or g.standby is not standby or standby.pending:
             return
-        needed = {w.key() for w in active.sids.values()}
-        ready = {
-            w.key()
-            for w in standby.sids.values()
-            if not (w.is_book and (w.awaiting_snapshot or not self._has_all_books(w)))
-        }
-        if needed <= ready:  # (an active connection with nothing subscribed: at once)
-            g.retiring.add(active.conn)
-            self._switch(g, recv_ns, mono_ns)
-            self.outbox.append(Switched(active.conn, standby.conn, recv_ns, mono_ns))
+        on_standby = {w.key(): w for w in standby.sids.values()}
+        for wire in active.sids.values():
+            twin = on_standby.get(wire.key())
+            if twin is None or not self._ready(twin, wire):
+                return
+        g.retiring.add(active.conn)
+        self._switch(g, recv_ns, mono_ns)
+        self.outbox.append(Switched(active.conn, standby.conn, recv_ns, mono_ns))
 
     @staticmethod
-    def _has_all_books(wire: WireSubscription) -> bool:
-        return wire.markets is not None and all(m in wire.books for m in wire.markets)
+    def _ready(twin: WireSubscription, active: WireSubscription) -> bool:
+        """A standby subscription is ready when its books are all in: every listed market,
+        or (an all-markets subscription) every market the active one has a book for."""
+        if not twin.is_book:
+            return True
+        if twin.awaiting_snapshot:
+            return False
+        wanted = twin.markets if twin.markets is not None else active.books.keys()
+        return all(m in twin.books for m in wanted)
 
     def _switch(self, g: Group, recv_ns: int, mono_ns: int) -> None:
         """Deliver from the group's standby from now on, flushing what it held."""

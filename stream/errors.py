@@ -44,10 +44,11 @@ class BackpressureError(StreamError):
     view, so the session stops instead of going on half-alive (PROTOCOL.md #12).
     """
 
-    def __init__(self, channel: str, maxsize: int) -> None:
+    def __init__(self, channel: str, maxsize: int, *, fatal: bool = True) -> None:
+        ended = "the session is closed" if fatal else "this subscription is ended"
         super().__init__(
             f"consumer of {channel} fell {maxsize} messages behind (overflow=ERROR); "
-            "the session is closed. Read faster, raise maxsize, or use DROP_OLDEST or BLOCK."
+            f"{ended}. Read faster, raise maxsize, or use DROP_OLDEST or BLOCK."
         )
         self.channel = channel
         self.maxsize = maxsize

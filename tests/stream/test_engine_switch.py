@@ -83,3 +83,23 @@ def test_a_standby_that_never_gets_ready_is_closed_after_the_timeout() -> None:
     d.close(2)
     d.recv(wire.trade(1, 2, "KX-A", "t2"), conn=1)
     assert [f.seq for f in drain(trades)] == [1, 2]
+
+
+def test_an_all_markets_book_subscription_switches_once_its_snapshots_are_in() -> None:
+    # No market list on the wire: readiness is "a book for every market the active
+    # connection has one for".
+    d = Driver()
+    d.open(1)
+    d.engine.add_consumer("orderbook_delta", {}, owns_wire=True, queue=None)  # all markets
+    d.flush()
+    (_, cmd), = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "orderbook_delta", 1))
+    d.recv(wire.snapshot(1, 1, "KX-A"))
+    d.recv(wire.snapshot(1, 2, "KX-B"))
+    d.open(2, standby=True)
+    (_, cmd2), = [(c, m) for c, m in d.take_sent() if c == 2]
+    d.recv(wire.ack(cmd2["id"], "orderbook_delta", 7), conn=2)
+    d.recv(wire.snapshot(7, 1, "KX-A"), conn=2)
+    assert not d.of(Switched)
+    d.recv(wire.snapshot(7, 2, "KX-B"), conn=2)
+    assert len(d.of(Switched)) == 1
