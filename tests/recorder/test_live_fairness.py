@@ -20,9 +20,11 @@ async def test_a_burst_does_not_starve_a_consumer_that_keeps_up() -> None:
     async with sim_server(rate_fps=30_000, markets=8) as server:
         w = watched_session(server)
         async with w.session.connect():
-            trades = await w.session.subscribe("orderbook_delta", {"market_tickers":
-                                               list(server.tape.market_tickers())},
-                                               raw=True, maxsize=300, overflow=Overflow.ERROR)  # fmt: skip
+            markets = list(server.tape.market_tickers())
+            trades = await w.session.subscribe(
+                "orderbook_delta", {"market_tickers": markets}, raw=True, maxsize=300,
+                overflow=Overflow.ERROR,
+            )  # fmt: skip
             reader = Reader(trades)
             await asyncio.sleep(2.0)
             assert reader.error is None, reader.error

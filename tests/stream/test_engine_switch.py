@@ -92,12 +92,12 @@ def test_an_all_markets_book_subscription_switches_once_its_snapshots_are_in() -
     d.open(1)
     d.engine.add_consumer("orderbook_delta", {}, owns_wire=True, queue=None)  # all markets
     d.flush()
-    (_, cmd), = d.take_sent()
+    ((_, cmd),) = d.take_sent()
     d.recv(wire.ack(cmd["id"], "orderbook_delta", 1))
     d.recv(wire.snapshot(1, 1, "KX-A"))
     d.recv(wire.snapshot(1, 2, "KX-B"))
     d.open(2, standby=True)
-    (_, cmd2), = [(c, m) for c, m in d.take_sent() if c == 2]
+    ((_, cmd2),) = [(c, m) for c, m in d.take_sent() if c == 2]
     d.recv(wire.ack(cmd2["id"], "orderbook_delta", 7), conn=2)
     d.recv(wire.snapshot(7, 1, "KX-A"), conn=2)
     assert not d.of(Switched)
