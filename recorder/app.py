@@ -44,7 +44,7 @@ from recorder.journal import JournalLock, JournalWriter
 from recorder.journal_sink import JournalSink
 from recorder.live import LiveSession
 from recorder.progress import ProgressView
-from recorder.publisher import Publisher
+from recorder.publish_process import PublisherProcess
 from recorder.recovery import recover
 from recorder.sim import SimExchange, start_sim
 from schemas.errors import ConfigError
@@ -141,6 +141,7 @@ class Recorder:
         self._durable_lag_ms = 0.0
         self._last_seen: dict[str, float] = {}
         self.snapshot: HealthSnapshot | None = None
+        self._status_warned = False
 
     # ------------------------------------------------------------------ the run
 
@@ -151,7 +152,7 @@ class Recorder:
             self.progress.out.write(
                 f"recovered {report.segments} journal segment(s) in {report.total_s:.2f} s\n"
             )
-        publisher = Publisher(self.journal_dir, self.root)
+        publisher = PublisherProcess(self.journal_dir, self.root)
         publisher.start()
         storage = self.config.storage
         journal = JournalWriter(
@@ -261,7 +262,7 @@ class Recorder:
         session: LiveSession,
         sink: JournalSink,
         journal: JournalWriter,
-        publisher: Publisher,
+        publisher: PublisherProcess,
         metrics: MetricsServer,
     ) -> None:
         """Once a second: refresh health; stop at the duration, a signal, or a closed session."""
@@ -272,7 +273,18 @@ class Recorder:
             snapshot = self._health(session, sink, journal, publisher)
             metrics.snapshot = snapshot
             if self.status_path is not None:
-                await asyncio.to_thread(write_status, self.status_path, snapshot)
+                try:
+                    await asyncio.to_thread(write_status, self.status_path, snapshot)
+                except OSError as exc:
+                    # The status file is best effort: on a full or failing disk (where the
+                    # journal usually is too) capture must go on; the journal counts its
+                    # own losses and records them as capture_gap events.
+                    if not self._status_warned:
+                        self._status_warned = True
+                        self.progress.out.write(
+                            f"warning: cannot write the status file {self.status_path} "
+                            f"({exc.strerror or exc}); capture goes on\n"
+                        )
             self.progress.update(snapshot)
             if deadline is not None and time.monotonic() >= deadline:
                 self.request_stop("duration")
@@ -283,7 +295,7 @@ class Recorder:
 
     def _health(
         self, session: LiveSession, sink: JournalSink, journal: JournalWriter,
-        publisher: Publisher,
+        publisher: PublisherProcess,
     ) -> HealthSnapshot:  # fmt: skip
         now = time.monotonic()
         per_channel: Counter[str] = Counter(sink.per_channel)

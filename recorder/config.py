@@ -249,11 +249,19 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError("--config", f"no such file: {path}") from None
+        except OSError as exc:  # a directory, no permission...
+            raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError("--config", f"{path} is not UTF-8 text (TOML must be)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        data.setdefault(section, {})[key] = value
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(section, f"must be a [{section}] table, not a value",
+                              f"correct it in {source}")  # fmt: skip
+        table[key] = value
     try:
         config = RecorderConfig.model_validate(data)
     except ValidationError as exc:

@@ -474,12 +474,13 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
                 stats.bytes_received += len(raw)
                 stats.last_message_ns = recv_ns
                 types[frame_type(raw)] += 1
+                decoded = None
                 if sink is not None:
                     try:
-                        sink.frame_in(no, recv_ns, mono_ns, raw)
+                        decoded = sink.frame_in(no, recv_ns, mono_ns, raw)
                     except Exception as exc:
                         self._sink_failed("frame_in", exc, recv_ns)
-                feed(raw, recv_ns, mono_ns, no)
+                feed(raw, recv_ns, mono_ns, no, decoded)
                 if session.needs_pump:
                     await self._pump()
         except ConnectionClosed as exc:

@@ -1,11 +1,13 @@
 """The recorder's sink: every frame, command, event and checkpoint into the journal.
 
 This module owns the step from a live session's `Sink` calls to journal records:
-it derives the routing columns (`schemas.record.ColumnDeriver`: channel, type,
-sid, seq, market) and appends. Called from the receive loop before the engine
-sees the frame (write first, interpret second), so it must stay cheap: one
-envelope decode and a buffered append, no syscall. A frame that does not parse is
-stored under `_unknown`, bytes intact, and a `frame_rejected` event says why.
+it derives the routing columns (channel, type, sid, seq, market) and appends.
+Called from the receive loop before the engine sees the frame (write first,
+interpret second), so it must stay cheap: one decode and a buffered append, no
+syscall. The decode is the engine's own hot-path one (`stream.decode`), returned
+to the caller so the engine does not decode the frame again; channel resolution
+is `schemas.record.ColumnDeriver`'s. A frame that does not parse is stored under
+`_unknown`, bytes intact, and a `frame_rejected` event says why.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import msgspec
+
 from recorder.journal import JournalWriter
 from schemas.channels import Channel
 from schemas.envelope import encode_json
 from schemas.record import ColumnDeriver, Dir, Event, event_raw
+from stream.decode import FRAME_TAGS, SubscribedFrame, decode_frame
 from stream.events import Checkpoint
 
 __all__ = ["JournalSink"]
@@ -39,7 +44,37 @@ class JournalSink:
         self.last_idx = -1
         self.rejected = 0
 
-    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
+    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> Any:
+        """Journal a received frame; return its hot-path decode for the engine (or None)."""
+        try:
+            frame = decode_frame(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self._frame_in_slow(conn, recv_ns, mono_ns, raw)
+            return None
+        kind = type(frame)
+        type_ = FRAME_TAGS[kind]
+        market = None
+        if kind is SubscribedFrame:
+            sid, seq = frame.msg.sid, None
+            self._deriver.bind(conn, sid, frame.msg.channel)
+            channel = Channel.CONTROL
+        else:
+            sid, seq = frame.sid, frame.seq
+            channel = self._deriver.channel_for(conn, type_, sid)
+            msg = getattr(frame, "msg", None)
+            if msg is not None and type(msg) is not list and channel != Channel.CONTROL:
+                market = getattr(msg, "market_ticker", None)
+                if market is None:
+                    market = getattr(msg, "ticker", None)
+        self.last_idx = self.journal.append(
+            conn, recv_ns, mono_ns, "in", channel, type_, sid, seq, market, raw
+        )
+        self.per_channel[channel] += 1
+        self.bytes_in += len(raw)
+        return frame
+
+    def _frame_in_slow(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
+        """A frame the hot-path decoder rejects: the generic derivation, with its reason."""
         d = self._deriver.derive(Dir.IN, raw, conn)
         idx = self.journal.append(
             conn, recv_ns, mono_ns, Dir.IN, d.channel, d.type, d.sid, d.seq, d.market_ticker, raw

@@ -36,7 +36,10 @@ __all__ = ["MemorySink", "Sink", "SinkRecord"]
 class Sink(Protocol):
     """The recorder's side of a live session (see the module docstring)."""
 
-    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None: ...
+    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> Any:
+        """Keep a received frame. May return its `stream.decode.decode_frame` result,
+        which the engine then reuses instead of decoding the frame again."""
+        ...
 
     def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None: ...
 

@@ -84,6 +84,10 @@ def decode_envelope(raw: bytes | bytearray | memoryview | str) -> Envelope:
         raise EnvelopeError(f"invalid envelope: {exc}") from None
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"not JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's error for invalid UTF-8 in a string it reads
+        raise EnvelopeError(f"not UTF-8: {exc}") from None
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit
+        raise EnvelopeError("not JSON this decoder can read: nested too deeply") from None
     if wire.cmd is not None:
         return Envelope(wire.cmd, wire.sid, wire.seq, wire.id, None, True)
     if wire.type is None:
@@ -99,7 +103,7 @@ def ack_channel_sid(raw: bytes | bytearray | memoryview | str) -> tuple[str, int
     """Return (channel, sid) of a `subscribed` ack, or None if the frame lacks them."""
     try:
         ack = _ack_decoder.decode(raw).msg
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     if ack is None or ack.channel is None or ack.sid is None:
         return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from schemas.channels import ALL_CHANNELS, Channel, channel_of_type
+from schemas.channels import ALL_CHANNELS, WIRE_CHANNELS, Channel, channel_of_type
 from schemas.envelope import ack_channel_sid, decode_envelope, encode_json
 from schemas.errors import EnvelopeError, PartitionError
 
@@ -181,12 +181,27 @@ class ColumnDeriver:
         if env.type == "subscribed":
             ack = ack_channel_sid(raw)
             if ack is not None:
-                self._sid_channel[(conn, ack[1])] = ack[0]
+                self.bind(conn, ack[1], ack[0])
                 return Derived(Channel.CONTROL, env.type, ack[1], None, None)
-        channel = channel_of_type(env.type)
-        if (channel == Channel.UNKNOWN or env.type == "event_lifecycle") and env.sid is not None:
-            channel = self._sid_channel.get((conn, env.sid), channel)
+        channel = self.channel_for(conn, env.type, env.sid)
         return Derived(channel, env.type, env.sid, env.seq, env.market_ticker)
+
+    def bind(self, conn: int, sid: int, channel: str) -> None:
+        """A `subscribed` ack: frames on `sid` of this connection belong to `channel`."""
+        # Partition values come from the fixed channel list only: an ack naming
+        # anything else (a path, a channel we do not know) must not become a
+        # directory, so its sid's frames of unknown type stay under _unknown.
+        if channel in WIRE_CHANNELS:
+            self._sid_channel[(conn, sid)] = channel
+        else:
+            self._sid_channel.pop((conn, sid), None)
+
+    def channel_for(self, conn: int, type_: str, sid: int | None) -> str:
+        """The channel of a server frame of `type_` on `sid` (control types: `_control`)."""
+        channel = channel_of_type(type_)
+        if (channel == Channel.UNKNOWN or type_ == "event_lifecycle") and sid is not None:
+            channel = self._sid_channel.get((conn, sid), channel)
+        return channel
 
     def _event(self, raw: bytes, conn: int) -> Derived:
         try:

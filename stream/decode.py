@@ -187,6 +187,8 @@ def decode_frame(raw: bytes | bytearray | memoryview) -> Any:
         msgspec.ValidationError: a known type with a bad or missing routing field, or
             an unknown type (the caller falls back to `schemas.decode_envelope`).
         msgspec.DecodeError: not JSON.
+        UnicodeDecodeError: invalid UTF-8 in a string the decoder reads.
+        RecursionError: nesting deeper than the interpreter's recursion limit.
     """
     return _frame_decoder.decode(raw)
 

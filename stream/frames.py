@@ -47,14 +47,23 @@ __all__ = ["FrameHandling"]
 _TAG = FRAME_TAGS  # struct class -> wire type
 _decode = decode_frame
 _CONTROL = frozenset({SubscribedFrame, UnsubscribedFrame, OkFrame, ErrorFrame})
-_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
+#: msgspec raises UnicodeDecodeError for invalid UTF-8 in a string it reads, and
+#: RecursionError for nesting beyond the recursion limit: bad frames, not engine bugs.
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class FrameHandling(EngineCore):
     """The frame input of the engine (see `stream.engine.Engine`)."""
 
-    def frame_received(self, raw: bytes, recv_ns: int, mono_ns: int, conn: int) -> None:
-        """A server frame arrived on `conn`, bytes exact."""
+    def frame_received(
+        self, raw: bytes, recv_ns: int, mono_ns: int, conn: int, decoded: Any = None
+    ) -> None:
+        """A server frame arrived on `conn`, bytes exact.
+
+        `decoded` may carry the frame's `stream.decode.decode_frame` result when the edge
+        already decoded it (the recorder's sink does, to derive its columns), so the
+        frame is decoded once.
+        """
         self.stats.frames += 1
         state = self._conns.get(conn)
         if state is None:
@@ -62,11 +71,14 @@ class FrameHandling(EngineCore):
             return
         # The hot path: one decode, one type test, one sid lookup (PERFORMANCE.md). The
         # dispatch is written out here, not through _dispatch, to save a call per frame.
-        try:
-            frame = _decode(raw)
-        except _DECODE_ERRORS:
-            self._undecodable(state, raw, recv_ns, mono_ns)
-            return
+        if decoded is not None:
+            frame = decoded
+        else:
+            try:
+                frame = _decode(raw)
+            except _DECODE_ERRORS:
+                self._undecodable(state, raw, recv_ns, mono_ns)
+                return
         kind = type(frame)
         if kind is DeltaFrame or kind is SnapshotFrame:
             self._book_frame(state, frame, raw, recv_ns, mono_ns)

@@ -13,9 +13,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ __all__ = [
     "ProcSample",
     "Recording",
     "exchange",
+    "free_port",
+    "metrics",
     "proc_sample",
     "read_status",
     "recording",
@@ -51,6 +55,29 @@ def wait_for(check: Callable[[], Any], timeout_s: float, every_s: float = 0.02) 
         time.sleep(every_s)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def metrics(port: int) -> dict[str, float] | None:
+    """The recorder's Prometheus endpoint, each metric summed over its labels (None: down)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            body = r.read().decode()
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            key = name.split("{", 1)[0].removeprefix("kalshi_tape_")
+            out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
 def _stop(proc: subprocess.Popen[Any], timeout_s: float = 30) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -69,15 +96,18 @@ def exchange(
     seed: int = 5,
     extra: tuple[str, ...] = ("--open",),
     truth: Path | None = None,
+    entry: tuple[str, ...] = ("-m", "replay.server"),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
-    """The simulated exchange as a process (`python -m replay.server`); yields its URL."""
-    argv = [sys.executable, "-m", "replay.server", "--port", "0", "--rate", f"{rate:g}",
+    """The simulated exchange as a process (`python -m replay.server`, or `entry`);
+    yields its URL."""
+    argv = [sys.executable, *entry, "--port", "0", "--rate", f"{rate:g}",
             "--markets", str(markets), "--seed", str(seed),
             "--switch", "orderbook_without_tickers=all", *extra]  # fmt: skip
     if truth is not None:
         argv += ["--truth", str(truth)]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, env=dict(os.environ if env is None else env))  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stderr is not None
         url = proc.stdout.readline().strip()
@@ -152,13 +182,14 @@ def recording(
     log_path: Path,
     *,
     env: Mapping[str, str] | None = None,
-    argv_prefix: tuple[str, ...] = (),
+    entry: tuple[str, ...] = ("-m", "kalshi_tape"),
     args: tuple[str, ...] = (),
 ) -> Iterator[Recording]:
-    """`kalshi-tape record --config CONFIG` as a process, stderr to `log_path`; stopped
-    (SIGTERM, then SIGKILL) on exit if the test did not stop it."""
-    argv = [*argv_prefix, sys.executable, "-m", "kalshi_tape", "record", "--config", str(config),
-            "--no-progress", *args]  # fmt: skip
+    """`kalshi-tape record --config CONFIG` (`python -m kalshi_tape`, or `entry`) as a
+    process, stdout and stderr to `log_path`; stopped (SIGTERM, then SIGKILL) on exit if
+    the test did not stop it."""
+    argv = [sys.executable, *entry, "record", "--config", str(config), "--no-progress",
+            *args]  # fmt: skip
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ if env is None else env))  # fmt: skip
