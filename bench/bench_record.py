@@ -44,7 +44,8 @@ def start_blaster(n: int) -> tuple[subprocess.Popen[str], str]:
 async def plain_client(url: str, n: int) -> float:
     async with connect(url, max_size=None, compression=None, ping_interval=None) as ws:
         for i, channel in enumerate(("orderbook_delta", "ticker", "trade"), start=1):
-            await ws.send(json.dumps({"id": i, "cmd": "subscribe", "params": {"channels": [channel]}}))
+            command = {"id": i, "cmd": "subscribe", "params": {"channels": [channel]}}
+            await ws.send(json.dumps(command))
         for _ in range(3):
             await ws.recv(decode=False)
         await ws.recv(decode=False)
@@ -113,15 +114,26 @@ def main() -> None:
         blaster.terminate()
         blaster.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-    emit([
-        Metric("ceiling: websockets recv(decode=False) loop", ceiling, "frames/s"),
-        Metric("kalshi-tape record, durable", rate, "frames/s",
-               baseline="ceiling: websockets recv(decode=False) loop",
-               target=">= 100k, ratio >= 0.7"),
-        Metric("recorder CPU while recording", cpu_share * 100, "% of a core",
-               higher_is_better=False),
-        Metric("recorder peak RSS", peak, "MiB", higher_is_better=False, target="<= 200"),
-    ], notes=f"{n:,} frames of the realistic mix (bench/mix.py) from bench/_blaster.py.")
+    emit(
+        [
+            Metric("ceiling: websockets recv(decode=False) loop", ceiling, "frames/s"),
+            Metric(
+                "kalshi-tape record, durable",
+                rate,
+                "frames/s",
+                baseline="ceiling: websockets recv(decode=False) loop",
+                target=">= 100k, ratio >= 0.7",
+            ),
+            Metric(
+                "recorder CPU while recording",
+                cpu_share * 100,
+                "% of a core",
+                higher_is_better=False,
+            ),
+            Metric("recorder peak RSS", peak, "MiB", higher_is_better=False, target="<= 200"),
+        ],
+        notes=f"{n:,} frames of the realistic mix (bench/mix.py) from bench/_blaster.py.",
+    )
 
 
 if __name__ == "__main__":
