@@ -61,7 +61,7 @@ class ParquetSettings:
         row_group_rows: most rows per row group. Each row group holds consecutive idx
             values (rows sorted for compression only *within* it), so a reader
             restores arrival order one row group window at a time: this bounds
-            replay's memory (128k rows: tens of MB).
+            replay's memory (64k rows: tens of MB; PERFORMANCE.md's minimum for reads).
         sort_orders: candidate row orders within a file (see the module docstring);
             `idx` last keeps each deterministic.
         sample_rows: the candidates are compared on a sample of this many rows (a
@@ -71,7 +71,7 @@ class ParquetSettings:
     compression: str = "zstd"
     compression_level: int = 3
     data_page_size: int = 8 << 20
-    row_group_rows: int = 1 << 17
+    row_group_rows: int = 1 << 16
     sort_orders: tuple[tuple[str, ...], ...] = (("type", "idx"), ("type", "market_ticker", "idx"))
     sample_rows: int = 32_768
 

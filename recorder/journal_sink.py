@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import msgspec
-
 from recorder.journal import JournalWriter
 from schemas.channels import Channel
 from schemas.envelope import encode_json
 from schemas.record import ColumnDeriver, Dir, Event, event_raw
-from stream.decode import FRAME_TAGS, SubscribedFrame, decode_frame
+from stream.decode import DECODE_ERRORS, FRAME_TAGS, SubscribedFrame, decode_frame
 from stream.events import Checkpoint
 
 __all__ = ["JournalSink"]
@@ -48,7 +46,7 @@ class JournalSink:
         """Journal a received frame; return its hot-path decode for the engine (or None)."""
         try:
             frame = decode_frame(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except DECODE_ERRORS:
             self._frame_in_slow(conn, recv_ns, mono_ns, raw)
             return None
         kind = type(frame)

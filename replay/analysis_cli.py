@@ -88,6 +88,8 @@ def _query(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     if args.max_rows < 1:
         raise ConfigError("--max-rows", f"must be at least 1, got {args.max_rows}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError("--threads", f"must be at least 1, got {args.threads}")
     output = _output_path(args, root)
     if args.format == "table" and output is not None:
         raise ConfigError("--output", "table output goes to the terminal", "add --format csv")

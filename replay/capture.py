@@ -286,12 +286,32 @@ class _FileStream:
         assert self.current is not None
         return int(self.current.column("idx")[-1].as_py())
 
+    @property
+    def next_lo(self) -> int:
+        """The lowest idx the file has not loaded yet (from the row-group statistics)."""
+        return min(p.idx_lo for p in self.groups[0]) if self.groups else -1
+
 
 def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:
-    """Merge files whose rows are each in idx order into one stream in idx order."""
-    live = [s for s in streams if s.load()]
-    while live:
+    """Merge files whose rows are each in idx order into one stream in idx order.
+
+    A file is opened only when the merge reaches its first idx, so a day of journal
+    segments is read a few files at a time, not all at once.
+    """
+    pending = sorted(streams, key=lambda s: s.next_lo)
+    live: list[_FileStream] = []
+    while live or pending:
+        if not live:
+            first = pending.pop(0)
+            if first.load():
+                live.append(first)
+            continue
         horizon = min(s.last_idx for s in live)
+        while pending and pending[0].next_lo <= horizon:  # it may hold rows up to horizon
+            joining = pending.pop(0)
+            if joining.load():
+                live.append(joining)
+                horizon = min(horizon, joining.last_idx)
         parts = []
         for s in live:
             assert s.current is not None

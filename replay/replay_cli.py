@@ -115,6 +115,8 @@ def table_line(frame: Frame) -> str:
 async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
     capture = Capture(args.root)
     channels = args.channel or capture.data_channels
+    if not channels:
+        raise ConfigError("ROOT", f"{args.root} holds no captured data", "record into it first")
     session = ReplaySession(
         capture.root,
         start=_time(args.start, "--from"),
@@ -167,7 +169,10 @@ async def _with_progress(session: ReplaySession, total: int, show: bool) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    sink: Any = open(args.output, "wb") if args.output else nullcontext(sys.stdout.buffer)  # noqa: SIM115
+    try:
+        sink: Any = open(args.output, "wb") if args.output else nullcontext(sys.stdout.buffer)  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write {args.output}: {exc.strerror}") from None
     with sink as out:
         try:
             return asyncio.run(_replay(args, out))

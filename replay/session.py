@@ -18,7 +18,9 @@ there, so books at the start are what they were live at that moment.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
+import gc
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,6 +45,8 @@ __all__ = ["CONN_STRIDE", "ReplaySession", "ReplaySource", "to_ns"]
 #: first run's numbers are as recorded.
 CONN_STRIDE = 1_000_000
 _PUMP_EVERY = 64  # records fed between pumps (PERFORMANCE.md: small chunks keep the GC calm)
+_SLICE_ROWS = 8192  # rows turned into Python values at a time (bounded memory)
+_GC_GEN0 = 50_000  # gen0 threshold during an unpaced replay (the default is 700)
 
 
 def to_ns(when: dt.datetime | str | int | float | None, field: str = "start") -> int | None:
@@ -140,6 +144,20 @@ class ReplaySource(Source):
         await session.wait_for_demand()
         if self._stopped:
             return
+        if self.pacer.speed is not None:
+            await self._run(session)
+            return
+        # As fast as possible, the garbage collector's young-generation passes, not JSON
+        # or Parquet, bound replay (PERFORMANCE.md "What reaches the ceilings" 2): raise
+        # the threshold for the replay's duration (never lower it), then restore it.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], _GC_GEN0), *thresholds[1:])
+        try:
+            await self._run(session)
+        finally:
+            gc.set_threshold(*thresholds)
+
+    async def _run(self, session: Session) -> None:
         engine = session.engine
         channels = self.channels
         if channels is None:
@@ -156,59 +174,89 @@ class ReplaySource(Source):
             for run in runs:
                 from_idx[run] = self._restore(engine, run, groups[run], self.start_ns)
         last_idx = {run: max(p.idx_hi for p in self.capture.runs[run].pieces) for run in runs}
-        loop = asyncio.get_running_loop()
-        muted = self.start_ns is not None
-        ended: dict[int, tuple[int, int]] = {}  # group -> when its run's records ended
-        for window in self.capture.read(channels, markets=self.markets, runs=runs,
-                                        from_idx=from_idx):  # fmt: skip
-            if self._stopped:
-                return
-            table = window.table
-            keys = window.keys.to_pylist()
+        self._muted = self.start_ns is not None
+        self._ended: dict[int, tuple[int, int]] = {}  # group -> when its run's records ended
+        columns = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw")
+        for window in self.capture.read(channels, columns=columns, markets=self.markets,
+                                        runs=runs, from_idx=from_idx):  # fmt: skip
             run = window.run_id
-            offset, group = self._offsets[run], groups[run]
-            idx = table.column("idx").to_pylist()
-            conns = table.column("conn").to_pylist()
-            recv = table.column("recv_ns").to_pylist()
-            mono = table.column("mono_ns").to_pylist()
-            raws = table.column("raw").to_pylist()
-            dirs = _decoded(table.column("dir"))
-            receive, sent = engine.frame_received, engine.command_sent
-            if ended and any(g != group for g in ended):
+            group = groups[run]
+            if self._ended and any(g != group for g in self._ended):
                 # Another run goes on after these ended: only now does their end matter.
-                for g in [g for g in ended if g != group]:
-                    engine.group_ended(g, *ended.pop(g))
-            for i in range(table.num_rows):
-                key = keys[i]
-                if self.end_ns is not None and key >= self.end_ns:
+                for g in [g for g in self._ended if g != group]:
+                    engine.group_ended(g, *self._ended.pop(g))
+            table, keys = window.table, window.keys
+            for start in range(0, table.num_rows, _SLICE_ROWS):
+                if self._stopped:
                     return
-                if muted and key >= self.start_ns:  # type: ignore[operator]
-                    muted = False
-                    engine.unmute()
-                    await session.pump()
-                self._recv_ns, self._mono_ns = recv[i], mono[i]
-                if not muted and self.pacer.speed is not None:
-                    wait = self.pacer.delay_s(key, loop.time())
-                    if wait > 0.001:
-                        await asyncio.sleep(wait)
-                direction = dirs[i]
-                conn = conns[i] + offset
-                if direction == "in":
-                    receive(raws[i], recv[i], mono[i], conn)
-                elif direction == "out":
-                    sent(raws[i], recv[i], mono[i], conn)
-                elif self._event(engine, raws[i], recv[i], mono[i], conn, group):
-                    ended[group] = (recv[i], mono[i])
-                if idx[i] == last_idx[run]:
-                    ended[group] = (recv[i], mono[i])
-                self.records += 1
-                if not self.records % _PUMP_EVERY or session.must_pump:
-                    engine.tick(recv[i], mono[i])
-                    await session.pump()
-            await session.pump()
-        if muted:
+                if not await self._feed(session, run, group, last_idx[run],
+                                        table.slice(start, _SLICE_ROWS),
+                                        keys.slice(start, _SLICE_ROWS)):  # fmt: skip
+                    return
+        if self._muted:
             engine.unmute()
         await session.pump()
+
+    async def _feed(
+        self, session: Session, run: str, group: int, last_idx: int, table: pa.Table,
+        keys: pa.Array,
+    ) -> bool:  # fmt: skip
+        """Feed one slice of a window to the engine; False once the end time is reached."""
+        engine = session.engine
+        key_list = keys.to_pylist()
+        n = len(key_list)
+        if self.end_ns is not None and key_list[-1] >= self.end_ns:
+            n = bisect.bisect_left(key_list, self.end_ns)
+        if self._muted and self.start_ns is not None and key_list[-1] >= self.start_ns:
+            cut = bisect.bisect_left(key_list, self.start_ns)
+            if cut:
+                await self._dispatch(session, run, group, table.slice(0, cut), key_list[:cut])
+            self._muted = False
+            engine.unmute()
+            await session.pump()
+            table, key_list, n = table.slice(cut), key_list[cut:], n - cut
+        if n > 0:
+            await self._dispatch(session, run, group, table.slice(0, n), key_list[:n])
+        idx_hi = table.column("idx")[-1].as_py() if table.num_rows else -1
+        if idx_hi >= last_idx:
+            self._ended[group] = (self._recv_ns, self._mono_ns)
+        return n == len(key_list)
+
+    async def _dispatch(
+        self, session: Session, run: str, group: int, table: pa.Table, keys: list[int]
+    ) -> None:
+        """The hot loop: one engine input per record, a pump every few dozen records."""
+        engine = session.engine
+        receive, sent = engine.frame_received, engine.command_sent
+        offset = self._offsets[run]
+        conns = table.column("conn").to_pylist()
+        recv = table.column("recv_ns").to_pylist()
+        mono = table.column("mono_ns").to_pylist()
+        raws = table.column("raw").to_pylist()
+        dirs = _dir_codes(table.column("dir"))
+        paced = self.pacer.speed is not None and not self._muted
+        loop = asyncio.get_running_loop()
+        n = len(raws)
+        for chunk in range(0, n, _PUMP_EVERY):
+            for i in range(chunk, min(chunk + _PUMP_EVERY, n)):
+                if paced:
+                    wait = self.pacer.delay_s(keys[i], loop.time())
+                    if wait > 0.001:
+                        self._recv_ns, self._mono_ns = recv[i], mono[i]
+                        await session.pump()
+                        await asyncio.sleep(wait)
+                d = dirs[i]
+                if d == _IN:
+                    receive(raws[i], recv[i], mono[i], conns[i] + offset)
+                elif d == _OUT:
+                    sent(raws[i], recv[i], mono[i], conns[i] + offset)
+                elif self._event(engine, raws[i], recv[i], mono[i], conns[i] + offset, group):
+                    self._ended[group] = (recv[i], mono[i])
+            last = min(chunk + _PUMP_EVERY, n) - 1
+            self._recv_ns, self._mono_ns = recv[last], mono[last]
+            self.records += last - chunk + 1
+            engine.tick(recv[last], mono[last])
+            await session.pump()
 
     def _event(
         self, engine: Engine, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int
@@ -271,16 +319,20 @@ class ReplaySource(Source):
         return idx + 1
 
 
-def _decoded(column: pa.ChunkedArray) -> list[str | None]:
-    """A dictionary-encoded string column as a Python list, decoding the dictionary once
+_IN, _OUT, _EVENT = 0, 1, 2
+_DIR_CODE = {"in": _IN, "out": _OUT}
+
+
+def _dir_codes(column: pa.ChunkedArray) -> list[int]:
+    """The `dir` column as small ints, decoding the dictionary once per chunk
     (PERFORMANCE.md item 8: never to_pylist a dictionary column value by value)."""
-    out: list[str | None] = []
+    out: list[int] = []
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):
-            values = chunk.dictionary.to_pylist()
-            out.extend(None if i is None else values[i] for i in chunk.indices.to_pylist())
+            codes = [_DIR_CODE.get(v, _EVENT) for v in chunk.dictionary.to_pylist()]
+            out.extend(codes[i] for i in chunk.indices.to_pylist())
         else:
-            out.extend(chunk.to_pylist())
+            out.extend(_DIR_CODE.get(v, _EVENT) for v in chunk.to_pylist())
     return out
 
 

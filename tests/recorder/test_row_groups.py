@@ -34,6 +34,8 @@ def record(tmp_path: Path, frames: int, segment_bytes: int) -> Path:
             raw = f'{{"type":"{type_}","sid":1,"seq":{i},"msg":{{"market_ticker":"M{i % 7}"}}}}'
             journal.append(1, 1_795_244_476_000_000_000 + i, i, "in", channel, type_, 1, i,
                            f"M{i % 7}", raw.encode())  # fmt: skip
+            if i % 200 == 199:
+                journal.wait_durable(i, 5)  # segments roll at a commit: make the size bite
     return root
 
 
@@ -82,3 +84,37 @@ def test_replay_reads_a_compacted_capture_in_bounded_windows_and_arrival_order(
     idx = [i for w in windows for i in w.column("idx").to_pylist()]
     assert idx == list(range(9000))
     assert max(w.num_rows for w in windows) <= 2 * SMALL.row_group_rows  # two channels
+
+
+def test_replay_loads_a_file_only_when_its_idx_range_comes_up(tmp_path: Path) -> None:
+    # 40 segments: a whole day's worth of files must not all be held at once.
+    root = record(tmp_path, 8000, 8000)
+    capture = Capture(root)
+    assert len({p.path for p in capture.runs[RUN_ID].pieces}) >= 40
+    loaded: list[int] = []
+    import replay.capture as rc
+
+    original = rc._FileStream.load
+
+    def counting(self: rc._FileStream) -> bool:
+        ok = original(self)
+        loaded.append(sum(1 for s in streams if s.current is not None))
+        return ok
+
+    streams: list[rc._FileStream] = []
+    rc._FileStream.load = counting  # type: ignore[method-assign]
+    original_init = rc._FileStream.__init__
+
+    def tracking(self: rc._FileStream, *args: object) -> None:
+        original_init(self, *args)  # type: ignore[arg-type]
+        streams.append(self)
+
+    rc._FileStream.__init__ = tracking  # type: ignore[method-assign]
+    try:
+        idx = [i for w in capture.read_run(RUN_ID, ["trade", "ticker"], with_state=False)
+               for i in w.column("idx").to_pylist()]  # fmt: skip
+    finally:
+        rc._FileStream.load = original  # type: ignore[method-assign]
+        rc._FileStream.__init__ = original_init  # type: ignore[method-assign]
+    assert idx == list(range(8000))
+    assert max(loaded) <= 4  # a couple of files at a time, not 80

@@ -202,16 +202,21 @@ def recording(
 
 @dataclass(frozen=True)
 class ProcSample:
-    """One look at a process: monotonic time, resident memory and CPU time used."""
+    """One look at a process and its descendants: monotonic time, memory and CPU time used,
+    of the process alone (VmRSS) and of the whole tree (the recorder's publisher runs in
+    a child process). The tree's memory is the sum of PSS (/proc/<pid>/smaps_rollup):
+    spawned children map the same libraries, and a sum of RSS would count them twice."""
 
     mono_s: float
     rss_bytes: int
     cpu_s: float
+    tree_pss_bytes: int
+    tree_cpu_s: float
+    tree_size: int
 
 
-def proc_sample(pid: int) -> ProcSample:
-    """RSS from /proc/<pid>/status (VmRSS) and CPU (utime + stime) from /proc/<pid>/stat."""
-    now = time.monotonic()
+def _rss_cpu(pid: int) -> tuple[int, float, int]:
+    """(VmRSS from /proc/<pid>/status, utime + stime from /proc/<pid>/stat, parent pid)."""
     rss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -219,5 +224,45 @@ def proc_sample(pid: int) -> ProcSample:
             break
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return ProcSample(now, rss, (utime + stime) / TICKS_PER_S)
+    ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])  # proc(5) 4, 14, 15
+    return rss, (utime + stime) / TICKS_PER_S, ppid
+
+
+def _pss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def proc_sample(pid: int) -> ProcSample:
+    """Sample `pid` and its descendants (a child that exits meanwhile is skipped)."""
+    now = time.monotonic()
+    rss, cpu, _ = _rss_cpu(pid)
+    tree_pss, tree_cpu, size = _pss(pid), cpu, 1
+    for child in _descendants(pid):
+        try:
+            _, child_cpu, _ = _rss_cpu(child)
+            child_pss = _pss(child)
+        except (OSError, ValueError, IndexError):
+            continue
+        tree_pss, tree_cpu, size = tree_pss + child_pss, tree_cpu + child_cpu, size + 1
+    return ProcSample(now, rss, cpu, tree_pss, tree_cpu, size)
