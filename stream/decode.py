@@ -21,6 +21,7 @@ from schemas.channels import CHANNEL_TYPES
 
 __all__ = [
     "DATA_TYPES",
+    "DECODE_ERRORS",
     "FRAME_TAGS",
     "Ack",
     "Command",
@@ -43,6 +44,16 @@ __all__ = [
 ]
 
 Levels = list[tuple[Decimal, Decimal]]
+
+#: What `decode_frame` raises for a bad frame. Besides its own errors, msgspec raises
+#: UnicodeDecodeError for invalid UTF-8 in a string it reads and RecursionError for
+#: nesting beyond the recursion limit: bad frames, never bugs. Every caller catches all.
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    msgspec.ValidationError,
+    msgspec.DecodeError,
+    UnicodeDecodeError,
+    RecursionError,
+)
 
 
 class SnapshotBody(msgspec.Struct, gc=False):

@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-import msgspec
-
 from schemas.channels import Channel, channel_of_type
 from schemas.envelope import decode_envelope
 from schemas.errors import EnvelopeError
@@ -28,6 +26,7 @@ from stream.book import OrderBook
 from stream.connections import Connection
 from stream.core import NS, EngineCore
 from stream.decode import (
+    DECODE_ERRORS,
     FRAME_TAGS,
     DeltaFrame,
     ErrorFrame,
@@ -47,9 +46,7 @@ __all__ = ["FrameHandling"]
 _TAG = FRAME_TAGS  # struct class -> wire type
 _decode = decode_frame
 _CONTROL = frozenset({SubscribedFrame, UnsubscribedFrame, OkFrame, ErrorFrame})
-#: msgspec raises UnicodeDecodeError for invalid UTF-8 in a string it reads, and
-#: RecursionError for nesting beyond the recursion limit: bad frames, not engine bugs.
-_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+_DECODE_ERRORS = DECODE_ERRORS
 
 
 class FrameHandling(EngineCore):

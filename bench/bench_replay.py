@@ -1,0 +1,226 @@
+"""Replay throughput on a 1M-frame capture, against hand-written ceilings in the same run.
+
+    python bench/bench_replay.py [--frames N]
+
+The capture is written once (cached in bench/out/) through the real write path:
+JournalWriter + JournalSink + Publisher, from the realistic mix of bench/mix.py.
+Measured, in this order, in one process:
+  engine ceiling   per journal segment: read `idx`, `dir`, `raw` of its files, sort by
+                   idx, msgspec parse, seq check, dict-per-side book apply, an async
+                   generator consumed with `async for` (no engine)
+  replay raw       ReplaySession, three consumers (orderbook_delta, ticker, trade)
+                   reading `Frame`s, books maintained
+  replay models    the same, consumers reading pydantic models
+  bulk ceiling     per segment: read every column, sort by idx, Python values, tuples
+  bulk tuples      replay.bulk.iter_frames
+  bulk batches     replay.bulk.iter_batches (rows/s)
+and the peak RSS of the process (VmHWM), which must stay bounded: replay streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from bench_engine import DeltaF, SnapF, TickerF, TradeF  # noqa: E402
+from common import Metric, emit  # noqa: E402
+from mix import realistic_frames  # noqa: E402
+
+RUN_ID = "20261121T080000Z-0000beef"
+
+
+def build(root: Path, n: int) -> None:
+    """Write the capture through the recorder's own write path."""
+    from recorder.journal import JournalWriter
+    from recorder.journal_sink import JournalSink
+    from recorder.publisher import Publisher
+    from schemas.record import Event
+
+    mix = realistic_frames(n)
+    journal_dir = Path(tempfile.mkdtemp(prefix="bench-journal-"))
+    publisher = Publisher(journal_dir, root)
+    t = 1_795_244_476_000_000_000
+    with JournalWriter(journal_dir, RUN_ID, segment_max_bytes=32 << 20,
+                       on_sealed=publisher.publish) as journal:  # fmt: skip
+        sink = JournalSink(journal)
+        sink.event(0, t, 0, Event.ATTEMPT, {"url": "ws://bench", "attempt": 1})
+        sink.event(1, t, 0, Event.OPEN, {"url": "ws://bench", "standby": False})
+        for raw in mix.subscribes:
+            sink.command_out(1, t, 0, raw)
+        for raw in mix.acks:
+            sink.frame_in(1, t, 0, raw)
+        for i, raw in enumerate(mix.frames):
+            sink.frame_in(1, t + i * 10_000, i * 10_000, raw)
+        sink.event(0, t + n * 10_000, n * 10_000, Event.RUN_STOP, {"reason": "bench"})
+
+
+def capture_root(n: int) -> Path:
+    root = HERE / "out" / f"replay-{n}"
+    if not (root / "channel=orderbook_delta").exists():
+        subprocess.run([sys.executable, __file__, "--build", str(root), str(n)], check=True)
+    return root
+
+
+def segments(root: Path, channels: list[str]) -> list[list[Path]]:
+    by_segment: dict[int, list[Path]] = {}
+    for channel in channels:
+        for path in root.glob(f"channel={channel}/date=*/*.parquet"):
+            by_segment.setdefault(int(path.stem.split("-")[-1]), []).append(path)
+    return [by_segment[k] for k in sorted(by_segment)]
+
+
+def read_sorted(files: list[Path], columns: list[str]) -> pa.Table:
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    return table.take(pc.sort_indices(table.column("idx")))
+
+
+async def engine_ceiling(root: Path) -> float:
+    decoder = msgspec.json.Decoder(DeltaF | SnapF | TickerF | TradeF)
+    books: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
+    last: dict[int, int] = {}
+    count = 0
+
+    async def stream() -> Any:
+        for files in segments(root, ["orderbook_delta", "ticker", "trade"]):
+            table = read_sorted(files, ["idx", "dir", "raw"])
+            for raw in table.column("raw").to_pylist():
+                f = decoder.decode(raw)
+                seq = getattr(f, "seq", None)
+                if seq is not None:
+                    prev = last.get(f.sid)
+                    if prev is not None and seq != prev + 1:
+                        continue
+                    last[f.sid] = seq
+                kind = type(f)
+                if kind is DeltaF:
+                    m = f.msg
+                    yes, no = books[m.market_ticker]
+                    side = yes if m.side == "yes" else no
+                    q = side.get(m.price_dollars, 0) + m.delta_fp
+                    if q > 0:
+                        side[m.price_dollars] = q
+                    else:
+                        side.pop(m.price_dollars, None)
+                elif kind is SnapF:
+                    m = f.msg
+                    books[m.market_ticker] = (dict(m.yes_dollars_fp), dict(m.no_dollars_fp))
+                yield f
+
+    t0 = time.perf_counter()
+    async for _ in stream():
+        count += 1
+    return count / (time.perf_counter() - t0)
+
+
+async def replay(root: Path, raw: bool, end: int | None = None) -> float:
+    from replay.session import ReplaySession
+
+    session = ReplaySession(root, end=end)
+    count = 0
+
+    async def consume(sub: Any) -> None:
+        nonlocal count
+        async for _ in sub:
+            count += 1
+
+    async with session:
+        subs = [await session.subscribe(c, raw=raw)
+                for c in ("orderbook_delta", "ticker", "trade")]  # fmt: skip
+        t0 = time.perf_counter()
+        await asyncio.gather(*(consume(s) for s in subs))
+        elapsed = time.perf_counter() - t0
+    assert session.book is not None
+    return count / elapsed
+
+
+def bulk_ceiling(root: Path) -> float:
+    count = 0
+    t0 = time.perf_counter()
+    channels = ["orderbook_delta", "ticker", "trade"]
+    for files in segments(root, channels):
+        table = read_sorted(files, list(pq.read_schema(files[0]).names))
+        columns = []
+        for column in table.columns:
+            chunk = column.combine_chunks()
+            if pa.types.is_dictionary(chunk.type):
+                values = chunk.dictionary.to_pylist()
+                columns.append([values[i] for i in chunk.indices.to_pylist()])
+            else:
+                columns.append(chunk.to_pylist())
+        for _ in zip(*columns, strict=True):
+            count += 1
+    return count / (time.perf_counter() - t0)
+
+
+def bulk(root: Path, batches: bool) -> float:
+    from replay.bulk import iter_batches, iter_frames
+
+    t0 = time.perf_counter()
+    if batches:
+        count = sum(b.num_rows for b in iter_batches(root))
+    else:
+        count = sum(1 for _ in iter_frames(root))
+    return count / (time.perf_counter() - t0)
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    if "--build" in sys.argv:
+        i = sys.argv.index("--build")
+        build(Path(sys.argv[i + 1]), int(sys.argv[i + 2]))
+        return
+    n = 1_000_000
+    if "--frames" in sys.argv:
+        n = int(sys.argv[sys.argv.index("--frames") + 1])
+    root = capture_root(n)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    ceiling = asyncio.run(engine_ceiling(root))
+    raw_rate = asyncio.run(replay(root, raw=True))
+    model_end = 1_795_244_476_000_000_000 + min(n, 300_000) * 10_000
+    model_rate = asyncio.run(replay(root, raw=False, end=model_end))
+    b_ceiling = bulk_ceiling(root)
+    tuples = bulk(root, batches=False)
+    batches = bulk(root, batches=True)
+    base, bbase = "engine ceiling: parquet+msgspec+dict book+async gen", "bulk ceiling: parquet+tuples"
+    emit([
+        Metric(base, ceiling, "frames/s"),
+        Metric("ReplaySession, raw Frames, books maintained", raw_rate, "frames/s",
+               baseline=base, target=">= 400k, ratio >= 0.8"),
+        Metric("ReplaySession, pydantic models", model_rate, "frames/s", baseline=base,
+               target=">= 150k"),
+        Metric(bbase, b_ceiling, "frames/s"),
+        Metric("bulk: iter_frames tuples", tuples, "frames/s", baseline=bbase,
+               target=">= 1M, ratio >= 0.8"),
+        Metric("bulk: iter_batches", batches, "rows/s", baseline=bbase),
+        Metric("peak RSS of the replaying process", peak_rss_mib(), "MiB",
+               higher_is_better=False, target="bounded (streams)"),
+    ], notes=f"{n:,}-frame capture written by the recorder's write path "
+             f"({sum(p.stat().st_size for p in root.rglob('*.parquet')) / 1e6:.0f} MB).")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
