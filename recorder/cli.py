@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import re
+import sys
 from typing import Any
 
 from recorder.app import Recorder, Shard
@@ -189,6 +190,14 @@ def build(args: argparse.Namespace) -> tuple[RecorderConfig, Credentials | None]
     return config, credentials
 
 
+def _invoked_as() -> str:
+    """The command as the user typed it (`.venv/bin/kalshi-tape` is not on their PATH)."""
+    argv0 = sys.argv[0]
+    if argv0.endswith("kalshi-tape") and "/" in argv0:
+        return argv0 if argv0.startswith("/") else os.path.relpath(argv0)
+    return "kalshi-tape"
+
+
 def run_record(args: argparse.Namespace) -> int:
     config, credentials = build(args)
     shard = Shard.parse(args.shard) if args.shard else None
@@ -197,11 +206,12 @@ def run_record(args: argparse.Namespace) -> int:
     where = config.storage.root
     code = asyncio.run(recorder.run())
     if args.progress:
+        me = _invoked_as()
         print(
             f"recorded into {where}/ (run {recorder.run_id}). Try:\n"
-            f"  kalshi-tape inspect {where}\n"
-            f"  kalshi-tape replay {where} --channel trade | head\n"
-            f'  kalshi-tape query {where} "SELECT channel, count(*) FROM frames GROUP BY 1"',
+            f"  {me} inspect {where}\n"
+            f"  {me} replay {where} --channel trade | head\n"
+            f'  {me} query {where} "SELECT channel, count(*) FROM frames GROUP BY 1"',
             flush=True,
         )
     return code
