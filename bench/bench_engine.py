@@ -143,34 +143,48 @@ class TradeF(msgspec.Struct, tag="trade", tag_field="type", gc=False):
     msg: _Head
 
 
+class Ceiling:
+    """The hand-written ceiling's per-frame work: msgspec parse, seq check per sid,
+    dict-per-side Decimal book apply. Shared by the engine and replay benchmarks."""
+
+    def __init__(self) -> None:
+        self.decode = msgspec.json.Decoder(DeltaF | SnapF | TickerF | TradeF).decode
+        self.books: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
+        self.last: dict[int, int] = {}
+
+    def step(self, raw: bytes) -> Any:
+        """The frame's struct, or None if its seq does not follow."""
+        f = self.decode(raw)
+        seq = getattr(f, "seq", None)
+        if seq is not None:
+            prev = self.last.get(f.sid)
+            if prev is not None and seq != prev + 1:
+                return None
+            self.last[f.sid] = seq
+        kind = type(f)
+        if kind is DeltaF:
+            m = f.msg
+            yes, no = self.books[m.market_ticker]
+            side = yes if m.side == "yes" else no
+            q = side.get(m.price_dollars, 0) + m.delta_fp
+            if q > 0:
+                side[m.price_dollars] = q
+            else:
+                side.pop(m.price_dollars, None)
+        elif kind is SnapF:
+            m = f.msg
+            self.books[m.market_ticker] = (dict(m.yes_dollars_fp), dict(m.no_dollars_fp))
+        return f
+
+
 async def run_ceiling(frames: list[bytes]) -> float:
-    decoder = msgspec.json.Decoder(DeltaF | SnapF | TickerF | TradeF)
-    books: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
-    last: dict[int, int] = {}
+    step = Ceiling().step
 
     async def stream() -> Any:
         for i, raw in enumerate(frames):
-            f = decoder.decode(raw)
-            seq = getattr(f, "seq", None)
-            if seq is not None:
-                prev = last.get(f.sid)
-                if prev is not None and seq != prev + 1:
-                    continue
-                last[f.sid] = seq
-            kind = type(f)
-            if kind is DeltaF:
-                m = f.msg
-                yes, no = books[m.market_ticker]
-                side = yes if m.side == "yes" else no
-                q = side.get(m.price_dollars, 0) + m.delta_fp
-                if q > 0:
-                    side[m.price_dollars] = q
-                else:
-                    side.pop(m.price_dollars, None)
-            elif kind is SnapF:
-                m = f.msg
-                books[m.market_ticker] = (dict(m.yes_dollars_fp), dict(m.no_dollars_fp))
-            yield i, f
+            f = step(raw)
+            if f is not None:
+                yield i, f
 
     t0 = time.perf_counter()
     n = 0

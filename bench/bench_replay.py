@@ -25,11 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from bench_engine import DeltaF, SnapF, TickerF, TradeF  # noqa: E402
+from bench_engine import Ceiling  # noqa: E402
 from common import Metric, emit  # noqa: E402
 from mix import realistic_frames  # noqa: E402
 
@@ -91,36 +89,16 @@ def read_sorted(files: list[Path], columns: list[str]) -> pa.Table:
 
 
 async def engine_ceiling(root: Path) -> float:
-    decoder = msgspec.json.Decoder(DeltaF | SnapF | TickerF | TradeF)
-    books: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
-    last: dict[int, int] = {}
+    step = Ceiling().step
     count = 0
 
     async def stream() -> Any:
         for files in segments(root, ["orderbook_delta", "ticker", "trade"]):
             table = read_sorted(files, ["idx", "dir", "raw"])
             for raw in table.column("raw").to_pylist():
-                f = decoder.decode(raw)
-                seq = getattr(f, "seq", None)
-                if seq is not None:
-                    prev = last.get(f.sid)
-                    if prev is not None and seq != prev + 1:
-                        continue
-                    last[f.sid] = seq
-                kind = type(f)
-                if kind is DeltaF:
-                    m = f.msg
-                    yes, no = books[m.market_ticker]
-                    side = yes if m.side == "yes" else no
-                    q = side.get(m.price_dollars, 0) + m.delta_fp
-                    if q > 0:
-                        side[m.price_dollars] = q
-                    else:
-                        side.pop(m.price_dollars, None)
-                elif kind is SnapF:
-                    m = f.msg
-                    books[m.market_ticker] = (dict(m.yes_dollars_fp), dict(m.no_dollars_fp))
-                yield f
+                f = step(raw)
+                if f is not None:
+                    yield f
 
     t0 = time.perf_counter()
     async for _ in stream():
