@@ -10,9 +10,10 @@ behaviour of PROTOCOL.md:
   by command id, never tears down a live subscription that reused the sid (#354);
 * frames on a sid we unsubscribed are ignored from the moment the command is sent
   (#255);
-* an `unsubscribed` we did not ask for ends the streams fed by that subscription
+* an `unsubscribed` we did not ask for ends the stream that owns that subscription
   and drops its books (#81, #206); error 10 or 25 does the same with an exception
-  (#18);
+  (#18). A recorder's own (queue-less) subscription is subscribed again instead;
+  attached consumers follow the channel and are never ended by one subscription;
 * an `ok` or `error` carrying the next seq of a subscription consumes that number
   (PROTOCOL.md open question 2), so it never looks like a gap.
 """
@@ -162,17 +163,24 @@ class ControlHandling(FrameHandling):
         error: BaseException | None,
         reason: str,
     ) -> None:
-        """The server ended a subscription: drop its books, end the streams fed only by it."""
+        """The server ended a subscription: drop its books; end its owner's stream, or, for
+        a recorder's queue-less subscription, subscribe again so recording goes on.
+
+        Attached consumers are not ended: they follow the channel, and a new subscription
+        (the recorder's, or a later one) feeds them again. Replay takes the same decision
+        without knowing whether a re-subscribe follows, which keeps the two in step.
+        """
         self._clear_books(wire, reason, recv_ns, notify=True)
         message = f"{wire.channel} sid {wire.sid}: {reason}"
         self._report("subscription_ended", message, recv_ns, state.conn, wire.sid, wire.channel)
-        for consumer in wire.targets:
-            if consumer.owns_wire:
-                if consumer is wire.owner:
-                    self._end_consumer(consumer, error)
-            elif not any(consumer in w.targets for w in state.sids.values() if w is not wire):
-                self._end_consumer(consumer, error)
         wire.targets = []
+        owner = wire.owner
+        if owner is None or not owner.active:
+            return
+        if owner.queue is not None:
+            self._end_consumer(owner, error)
+        else:
+            self._subscribe(state, owner, "resubscribe")
 
     def _on_ok(self, state: Connection, frame: OkFrame, recv_ns: int) -> None:
         sent = state.commands.pop(frame.id, None) if frame.id is not None else None

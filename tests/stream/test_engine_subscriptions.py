@@ -283,3 +283,29 @@ def test_no_checkpoint_is_taken_while_a_resync_is_in_flight() -> None:
     d.recv(wire.snapshot(1, 4, "KX-A", cmd_id=resync["id"]))
     d.advance(2)
     assert len(d.of(Checkpoint)) == 1
+
+
+@pytest.mark.parametrize("ending", ["unsubscribed", "error25"])
+def test_a_recorders_subscription_ended_by_the_server_is_subscribed_again(ending: str) -> None:
+    # A recorder keeps its subscriptions without a queue: one the server ends must be
+    # re-issued, or its channel would stop being recorded until the next reconnect.
+    # Consumers attached to the channel go on (in replay too, where the re-subscribe is
+    # only the next record).
+    d = Driver()
+    d.open(1)
+    d.engine.add_consumer("trade", {}, owns_wire=True, queue=None)
+    d.flush()
+    attached = frame_consumer(d, "trade", owns=False)
+    (_, cmd), = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "trade", 3))
+    d.recv(wire.trade(3, 1, "KX-A", "t1"))
+    if ending == "unsubscribed":
+        d.recv(wire.unsubscribed(3, 2))
+    else:
+        d.recv(wire.error(25, "Subscription buffer overflow", sid=3))
+    (_, again), = d.take_sent()
+    assert again["cmd"] == "subscribe" and again["params"]["channels"] == ["trade"]
+    d.recv(wire.ack(again["id"], "trade", 4))
+    d.recv(wire.trade(4, 1, "KX-A", "t2"))
+    assert [f.sid for f in drain(attached)] == [3, 4]
+    assert not attached.closed
