@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from replay.sql_build import parquet_source
-from schemas.channels import SEQUENCED_CHANNELS, Channel
+from schemas.channels import BOOK_CHANNELS, SEQUENCED_CHANNELS, Channel
 
 if TYPE_CHECKING:
     from replay.layout import CaptureListing
@@ -99,6 +99,7 @@ FROM e FULL OUTER JOIN f USING (run_id, conn)"""
 
 
 def _gaps(sequenced: str, control: str, book: str) -> str:
+    books = ", ".join(f"'{c}'" for c in sorted(BOOK_CHANNELS))
     return f"""CREATE VIEW gaps AS
 WITH stream AS (
     SELECT run_id, conn, sid, channel, idx, seq, recv_ns, false AS is_ack FROM {sequenced}
@@ -127,7 +128,7 @@ WITH stream AS (
                  OR list_contains(TRY_CAST(c.params->'sids' AS INTEGER[]), g.sid)))
         OR (c.type = 'subscribe'
             AND list_contains(TRY_CAST(c.params->'channels' AS VARCHAR[]), g.channel)))
-    WHERE g.kind <> 'duplicate'
+    WHERE g.kind <> 'duplicate' AND g.channel IN ({books})
     GROUP BY g.run_id, g.conn, g.sid, g.idx
 ), snaps AS (
     SELECT run_id, conn, sid, idx AS snap_idx, recv_ns AS snap_ns FROM {book}
@@ -149,8 +150,9 @@ SELECT run_id, conn, sid, channel, kind, prev_seq, seq,
     CASE WHEN kind <> 'duplicate' THEN make_timestamptz(snap_ns // 1000) END
         AS resync_snapshot_time,
     CASE WHEN kind = 'duplicate' THEN true
+        WHEN channel NOT IN ({books}) THEN NULL  -- no snapshots there: nothing to resync
         ELSE snap_idx IS NOT NULL OR COALESCE(cmd_type = 'subscribe', false) END AS recovered,
-    CASE WHEN kind = 'duplicate' THEN NULL
+    CASE WHEN kind = 'duplicate' OR channel NOT IN ({books}) THEN NULL
         ELSE (COALESCE(snap_ns, cmd_ns) - recv_ns) / 1e9 END AS recovery_s
 FROM joined"""
 

@@ -137,7 +137,7 @@ class VerifyReport:
         ]
         lost = self.seq_summary.get("unrecovered", 0)
         if lost:
-            out.append(f"{lost} seq gaps or resets were not followed by a resync")
+            out.append(f"{lost} order book seq gaps or resets were not followed by a resync")
         out += [
             f"run {g['run_id']} idx {g['idx']}: the recorder lost {g['lost_frames']} frames "
             f"({g['reason']})"
@@ -391,11 +391,15 @@ def _check_feed(con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
         "ORDER BY run_id, idx",
     )
     report.seq_gaps = gaps[:_LIST_MAX]
-    summary = {"gap": 0, "reset": 0, "duplicate": 0, "missing": 0, "unrecovered": 0}
+    summary = dict.fromkeys(("gap", "reset", "duplicate", "missing", "unrecovered"), 0)
+    summary["unresyncable"] = 0  # on channels without snapshots: lost, nothing to resync
     for g in gaps:
         summary[g["kind"]] += 1
         summary["missing"] += g["missing"]
-        summary["unrecovered"] += 0 if g["recovered"] else 1
+        if g["recovered"] is None:
+            summary["unresyncable"] += 1
+        elif not g["recovered"]:
+            summary["unrecovered"] += 1
     report.seq_summary = summary
     report.reconnects = _rows(
         con,
@@ -455,7 +459,8 @@ def render_verify_report(report: VerifyReport) -> str:
     out.append(
         f"seq: {s.get('gap', 0)} gaps ({s.get('missing', 0)} messages missing), "
         f"{s.get('reset', 0)} resets, {s.get('duplicate', 0)} duplicates; "
-        f"{s.get('unrecovered', 0)} not recovered"
+        f"{s.get('unrecovered', 0)} order book gaps not recovered, "
+        f"{s.get('unresyncable', 0)} on channels without snapshots (nothing to resync)"
     )
     if report.seq_gaps:
         names = ["run_id", "conn", "sid", "channel", "kind", "prev_seq", "seq", "idx"]

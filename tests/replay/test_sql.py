@@ -17,6 +17,7 @@ import pytest
 
 from replay.layout import list_capture_files
 from replay.sql import VIEW_NAMES, connect, run_query
+from replay.verify import verify_capture
 from schemas.errors import ConfigError
 
 from .capture_factory import (
@@ -27,6 +28,7 @@ from .capture_factory import (
     StandardCapture,
     build_standard_capture,
     delta,
+    snapshot,
     subscribe,
     subscribed,
     trade,
@@ -298,12 +300,13 @@ def test_gaps_view_finds_a_planted_gap_and_its_resync(cap: StandardCapture) -> N
 
 
 def test_gaps_view_reports_resets_and_unrecovered_gaps(cap: StandardCapture) -> None:
+    # A trade gap has nothing to resync (no snapshots on that channel): `recovered` is NULL.
     got = rows(
         connect(cap.root), "SELECT idx, kind, channel, recovered FROM gaps ORDER BY run_id, idx"
     )
     assert got == [
         {"idx": cap.gap_idx, "kind": "gap", "channel": "orderbook_delta", "recovered": True},
-        {"idx": cap.trade_gap_idx, "kind": "gap", "channel": "trade", "recovered": False},
+        {"idx": cap.trade_gap_idx, "kind": "gap", "channel": "trade", "recovered": None},
         {"idx": cap.reset_idx, "kind": "reset", "channel": "orderbook_delta", "recovered": False},
     ]
 
@@ -324,12 +327,12 @@ def test_a_sid_reused_by_a_new_subscription_is_not_a_reset(tmp_path: Path) -> No
     assert got == [{"kind": "gap", "prev_seq": 1, "seq": 3}]
 
 
-def test_a_resubscribe_after_a_gap_counts_as_recovery(tmp_path: Path) -> None:
+def test_a_resubscribe_after_a_book_gap_counts_as_recovery(tmp_path: Path) -> None:
     run = RunBuilder(tmp_path)
-    run.receive(subscribed(1, "trade", 1))
-    run.receive(trade(1, 1, M1, "0.5000", "0.5000", "1.00"))
-    gap = run.receive(trade(1, 4, M1, "0.5000", "0.5000", "1.00"))
-    cmd = run.send(subscribe(2, ["trade"]))
+    run.receive(subscribed(1, "orderbook_delta", 1))
+    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None))
+    gap = run.receive(delta(1, 4, M1, "0.5000", "1.00", "yes"))
+    cmd = run.send(subscribe(2, ["orderbook_delta"]))
     run.write()
     (row,) = rows(
         connect(tmp_path), "SELECT idx, resync_command, resync_command_idx, recovered FROM gaps"
@@ -340,6 +343,22 @@ def test_a_resubscribe_after_a_gap_counts_as_recovery(tmp_path: Path) -> None:
         "resync_command_idx": cmd.idx,
         "recovered": True,
     }
+
+
+def test_a_trade_gap_is_neither_recovered_nor_unrecovered(tmp_path: Path) -> None:
+    # Trades lost on the wire cannot be fetched again: a later subscribe recovers nothing.
+    run = RunBuilder(tmp_path)
+    run.receive(subscribed(1, "trade", 1))
+    run.receive(trade(1, 1, M1, "0.5000", "0.5000", "1.00"))
+    run.receive(trade(1, 4, M1, "0.5000", "0.5000", "1.00"))
+    run.send(subscribe(2, ["trade"]))
+    run.write()
+    (row,) = rows(connect(tmp_path), "SELECT missing, recovered, recovery_s FROM gaps")
+    assert row == {"missing": 2, "recovered": None, "recovery_s": None}
+    report = verify_capture(tmp_path)
+    assert report.seq_summary["unrecovered"] == 0
+    assert report.seq_summary["unresyncable"] == 1
+    assert not any("resync" in w for w in report.warnings())
 
 
 def test_an_empty_root_has_every_view_and_no_rows(tmp_path: Path) -> None:
