@@ -274,7 +274,9 @@ class JournalWriter:
             body += tail
             body += raw
             size = len(body) + 8
-            if self._backlog + size > self._limit:
+            # While a gap has no room for its event, it goes on: a frame kept inside it
+            # would make the recorded first..last range cover a frame that is present.
+            if self._gap_count or self._backlog + size > self._limit:
                 self._drop_locked(idx, size)
                 return idx
             buf = self._buf

@@ -137,7 +137,7 @@ class VerifyReport:
         ]
         lost = self.seq_summary.get("unrecovered", 0)
         if lost:
-            out.append(f"{lost} order book seq gaps or resets were not followed by a resync")
+            out.append(f"order book seq gaps or resets not followed by a resync: {lost}")
         out += [
             f"run {g['run_id']} idx {g['idx']}: the recorder lost {g['lost_frames']} frames "
             f"({g['reason']})"

@@ -259,6 +259,35 @@ def test_frames_beyond_the_memory_limit_are_dropped_and_recorded_as_a_capture_ga
     assert fdatasync.retried_files == []
 
 
+def test_a_frame_that_fits_while_the_gap_event_does_not_is_dropped_too(tmp_path: Path) -> None:
+    # The capture_gap event needs room for itself; a small frame arriving while only the
+    # frame fits must not be kept, or the gap's first..last range would cover a frame
+    # that is present and the idx holes would no longer be exactly the recorded ranges.
+    fdatasync = SyncRecorder()
+    limit = 65536
+    w = JournalWriter(tmp_path, RUN_A, commit_interval_s=0.005, retry_interval_s=0.005,
+                      memory_limit_bytes=limit, fdatasync=fdatasync)  # fmt: skip
+    fdatasync.failing.set()
+
+    def append(size: int) -> int:
+        return w.append(1, 1, time.monotonic_ns(), "in", "trade", "trade", 1, None, None,
+                        b"x" * size)  # fmt: skip
+
+    append(10)
+    overhead = w.stats().backlog_bytes - 10
+    append(limit - w.stats().backlog_bytes - overhead - 100)  # 100 bytes of room left
+    lost = [append(200), append(10), append(200)]  # dropped, fits (the gap does not), dropped
+    assert w.stats().frames_dropped == 3
+    fdatasync.failing.clear()
+    assert w.wait_durable(1, 5)
+    after = append(10)
+    w.close()
+    records = sealed_records(tmp_path)
+    (gap,) = [json.loads(r.raw) for r in records if r.type == "capture_gap"]
+    assert (gap["first_idx"], gap["last_idx"], gap["lost_frames"]) == (lost[0], lost[-1], 3)
+    assert [r.idx for r in records] == [0, 1, after - 1, after]
+
+
 def test_append_after_close_is_refused(tmp_path: Path) -> None:
     w = JournalWriter(tmp_path, RUN_A)
     w.close()

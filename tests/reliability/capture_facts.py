@@ -21,6 +21,7 @@ from typing import Any
 from replay.server import frame_digest
 from replay.sql import connect
 from replay.verify import verify_capture
+from schemas.channels import BOOK_CHANNELS
 
 __all__ = [
     "CaptureFacts",
@@ -55,8 +56,9 @@ class CaptureFacts:
     warnings: list[str]
     connections: list[dict[str, Any]]
     gap_kinds: Counter[str]
-    unrecovered: int
+    unrecovered: int  # book gaps and resets with no resync after them (see read_capture)
     unrecovered_conns: list[int]
+    unresyncable: int  # gaps and resets on channels without snapshots (trade...)
     events: list[tuple[str, dict[str, Any]]]
     control: list[dict[str, Any]]
     channel_frames: Counter[str]
@@ -168,7 +170,11 @@ def read_capture(root: Path, sent: Sent) -> CaptureFacts:
         "SELECT conn, opened, close_code, disconnect_reason, frames_in FROM connections "
         "WHERE conn > 0 ORDER BY conn"
     )
-    gaps = rows("SELECT conn, kind, recovered FROM gaps")
+    gaps = rows("SELECT conn, channel, kind, recovered FROM gaps")
+    # A gap on a channel without snapshots (trade) has nothing to resync: the engine
+    # records it and delivers on; `recovered` is NULL there.
+    book_open = [g for g in gaps if g["recovered"] is False]
+    assert all(g["channel"] in BOOK_CHANNELS for g in book_open)
     events = [
         (r["type"], json.loads(r["detail"]) if r["detail"] else {})
         for r in rows("SELECT type, detail FROM events ORDER BY idx")
@@ -197,8 +203,9 @@ def read_capture(root: Path, sent: Sent) -> CaptureFacts:
         warnings=report.warnings(),
         connections=connections,
         gap_kinds=Counter(g["kind"] for g in gaps),
-        unrecovered=sum(1 for g in gaps if not g["recovered"]),
-        unrecovered_conns=sorted({g["conn"] for g in gaps if not g["recovered"]}),
+        unrecovered=len(book_open),
+        unrecovered_conns=sorted({g["conn"] for g in book_open}),
+        unresyncable=sum(1 for g in gaps if g["recovered"] is None),
         events=events,
         control=control,
         channel_frames=channels,

@@ -9,8 +9,9 @@ Faults, per direction (`UP`: client to server, `DOWN`: server to client):
 
 * latency: every chunk is held `latency_s` before it is written (order kept);
 * bandwidth cap: at most `rate_bps` bytes per second are written (a token bucket);
-* blackhole: bytes are read and discarded, nothing is forwarded, the sockets stay
-  open (both directions: a dead path; one direction: a half-open connection);
+* blackhole: bytes are read and discarded, nothing is forwarded (not even a FIN), the
+  sockets stay open (both directions: a dead path; one direction: a half-open
+  connection);
 * reset: both sockets are closed with SO_LINGER 0, so each peer gets a TCP RST.
 
 `set_faults` changes the faults of every open connection (or one); `new_faults` are

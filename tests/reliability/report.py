@@ -62,12 +62,15 @@ def _outcome(row: dict[str, Any]) -> str:
 def _recover(values: list[float | None], row: dict[str, Any]) -> str:
     if not values:
         return "-"
+    if not row.get("running", True):
+        return "- (stops, by design)"
     if None not in values and not row.get("reconnects") and not row.get("resyncs"):
         return "no outage"
     if None in values:
         return f"{_NO} not within the wait"
     low, high = min(values), max(values)  # type: ignore[type-var]
-    return _seconds(high) if len(values) == 1 else f"{_seconds(low)} - {_seconds(high)}"
+    low_s, high_s = _seconds(low), _seconds(high)
+    return high_s if low_s == high_s else f"{low_s} - {high_s}"
 
 
 def _gaps(row: dict[str, Any]) -> str:
@@ -78,6 +81,8 @@ def _gaps(row: dict[str, Any]) -> str:
         parts.append(f"resyncs {resyncs}")
     if row.get("unrecovered"):
         parts.append(f"{_NO} unrecovered {row['unrecovered']}")
+    if row.get("unresyncable"):
+        parts.append(f"{row['unresyncable']} on trades (no snapshot to resync)")
     return ", ".join(parts) or "-"
 
 

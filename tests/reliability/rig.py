@@ -106,6 +106,9 @@ class Consumer:
                         self.invalid[market] += 1
             except SubscriptionTerminated as exc:
                 self.ends.append(f"book {market}: {exc}")
+            except Exception as exc:  # the session ended in error (a permanent close)
+                self.ends.append(f"book {market}: {exc!r}")
+                return
             if session.state is ConnectionState.CLOSED:
                 return
             self.ends.append(f"book {market}: ended")
@@ -122,6 +125,9 @@ class Consumer:
                     self.trades += 1
             except SubscriptionTerminated as exc:
                 self.ends.append(f"trades: {exc}")
+            except Exception as exc:
+                self.ends.append(f"trades: {exc!r}")
+                return
             if session.state is ConnectionState.CLOSED:
                 return
             await asyncio.sleep(0.05)
@@ -205,6 +211,7 @@ class Rig:
     async def __aexit__(self, *exc: object) -> None:
         if self.runner is not None and not self.runner.done():
             await self.stop()
+        await self.consumer.stop()
 
     async def wait_streaming(self, timeout_s: float = 10.0) -> float:
         """Wait for a streaming recorder whose followed books are all valid; returns seconds."""

@@ -120,12 +120,23 @@ async def run_row(row: Row, tmp_path: Path) -> dict[str, Any]:
     facts = read_capture(root, sent)
     marks_ok, marks_text = row.marks(facts, len(row.injections))
     out.update(
-        recover_s=recover_s, books_equal=books, flowing=flowing, marks_ok=marks_ok,
-        events=marks_text, reconnects=facts.reconnects, gaps=dict(facts.gap_kinds),
-        unrecovered=facts.unrecovered, verifies=facts.verifies, problems=facts.problems,
-        warnings=facts.warnings, frames=facts.delivery.frames, lost=facts.delivery.lost,
-        byte_exact=facts.delivery.byte_exact, run_stop_reason=facts.run_stop_reason,
-    )  # fmt: skip
+        recover_s=recover_s,
+        books_equal=books,
+        flowing=flowing,
+        marks_ok=marks_ok,
+        events=marks_text,
+        reconnects=facts.reconnects,
+        gaps=dict(facts.gap_kinds),
+        unrecovered=facts.unrecovered,
+        unresyncable=facts.unresyncable,
+        verifies=facts.verifies,
+        problems=facts.problems,
+        warnings=facts.warnings,
+        frames=facts.delivery.frames,
+        lost=facts.delivery.lost,
+        byte_exact=facts.delivery.byte_exact,
+        run_stop_reason=facts.run_stop_reason,
+    )
     return out
 
 

@@ -157,6 +157,7 @@ async def test_random_fault_combinations_never_stop_the_recorder_nor_corrupt_its
         "disconnect_reasons": dict(Counter(c["disconnect_reason"] for c in facts.connections
                                            if c["disconnect_reason"])),
         "gaps": dict(facts.gap_kinds), "unrecovered": facts.unrecovered,
+        "unresyncable": facts.unresyncable,
         "unrecovered_conns": facts.unrecovered_conns, "resyncs": resyncs,
         "frames": facts.delivery.frames, "lost_in_flight": facts.delivery.lost,
         "byte_exact": facts.delivery.byte_exact, "rejected": len(facts.unknown_raw),

@@ -170,7 +170,7 @@ def test_a_debug_level_recorder_run_leaks_no_signature_key_or_passphrase(
 
     # The log really holds the handshakes at DEBUG (so a leak would show)...
     assert log.count("KALSHI-ACCESS-SIGNATURE") >= 2, log[-3000:]
-    assert " DEBUG " in log and "websockets" in log
+    assert "DEBUG > GET /trade-api/ws/v2 HTTP/1.1" in log  # websockets' handshake logging
     captured = [f.raw for f in iter_frames(root, channels=sorted(Capture(root).channels))]
     assert len(captured) > 100
     places = {
@@ -180,8 +180,10 @@ def test_a_debug_level_recorder_run_leaks_no_signature_key_or_passphrase(
     }
     secrets = {"passphrase": PASSPHRASE, "key id": KEY_ID}
     secrets |= {f"signature {i}": s for i, s in enumerate(signatures)}
-    pem_body = private.read_text().splitlines()[1]
-    secrets["private key text"] = pem_body
+    secrets["encrypted key text"] = private.read_text().splitlines()[1]
+    plain = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode()  # fmt: skip
+    secrets["key text"] = plain.splitlines()[1]
     for where, text in places.items():
         for name, secret in secrets.items():
             assert secret not in text, f"the {name} is in the {where}"
@@ -200,6 +202,7 @@ class TlsFront:
         self.port = 0
         self.handshakes = 0
         self._ready = threading.Event()
+        self._server: asyncio.Server
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -220,9 +223,16 @@ class TlsFront:
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
     async def _start(self) -> None:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.context)
-        self.port = server.sockets[0].getsockname()[1]
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.context)
+        self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
+
+    async def _close(self) -> None:
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __enter__(self) -> TlsFront:
         self._thread.start()
@@ -231,8 +241,10 @@ class TlsFront:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
 
 def server_context(ca: trustme.CA, *hosts: str) -> ssl.SSLContext:

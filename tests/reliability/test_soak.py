@@ -120,13 +120,16 @@ def figures(samples: list[ProcSample], warmup_s: float, window_s: float, status:
     )
 
 
-def soak(tmp_path: Path, duration_s: float, every_s: float) -> tuple[SoakFigures, Path]:
-    """Record at RATE_FPS for `duration_s`, sampling the recorder; its figures and root."""
+def soak(
+    tmp_path: Path, duration_s: float, every_s: float, storage: dict[str, Any] | None = None
+) -> tuple[SoakFigures, Path]:
+    """Record at RATE_FPS for `duration_s`, sampling the recorder; its figures and root.
+    `storage` overrides the recorder's defaults (64 MiB segments, 300 s at most)."""
     root = tmp_path / "data"
     warmup_s = min(60.0, duration_s / 3)
     window_s = max(1.0, min(60.0, (duration_s - warmup_s) / 10))
     with exchange(rate=RATE_FPS, markets=60, seed=11) as url:
-        config = write_config(tmp_path / "record.toml", url, root,
+        config = write_config(tmp_path / "record.toml", url, root, storage=storage or {},
                               health={"status_interval_s": 0.5})  # fmt: skip
         with recording(config, root / "status.json", tmp_path / "record.log") as rec:
             first = wait_for(lambda: (s := rec.status()) and s["durable_idx"] >= 0 and s, 30)
@@ -164,7 +167,8 @@ def report(results: Any, request: pytest.FixtureRequest, case: str, f: SoakFigur
 def test_a_short_capture_at_5k_frames_per_second_stays_under_200_mb(
     tmp_path: Path, results: Any, request: pytest.FixtureRequest
 ) -> None:
-    f, _ = soak(tmp_path, duration_s=10.0, every_s=0.1)
+    # Segments sealed every 3 s: the publisher process publishes during the run too.
+    f, _ = soak(tmp_path, duration_s=10.0, every_s=0.1, storage={"segment_max_age_s": 3})
     report(results, request, f"capture {RATE_FPS} fps, {f.duration_s:.0f} s (short)", f)
     assert f.recorder.rss_max_mib * MIB < SHORT_RSS_BOUND_BYTES
     assert f.tree.rss_max_mib * MIB < SHORT_RSS_BOUND_BYTES
