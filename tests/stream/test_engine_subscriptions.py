@@ -296,14 +296,14 @@ def test_a_recorders_subscription_ended_by_the_server_is_subscribed_again(ending
     d.engine.add_consumer("trade", {}, owns_wire=True, queue=None)
     d.flush()
     attached = frame_consumer(d, "trade", owns=False)
-    (_, cmd), = d.take_sent()
+    ((_, cmd),) = d.take_sent()
     d.recv(wire.ack(cmd["id"], "trade", 3))
     d.recv(wire.trade(3, 1, "KX-A", "t1"))
     if ending == "unsubscribed":
         d.recv(wire.unsubscribed(3, 2))
     else:
         d.recv(wire.error(25, "Subscription buffer overflow", sid=3))
-    (_, again), = d.take_sent()
+    ((_, again),) = d.take_sent()
     assert again["cmd"] == "subscribe" and again["params"]["channels"] == ["trade"]
     d.recv(wire.ack(again["id"], "trade", 4))
     d.recv(wire.trade(4, 1, "KX-A", "t2"))
