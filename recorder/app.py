@@ -56,6 +56,16 @@ __all__ = ["Recorder", "Shard"]
 _MB = 1 << 20
 
 
+def _check_directory(field: str, path: Path) -> None:
+    """A directory the recorder creates or writes in: absent, or a directory."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(field, f"{part} is not a directory",
+                                  "give a directory (it is created if missing)")  # fmt: skip
+            return
+
+
 def _version() -> str:
     try:
         return metadata.version("kalshi-tape")
@@ -129,6 +139,9 @@ class Recorder:
             self.journal_dir = Path(self.root) / "journal"
         else:
             self.journal_dir = Path("journal")
+        if local_root:
+            _check_directory("storage.root", Path(self.root))
+        _check_directory("storage.journal_dir", self.journal_dir)
         status = config.health.status_file
         self.status_path = Path(status) if status else (
             Path(self.root) / "status.json" if local_root else None
@@ -142,6 +155,7 @@ class Recorder:
         self._last_seen: dict[str, float] = {}
         self.snapshot: HealthSnapshot | None = None
         self._status_warned = False
+        self.failure: str | None = None  # why the run ended on its own, if it did
 
     # ------------------------------------------------------------------ the run
 
@@ -204,6 +218,9 @@ class Recorder:
                 f"warning: {stats.frames_dropped} frames could not be kept (disk full or "
                 "unwritable); the capture records the gap as capture_gap events\n"
             )
+        if self.failure is not None:  # a supervisor must see it: non-zero, and why
+            self.progress.out.write(f"kalshi-tape record: error: {self.failure}\n")
+            return 1
         return 0
 
     def _on_durable(self, durable_idx: int, latency_ns: int) -> None:
@@ -289,7 +306,9 @@ class Recorder:
             if deadline is not None and time.monotonic() >= deadline:
                 self.request_stop("duration")
             if session.state.value == "CLOSED":
-                self.request_stop("session closed")
+                error = session.final_error
+                self.failure = f"the connection failed for good: {error or 'closed'}"
+                self.request_stop(f"session closed: {error}" if error else "session closed")
 
     # ------------------------------------------------------------------ health
 

@@ -205,7 +205,7 @@ def run_record(args: argparse.Namespace) -> int:
                         credentials=credentials)  # fmt: skip
     where = config.storage.root
     code = asyncio.run(recorder.run())
-    if args.progress:
+    if args.progress and code == 0:
         me = _invoked_as()
         print(
             f"recorded into {where}/ (run {recorder.run_id}). Try:\n"

@@ -218,10 +218,23 @@ class RecorderConfig(_Section):
         return self
 
 
+_FORMS = {"literal['all']": '"all"', "list[str]": "a list of strings", "bool": "true or false"}
+
+
 def _error_from(exc: ValidationError, source: str) -> ConfigError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"])
+    errors = exc.errors()
+    err = errors[0]
+    # A value checked against a union (Markets) fails once per member, and pydantic puts
+    # each member's name in the location ("literal['all']", "list[str]"): name the field
+    # alone, and say every form it accepts.
+    loc = [str(p) for p in err["loc"]]
+    cut = next((i for i, p in enumerate(loc) if i and p in _FORMS), None)
+    field = ".".join(loc[:cut])
     problem = err["msg"]
+    if cut is not None:
+        tried = [e for e in errors if [str(p) for p in e["loc"]][:cut] == loc[:cut]]
+        forms = ", ".join(_FORMS.get(str(e["loc"][cut]), str(e["loc"][cut])) for e in tried)
+        problem = f"{err['input']!r} is none of: {forms}"
     if err["type"] == "extra_forbidden":
         problem = "unknown setting"
         fix = f"remove it or check its spelling in {source} (see `kalshi-tape record --help`)"

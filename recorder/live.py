@@ -252,6 +252,12 @@ class LiveSession(ProactiveControl, Session):
         return self.stats.connection_duration_s(time.monotonic_ns())
 
     @property
+    def final_error(self) -> BaseException | None:
+        """What ended the session for good (a refused key, a permanent close, the last
+        allowed attempt failed), or None while it runs or after a requested close."""
+        return self._live.final_error
+
+    @property
     def uptime_s(self) -> float:
         """Seconds since this object was created (or its statistics reset)."""
         return self.stats.uptime_s(time.monotonic_ns())

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -69,6 +69,7 @@ class IdxHole:
     last_missing: int
     count: int
     at_tail: bool  # within the last segment of a run that did not stop cleanly
+    recorded: bool = False  # dropped by the recorder and recorded as a capture_gap event
 
 
 @dataclass(slots=True)
@@ -106,7 +107,7 @@ class VerifyReport:
     @property
     def corrupt(self) -> bool:
         """True when the capture is damaged: exit status 1."""
-        middle = any(not h.at_tail for h in self.holes)
+        middle = any(not (h.at_tail or h.recorded) for h in self.holes)
         return bool(self.unreadable or self.misfiled or self.duplicate_count or middle)
 
     def problems(self) -> list[str]:
@@ -115,7 +116,7 @@ class VerifyReport:
         out += [
             f"run {h.run_id}: idx {_span(h)} missing ({h.count}) in the middle of the run"
             for h in self.holes
-            if not h.at_tail
+            if not (h.at_tail or h.recorded)
         ]
         if self.duplicate_count:
             out.append(f"{self.duplicate_count} idx values stored more than once")
@@ -127,7 +128,7 @@ class VerifyReport:
             f"run {h.run_id}: idx {_span(h)} missing ({h.count}) in its last segment "
             "(run did not stop cleanly: lost at a crash or not yet published)"
             for h in self.holes
-            if h.at_tail
+            if h.at_tail and not h.recorded
         ]
         out += [
             f"run {r.run_id} ended without run_stop after idx {r.last_idx}: a crash or a live "
@@ -413,8 +414,22 @@ def _check_feed(con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
     report.capture_gaps = _rows(
         con,
         "SELECT run_id, idx, recv_time, detail->>'lost_frames' AS lost_frames, "
-        "detail->>'reason' AS reason FROM events WHERE type = 'capture_gap' ORDER BY run_id, idx",
+        "detail->>'reason' AS reason, TRY_CAST(detail->>'first_idx' AS BIGINT) AS first_idx, "
+        "TRY_CAST(detail->>'last_idx' AS BIGINT) AS last_idx "
+        "FROM events WHERE type = 'capture_gap' ORDER BY run_id, idx",
     )
+    # A capture_gap's event takes the idx after its range, so a hole never spans two.
+    spans = [
+        (g["run_id"], g["first_idx"], g["last_idx"])
+        for g in report.capture_gaps
+        if g["first_idx"] is not None and g["last_idx"] is not None
+    ]
+    report.holes = [
+        replace(h, recorded=True)
+        if any(r == h.run_id and a <= h.first_missing and h.last_missing <= b for r, a, b in spans)
+        else h
+        for h in report.holes
+    ]
     report.coverage = _rows(
         con,
         f"SELECT channel, market_ticker, make_timestamptz(recv_ns // {_HOUR_NS} * 3600000000) "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -237,6 +238,10 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
             "auth 'required' needs a public key",
             "pass --public-key KEY_ID=PEM_FILE or --open",
         )
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError("--duration", f"{args.duration} is not a positive number of seconds")
+    if args.truth is not None and not Path(args.truth).parent.is_dir():
+        raise ConfigError("--truth", f"cannot write {args.truth}: no such directory")
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -333,7 +338,12 @@ async def _serve(config: ServerConfig, tape: CaptureTape | None, duration_s: flo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with SimServer(config, tape) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            server = await stack.enter_async_context(SimServer(config, tape))
+        except OSError as exc:  # unresolvable host, port in use, no permission
+            where = f"{config.host}:{config.port}"
+            raise ConfigError("--host/--port", f"cannot listen on {where}: {exc}") from None
         sys.stdout.write(server.url + "\n")
         sys.stdout.flush()
         print(_describe(config, tape), file=sys.stderr)

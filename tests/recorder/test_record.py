@@ -111,6 +111,11 @@ def test_the_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
             [],
             "channels.orderbook_delta",
         ),
+        (
+            "[channels]\nticker = 5\n",
+            [],
+            'channels.ticker: 5 is none of: "all", a list of strings, true or false',
+        ),
         ("[jobs]\ncompaction = 'every hour'\n", ["--duration", "1s"], "jobs.compaction"),
         ("[live]\nping_intervl_s = 3\n", [], "live.ping_intervl_s"),
         ("not toml = [", [], "--config"),

@@ -125,8 +125,8 @@ def _check_capture(root: Path, final: dict, truth: Path) -> None:
     assert not report.unreadable and not report.misfiled and not report.duplicate_count
     recorded = {(g["first_idx"], g["last_idx"]) for g in gaps}
     assert {(h.first_missing, h.last_missing) for h in report.holes} <= recorded
-    unexplained = [p for p in report.problems() if "missing" not in p]
-    assert not unexplained, unexplained
+    assert all(h.recorded for h in report.holes)
+    assert not report.corrupt and report.problems() == []
 
     sent = {
         json.loads(line)["digest"]

@@ -532,19 +532,12 @@ BAD_COMMAND_LINES = [
     (("serve", "--duration", "0.01", "--public-key", "k={afile}"), "not a PEM public key"),
     (("frobnicate",), "invalid choice: 'frobnicate'"),
 ]
-#: Bugs found here, left for their owners (see the report): each still prints a traceback.
+#: Found here and fixed: each printed a traceback.
 TRACEBACKS = [
-    pytest.param((*RECORD[:-1], "{afile}"), "storage.root", id="record-root-is-a-file",
-                 marks=pytest.mark.xfail(strict=True, reason="recorder/app.py Recorder.run: "
-                                         "NotADirectoryError from JournalLock/recover")),
-    pytest.param(("serve", "--open", "--duration", "0.01", "--host", "999.1.1.1"), "--host",
-                 id="serve-host-unresolvable",
-                 marks=pytest.mark.xfail(strict=True, reason="replay/server/command.py run: "
-                                         "socket.gaierror from the bind escapes")),
-    pytest.param(("serve", "--open", "--duration", "0.01", "--truth", "{tmp}/no-dir/t.ndjson"),
-                 "--truth", id="serve-truth-dir-missing",
-                 marks=pytest.mark.xfail(strict=True, reason="replay/server/truth.py: "
-                                         "FileNotFoundError opening --truth escapes")),
+    ((*RECORD[:-1], "{afile}"), "storage.root"),
+    (("serve", "--open", "--duration", "0.01", "--host", "999.1.1.1"), "--host"),
+    (("serve", "--open", "--duration", "0.01", "--truth", "{tmp}/no-dir/t.ndjson"), "--truth"),
+    (("serve", "--open", "--duration", "-1"), "--duration: -1.0 is not a positive"),
 ]  # fmt: skip
 
 

@@ -304,12 +304,6 @@ def test_the_recorder_verifies_wss_certificates_by_default(
     assert inbound  # the same server, once its CA is trusted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recorder/app.py Recorder.run returns 0 whatever ended the session, and prints "
-    "nothing without --progress: a permanent failure (certificate, refused key) looks like "
-    "success to a supervisor",
-)
 def test_a_recorder_that_can_never_connect_exits_non_zero_saying_why(
     tmp_path: Path, key: rsa.RSAPrivateKey
 ) -> None:

@@ -198,6 +198,35 @@ def test_frames_the_recorder_declared_lost_are_a_warning(tmp_path: Path) -> None
     ]
 
 
+def test_a_hole_the_recorder_recorded_as_a_capture_gap_is_not_corruption(
+    tmp_path: Path,
+) -> None:
+    # The journal drops frames when the disk is full and says so; the hole those idx
+    # leave is the recorded loss, not damage to the capture.
+    run = clean_run(tmp_path, stop=False, hole_after=10)  # idx 15..17 never stored
+    run.event("capture_gap", 0, lost_frames=3, first_idx=15, last_idx=17, reason="disk full")
+    run.skip_idx(2)  # and 2 more that nothing explains
+    run.receive(trade(1, 21, M1, "0.5000", "0.5000", "1.00"))
+    run.event("run_stop", 0, reason="signal")
+    run.write()
+    report = verify_capture(tmp_path)
+    assert [(h.first_missing, h.recorded) for h in report.holes] == [(15, True), (29, False)]
+    assert report.problems() == [
+        f"run {run.run_id}: idx 29..30 missing (2) in the middle of the run"
+    ]
+    assert report.corrupt  # the unexplained hole still is
+
+    alone = tmp_path / "alone"
+    run = clean_run(alone, stop=False, hole_after=10)
+    run.event("capture_gap", 0, lost_frames=3, first_idx=15, last_idx=17, reason="disk full")
+    run.event("run_stop", 0, reason="signal")
+    run.write()
+    report = verify_capture(alone)
+    assert not report.corrupt and report.problems() == []
+    assert any("the recorder lost 3 frames (disk full)" in w for w in report.warnings())
+    assert main(["verify", str(alone)]) == 0
+
+
 def test_rows_filed_under_the_wrong_channel_are_corruption(cap: StandardCapture) -> None:
     src = trade_file(cap)
     dest = cap.root / partition_file("ticker", "2026-11-21", RUN_A, 5)
