@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import array
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -134,30 +135,24 @@ def _binary_column(values: list[bytes]) -> pa.Array:
     )
 
 
-def partition_files(table: pa.Table) -> dict[tuple[str, str], pa.Table]:
-    """Split rows by (channel, UTC date of recv_ns), each part in idx order.
+def partition_files(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table]]:
+    """Each (channel, UTC date of recv_ns) of the table, in that order, with its rows in
+    idx order.
 
-    One stable sort by (channel, day) and zero-copy slices: cheaper than a filter per
-    partition.
+    Lazily, one part at a time (a filter per part): the caller encodes and drops each
+    before the next is built, so a segment is never held twice over.
     """
     if not table.num_rows:
-        return {}
+        return
     channel = _rank(table.column("channel"))
     days = pc.divide(table.column("recv_ns"), _DAY_NS)
     group = pc.add(pc.multiply(pc.cast(channel, pa.int64()), 1 << 32), days)
-    order = pc.sort_indices(group)  # stable: idx order holds within each part
-    ordered = table.take(order)
-    out: dict[tuple[str, str], pa.Table] = {}
-    start = 0
-    # value_counts lists values in order of first appearance: here, ascending.
-    for counts in pc.value_counts(pc.take(group, order)).to_pylist():
-        part = ordered.slice(start, counts["counts"])
-        start += counts["counts"]
+    for key in pc.unique(group).sort().to_pylist():
+        part = table.filter(pc.equal(group, key))
         first = part.slice(0, 1)
         name = first.column("channel").to_pylist()[0]
         day = first.column("recv_ns").to_pylist()[0] // _DAY_NS
-        out[(name, utc_date(day * _DAY_NS))] = part
-    return out
+        yield (name, utc_date(day * _DAY_NS)), part
 
 
 def _rank(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -185,7 +180,9 @@ def sort_for_storage(table: pa.Table, sort_by: tuple[str, ...]) -> pa.Table:
 def encode_for_storage(table: pa.Table, settings: ParquetSettings) -> pa.Buffer:
     """One Parquet file's bytes: row groups of consecutive idx, each sorted within in
     whichever candidate order compresses best (chosen on a sample)."""
-    table = table.take(pc.sort_indices(table.column("idx")))
+    idx = table.column("idx")
+    if table.num_rows > 1 and not pc.all(pc.less(idx[:-1], idx[1:])).as_py():
+        table = table.take(pc.sort_indices(idx))  # parts from partition_files already are
     orders = settings.sort_orders
     best: tuple[str, ...] = orders[0] if orders else ()
     if len(orders) > 1 and settings.sample_rows:

@@ -18,6 +18,7 @@ only through `recorder._parquet`; in the journal it only ever deletes published 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from recorder._parquet import ParquetSettings, encode_for_storage, partition_files, segment_table
-from recorder._segment import SegmentData, parse_segment_name, read_segment
+from recorder._segment import SegmentData, SegmentHeader, parse_segment_name, read_segment
 from recorder.errors import PublishError, SegmentFormatError
 from recorder.storage import CaptureRoot, FsyncFn, unlink_durably
 from schemas.errors import PartitionError
@@ -68,6 +69,32 @@ class PublisherStats:
     queued: int
     last_publish_mono: float | None  # time.monotonic() of the last success
     last_error: str | None
+
+
+def _table_of(data: SegmentData) -> pa.Table | None:
+    try:
+        return segment_table(data) if len(data) else None
+    except (pa.ArrowException, OverflowError) as exc:
+        raise PublishError(str(data.path), str(exc)) from exc
+
+
+def _give_back_memory() -> None:
+    """Return freed memory to the system after a segment (a recorder runs for weeks, and
+    a 64 MiB segment costs about 300 MiB while it is published): Arrow's pool keeps
+    freed blocks, and so does the C allocator for Python's large objects."""
+    pa.default_memory_pool().release_unused()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
 
 
 class Publisher:
@@ -131,7 +158,10 @@ class Publisher:
             return []  # deleted only after it was published: nothing left to do
         except (OSError, SegmentFormatError) as exc:
             raise PublishError(str(segment), str(exc)) from exc
-        files = self.publish_data(data)
+        header, where = data.header, data.path
+        table = _table_of(data)
+        del data  # the per-record Python objects go before the Parquet work starts
+        files = self._publish_table(header, where, table)
         try:
             unlink_durably(segment, self._fsync)
         except OSError as exc:
@@ -140,19 +170,30 @@ class Publisher:
 
     def publish_data(self, data: SegmentData) -> list[PublishedFile]:
         """Write the Parquet files of an already read segment (the segment is not touched)."""
-        if not len(data):
+        return self._publish_table(data.header, data.path, _table_of(data))
+
+    def _publish_table(
+        self, header: SegmentHeader, where: Path, table: pa.Table | None
+    ) -> list[PublishedFile]:
+        if table is None:
             return []
-        run_id, number = data.header.run_id, data.header.segment
+        # Peak memory is the segment's table plus one part and its encoding: parts are
+        # built, written and dropped one at a time, and memory is given back between.
+        _give_back_memory()
+        written = []
         try:
-            parts = partition_files(segment_table(data))
-            written = []
-            for (channel, date), table in sorted(parts.items()):
-                rel = partition_file(channel, date, run_id, number)
-                body = encode_for_storage(table, self.settings)
+            for (channel, date), part in partition_files(table):
+                rel = partition_file(channel, date, header.run_id, header.segment)
+                body = encode_for_storage(part, self.settings)
                 self.root.put(rel, body)
-                written.append(PublishedFile(rel, table.num_rows, body.size))
+                written.append(PublishedFile(rel, part.num_rows, body.size))
+                del part, body
+                _give_back_memory()
         except (OSError, pa.ArrowException, PartitionError) as exc:
-            raise PublishError(str(data.path), str(exc)) from exc
+            raise PublishError(str(where), str(exc)) from exc
+        finally:
+            del table
+            _give_back_memory()
         with self._cond:
             self._segments += 1
             self._files += len(written)
