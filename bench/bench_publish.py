@@ -108,8 +108,7 @@ def main() -> int:
                 higher_is_better=False,
                 baseline="segment on disk",
             ),
-            Metric("publish time (median of 3)", got["seconds"] * 1000, "ms",
-                   higher_is_better=False),  # fmt: skip
+            Metric("publish time", got["seconds"] * 1000, "ms", higher_is_better=False),
         ],
         notes=f"publisher process RSS at start {got['start'] / _MIB:.0f} MiB (imports).",
     )
