@@ -198,7 +198,9 @@ def _unavailable(facts: CaptureFacts, n: int) -> tuple[bool, str]:
 
 def _permanent(facts: CaptureFacts, n: int) -> tuple[bool, str]:
     closes = len(facts.closes(code=4001, disconnect_reason="server_closed"))
-    ok = closes == 1 and facts.reconnects == 0 and facts.run_stop_reason == "session closed"
+    stop = facts.run_stop_reason or ""
+    ok = closes == 1 and facts.reconnects == 0 and stop.startswith("session closed: ")
+    ok = ok and "4001" in stop
     return ok, f"close 4001 x{closes}; run_stop '{facts.run_stop_reason}'"
 
 

@@ -148,10 +148,11 @@ def check(row: Row, out: dict[str, Any]) -> None:
     if not row.disrupts:
         assert out["lost"] == 0, "frames the exchange sent never reached the capture"
     assert out["marks_ok"], out["events"]
-    assert out["exit_code"] == 0
-    if not row.keeps_running:
-        assert out["run_stop_reason"] == "session closed"
+    if not row.keeps_running:  # ended for good: exit 1, and why
+        assert out["exit_code"] == 1
+        assert out["run_stop_reason"].startswith("session closed: ")
         return
+    assert out["exit_code"] == 0
     assert out["running"] and out["final_state"] == "STREAMING"
     assert None not in out["recover_s"], "the recorder did not recover in time"
     assert all(out["flowing"]), "a recorded channel stopped being recorded"

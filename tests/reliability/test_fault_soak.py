@@ -2,9 +2,8 @@
 
 The duration is `KT_SOAK_FAULT_S` seconds (default 20; 600 for the full ten-minute
 run), the seed `KT_SOAK_SEED`. Every round injects one to three faults at once, drawn
-from every kind the exchange has (connection, frame and handshake faults) but the
-ones that must stop the recorder (a permanent close code) and the ones that fail
-today (`rows._UNRESUBSCRIBED`; `KT_SOAK_KNOWN_BUGS=1` includes them). Every few
+from every kind the exchange has (connection, frame, subscription and handshake
+faults) but the ones that must stop the recorder (a permanent close code). Every few
 seconds the test waits until the recorder streams again with whole books (the time
 to recover), quiesces the market and compares the consumer's books with the truth.
 At the end: the recorder never exited and streams, its capture verifies, every
@@ -67,10 +66,10 @@ POOL: dict[str, Callable[[Rig], None]] = {
     "stall": _now("stall", duration_s=1.5),
     "no_pong": _now("no_pong"),
     **{k: _now(k) for k in ("gap", "dup", "reorder", "malformed", "bad_utf8", "oversized")},
+    **{k: _now(k) for k in ("unsubscribed", "error25")},  # subscribed again at once
     "reject": _next_handshake("reject:503@conn={n}"),
     "slow_handshake": _next_handshake("slow_handshake:1s@conn={n}"),
 }
-KNOWN_BUGS: dict[str, Callable[[Rig], None]] = {k: _now(k) for k in ("unsubscribed", "error25")}
 
 
 async def _checkpoint(rig: Rig) -> tuple[bool, bool]:
@@ -105,8 +104,8 @@ async def test_random_fault_combinations_never_stop_the_recorder_nor_corrupt_its
     duration_s = float(os.environ.get("KT_SOAK_FAULT_S", "20"))
     seed = int(os.environ.get("KT_SOAK_SEED", "1"))
     rng = random.Random(seed)
-    pool = {**POOL, **(KNOWN_BUGS if os.environ.get("KT_SOAK_KNOWN_BUGS") else {})}
-    names = sorted(pool)
+
+    names = sorted(POOL)
     injected: Counter[str] = Counter()
     combos = 0
     settled: list[bool] = []
@@ -126,7 +125,7 @@ async def test_random_fault_combinations_never_stop_the_recorder_nor_corrupt_its
             assert rig.running, "the recorder exited"
             combo = rng.sample(names, rng.choice((1, 1, 2, 3)))
             for name in combo:
-                pool[name](rig)
+                POOL[name](rig)
                 injected[name] += 1
                 await asyncio.sleep(rng.uniform(0.0, 0.05))
             combos += 1
