@@ -106,6 +106,25 @@ async def _seqs_after(c: ExchangeClient, sid: int, count: int) -> list[int]:
     return out
 
 
+async def _faulted_seq(server: Any, kind: str) -> int:
+    """The seq of the frame the fault hit, once the exchange applied it: frames already
+    sent before the injection may be many (the client reads behind the sender)."""
+    async with asyncio.timeout(5):
+        while not (faults := [f for f in server.truth.faults(1) if f["fault"] == kind]):
+            await asyncio.sleep(0.005)
+    return int(faults[0]["seq"])
+
+
+async def _seqs_through(c: ExchangeClient, sid: int, last: int) -> list[int]:
+    """The last seq read on `sid`, then every seq on it up to `last`."""
+    out = [c.data(sid)[-1]["seq"]]
+    while out[-1] < last:
+        frame = json.loads(await c.ws.recv(decode=False))
+        if frame.get("sid") == sid and "seq" in frame:
+            out.append(frame["seq"])
+    return out
+
+
 @pytest.mark.parametrize("code", [1000, 1001, 1011, 1013, 4001])
 async def test_close_with_a_given_code_reaches_the_client(code: int) -> None:
     async with running(rate_fps=500) as server, client(server) as c:
@@ -131,18 +150,20 @@ async def test_gap_skips_one_seq() -> None:
     async with running(rate_fps=800) as server, client(server) as c:
         sid = await _book_client(server, c)
         server.inject("gap")
-        seqs = await _seqs_after(c, sid, 60)
+        dropped = await _faulted_seq(server, "gap")
+        seqs = await _seqs_through(c, sid, dropped + 20)
+        assert dropped not in seqs
         steps = [b - a for a, b in pairwise(seqs)]
         assert steps.count(2) == 1 and set(steps) == {1, 2}
-        assert server.truth is not None and server.truth.faults(1)[0]["fault"] == "gap"
 
 
 async def test_dup_sends_the_same_frame_twice() -> None:
     async with running(rate_fps=800) as server, client(server) as c:
         sid = await _book_client(server, c)
         server.inject("dup")
+        twice = await _faulted_seq(server, "dup")
         raws: list[bytes] = []
-        while len(raws) < 60:
+        while not raws or json.loads(raws[-1]).get("seq", 0) < twice + 5:
             raws.append(await c.ws.recv(decode=False))
         dupes = [a for a, b in pairwise(raws) if a == b]
         assert len(dupes) == 1 and json.loads(dupes[0])["sid"] == sid
@@ -152,7 +173,8 @@ async def test_reorder_swaps_two_frames() -> None:
     async with running(rate_fps=3000) as server, client(server) as c:
         sid = await _book_client(server, c)
         server.inject("reorder")
-        seqs = await _seqs_after(c, sid, 200)
+        swapped = await _faulted_seq(server, "reorder")
+        seqs = await _seqs_through(c, sid, swapped + 20)
         steps = [b - a for a, b in pairwise(seqs)]
         i = steps.index(-1)
         assert (
