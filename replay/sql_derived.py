@@ -121,7 +121,8 @@ WITH stream AS (
     FROM {control} WHERE dir = 'out' AND type IN ('update_subscription', 'subscribe')
 ), resync AS (
     SELECT g.run_id, g.conn, g.sid, g.idx, min(c.idx) AS cmd_idx,
-        arg_min(c.type, c.idx) AS cmd_type, arg_min(c.recv_ns, c.idx) AS cmd_ns
+        arg_min(c.type, c.idx) AS cmd_type, arg_min(c.recv_ns, c.idx) AS cmd_ns,
+        bool_or(c.type = 'subscribe') AS resubscribed
     FROM g JOIN cmds c ON c.run_id = g.run_id AND c.conn = g.conn AND c.idx > g.idx AND (
         (c.type = 'update_subscription' AND c.params->>'action' = 'get_snapshot'
             AND (TRY_CAST(c.params->>'sid' AS INTEGER) = g.sid
@@ -134,7 +135,7 @@ WITH stream AS (
     SELECT run_id, conn, sid, idx AS snap_idx, recv_ns AS snap_ns FROM {book}
     WHERE dir = 'in' AND type = 'orderbook_snapshot' AND sid IS NOT NULL
 ), joined AS (
-    SELECT g.*, r.cmd_idx, r.cmd_type, r.cmd_ns, s.snap_idx, s.snap_ns
+    SELECT g.*, r.cmd_idx, r.cmd_type, r.cmd_ns, r.resubscribed, s.snap_idx, s.snap_ns
     FROM g LEFT JOIN resync r USING (run_id, conn, sid, idx)
     ASOF LEFT JOIN snaps s
         ON g.run_id = s.run_id AND g.conn = s.conn AND g.sid = s.sid AND g.idx < s.snap_idx
@@ -151,7 +152,7 @@ SELECT run_id, conn, sid, channel, kind, prev_seq, seq,
         AS resync_snapshot_time,
     CASE WHEN kind = 'duplicate' THEN true
         WHEN channel NOT IN ({books}) THEN NULL  -- no snapshots there: nothing to resync
-        ELSE snap_idx IS NOT NULL OR COALESCE(cmd_type = 'subscribe', false) END AS recovered,
+        ELSE snap_idx IS NOT NULL OR COALESCE(resubscribed, false) END AS recovered,
     CASE WHEN kind = 'duplicate' OR channel NOT IN ({books}) THEN NULL
         ELSE (COALESCE(snap_ns, cmd_ns) - recv_ns) / 1e9 END AS recovery_s
 FROM joined"""

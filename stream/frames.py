@@ -357,9 +357,16 @@ class FrameHandling(EngineCore):
     def _fallback_resubscribe(
         self, state: Connection, wire: WireSubscription, recv_ns: int
     ) -> None:
-        """get_snapshot failed or timed out: unsubscribe and subscribe again (fresh snapshot)."""
+        """get_snapshot failed or timed out: unsubscribe and subscribe again (fresh snapshot).
+
+        Not for a subscription the server ended meanwhile (error 25, `unsubscribed`): its
+        owner was already ended or subscribed again, and a second subscribe would record
+        the channel twice.
+        """
         owner = wire.owner
         if owner is None or not owner.active or wire.sid is None:
+            return
+        if state.sids.get(wire.sid) is not wire:
             return
         self.stats.resyncs += 1
         markets = tuple(sorted(wire.markets or ()))

@@ -83,6 +83,16 @@ async def _checkpoint(rig: Rig) -> tuple[bool, bool]:
     return settled, all(matches.values())
 
 
+def _doubled_channels(rig: Rig) -> list[tuple[int, str]]:
+    """(connection, channel) the exchange holds more than one subscription of: the
+    recorder subscribes each channel once, so a second one records it twice."""
+    doubled = []
+    for conn in rig.server.connections:
+        channels = Counter(s.channel for s in conn.session.subscriptions.values())
+        doubled += [(conn.conn_no, ch) for ch, n in channels.items() if n > 1]
+    return doubled
+
+
 async def _watch_outages(rig: Rig, outages_s: list[float], stop: asyncio.Event) -> None:
     """Sample every 10 ms whether the recorder streams with whole books; keep outage lengths."""
     down_since: float | None = None
@@ -112,6 +122,7 @@ async def test_random_fault_combinations_never_stop_the_recorder_nor_corrupt_its
     outages_s: list[float] = []
     books: list[bool] = []
     timeline: list[tuple[float, str]] = []
+    doubled: list[tuple[int, str]] = []
     truth_path, root = tmp_path / "truth.ndjson", tmp_path / "capture"
     started = time.monotonic()
     async with SimServer(server_config(truth_path)) as server, Rig(root, server, live=LIVE) as rig:
@@ -134,6 +145,8 @@ async def test_random_fault_combinations_never_stop_the_recorder_nor_corrupt_its
                 whole, equal = await _checkpoint(rig)
                 settled.append(whole)
                 books.append(equal)
+                if whole:  # once settled, every channel is subscribed exactly once
+                    doubled += _doubled_channels(rig)
                 timeline.append((round(time.monotonic() - started, 2),
                                      f"check: settled {whole}, books equal {equal}"))  # fmt: skip
                 next_check = time.monotonic() + CHECK_EVERY_S
@@ -176,6 +189,7 @@ async def test_random_fault_combinations_never_stop_the_recorder_nor_corrupt_its
     assert out["byte_exact"], "a stored frame is not one the exchange sent"
     assert all(books), f"the consumer's books differ from the truth at a check: {timeline}"
     assert all(settled), f"the recorder did not recover within 15 s: {timeline}"
+    assert not doubled, f"channels subscribed twice on a connection: {doubled}"
     assert final_conn not in facts.unrecovered_conns  # a gap left open only by a connection's end
     rejected = len(facts.events_of("frame_rejected"))
     assert rejected == len(facts.unknown_raw) <= fired["malformed"] + fired["bad_utf8"]

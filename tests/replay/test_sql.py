@@ -33,6 +33,7 @@ from .capture_factory import (
     subscribed,
     trade,
     truncate_file,
+    update_get_snapshot,
 )
 
 UTC = dt.UTC
@@ -343,6 +344,26 @@ def test_a_resubscribe_after_a_book_gap_counts_as_recovery(tmp_path: Path) -> No
         "resync_command_idx": cmd.idx,
         "recovered": True,
     }
+
+
+def test_a_book_gap_whose_resync_the_server_overtook_is_recovered_by_the_resubscribe(
+    tmp_path: Path,
+) -> None:
+    # get_snapshot went out, then the server ended the sid (error 25) and the recorder
+    # subscribed again: the new subscription's snapshots rebuild the books.
+    run = RunBuilder(tmp_path)
+    run.receive(subscribed(1, "orderbook_delta", 1))
+    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None))
+    run.receive(delta(1, 3, M1, "0.5000", "1.00", "yes"))
+    run.send(update_get_snapshot(2, 1, [M1]))
+    run.receive({"type": "error", "sid": 1, "seq": 4, "msg": {"code": 25, "msg": "overflow"}})
+    run.send(subscribe(3, ["orderbook_delta"], [M1]))
+    run.receive({"id": 2, "type": "error", "sid": 1, "msg": {"code": 7, "msg": "unknown sid"}})
+    run.receive(subscribed(3, "orderbook_delta", 2))
+    run.receive(snapshot(2, 1, M1, [["0.5000", "1.00"]], None))
+    run.write()
+    (row,) = rows(connect(tmp_path), "SELECT kind, resync_command, recovered FROM gaps")
+    assert row == {"kind": "gap", "resync_command": "update_subscription", "recovered": True}
 
 
 def test_a_trade_gap_is_neither_recovered_nor_unrecovered(tmp_path: Path) -> None:

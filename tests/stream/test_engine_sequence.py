@@ -242,3 +242,35 @@ def test_control_replies_carrying_the_next_seq_consume_it() -> None:
     d.recv(wire.snapshot(1, seq + 2, "KX-B"))
     assert not d.of(GapDetected)
     assert d.engine.consumers()[0].params["market_tickers"] == ["KX-A", "KX-B"]
+
+
+def test_a_resync_of_a_subscription_the_server_ended_meanwhile_is_not_retried() -> None:
+    # Found by the fault soak: a gap sent get_snapshot; the server then ended the sid
+    # (error 25) and the recorder subscribed again; the get_snapshot's own error 7
+    # (unknown sid) must not fall back to unsubscribe + subscribe as well, or the
+    # channel ends up subscribed twice and every frame is recorded twice.
+    d = Driver()
+    d.open(1)
+    d.engine.add_consumer(
+        "orderbook_delta",
+        {"market_tickers": ["KX-A"]},
+        owns_wire=True,
+        delivery=Delivery.BOOK,
+        queue=None,  # a recorder's own subscription
+        tickers=frozenset({"KX-A"}),
+    )
+    d.flush()
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "orderbook_delta", 1))
+    d.recv(wire.snapshot(1, 1, "KX-A"))
+    d.recv(wire.delta(1, 3, "KX-A", "0.4000", "5.00"))  # gap
+    ((_, resync),) = d.take_sent()
+    assert resync["params"]["action"] == "get_snapshot"
+    d.recv(wire.error(25, "Subscription buffer overflow", sid=1))
+    ((_, again),) = d.take_sent()
+    assert again["cmd"] == "subscribe"
+    d.recv(wire.error(7, "Unknown subscription ID", cmd_id=resync["id"], sid=1))
+    assert d.take_sent() == []
+    d.recv(wire.ack(again["id"], "orderbook_delta", 2))
+    d.recv(wire.snapshot(2, 1, "KX-A", yes=[("0.2000", "1.00")]))
+    assert d.engine.book("KX-A").yes == {D("0.20"): D("1.00")}
