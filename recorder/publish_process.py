@@ -7,27 +7,43 @@ memory. `PublisherProcess` has the same interface as the thread (`start`, `submi
 `close`, `stats`) and runs an ordinary `Publisher` in a child process (spawned: the
 recorder has threads, so it is never forked), fed through a queue. Segments stay on
 disk until published, so a child that dies loses nothing: recovery publishes them
-at the next start, and `close` publishes what is left in-process.
+at the next start, and `close` publishes what is left in-process. The child dies with
+the recorder, even one killed with -9 (`recorder.orphans`): killed mid-publish, it
+leaves what a crash leaves, which recovery finishes.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from recorder.orphans import die_with_parent, parent_gone
 from recorder.publisher import Publisher, PublisherStats, sealed_segments
 
 __all__ = ["PublisherProcess"]
 
 
-def _child(journal_dir: str, root: str, todo: Any, done: Any) -> None:
+#: How often an idle child checks that the recorder is still there (the portable way).
+_PARENT_POLL_S = 1.0
+
+
+def _child(journal_dir: str, root: str, todo: Any, done: Any, parent_pid: int) -> None:
+    die_with_parent()
+    if parent_gone(parent_pid):  # it died before the line above took effect
+        return
     publisher = Publisher(Path(journal_dir), root)
     while True:
-        item = todo.get()
+        try:
+            item = todo.get(timeout=_PARENT_POLL_S)
+        except queue.Empty:
+            if parent_gone(parent_pid):
+                return
+            continue
         if item is None:
             return
         path = Path(item)
@@ -49,7 +65,8 @@ class PublisherProcess:
         self._todo: Any = ctx.Queue()
         self._done: Any = ctx.Queue()
         self._process = ctx.Process(
-            target=_child, args=(str(journal_dir), str(root), self._todo, self._done),
+            target=_child,
+            args=(str(journal_dir), str(root), self._todo, self._done, os.getpid()),
             name="kalshi-tape-publisher", daemon=True,
         )  # fmt: skip
         self._lock = threading.Lock()

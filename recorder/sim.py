@@ -9,8 +9,6 @@ die with its parent, so a recorder killed with -9 leaves no exchange behind.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,15 +18,13 @@ from dataclasses import dataclass
 
 from recorder.config import SimConfig
 from recorder.errors import RecorderError
+from recorder.orphans import die_with_parent
 
 __all__ = ["SimExchange", "start_sim"]
 
-_PR_SET_PDEATHSIG = 1
-
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
 
 
 @dataclass

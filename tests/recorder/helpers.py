@@ -86,6 +86,17 @@ def published(root: Path, columns: list[str] | None = None) -> pa.Table:
     return table.take(pc.sort_indices(keys, sort_keys=[("r", "ascending"), ("i", "ascending")]))
 
 
+def unreadable_files(root: Path) -> list[str]:
+    """The live Parquet files under `root` that do not read in full."""
+    bad = []
+    for path in live_paths(root):
+        try:
+            pq.read_table(path)
+        except Exception:
+            bad.append(path.name)
+    return bad
+
+
 def published_idx(root: Path, run_id: str | None = None) -> Counter[tuple[str, int]]:
     """How many times each (run_id, idx) appears in the live files (of one run, if given)."""
     table = published(root, ["run_id", "idx"])

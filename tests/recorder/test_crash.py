@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,7 +29,8 @@ import pytest
 from recorder._segment import parse_segment_name
 from recorder.recovery import recover
 
-from .helpers import live_paths
+from ..results import ResultLog
+from .helpers import live_paths, unreadable_files
 
 DRIVER = Path(__file__).with_name("journal_driver.py")
 
@@ -61,40 +64,71 @@ def run_and_kill(journal: Path, root: Path, rng: random.Random, publish: bool) -
     return first[1], max(durable, default=-1)
 
 
-def check_run(root: Path, run_id: str, durable: int) -> None:
+def check_run(root: Path, run_id: str, durable: int) -> tuple[list[int], list[int]]:
+    """(durable idx not published, idx published twice) of one run."""
     counts: Counter[int] = Counter()
     for path in live_paths(root):
         if path.name.startswith(run_id):
             counts.update(pq.read_table(path, columns=["idx"]).column("idx").to_pylist())
     doubled = [i for i, n in counts.items() if n > 1]
-    assert doubled == [], f"{run_id}: idx published twice: {doubled[:10]}"
     missing = [i for i in range(durable + 1) if i not in counts]
-    assert missing == [], f"{run_id}: durable idx not published: {missing[:10]}"
+    return missing, doubled
 
 
-def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
+def crash_cycles(
+    tmp_path: Path, cycles: int, seed: int, row: Callable[[dict[str, object]], None]
+) -> None:
+    """Kill, recover and check `cycles` times; the figures go to `row` before any verdict."""
     rng = random.Random(seed)
     journal, root = tmp_path / "journal", tmp_path / "root"
     runs: list[tuple[str, int]] = []
+    recovery_s: list[float] = []
+    lost: list[str] = []
+    doubled: list[str] = []
     for cycle in range(cycles):
         run_id, durable = run_and_kill(journal, root, rng, publish=cycle % 3 == 2)
         report = recover(journal, root)
+        recovery_s.append(report.total_s)
         assert report.quarantined == []
         assert [p.name for p in journal.iterdir() if parse_segment_name(p.name)] == []
         assert [p for p in root.rglob(".*.tmp")] == []
-        check_run(root, run_id, durable)
+        missing, twice = check_run(root, run_id, durable)
+        lost += [f"{run_id}:{i}" for i in missing]
+        doubled += [f"{run_id}:{i}" for i in twice]
         runs.append((run_id, durable))
+    unreadable = unreadable_files(root)  # every file readable, in full
+    row(
+        {
+            "cycles": cycles,
+            "durable": sum(d + 1 for _, d in runs),
+            "lost": len(lost),
+            "doubled": len(doubled),
+            "unreadable": len(unreadable),
+            "recovery_s_median": statistics.median(recovery_s),
+            "recovery_s_max": max(recovery_s),
+        }
+    )
+    assert doubled == [], f"idx published twice: {doubled[:10]}"
+    assert lost == [], f"durable idx not published: {lost[:10]}"
+    assert unreadable == [], f"unreadable files: {unreadable}"
     assert sum(d >= 0 for _, d in runs) >= cycles // 2  # most lives made something durable
-    for path in live_paths(root):  # every file readable, in full
-        pq.read_table(path)
+
+
+WHAT = "the journal writer, at random moments and as its publisher fsyncs"
 
 
 def test_kill_9_at_random_points_loses_no_durable_frame_and_duplicates_none(
-    tmp_path: Path,
+    tmp_path: Path, results: ResultLog, request: pytest.FixtureRequest
 ) -> None:
-    crash_cycles(tmp_path, 25, seed=1)
+    crash_cycles(
+        tmp_path, 25, seed=1,
+        row=lambda r: results.add("crash", {"case": f"{WHAT} (default suite)", **r}, request),
+    )  # fmt: skip
 
 
 @pytest.mark.soak
-def test_kill_9_soak(tmp_path: Path) -> None:
-    crash_cycles(tmp_path, int(os.environ.get("KT_SOAK_CYCLES", "10")), seed=2)
+def test_kill_9_soak(tmp_path: Path, results: ResultLog, request: pytest.FixtureRequest) -> None:
+    crash_cycles(
+        tmp_path, int(os.environ.get("KT_SOAK_CYCLES", "10")), seed=2,
+        row=lambda r: results.add("crash", {"case": f"{WHAT} (soak)", **r}, request),
+    )  # fmt: skip

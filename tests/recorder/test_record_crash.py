@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,8 @@ from replay.bulk import iter_frames
 from replay.capture import Capture
 from replay.server.truth import frame_digest
 from replay.verify import verify_capture
+
+from ..results import ResultLog
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -64,18 +69,26 @@ def status_of(path: Path) -> dict | None:
         return None
 
 
-def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
+#: What a starting recorder says after recovering the journal its killed predecessor left.
+RECOVERED = re.compile(r"recovered (\d+) journal segment\(s\) in ([0-9.]+) s")
+
+
+def crash_cycles(
+    tmp_path: Path, cycles: int, seed: int, row: Callable[[dict[str, object]], None]
+) -> None:
+    """Kill and restart `cycles` times; the figures go to `row` before any verdict."""
     rng = random.Random(seed)
     exchange, url, truth = start_exchange(tmp_path)
     config = write_config(tmp_path, url)
     root = tmp_path / "data"
     status = root / "status.json"
     durable: dict[str, int] = {}
+    recovery_s: list[float] = []  # each start's recovery of the journal left by a kill
     try:
         for _ in range(cycles):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "kalshi_tape", "record", "--config", str(config),
-                 "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                 "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             run_id = None
             deadline = time.monotonic() + 30
@@ -90,6 +103,8 @@ def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
             s = status_of(status)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+            assert proc.stderr is not None
+            recovery_s += [float(m[1]) for m in RECOVERED.findall(proc.stderr.read())]
             if s and s["run_id"] == run_id:
                 durable[run_id] = max(durable.get(run_id, -1), s["durable_idx"])
         report = recover(root / "journal", root)
@@ -97,7 +112,6 @@ def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
         exchange.send_signal(signal.SIGTERM)
         exchange.wait(30)
 
-    assert len(durable) == cycles
     channels = sorted(Capture(root).channels)
     seen: Counter[tuple[str, int]] = Counter()
     captured_in: list[bytes] = []
@@ -105,28 +119,104 @@ def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
         seen[(f.run_id, f.idx)] += 1
         if f.dir == "in":
             captured_in.append(f.raw)
-    assert not [k for k, n in seen.items() if n > 1], "duplicated idx"
-    for run_id, idx in durable.items():
-        held = {i for (r, i) in seen if r == run_id}
-        missing = set(range(idx + 1)) - held
-        assert not missing, f"{run_id}: durable frames lost: {sorted(missing)[:10]}"
+    doubled = [k for k, n in seen.items() if n > 1]
+    lost = [
+        (run_id, i) for run_id, idx in durable.items() for i in range(idx + 1)
+        if (run_id, i) not in seen
+    ]  # fmt: skip
     sent = {json.loads(line)["digest"] for line in truth.read_text().splitlines()
             if '"kind":"sent"' in line.replace(" ", "")}  # fmt: skip
-    assert sent
-    assert all(frame_digest(raw) in sent for raw in captured_in), "a frame not sent"
+    not_sent = sum(1 for raw in captured_in if frame_digest(raw) not in sent)
     verdict = verify_capture(root)
+    recovery_s.append(report.total_s)
+    row({
+        "cycles": cycles,
+        "durable": sum(idx + 1 for idx in durable.values()),
+        "lost": len(lost),
+        "doubled": len(doubled),
+        "unreadable": len(verdict.unreadable),
+        "not_sent": not_sent,
+        "verifies": not verdict.corrupt,
+        "recovery_s_median": statistics.median(recovery_s),
+        "recovery_s_max": max(recovery_s),
+    })  # fmt: skip
+    assert len(durable) == cycles
+    assert not doubled, f"duplicated idx: {doubled[:10]}"
+    assert not lost, f"durable frames lost: {lost[:10]}"
+    assert sent
+    assert not_sent == 0, "a frame not sent"
     assert not verdict.corrupt, verdict.problems()
-    print(
-        f"\n{cycles} kill -9 cycles: {len(seen)} records, final recovery "
-        f"{report.total_s * 1000:.0f} ms for {report.segments} segments"
-    )
+    # a start recovers nothing when its predecessor died between two segments
+    assert len(recovery_s) > cycles // 2, "starts did not report their recovery"
 
 
-def test_kill_9_the_recorder_repeatedly_and_lose_nothing_durable(tmp_path: Path) -> None:
-    crash_cycles(tmp_path, int(os.environ.get("KT_CRASH_CYCLES", "25")), seed=1)
+WHAT = "the whole `kalshi-tape record` process, against the simulated exchange"
+
+
+def test_kill_9_the_recorder_repeatedly_and_lose_nothing_durable(
+    tmp_path: Path, results: ResultLog, request: pytest.FixtureRequest
+) -> None:
+    crash_cycles(
+        tmp_path, int(os.environ.get("KT_CRASH_CYCLES", "25")), seed=1,
+        row=lambda r: results.add("crash", {"case": f"{WHAT} (default suite)", **r}, request),
+    )  # fmt: skip
 
 
 @pytest.mark.soak
-def test_kill_9_soak(tmp_path: Path) -> None:
+def test_kill_9_soak(tmp_path: Path, results: ResultLog, request: pytest.FixtureRequest) -> None:
     """The long loop: KT_SOAK_CYCLES cycles (200 for the full run; small by default)."""
-    crash_cycles(tmp_path, int(os.environ.get("KT_SOAK_CYCLES", "10")), seed=2)
+    crash_cycles(
+        tmp_path, int(os.environ.get("KT_SOAK_CYCLES", "10")), seed=2,
+        row=lambda r: results.add("crash", {"case": f"{WHAT} (soak)", **r}, request),
+    )  # fmt: skip
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live processes whose parent is `pid`, with their command lines (from /proc)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+    return {k: v.replace(b"\0", b" ").decode(errors="replace")[:120] for k, v in out.items()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie is dead, only not yet reaped by its new parent
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_recorder_killed_with_9_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Its publisher, the simulated exchange and multiprocessing's helper all go with it."""
+    root = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kalshi_tape", "record", "--sim", "--root", str(root),
+         "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            s = status_of(root / "status.json")
+            if s and s["pid"] == proc.pid and s["durable_idx"] >= 0:
+                break
+            time.sleep(0.05)
+        children = _children(proc.pid)
+        assert any("spawn_main" in cmd for cmd in children.values()), children  # the publisher
+        assert any("replay.server" in cmd for cmd in children.values()), children
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.05)
+    left = {pid: cmd for pid, cmd in children.items() if _alive(pid)}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == {}, f"still running after the recorder was killed: {left}"

@@ -1,14 +1,15 @@
 """Render the reliability results into Markdown and into the README's reliability section.
 
 This script owns the presentation of `tests/reliability/.results/*.json` (written by
-the suite's `results` fixture): the fault matrix (fault x outcomes), the network
-faults with their measured times against the keep-alive bound, the connection
-attempt rate against an always-1013 exchange, and the fault soak's figures. It
+the suite's `results` fixture, `tests/results.py`): the fault matrix (fault x
+outcomes), the network faults with their measured times against the keep-alive bound,
+the connection attempt rate against an always-1013 exchange, the crash loops with their
+recovery times, and the fault soak's figures. It
 rewrites the README between `<!-- reliability-table:start -->` and
 `<!-- reliability-table:end -->` and nothing else. It knows nothing of how the
 results were produced.
 
-    .venv/bin/python -m pytest tests/reliability        # writes .results/*.json
+    .venv/bin/python -m pytest tests/reliability tests/recorder  # writes .results/*.json
     .venv/bin/python tests/reliability/report.py        # rewrites README.md's section
     .venv/bin/python tests/reliability/report.py --print  # only prints the Markdown
 """
@@ -168,6 +169,24 @@ def _attempts(rows: list[dict[str, Any]]) -> list[str]:
     return _table(head, body)
 
 
+def _crash(rows: list[dict[str, Any]]) -> list[str]:
+    head = ["kill -9 of", "cycles", "durable frames checked", "lost", "stored twice",
+            "unreadable files", "recovery, median / max", "test"]  # fmt: skip
+    body = []
+    for r in rows:
+        recovery = "-"
+        if "recovery_s_median" in r:
+            recovery = f"{_seconds(r['recovery_s_median'])} / {_seconds(r['recovery_s_max'])}"
+        what = r["case"]
+        if r.get("not_sent"):
+            what += f"; {_NO} {r['not_sent']} stored frames the exchange never sent"
+        if "verifies" in r:
+            what += f"; capture verifies {_YES if r['verifies'] else _NO}"
+        body.append([what, r["cycles"], f"{r['durable']:,}", r["lost"], r["doubled"],
+                     r["unreadable"], recovery, _outcome(r)])  # fmt: skip
+    return _table(head, body)
+
+
 def _soak(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for r in sorted(rows, key=lambda r: r.get("duration_s", 0)):
@@ -198,6 +217,9 @@ def render(directory: Path) -> str:
          "0.2 s / 0.2 s / 0.2 s (`test_network_faults.py`)."),
         ("attempt_rate", _attempts, "Connection attempts against an exchange that closes every "
          "connection with 1013 (`test_attempt_rate.py`)."),
+        ("crash", _crash, "Crash loops: SIGKILL of a real process, then recovery, then every idx "
+         "counted (`tests/recorder/test_crash.py`, `test_record_crash.py`, `test_recovery.py`, "
+         "`test_compaction.py`; the soak rows with `-m soak`, `KT_SOAK_CYCLES` cycles)."),
         ("fault_soak", _soak, "Random fault combinations (`test_fault_soak.py`, `-m soak`)."),
     ]  # fmt: skip
     for table, fn, intro in sections:

@@ -40,8 +40,8 @@ import pytest
 from recorder.limits import Limits
 from replay.server import parse_fault
 
+from ..results import ResultLog
 from .capture_facts import timed_events
-from .conftest import ResultLog
 from .rig import behind_proxy
 
 pytestmark = pytest.mark.timeout(60)

@@ -28,8 +28,8 @@ import pytest
 
 from replay.server import FaultKind, SimServer
 
+from ..results import ResultLog
 from .capture_facts import read_capture, server_sent
-from .conftest import ResultLog
 from .rig import Rig, server_config
 from .rows import ROWS, Before, Inject, Row
 

@@ -28,8 +28,8 @@ import pytest
 
 from replay.server import SimServer
 
+from ..results import ResultLog
 from .capture_facts import read_capture, server_sent
-from .conftest import ResultLog
 from .rig import Rig, server_config
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(1800)]

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from ..results import ResultLog
 from .capture_facts import read_capture, server_sent, timed_events
-from .conftest import ResultLog
 from .proxy import BOTH, DOWN, UP, Direction, Faults
 from .rig import Rig, behind_proxy
 

@@ -45,3 +45,18 @@ def test_a_readme_without_the_markers_is_left_alone_with_a_clear_error(tmp_path:
     with pytest.raises(SystemExit, match="add the markers"):
         rewrite_readme(readme, "table\n")
     assert readme.read_text() == "# title\n"
+
+
+def test_a_crash_loop_renders_its_counts_and_recovery_times(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    row = {
+        "case": "the whole recorder", "cycles": 25, "durable": 120456, "lost": 0, "doubled": 0,
+        "unreadable": 0, "not_sent": 0, "verifies": True, "recovery_s_median": 0.031,
+        "recovery_s_max": 1.5, "outcome": "passed",
+    }  # fmt: skip
+    (results / "crash.json").write_text(json.dumps({"rows": [row]}))
+    line = next(x for x in render(results).splitlines() if x.startswith("| the whole"))
+    assert line == (
+        "| the whole recorder; capture verifies ✓ | 25 | 120,456 | 0 | 0 | 0 | 31 ms / 1.50 s | ✓ |"
+    )

@@ -1,11 +1,12 @@
-"""Fixtures of the reliability suite: the results log that `report.py` renders.
+"""The results log that `tests/reliability/report.py` renders into the README.
 
 Each case adds a machine-readable outcome (a dict) to a table (`fault_matrix`,
-`network`, `attempt_rate`, `fault_soak`...). At the end of the session the rows are merged,
-by their `case` key, into `tests/reliability/.results/<table>.json` (git-ignored), so
-running one case refreshes its row and keeps the others (a test that ran replaces
-every row it wrote before). Every row also gets the pytest outcome
-of the test that produced it (passed, failed, xfailed...).
+`network`, `attempt_rate`, `fault_soak`, `crash`...). At the end of the session the rows
+are merged, by their `case` key, into `tests/reliability/.results/<table>.json`
+(git-ignored), so running one case refreshes its row and keeps the others (a test that
+ran replaces every row it wrote before). Every row also gets the pytest outcome of the
+test that produced it (passed, failed, xfailed...), kept in `OUTCOMES` by the hook in
+`tests/conftest.py`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-RESULTS_DIR = Path(os.environ.get("KT_RELIABILITY_RESULTS", Path(__file__).parent / ".results"))
+RESULTS_DIR = Path(
+    os.environ.get("KT_RELIABILITY_RESULTS", Path(__file__).parent / "reliability" / ".results")
+)
 
-_outcomes: dict[str, str] = {}
+OUTCOMES: dict[str, str] = {}
 
 
 class ResultLog:
@@ -48,27 +50,9 @@ class ResultLog:
                 except (ValueError, KeyError, TypeError):
                     merged = {}
             for row in rows:
-                row["outcome"] = _outcomes.get(row["nodeid"], "unknown")
+                row["outcome"] = OUTCOMES.get(row["nodeid"], "unknown")
                 merged[row["case"]] = row
             body = {"table": table, "rows": list(merged.values())}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(body, indent=1, sort_keys=True, default=str) + "\n")
             tmp.replace(path)
-
-
-@pytest.fixture(scope="session")
-def results() -> Iterator[ResultLog]:
-    log = ResultLog(RESULTS_DIR)
-    yield log
-    log.write()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        result = report.outcome
-        if hasattr(report, "wasxfail"):
-            result = "xfailed" if report.outcome == "skipped" else "xpassed"
-        _outcomes[item.nodeid] = result
