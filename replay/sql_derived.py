@@ -12,7 +12,10 @@
   `reset` (seq < previous) or a `duplicate` (seq = previous), with the resync that
   followed: the next `update_subscription get_snapshot` naming the sid, or
   `subscribe` of the channel, on that connection, and the next `orderbook_snapshot`
-  on that sid. The `subscribed` acks ride in the same ordered stream, so a frame
+  on that sid; when that connection closed first, the reconnect's `subscribe` of the
+  channel (a later connection, after the close) recovers the books. `recovery_s` runs
+  to the snapshot, else to the subscribe that replaced the subscription; NULL when
+  nothing recovered. The `subscribed` acks ride in the same ordered stream, so a frame
   right after an ack starts a new subscription: a sid number reused after an
   unsubscribe starts afresh. (One window pass; an ASOF join to the acks cost 3x.)
 
@@ -98,7 +101,7 @@ SELECT run_id, conn,
 FROM e FULL OUTER JOIN f USING (run_id, conn)"""
 
 
-def _gaps(sequenced: str, control: str, book: str) -> str:
+def _gaps(sequenced: str, control: str, book: str, session: str) -> str:
     books = ", ".join(f"'{c}'" for c in sorted(BOOK_CHANNELS))
     return f"""CREATE VIEW gaps AS
 WITH stream AS (
@@ -119,23 +122,32 @@ WITH stream AS (
     SELECT run_id, conn, idx, recv_ns, type,
         TRY(json_extract(TRY(decode(raw)), '$.params')) AS params
     FROM {control} WHERE dir = 'out' AND type IN ('update_subscription', 'subscribe')
+), closes AS (
+    SELECT run_id, conn, idx AS close_idx FROM {session} WHERE type = 'close'
+), bg AS (  -- book gaps, with the close of their connection that came after, if any
+    SELECT g.run_id, g.conn, g.sid, g.idx, g.channel, k.close_idx FROM g
+    ASOF LEFT JOIN closes k ON g.run_id = k.run_id AND g.conn = k.conn AND g.idx < k.close_idx
+    WHERE g.kind <> 'duplicate' AND g.channel IN ({books})
 ), resync AS (
     SELECT g.run_id, g.conn, g.sid, g.idx, min(c.idx) AS cmd_idx,
         arg_min(c.type, c.idx) AS cmd_type, arg_min(c.recv_ns, c.idx) AS cmd_ns,
-        bool_or(c.type = 'subscribe') AS resubscribed
-    FROM g JOIN cmds c ON c.run_id = g.run_id AND c.conn = g.conn AND c.idx > g.idx AND (
-        (c.type = 'update_subscription' AND c.params->>'action' = 'get_snapshot'
+        bool_or(c.type = 'subscribe') AS resubscribed,
+        min(c.recv_ns) FILTER (WHERE c.type = 'subscribe') AS sub_ns
+    FROM bg g JOIN cmds c ON c.run_id = g.run_id AND c.idx > g.idx AND (
+        (c.conn = g.conn AND c.type = 'update_subscription'
+            AND c.params->>'action' = 'get_snapshot'
             AND (TRY_CAST(c.params->>'sid' AS INTEGER) = g.sid
                  OR list_contains(TRY_CAST(c.params->'sids' AS INTEGER[]), g.sid)))
         OR (c.type = 'subscribe'
-            AND list_contains(TRY_CAST(c.params->'channels' AS VARCHAR[]), g.channel)))
-    WHERE g.kind <> 'duplicate' AND g.channel IN ({books})
+            AND list_contains(TRY_CAST(c.params->'channels' AS VARCHAR[]), g.channel)
+            AND (c.conn = g.conn OR c.idx > g.close_idx)))  -- same connection, or a reconnect
     GROUP BY g.run_id, g.conn, g.sid, g.idx
 ), snaps AS (
     SELECT run_id, conn, sid, idx AS snap_idx, recv_ns AS snap_ns FROM {book}
     WHERE dir = 'in' AND type = 'orderbook_snapshot' AND sid IS NOT NULL
 ), joined AS (
-    SELECT g.*, r.cmd_idx, r.cmd_type, r.cmd_ns, r.resubscribed, s.snap_idx, s.snap_ns
+    SELECT g.*, r.cmd_idx, r.cmd_type, r.cmd_ns, r.resubscribed, r.sub_ns, s.snap_idx,
+        s.snap_ns
     FROM g LEFT JOIN resync r USING (run_id, conn, sid, idx)
     ASOF LEFT JOIN snaps s
         ON g.run_id = s.run_id AND g.conn = s.conn AND g.sid = s.sid AND g.idx < s.snap_idx
@@ -154,7 +166,7 @@ SELECT run_id, conn, sid, channel, kind, prev_seq, seq,
         WHEN channel NOT IN ({books}) THEN NULL  -- no snapshots there: nothing to resync
         ELSE snap_idx IS NOT NULL OR COALESCE(resubscribed, false) END AS recovered,
     CASE WHEN kind = 'duplicate' OR channel NOT IN ({books}) THEN NULL
-        ELSE (COALESCE(snap_ns, cmd_ns) - recv_ns) / 1e9 END AS recovery_s
+        ELSE (COALESCE(snap_ns, sub_ns) - recv_ns) / 1e9 END AS recovery_s
 FROM joined"""
 
 
@@ -171,5 +183,5 @@ def derived_statements(listing: CaptureListing) -> list[str]:
         _events(session),
         _control(control),
         _connections(session, source(tuple(wire))),
-        _gaps(source(SEQUENCED_CHANNELS), control, source((Channel.ORDERBOOK_DELTA,))),
+        _gaps(source(SEQUENCED_CHANNELS), control, source((Channel.ORDERBOOK_DELTA,)), session),
     ]

@@ -366,6 +366,48 @@ def test_a_book_gap_whose_resync_the_server_overtook_is_recovered_by_the_resubsc
     assert row == {"kind": "gap", "resync_command": "update_subscription", "recovered": True}
 
 
+def test_a_book_gap_whose_connection_closed_is_recovered_by_the_reconnects_subscribe(
+    tmp_path: Path,
+) -> None:
+    # get_snapshot went out, then the connection dropped before the snapshot came: the
+    # reconnect's subscribe (a new connection) rebuilt the books. Found by the fault soak.
+    run = RunBuilder(tmp_path)
+    run.receive(subscribed(1, "orderbook_delta", 1))
+    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None))
+    gap = run.receive(delta(1, 3, M1, "0.5000", "1.00", "yes"))
+    run.send(update_get_snapshot(2, 1, [M1]))
+    run.event("close", 1, code=1011, reason="", disconnect_reason="server_closed")
+    run.event("open", 2, url="ws://x", standby=False)
+    again = run.send(subscribe(3, ["orderbook_delta"], [M1]), conn=2)
+    run.receive(subscribed(3, "orderbook_delta", 1), conn=2)
+    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None), conn=2)
+    run.write()
+    (row,) = rows(connect(tmp_path), "SELECT resync_command, recovered, recovery_s FROM gaps")
+    assert row == {
+        "resync_command": "update_subscription",
+        "recovered": True,
+        "recovery_s": pytest.approx((again.recv_ns - gap.recv_ns) / 1e9),
+    }
+    assert verify_capture(tmp_path).seq_summary["unrecovered"] == 0
+
+
+def test_a_subscribe_on_another_open_connection_does_not_recover_a_book_gap(
+    tmp_path: Path,
+) -> None:
+    # Two shards: a gap on connection 1 (still open, no resync answered) is not mended by
+    # connection 2 subscribing the channel for its own markets.
+    run = RunBuilder(tmp_path)
+    run.receive(subscribed(1, "orderbook_delta", 1))
+    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None))
+    run.receive(delta(1, 3, M1, "0.5000", "1.00", "yes"))
+    run.send(update_get_snapshot(2, 1, [M1]))
+    run.send(subscribe(3, ["orderbook_delta"], [M2]), conn=2)
+    run.receive(subscribed(3, "orderbook_delta", 1), conn=2)
+    run.write()
+    (row,) = rows(connect(tmp_path), "SELECT recovered, recovery_s FROM gaps")
+    assert row == {"recovered": False, "recovery_s": None}
+
+
 def test_a_trade_gap_is_neither_recovered_nor_unrecovered(tmp_path: Path) -> None:
     # Trades lost on the wire cannot be fetched again: a later subscribe recovers nothing.
     run = RunBuilder(tmp_path)
