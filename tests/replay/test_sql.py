@@ -19,6 +19,7 @@ from replay.layout import list_capture_files
 from replay.sql import VIEW_NAMES, connect, run_query
 from replay.verify import verify_capture
 from schemas.errors import ConfigError
+from schemas.record import CaptureRecord
 
 from .capture_factory import (
     M1,
@@ -346,16 +347,22 @@ def test_a_resubscribe_after_a_book_gap_counts_as_recovery(tmp_path: Path) -> No
     }
 
 
+def book_gap_then_get_snapshot(tmp_path: Path) -> tuple[RunBuilder, CaptureRecord]:
+    """A run whose order book subscription (sid 1) skips seq 2; get_snapshot goes out."""
+    run = RunBuilder(tmp_path)
+    run.receive(subscribed(1, "orderbook_delta", 1))
+    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None))
+    gap = run.receive(delta(1, 3, M1, "0.5000", "1.00", "yes"))
+    run.send(update_get_snapshot(2, 1, [M1]))
+    return run, gap
+
+
 def test_a_book_gap_whose_resync_the_server_overtook_is_recovered_by_the_resubscribe(
     tmp_path: Path,
 ) -> None:
     # get_snapshot went out, then the server ended the sid (error 25) and the recorder
     # subscribed again: the new subscription's snapshots rebuild the books.
-    run = RunBuilder(tmp_path)
-    run.receive(subscribed(1, "orderbook_delta", 1))
-    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None))
-    run.receive(delta(1, 3, M1, "0.5000", "1.00", "yes"))
-    run.send(update_get_snapshot(2, 1, [M1]))
+    run, _ = book_gap_then_get_snapshot(tmp_path)
     run.receive({"type": "error", "sid": 1, "seq": 4, "msg": {"code": 25, "msg": "overflow"}})
     run.send(subscribe(3, ["orderbook_delta"], [M1]))
     run.receive({"id": 2, "type": "error", "sid": 1, "msg": {"code": 7, "msg": "unknown sid"}})
@@ -371,11 +378,7 @@ def test_a_book_gap_whose_connection_closed_is_recovered_by_the_reconnects_subsc
 ) -> None:
     # get_snapshot went out, then the connection dropped before the snapshot came: the
     # reconnect's subscribe (a new connection) rebuilt the books. Found by the fault soak.
-    run = RunBuilder(tmp_path)
-    run.receive(subscribed(1, "orderbook_delta", 1))
-    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None))
-    gap = run.receive(delta(1, 3, M1, "0.5000", "1.00", "yes"))
-    run.send(update_get_snapshot(2, 1, [M1]))
+    run, gap = book_gap_then_get_snapshot(tmp_path)
     run.event("close", 1, code=1011, reason="", disconnect_reason="server_closed")
     run.event("open", 2, url="ws://x", standby=False)
     again = run.send(subscribe(3, ["orderbook_delta"], [M1]), conn=2)
@@ -396,11 +399,7 @@ def test_a_subscribe_on_another_open_connection_does_not_recover_a_book_gap(
 ) -> None:
     # Two shards: a gap on connection 1 (still open, no resync answered) is not mended by
     # connection 2 subscribing the channel for its own markets.
-    run = RunBuilder(tmp_path)
-    run.receive(subscribed(1, "orderbook_delta", 1))
-    run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None))
-    run.receive(delta(1, 3, M1, "0.5000", "1.00", "yes"))
-    run.send(update_get_snapshot(2, 1, [M1]))
+    run, _ = book_gap_then_get_snapshot(tmp_path)
     run.send(subscribe(3, ["orderbook_delta"], [M2]), conn=2)
     run.receive(subscribed(3, "orderbook_delta", 1), conn=2)
     run.write()
