@@ -245,7 +245,9 @@ def utc_date(recv_ns: int) -> str:
 #: Entries a capture root may hold besides its partitions: the recorder's journal and
 #: status file (their defaults live under the root), and what the checked-in `data/`
 #: directory holds. Readers neither read nor report them.
-ROOT_ENTRIES: Final[frozenset[str]] = frozenset({"journal", "status.json", "README.md", "sample"})
+ROOT_ENTRIES: Final[frozenset[str]] = frozenset(
+    {"journal", "status.json", "README.md", "sample", "make_sample.py"}
+)
 
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
