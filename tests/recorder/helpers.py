@@ -6,13 +6,16 @@ file, so a test also proves that every published file is readable.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from recorder.journal import JournalWriter
 from schemas.record import live_files
@@ -84,6 +87,16 @@ def published(root: Path, columns: list[str] | None = None) -> pa.Table:
     table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
     keys = pa.table({"r": table.column("run_id").cast(pa.string()), "i": table.column("idx")})
     return table.take(pc.sort_indices(keys, sort_keys=[("r", "ascending"), ("i", "ascending")]))
+
+
+def crash_cases(default_cycles: int) -> list[Any]:
+    """The two sizes of a kill -9 loop: (cycles, seed, label) for the default suite, and
+    `KT_SOAK_CYCLES` cycles (10 unless set; 200 for the full run) behind the soak marker."""
+    soak = int(os.environ.get("KT_SOAK_CYCLES", "10"))
+    return [
+        pytest.param(default_cycles, 1, "default suite", id="default"),
+        pytest.param(soak, 2, "soak", id="soak", marks=pytest.mark.soak),
+    ]
 
 
 def unreadable_files(root: Path) -> list[str]:

@@ -240,16 +240,19 @@ def test_compaction_killed_at_any_fsync_leaves_old_or_new_files_never_both_or_ne
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         unreadable += len(unreadable_files(root))
-        for when in ("after the kill", "after the next compaction"):
-            if when == "after the next compaction":
-                compact(root, PARTITION, min_age_s=0, delete_grace_s=0)
-            held = partition_idx(root)
+        after_kill = partition_idx(root)
+        compact(root, PARTITION, min_age_s=0, delete_grace_s=0)
+        after_next = partition_idx(root)
+        for when, held in (
+            ("after the kill", after_kill),
+            ("after the next compaction", after_next),
+        ):
             lost += sum(1 for idx in expected if idx not in held)
             doubled += sum(n - 1 for n in held.values() if n > 1)
             if held != expected:
                 wrong.append(f"{point} {when}")
         if len(list((root / PARTITION).iterdir())) != 1:
-            wrong.append(f"{point}: the next compaction left more than one file")
+            wrong.append(f"{point} after the next compaction: more than one file")
     results.add("crash", {
         "case": "compaction, at each of its fsyncs, then compaction again",
         "cycles": points, "durable": sum(expected.values()) * points,

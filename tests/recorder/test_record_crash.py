@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +32,7 @@ from replay.server.truth import frame_digest
 from replay.verify import verify_capture
 
 from ..results import ResultLog
+from .helpers import crash_cases
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -73,10 +74,9 @@ def status_of(path: Path) -> dict | None:
 RECOVERED = re.compile(r"recovered (\d+) journal segment\(s\) in ([0-9.]+) s")
 
 
-def crash_cycles(
-    tmp_path: Path, cycles: int, seed: int, row: Callable[[dict[str, object]], None]
-) -> None:
-    """Kill and restart `cycles` times; the figures go to `row` before any verdict."""
+def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> dict[str, Any]:
+    """Kill and restart `cycles` times, then count: the figures of the results table, with
+    the first few lost or doubled idx and the capture's problems as `examples`."""
     rng = random.Random(seed)
     exchange, url, truth = start_exchange(tmp_path)
     config = write_config(tmp_path, url)
@@ -129,7 +129,11 @@ def crash_cycles(
     not_sent = sum(1 for raw in captured_in if frame_digest(raw) not in sent)
     verdict = verify_capture(root)
     recovery_s.append(report.total_s)
-    row({
+    assert len(durable) == cycles
+    assert sent
+    # a start recovers nothing when its predecessor died between two segments
+    assert len(recovery_s) > cycles // 2, "starts did not report their recovery"
+    return {
         "cycles": cycles,
         "durable": sum(idx + 1 for idx in durable.values()),
         "lost": len(lost),
@@ -139,36 +143,25 @@ def crash_cycles(
         "verifies": not verdict.corrupt,
         "recovery_s_median": statistics.median(recovery_s),
         "recovery_s_max": max(recovery_s),
-    })  # fmt: skip
-    assert len(durable) == cycles
-    assert not doubled, f"duplicated idx: {doubled[:10]}"
-    assert not lost, f"durable frames lost: {lost[:10]}"
-    assert sent
-    assert not_sent == 0, "a frame not sent"
-    assert not verdict.corrupt, verdict.problems()
-    # a start recovers nothing when its predecessor died between two segments
-    assert len(recovery_s) > cycles // 2, "starts did not report their recovery"
+        "examples": [*map(str, lost[:5]), *map(str, doubled[:5]), *verdict.problems()[:5]],
+    }
 
 
 WHAT = "the whole `kalshi-tape record` process, against the simulated exchange"
 
 
+@pytest.mark.parametrize(
+    ("cycles", "seed", "label"), crash_cases(int(os.environ.get("KT_CRASH_CYCLES", "25")))
+)
 def test_kill_9_the_recorder_repeatedly_and_lose_nothing_durable(
-    tmp_path: Path, results: ResultLog, request: pytest.FixtureRequest
-) -> None:
-    crash_cycles(
-        tmp_path, int(os.environ.get("KT_CRASH_CYCLES", "25")), seed=1,
-        row=lambda r: results.add("crash", {"case": f"{WHAT} (default suite)", **r}, request),
-    )  # fmt: skip
-
-
-@pytest.mark.soak
-def test_kill_9_soak(tmp_path: Path, results: ResultLog, request: pytest.FixtureRequest) -> None:
-    """The long loop: KT_SOAK_CYCLES cycles (200 for the full run; small by default)."""
-    crash_cycles(
-        tmp_path, int(os.environ.get("KT_SOAK_CYCLES", "10")), seed=2,
-        row=lambda r: results.add("crash", {"case": f"{WHAT} (soak)", **r}, request),
-    )  # fmt: skip
+    tmp_path: Path, results: ResultLog, request: pytest.FixtureRequest,
+    cycles: int, seed: int, label: str,
+) -> None:  # fmt: skip
+    figures = crash_cycles(tmp_path, cycles, seed)
+    results.add("crash", {"case": f"{WHAT} ({label})", **figures}, request)
+    counts = ("lost", "doubled", "unreadable", "not_sent")
+    assert [figures[k] for k in counts] == [0, 0, 0, 0], figures
+    assert figures["verifies"], figures["examples"]
 
 
 def _children(pid: int) -> dict[int, str]:

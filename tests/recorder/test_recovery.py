@@ -152,10 +152,13 @@ def test_recovery_refuses_a_journal_that_a_live_recorder_holds(tmp_path: Path) -
 def test_recovery_can_hand_its_lock_to_the_writer(tmp_path: Path) -> None:
     journal = tmp_path / "journal"
     lock = JournalLock(journal)
-    recover(journal, tmp_path / "root", lock=lock)
+    assert recover(journal, tmp_path / "root", lock=lock).segments == 0
     with JournalWriter(journal, RUN_B, lock=lock) as w:
         append_frames(w, 0, 3)
-    JournalLock(journal).release()  # the writer released it on close
+        assert w.wait_durable(2, 5)
+        with pytest.raises(JournalLockedError):  # held all along: no one slipped in between
+            JournalLock(journal)
+    JournalLock(journal).release()  # the writer released it on close: this does not raise
 
 
 def fsync_points(journal: Path, root: Path) -> int:

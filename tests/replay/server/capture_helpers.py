@@ -25,6 +25,7 @@ from replay.session import ReplaySession
 from stream.decode import msg_bytes
 
 from ..capture_factory import RunBuilder, dumps, subscribe, subscribed, trade
+from .conftest import ExchangeClient
 
 Level = dict[Decimal, Decimal]
 
@@ -46,23 +47,12 @@ async def serving(tape: CaptureTape, **config: Any) -> AsyncIterator[SimServer]:
         yield server
 
 
-class RawClient:
-    """A websockets client that keeps every frame as bytes and as JSON."""
+class RawClient(ExchangeClient):
+    """The exchange tests' client, keeping every frame as bytes too."""
 
     def __init__(self, ws: websockets.ClientConnection) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self.raw: list[bytes] = []
-        self.frames: list[dict[str, Any]] = []
-        self.next_id = 1
-
-    async def command(self, cmd: str, params: dict[str, Any] | None = None) -> int:
-        cid = self.next_id
-        self.next_id += 1
-        body: dict[str, Any] = {"id": cid, "cmd": cmd}
-        if params is not None:
-            body["params"] = params
-        await self.ws.send(json.dumps(body))
-        return cid
 
     async def recv(self, timeout_s: float = 5.0) -> dict[str, Any]:
         async with asyncio.timeout(timeout_s):
