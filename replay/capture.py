@@ -256,9 +256,18 @@ def _keyed(
         yield ReadWindow(run_id, table.select(list(columns)), keys.combine_chunks())
 
 
+#: Most rows a merged window holds (each live file contributes a slice of its row group).
+_WINDOW_ROWS = 4096
+
+
 class _FileStream:
     """One file's rows in idx order, one row group (or, for a file whose row groups
-    overlap, the whole file) at a time."""
+    overlap, the whole file) at a time.
+
+    A loaded row group stays as read, in storage order, beside the permutation that
+    puts it in idx order; rows are copied out in idx order a window at a time
+    (`take`), so a row group is held once, never also sorted whole.
+    """
 
     def __init__(self, path: Path, pieces: list[Piece], columns: list[str]) -> None:
         self.path, self.columns = path, columns
@@ -266,25 +275,61 @@ class _FileStream:
         disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
         self.groups = [[p] for p in pieces] if disjoint else [pieces]
         self.current: pa.Table | None = None
-        self.offset = 0
+        self.order: pa.Array | None = None  # row numbers of `current` in idx order
+        self.idx: pa.Array | None = None  # `current`'s idx values in idx order
+        self.offset = 0  # rows of `order` already taken
+        self._reader: pq.ParquetFile | None = None
 
     def load(self) -> bool:
         """Read the next row group; False when the file is done."""
+        self.current = self.order = self.idx = None
+        pa.default_memory_pool().release_unused()
         if not self.groups:
-            self.current = None
+            self._reader = None
             return False
         group = self.groups.pop(0)
-        reader = pq.ParquetFile(self.path)
-        tables = [reader.read_row_group(p.row_group, columns=self.columns) for p in group]
+        if self._reader is None:
+            self._reader = pq.ParquetFile(self.path)
+        tables = [
+            self._reader.read_row_group(p.row_group, columns=self.columns, use_threads=False)
+            for p in group
+        ]
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        self.current = table.take(pc.sort_indices(table.column("idx")))
+        idx = table.column("idx")
+        self.order = pc.sort_indices(idx)
+        self.idx = pc.take(idx, self.order).combine_chunks()
+        self.current = table
         self.offset = 0
         return True
 
     @property
-    def last_idx(self) -> int:
+    def remaining(self) -> int:
         assert self.current is not None
-        return int(self.current.column("idx")[-1].as_py())
+        return self.current.num_rows - self.offset
+
+    @property
+    def last_idx(self) -> int:
+        assert self.idx is not None
+        return int(self.idx[-1].as_py())
+
+    def idx_at(self, ahead: int) -> int:
+        """The idx of the row `ahead` rows past the next one to take."""
+        assert self.idx is not None
+        return int(self.idx[self.offset + ahead].as_py())
+
+    def count_upto(self, cutoff: int) -> int:
+        """How many of the rows not yet taken have idx <= cutoff."""
+        assert self.idx is not None
+        rest = self.idx.slice(self.offset)
+        return int(pc.sum(pc.less_equal(rest, cutoff)).as_py() or 0)
+
+    def take(self, n: int) -> pa.Table:
+        """The next n rows in idx order."""
+        assert self.current is not None
+        assert self.order is not None
+        rows = self.current.take(self.order.slice(self.offset, n))
+        self.offset += n
+        return rows
 
     @property
     def next_lo(self) -> int:
@@ -296,7 +341,10 @@ def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:
     """Merge files whose rows are each in idx order into one stream in idx order.
 
     A file is opened only when the merge reaches its first idx, so a day of journal
-    segments is read a few files at a time, not all at once.
+    segments is read a few files at a time, not all at once. Each window holds the
+    rows up to a cutoff idx that no live file can undercut (the smallest last idx of
+    their loaded row groups) and at most about `_WINDOW_ROWS` rows, so memory is one
+    row group per live file plus one window, whatever the capture's length.
     """
     pending = sorted(streams, key=lambda s: s.next_lo)
     live: list[_FileStream] = []
@@ -312,19 +360,21 @@ def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:
             if joining.load():
                 live.append(joining)
                 horizon = min(horizon, joining.last_idx)
+        # No window beyond _WINDOW_ROWS rows of any one file: cut at that row's idx.
+        cutoff = horizon
+        for s in live:
+            if s.remaining > _WINDOW_ROWS:
+                cutoff = min(cutoff, s.idx_at(_WINDOW_ROWS - 1))
         parts = []
         for s in live:
-            assert s.current is not None
-            rest = s.current.slice(s.offset)
-            n = int(pc.sum(pc.less_equal(rest.column("idx"), horizon)).as_py() or 0)
+            n = s.count_upto(cutoff)
             if n:
-                parts.append(rest.slice(0, n))
-                s.offset += n
+                parts.append(s.take(n))
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         if len(parts) > 1:
             table = table.take(pc.sort_indices(table.column("idx")))
         yield table
-        live = [s for s in live if s.offset < s.current.num_rows or s.load()]  # type: ignore[union-attr]
+        live = [s for s in live if s.remaining > 0 or s.load()]
 
 
 def _merge(streams: list[Iterator[ReadWindow]]) -> Iterator[ReadWindow]:

@@ -23,6 +23,7 @@ import datetime as dt
 import gc
 import json
 from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -227,36 +228,71 @@ class ReplaySource(Source):
     ) -> None:
         """The hot loop: one engine input per record, a pump every few dozen records."""
         engine = session.engine
-        receive, sent = engine.frame_received, engine.command_sent
+        receive = engine.frame_received
         offset = self._offsets[run]
         conns = table.column("conn").to_pylist()
+        if offset:
+            conns = [conn + offset for conn in conns]
         recv = table.column("recv_ns").to_pylist()
         mono = table.column("mono_ns").to_pylist()
         raws = table.column("raw").to_pylist()
         dirs = _dir_codes(table.column("dir"))
-        paced = self.pacer.speed is not None and not self._muted
-        loop = asyncio.get_running_loop()
+        if self.pacer.speed is not None and not self._muted:
+            await self._dispatch_paced(session, group, keys, dirs, raws, recv, mono, conns)
+            return
         n = len(raws)
-        for chunk in range(0, n, _PUMP_EVERY):
-            for i in range(chunk, min(chunk + _PUMP_EVERY, n)):
-                if paced:
-                    wait = self.pacer.delay_s(keys[i], loop.time())
-                    if wait > 0.001:
-                        self._recv_ns, self._mono_ns = recv[i], mono[i]
-                        await session.pump()
-                        await asyncio.sleep(wait)
-                d = dirs[i]
+        rows = zip(dirs, raws, recv, mono, conns, strict=True)
+        for start in range(0, n, _PUMP_EVERY):
+            for d, raw, recv_ns, mono_ns, conn in islice(rows, _PUMP_EVERY):
                 if d == _IN:
-                    receive(raws[i], recv[i], mono[i], conns[i] + offset)
-                elif d == _OUT:
-                    sent(raws[i], recv[i], mono[i], conns[i] + offset)
-                elif self._event(engine, raws[i], recv[i], mono[i], conns[i] + offset, group):
-                    self._ended[group] = (recv[i], mono[i])
-            last = min(chunk + _PUMP_EVERY, n) - 1
+                    receive(raw, recv_ns, mono_ns, conn)
+                else:
+                    self._other(engine, d, raw, recv_ns, mono_ns, conn, group)
+            last = min(start + _PUMP_EVERY, n) - 1
             self._recv_ns, self._mono_ns = recv[last], mono[last]
-            self.records += last - chunk + 1
+            self.records += last - start + 1
             engine.tick(recv[last], mono[last])
             await session.pump()
+
+    async def _dispatch_paced(
+        self,
+        session: Session,
+        group: int,
+        keys: list[int],
+        dirs: list[int],
+        raws: list[bytes],
+        recv: list[int],
+        mono: list[int],
+        conns: list[int],
+    ) -> None:
+        """`_dispatch` at a pace: wait for each record's time before feeding it."""
+        engine = session.engine
+        loop = asyncio.get_running_loop()
+        for i, raw in enumerate(raws):
+            wait = self.pacer.delay_s(keys[i], loop.time())
+            if wait > 0.001:
+                self._recv_ns, self._mono_ns = recv[i], mono[i]
+                await session.pump()
+                await asyncio.sleep(wait)
+            if dirs[i] == _IN:
+                engine.frame_received(raw, recv[i], mono[i], conns[i])
+            else:
+                self._other(engine, dirs[i], raw, recv[i], mono[i], conns[i], group)
+            self._recv_ns, self._mono_ns = recv[i], mono[i]
+            self.records += 1
+            if not (i + 1) % _PUMP_EVERY or i + 1 == len(raws):
+                engine.tick(recv[i], mono[i])
+                await session.pump()
+
+    def _other(
+        self, engine: Engine, d: int, raw: bytes, recv_ns: int, mono_ns: int, conn: int,
+        group: int,
+    ) -> None:  # fmt: skip
+        """A record that is not a received frame: a sent command or a connection event."""
+        if d == _OUT:
+            engine.command_sent(raw, recv_ns, mono_ns, conn)
+        elif self._event(engine, raw, recv_ns, mono_ns, conn, group):
+            self._ended[group] = (recv_ns, mono_ns)
 
     def _event(
         self, engine: Engine, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int

@@ -9,17 +9,18 @@ one seq counter, so they are checkpointed together, never market by market.
 
 The engine takes a checkpoint only when the connection is quiescent (no subscribe
 awaiting its ack, no stashed frame, no resync in flight), so nothing transient is
-lost. The record is plain JSON-able data; prices and sizes are decimal strings.
+lost. The record is plain JSON-able data; prices and sizes are decimal strings in
+dollars and contracts (the wire's text), whatever the engine holds them in.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from schemas.channels import BOOK_CHANNELS, SEQUENCED_CHANNELS
 from stream.book import OrderBook
 from stream.connections import Connection
+from stream.fixed import Units, format_price, format_size, price_units, size_units
 from stream.subscriptions import WireSubscription
 
 __all__ = ["VERSION", "checkpoint_record", "is_quiescent", "restore_wires"]
@@ -39,8 +40,12 @@ def is_quiescent(conn: Connection) -> bool:
     )
 
 
-def _levels(side: dict[Decimal, Decimal]) -> list[list[str]]:
-    return [[str(p), str(q)] for p, q in sorted(side.items())]
+def _levels(side: dict[Units, Units]) -> list[list[str]]:
+    return [[format_price(p), format_size(q)] for p, q in sorted(side.items())]
+
+
+def _restore_levels(levels: list[list[str]]) -> dict[Units, Units]:
+    return {price_units(p): size_units(q) for p, q in levels}
 
 
 def checkpoint_record(conn: Connection) -> dict[str, Any]:
@@ -99,8 +104,8 @@ def restore_wires(conn: Connection, record: dict[str, Any]) -> list[WireSubscrip
             # Stored in NO-leg prices already: restore without the use_yes_price conversion.
             book = OrderBook(market, conn.conn, wire.sid, use_yes_price=False)
             book.reset(
-                [(Decimal(p), Decimal(q)) for p, q in data["yes"]],
-                [(Decimal(p), Decimal(q)) for p, q in data["no"]],
+                _restore_levels(data["yes"]),
+                _restore_levels(data["no"]),
                 seq=data.get("seq"),
                 clock=data.get("clock"),
                 recv_ns=int(data.get("recv_ns") or 0),

@@ -56,6 +56,8 @@ class EngineStats:
     resets: int = 0
     resyncs: int = 0
     malformed: int = 0
+    subunit_values: int = 0  # prices or sizes finer than the wire's unit (kept exact)
+    exact_reads: int = 0  # book frames whose numbers came as JSON numbers (read exactly)
     unknown_types: int = 0
     stale_frames: int = 0  # frames for retired sids or closed connections
     stashed: int = 0

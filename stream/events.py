@@ -8,6 +8,7 @@ gaps and resyncs, connection switches, connection checkpoints. All are immutable
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +33,25 @@ __all__ = [
 ]
 
 
+_PARSERS: list[Callable[[bytes], Any]] = []
+
+
+def _parsers() -> list[Callable[[bytes], Any]]:
+    """(parse_message, parse_struct), imported on first use: the models load only if a
+    consumer asks for them."""
+    if not _PARSERS:
+        from schemas.parse import parse_message
+        from schemas.structs import parse_struct
+
+        _PARSERS.extend((parse_message, parse_struct))
+    return _PARSERS
+
+
 class Frame(msgspec.Struct, gc=False):
     """One delivered server frame: the exact bytes, both receive clocks and the envelope.
 
-    `message()` builds (once) the pydantic model of `schemas.parse` for it.
+    `message()` builds (once) the pydantic model of `schemas.parse` for it;
+    `struct()` (once) its msgspec mirror of `schemas.structs`, the typed fast path.
     """
 
     raw: bytes
@@ -48,6 +64,7 @@ class Frame(msgspec.Struct, gc=False):
     seq: int | None
     market_ticker: str | None
     _model: Any = None
+    _struct: Any = None
 
     def message(self) -> Any:
         """The typed pydantic model of this frame (parsed on first call, then cached).
@@ -57,10 +74,21 @@ class Frame(msgspec.Struct, gc=False):
         """
         model = self._model
         if model is None:
-            from schemas.parse import parse_message  # the models load only if someone asks
-
-            model = self._model = parse_message(self.raw)
+            model = self._model = _parsers()[0](self.raw)
         return model
+
+    def struct(self) -> Any:
+        """The typed msgspec mirror of this frame's model (parsed on first call, then
+        cached): the same fields and values as `message()`, several times faster to
+        build; no unknown fields (see `schemas.structs`).
+
+        Raises:
+            schemas.MessageError: the frame does not match its type's model.
+        """
+        struct = self._struct
+        if struct is None:
+            struct = self._struct = _parsers()[1](self.raw)
+        return struct
 
 
 @dataclass(frozen=True, slots=True)

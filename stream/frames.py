@@ -34,11 +34,13 @@ from stream.decode import (
     SnapshotFrame,
     SubscribedFrame,
     UnsubscribedFrame,
+    decode_book_exact,
     decode_frame,
-    delta_fields,
-    snapshot_levels,
+    delta_units,
+    snapshot_units,
 )
 from stream.events import Frame, GapDetected, ResyncRequested
+from stream.fixed import Units, price_memo, size_memo
 from stream.subscriptions import WireSubscription
 
 __all__ = ["FrameHandling"]
@@ -47,6 +49,9 @@ _TAG = FRAME_TAGS  # struct class -> wire type
 _decode = decode_frame
 _CONTROL = frozenset({SubscribedFrame, UnsubscribedFrame, OkFrame, ErrorFrame})
 _DECODE_ERRORS = DECODE_ERRORS
+_BOOK_TYPES = frozenset({"orderbook_snapshot", "orderbook_delta"})
+_price_get = price_memo.get  # wire text -> units: the hot path's one lookup per number
+_size_get = size_memo.get
 
 
 class FrameHandling(EngineCore):
@@ -66,8 +71,8 @@ class FrameHandling(EngineCore):
         if state is None:
             self.stats.stale_frames += 1
             return
-        # The hot path: one decode, one type test, one sid lookup (PERFORMANCE.md). The
-        # dispatch is written out here, not through _dispatch, to save a call per frame.
+        # One decode, one type test, one sid lookup (docs/performance.md). The dispatch
+        # is written out here, not through _dispatch, to save a call per frame.
         if decoded is not None:
             frame = decoded
         else:
@@ -77,7 +82,39 @@ class FrameHandling(EngineCore):
                 self._undecodable(state, raw, recv_ns, mono_ns)
                 return
         kind = type(frame)
-        if kind is DeltaFrame or kind is SnapshotFrame:
+        if kind is DeltaFrame:
+            # The hot path (about 70% of frames): a current-form delta in whole units, in
+            # sequence, on a book we hold. Anything else takes `_book_frame`, which
+            # decides every case, these included, the same way.
+            wire = state.sids.get(frame.sid)
+            if wire is not None:
+                body = frame.msg
+                seq = frame.seq
+                last = wire.last_seq
+                price = _price_get(body.price_dollars)
+                delta = _size_get(body.delta_fp)
+                side = body.side
+                book = wire.books.get(body.market_ticker)
+                if (
+                    book is not None
+                    and last is not None
+                    and seq == last + 1
+                    and price is not None
+                    and delta is not None
+                    and (side == "yes" or side == "no")
+                ):
+                    wire.frames += 1
+                    wire.last_mono_ns = mono_ns
+                    wire.last_seq = seq
+                    book.apply(side == "yes", price, delta, seq, body.clock, recv_ns)
+                    if wire.targets:
+                        self._deliver(wire, Frame(
+                            raw, recv_ns, mono_ns, state.conn, wire.channel, "orderbook_delta",
+                            frame.sid, seq, body.market_ticker,
+                        ), book)  # fmt: skip
+                    return
+            self._book_frame(state, frame, raw, recv_ns, mono_ns)
+        elif kind is SnapshotFrame:
             self._book_frame(state, frame, raw, recv_ns, mono_ns)
         elif kind in _CONTROL:
             self._control(state, frame, raw, recv_ns, mono_ns)
@@ -92,7 +129,39 @@ class FrameHandling(EngineCore):
             self._undecodable(state, raw, recv_ns, mono_ns)
             return
         kind = type(frame)
-        if kind is DeltaFrame or kind is SnapshotFrame:
+        if kind is DeltaFrame:
+            # The hot path (about 70% of frames): a current-form delta in whole units, in
+            # sequence, on a book we hold. Anything else takes `_book_frame`, which
+            # decides every case, these included, the same way.
+            wire = state.sids.get(frame.sid)
+            if wire is not None:
+                body = frame.msg
+                seq = frame.seq
+                last = wire.last_seq
+                price = _price_get(body.price_dollars)
+                delta = _size_get(body.delta_fp)
+                side = body.side
+                book = wire.books.get(body.market_ticker)
+                if (
+                    book is not None
+                    and last is not None
+                    and seq == last + 1
+                    and price is not None
+                    and delta is not None
+                    and (side == "yes" or side == "no")
+                ):
+                    wire.frames += 1
+                    wire.last_mono_ns = mono_ns
+                    wire.last_seq = seq
+                    book.apply(side == "yes", price, delta, seq, body.clock, recv_ns)
+                    if wire.targets:
+                        self._deliver(wire, Frame(
+                            raw, recv_ns, mono_ns, state.conn, wire.channel, "orderbook_delta",
+                            frame.sid, seq, body.market_ticker,
+                        ), book)  # fmt: skip
+                    return
+            self._book_frame(state, frame, raw, recv_ns, mono_ns)
+        elif kind is SnapshotFrame:
             self._book_frame(state, frame, raw, recv_ns, mono_ns)
         elif kind in _CONTROL:
             self._control(state, frame, raw, recv_ns, mono_ns)
@@ -197,19 +266,28 @@ class FrameHandling(EngineCore):
         wire.last_mono_ns = mono_ns
         body = frame.msg
         is_delta = type(frame) is DeltaFrame
-        # Validate fully before the watermark moves (PROTOCOL.md #3).
+        # Validate fully before the watermark moves (docs/protocol.md "Sequence numbers").
+        price: Units
+        delta: Units
         if is_delta:
-            side, price, delta = body.side, body.price_dollars, body.delta_fp
-            if price is not None and delta is not None and (side == "yes" or side == "no"):
-                is_yes = side == "yes"  # the current wire form, read inline
+            side = body.side
+            memo_price, memo_delta = _price_get(body.price_dollars), _size_get(body.delta_fp)
+            if memo_price is not None and memo_delta is not None and side in ("yes", "no"):
+                is_yes, price, delta = side == "yes", memo_price, memo_delta  # current, whole
             else:
                 try:
-                    is_yes, price, delta = delta_fields(body)  # legacy form, or malformed
+                    is_yes, price, delta = delta_units(body)  # legacy, finer, or malformed
                 except ValueError as exc:
                     self._malformed(state, raw, recv_ns, str(exc), wire)
                     return
+                self._count_subunit(price, delta)
         else:
-            yes, no = snapshot_levels(body)
+            try:
+                yes, no, finer = snapshot_units(body)
+            except ValueError as exc:
+                self._malformed(state, raw, recv_ns, f"orderbook_snapshot: {exc}", wire)
+                return
+            self.stats.subunit_values += finer
         seq = frame.seq
         if seq is None:
             self._malformed(state, raw, recv_ns, "orderbook frame without seq", wire)
@@ -282,6 +360,15 @@ class FrameHandling(EngineCore):
             self._malformed(state, raw, recv_ns, str(exc), None)
             return
         wire = state.sids.get(env.sid) if env.sid is not None else None
+        if env.type in _BOOK_TYPES:
+            try:
+                book_frame = decode_book_exact(raw)  # numbers sent as JSON numbers, exactly
+            except _DECODE_ERRORS:
+                pass
+            else:
+                self.stats.exact_reads += 1
+                self._book_frame(state, book_frame, raw, recv_ns, mono_ns)
+                return
         if channel_of_type(env.type) != Channel.UNKNOWN:
             self._malformed(state, raw, recv_ns, f"bad {env.type} frame", wire)
             return
@@ -297,6 +384,13 @@ class FrameHandling(EngineCore):
                 env.market_ticker,
             )  # fmt: skip
             self._deliver(wire, frame, None)
+
+    def _count_subunit(self, price: Units, size: Units) -> None:
+        """Count a value finer than its unit (kept exact, in the slower Decimal form)."""
+        if type(price) is not int:
+            self.stats.subunit_values += 1
+        if type(size) is not int:
+            self.stats.subunit_values += 1
 
     def _malformed(
         self,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
 from typing import Any
 
@@ -138,6 +139,35 @@ class DeliveryQueue:
         if self._space is not None and len(buf) <= self.maxsize // 2:
             self._wake_producer()
         return items
+
+    async def items(
+        self, convert: Callable[[Any], Any] | None, on_empty: Callable[[], None]
+    ) -> AsyncIterator[Any]:
+        """Yield the queued items one by one until the queue is closed and drained, then
+        raise its closing error, if any.
+
+        `convert` maps each item (an item it maps to None is skipped); `on_empty` runs
+        before waiting for more. An async generator that pops straight from the buffer
+        costs a fraction of an `__anext__` coroutine per item (docs/performance.md
+        "Deliver through async generators"); nothing is taken out of the queue before
+        it is yielded, so a consumer that stops early loses nothing.
+        """
+        buf = self._buf
+        pop = buf.popleft
+        while True:
+            while buf:
+                item = pop()
+                if self._space is not None and len(buf) <= self.maxsize // 2:
+                    self._wake_producer()
+                if convert is not None:
+                    item = convert(item)
+                    if item is None:
+                        continue
+                yield item
+            on_empty()
+            if not await self.wait_readable():
+                self.raise_if_failed()
+                return
 
     async def wait_readable(self) -> bool:
         """Wait until an item is queued or the queue is closed. False means closed and empty."""

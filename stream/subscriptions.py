@@ -30,6 +30,7 @@ class Delivery(StrEnum):
 
     FRAME = "frame"  # `stream.events.Frame`: raw bytes, clocks, envelope (fastest)
     MODEL = "model"  # the pydantic model of `schemas.parse`
+    STRUCT = "struct"  # the msgspec mirror of that model (`schemas.structs`): fast, typed
     BOOK = "book"  # an immutable `BookSnapshot` per update of a subscribed market
 
 

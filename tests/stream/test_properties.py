@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from stream import GapDetected
 from stream.book import OrderBook
+from stream.fixed import price_decimal, price_units, size_decimal
 
 from .harness import Driver, wire
 from .test_engine_sequence import book_consumer, drain, frame_consumer
@@ -39,17 +40,17 @@ def reference(yes: dict, no: dict, ops: list) -> tuple[dict, dict]:
 
 @given(levels, levels, deltas)
 def test_a_book_from_a_snapshot_and_deltas_equals_the_reference_fold(yes, no, ops) -> None:
-    book = OrderBook("KX-A", 1, 1)
+    book = OrderBook("KX-A", 1, 1)  # in units: 1e-4 dollars, 1e-2 contracts
     book.reset(
-        [(Decimal(p), Decimal(q)) for p, q in yes.items()],
-        [(Decimal(p), Decimal(q)) for p, q in no.items()],
+        {price_units(p): q * 100 for p, q in yes.items()},
+        {price_units(p): q * 100 for p, q in no.items()},
         seq=1,
         clock=1,
         recv_ns=0,
     )
     snapshots = []
     for i, (is_yes, price, delta) in enumerate(ops):
-        book.apply(is_yes, Decimal(price), Decimal(delta), i + 2, None, 0)
+        book.apply(is_yes, price_units(price), delta * 100, i + 2, None, 0)
         snapshots.append(book.snapshot())
     ref_yes, ref_no = reference(yes, no, ops)
     snap = book.snapshot()
@@ -60,6 +61,7 @@ def test_a_book_from_a_snapshot_and_deltas_equals_the_reference_fold(yes, no, op
         else (snap.best_yes_bid is None)
     )
     assert [lv.price for lv in snap.no_bids] == sorted(ref_no, reverse=True)
+    assert {price_decimal(p): size_decimal(q) for p, q in snap.yes_units.items()} == ref_yes
     for i, old in enumerate(snapshots):  # earlier snapshots never changed afterwards
         assert (dict(old.yes), dict(old.no)) == reference(yes, no, ops[: i + 1])
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import msgspec
 import pytest
 
+from schemas.parse import parse_message
 from stream import (
     BackpressureError,
     ConnectionState,
@@ -281,4 +283,52 @@ async def test_a_frame_that_fails_its_model_is_reported_and_skipped_not_fatal() 
     (report,) = [e for e in errors if e.kind == "malformed"]
     assert "trade.msg.trade_id" in report.message
     assert report.raw.startswith(b'{"type":"trade"')
+    await session.close()
+
+
+async def test_struct_consumers_get_the_typed_mirrors_of_the_models_in_async_for() -> None:
+    errors = []
+    session, source = await started(on_error=errors.append)
+    trades = await session.subscribe_trade(["KX-A"], struct=True)
+    source.frame(b'{"type":"trade","sid":1,"seq":1,"msg":{"market_ticker":"KX-A"}}')
+    second = wire.trade(1, 2, "KX-A", "t2", price="0.4500")
+    source.frame(second)
+    source.frame(wire.trade(1, 3, "KX-A", "t3", price="0.4600"))
+    await source.settle()
+    got = []
+    async for message in trades:
+        got.append(message)
+        if len(got) == 2:
+            break
+    assert [type(m).__name__ for m in got] == ["Trade", "Trade"]
+    assert isinstance(got[0], msgspec.Struct)
+    assert [m.msg.yes_price_dollars for m in got] == [D("0.4500"), D("0.4600")]
+    assert got[0].type == "trade" and got[0].seq == 2
+    source.tick(0.0)  # one more input: the session pumps the report out
+    await source.settle()
+    model = parse_message(second)  # the pydantic model of the same frame: the same values
+    assert model.msg.trade_id == got[0].msg.trade_id and model.msg.ts == got[0].msg.ts
+    assert [e.kind for e in errors].count("malformed") == 1  # the bad frame, reported
+    with pytest.raises(ValueError, match="exclude"):
+        await session.subscribe_trade(raw=True, struct=True)
+    await session.close()
+
+
+async def test_a_consumer_that_breaks_out_of_async_for_loses_nothing_queued() -> None:
+    session, source = await started()
+    trades = await session.subscribe_trade(raw=True)
+    for seq in range(1, 6):
+        source.frame(wire.trade(1, seq, "KX-A", f"t{seq}"))
+    await source.settle()
+    first = []
+    async for frame in trades:
+        first.append(frame.seq)
+        if len(first) == 2:
+            break
+    rest = []
+    async for frame in trades:
+        rest.append(frame.seq)
+        if len(first) + len(rest) == 5:
+            break
+    assert first + rest == [1, 2, 3, 4, 5]
     await session.close()
