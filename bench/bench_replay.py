@@ -6,21 +6,26 @@ The capture is written once (cached in bench/out/) through the real write path:
 JournalWriter + JournalSink + Publisher, from the realistic mix of bench/mix.py.
 Measured, in this order, in one process:
   engine ceiling   per journal segment: read `idx`, `dir`, `raw` of its files, sort by
-                   idx, msgspec parse, seq check, dict-per-side book apply, an async
-                   generator consumed with `async for` (no engine)
+                   idx, msgspec parse, seq check, dict-per-side book apply in exact
+                   integers, an async generator consumed with `async for` (no engine);
+                   the same with Decimal books is a second baseline
   replay raw       ReplaySession, three consumers (orderbook_delta, ticker, trade)
                    reading `Frame`s, books maintained
-  replay models    the same, consumers reading pydantic models
+  replay models    the same, consumers reading pydantic models, against the typed
+                   ceiling (the engine ceiling composed with validate_json alone)
+  replay structs   the same, consumers reading the msgspec mirrors (schemas.structs)
   bulk ceiling     per segment: read every column, sort by idx, Python values, tuples
   bulk tuples      replay.bulk.iter_frames
   bulk batches     replay.bulk.iter_batches (rows/s)
-and the peak RSS of the process (VmHWM), which must stay bounded: replay streams.
+and the peak RSS (VmHWM) of a process replaying the capture, and a 10M-frame one,
+which must stay bounded: replay holds one row group per channel and one window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +41,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from bench_engine import Ceiling  # noqa: E402
+from bench_engine import (  # noqa: E402
+    COMPOSED,
+    DECIMAL,
+    FIXED,
+    VALIDATION,
+    Ceiling,
+    FixedCeiling,
+    validate_rate,
+)
 from common import Metric, emit  # noqa: E402
 from mix import realistic_frames  # noqa: E402
 
@@ -68,8 +81,12 @@ def build(root: Path, n: int) -> None:
         sink.event(0, t + n * 10_000, n * 10_000, Event.RUN_STOP, {"reason": "bench"})
 
 
+#: Bumped when the recorder's write path changes what files look like (row groups...).
+CAPTURE_FORMAT = 2
+
+
 def capture_root(n: int) -> Path:
-    root = HERE / "out" / f"replay-{n}"
+    root = HERE / "out" / f"replay-{n}-f{CAPTURE_FORMAT}"
     if not (root / "channel=orderbook_delta").exists():
         subprocess.run([sys.executable, __file__, "--build", str(root), str(n)], check=True)
     return root
@@ -88,8 +105,8 @@ def read_sorted(files: list[Path], columns: list[str]) -> pa.Table:
     return table.take(pc.sort_indices(table.column("idx")))
 
 
-async def engine_ceiling(root: Path) -> float:
-    step = Ceiling().step
+async def engine_ceiling(root: Path, fixed: bool = True) -> float:
+    step = (FixedCeiling() if fixed else Ceiling()).step
     count = 0
 
     async def stream() -> Any:
@@ -106,7 +123,7 @@ async def engine_ceiling(root: Path) -> float:
     return count / (time.perf_counter() - t0)
 
 
-async def replay(root: Path, raw: bool, end: int | None = None) -> float:
+async def replay(root: Path, raw: bool, end: int | None = None, struct: bool = False) -> float:
     from replay.session import ReplaySession
 
     session = ReplaySession(root, end=end)
@@ -118,7 +135,7 @@ async def replay(root: Path, raw: bool, end: int | None = None) -> float:
             count += 1
 
     async with session:
-        subs = [await session.subscribe(c, raw=raw)
+        subs = [await session.subscribe(c, raw=raw, struct=struct)
                 for c in ("orderbook_delta", "ticker", "trade")]  # fmt: skip
         t0 = time.perf_counter()
         await asyncio.gather(*(consume(s) for s in subs))
@@ -164,6 +181,27 @@ def peak_rss_mib() -> float:
     return 0.0
 
 
+def replayed_frames(root: Path, n: int) -> list[bytes]:
+    """The first n data frames of the capture, in replay order (for the typed ceiling)."""
+    from replay.capture import Capture
+
+    out: list[bytes] = []
+    for window in Capture(root).read(["orderbook_delta", "ticker", "trade"], columns=("raw",),
+                                     with_state=False):  # fmt: skip
+        out += window.table.column("raw").to_pylist()
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def peak_rss_of_replay(n: int, pool: str) -> float:
+    """Peak RSS of a fresh process replaying the n-frame capture, with Arrow's `pool`."""
+    env = dict(os.environ, ARROW_DEFAULT_MEMORY_POOL=pool)
+    done = subprocess.run([sys.executable, __file__, "--rss", str(n)], check=True, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    return float(done.stdout.split()[-1])
+
+
 def main() -> None:
     if "--build" in sys.argv:
         i = sys.argv.index("--build")
@@ -176,37 +214,62 @@ def main() -> None:
     n = 1_000_000
     if "--frames" in sys.argv:
         n = int(sys.argv[sys.argv.index("--frames") + 1])
+    big = 10_000_000
+    if "--rss-frames" in sys.argv:
+        big = int(sys.argv[sys.argv.index("--rss-frames") + 1])
     root = capture_root(n)
+    capture_root(big)  # built once, cached (its replay runs in a fresh process)
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     ceiling = asyncio.run(engine_ceiling(root))
+    decimal_ceiling = asyncio.run(engine_ceiling(root, fixed=False))
     raw_rate = asyncio.run(replay(root, raw=True))
-    model_end = 1_795_244_476_000_000_000 + min(n, 300_000) * 10_000
+    typed_n = min(n, 300_000)
+    model_end = 1_795_244_476_000_000_000 + typed_n * 10_000
+    validation = validate_rate(replayed_frames(root, typed_n))
+    composed = 1 / (1 / ceiling + 1 / validation)
     model_rate = asyncio.run(replay(root, raw=False, end=model_end))
+    struct_rate = asyncio.run(replay(root, raw=False, end=model_end, struct=True))
     b_ceiling = bulk_ceiling(root)
     tuples = bulk(root, batches=False)
     batches = bulk(root, batches=True)
-    base = "engine ceiling: parquet+msgspec+dict book+async gen"
     bbase = "bulk ceiling: parquet+tuples"
     size_mb = sum(p.stat().st_size for p in root.rglob("*.parquet")) / 1e6
-    rss = subprocess.run([sys.executable, __file__, "--rss", str(n)], check=True,
-                         capture_output=True, text=True).stdout.split()[-1]  # fmt: skip
+    rss = peak_rss_of_replay(n, "jemalloc")
+    big_rss = peak_rss_of_replay(big, "jemalloc")
+    big_rss_default = peak_rss_of_replay(big, "mimalloc")
     emit(
         [
-            Metric(base, ceiling, "frames/s"),
+            Metric(FIXED, ceiling, "frames/s"),
+            Metric(DECIMAL, decimal_ceiling, "frames/s", baseline=FIXED),
             Metric(
                 "ReplaySession, raw Frames, books maintained",
                 raw_rate,
                 "frames/s",
-                baseline=base,
+                baseline=FIXED,
                 target=">= 400k, ratio >= 0.8",
             ),
+            Metric(
+                "ReplaySession, raw Frames (vs the Decimal ceiling)",
+                raw_rate,
+                "frames/s",
+                baseline=DECIMAL,
+            ),
+            Metric(VALIDATION, validation, "frames/s"),
+            Metric(COMPOSED, composed, "frames/s"),
             Metric(
                 "ReplaySession, pydantic models",
                 model_rate,
                 "frames/s",
-                baseline=base,
+                baseline=COMPOSED,
+                target="ratio >= 0.8",
+            ),
+            Metric(
+                "ReplaySession, struct mirrors (typed fast path)",
+                struct_rate,
+                "frames/s",
+                baseline=COMPOSED,
                 target=">= 150k",
             ),
             Metric(bbase, b_ceiling, "frames/s"),
@@ -219,14 +282,29 @@ def main() -> None:
             ),
             Metric("bulk: iter_batches", batches, "rows/s", baseline=bbase),
             Metric(
-                "peak RSS of a process replaying it (alone)",
-                float(rss),
+                f"peak RSS replaying {n:,} frames (alone)",
+                rss,
                 "MiB",
                 higher_is_better=False,
-                target="bounded (streams)",
+            ),
+            Metric(
+                f"peak RSS replaying {big:,} frames (alone)",
+                big_rss,
+                "MiB",
+                higher_is_better=False,
+                target="<= 200",
+            ),
+            Metric(
+                f"peak RSS replaying {big:,} frames, pyarrow's default pool",
+                big_rss_default,
+                "MiB",
+                higher_is_better=False,
             ),
         ],
-        notes=f"{n:,}-frame capture written by the recorder's write path ({size_mb:.0f} MB).",
+        notes=f"{n:,}-frame capture written by the recorder's write path ({size_mb:.0f} MB). "
+        "Peak RSS: a fresh process replaying with ReplaySession (three raw consumers) and "
+        "Arrow's jemalloc pool, as the kalshi-tape commands run; pyarrow's default pool "
+        "(mimalloc) retains more.",
     )
 
 

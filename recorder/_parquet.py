@@ -61,8 +61,11 @@ class ParquetSettings:
         data_page_size: bytes per data page; large pages compress better (8 MiB).
         row_group_rows: most rows per row group. Each row group holds consecutive idx
             values (rows sorted for compression only *within* it), so a reader
-            restores arrival order one row group window at a time: this bounds
-            replay's memory (64k rows: tens of MB; PERFORMANCE.md's minimum for reads).
+            restores arrival order one row group at a time: this bounds replay's
+            memory (64k rows: docs/performance.md's minimum for fast reads).
+        row_group_bytes: most bytes of frames (`raw`) per row group: a reader holds one
+            row group of each channel at once, so this, not the row count, bounds its
+            memory when frames are large.
         sort_orders: candidate row orders within a file (see the module docstring);
             `idx` last keeps each deterministic.
         sample_rows: the candidates are compared on a sample of this many rows (a
@@ -73,6 +76,7 @@ class ParquetSettings:
     compression_level: int = 3
     data_page_size: int = 8 << 20
     row_group_rows: int = 1 << 16
+    row_group_bytes: int = 16 << 20
     sort_orders: tuple[tuple[str, ...], ...] = (("type", "idx"), ("type", "market_ticker", "idx"))
     sample_rows: int = 32_768
 
@@ -195,10 +199,10 @@ def encode_for_storage(table: pa.Table, settings: ParquetSettings) -> pa.Buffer:
 def encode_parquet(
     table: pa.Table, settings: ParquetSettings, *, order: tuple[str, ...] | None = None
 ) -> pa.Buffer:
-    """One Parquet file's bytes, one row group per `row_group_rows` rows as given; with
-    `order`, the rows of each row group are sorted by it (not across row groups)."""
+    """One Parquet file's bytes, in row groups of consecutive rows as given (at most
+    `row_group_rows` rows and about `row_group_bytes` of frames each); with `order`,
+    the rows of each row group are sorted by it (not across row groups)."""
     sink = pa.BufferOutputStream()
-    rows = settings.row_group_rows
     with pq.ParquetWriter(
         sink,
         table.schema,
@@ -209,9 +213,28 @@ def encode_parquet(
         write_statistics=[c for c in table.column_names if c not in _NO_STATS],
         column_encoding=_DELTA_COLUMNS,
     ) as writer:
-        for start in range(0, max(table.num_rows, 1), rows):
-            chunk = table.slice(start, rows)
+        for start, stop in _row_groups(table, settings):
+            chunk = table.slice(start, stop - start)
             if order:
                 chunk = sort_for_storage(chunk, order)
-            writer.write_table(chunk, row_group_size=rows)
+            writer.write_table(chunk, row_group_size=max(stop - start, 1))
     return sink.getvalue()
+
+
+def _row_groups(table: pa.Table, settings: ParquetSettings) -> list[tuple[int, int]]:
+    """(start, stop) of each row group: a new one after `row_group_rows` rows, or once
+    the frames of the current one reach `row_group_bytes`."""
+    n = table.num_rows
+    if "raw" not in table.column_names or n == 0:
+        rows = settings.row_group_rows
+        return [(start, min(start + rows, n)) for start in range(0, max(n, 1), rows)]
+    bounds = []
+    start = size = 0
+    lengths = pc.binary_length(table.column("raw")).to_pylist()
+    for i, length in enumerate(lengths):
+        if i > start and (i - start >= settings.row_group_rows or size >= settings.row_group_bytes):
+            bounds.append((start, i))
+            start, size = i, 0
+        size += length
+    bounds.append((start, n))
+    return bounds

@@ -62,6 +62,7 @@ from recorder.sink import Sink
 from recorder.stats import LiveStats, frame_type
 from recorder.watch import Watchdogs
 from schemas.record import Event
+from stream.decode import FRAME_TAGS
 from stream.events import (
     Checkpoint,
     CloseConnection,
@@ -75,6 +76,8 @@ from stream.session import Session, Source
 __all__ = ["LiveSettings", "LiveSource"]
 
 log = logging.getLogger("kalshi_tape.recorder.connection")
+#: Decoded frame class -> its envelope type as bytes (the key of `types_received`).
+_TYPE_BYTES: Final = {cls: type_.encode() for cls, type_ in FRAME_TAGS.items()}
 NS: Final = 1_000_000_000
 _R = DisconnectReason
 
@@ -450,11 +453,17 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         await self._pump()
 
     async def _read(self, c: Link) -> None:
-        """The receive loop of one connection: bytes in, stamped, written, interpreted."""
+        """The receive loop of one connection: bytes in, stamped, written, interpreted.
+
+        It does only what must happen per frame, in this order: stamp both clocks,
+        count, hand the bytes to the sink (write first; the sink's decode is reused),
+        feed the engine, and pump only when the engine or a callback has work.
+        """
         ws, no = c.ws, c.no
         session = self._session
         assert session is not None
         feed = self._engine.frame_received
+        outbox, blocking, callbacks = session.pump_signals()
         stats = self.stats
         types = stats.types_received
         sink = self._sink
@@ -473,15 +482,18 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
                 stats.messages_received += 1
                 stats.bytes_received += len(raw)
                 stats.last_message_ns = recv_ns
-                types[frame_type(raw)] += 1
                 decoded = None
                 if sink is not None:
                     try:
                         decoded = sink.frame_in(no, recv_ns, mono_ns, raw)
                     except Exception as exc:
                         self._sink_failed("frame_in", exc, recv_ns)
+                if decoded is None:
+                    types[frame_type(raw)] += 1
+                else:
+                    types[_TYPE_BYTES[type(decoded)]] += 1
                 feed(raw, recv_ns, mono_ns, no, decoded)
-                if session.needs_pump:
+                if outbox or blocking or callbacks:
                     await self._pump()
         except ConnectionClosed as exc:
             end = end_of(c, exc)

@@ -16,13 +16,29 @@ from collections import Counter
 from typing import Any
 
 from recorder.journal import JournalWriter
-from schemas.channels import Channel
+from schemas.channels import Channel, channel_of_type
 from schemas.envelope import encode_json
 from schemas.record import ColumnDeriver, Dir, Event, event_raw
-from stream.decode import DECODE_ERRORS, FRAME_TAGS, SubscribedFrame, decode_frame
+from stream.decode import (
+    DECODE_ERRORS,
+    FRAME_TAGS,
+    DeltaFrame,
+    SnapshotFrame,
+    SubscribedFrame,
+    decode_frame,
+)
 from stream.events import Checkpoint
 
 __all__ = ["JournalSink"]
+
+#: Decoded frame class -> its channel, where the type alone decides it (the others,
+#: `event_lifecycle` and control replies among them, ask the sid's ack).
+_CHANNEL_OF: dict[type[Any], str] = {
+    kind: channel
+    for kind, type_ in FRAME_TAGS.items()
+    if type_ != "event_lifecycle"
+    and (channel := channel_of_type(type_)) not in (Channel.UNKNOWN, Channel.CONTROL)
+}
 
 
 class JournalSink:
@@ -58,12 +74,13 @@ class JournalSink:
             channel = Channel.CONTROL
         else:
             sid, seq = frame.sid, frame.seq
-            channel = self._deriver.channel_for(conn, type_, sid)
-            msg = getattr(frame, "msg", None)
-            if msg is not None and type(msg) is not list and channel != Channel.CONTROL:
-                market = getattr(msg, "market_ticker", None)
-                if market is None:
-                    market = getattr(msg, "ticker", None)
+            channel = _CHANNEL_OF.get(kind) or self._deriver.channel_for(conn, type_, sid)
+            if kind is DeltaFrame or kind is SnapshotFrame:
+                market = frame.msg.market_ticker
+            elif channel != Channel.CONTROL:
+                msg = frame.msg
+                if msg is not None and type(msg) is not list:
+                    market = msg.market_ticker if msg.market_ticker is not None else msg.ticker
         self.last_idx = self.journal.append(
             conn, recv_ns, mono_ns, "in", channel, type_, sid, seq, market, raw
         )

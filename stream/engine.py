@@ -188,12 +188,15 @@ class Engine(ControlHandling):
 
     @property
     def blocking_queues(self) -> list[DeliveryQueue]:
-        """BLOCK queues over their bound after the last input: the pump must wait on them."""
+        """BLOCK queues over their bound after the last input: the pump must wait on them.
+
+        The same list for the engine's life (an edge may hold on to it and test it)."""
         return self._blocking
 
     def take_blocking(self) -> list[DeliveryQueue]:
         """Return and forget the BLOCK queues that went over their bound."""
-        blocking, self._blocking = self._blocking, []
+        blocking = self._blocking[:]
+        self._blocking.clear()
         return blocking
 
     @property

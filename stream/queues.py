@@ -61,6 +61,12 @@ class DeliveryQueue:
         self._reader: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
 
+    @property
+    def buffer(self) -> deque[Any]:
+        """The queued items themselves, oldest first: truthy when any is queued (for a
+        hot loop's test; never modify it)."""
+        return self._buf
+
     def __len__(self) -> int:
         return len(self._buf)
 

@@ -313,6 +313,12 @@ class Session:
         engine = self.engine
         return bool(engine.outbox or engine.blocking_queues)
 
+    def pump_signals(self) -> tuple[Any, Any, Any]:
+        """Three containers whose truthiness is `needs_pump`, for a hot loop to test
+        directly: the engine's outbox, its BLOCK queues over their bound, and the
+        callbacks' queue. Valid until `reset()`."""
+        return self.engine.outbox, self.engine.blocking_queues, self._callback_queue.buffer
+
     @property
     def needs_pump(self) -> bool:
         """Any work for `pump()`, callbacks included (a live edge pumps on this per frame;

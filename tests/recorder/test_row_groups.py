@@ -118,3 +118,19 @@ def test_replay_loads_a_file_only_when_its_idx_range_comes_up(tmp_path: Path) ->
         rc._FileStream.__init__ = original_init  # type: ignore[method-assign]
     assert idx == list(range(8000))
     assert max(loaded) <= 4  # a couple of files at a time, not 80
+
+
+def test_a_row_group_is_cut_once_its_frames_reach_the_byte_bound(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from recorder._parquet import encode_parquet
+
+    raws = [b"x" * 1000] * 50 + [b"y" * 10] * 50  # 50 kB of large frames, then small ones
+    table = pa.table({"idx": list(range(100)), "raw": raws})
+    settings = ParquetSettings(row_group_rows=80, row_group_bytes=10_000)
+    path = tmp_path / "f.parquet"
+    path.write_bytes(encode_parquet(table, settings).to_pybytes())
+    meta = pq.ParquetFile(path).metadata
+    rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert rows == [10, 10, 10, 10, 10, 50]  # 10 kB each, then the row bound is not reached
+    assert pq.read_table(path).column("raw").to_pylist() == raws  # nothing lost or moved
