@@ -4,6 +4,7 @@
 
 Measured in one run, on the same N frames of the realistic mix (bench/mix.py):
   ceiling   a plain websockets client, `recv(decode=False)` in a loop, counting
+  socket    the live client's own socket (picows, `recorder.sockets`) in the same loop
   recorder  the real `kalshi-tape record` process: journal (group commit fdatasync),
             engine, publisher; time until its status file reports the N-th frame
             durable; its CPU (user + system) over that time and its peak RSS.
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import connect
 
@@ -41,6 +43,30 @@ def start_blaster(n: int) -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().strip()
 
 
+async def socket_client(url: str, n: int) -> float:
+    """The live client's own socket (`recorder.sockets`), `recv()` in a loop, counting."""
+    import logging
+
+    from recorder.sockets import connect_picows
+
+    ws = await connect_picows(
+        url, headers=[], ssl=None, proxy=None, open_timeout_s=10, ping_interval_s=20,
+        ping_timeout_s=10, close_timeout_s=3, max_frame_bytes=1 << 26,
+        logger=logging.getLogger("bench"),
+    )  # fmt: skip
+    for i, channel in enumerate(("orderbook_delta", "ticker", "trade"), start=1):
+        command = {"id": i, "cmd": "subscribe", "params": {"channels": [channel]}}
+        await ws.send(json.dumps(command).encode())
+    for _ in range(4):
+        await ws.recv()
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        await ws.recv()
+    rate = (n - 1) / (time.perf_counter() - t0)
+    ws.abort()
+    return rate
+
+
 async def plain_client(url: str, n: int) -> float:
     async with connect(url, max_size=None, compression=None, ping_interval=None) as ws:
         for i, channel in enumerate(("orderbook_delta", "ticker", "trade"), start=1):
@@ -53,6 +79,16 @@ async def plain_client(url: str, n: int) -> float:
         for _ in range(n - 1):
             await ws.recv(decode=False)
         return (n - 1) / (time.perf_counter() - t0)
+
+
+def with_blaster(n: int, run: Any) -> Any:
+    """run(url) against a fresh blaster serving n frames (one client each)."""
+    blaster, url = start_blaster(n)
+    try:
+        return run(url)
+    finally:
+        blaster.terminate()
+        blaster.wait()
 
 
 def cpu_s(pid: int) -> float:
@@ -105,18 +141,22 @@ def main() -> None:
     n = 1_000_000
     if "--frames" in sys.argv:
         n = int(sys.argv[sys.argv.index("--frames") + 1])
-    blaster, url = start_blaster(n)
     tmp = Path(tempfile.mkdtemp(prefix="bench-record-"))
     try:
-        ceiling = asyncio.run(plain_client(url, n))
-        rate, cpu_share, peak = record(url, n, tmp)
+        ceiling = with_blaster(n, lambda url: asyncio.run(plain_client(url, n)))
+        own = with_blaster(n, lambda url: asyncio.run(socket_client(url, n)))
+        rate, cpu_share, peak = with_blaster(n, lambda url: record(url, n, tmp))
     finally:
-        blaster.terminate()
-        blaster.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     emit(
         [
             Metric("ceiling: websockets recv(decode=False) loop", ceiling, "frames/s"),
+            Metric(
+                "the live client's socket (picows): recv() loop",
+                own,
+                "frames/s",
+                baseline="ceiling: websockets recv(decode=False) loop",
+            ),
             Metric(
                 "kalshi-tape record, durable",
                 rate,

@@ -38,14 +38,21 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from apscheduler.triggers.base import BaseTrigger
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from recorder.alerts import DisconnectAlert, DisconnectAlerts
 from recorder.auth import Credentials
 from recorder.control import LinkControl, Policy
 from recorder.errors import AuthenticationFailed, HandshakeRejected, PermanentClose, ReconnectGaveUp
 from recorder.limits import Limits
-from recorder.link import AttemptFailed, Intent, Link, LinkEnd, end_of, open_link
+from recorder.link import (
+    AttemptFailed,
+    Intent,
+    Link,
+    LinkEnd,
+    SocketClosed,
+    end_of,
+    open_link,
+)
 from recorder.logfilter import WS_LOGGER_NAME, install_redaction
 from recorder.plumbing import EdgePlumbing, Hook
 from recorder.plumbing import now as _now
@@ -200,8 +207,8 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         self._engine.command_sent(raw, recv_ns, mono_ns, conn)
         self.stats.sent(raw, recv_ns)
         try:
-            await c.ws.send(raw, text=True)
-        except ConnectionClosed:
+            await c.ws.send(raw)
+        except SocketClosed:
             pass  # the receive loop reports the close
 
     async def handle(self, output: Output) -> None:
@@ -239,7 +246,7 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         for c in list(self._conns.values()):
             if self._abort:
                 c.intent = c.intent or Intent(_R.USER_REQUESTED, "stop")
-                c.ws.transport.abort()
+                c.abort()
             else:
                 self._spawn(self._close(c, Intent(_R.USER_REQUESTED, "stop")))
 
@@ -330,13 +337,12 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         return delay
 
     def _final_error(self, failed: AttemptFailed) -> Exception:
-        error = failed.error
-        if failed.verdict is CloseVerdict.PERMANENT and isinstance(error, InvalidStatus):
-            status = error.response.status_code
+        status = failed.status
+        if failed.verdict is CloseVerdict.PERMANENT and status is not None:
             if status in (401, 403):
                 return AuthenticationFailed(status, self._url)
             return HandshakeRejected(status, self._url)
-        return ReconnectGaveUp(self._plan.attempts + 1, error)
+        return ReconnectGaveUp(self._plan.attempts + 1, failed.error)
 
     async def _held(self) -> None:
         """Stay disconnected until released; poll should_reconnect after a proactive hold."""
@@ -471,7 +477,7 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         received = 0
         try:
             while True:
-                raw = await ws.recv(decode=False)  # bytes: bad UTF-8 must not close the socket
+                raw, _binary = await ws.recv()  # bytes: bad UTF-8 must not close the socket
                 received += 1
                 if not received & 63:
                     # recv() does not suspend while frames are buffered: without this, a
@@ -495,17 +501,17 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
                 feed(raw, recv_ns, mono_ns, no, decoded)
                 if outbox or blocking or callbacks:
                     await self._pump()
-        except ConnectionClosed as exc:
+        except SocketClosed as exc:
             end = end_of(c, exc)
         except asyncio.CancelledError:
-            ws.transport.abort()
+            c.abort()
             cancelled = LinkEnd(_R.USER_REQUESTED, 1006, "cancelled", "client", CloseVerdict.RETRY)
             self._ended_now(c, cancelled)
             raise
         except Exception as exc:  # a bug past the engine's guards: drop this socket, go on
             log.exception("receive loop of connection %d failed", no)
             self._report("internal_error", f"receive loop failed: {exc!r}", time.time_ns(), no)
-            ws.transport.abort()
+            c.abort()
             c.intent = c.intent or Intent(_R.PROTOCOL_ERROR, "react")
             verdict = CloseVerdict.RETRY
             end = LinkEnd(_R.PROTOCOL_ERROR, 1011, repr(exc), "client", verdict, c.intent, exc)
@@ -592,17 +598,17 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         try:
             await c.ws.close(code, f"kalshi-tape: {intent.reason.value}")
         except asyncio.CancelledError:
-            c.ws.transport.abort()
+            c.abort()
             raise
         except Exception:
-            c.ws.transport.abort()
+            c.abort()
 
     async def _shutdown_connections(self) -> None:
         conns = list(self._conns.values())
         for c in conns:
             c.intent = c.intent or Intent(_R.USER_REQUESTED, "stop")
             if self._abort:
-                c.ws.transport.abort()
+                c.abort()
             else:
                 self._spawn(self._close(c, c.intent))
         readers = [c.reader for c in conns if c.reader is not None]

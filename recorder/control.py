@@ -315,7 +315,7 @@ class LinkControl:
         if c is None or self._stopping:
             return
         c.intent = Intent(_R.KILLED, "react")
-        c.ws.transport.abort()  # a real drop: the socket is gone, the server sees a reset
+        c.abort()  # a real drop: the socket is gone, the server sees a reset
         if not self._in_pump():
             await c.ended.wait()
 

@@ -255,8 +255,8 @@ class JournalWriter:
         Raises:
             JournalClosedError: after close().
         """
-        # The hot path, inlined: no syscall, and the record's three parts are appended to
-        # the buffer as they are (the CRC chains over them), never joined into a copy.
+        # The hot path, inlined: no syscall, and the frame's bytes are appended to the
+        # buffer as they are (the CRC chains over them), never joined into a copy.
         tail = self._tails.get((dir, channel, type, market_ticker))
         if tail is None:
             tail = self._strings.tail(dir, channel, type, market_ticker)
@@ -281,9 +281,9 @@ class JournalWriter:
             buf = self._buf
             if not buf:
                 self._buf_first_mono = mono_ns
-            buf += FRAME.pack(body_len, crc32(raw, crc32(tail, crc32(head))))
+            head += tail  # ~100 bytes: one CRC call instead of two
+            buf += FRAME.pack(body_len, crc32(raw, crc32(head)))
             buf += head
-            buf += tail
             buf += raw
             self._buf_last_idx = idx
             self._buf_frames += 1

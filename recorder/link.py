@@ -1,11 +1,12 @@
 """One WebSocket connection of the live client: opening it, and how it ended.
 
 This module owns a single socket's life at its two edges. `open_link` performs
-the handshake with websockets' asyncio client (freshly signed headers, the
-keep-alive, close and open timeouts, `max_size`, compression, TLS, our redacting
-logger) and turns each way a handshake can fail into an `AttemptFailed` carrying
-its `CloseVerdict` (PROTOCOL.md behaviour 6; HTTP 429/503 with Retry-After).
-`end_of` classifies how an open connection ended into a `LinkEnd`: a close we
+the handshake (freshly signed headers, the keep-alive, close and open timeouts,
+`max_frame_bytes`, TLS, a proxy, our redacting logger) on a `recorder.sockets`
+socket: picows by default, websockets' client for permessage-deflate. It turns
+each way a handshake can fail into an `AttemptFailed` carrying its `CloseVerdict`
+(docs/protocol.md behaviour 6; HTTP 429/503 with Retry-After). `end_of`
+classifies how an open connection ended into a `LinkEnd`: a close we
 asked for (its `Intent`), a server close with its code (1000 and 1001 are
 noticed, not missed), a keep-alive timeout, a protocol violation (1009 for a
 frame over `max_frame_bytes`: recorded and retried, behaviour 19), or a network
@@ -20,15 +21,31 @@ import ssl as ssl_module
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from websockets.asyncio.client import ClientConnection
+import picows
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from recorder.auth import Credentials
 from recorder.limits import Limits
 from recorder.policies import CloseVerdict, DisconnectReason, classify_close, classify_handshake
+from recorder.sockets import (
+    Socket,
+    SocketClosed,
+    WebsocketsSocket,
+    connect_picows,
+    proxy_for,
+)
 
-__all__ = ["AttemptFailed", "Intent", "Link", "LinkEnd", "end_of", "open_link", "retry_after_s"]
+__all__ = [
+    "AttemptFailed",
+    "Intent",
+    "Link",
+    "LinkEnd",
+    "SocketClosed",
+    "end_of",
+    "open_link",
+    "retry_after_s",
+]
 
 _R = DisconnectReason
 
@@ -65,7 +82,7 @@ class Link:
 
     __slots__ = ("ended", "intent", "no", "opened_mono_ns", "reader", "settled", "ws")
 
-    def __init__(self, no: int, ws: ClientConnection, opened_mono_ns: int) -> None:
+    def __init__(self, no: int, ws: Socket, opened_mono_ns: int) -> None:
         self.no = no
         self.ws = ws
         self.opened_mono_ns = opened_mono_ns
@@ -74,15 +91,27 @@ class Link:
         self.ended = asyncio.Event()  # its end was reported to the engine
         self.settled = asyncio.Event()  # as a standby: switched to, or gone
 
+    def abort(self) -> None:
+        """Drop the socket at once: no close handshake (the peer sees a reset)."""
+        self.ws.abort()
+
 
 class AttemptFailed(Exception):
-    """A handshake failed; `verdict` says whether retrying can help."""
+    """A handshake failed; `verdict` says whether retrying can help, `status` is the HTTP
+    status of a rejected upgrade (None for other failures)."""
 
-    def __init__(self, error: BaseException, verdict: CloseVerdict, retry_after_s: float | None):
+    def __init__(
+        self,
+        error: BaseException,
+        verdict: CloseVerdict,
+        retry_after_s: float | None,
+        status: int | None = None,
+    ):
         super().__init__(str(error))
         self.error = error
         self.verdict = verdict
         self.retry_after_s = retry_after_s
+        self.status = status
 
 
 async def open_link(
@@ -95,46 +124,67 @@ async def open_link(
     compression: str | None,
     proxy: str | Literal[True] | None,
     logger: logging.Logger,
-) -> ClientConnection:
+) -> Socket:
     """Open one WebSocket connection, signing the upgrade afresh.
 
-    Never websockets' `async for ... in connect()`: our own loop decides retries.
+    Never a library's reconnecting iterator: our own loop decides retries.
 
     Raises:
         AttemptFailed: the handshake failed (refused, timed out, rejected with a status,
             a certificate that does not verify), with its verdict.
     """
-    extra: dict[str, Any] = {}
-    if url.startswith("wss:") and ssl is not None:
-        extra["ssl"] = ssl
+    headers = list(credentials.headers(path).items()) if credentials is not None else []
+    headers.append(("User-Agent", "kalshi-tape"))
+    tls = ssl if url.startswith("wss:") else None
     try:
-        return await ws_connect(
-            url,
-            additional_headers=credentials.headers(path) if credentials is not None else None,
-            open_timeout=limits.open_timeout_s,
-            ping_interval=limits.ping_interval_s,
-            ping_timeout=limits.ping_timeout_s,
-            close_timeout=limits.close_timeout_s,
-            max_size=limits.max_frame_bytes,
-            compression=compression,
-            proxy=proxy,
-            user_agent_header="kalshi-tape",
-            logger=logger,
+        if compression is None:
+            return await connect_picows(
+                url, headers=headers, ssl=tls, proxy=proxy_for(url, proxy),
+                open_timeout_s=limits.open_timeout_s, ping_interval_s=limits.ping_interval_s,
+                ping_timeout_s=limits.ping_timeout_s, close_timeout_s=limits.close_timeout_s,
+                max_frame_bytes=limits.max_frame_bytes, logger=logger,
+            )  # fmt: skip
+        extra: dict[str, Any] = {} if tls is None else {"ssl": tls}
+        ws = await ws_connect(
+            url, additional_headers=headers, open_timeout=limits.open_timeout_s,
+            ping_interval=limits.ping_interval_s, ping_timeout=limits.ping_timeout_s,
+            close_timeout=limits.close_timeout_s, max_size=limits.max_frame_bytes,
+            compression=compression, proxy=proxy, user_agent_header=None, logger=logger,
             **extra,
-        )
+        )  # fmt: skip
+        return WebsocketsSocket(ws)
     except asyncio.CancelledError:
         raise
+    except picows.WSInvalidStatusError as exc:
+        response = exc.response
+        status = int(response.status) if response is not None else 0
+        header = response.headers.get("Retry-After") if response is not None else None
+        raise _rejected(exc, status, header) from None
     except InvalidStatus as exc:
         status = exc.response.status_code
-        retry_after = retry_after_s(exc.response.headers.get("Retry-After"))
-        raise AttemptFailed(exc, classify_handshake(status), retry_after) from None
+        raise _rejected(exc, status, exc.response.headers.get("Retry-After")) from None
     except ssl_module.SSLCertVerificationError as exc:
         raise AttemptFailed(exc, CloseVerdict.PERMANENT, None) from None
     except Exception as exc:  # refused, reset, DNS, open timeout, a bad upgrade answer
         raise AttemptFailed(exc, CloseVerdict.RETRY, None) from None
 
 
-def end_of(c: Link, exc: ConnectionClosed) -> LinkEnd:
+def _rejected(exc: Exception, status: int, retry_after: str | None) -> AttemptFailed:
+    """An upgrade the server answered with an HTTP status other than 101."""
+    error = HandshakeStatus(status, str(exc))
+    return AttemptFailed(error, classify_handshake(status), retry_after_s(retry_after), status)
+
+
+class HandshakeStatus(Exception):
+    """The server answered the upgrade with HTTP `status` (the cause of an AttemptFailed)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"server rejected WebSocket connection: HTTP {status}")
+        self.status = status
+        self.detail = detail
+
+
+def end_of(c: Link, exc: SocketClosed) -> LinkEnd:
     """Classify how a connection ended (kstlib missed clean 1000/1001 closes: not us)."""
     rcvd, sent, intent = exc.rcvd, exc.sent, c.intent
     if intent is not None:
@@ -145,12 +195,12 @@ def end_of(c: Link, exc: ConnectionClosed) -> LinkEnd:
         verdict = classify_close(rcvd.code)
         return LinkEnd(_R.SERVER_CLOSED, rcvd.code, rcvd.reason, "server", verdict, None, exc)
     if sent is not None:
-        # websockets closed it: a keep-alive timeout, or a frame that broke the protocol
-        # or max_frame_bytes (1009: recorded and retried, PROTOCOL.md behaviour 19).
+        # We closed it unasked: a keep-alive timeout, or a frame that broke the protocol
+        # or max_frame_bytes (1009: recorded and retried, docs/protocol.md behaviour 19).
         timeout = sent.code == 1011 and "keepalive" in sent.reason
         reason = _R.PING_TIMEOUT if timeout else _R.PROTOCOL_ERROR
         return LinkEnd(reason, sent.code, sent.reason, "client", CloseVerdict.RETRY, None, exc)
-    cause = exc.__cause__
+    cause = exc.cause
     text = f"{type(cause).__name__}: {cause}" if cause else "connection lost"
     return LinkEnd(_R.NETWORK_ERROR, 1006, text, "server", CloseVerdict.RETRY, None, exc)
 

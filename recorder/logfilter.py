@@ -33,9 +33,12 @@ _LOGGERS: Final = (
     "kalshi_tape",
 )
 
+# A header name starts a word, or follows an escaped line break (`\r\n` inside the
+# repr of a raw request, as picows logs it); its value ends at a quote, a line break
+# (real or escaped), a comma or a brace.
 _HEADER = re.compile(
-    r"(?i)\b(kalshi-access-[a-z-]+|proxy-authorization|authorization|cookie|set-cookie)"
-    r"(['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n,}]+)"
+    r"(?i)(?:\b|(?<=\\n))(kalshi-access-[a-z-]+|proxy-authorization|authorization|cookie"
+    r"|set-cookie)(['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n,}\\]+)"
 )
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*-----|$)", re.S)
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{64,}={0,2}")

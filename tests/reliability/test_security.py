@@ -123,7 +123,7 @@ def test_a_key_file_readable_by_others_is_refused_before_anything_is_recorded(
 #: Run `kalshi-tape record` with the root logger at DEBUG, every record to stderr.
 DEBUG_RECORD = (
     "import logging, sys\n"
-    "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,\n"
+    "logging.basicConfig(level=1, stream=sys.stderr,  # DEBUG and the WebSocket client's lower\n"
     "                    format='%(asctime)s %(name)s %(levelname)s %(message)s')\n"
     "from kalshi_tape.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
@@ -168,9 +168,9 @@ def test_a_debug_level_recorder_run_leaks_no_signature_key_or_passphrase(
     assert len(signatures) >= 2  # one per handshake: the reconnect signed afresh
     assert len(set(signatures)) == len(signatures)
 
-    # The log really holds the handshakes at DEBUG (so a leak would show)...
+    # The log really holds the handshakes, headers and all (so a leak would show)...
     assert log.count("KALSHI-ACCESS-SIGNATURE") >= 2, log[-3000:]
-    assert "DEBUG > GET /trade-api/ws/v2 HTTP/1.1" in log  # websockets' handshake logging
+    assert "Send upgrade request: b'GET /trade-api/ws/v2 HTTP/1.1" in log  # the client's own
     captured = [f.raw for f in iter_frames(root, channels=sorted(Capture(root).channels))]
     assert len(captured) > 100
     places = {
