@@ -20,12 +20,14 @@ behaviour of PROTOCOL.md:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from schemas.channels import BOOK_CHANNELS, SEQUENCED_CHANNELS
 from stream.connections import Connection
+from stream.core import EngineCore
 from stream.decode import (
     ErrorFrame,
     OkFrame,
@@ -35,28 +37,50 @@ from stream.decode import (
 )
 from stream.errors import ServerError, SubscriptionTerminated
 from stream.events import CommandReply, SubscribeResult
-from stream.frames import FrameHandling
+from stream.fanout import Fanout
+from stream.resync import Resync
 from stream.state import ConnectionState
 from stream.subscriptions import ConsumerSubscription, WireSubscription, market_set
+from stream.switching import Switching
 
-__all__ = ["TERMINAL_ERROR_CODES", "ControlHandling"]
+__all__ = ["TERMINAL_ERROR_CODES", "ControlInput"]
+
+#: How a frame stashed before its subscription's ack is processed once the ack is in
+#: (the frame input's `dispatch`).
+Dispatch = Callable[[Connection, bytes, int, int], None]
 
 TERMINAL_ERROR_CODES = frozenset({10, 25})  # channel error, subscription buffer overflow
 
 
-class ControlHandling(FrameHandling):
-    """The control-frame and command input of the engine (see `stream.engine.Engine`)."""
+class ControlInput:
+    """The engine's control-frame and command input (see the module docstring)."""
+
+    __slots__ = ("_core", "_dispatch", "_fanout", "_resync", "_switching")
+
+    def __init__(
+        self,
+        core: EngineCore,
+        fanout: Fanout,
+        resync: Resync,
+        switching: Switching,
+        dispatch: Dispatch,
+    ) -> None:
+        self._core = core
+        self._fanout = fanout
+        self._resync = resync
+        self._switching = switching
+        self._dispatch = dispatch
 
     # ------------------------------------------------------------------ commands sent
 
     def command_sent(self, raw: bytes, recv_ns: int, mono_ns: int, conn: int) -> None:
         """A command went out on `conn` (live: we sent it; replay: the capture says so)."""
-        state = self._conns.get(conn)
+        state = self._core.conns.get(conn)
         try:
             cmd = decode_command(raw)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return
-        intent = self._intents.pop(cmd.id, None) if cmd.id is not None else None
+        intent = self._core.intents.pop(cmd.id, None) if cmd.id is not None else None
         if state is None:
             return
         params = cmd.params or {}
@@ -82,7 +106,7 @@ class ControlHandling(FrameHandling):
                 if wire is not None:
                     targets.append(wire)
                     notify = wire.owner is not None and wire.owner.active
-                    self._clear_books(wire, "unsubscribed", recv_ns, notify=notify)
+                    self._fanout.clear_books(wire, "unsubscribed", recv_ns, notify=notify)
                 state.retired.add(sid)  # later frames on it must not touch anything (#255)
             if cmd.id is not None:
                 state.commands[cmd.id] = (cmd.cmd, params, targets)
@@ -100,9 +124,8 @@ class ControlHandling(FrameHandling):
 
     # ------------------------------------------------------------------ control frames
 
-    def _control(
-        self, state: Connection, frame: Any, raw: bytes, recv_ns: int, mono_ns: int
-    ) -> None:
+    def handle(self, state: Connection, frame: Any, raw: bytes, recv_ns: int, mono_ns: int) -> None:
+        """A control frame (an ack, an unsubscribed, an ok or error reply) arrived."""
         kind = type(frame)
         if kind is SubscribedFrame:
             self._on_subscribed(state, frame, recv_ns, mono_ns)
@@ -121,20 +144,20 @@ class ControlHandling(FrameHandling):
         if wire is None:
             # An ack for a subscribe that was cancelled (or never ours): unsubscribe it (#268).
             message = f"ack for {channel} sid {sid} with no pending subscribe (id {frame.id})"
-            self._report("orphan_ack", message, recv_ns, state.conn, sid, channel)
+            self._core.report("orphan_ack", message, recv_ns, state.conn, sid, channel)
             state.retired.add(sid)
             state.stash.pop(sid, None)
-            self._command(state, "unsubscribe", {"sids": [sid]}, "orphan_ack")
+            self._core.command(state, "unsubscribe", {"sids": [sid]}, "orphan_ack")
             return
         wire.sid = sid
         state.retired.discard(sid)  # a server may reuse a sid number
         state.sids[sid] = wire
-        self._target(wire)
+        self._fanout.target(wire)
         if wire.owner is not None:
-            self.outbox.append(SubscribeResult(wire.owner.cid, channel, sid))
+            self._core.outbox.append(SubscribeResult(wire.owner.cid, channel, sid))
         group = state.group
         if group.active is state and group.state is ConnectionState.CONNECTED:
-            self._set_group_state(group, ConnectionState.STREAMING, recv_ns, mono_ns)
+            self._core.set_group_state(group, ConnectionState.STREAMING, recv_ns, mono_ns)
         stashed = state.stash.pop(sid, None)
         if not state.pending:
             state.stash.clear()  # sids never acked in this cycle: nothing will claim them
@@ -143,7 +166,7 @@ class ControlHandling(FrameHandling):
             for raw, r_ns, m_ns in stashed:
                 self._dispatch(state, raw, r_ns, m_ns)
         if group.standby is state:
-            self._maybe_switch(state, recv_ns, mono_ns)
+            self._switching.maybe_switch(state, recv_ns, mono_ns)
 
     def _on_unsubscribed(self, state: Connection, frame: UnsubscribedFrame, recv_ns: int) -> None:
         sent = state.commands.pop(frame.id, None) if frame.id is not None else None
@@ -170,17 +193,19 @@ class ControlHandling(FrameHandling):
         (the recorder's, or a later one) feeds them again. Replay takes the same decision
         without knowing whether a re-subscribe follows, which keeps the two in step.
         """
-        self._clear_books(wire, reason, recv_ns, notify=True)
+        self._fanout.clear_books(wire, reason, recv_ns, notify=True)
         message = f"{wire.channel} sid {wire.sid}: {reason}"
-        self._report("subscription_ended", message, recv_ns, state.conn, wire.sid, wire.channel)
+        self._core.report(
+            "subscription_ended", message, recv_ns, state.conn, wire.sid, wire.channel
+        )
         wire.targets = []
         owner = wire.owner
         if owner is None or not owner.active:
             return
         if owner.queue is not None:
-            self._end_consumer(owner, error)
+            self._fanout.end_consumer(owner, error)
         else:
-            self._subscribe(state, owner, "resubscribe")
+            self._core.subscribe(state, owner, "resubscribe")
 
     def _on_ok(self, state: Connection, frame: OkFrame, recv_ns: int) -> None:
         sent = state.commands.pop(frame.id, None) if frame.id is not None else None
@@ -202,7 +227,7 @@ class ControlHandling(FrameHandling):
                 if target.owner is not None and changes_markets:
                     target.owner.params["market_tickers"] = sorted(tickers)
                     target.owner.params.pop("market_ticker", None)
-        self.outbox.append(CommandReply(frame.id, "ok", frame.msg))
+        self._core.outbox.append(CommandReply(frame.id, "ok", frame.msg))
 
     @staticmethod
     def _observe_control_seq(wire: WireSubscription, seq: int) -> None:
@@ -215,26 +240,27 @@ class ControlHandling(FrameHandling):
         sent = state.commands.pop(frame.id, None) if frame.id is not None else None
         wire = state.sids.get(frame.sid) if frame.sid is not None else None
         channel = wire.channel if wire else None
-        self._report(
+        core = self._core
+        core.report(
             "server_error", f"error {code}: {message}", recv_ns, state.conn, frame.sid, channel,
             code=code, raw=raw,
         )  # fmt: skip
         if wire is not None and frame.seq is not None:
             self._observe_control_seq(wire, frame.seq)
         if frame.id is not None:
-            self.outbox.append(CommandReply(frame.id, "error", {"code": code, "msg": message}))
+            core.outbox.append(CommandReply(frame.id, "error", {"code": code, "msg": message}))
             for key in [k for k in state.pending if k[0] == frame.id]:  # a rejected subscribe
                 pending = state.pending.pop(key)
                 if pending.owner is not None:
                     error = ServerError(code, message)
                     result = SubscribeResult(pending.owner.cid, pending.channel, None, error)
-                    self.outbox.append(result)
-                    self._end_consumer(pending.owner, error)
+                    core.outbox.append(result)
+                    self._fanout.end_consumer(pending.owner, error)
         failed_resync = sent is not None and sent[1].get("action") == "get_snapshot"
         if sent is not None and failed_resync:  # no snapshot this way: resubscribe
             for target in sent[2]:
                 target.resync_since_ns = None
-                self._fallback_resubscribe(state, target, recv_ns)
+                self._resync.fallback_resubscribe(state, target, recv_ns)
         if wire is not None and wire.sid is not None and code in TERMINAL_ERROR_CODES:
             state.sids.pop(wire.sid, None)
             state.retired.add(wire.sid)

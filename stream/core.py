@@ -1,10 +1,14 @@
-"""The engine's state and the parts every handler shares: roles, delivery, outputs.
+"""What every part of the engine shares: its registries, its outputs, its groups.
 
-`Engine` (stream.engine) is assembled from this core and two handler mixins:
-`stream.frames` (data and book frames, sequence, resync) and `stream.control`
-(acks, replies, errors, commands sent). This module owns the state they share:
-connections and groups, consumers, the outbox, and the delivery path that puts
-frames into consumer queues. It knows nothing of sockets, files or clocks.
+`Engine` (stream.engine) is one object that owns a few collaborators, each in its
+own module: `stream.fanout` (who receives each frame or book), `stream.resync`
+(sequence breaks and snapshot requests), `stream.frames` (the frame input),
+`stream.control` (acks, replies, commands sent) and `stream.switching`
+(make-before-break). They all work on one `EngineCore`: the connections and their
+groups, the consumers, the commands in flight, the outbox, the counters. This
+module owns that state and the few operations on it that every collaborator
+needs: reporting, asking for a command, moving a group through the state table.
+It knows nothing of sockets, files or clocks.
 """
 
 from __future__ import annotations
@@ -14,19 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.envelope import encode_json
-from stream.book import OrderBook
 from stream.connections import Connection, Group, aggregate_state
-from stream.decode import msg_bytes
-from stream.errors import BackpressureError
-from stream.events import ErrorReport, Fatal, Frame, Output, SendCommand, StateChanged
-from stream.queues import PUT_OVER, DeliveryQueue
+from stream.events import ErrorReport, Output, SendCommand, StateChanged
+from stream.queues import DeliveryQueue
 from stream.state import ConnectionState, check_transition
-from stream.subscriptions import ConsumerSubscription, Delivery, WireSubscription
+from stream.subscriptions import ConsumerSubscription, WireSubscription
 
-__all__ = ["NS", "EngineConfig", "EngineCore", "EngineStats"]
+__all__ = ["NS", "EngineConfig", "EngineCore", "EngineStats", "Intent"]
 
 NS = 1_000_000_000
-_BOOK = Delivery.BOOK
+
+#: Why a command was sent, and whom it is for: (reason, consumer or wire subscription).
+Intent = tuple[str, ConsumerSubscription | WireSubscription | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +43,10 @@ class EngineConfig:
     standby_timeout_s: float = 30.0  # a make-before-break standby not ready by then is dropped
     checkpoint_interval_s: float | None = None  # checkpoint each active connection this often
     max_held_frames: int = 200_000  # bound on frames held per consumer during an overlap
-    #: An ERROR queue that overflows closes the whole session (the default: PROTOCOL.md
-    #: #12, no half-alive session). False ends only that consumer, with the error in its
-    #: iterator: what a recorder wants, whose capture must not stop for a slow reader.
+    #: An ERROR queue that overflows closes the whole session (the default: no
+    #: half-alive session, docs/protocol.md section 9.12). False ends only that consumer,
+    #: with the error in its iterator: what a recorder wants, whose capture must not
+    #: stop for a slow reader.
     backpressure_fatal: bool = True
 
 
@@ -68,49 +72,82 @@ class EngineStats:
 
 
 class EngineCore:
-    """State shared by the engine's handlers, and delivery."""
+    """The engine's state, shared by its collaborators (see the module docstring).
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
-        self.config = config or EngineConfig()
+    Attributes:
+        state: the session's aggregate connection state.
+        outbox: outputs for the edge (commands to send, reports, state changes...).
+        conns, groups: open connections by number; groups (runs) by id.
+        active_ids, overlap: derived for the hot path (see `roles_changed`).
+        consumers, attached: consumer subscriptions by cid; attaching ones by channel.
+        intents: why each command in flight was sent.
+        blocking: BLOCK queues over their bound after the last input (one list for life).
+        fatal: the error that closed the session, if any.
+        muted: replay's fast-forward: state advances, nothing is delivered.
+        now: (recv_ns, mono_ns) of the latest input that is not a frame.
+        first_last: the "last seq" before a subscription's first frame.
+    """
+
+    __slots__ = (
+        "active_ids",
+        "attached",
+        "blocking",
+        "checkpoint_ns",
+        "config",
+        "conns",
+        "consumers",
+        "fatal",
+        "first_last",
+        "groups",
+        "intents",
+        "muted",
+        "next_cid",
+        "next_cmd_id",
+        "now",
+        "outbox",
+        "overlap",
+        "state",
+        "stats",
+    )
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
         self.state = ConnectionState.DISCONNECTED
         self.outbox: deque[Output] = deque()
         self.stats = EngineStats()
-        self._conns: dict[int, Connection] = {}
-        self._groups: dict[int, Group] = {}
-        self._active_ids: set[int] = set()  # derived for the hot path: see _roles_changed
-        self._overlap = False
-        self._consumers: dict[int, ConsumerSubscription] = {}
-        self._attached: dict[str, list[ConsumerSubscription]] = {}
-        self._intents: dict[int, tuple[str, ConsumerSubscription | WireSubscription | None]] = {}
-        self._next_cid = 1
-        self._next_cmd_id = 1
-        self._fatal: BaseException | None = None
-        self._blocking: list[DeliveryQueue] = []
-        self._muted = False  # replay fast-forward: state advances, nothing is delivered
-        self._now = (0, 0)  # time of the latest non-frame input, for outputs raised deep inside
-        interval = self.config.checkpoint_interval_s
-        self._checkpoint_ns = None if interval is None else int(interval * NS)
-        first = self.config.first_seq
-        self._first_last = None if first is None else first - 1  # the "last seq" before any
+        self.conns: dict[int, Connection] = {}
+        self.groups: dict[int, Group] = {}
+        self.active_ids: set[int] = set()
+        self.overlap = False
+        self.consumers: dict[int, ConsumerSubscription] = {}
+        self.attached: dict[str, list[ConsumerSubscription]] = {}
+        self.intents: dict[int, Intent] = {}
+        self.next_cid = 1
+        self.next_cmd_id = 1
+        self.fatal: BaseException | None = None
+        self.blocking: list[DeliveryQueue] = []
+        self.muted = False
+        self.now = (0, 0)
+        interval = config.checkpoint_interval_s
+        self.checkpoint_ns = None if interval is None else int(interval * NS)
+        first = config.first_seq
+        self.first_last = None if first is None else first - 1
 
     # ------------------------------------------------------------------ groups and roles
 
-    def _group(self, group_id: int) -> Group:
-        group = self._groups.get(group_id)
+    def group(self, group_id: int) -> Group:
+        group = self.groups.get(group_id)
         if group is None:
-            group = self._groups[group_id] = Group(group_id)
+            group = self.groups[group_id] = Group(group_id)
         return group
 
-    def _roles_changed(self) -> None:
+    def roles_changed(self) -> None:
         """Recompute what the hot path reads: active connections, and whether any group is
         in a make-before-break overlap. Call after every change of a group's roles."""
-        self._active_ids = {g.active.conn for g in self._groups.values() if g.active is not None}
-        self._overlap = any(g.standby is not None or g.retiring for g in self._groups.values())
+        self.active_ids = {g.active.conn for g in self.groups.values() if g.active is not None}
+        self.overlap = any(g.standby is not None or g.retiring for g in self.groups.values())
 
-    def _is_active(self, conn: Connection) -> bool:
-        return conn.group.active is conn
-
-    def _set_group_state(
+    def set_group_state(
         self, group: Group, new: ConnectionState, recv_ns: int, mono_ns: int
     ) -> None:
         """Move one group through the state table; report the session's aggregate state."""
@@ -118,9 +155,9 @@ class EngineCore:
             return
         check_transition(group.state, new)
         group.state = new
-        self._publish_state(aggregate_state(list(self._groups.values())), recv_ns, mono_ns)
+        self.publish_state(aggregate_state(list(self.groups.values())), recv_ns, mono_ns)
 
-    def _publish_state(self, new: ConnectionState, recv_ns: int, mono_ns: int) -> None:
+    def publish_state(self, new: ConnectionState, recv_ns: int, mono_ns: int) -> None:
         old = self.state
         if old is ConnectionState.CLOSED or old == new:
             return
@@ -129,7 +166,7 @@ class EngineCore:
 
     # ------------------------------------------------------------------ outputs
 
-    def _report(
+    def report(
         self,
         kind: str,
         message: str,
@@ -143,7 +180,7 @@ class EngineCore:
     ) -> None:
         self.outbox.append(ErrorReport(kind, message, recv_ns, conn, sid, channel, code, raw))
 
-    def _command(
+    def command(
         self,
         conn: Connection,
         name: str,
@@ -152,197 +189,18 @@ class EngineCore:
         intent: ConsumerSubscription | WireSubscription | None = None,
     ) -> int:
         """Ask the edge to send a command. Its effects happen when `command_sent` reports it."""
-        cmd_id = self._next_cmd_id
-        self._next_cmd_id += 1
+        cmd_id = self.next_cmd_id
+        self.next_cmd_id += 1
         body: dict[str, Any] = {"id": cmd_id, "cmd": name}
         if params is not None:
             body["params"] = params
-        self._intents[cmd_id] = (reason, intent)
+        self.intents[cmd_id] = (reason, intent)
         self.outbox.append(SendCommand(conn.conn, encode_json(body), name, cmd_id, reason))
         return cmd_id
 
-    def _subscribe(self, conn: Connection, consumer: ConsumerSubscription, reason: str) -> None:
+    def subscribe(self, conn: Connection, consumer: ConsumerSubscription, reason: str) -> None:
         params: dict[str, Any] = {"channels": [consumer.channel], **consumer.params}
         if reason == "resubscribe" and consumer.channel == "ticker":
             params["send_initial_snapshot"] = True  # fresh state after a reconnect
         consumer.subscribed_once = True
-        self._command(conn, "subscribe", params, reason, consumer)
-
-    # ------------------------------------------------------------------ delivery
-
-    def _retarget(self, channel: str) -> None:
-        for conn in self._conns.values():
-            for wire in conn.sids.values():
-                if wire.channel == channel:
-                    self._target(wire)
-
-    def _target(self, wire: WireSubscription) -> None:
-        """Who receives a wire subscription's frames: its owner and the attached consumers."""
-        if self._muted:
-            wire.targets = []
-            return
-        targets = []
-        owner = wire.owner
-        if owner is not None and owner.active and owner.queue is not None:
-            targets.append(owner)
-        targets.extend(self._attached.get(wire.channel, ()))
-        wire.targets = targets
-
-    def _deliver(self, wire: WireSubscription, frame: Frame, book: OrderBook | None) -> None:
-        if not self._overlap and wire.conn in self._active_ids:
-            # The common case, kept flat: an active connection, no switch in progress.
-            market = frame.market_ticker
-            for consumer in wire.targets:
-                tickers = consumer.tickers
-                if tickers is not None and market is not None and market not in tickers:
-                    continue
-                if consumer.delivery is _BOOK:
-                    if book is None:
-                        continue
-                    status = consumer.queue.put(book.snapshot())  # type: ignore[union-attr]
-                else:
-                    status = consumer.queue.put(frame)  # type: ignore[union-attr]
-                if status:
-                    self._queue_status(consumer, status)
-            return
-        self._deliver_during_switch(wire, frame, book)
-
-    def _deliver_during_switch(
-        self, wire: WireSubscription, frame: Frame, book: OrderBook | None
-    ) -> None:
-        """Delivery while some group has a standby or a retiring connection."""
-        conn = self._conns.get(wire.conn)
-        if conn is None:
-            return
-        group = conn.group
-        market = frame.market_ticker
-        targets = [
-            c for c in wire.targets if c.tickers is None or market is None or market in c.tickers
-        ]
-        if group.active is conn:
-            overlap = group.standby is not None or bool(group.retiring)
-            for consumer in targets:
-                if overlap and not wire.is_book and self._seen_before(consumer, frame):
-                    continue
-                if consumer.delivery is _BOOK:
-                    if book is not None:
-                        self._put(consumer, book.snapshot())
-                else:
-                    self._put(consumer, frame)
-        elif group.standby is conn:
-            for consumer in targets:
-                if len(consumer.held) < self.config.max_held_frames:
-                    consumer.held.append(frame)
-        elif wire.conn in group.retiring and not wire.is_book:
-            # Still arriving on the connection we switched away from: deliver what the new
-            # connection has not already delivered.
-            for consumer in targets:
-                if consumer.delivery is not _BOOK and not self._seen_before(consumer, frame):
-                    self._put(consumer, frame)
-
-    def _seen_before(self, consumer: ConsumerSubscription, frame: Frame) -> bool:
-        """De-duplicate across two connections of one group by payload (type and msg bytes)."""
-        seen = consumer.seen
-        if seen is None:
-            seen = consumer.seen = set()
-        digest = hash((frame.type, msg_bytes(frame.raw)))
-        if digest in seen:
-            return True
-        seen.add(digest)
-        return False
-
-    def _put(self, consumer: ConsumerSubscription, item: Any) -> None:
-        queue = consumer.queue
-        if queue is not None:
-            status = queue.put(item)
-            if status:
-                self._queue_status(consumer, status)
-
-    def _queue_status(self, consumer: ConsumerSubscription, status: int) -> None:
-        queue = consumer.queue
-        assert queue is not None
-        if status == PUT_OVER:
-            self._blocking.append(queue)
-        elif not queue.closed:
-            self._backpressure(consumer, queue)
-
-    def _backpressure(self, consumer: ConsumerSubscription, queue: DeliveryQueue) -> None:
-        """An ERROR queue overflowed: the session cannot go on half-alive (PROTOCOL.md #12)."""
-        error = BackpressureError(
-            consumer.channel, queue.maxsize, fatal=self.config.backpressure_fatal
-        )
-        recv_ns, mono_ns = self._now
-        last = queue.last_item()
-        if isinstance(last, Frame):
-            recv_ns, mono_ns = last.recv_ns, last.mono_ns
-        self._report("backpressure", str(error), recv_ns, None, None, consumer.channel)
-        if not self.config.backpressure_fatal:
-            self._end_consumer(consumer, error)
-            return
-        self._fatal = error
-        self.outbox.append(Fatal(error))
-        self.session_closed(recv_ns, mono_ns, error)
-
-    def session_closed(
-        self, recv_ns: int, mono_ns: int, error: BaseException | None = None
-    ) -> None:
-        """The session is over (shutdown, or the edge gave up): end every consumer."""
-        for conn in list(self._conns.values()):
-            self._drop_conn(conn, "closed", recv_ns, notify=False)
-        for group in self._groups.values():
-            group.active = group.standby = None
-            group.retiring.clear()
-        self._roles_changed()
-        for consumer in list(self._consumers.values()):
-            if consumer.queue is not None:
-                consumer.queue.close(error)
-        if self.state is not ConnectionState.CLOSED:
-            old, self.state = self.state, ConnectionState.CLOSED
-            self.outbox.append(StateChanged(old, ConnectionState.CLOSED, recv_ns, mono_ns))
-
-    # ------------------------------------------------------------------ books and teardown
-
-    def _clear_books(
-        self, wire: WireSubscription, reason: str, recv_ns: int, *, notify: bool
-    ) -> None:
-        """Drop a wire subscription's books; tell book consumers unless told not to."""
-        if not wire.books:
-            return
-        books, wire.books = wire.books, {}
-        if not notify:
-            return
-        for market in books:
-            invalid = OrderBook.invalid(
-                market, reason=reason, recv_ns=recv_ns, conn=wire.conn, sid=wire.sid
-            )
-            for consumer in wire.targets:
-                if consumer.delivery is _BOOK and (
-                    consumer.tickers is None or market in consumer.tickers
-                ):
-                    self._put(consumer, invalid)
-
-    def _drop_conn(self, conn: Connection, reason: str, recv_ns: int, *, notify: bool) -> None:
-        """Forget a connection and everything it owned (sids, seq state, books, stash)."""
-        self._conns.pop(conn.conn, None)
-        for wire in conn.wires():
-            self._clear_books(wire, reason, recv_ns, notify=notify)
-            wire.targets = []
-        conn.sids.clear()
-        conn.pending.clear()
-        conn.stash.clear()
-        stale = [
-            cmd_id
-            for cmd_id, (_, intent) in self._intents.items()
-            if isinstance(intent, WireSubscription) and intent.conn == conn.conn
-        ]
-        for cmd_id in stale:
-            del self._intents[cmd_id]
-
-    def _end_consumer(self, consumer: ConsumerSubscription, error: BaseException | None) -> None:
-        consumer.active = False
-        self._consumers.pop(consumer.cid, None)
-        attached = self._attached.get(consumer.channel, [])
-        if consumer in attached:
-            attached.remove(consumer)
-        if consumer.queue is not None:
-            consumer.queue.close(error)
+        self.command(conn, "subscribe", params, reason, consumer)

@@ -20,26 +20,42 @@ replay of a capture takes exactly the decisions the live engine took. A timer
 only asks the edge to act (send a command, close a connection); the edge records
 what it did, and that record is what changes the state.
 
-The engine is assembled from `stream.core` (shared state, delivery),
-`stream.frames` (data and book frames) and `stream.control` (control frames and
-commands); this module adds the public inputs, consumers and make-before-break.
+Structure. `Engine` is the one object the edges and the session see. It owns its
+state (`stream.core.EngineCore`) and a few collaborators, each with one job and
+a small interface, wired here once:
+
+    Fanout      stream.fanout     who receives each frame or book; teardown
+    Resync      stream.resync     gaps and resets; snapshot requests, fallback
+    Switching   stream.switching  make-before-break
+    FrameInput  stream.frames     frame_received: routing, sequence, books
+    ControlInput stream.control   command_sent; acks, unsubscribes, replies
+
+This module adds the consumers, the connection inputs, time and checkpoints.
+`frame_received` and `command_sent` are the collaborators' own methods, bound
+to the engine, so the hot path pays no extra call.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from schemas.channels import BOOK_CHANNELS, MARKET_FILTER_CHANNELS
+from schemas.channels import MARKET_FILTER_CHANNELS
 from stream.book import BookSnapshot
 from stream.checkpoint import checkpoint_record, is_quiescent, restore_wires
-from stream.connections import Connection, Group
-from stream.control import ControlHandling
-from stream.core import NS, EngineConfig, EngineStats
+from stream.connections import Connection
+from stream.control import ControlInput
+from stream.core import NS, EngineConfig, EngineCore, EngineStats
 from stream.errors import SubscribeTimeout
-from stream.events import Checkpoint, CloseConnection, SubscribeResult, Switched
+from stream.events import Checkpoint, CloseConnection, Output, SubscribeResult
+from stream.fanout import Fanout
+from stream.frames import FrameInput
 from stream.queues import DeliveryQueue
+from stream.resync import Resync
 from stream.state import ConnectionState
-from stream.subscriptions import ConsumerSubscription, Delivery, WireSubscription, market_set
+from stream.subscriptions import ConsumerSubscription, Delivery, market_set
+from stream.switching import Switching
 
 __all__ = ["Engine", "EngineConfig", "EngineStats"]
 
@@ -47,8 +63,44 @@ _S = ConnectionState
 LIVE_GROUP = 0  # the one group of a live session
 
 
-class Engine(ControlHandling):
-    """The pure state machine shared by the live and the replay session."""
+class Engine:
+    """The pure state machine shared by the live and the replay session.
+
+    Attributes:
+        config: the tunables it was made with.
+        stats: counters of what it did.
+        outbox: outputs for the edge to carry out, in order.
+        frame_received(raw, recv_ns, mono_ns, conn, decoded=None): a server frame
+            arrived on `conn`, bytes exact (`decoded`: its `stream.decode.decode_frame`
+            result, when the edge already has it). See `stream.frames.FrameInput`.
+        command_sent(raw, recv_ns, mono_ns, conn): a command went out on `conn` (live:
+            we sent it; replay: the capture says so). See `stream.control.ControlInput`.
+    """
+
+    frame_received: Callable[..., None]
+    command_sent: Callable[[bytes, int, int, int], None]
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        core = self._core = EngineCore(config or EngineConfig())
+        self.config: EngineConfig = core.config
+        self.stats: EngineStats = core.stats
+        self.outbox: deque[Output] = core.outbox
+        self._fanout = Fanout(core)
+        self._resync = Resync(core, self._fanout)
+        self._switching = Switching(core, self._fanout)
+        self._frames = FrameInput(core, self._fanout, self._resync)
+        self._control = ControlInput(
+            core, self._fanout, self._resync, self._switching, self._frames.dispatch
+        )
+        self._frames.control = self._control
+        self._frames.switching = self._switching
+        self.frame_received = self._frames.frame_received
+        self.command_sent = self._control.command_sent
+
+    @property
+    def state(self) -> ConnectionState:
+        """The session's connection state (the most alive of its groups')."""
+        return self._core.state
 
     # ------------------------------------------------------------------ consumers
 
@@ -74,7 +126,7 @@ class Engine(ControlHandling):
         if not owns_wire and queue is None:
             raise ValueError("an attaching consumer needs a queue")
         consumer = ConsumerSubscription(
-            cid=self._next_cid,
+            cid=self._core.next_cid,
             channel=channel,
             params=params,
             tickers=tickers,
@@ -82,44 +134,44 @@ class Engine(ControlHandling):
             delivery=delivery,
             queue=queue,
         )
-        self._next_cid += 1
-        self._consumers[consumer.cid] = consumer
+        self._core.next_cid += 1
+        self._core.consumers[consumer.cid] = consumer
         if not owns_wire:
-            self._attached.setdefault(channel, []).append(consumer)
-            self._retarget(channel)
+            self._core.attached.setdefault(channel, []).append(consumer)
+            self._fanout.retarget(channel)
         else:
-            group = self._groups.get(LIVE_GROUP)
+            group = self._core.groups.get(LIVE_GROUP)
             for conn in (group.active, group.standby) if group else ():
                 if conn is not None:
-                    self._subscribe(conn, consumer, "subscribe")
-        if self._fatal is not None and queue is not None:
-            queue.close(self._fatal)
+                    self._core.subscribe(conn, consumer, "subscribe")
+        if self._core.fatal is not None and queue is not None:
+            queue.close(self._core.fatal)
         return consumer
 
     def remove_consumer(self, cid: int) -> None:
         """End a consumer subscription: unsubscribe its wire subscriptions, end its queue."""
-        consumer = self._consumers.pop(cid, None)
+        consumer = self._core.consumers.pop(cid, None)
         if consumer is None:
             return
         consumer.active = False
         if consumer.queue is not None:
             consumer.queue.close()
         if not consumer.owns_wire:
-            self._attached[consumer.channel].remove(consumer)
-            self._retarget(consumer.channel)
+            self._core.attached[consumer.channel].remove(consumer)
+            self._fanout.retarget(consumer.channel)
             return
-        for conn in self._conns.values():
+        for conn in self._core.conns.values():
             for key, wire in list(conn.pending.items()):
                 if wire.owner is consumer:
                     del conn.pending[key]  # its ack will be an orphan and get unsubscribed
             sids = [sid for sid, w in conn.sids.items() if w.owner is consumer]
             if sids:
-                self._command(conn, "unsubscribe", {"sids": sids}, "user")
+                self._core.command(conn, "unsubscribe", {"sids": sids}, "user")
 
     def update_consumer(self, cid: int, action: str, args: dict[str, Any]) -> int | None:
         """Send update_subscription for a consumer's wire subscription; returns the command id."""
-        consumer = self._consumers.get(cid)
-        group = self._groups.get(LIVE_GROUP)
+        consumer = self._core.consumers.get(cid)
+        group = self._core.groups.get(LIVE_GROUP)
         conn = group.active if group else None
         if consumer is None or conn is None:
             return None
@@ -127,22 +179,22 @@ class Engine(ControlHandling):
         if wire is None or wire.sid is None:
             return None
         params = {"sids": [wire.sid], "action": action, **args}
-        return self._command(conn, "update_subscription", params, "user")
+        return self._core.command(conn, "update_subscription", params, "user")
 
     def list_subscriptions(self) -> int | None:
         """Send list_subscriptions on the live connection; the reply is a CommandReply."""
-        group = self._groups.get(LIVE_GROUP)
+        group = self._core.groups.get(LIVE_GROUP)
         if group is None or group.active is None:
             return None
-        return self._command(group.active, "list_subscriptions", None, "user")
+        return self._core.command(group.active, "list_subscriptions", None, "user")
 
     def consumers(self) -> list[ConsumerSubscription]:
-        return list(self._consumers.values())
+        return list(self._core.consumers.values())
 
     def wire_subscriptions(self) -> list[dict[str, Any]]:
         """The acknowledged subscriptions of the active connections, like list_subscriptions."""
         found = []
-        for group in self._groups.values():
+        for group in self._core.groups.values():
             if group.active is not None:
                 found += [
                     {"channel": w.channel, "sid": sid} for sid, w in group.active.sids.items()
@@ -153,23 +205,23 @@ class Engine(ControlHandling):
         """A group's records are over (a run stopped, or its process died): its connections
         go without a word to consumers, as they would have live, where nothing was said
         after the end. A close that really happened is its own `connection_closed`."""
-        g = self._groups.get(group)
+        g = self._core.groups.get(group)
         if g is None:
             return
-        for conn in [c for c in self._conns.values() if c.group is g]:
-            self._drop_conn(conn, "ended", recv_ns, notify=False)
+        for conn in [c for c in self._core.conns.values() if c.group is g]:
+            self._fanout.drop_conn(conn, "ended", recv_ns, notify=False)
         g.active = g.standby = None
         g.retiring.clear()
-        self._roles_changed()
+        self._core.roles_changed()
         if g.state is not _S.CLOSED:
-            self._set_group_state(g, _S.DISCONNECTED, recv_ns, mono_ns)
+            self._core.set_group_state(g, _S.DISCONNECTED, recv_ns, mono_ns)
 
     def subscription_activity(self) -> list[tuple[int, int, str, int, int | None]]:
         """(conn, sid, channel, frames, last_mono_ns) of every acknowledged subscription on an
         active connection: what a staleness watchdog needs to judge each one's own rate."""
         return [
             (conn.conn, sid, w.channel, w.frames, w.last_mono_ns)
-            for conn in (g.active for g in self._groups.values())
+            for conn in (g.active for g in self._core.groups.values())
             if conn is not None
             for sid, w in conn.sids.items()
         ]
@@ -177,7 +229,7 @@ class Engine(ControlHandling):
     def book(self, market: str) -> BookSnapshot | None:
         """The current book of a market on an active connection (the freshest), or None."""
         best: BookSnapshot | None = None
-        for group in self._groups.values():
+        for group in self._core.groups.values():
             if group.active is None:
                 continue
             for wire in group.active.sids.values():
@@ -191,31 +243,31 @@ class Engine(ControlHandling):
         """BLOCK queues over their bound after the last input: the pump must wait on them.
 
         The same list for the engine's life (an edge may hold on to it and test it)."""
-        return self._blocking
+        return self._core.blocking
 
     def take_blocking(self) -> list[DeliveryQueue]:
         """Return and forget the BLOCK queues that went over their bound."""
-        blocking = self._blocking[:]
-        self._blocking.clear()
+        blocking = self._core.blocking[:]
+        self._core.blocking.clear()
         return blocking
 
     @property
     def fatal_error(self) -> BaseException | None:
-        return self._fatal
+        return self._core.fatal
 
     def mute(self) -> None:
         """Deliver nothing until `unmute` (replay seek: state advances silently)."""
-        self._muted = True
-        for conn in self._conns.values():
+        self._core.muted = True
+        for conn in self._core.conns.values():
             for wire in conn.sids.values():
                 wire.targets = []
 
     def unmute(self) -> None:
         """Deliver again; book consumers get the current book of their markets at once."""
-        self._muted = False
-        for conn in self._conns.values():
+        self._core.muted = False
+        for conn in self._core.conns.values():
             for wire in conn.sids.values():
-                self._target(wire)
+                self._fanout.target(wire)
                 if conn.group.active is not conn:
                     continue
                 for consumer in wire.targets:
@@ -223,25 +275,31 @@ class Engine(ControlHandling):
                         continue
                     for market, book in wire.books.items():
                         if consumer.tickers is None or market in consumer.tickers:
-                            self._put(consumer, book.snapshot())
+                            self._fanout.put(consumer, book.snapshot())
+
+    def session_closed(
+        self, recv_ns: int, mono_ns: int, error: BaseException | None = None
+    ) -> None:
+        """The session is over (shutdown, or the edge gave up): end every consumer."""
+        self._fanout.close_session(recv_ns, mono_ns, error)
 
     # ------------------------------------------------------------------ connection inputs
 
     def connection_attempt(self, recv_ns: int, mono_ns: int, *, group: int = LIVE_GROUP) -> None:
         """The edge starts a connection attempt."""
-        self._now = (recv_ns, mono_ns)
-        g = self._group(group)
+        self._core.now = (recv_ns, mono_ns)
+        g = self._core.group(group)
         if g.state in (_S.DISCONNECTED, _S.CONNECTING):
-            self._set_group_state(g, _S.CONNECTING, recv_ns, mono_ns)
+            self._core.set_group_state(g, _S.CONNECTING, recv_ns, mono_ns)
 
     def attempt_failed(
         self, recv_ns: int, mono_ns: int, *, will_retry: bool, group: int = LIVE_GROUP
     ) -> None:
         """A connection attempt failed before opening."""
-        self._now = (recv_ns, mono_ns)
-        g = self._group(group)
+        self._core.now = (recv_ns, mono_ns)
+        g = self._core.group(group)
         if g.active is None and g.state is not _S.CLOSED:
-            self._set_group_state(g, _S.RECONNECTING if will_retry else _S.DISCONNECTED,
+            self._core.set_group_state(g, _S.RECONNECTING if will_retry else _S.DISCONNECTED,
                                   recv_ns, mono_ns)  # fmt: skip
 
     def connection_opened(
@@ -255,29 +313,29 @@ class Engine(ControlHandling):
     ) -> None:
         """A handshake succeeded. A standby connection is subscribed but not delivered from
         until its snapshots are in (make-before-break); then it replaces the active one."""
-        self._now = (recv_ns, mono_ns)
-        if conn in self._conns or self.state is _S.CLOSED:
+        self._core.now = (recv_ns, mono_ns)
+        if conn in self._core.conns or self.state is _S.CLOSED:
             return
-        g = self._group(group)
+        g = self._core.group(group)
         state = Connection(conn, g, mono_ns)
-        self._conns[conn] = state
+        self._core.conns[conn] = state
         if standby and g.active is not None:
             g.standby = state
         else:
             if g.active is not None:  # an open without a close: the old one is gone
-                self._drop_conn(g.active, "replaced", recv_ns, notify=True)
+                self._fanout.drop_conn(g.active, "replaced", recv_ns, notify=True)
                 g.active = None
-                self._set_group_state(g, _S.RECONNECTING, recv_ns, mono_ns)
+                self._core.set_group_state(g, _S.RECONNECTING, recv_ns, mono_ns)
             elif g.state is _S.DISCONNECTED:
-                self._set_group_state(g, _S.CONNECTING, recv_ns, mono_ns)
+                self._core.set_group_state(g, _S.CONNECTING, recv_ns, mono_ns)
             g.active = state
-            self._set_group_state(g, _S.CONNECTED, recv_ns, mono_ns)
-        self._roles_changed()
+            self._core.set_group_state(g, _S.CONNECTED, recv_ns, mono_ns)
+        self._core.roles_changed()
         if group == LIVE_GROUP:
-            for consumer in list(self._consumers.values()):
+            for consumer in list(self._core.consumers.values()):
                 if consumer.owns_wire:
                     reason = "resubscribe" if consumer.subscribed_once else "subscribe"
-                    self._subscribe(state, consumer, reason)
+                    self._core.subscribe(state, consumer, reason)
 
     def connection_closed(
         self,
@@ -290,44 +348,44 @@ class Engine(ControlHandling):
         will_reconnect: bool = True,
     ) -> None:
         """A connection ended. Everything it owned (sids, seq state, books) is reset."""
-        self._now = (recv_ns, mono_ns)
-        state = self._conns.get(conn)
+        self._core.now = (recv_ns, mono_ns)
+        state = self._core.conns.get(conn)
         if state is None:
             return
         g = state.group
         if g.active is state:
             standby = g.standby
-            self._drop_conn(state, "disconnect", recv_ns, notify=standby is None)
+            self._fanout.drop_conn(state, "disconnect", recv_ns, notify=standby is None)
             g.active = None
             if standby is not None:
-                self._switch(g, recv_ns, mono_ns)  # the standby takes over at once
+                self._switching.switch(g, recv_ns, mono_ns)  # the standby takes over at once
             else:
                 new = _S.RECONNECTING if will_reconnect else _S.DISCONNECTED
-                self._set_group_state(g, new, recv_ns, mono_ns)
+                self._core.set_group_state(g, new, recv_ns, mono_ns)
         elif g.standby is state:
             g.standby = None
-            self._drop_conn(state, "standby closed", recv_ns, notify=False)
-            for consumer in self._consumers.values():
+            self._fanout.drop_conn(state, "standby closed", recv_ns, notify=False)
+            for consumer in self._core.consumers.values():
                 consumer.held.clear()
         else:
-            self._drop_conn(state, "retired", recv_ns, notify=False)
+            self._fanout.drop_conn(state, "retired", recv_ns, notify=False)
             g.retiring.discard(conn)
-        self._roles_changed()
-        if not self._overlap:
-            for consumer in self._consumers.values():
+        self._core.roles_changed()
+        if not self._core.overlap:
+            for consumer in self._core.consumers.values():
                 consumer.seen = None
 
     # ------------------------------------------------------------------ time
 
     def tick(self, recv_ns: int, mono_ns: int) -> None:
         """Time passes: fail overdue subscribes, fall back on overdue resyncs, checkpoint."""
-        self._now = (recv_ns, mono_ns)
-        for state in list(self._conns.values()):
+        self._core.now = (recv_ns, mono_ns)
+        for state in list(self._core.conns.values()):
             self._check_timeouts(state, recv_ns, mono_ns)
-        if self._checkpoint_ns is not None:
-            for group in self._groups.values():
+        if self._core.checkpoint_ns is not None:
+            for group in self._core.groups.values():
                 conn = group.active
-                if conn is None or mono_ns - conn.last_checkpoint_ns < self._checkpoint_ns:
+                if conn is None or mono_ns - conn.last_checkpoint_ns < self._core.checkpoint_ns:
                     continue
                 if conn.sids and is_quiescent(conn):
                     conn.last_checkpoint_ns = mono_ns
@@ -350,20 +408,20 @@ class Engine(ControlHandling):
         Raises:
             ValueError: the record cannot be restored.
         """
-        self._now = (recv_ns, mono_ns)
-        if conn not in self._conns:
+        self._core.now = (recv_ns, mono_ns)
+        if conn not in self._core.conns:
             self.connection_opened(conn, recv_ns, mono_ns, group=group)
-        state = self._conns[conn]
+        state = self._core.conns[conn]
         for wire in state.wires():
             wire.targets = []
         state.sids.clear()
         state.pending.clear()
         for wire in restore_wires(state, record):
-            self._target(wire)
+            self._fanout.target(wire)
         state.last_checkpoint_ns = mono_ns
         g = state.group
         if state.sids and g.active is state and g.state is _S.CONNECTED:
-            self._set_group_state(g, _S.STREAMING, recv_ns, mono_ns)
+            self._core.set_group_state(g, _S.STREAMING, recv_ns, mono_ns)
 
     def _check_timeouts(self, state: Connection, recv_ns: int, mono_ns: int) -> None:
         ack_ns = int(self.config.ack_timeout_s * NS)
@@ -373,71 +431,15 @@ class Engine(ControlHandling):
                 continue
             del state.pending[key]
             error = SubscribeTimeout(wire.channel, self.config.ack_timeout_s)
-            self._report("ack_timeout", str(error), recv_ns, state.conn, None, wire.channel)
+            self._core.report("ack_timeout", str(error), recv_ns, state.conn, None, wire.channel)
             self.outbox.append(SubscribeResult(owner.cid, wire.channel, None, error))
             if state.group.active is state:
-                self._end_consumer(owner, error)
+                self._fanout.end_consumer(owner, error)
         for wire in list(state.sids.values()):
-            self._check_resync_timeout(state, wire, recv_ns, mono_ns)
+            self._resync.check_timeout(state, wire, recv_ns, mono_ns)
         standby_ns = int(self.config.standby_timeout_s * NS)
         if state.group.standby is state and mono_ns - state.opened_mono_ns >= standby_ns:
             message = f"standby connection {state.conn} not ready"
-            self._report("standby_timeout", message, recv_ns, state.conn)
+            self._core.report("standby_timeout", message, recv_ns, state.conn)
             self.outbox.append(CloseConnection(state.conn, "standby not ready in time"))
             state.opened_mono_ns = mono_ns  # ask once per timeout period
-
-    # ------------------------------------------------------------------ make-before-break
-
-    def _maybe_switch(self, standby: Connection, recv_ns: int, mono_ns: int) -> None:
-        """Switch once the standby carries every subscription of the active connection and
-        each of its books has its snapshot."""
-        g = standby.group
-        active = g.active
-        if active is None or g.standby is not standby or standby.pending:
-            return
-        on_standby = {w.key(): w for w in standby.sids.values()}
-        for wire in active.sids.values():
-            twin = on_standby.get(wire.key())
-            if twin is None or not self._ready(twin, wire):
-                return
-        g.retiring.add(active.conn)
-        self._switch(g, recv_ns, mono_ns)
-        self.outbox.append(Switched(active.conn, standby.conn, recv_ns, mono_ns))
-
-    @staticmethod
-    def _ready(twin: WireSubscription, active: WireSubscription) -> bool:
-        """A standby subscription is ready when its books are all in: every listed market,
-        or (an all-markets subscription) every market the active one has a book for."""
-        if not twin.is_book:
-            return True
-        if twin.awaiting_snapshot:
-            return False
-        wanted = twin.markets if twin.markets is not None else active.books.keys()
-        return all(m in twin.books for m in wanted)
-
-    def _switch(self, g: Group, recv_ns: int, mono_ns: int) -> None:
-        """Deliver from the group's standby from now on, flushing what it held."""
-        standby = g.standby
-        assert standby is not None
-        self.stats.switches += 1
-        g.standby = None
-        g.active = standby
-        self._roles_changed()
-        for consumer in list(self._consumers.values()):
-            held, consumer.held = consumer.held, []
-            if consumer.channel not in BOOK_CHANNELS:
-                for frame in held:
-                    if not self._seen_before(consumer, frame):
-                        self._put(consumer, frame)
-            elif consumer.delivery is not Delivery.BOOK:
-                for frame in held:  # from the new snapshot on: consistent by itself
-                    self._put(consumer, frame)
-            else:
-                for wire in standby.sids.values():
-                    if wire.channel != consumer.channel:
-                        continue
-                    for market, book in wire.books.items():
-                        if consumer.tickers is None or market in consumer.tickers:
-                            self._put(consumer, book.snapshot())
-        if g.state is _S.CONNECTED:
-            self._set_group_state(g, _S.STREAMING, recv_ns, mono_ns)

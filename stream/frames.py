@@ -1,6 +1,11 @@
-"""Data and book frames: routing by sid, sequence checks, books, resyncs.
+"""The frame input: routing by sid, sequence checks, books; bad and unknown frames.
 
-Sequence rules (PROTOCOL.md "seq summary" and behaviours 1-5), per wire
+`FrameInput.frame_received` is the engine's hot path. It decodes a frame once,
+routes it by sid to its wire subscription (or stashes it until the subscribe is
+acknowledged, docs/protocol.md section 9.5), checks its seq, applies book frames
+and hands the frame to `stream.fanout`; control frames go to `stream.control`.
+
+Sequence rules (docs/protocol.md sections 8.16 and 9.1-9.5), per wire
 subscription on every sequenced channel: an in-order frame passes; a duplicate
 (seq equal to the last) is dropped; a gap (seq beyond last + 1) or a reset (seq
 below the last) is reported. On a book channel the frame is dropped, the
@@ -8,7 +13,8 @@ subscription's books are cleared and a snapshot is requested (get_snapshot,
 falling back to unsubscribe + subscribe). On other channels the frame after a gap
 is still delivered: dropping a valid trade cannot bring back the lost one. A
 reset's frame is dropped everywhere and the watermark rebased. A malformed book
-frame never moves the watermark, so the next good frame shows the gap (#3).
+frame never moves the watermark, so the next good frame shows the gap (9.3).
+Gaps and resets are `stream.resync`'s to handle.
 
 The first frame of a subscription must carry `EngineConfig.first_seq` (1), so a
 lost first frame is a gap too.
@@ -17,14 +23,14 @@ lost first frame is a gap too.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.channels import Channel, channel_of_type
 from schemas.envelope import decode_envelope
 from schemas.errors import EnvelopeError
 from stream.book import OrderBook
 from stream.connections import Connection
-from stream.core import NS, EngineCore
+from stream.core import EngineCore
 from stream.decode import (
     DECODE_ERRORS,
     FRAME_TAGS,
@@ -39,11 +45,17 @@ from stream.decode import (
     delta_units,
     snapshot_units,
 )
-from stream.events import Frame, GapDetected, ResyncRequested
+from stream.events import Frame
+from stream.fanout import Fanout
 from stream.fixed import Units, price_memo, size_memo
+from stream.resync import Resync
 from stream.subscriptions import WireSubscription
 
-__all__ = ["FrameHandling"]
+if TYPE_CHECKING:
+    from stream.control import ControlInput
+    from stream.switching import Switching
+
+__all__ = ["FrameInput"]
 
 _TAG = FRAME_TAGS  # struct class -> wire type
 _decode = decode_frame
@@ -54,8 +66,38 @@ _price_get = price_memo.get  # wire text -> units: the hot path's one lookup per
 _size_get = size_memo.get
 
 
-class FrameHandling(EngineCore):
-    """The frame input of the engine (see `stream.engine.Engine`)."""
+class FrameInput:
+    """The engine's frame input (see the module docstring).
+
+    Control frames go to `control`, a standby's snapshots to `switching`: the engine
+    sets both when it assembles its parts.
+    """
+
+    __slots__ = (
+        "_conns",
+        "_core",
+        "_deliver",
+        "_fanout",
+        "_first_last",
+        "_resync",
+        "_stash_maxlen",
+        "control",
+        "stats",
+        "switching",
+    )
+
+    def __init__(self, core: EngineCore, fanout: Fanout, resync: Resync) -> None:
+        self._core = core
+        self._fanout = fanout
+        self._resync = resync
+        # What the hot path reads, bound once (the same objects for the engine's life).
+        self._conns = core.conns
+        self.stats = core.stats
+        self._deliver = fanout.deliver
+        self._first_last = core.first_last
+        self._stash_maxlen = core.config.stash_maxlen
+        self.control: ControlInput | None = None
+        self.switching: Switching | None = None
 
     def frame_received(
         self, raw: bytes, recv_ns: int, mono_ns: int, conn: int, decoded: Any = None
@@ -121,7 +163,7 @@ class FrameHandling(EngineCore):
         else:
             self._data_frame(state, frame, raw, recv_ns, mono_ns)
 
-    def _dispatch(self, state: Connection, raw: bytes, recv_ns: int, mono_ns: int) -> None:
+    def dispatch(self, state: Connection, raw: bytes, recv_ns: int, mono_ns: int) -> None:
         """Process a frame already counted (a stashed one, replayed after its ack)."""
         try:
             frame = _decode(raw)
@@ -171,10 +213,8 @@ class FrameHandling(EngineCore):
     def _control(
         self, state: Connection, frame: Any, raw: bytes, recv_ns: int, mono_ns: int
     ) -> None:
-        raise NotImplementedError  # stream.control.ControlHandling
-
-    def _maybe_switch(self, group_conn: Connection, recv_ns: int, mono_ns: int) -> None:
-        raise NotImplementedError  # stream.engine.Engine
+        assert self.control is not None
+        self.control.handle(state, frame, raw, recv_ns, mono_ns)
 
     # ------------------------------------------------------------------ routing
 
@@ -198,12 +238,12 @@ class FrameHandling(EngineCore):
         """Keep a frame for a sid whose ack has not arrived yet (PROTOCOL.md #5)."""
         queue = state.stash.get(sid)
         if queue is None:
-            queue = state.stash[sid] = deque(maxlen=self.config.stash_maxlen)
+            queue = state.stash[sid] = deque(maxlen=self._stash_maxlen)
         if len(queue) == queue.maxlen:
             self.stats.stash_evicted += 1
             if not state.stash_warned:
                 state.stash_warned = True
-                self._report(
+                self._core.report(
                     "stash_overflow",
                     f"more than {queue.maxlen} frames for sid {sid} before its ack; oldest evicted",
                     recv_ns,
@@ -237,7 +277,7 @@ class FrameHandling(EngineCore):
                 if seq == last:
                     self.stats.duplicates += 1
                     return
-                self._sequence_break(state, wire, last, seq, recv_ns, mono_ns)
+                self._resync.sequence_break(state, wire, last, seq, recv_ns, mono_ns)
                 if seq < last:
                     wire.last_seq = seq  # rebase: a true reset must not mute the stream
                     return
@@ -299,7 +339,7 @@ class FrameHandling(EngineCore):
             if seq == last:
                 self.stats.duplicates += 1
                 return
-            self._sequence_break(state, wire, last, seq, recv_ns, mono_ns)
+            self._resync.sequence_break(state, wire, last, seq, recv_ns, mono_ns)
             wire.last_seq = seq
             if is_delta or seq < last:
                 return
@@ -329,7 +369,8 @@ class FrameHandling(EngineCore):
             )  # fmt: skip
             self._deliver(wire, frame_out, book)
         if not is_delta and state.group.standby is state:
-            self._maybe_switch(state, recv_ns, mono_ns)
+            assert self.switching is not None
+            self.switching.maybe_switch(state, recv_ns, mono_ns)
 
     def _delta_without_book(
         self, state: Connection, wire: WireSubscription, market: str, recv_ns: int
@@ -339,7 +380,7 @@ class FrameHandling(EngineCore):
             return  # expected while a resync is in flight
         if market not in wire.warned_no_book:
             wire.warned_no_book.add(market)
-            self._report(
+            self._core.report(
                 "delta_before_snapshot",
                 f"delta for {market} before its snapshot on sid {wire.sid}; dropped, "
                 "snapshot requested",
@@ -348,7 +389,7 @@ class FrameHandling(EngineCore):
                 wire.sid,
                 wire.channel,
             )
-            self._request_snapshot(state, wire, [market], recv_ns)
+            self._resync.request_snapshot(state, wire, [market], recv_ns)
 
     # ------------------------------------------------------------------ bad frames
 
@@ -374,7 +415,7 @@ class FrameHandling(EngineCore):
             return
         self.stats.unknown_types += 1
         channel = wire.channel if wire else None
-        self._report(
+        self._core.report(
             "unknown_type", f"unknown message type {env.type!r}", recv_ns, state.conn, env.sid,
             channel, raw=raw,
         )  # fmt: skip
@@ -402,80 +443,4 @@ class FrameHandling(EngineCore):
     ) -> None:
         self.stats.malformed += 1
         sid, channel = (wire.sid, wire.channel) if wire else (None, None)
-        self._report("malformed", reason, recv_ns, state.conn, sid, channel, raw=raw)
-
-    # ------------------------------------------------------------------ sequence and resync
-
-    def _sequence_break(
-        self,
-        state: Connection,
-        wire: WireSubscription,
-        last: int,
-        seq: int,
-        recv_ns: int,
-        mono_ns: int,
-    ) -> None:
-        kind = "gap" if seq > last else "reset"
-        if kind == "gap":
-            self.stats.gaps += 1
-        else:
-            self.stats.resets += 1
-        assert wire.sid is not None
-        self.outbox.append(
-            GapDetected(kind, state.conn, wire.sid, wire.channel, last + 1, seq, recv_ns, mono_ns)
-        )
-        message = f"{wire.channel} sid {wire.sid}: expected seq {last + 1}, got {seq}"
-        self._report(kind, message, recv_ns, state.conn, wire.sid, wire.channel)
-        if wire.is_book:
-            markets = set(wire.books) | set(wire.markets or ()) | wire.awaiting_snapshot
-            self._clear_books(wire, kind, recv_ns, notify=True)
-            self._request_snapshot(state, wire, sorted(markets), recv_ns)
-
-    def _request_snapshot(
-        self, state: Connection, wire: WireSubscription, markets: list[str], recv_ns: int
-    ) -> None:
-        new = [m for m in markets if m not in wire.awaiting_snapshot]
-        if not new and wire.resync_cmd_id is not None:
-            return  # one resync in flight covers it
-        wire.awaiting_snapshot.update(markets)
-        self.stats.resyncs += 1
-        assert wire.sid is not None
-        self.outbox.append(
-            ResyncRequested(
-                state.conn, wire.sid, wire.channel, tuple(markets), "get_snapshot", recv_ns
-            )
-        )
-        params = {"sids": [wire.sid], "action": "get_snapshot", "market_tickers": markets}
-        self._command(state, "update_subscription", params, "resync", wire)
-
-    def _fallback_resubscribe(
-        self, state: Connection, wire: WireSubscription, recv_ns: int
-    ) -> None:
-        """get_snapshot failed or timed out: unsubscribe and subscribe again (fresh snapshot).
-
-        Not for a subscription the server ended meanwhile (error 25, `unsubscribed`): its
-        owner was already ended or subscribed again, and a second subscribe would record
-        the channel twice.
-        """
-        owner = wire.owner
-        if owner is None or not owner.active or wire.sid is None:
-            return
-        if state.sids.get(wire.sid) is not wire:
-            return
-        self.stats.resyncs += 1
-        markets = tuple(sorted(wire.markets or ()))
-        self.outbox.append(
-            ResyncRequested(state.conn, wire.sid, wire.channel, markets, "resubscribe", recv_ns)
-        )
-        self._command(state, "unsubscribe", {"sids": [wire.sid]}, "fallback")
-        self._subscribe(state, owner, "resubscribe")
-
-    def _check_resync_timeout(
-        self, state: Connection, wire: WireSubscription, recv_ns: int, mono_ns: int
-    ) -> None:
-        since = wire.resync_since_ns
-        if since is not None and mono_ns - since >= int(self.config.resync_timeout_s * NS):
-            wire.resync_since_ns = None
-            message = f"no snapshot for sid {wire.sid} after get_snapshot"
-            self._report("resync_timeout", message, recv_ns, state.conn, wire.sid, wire.channel)
-            self._fallback_resubscribe(state, wire, recv_ns)
+        self._core.report("malformed", reason, recv_ns, state.conn, sid, channel, raw=raw)
