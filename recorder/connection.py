@@ -1,29 +1,36 @@
 """The live connection manager: the `stream.Source` of a `LiveSession`.
 
-This module owns the reconnect loop and the receive loops. `LiveSource.run` is
-our own loop (never websockets' `async for ... in connect()`, whose backoff
-resets on every opened connection and storms): it opens connections
-(`recorder.link`, freshly signed headers every attempt), runs one receive loop
-per connection, decides after every end what comes next, waits as
-`recorder.policies` says (full-jitter backoff, the attempt rate limit, 1013 and
-HTTP 429/503, the stable-connection reset), and gives up with the last error,
-which ends every iterator and reaches `on_error`. It carries out the engine's
-requests (`Switched`: close the old connection; `CloseConnection`: drop a
-standby) and counts what happens (`recorder.stats`).
+This module owns the sockets and the receive loops. `LiveSource` is one object
+that owns its collaborators, each with its own module and interface:
 
-Theory of operation. Each receive loop reads frames as bytes, stamps both
-clocks, counts them, hands them to the sink (write first), then to the engine
-(interpret second), and pumps the session when it has outputs. Every
-connection event goes to the sink, with both clocks, just before the engine
-hears of it, so a replay of the log drives the engine the same way. The
-supervisor waits for the active connection to be lost (a standby that takes
-over is not a loss) and then holds, reconnects after a delay, backs off, or
-stops. Rotations and proactive control are `recorder.control.LinkControl`'s;
-the timers (engine ticks, staleness, age, alerts, policies, windows)
-`recorder.watch.Watchdogs`'; reporting, hooks and the pump lock
-`recorder.plumbing.EdgePlumbing`'s. Connection numbers count opened
-connections from 1 (a standby gets its own); events before an open carry 0.
-CancelledError always propagates.
+    Links         recorder.link       the run's connections: active, standby
+    Plumbing      recorder.plumbing   the sink, reports, hooks, the pump lock, tasks
+    LinkControl   recorder.control    proactive control: disconnect, rotate, kill, timers
+    Watchdogs     recorder.watch      engine ticks, staleness, age, alerts, windows
+    LinkState     recorder.lifecycle  the reconnect lifecycle: state, table, `step`
+
+Theory of operation. The supervisor is our own loop (never a library's
+reconnecting iterator, whose backoff resets on every opened connection and
+storms). It keeps one `LinkState` and carries out the action `lifecycle.step`
+decides for each event: open a connection (`recorder.link`, freshly signed
+headers every attempt), serve it, wait a backoff (`recorder.policies`: full
+jitter, the attempt rate limit, 1013 and HTTP 429/503, the stable-connection
+reset) or a requested delay, hold, or give up with the last error, which ends
+every iterator and reaches `on_error`. The loss of the active connection is
+decided once, when its receive loop ends: the decision says whether the session
+will reconnect (recorded with the close event) and what the supervisor does.
+
+Each receive loop reads whole messages as bytes, stamps both clocks, counts
+them, hands them to the sink (write first), then to the engine (interpret
+second), and pumps the session when it has outputs. Every connection event goes
+to the sink, with both clocks, just before the engine hears of it, so a replay
+of the log drives the engine the same way. The engine's requests are carried
+out here (`Switched`: close the old connection; `CloseConnection`: drop a
+standby). Connection numbers count opened connections from 1 (a standby gets
+its own); events before an open carry 0. CancelledError always propagates.
+
+Sockets come from an opener (`LinkOpener`, `recorder.link.open_link` by default):
+tests may pass one that makes in-memory links, as httpx takes a transport.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import logging
 import random
 import ssl as ssl_module
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -41,31 +49,53 @@ from apscheduler.triggers.base import BaseTrigger
 
 from recorder.alerts import DisconnectAlert, DisconnectAlerts
 from recorder.auth import Credentials
-from recorder.control import LinkControl, Policy
+from recorder.control import LinkControl
 from recorder.errors import AuthenticationFailed, HandshakeRejected, PermanentClose, ReconnectGaveUp
+from recorder.lifecycle import (
+    Action,
+    Backoff,
+    Connect,
+    Fail,
+    Finish,
+    GaveUp,
+    Hold,
+    LinkState,
+    Lost,
+    Opened,
+    Released,
+    Serve,
+    Start,
+    Stop,
+    WaitOver,
+    WaitThenConnect,
+    step,
+    will_reconnect,
+)
+from recorder.lifecycle import AttemptFailed as AttemptFailedEvent
+from recorder.lifecycle import Event as LinkEvent
 from recorder.limits import Limits
 from recorder.link import (
     AttemptFailed,
     Intent,
     Link,
     LinkEnd,
+    Links,
     SocketClosed,
     end_of,
     open_link,
 )
 from recorder.logfilter import WS_LOGGER_NAME, install_redaction
-from recorder.plumbing import EdgePlumbing, Hook
-from recorder.plumbing import now as _now
+from recorder.plumbing import Hook, Plumbing, Policy, now
 from recorder.policies import (
     AttemptLimiter,
     CloseVerdict,
     DisconnectReason,
     ReconnectStrategy,
     RetryPlan,
-    Staleness,
     interpret_reconnect_answer,
 )
 from recorder.sink import Sink
+from recorder.sockets import Socket
 from recorder.stats import LiveStats, frame_type
 from recorder.watch import Watchdogs
 from schemas.record import Event
@@ -80,13 +110,17 @@ from stream.events import (
 )
 from stream.session import Session, Source
 
-__all__ = ["LiveSettings", "LiveSource"]
+__all__ = ["LinkOpener", "LiveSettings", "LiveSource"]
 
 log = logging.getLogger("kalshi_tape.recorder.connection")
-#: Decoded frame class -> its envelope type as bytes (the key of `types_received`).
-_TYPE_BYTES: Final = {cls: type_.encode() for cls, type_ in FRAME_TAGS.items()}
 NS: Final = 1_000_000_000
 _R = DisconnectReason
+#: Decoded frame class -> its envelope type as bytes (the key of `types_received`).
+_TYPE_BYTES: Final = {cls: type_.encode() for cls, type_ in FRAME_TAGS.items()}
+
+#: Opens one connection: (url, path, limits, credentials=, ssl=, compression=, proxy=,
+#: logger=) -> a `recorder.sockets.Socket`, raising `recorder.link.AttemptFailed`.
+LinkOpener = Callable[..., Awaitable[Socket]]
 
 
 @dataclass(frozen=True)
@@ -109,9 +143,10 @@ class LiveSettings:
     on_disconnect_alert: Hook | None = None
     alert_proactive: bool = False
     sink: Sink | None = None
+    opener: LinkOpener = open_link
 
 
-class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
+class LiveSource(Source):
     """Feeds a session's engine from live Kalshi connections (see the module docstring)."""
 
     owns_wire = True
@@ -124,7 +159,6 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         self._path = urlsplit(settings.url).path or "/"
         install_redaction()
         self._ws_logger = logging.getLogger(WS_LOGGER_NAME)
-        EdgePlumbing.__init__(self, settings.sink)
         self._plan = RetryPlan(
             settings.strategy,
             base_s=lim.reconnect_delay_s,
@@ -135,53 +169,50 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
             rng=rng,
         )
         self._limiter = AttemptLimiter(lim.attempts_per_window, lim.attempt_window_s)
-        self._staleness = Staleness(
-            floor_s=lim.stale_floor_s,
-            multiplier=lim.stale_multiplier,
-            min_observations=lim.stale_min_observations,
-        )
         self._alerts = DisconnectAlerts(
             lim.disconnect_alert_interval_s, include_proactive=settings.alert_proactive
         )
-        self._conns: dict[int, Link] = {}
-        self._active: Link | None = None
-        self._standby: Link | None = None
-        self._next_no = 1
-        self._stopping = False
-        self._abort = False
+        self.links = Links()
+        self.plumbing = Plumbing(settings.sink)
+        self.control = LinkControl(self, self.links, self.plumbing, lim, stats)
+        self.watchdogs = Watchdogs(
+            self.control, self.links, self.plumbing, lim, stats, self._alerts,
+            settings.on_disconnect_alert,
+        )  # fmt: skip
+        self.link_state = LinkState.IDLE
         self._wake = asyncio.Event()
         self._skip_wait = False
-        self._loss: asyncio.Future[tuple[LinkEnd, bool] | None] | None = None
+        #: The action decided when the active link was lost (None: the run stops).
+        self._loss: asyncio.Future[Action | None] | None = None
         self._hold: DisconnectReason | None = None
-        self._rotation: asyncio.Task[bool] | None = None
-        self._rotation_reason: DisconnectReason = _R.USER_REQUESTED
-        self._rotation_retry_ns = 0
-        self._timers: set[asyncio.Task[Any]] = set()
+        self._last_failure: AttemptFailed | None = None
         self._last_error: BaseException | str | None = None
         self.final_error: BaseException | None = None
 
     # ------------------------------------------------------------------ Source
 
     def now(self) -> tuple[int, int]:
-        return _now()
+        return now()
 
     @property
     def active_conn(self) -> int | None:
         """The number of the connection delivering now, or None."""
-        return None if self._active is None else self._active.no
+        active = self.links.active
+        return None if active is None else active.no
 
     @property
     def connection_age_s(self) -> float:
         """Seconds the active connection has been open (0.0 when none)."""
-        active = self._active
+        active = self.links.active
         return 0.0 if active is None else (time.monotonic_ns() - active.opened_mono_ns) / NS
 
     async def run(self, session: Session) -> None:
-        self._session = session
-        helpers = [self._spawn(self._housekeeping())]
+        self.plumbing.session = session
+        spawn, dogs = self.plumbing.spawn, self.watchdogs
+        helpers = [spawn(dogs.housekeeping())]
         if self.settings.should_disconnect is not None:
-            helpers.append(self._spawn(self._poll_should_disconnect()))
-        helpers += [self._spawn(self._window(trigger)) for trigger in self.settings.windows]
+            helpers.append(spawn(dogs.poll_should_disconnect(self.settings.should_disconnect)))
+        helpers += [spawn(dogs.window(trigger)) for trigger in self.settings.windows]
         try:
             await self._supervise()
         except asyncio.CancelledError:
@@ -190,21 +221,21 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
             self.final_error = exc
             raise
         finally:
-            self._stopping = True
+            self.links.stopping = True
             for task in helpers:
                 task.cancel()
-            self._cancel_timers()
+            self.control.cancel_timers()
             await self._shutdown_connections()
 
     async def send(self, conn: int, raw: bytes) -> None:
-        c = self._conns.get(conn)
+        c = self.links.conns.get(conn)
         if c is None:
             return  # that connection is gone; its state went with it
-        recv_ns, mono_ns = _now()
-        self._to_sink("command_out", conn, recv_ns, mono_ns, raw)
+        recv_ns, mono_ns = now()
+        self.plumbing.command_out(conn, recv_ns, mono_ns, raw)
         # Reported before the write completes: a write may yield (drain), and the reply
         # must never reach the engine before the engine knows the command.
-        self._engine.command_sent(raw, recv_ns, mono_ns, conn)
+        self.plumbing.engine.command_sent(raw, recv_ns, mono_ns, conn)
         self.stats.sent(raw, recv_ns)
         try:
             await c.ws.send(raw)
@@ -214,17 +245,19 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
     async def handle(self, output: Output) -> None:
         match output:
             case Switched(old_conn=old_no, new_conn=new_no, recv_ns=recv_ns, mono_ns=mono_ns):
-                self._switched(old_no, new_no, recv_ns, mono_ns)
+                self.control.switched(old_no, new_no, recv_ns, mono_ns)
             case CloseConnection(conn=no):
-                c = self._conns.get(no)
+                c = self.links.conns.get(no)
                 if c is not None:
-                    self._spawn(self._close(c, Intent(self._rotation_reason, "abandon")))
+                    intent = Intent(self.control.rotation_reason, "abandon")
+                    self.plumbing.spawn(self.close(c, intent))
             case Checkpoint() as checkpoint:
-                if self._sink is not None:
+                sink = self.plumbing.sink
+                if sink is not None:
                     try:
-                        self._sink.checkpoint(checkpoint)
+                        sink.checkpoint(checkpoint)
                     except Exception as exc:
-                        self._sink_failed("checkpoint", exc, checkpoint.recv_ns)
+                        self.plumbing.sink_failed("checkpoint", exc, checkpoint.recv_ns)
             case GapDetected(kind=kind):
                 if kind == "gap":
                     self.stats.gaps += 1
@@ -237,90 +270,88 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
 
     async def stop(self) -> None:
         """End the run: cancel any pending reconnect or rotation, close every socket."""
-        self._stopping = True
+        links = self.links
+        links.stopping = True
         self._hold = None
         self._wake.set()
         if self._loss is not None and not self._loss.done():
             self._loss.set_result(None)
-        self._cancel_timers()
-        for c in list(self._conns.values()):
-            if self._abort:
+        self.control.cancel_timers()
+        for c in list(links.conns.values()):
+            if links.abort:
                 c.intent = c.intent or Intent(_R.USER_REQUESTED, "stop")
                 c.abort()
             else:
-                self._spawn(self._close(c, Intent(_R.USER_REQUESTED, "stop")))
+                self.plumbing.spawn(self.close(c, Intent(_R.USER_REQUESTED, "stop")))
 
     def force(self) -> None:
         """Make the coming stop abort sockets without a close handshake."""
-        self._abort = True
+        self.links.abort = True
+
+    def reconnect_now(self) -> None:
+        """Leave a hold, or cut a backoff wait short."""
+        self._hold = None
+        if self.links.active is None:
+            self._skip_wait = True
+            self._wake.set()
 
     # ------------------------------------------------------------------ the supervisor
 
-    async def _supervise(self) -> None:
-        end: LinkEnd | None = None
-        reactive = False
-        while not self._stopping:
-            if self._hold is not None:
-                await self._held()
-                end, reactive = None, False
-                continue
-            await self._establish(reactive, end)
-            if self._stopping:
-                return
-            lost = await self._wait_lost()
-            if lost is None or self._stopping:
-                return
-            end, will_reconnect = lost
-            intent = end.intent
-            if intent is not None and intent.then == "hold":
-                self._hold = end.reason
-            elif intent is not None and intent.then == "reconnect":
-                if intent.after_s > 0:
-                    self._emit_wait(intent.after_s, "reconnect_after")
-                    await self._wait(intent.after_s)
-                reactive = False
-            elif end.verdict is CloseVerdict.PERMANENT:
-                raise PermanentClose(end.code, end.text)
-            elif not self.settings.auto_reconnect:
-                self._hold = end.reason
-            elif not will_reconnect:
-                raise ReconnectGaveUp(self._plan.attempts + 1, self._last_error)
-            else:
-                reactive = True
+    def _advance(self, event: LinkEvent) -> Action:
+        """One step of the lifecycle: the new state, and the action to carry out."""
+        self.link_state, action = step(self.link_state, event)
+        return action
 
-    async def _establish(self, reactive: bool, end: LinkEnd | None) -> None:
-        """Open the active connection: at once (first or proactive), or after a backoff."""
-        verdict = end.verdict if end is not None else CloseVerdict.RETRY
-        retry_after: float | None = None
-        need_delay = reactive
-        while not self._stopping:
-            if need_delay:
-                delay = await self._retry_delay(verdict, retry_after)
-                if delay is None:
-                    raise ReconnectGaveUp(self._plan.attempts + 1, self._last_error)
-                if delay > 0:
-                    unavailable = verdict is CloseVerdict.SERVER_UNAVAILABLE
-                    self._emit_wait(delay, "server_unavailable" if unavailable else "backoff")
-                    await self._wait(delay)
-            await self._rate_limit()
-            if self._stopping or self._active is not None:
-                return  # stopped, or a rotation's standby took over meanwhile
-            try:
-                await self._open(standby=False)
-                return
-            except AttemptFailed as failed:
-                verdict, retry_after = failed.verdict, failed.retry_after_s
-                will_retry = (
-                    not self._stopping
-                    and self.settings.auto_reconnect
-                    and self._plan.can_retry(verdict)
-                )
-                await self._attempt_failed(failed, will_retry)
-                if self._stopping:
-                    return
-                if not will_retry:
-                    raise self._final_error(failed) from failed.error
-                need_delay = True
+    async def _supervise(self) -> None:
+        """Carry out the lifecycle's actions until it finishes (see the module docstring)."""
+        action = self._advance(Start())
+        while not isinstance(action, Finish):
+            if isinstance(action, Connect):
+                action = await self._connect()
+            elif isinstance(action, Serve):
+                decided = await self._wait_lost()
+                action = decided if decided is not None else self._advance(Stop())
+            elif isinstance(action, WaitThenConnect):
+                self._emit_wait(action.delay_s, "reconnect_after")
+                await self._wait(action.delay_s)
+                action = self._advance(Stop() if self.links.stopping else WaitOver())
+            elif isinstance(action, Backoff):
+                action = await self._backoff(action)
+            elif isinstance(action, Hold):
+                self._hold = action.reason
+                await self._held()
+                action = self._advance(Stop() if self.links.stopping else Released())
+            elif isinstance(action, Fail):
+                raise self._failure(action)
+
+    async def _connect(self) -> Action:
+        """One connection attempt (the rate limit first); its outcome, as the next action."""
+        await self._rate_limit()
+        if self.links.stopping:
+            return self._advance(Stop())
+        if self.links.active is not None:
+            return self._advance(Opened())  # a rotation's standby took over meanwhile
+        try:
+            await self._open(standby=False)  # advances to OPEN as the link becomes active
+        except AttemptFailed as failed:
+            stopping = self.links.stopping
+            may_retry = self.settings.auto_reconnect and self._plan.can_retry(failed.verdict)
+            self._last_failure = failed
+            await self.attempt_failed(failed, will_retry=may_retry and not stopping)
+            event = AttemptFailedEvent(failed.verdict, failed.retry_after_s, may_retry, stopping)
+            return self._advance(event)
+        return Serve()
+
+    async def _backoff(self, action: Backoff) -> Action:
+        """Wait the retry plan's delay (the policy's, if it controls reconnects)."""
+        delay = await self._retry_delay(action.verdict, action.retry_after_s)
+        if delay is None:
+            return self._advance(GaveUp())
+        if delay > 0:
+            unavailable = action.verdict is CloseVerdict.SERVER_UNAVAILABLE
+            self._emit_wait(delay, "server_unavailable" if unavailable else "backoff")
+            await self._wait(delay)
+        return self._advance(Stop() if self.links.stopping else WaitOver())
 
     async def _retry_delay(self, verdict: CloseVerdict, retry_after: float | None) -> float | None:
         delay = self._plan.next_delay(verdict, retry_after)
@@ -329,41 +360,48 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
             return delay
         if policy is None:
             return delay
-        while not self._stopping:  # the callback decides when (PROTOCOL-independent policy)
-            answer = interpret_reconnect_answer(await self._ask(policy))
+        while not self.links.stopping:  # the callback decides when
+            answer = interpret_reconnect_answer(await self.plumbing.ask(policy))
             if answer is not None:
                 return max(delay, answer)
             await self._wait(self.limits.reconnect_check_interval_s)
         return delay
 
-    def _final_error(self, failed: AttemptFailed) -> Exception:
-        status = failed.status
-        if failed.verdict is CloseVerdict.PERMANENT and status is not None:
-            if status in (401, 403):
-                return AuthenticationFailed(status, self._url)
-            return HandshakeRejected(status, self._url)
-        return ReconnectGaveUp(self._plan.attempts + 1, failed.error)
+    def _failure(self, fail: Fail) -> Exception:
+        """The error a failed lifecycle ends the session with: the last attempt's (a
+        refused key, a rejected upgrade, no retry left), or the lost connection's."""
+        failed = self._last_failure
+        if failed is not None:
+            status = failed.status
+            if failed.verdict is CloseVerdict.PERMANENT and status is not None:
+                if status in (401, 403):
+                    return AuthenticationFailed(status, self._url)
+                return HandshakeRejected(status, self._url)
+            return ReconnectGaveUp(self._plan.attempts + 1, failed.error)
+        if fail.permanent:
+            return PermanentClose(fail.code, fail.text)
+        return ReconnectGaveUp(self._plan.attempts + 1, self._last_error)
 
     async def _held(self) -> None:
         """Stay disconnected until released; poll should_reconnect after a proactive hold."""
         reason = self._hold
         policy = self.settings.should_reconnect
         poll = policy is not None and reason is not None and reason.is_proactive
-        while self._hold is not None and not self._stopping:
+        while self._hold is not None and not self.links.stopping:
             if not poll or policy is None:
                 await self._wait(3600.0)
                 continue
             await self._wait(self.limits.reconnect_check_interval_s)
-            if self._hold is None or self._stopping:
+            if self._hold is None or self.links.stopping:
                 return
-            answer = interpret_reconnect_answer(await self._ask(policy))
+            answer = interpret_reconnect_answer(await self.plumbing.ask(policy))
             if answer is not None:
                 if answer > 0:
                     self._emit_wait(answer, "callback")
                     await self._wait(answer)
                 self._hold = None
 
-    async def _wait_lost(self) -> tuple[LinkEnd, bool] | None:
+    async def _wait_lost(self) -> Action | None:
         if self._loss is None:
             self._loss = asyncio.get_running_loop().create_future()
         try:
@@ -373,7 +411,7 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
 
     async def _wait(self, delay_s: float) -> None:
         """Sleep, cut short by stop() or reconnect_now()."""
-        if delay_s <= 0 or self._stopping:
+        if delay_s <= 0 or self.links.stopping:
             return
         if self._skip_wait:
             self._skip_wait = False
@@ -386,9 +424,12 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
             pass
         self._skip_wait = False
 
-    async def _rate_limit(self) -> None:
+    async def rate_limit(self) -> None:
         """At most attempts_per_window handshakes per window; only stop() cuts this short."""
-        while not self._stopping:
+        await self._rate_limit()
+
+    async def _rate_limit(self) -> None:
+        while not self.links.stopping:
             wait_s = self._limiter.wait_s(time.monotonic_ns())
             if wait_s <= 0:
                 return
@@ -402,22 +443,22 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
 
     # ------------------------------------------------------------------ one connection
 
+    async def open_standby(self) -> Link:
+        """A make-before-break standby (or the active link, if the old one ended meanwhile)."""
+        return await self._open(standby=True)
+
     async def _open(self, *, standby: bool) -> Link:
-        recv_ns, mono_ns = _now()
+        links, plumbing = self.links, self.plumbing
+        recv_ns, mono_ns = now()
         self._limiter.record(mono_ns)
         self.stats.attempt()
-        self._emit(
-            0,
-            recv_ns,
-            mono_ns,
-            Event.ATTEMPT,
-            url=self._url,
-            attempt=self._plan.attempts + 1,
+        plumbing.emit(
+            0, recv_ns, mono_ns, Event.ATTEMPT, url=self._url, attempt=self._plan.attempts + 1,
             standby=standby,
-        )
-        self._engine.connection_attempt(recv_ns, mono_ns)
-        await self._pump()
-        ws = await open_link(
+        )  # fmt: skip
+        plumbing.engine.connection_attempt(recv_ns, mono_ns)
+        await plumbing.pump()
+        ws = await self.settings.opener(
             self._url,
             self._path,
             self.limits,
@@ -427,36 +468,39 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
             proxy=self.settings.proxy,
             logger=self._ws_logger,
         )
-        if not standby and self._active is not None:
+        if not standby and links.active is not None:
             await ws.close(1000, "kalshi-tape: not needed")  # a standby took over meanwhile
-            return self._active
-        recv_ns, mono_ns = _now()
-        no = self._next_no
-        self._next_no += 1
-        is_standby = standby and self._active is not None
+            return links.active
+        recv_ns, mono_ns = now()
+        no = links.number()
+        is_standby = standby and links.active is not None
         c = Link(no, ws, mono_ns)
-        self._conns[no] = c
-        self._emit(no, recv_ns, mono_ns, Event.OPEN, url=self._url, standby=is_standby)
-        self._engine.connection_opened(no, recv_ns, mono_ns, standby=is_standby)
+        links.conns[no] = c
+        plumbing.emit(no, recv_ns, mono_ns, Event.OPEN, url=self._url, standby=is_standby)
+        plumbing.engine.connection_opened(no, recv_ns, mono_ns, standby=is_standby)
         self.stats.connected(recv_ns, mono_ns, active=not is_standby)
         if is_standby:
-            self._standby = c
+            links.standby = c
         else:
-            self._active = c
-        c.reader = self._spawn(self._read(c))
-        await self._pump()
-        await self._hook(self.settings.on_connect, no)
+            links.active = c
+            self._last_failure = None
+            if self.link_state is LinkState.CONNECTING:
+                self._advance(Opened())
+        c.reader = plumbing.spawn(self._read(c))
+        await plumbing.pump()
+        await plumbing.hook(self.settings.on_connect, no)
         return c
 
-    async def _attempt_failed(self, failed: AttemptFailed, will_retry: bool) -> None:
-        recv_ns, mono_ns = _now()
+    async def attempt_failed(self, failed: AttemptFailed, will_retry: bool) -> None:
+        """Record a failed handshake: an `error` event, the engine, `on_error`."""
+        recv_ns, mono_ns = now()
         self.stats.attempt_failed()
         self._last_error = failed.error
         text = f"{type(failed.error).__name__}: {failed.error}"
-        self._emit(0, recv_ns, mono_ns, Event.ERROR, error=text, will_retry=will_retry)
-        self._engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry)
-        self._report("connection_error", f"connection attempt failed: {text}", recv_ns)
-        await self._pump()
+        self.plumbing.emit(0, recv_ns, mono_ns, Event.ERROR, error=text, will_retry=will_retry)
+        self.plumbing.engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry)
+        self.plumbing.report("connection_error", f"connection attempt failed: {text}", recv_ns)
+        await self.plumbing.pump()
 
     async def _read(self, c: Link) -> None:
         """The receive loop of one connection: bytes in, stamped, written, interpreted.
@@ -466,13 +510,14 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
         feed the engine, and pump only when the engine or a callback has work.
         """
         ws, no = c.ws, c.no
-        session = self._session
+        plumbing = self.plumbing
+        session = plumbing.session
         assert session is not None
-        feed = self._engine.frame_received
+        feed = session.engine.frame_received
         outbox, blocking, callbacks = session.pump_signals()
         stats = self.stats
         types = stats.types_received
-        sink = self._sink
+        sink = plumbing.sink
         time_ns, mono = time.time_ns, time.monotonic_ns
         received = 0
         try:
@@ -493,14 +538,14 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
                     try:
                         decoded = sink.frame_in(no, recv_ns, mono_ns, raw)
                     except Exception as exc:
-                        self._sink_failed("frame_in", exc, recv_ns)
+                        plumbing.sink_failed("frame_in", exc, recv_ns)
                 if decoded is None:
                     types[frame_type(raw)] += 1
                 else:
                     types[_TYPE_BYTES[type(decoded)]] += 1
                 feed(raw, recv_ns, mono_ns, no, decoded)
                 if outbox or blocking or callbacks:
-                    await self._pump()
+                    await plumbing.pump()
         except SocketClosed as exc:
             end = end_of(c, exc)
         except asyncio.CancelledError:
@@ -510,49 +555,56 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
             raise
         except Exception as exc:  # a bug past the engine's guards: drop this socket, go on
             log.exception("receive loop of connection %d failed", no)
-            self._report("internal_error", f"receive loop failed: {exc!r}", time.time_ns(), no)
+            plumbing.report("internal_error", f"receive loop failed: {exc!r}", time.time_ns(), no)
             c.abort()
             c.intent = c.intent or Intent(_R.PROTOCOL_ERROR, "react")
             verdict = CloseVerdict.RETRY
             end = LinkEnd(_R.PROTOCOL_ERROR, 1011, repr(exc), "client", verdict, c.intent, exc)
         await self._ended(c, end)
 
-    def _ended_now(self, c: Link, end: LinkEnd) -> tuple[bool, bool, DisconnectAlert | None]:
+    def _ended_now(self, c: Link, end: LinkEnd) -> DisconnectAlert | None:
         """Report a connection's end to the sink and the engine (synchronously, exactly once).
 
-        Returns (the active connection was lost with nothing to take over, will_reconnect, alert).
+        The loss of the active connection, with nothing to take over, is decided here,
+        once (`lifecycle.step`): whether the session reconnects is recorded with the
+        close, and the supervisor carries out the same decision. Returns an alert to
+        send, if one is due.
         """
-        if self._conns.pop(c.no, None) is None:
-            return False, False, None
-        recv_ns, mono_ns = _now()
+        links = self.links
+        if links.conns.pop(c.no, None) is None:
+            return None
+        recv_ns, mono_ns = now()
         lived_s = (mono_ns - c.opened_mono_ns) / NS
-        was_active = c is self._active
-        if c is self._standby:
-            self._standby = None
+        was_active = c is links.active
+        if c is links.standby:
+            links.standby = None
         lost = False
         if was_active:
-            self._active, self._standby = self._standby, None  # a standby takes over at once
-            lost = self._active is None
-            self.stats.active_changed(None if lost else self._active.opened_mono_ns)  # type: ignore[union-attr]
-        will_reconnect = self._decide(end, lost, lived_s)
-        self._emit(
-            c.no,
-            recv_ns,
-            mono_ns,
-            Event.CLOSE,
-            code=end.code,
-            reason=end.text,
-            disconnect_reason=end.reason.value,
-            will_reconnect=will_reconnect,
+            links.active, links.standby = links.standby, None  # a standby takes over at once
+            lost = links.active is None
+            self.stats.active_changed(None if lost else links.active.opened_mono_ns)  # type: ignore[union-attr]
+        decided: Action | None = None
+        if lost and self.link_state is LinkState.OPEN:
+            if not links.stopping:
+                self._plan.connection_lost(lived_s)
+            may_retry = self._plan.can_retry(end.verdict)
+            lost_event = Lost(end, self.settings.auto_reconnect, may_retry, links.stopping)
+            decided = self._advance(lost_event)
+            reconnects = will_reconnect(decided)
+        else:
+            reconnects = not links.stopping
+        self.plumbing.emit(
+            c.no, recv_ns, mono_ns, Event.CLOSE, code=end.code, reason=end.text,
+            disconnect_reason=end.reason.value, will_reconnect=reconnects,
             initiator=end.initiator,
-        )
-        self._engine.connection_closed(
-            c.no, recv_ns, mono_ns, code=end.code, reason=end.text, will_reconnect=will_reconnect
+        )  # fmt: skip
+        self.plumbing.engine.connection_closed(
+            c.no, recv_ns, mono_ns, code=end.code, reason=end.text, will_reconnect=reconnects
         )
         self.stats.disconnected(end.reason, end.code, recv_ns)
         if end.reason.is_reactive and end.intent is None:
             self._last_error = end.error or end.text
-            self._report(
+            self.plumbing.report(
                 "connection_lost",
                 f"connection {c.no} lost ({end.reason.value}, code {end.code}: {end.text})",
                 recv_ns,
@@ -561,37 +613,23 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
             )
         c.ended.set()
         c.settled.set()
-        if self._active is not None:
-            self._active.settled.set()
-        if lost:
+        if links.active is not None:
+            links.active.settled.set()
+        if decided is not None:
             if self._loss is None:
                 self._loss = asyncio.get_running_loop().create_future()
             if not self._loss.done():
-                self._loss.set_result((end, will_reconnect))
-        return lost, will_reconnect, self._alerts.record(end.reason, mono_ns)
+                self._loss.set_result(decided)
+        return self._alerts.record(end.reason, mono_ns)
 
     async def _ended(self, c: Link, end: LinkEnd) -> None:
-        _, _, alert = self._ended_now(c, end)
-        await self._pump()
-        await self._hook(self.settings.on_disconnect, end.reason)
+        alert = self._ended_now(c, end)
+        await self.plumbing.pump()
+        await self.plumbing.hook(self.settings.on_disconnect, end.reason)
         if alert is not None:
-            await self._hook(self.settings.on_disconnect_alert, alert)
+            await self.plumbing.hook(self.settings.on_disconnect_alert, alert)
 
-    def _decide(self, end: LinkEnd, lost_active: bool, lived_s: float) -> bool:
-        """Whether the session will connect again after this end (for the engine's state)."""
-        if self._stopping:
-            return False
-        if not lost_active:
-            return True
-        self._plan.connection_lost(lived_s)
-        intent = end.intent
-        if intent is not None and intent.then in ("hold", "stop"):
-            return False
-        if intent is not None and intent.then == "reconnect":
-            return True
-        return self.settings.auto_reconnect and self._plan.can_retry(end.verdict)
-
-    async def _close(self, c: Link, intent: Intent, code: int = 1000) -> None:
+    async def close(self, c: Link, intent: Intent, code: int = 1000) -> None:
         """Close one connection on purpose (the close handshake, then abort after close_timeout)."""
         if c.intent is None:
             c.intent = intent
@@ -604,13 +642,14 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
             c.abort()
 
     async def _shutdown_connections(self) -> None:
-        conns = list(self._conns.values())
+        links, plumbing = self.links, self.plumbing
+        conns = list(links.conns.values())
         for c in conns:
             c.intent = c.intent or Intent(_R.USER_REQUESTED, "stop")
-            if self._abort:
+            if links.abort:
                 c.abort()
             else:
-                self._spawn(self._close(c, c.intent))
+                plumbing.spawn(self.close(c, c.intent))
         readers = [c.reader for c in conns if c.reader is not None]
         if readers:
             _, pending = await asyncio.wait(readers, timeout=self.limits.close_timeout_s + 1.0)
@@ -618,18 +657,17 @@ class LiveSource(LinkControl, Watchdogs, EdgePlumbing, Source):
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        for task in list(self._tasks):
+        for task in list(plumbing.tasks):
             if task is not asyncio.current_task():
                 task.cancel()
 
     def _emit_wait(self, delay_s: float, reason: str) -> None:
-        recv_ns, mono_ns = _now()
-        self._emit(
-            0,
-            recv_ns,
-            mono_ns,
-            Event.RECONNECT_WAIT,
-            delay_s=round(delay_s, 6),
-            attempt=self._plan.attempts,
-            reason=reason,
-        )
+        recv_ns, mono_ns = now()
+        self.plumbing.emit(
+            0, recv_ns, mono_ns, Event.RECONNECT_WAIT, delay_s=round(delay_s, 6),
+            attempt=self._plan.attempts, reason=reason,
+        )  # fmt: skip
+
+    def emit(self, conn: int, recv_ns: int, mono_ns: int, name: Event, **detail: Any) -> None:
+        """Write a connection event to the sink (LiveSession writes `state` events here)."""
+        self.plumbing.emit(conn, recv_ns, mono_ns, name, **detail)

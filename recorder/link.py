@@ -41,6 +41,7 @@ __all__ = [
     "Intent",
     "Link",
     "LinkEnd",
+    "Links",
     "SocketClosed",
     "end_of",
     "open_link",
@@ -94,6 +95,31 @@ class Link:
     def abort(self) -> None:
         """Drop the socket at once: no close handshake (the peer sees a reset)."""
         self.ws.abort()
+
+
+class Links:
+    """The connections of one run: each open one by number, the one delivering (active),
+    a make-before-break replacement being readied (standby), and whether the run ends.
+
+    Shared by the connection manager and its collaborators (proactive control, the
+    watchdogs); only the manager opens and ends links.
+    """
+
+    __slots__ = ("abort", "active", "conns", "next_no", "standby", "stopping")
+
+    def __init__(self) -> None:
+        self.conns: dict[int, Link] = {}
+        self.active: Link | None = None
+        self.standby: Link | None = None
+        self.next_no = 1  # connections are numbered from 1, a standby too
+        self.stopping = False  # the run is ending: nothing new is opened
+        self.abort = False  # end without close handshakes (force_close)
+
+    def number(self) -> int:
+        """The number of the next connection to open."""
+        no = self.next_no
+        self.next_no += 1
+        return no
 
 
 class AttemptFailed(Exception):

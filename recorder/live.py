@@ -16,7 +16,19 @@ and `on_error` behave exactly as in replay (`replay.capture.ReplaySession`).
             ...
 
 Proactive control (`request_disconnect`, `rotate`, `schedule_reconnect`, `kill`...)
-comes from `recorder.control.ProactiveControl`; statistics from `recorder.stats`.
+is carried out on the socket side by `recorder.control.LinkControl`; statistics
+come from `recorder.stats`.
+
+Semantics of proactive control, per method:
+    request_disconnect(reconnect_after=None)  close now (code 1000), DISCONNECTED,
+        iterators stay open; `should_reconnect`, `schedule_reconnect`, a window or
+        `reconnect()` brings it back (with fresh snapshots).
+    request_disconnect(reconnect_after=X > 0) close now, reconnect after X seconds
+        (the gap is what was asked for).
+    request_disconnect(reconnect_after=0) == rotate(): no gap, no lost frame.
+    schedule_reconnect(d)  connected: rotate in d seconds; held: reconnect in d.
+    kill()  abort the socket (no close frame) as a network drop would; KILLED is
+        reactive: it reconnects with backoff unless auto_reconnect is off.
 """
 
 from __future__ import annotations
@@ -35,11 +47,12 @@ from urllib.parse import urlsplit
 from apscheduler.triggers.base import BaseTrigger
 
 from recorder.auth import Credentials
-from recorder.connection import LiveSettings, LiveSource
-from recorder.control import Policy, ProactiveControl, parse_windows
+from recorder.connection import LinkOpener, LiveSettings, LiveSource
+from recorder.control import parse_windows
 from recorder.limits import Limits, resolve_limits
-from recorder.plumbing import Hook
-from recorder.policies import ReconnectStrategy
+from recorder.link import open_link
+from recorder.plumbing import Hook, Policy, call_policy
+from recorder.policies import DisconnectReason, ReconnectStrategy, interpret_reconnect_answer
 from recorder.sink import Sink
 from recorder.stats import LiveStats
 from schemas.errors import ConfigError
@@ -89,7 +102,11 @@ def resolve_url(url: str) -> str:
     return resolved
 
 
-class LiveSession(ProactiveControl, Session):
+_S = ConnectionState
+_CONNECTED = (_S.CONNECTED, _S.STREAMING)
+
+
+class LiveSession(Session):
     """A live Kalshi session: the Session API plus connection control and statistics.
 
     Args:
@@ -116,6 +133,8 @@ class LiveSession(ProactiveControl, Session):
         proxy: websockets' proxy setting (True: from the environment).
         engine_config, default_overflow, default_maxsize: as for `stream.Session`.
         rng: the backoff jitter's random source (seed it in tests).
+        opener: opens each connection (default `recorder.link.open_link`: a real
+            socket); tests may pass one that makes in-memory links.
         **limit_overrides: any limit by name (`ping_interval_s=5`), clamped to its bounds.
     """
 
@@ -145,6 +164,7 @@ class LiveSession(ProactiveControl, Session):
         default_overflow: Overflow | None = None,
         default_maxsize: int = 1000,
         rng: random.Random | None = None,
+        opener: LinkOpener = open_link,
         **limit_overrides: float | int | None,
     ) -> None:
         resolved = resolve_url(url)
@@ -179,6 +199,7 @@ class LiveSession(ProactiveControl, Session):
             on_disconnect_alert=on_disconnect_alert,
             alert_proactive=alert_proactive,
             sink=sink,
+            opener=opener,
         )
         self.stats = LiveStats(started_mono_ns=time.monotonic_ns())
         self._rng = rng or random.Random()
@@ -200,6 +221,135 @@ class LiveSession(ProactiveControl, Session):
             default_overflow=default_overflow,
             default_maxsize=default_maxsize,
         )
+
+    # ------------------------------------------------------------------ liveness
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a connection is open (CONNECTED or STREAMING)."""
+        return self.state in _CONNECTED
+
+    @property
+    def is_dead(self) -> bool:
+        """True when not connected and not trying to (DISCONNECTED or CLOSED)."""
+        return self.state in (_S.DISCONNECTED, _S.CLOSED)
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True after shutdown() or force_close(): this object will not connect again."""
+        return self._shut
+
+    @property
+    def is_recoverable(self) -> bool:
+        """Dead but not shut down: a watchdog may call `reconnect()` or `open()`."""
+        return self.is_dead and not self._shut
+
+    # ------------------------------------------------------------------ disconnect and reconnect
+
+    async def request_disconnect(
+        self,
+        *,
+        reconnect_after: float | None = None,
+        reason: DisconnectReason = DisconnectReason.USER_REQUESTED,
+    ) -> bool:
+        """Disconnect on purpose (a proactive reason); see the module docstring.
+
+        Returns:
+            False if there was no open connection (nothing happened), else True.
+        """
+        if not reason.is_proactive:
+            raise ValueError(f"{reason} is a reactive reason; use kill() to simulate a drop")
+        if reconnect_after is not None and reconnect_after < 0:
+            raise ValueError("reconnect_after must be >= 0 seconds, or None")
+        if reconnect_after == 0:
+            return await self._live.control.rotate(reason)
+        return await self._live.control.disconnect(reason, reconnect_after)
+
+    async def rotate(self, reason: DisconnectReason = DisconnectReason.USER_REQUESTED) -> bool:
+        """Replace the connection make-before-break: open and subscribe a new one, switch
+        once its snapshots are in, then close the old one. No frame is lost.
+
+        Returns:
+            True if the switch happened, False if not connected or the new connection
+            could not be made ready (the old one stays; a stale one is replaced reactively).
+        """
+        return await self._live.control.rotate(reason)
+
+    async def schedule_reconnect(
+        self, delay_s: float, reason: DisconnectReason = DisconnectReason.SCHEDULED
+    ) -> None:
+        """In `delay_s`: rotate if connected, reconnect if held disconnected. Returns at once;
+        `close()` cancels it."""
+        if delay_s < 0:
+            raise ValueError("delay_s must be >= 0")
+        self._live.control.schedule(delay_s, reason)
+
+    async def reconnect(self) -> None:
+        """Reconnect now if disconnected (held, or waiting out a backoff); no-op if connected."""
+        self._live.reconnect_now()
+
+    async def kill(self) -> None:
+        """Simulate a reactive drop: abort the socket (really closed, nothing leaks).
+
+        Reported as KILLED; reconnects with backoff unless auto_reconnect is off. No-op
+        when not connected.
+        """
+        await self._live.control.kill()
+
+    async def wait_for_reconnect_window(
+        self,
+        should_reconnect: Policy | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - kstlib's signature, kept
+    ) -> bool:
+        """Wait until `should_reconnect` (or the instance's) says yes; never connects by itself.
+
+        True returns True; a positive number waits that long and asks again; anything
+        else asks again after reconnect_check_interval_s.
+
+        Returns:
+            True when the callback said yes; False at the timeout, or with no callback.
+        """
+        policy = should_reconnect or self.should_reconnect
+        if policy is None:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        interval = self._live.limits.reconnect_check_interval_s
+        while True:
+            answer = interpret_reconnect_answer(await call_policy(policy))
+            if answer == 0.0:
+                return True
+            pause = interval if answer is None else answer
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                pause = min(pause, remaining)
+            await asyncio.sleep(pause)
+
+    # ------------------------------------------------------------------ waiting on state
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """True once connected (at once if already); False at the timeout."""
+        return await self._wait_state(_CONNECTED, timeout)
+
+    async def wait_disconnected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """True once not connected (at once if already); False at the timeout."""
+        return await self._wait_state((_S.DISCONNECTED, _S.RECONNECTING, _S.CLOSED), timeout)
+
+    async def _wait_state(
+        self,
+        states: tuple[ConnectionState, ...],
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                while self.state not in states:
+                    self._state_evt.clear()
+                    await self._state_evt.wait()
+        except TimeoutError:
+            return False
+        return True
 
     # ------------------------------------------------------------------ hooks
 

@@ -1,6 +1,6 @@
 """The timers of a live connection: engine ticks, staleness, age, alerts, policies, windows.
 
-This module owns the background loops the connection manager runs beside its
+`Watchdogs` owns the background loops the connection manager runs beside its
 receive loops. Housekeeping ticks the engine (subscribe-ack timeouts, resync
 fallback, standby timeout, checkpoints), judges every subscription's staleness
 against its own rate (`recorder.policies.Staleness`: a quiet market never
@@ -10,26 +10,26 @@ flushes held disconnect alerts. Beside it, `should_disconnect` is polled while
 connected (the first check one interval after the connection opened), and each
 cron window (an APScheduler trigger, read against the wall clock) rotates or
 reconnects. Durations run on the monotonic clock. It decides nothing about
-reconnecting: it asks the manager (`request_rotation`, `disconnect`).
+reconnecting: it asks proactive control (`recorder.control.LinkControl`).
 """
 
-# mypy: disable-error-code="misc"
-# (the Watchdogs methods are typed `self: LiveSource`, the class they are mixed into)
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from apscheduler.triggers.base import BaseTrigger
 
-from recorder.control import next_window
+from recorder.alerts import DisconnectAlerts
+from recorder.control import LinkControl, next_window
+from recorder.limits import Limits
+from recorder.link import Links
+from recorder.plumbing import Hook, Plumbing, Policy
 from recorder.plumbing import now as _now
-from recorder.policies import DisconnectReason, effective_max_age_s
-
-if TYPE_CHECKING:
-    from recorder.connection import LiveSource
+from recorder.policies import DisconnectReason, Staleness, effective_max_age_s
+from recorder.stats import LiveStats
 
 __all__ = ["Watchdogs"]
 
@@ -38,25 +38,50 @@ _R = DisconnectReason
 
 
 class Watchdogs:
-    """Mixin of `recorder.connection.LiveSource`: its background loops."""
+    """The live link's background loops (see the module docstring)."""
 
-    async def _housekeeping(self: LiveSource) -> None:
-        lim = self.limits
+    def __init__(
+        self,
+        control: LinkControl,
+        links: Links,
+        plumbing: Plumbing,
+        limits: Limits,
+        stats: LiveStats,
+        alerts: DisconnectAlerts,
+        on_alert: Hook | None,
+    ) -> None:
+        self._control = control
+        self._links = links
+        self._plumbing = plumbing
+        self._limits = limits
+        self._stats = stats
+        self._alerts = alerts
+        self._on_alert = on_alert
+        self._staleness = Staleness(
+            floor_s=limits.stale_floor_s,
+            multiplier=limits.stale_multiplier,
+            min_observations=limits.stale_min_observations,
+        )
+
+    async def housekeeping(self) -> None:
+        """Tick the engine; rotate a stale or an old connection; flush disconnect alerts."""
+        lim, plumbing, control = self._limits, self._plumbing, self._control
         stale_every_ns = int(lim.stale_check_interval_s * NS)
         next_stale_ns = 0
         max_age_s = effective_max_age_s(lim.max_connection_age_s, lim.disconnect_margin_s)
         while True:
             await asyncio.sleep(lim.tick_interval_s)
             recv_ns, mono_ns = _now()
-            self._engine.tick(recv_ns, mono_ns)
-            rotating = self._rotation is not None and not self._rotation.done()
-            active = self._active
+            engine = plumbing.engine
+            engine.tick(recv_ns, mono_ns)
+            rotating = control.rotating
+            active = self._links.active
             if mono_ns >= next_stale_ns:
                 next_stale_ns = mono_ns + stale_every_ns
-                stale = self._staleness.observe(self._engine.subscription_activity(), mono_ns)
+                stale = self._staleness.observe(engine.subscription_activity(), mono_ns)
                 for sub in stale:
-                    self.stats.stale += 1
-                    self._report(
+                    self._stats.stale += 1
+                    plumbing.report(
                         "stale",
                         f"{sub.channel} sid {sub.sid} silent {sub.silent_s:.2f} s "
                         f"(threshold {sub.threshold_s:.2f} s, mean gap {sub.mean_gap_s:.3f} s)",
@@ -66,36 +91,36 @@ class Watchdogs:
                         sub.channel,
                     )
                 if stale and not rotating:
-                    self.request_rotation(_R.STALE)
+                    control.request_rotation(_R.STALE)
                     rotating = True
             if (
                 max_age_s is not None
                 and active is not None
                 and not rotating
-                and mono_ns >= self._rotation_retry_ns
+                and mono_ns >= control.retry_ns
                 and mono_ns - active.opened_mono_ns >= max_age_s * NS
             ):
-                self.request_rotation(_R.CONNECTION_LIMIT)
+                control.request_rotation(_R.CONNECTION_LIMIT)
             alert = self._alerts.flush(mono_ns)
             if alert is not None:
-                await self._hook(self.settings.on_disconnect_alert, alert)
-            await self._pump()
+                await plumbing.hook(self._on_alert, alert)
+            await plumbing.pump()
 
-    async def _poll_should_disconnect(self: LiveSource) -> None:
-        policy = self.settings.should_disconnect
-        assert policy is not None
-        interval_s = self.limits.disconnect_check_interval_s
+    async def poll_should_disconnect(self, policy: Policy) -> None:
+        """Ask `policy` every interval while connected; a truthy answer disconnects and holds."""
+        interval_s = self._limits.disconnect_check_interval_s
         while True:
             await asyncio.sleep(interval_s)
-            c = self._active
-            if c is None or self._stopping:
+            c = self._links.active
+            if c is None or self._links.stopping:
                 continue
             if time.monotonic_ns() - c.opened_mono_ns < interval_s * NS:
                 continue  # the first check comes one interval after connecting
-            if await self._ask(policy) and self._active is c:
-                await self.disconnect(_R.CALLBACK_TRIGGERED, None)
+            if await self._plumbing.ask(policy) and self._links.active is c:
+                await self._control.disconnect(_R.CALLBACK_TRIGGERED, None)
 
-    async def _window(self: LiveSource, trigger: BaseTrigger) -> None:
+    async def window(self, trigger: BaseTrigger) -> None:
+        """At each fire time of a cron window: rotate if connected, reconnect if held."""
         previous: dt.datetime | None = None
         fire: dt.datetime | None = None
         while True:
@@ -109,4 +134,4 @@ class Watchdogs:
                 await asyncio.sleep(min(delay_s, 60.0))  # re-read the wall clock (clock steps)
                 continue
             previous, fire = fire, None
-            self._scheduled(_R.SCHEDULED)
+            self._control.scheduled(_R.SCHEDULED)
