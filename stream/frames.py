@@ -11,8 +11,9 @@ subscription on every sequenced channel: an in-order frame passes; a duplicate
 below the last) is reported. On a book channel the frame is dropped, the
 subscription's books are cleared and a snapshot is requested (get_snapshot,
 falling back to unsubscribe + subscribe). On other channels the frame after a gap
-is still delivered: dropping a valid trade cannot bring back the lost one. A
-reset's frame is dropped everywhere and the watermark rebased. A malformed book
+or a reset is still delivered, and the watermark follows it: dropping a valid
+trade cannot bring back the lost one. A duplicate there is a frame whose seq and
+bytes repeat the last one's; it is dropped and counted. A malformed book
 frame never moves the watermark, so the next good frame shows the gap (9.3).
 Gaps and resets are `stream.resync`'s to handle.
 
@@ -274,14 +275,15 @@ class FrameInput:
             if last is None:
                 last = self._first_last
             if last is not None and seq != last + 1:
-                if seq == last:
-                    self.stats.duplicates += 1
+                if seq == last and raw == wire.last_raw:
+                    self.stats.duplicates += 1  # the same frame again: dropped, counted
                     return
+                # A gap or a reset is reported, and the frame delivered: it is a fact the
+                # exchange sent, and dropping it cannot bring back what was lost. The
+                # watermark follows it (a true reset must not mute the stream).
                 self._resync.sequence_break(state, wire, last, seq, recv_ns, mono_ns)
-                if seq < last:
-                    wire.last_seq = seq  # rebase: a true reset must not mute the stream
-                    return
             wire.last_seq = seq
+            wire.last_raw = raw
         if not wire.targets:
             return
         msg = frame.msg

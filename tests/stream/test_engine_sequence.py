@@ -161,15 +161,31 @@ def test_gap_on_a_stateless_channel_is_reported_and_the_frame_still_delivered() 
     assert d.take_sent() == []  # nothing to resync on a channel without snapshots
 
 
-def test_stale_lower_seq_on_a_stateless_channel_is_dropped_and_rebases() -> None:
+def test_a_reset_on_a_stateless_channel_is_reported_and_its_frames_still_delivered() -> None:
     d = Driver()
     d.open(1)
     queue = frame_consumer(d, "trade")
     ((_, cmd),) = d.take_sent()
     d.recv(wire.ack(cmd["id"], "trade", 5))
-    for seq in (1, 2, 3, 1, 2):
-        d.recv(wire.trade(5, seq, "KX-A", f"t{seq}"))
-    assert [f.seq for f in drain(queue)] == [1, 2, 3, 2]
+    for seq, trade_id in ((1, "a"), (2, "b"), (3, "c"), (1, "d"), (2, "e")):
+        d.recv(wire.trade(5, seq, "KX-A", trade_id))
+    delivered = drain(queue)
+    assert [f.seq for f in delivered] == [1, 2, 3, 1, 2]  # the exchange sent them all
+    assert [(g.kind, g.expected, g.got) for g in d.of(GapDetected)] == [("reset", 4, 1)]
+
+
+def test_an_exact_duplicate_on_a_stateless_channel_is_dropped_and_counted() -> None:
+    d = Driver()
+    d.open(1)
+    queue = frame_consumer(d, "trade")
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "trade", 5))
+    d.recv(wire.trade(5, 1, "KX-A", "a"))
+    d.recv(wire.trade(5, 1, "KX-A", "a"))  # the same bytes again: a duplicate
+    d.recv(wire.trade(5, 1, "KX-A", "z"))  # the same seq, another trade: a reset, kept
+    d.recv(wire.trade(5, 2, "KX-A", "b"))
+    assert [(f.seq, f.raw.count(b'"z"')) for f in drain(queue)] == [(1, 0), (1, 1), (2, 0)]
+    assert d.engine.stats.duplicates == 1
     assert [g.kind for g in d.of(GapDetected)] == ["reset"]
 
 
