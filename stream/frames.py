@@ -13,7 +13,9 @@ subscription's books are cleared and a snapshot is requested (get_snapshot,
 falling back to unsubscribe + subscribe). On other channels the frame after a gap
 or a reset is still delivered, and the watermark follows it: dropping a valid
 trade cannot bring back the lost one. A duplicate there is a frame whose seq and
-bytes repeat the last one's; it is dropped and counted. A malformed book
+bytes repeat the last one's; it is dropped and counted. After a reset, a frame
+that continues from the highest seq seen before it is in order (a stray lower
+frame broke nothing), and a gap counts from the highest seq when it goes past it. A malformed book
 frame never moves the watermark, so the next good frame shows the gap (9.3).
 Gaps and resets are `stream.resync`'s to handle.
 
@@ -275,15 +277,20 @@ class FrameInput:
             if last is None:
                 last = self._first_last
             if last is not None and seq != last + 1:
+                high = wire.high_seq
                 if seq == last and raw == wire.last_raw:
                     self.stats.duplicates += 1  # the same frame again: dropped, counted
                     return
-                # A gap or a reset is reported, and the frame delivered: it is a fact the
-                # exchange sent, and dropping it cannot bring back what was lost. The
-                # watermark follows it (a true reset must not mute the stream).
-                self._resync.sequence_break(state, wire, last, seq, recv_ns, mono_ns)
-            wire.last_seq = seq
+                if high is None or seq != high + 1:
+                    # A gap or a reset is reported, and the frame delivered: the exchange
+                    # sent it, and dropping it cannot bring back what was lost.
+                    after = last if high is None or seq <= high else high
+                    self._resync.sequence_break(state, wire, after, seq, recv_ns, mono_ns)
+                # else: the stream goes on from before a stray lower frame, nothing missing
+            wire.last_seq = seq  # the watermark follows (a true reset must not mute it)
             wire.last_raw = raw
+            if wire.high_seq is None or seq > wire.high_seq:
+                wire.high_seq = seq
         if not wire.targets:
             return
         msg = frame.msg

@@ -72,7 +72,8 @@ class WireSubscription:
     is_book: bool
     sid: int | None = None
     last_seq: int | None = None
-    last_raw: bytes | None = None  # the last in-order frame of a sequenced data channel
+    last_raw: bytes | None = None  # the last frame of a sequenced data channel
+    high_seq: int | None = None  # the highest seq seen there (gaps after a reset count from it)
     markets: frozenset[str] | None = None
     books: dict[str, OrderBook] = field(default_factory=dict)
     awaiting_snapshot: set[str] = field(default_factory=set)

@@ -174,6 +174,22 @@ def test_a_reset_on_a_stateless_channel_is_reported_and_its_frames_still_deliver
     assert [(g.kind, g.expected, g.got) for g in d.of(GapDetected)] == [("reset", 4, 1)]
 
 
+def test_a_stray_lower_frame_is_a_reset_and_the_stream_resumes_without_a_false_gap() -> None:
+    d = Driver()
+    d.open(1)
+    queue = frame_consumer(d, "trade")
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.ack(cmd["id"], "trade", 5))
+    for seq, trade_id in ((1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e"), (2, "x"), (6, "f")):
+        d.recv(wire.trade(5, seq, "KX-A", trade_id))
+    d.recv(wire.trade(5, 9, "KX-A", "g"))  # 7 and 8 are really missing
+    assert [f.seq for f in drain(queue)] == [1, 2, 3, 4, 5, 2, 6, 9]
+    assert [(g.kind, g.expected, g.got) for g in d.of(GapDetected)] == [
+        ("reset", 6, 2),
+        ("gap", 7, 9),
+    ]
+
+
 def test_an_exact_duplicate_on_a_stateless_channel_is_dropped_and_counted() -> None:
     d = Driver()
     d.open(1)
