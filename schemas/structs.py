@@ -11,7 +11,8 @@ at import from the models' own fields.
     Dollars, Contracts, Number   -> Decimal, exact (strings and JSON numbers read
                                     from their text, never through float)
     EpochS, EpochMs, Rfc3339     -> UTC datetimes, converted as the models convert
-                                    (of `Timestamp` subclasses that say the wire form)
+                                    (integers inline, anything else by the model's own
+                                    validator for that field)
     nested models                -> their mirrors; tuples, lists, Optional, Literal kept
 
 What the fast path does not do: it keeps no unknown fields (the models keep them in
@@ -42,59 +43,45 @@ from schemas.parse import MESSAGE_MODELS, parse_message
 
 __all__ = [
     "STRUCTS",
-    "EpochMillis",
-    "EpochSeconds",
-    "Rfc3339Time",
-    "Timestamp",
     "mirror",
     "parse_struct",
     "struct_from_model",
 ]
 
 
-class Timestamp(dt.datetime):
-    """A UTC datetime read by the fast path (a `datetime` in every respect)."""
+class _Time:
+    """How one kind of timestamp field is read: its wire form to a UTC datetime."""
+
+    __slots__ = ("adapter", "memo", "unit_s")
+
+    def __init__(self, annotated: Any, unit_s: float | None) -> None:
+        self.adapter: TypeAdapter[dt.datetime] = TypeAdapter(annotated)
+        self.unit_s = unit_s  # seconds per integer unit; None: integers are not this form
+        self.memo: dict[int, dt.datetime] = {}  # recent integer values (bursts repeat them)
+
+    def __call__(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if type(value) is int and self.unit_s is not None:
+            found = self.memo.get(value)
+            if found is None:
+                if len(self.memo) >= _TIME_MEMO:
+                    self.memo.clear()
+                # Exact for integer seconds and milliseconds (well inside a double's digits).
+                found = self.memo[value] = dt.datetime.fromtimestamp(value * self.unit_s, dt.UTC)
+            return found
+        try:
+            return self.adapter.validate_python(value)  # the model's own rules, exactly
+        except Exception as exc:  # the model refuses it: the frame goes the model's way
+            raise ValueError(str(exc)) from None
 
 
-class EpochSeconds(Timestamp):
-    """A timestamp sent as Unix seconds (`EpochS` in the models)."""
-
-
-class EpochMillis(Timestamp):
-    """A timestamp sent as Unix milliseconds (`EpochMs` in the models)."""
-
-
-class Rfc3339Time(Timestamp):
-    """A timestamp sent as an RFC3339 string (`Rfc3339` in the models)."""
-
-
-_EPOCHS: Final = {
-    EpochSeconds: EpochSeconds(1970, 1, 1, tzinfo=dt.UTC),
-    EpochMillis: EpochMillis(1970, 1, 1, tzinfo=dt.UTC),
-}
-_TIME_ADAPTERS: Final[dict[type, TypeAdapter[dt.datetime]]] = {
-    EpochSeconds: TypeAdapter(base.EpochS),
-    EpochMillis: TypeAdapter(base.EpochMs),
-    Rfc3339Time: TypeAdapter(base.Rfc3339),
-}
-
-
-def _dec_hook(kind: type, value: Any) -> Any:
-    """The models' own time conversions: the common wire forms inline (exact: integer
-    arithmetic on the epoch), the others by the model's validator, so both paths agree."""
-    if type(value) is int:
-        if kind is EpochMillis:
-            return _EPOCHS[kind] + dt.timedelta(milliseconds=value)
-        if kind is EpochSeconds:
-            return _EPOCHS[kind] + dt.timedelta(seconds=value)
-    adapter = _TIME_ADAPTERS.get(kind)
-    if adapter is None or not issubclass(kind, Timestamp):
-        raise NotImplementedError(kind)
-    try:
-        parsed = adapter.validate_python(value)
-    except Exception as exc:  # the model refuses it: the frame goes the model's way
-        raise ValueError(str(exc)) from None
-    return kind.combine(parsed.date(), parsed.timetz())
+_TIME_MEMO: Final = 4096
+_EPOCH_S: Final = _Time(base.EpochS, 1.0)
+_EPOCH_MS: Final = _Time(base.EpochMs, 0.001)
+_RFC3339: Final = _Time(base.Rfc3339, None)
+#: What a timestamp field holds in the mirror until `__post_init__` converts it.
+_RAW_TIME: Final = int | float | str
 
 
 #: The models' field types (by the identity of their schema annotation), and what
@@ -105,9 +92,9 @@ _SPECIAL: Final[dict[int, Any]] = {
         (base.Dollars, Decimal),
         (base.Contracts, Decimal),
         (base.Number, Decimal),
-        (base.EpochS, EpochSeconds),
-        (base.EpochMs, EpochMillis),
-        (base.Rfc3339, Rfc3339Time),
+        (base.EpochS, _EPOCH_S),
+        (base.EpochMs, _EPOCH_MS),
+        (base.Rfc3339, _RFC3339),
     )
 }
 
@@ -128,7 +115,7 @@ def _field_type(annotation: Any) -> Any:
         for extra in extras:
             special = _SPECIAL.get(id(extra))
             if special is not None:
-                return special
+                return special  # Decimal, or a `_Time` (see `_time_field`)
             if type(extra).__name__ == "Discriminator":
                 raise _Unmirrorable(annotation)
         return _field_type(inner)
@@ -136,6 +123,8 @@ def _field_type(annotation: Any) -> Any:
         return mirror(annotation)
     if origin in (Union, types.UnionType):
         members = [_field_type(arg) for arg in get_args(annotation)]
+        if any(isinstance(m, _Time) for m in members):
+            raise _Unmirrorable(annotation)  # only `time` and `time | None` are read here
         structs = [m for m in members if isinstance(m, type) and issubclass(m, msgspec.Struct)]
         if len(structs) > 1:
             raise _Unmirrorable(annotation)  # untagged unions of objects
@@ -155,6 +144,39 @@ def _field_type(annotation: Any) -> Any:
     return annotation
 
 
+def _time_field(annotation: Any) -> tuple[Any, _Time] | None:
+    """(mirror type, converter) of a timestamp field (`time` or `time | None`), else None."""
+    kind = _SPECIAL.get(id(_schema_of(annotation)))
+    if isinstance(kind, _Time):
+        return _RAW_TIME, kind
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = get_args(annotation)
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            kind = _SPECIAL.get(id(_schema_of(rest[0])))
+            if isinstance(kind, _Time):
+                return _RAW_TIME | None, kind
+    return None
+
+
+def _schema_of(annotation: Any) -> Any:
+    """The first metadata item of an Annotated type (what `_SPECIAL` is keyed by)."""
+    if get_origin(annotation) is Annotated:
+        return get_args(annotation)[1]
+    return None
+
+
+def _post_init(fields: list[tuple[str, _Time]]) -> Any:
+    """A `__post_init__` that turns the raw timestamps of `fields` into datetimes."""
+    setter = msgspec.structs.force_setattr
+
+    def __post_init__(self: Any) -> None:
+        for name, convert in fields:
+            setter(self, name, convert(getattr(self, name)))
+
+    return __post_init__
+
+
 def mirror(model: type[BaseModel]) -> type[msgspec.Struct]:
     """The msgspec Struct mirroring `model` (generated once, then cached).
 
@@ -166,14 +188,21 @@ def mirror(model: type[BaseModel]) -> type[msgspec.Struct]:
         return found
     required: list[tuple[str, Any]] = []
     optional: list[tuple[str, Any, Any]] = []
+    times: list[tuple[str, _Time]] = []
     tag: str | None = None
     direct = True
     for name, info in model.model_fields.items():
         if name == "type" and get_origin(info.annotation) is Literal:
             tag = get_args(info.annotation)[0]
             continue
+        annotation = info.rebuild_annotation()
+        time_field = _time_field(annotation)
         try:
-            kind = _field_type(info.rebuild_annotation())
+            if time_field is not None:
+                kind, convert = time_field
+                times.append((name, convert))
+            else:
+                kind = _field_type(annotation)
         except _Unmirrorable:
             kind, direct = Any, False
         if info.is_required():
@@ -184,6 +213,8 @@ def mirror(model: type[BaseModel]) -> type[msgspec.Struct]:
     options: dict[str, Any] = {"gc": False, "frozen": True, "module": __name__}
     if tag is not None:
         options.update(tag=tag, tag_field="type")
+    if times:
+        options["namespace"] = {"__post_init__": _post_init(times)}
     struct = msgspec.defstruct(model.__name__, [*required, *optional], **options)
     struct.__doc__ = f"msgspec mirror of `{model.__module__}.{model.__qualname__}`."
     if tag is not None:
@@ -223,7 +254,7 @@ def _decoder() -> Callable[[bytes | bytearray | memoryview], Any]:
     union: Any = direct[0]
     for struct in direct[1:]:
         union = union | struct
-    return msgspec.json.Decoder(union, strict=False, dec_hook=_dec_hook).decode
+    return msgspec.json.Decoder(union, strict=False).decode
 
 
 _decode: Final = _decoder()
