@@ -205,7 +205,9 @@ class CaptureTape:
     def _on_error(self, report: ErrorReport) -> None:
         self.reports[report.kind] += 1
         if report.kind == "session":
-            log.error("reading the capture failed: %s", report.message)
+            log.error("reading the capture failed: %s; nothing more is served from it (run "
+                      "`kalshi-tape verify %s` to find the damaged file)", report.message,
+                      self._session.capture.root)  # fmt: skip
 
     # -- the feed: frames in, in capture order --------------------------------------------
 
