@@ -13,7 +13,7 @@ import os
 import re
 from typing import Final
 
-__all__ = ["format_bytes", "parse_duration_s", "parse_size_bytes", "physical_memory_bytes"]
+__all__ = ["parse_duration_s", "parse_size_bytes", "physical_memory_bytes"]
 
 _DURATION: Final = re.compile(r"^(?P<n>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>ms|s|m|h|d)?$")
 _UNIT_S: Final[dict[str | None, float]] = {
@@ -65,12 +65,3 @@ def parse_size_bytes(text: str) -> int:
     if "i" in unit:
         scale = 1024 ** {"b": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit[0]]
     return int(number * scale)
-
-
-def format_bytes(n: float) -> str:
-    """A size for a person: `4.0 GiB`, `512 MiB`, `900 B`."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
