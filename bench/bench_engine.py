@@ -10,7 +10,7 @@ Measured in one process, on the same frames:
                ticker, trade) reading `Frame`s with `async for`, books maintained
   engine model the same, consumers receiving pydantic models (`schemas.parse`)
 Both runs use the same garbage-collector setting (frozen start-up heap, raised gen0
-threshold: PERFORMANCE.md "What reaches the ceilings" 2).
+threshold: docs/performance.md section 4.2).
 """
 
 from __future__ import annotations

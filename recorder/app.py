@@ -1,7 +1,6 @@
 """The recorder process: recovery, journal, publisher, live session, jobs, health, stop.
 
-This module owns the order of things in `kalshi-tape record` (ARCHITECTURE.md
-"Durability"):
+This module owns the order of things in `kalshi-tape record` (docs/architecture.md section 4):
 
 1. recovery runs before connecting: leftover journal segments are sealed and
    published, holding the journal lock that the new writer then keeps;
@@ -295,7 +294,7 @@ class Recorder:
         if conn.environment == "sim" and not conn.url:
             # The recorder does not know the generated tickers, so the simulated
             # exchange serves every market to an orderbook subscription without any
-            # (its documented switch for PROTOCOL.md open question 4).
+            # (its documented switch for docs/protocol.md section 11.4).
             self.sim = start_sim(self.config.sim, switches=["orderbook_without_tickers=all"])
             return self.sim.url
         return conn.url or conn.environment

@@ -3,7 +3,7 @@
     SchemaError                  anything this package rejects
     ├── EnvelopeError            a frame is not a JSON object with a `type` (or `cmd`)
     ├── MessageError             a frame has a type but its content is wrong
-    │   ├── UnknownMessageType   the `type` is not one PROTOCOL.md lists
+    │   ├── UnknownMessageType   the `type` is not one docs/protocol.md section 8 lists
     │   └── MessageValidationError  a field is missing or has a bad value
     ├── PartitionError           a channel or date that cannot name a partition
     └── ConfigError              a config value or command-line argument is wrong

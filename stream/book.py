@@ -1,13 +1,13 @@
 """Order books: YES and NO bid ladders per market, and the immutable snapshots consumers get.
 
-Book semantics (PROTOCOL.md 8.1): the book is bids only, one ladder per side,
+Book semantics (docs/protocol.md section 8.1): the book is bids only, one ladder per side,
 price -> resting quantity as exact Decimals. A snapshot replaces a book; a delta
 adds to one level, and a level at or below zero disappears. Asks are implied:
 YES ask = 1 - best NO bid (with that bid's size), NO ask = 1 - best YES bid. With
 `use_yes_price` the server quotes NO levels on the YES scale; they are converted to
 NO-leg prices on the way in, so a book is always stored one way.
 
-Cost model (PERFORMANCE.md "Books"): a delta is a dict update, O(1); the best bid
+Cost model (docs/performance.md section 4.4): a delta is a dict update, O(1); the best bid
 is kept incrementally and recomputed (one `max`) only after the best level itself
 empties; nothing is sorted until a consumer asks for sorted depth. Snapshots are
 copy-on-write: handing one out costs nothing, and the next change copies only the

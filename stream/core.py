@@ -40,9 +40,10 @@ class EngineConfig:
     standby_timeout_s: float = 30.0  # a make-before-break standby not ready by then is dropped
     checkpoint_interval_s: float | None = None  # checkpoint each active connection this often
     max_held_frames: int = 200_000  # bound on frames held per consumer during an overlap
-    #: An ERROR queue that overflows closes the whole session (the default: PROTOCOL.md
-    #: #12, no half-alive session). False ends only that consumer, with the error in its
-    #: iterator: what a recorder wants, whose capture must not stop for a slow reader.
+    #: An ERROR queue that overflows closes the whole session (the default:
+    #: docs/protocol.md section 9.12, no half-alive session). False ends only that consumer,
+    #: with the error in its iterator: what a recorder wants, whose capture must not stop
+    #: for a slow reader.
     backpressure_fatal: bool = True
 
 
@@ -265,7 +266,8 @@ class EngineCore:
             self._backpressure(consumer, queue)
 
     def _backpressure(self, consumer: ConsumerSubscription, queue: DeliveryQueue) -> None:
-        """An ERROR queue overflowed: the session cannot go on half-alive (PROTOCOL.md #12)."""
+        """An ERROR queue overflowed: the session cannot go on half-alive
+        (docs/protocol.md section 9.12)."""
         error = BackpressureError(
             consumer.channel, queue.maxsize, fatal=self.config.backpressure_fatal
         )

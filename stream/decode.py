@@ -4,9 +4,9 @@ The engine routes every frame and maintains books, so it decodes each frame once
 into a Struct tagged on `type` that holds only what routing and books need: sid,
 seq, id, the market, and for book frames the levels as exact Decimals. Payloads
 of other types are not built here; consumers who want the full pydantic model get
-it from `schemas.parse` at delivery (PERFORMANCE.md "What reaches the ceilings" 1).
+it from `schemas.parse` at delivery (docs/performance.md section 4.1).
 
-Legacy integer-cent book fields (PROTOCOL.md "Legacy field forms") are read here
+Legacy integer-cent book fields (docs/protocol.md section 8.14) are read here
 too and normalised to dollars exactly (cents scaled by 10^-2, never through float).
 """
 
@@ -60,7 +60,7 @@ class SnapshotBody(msgspec.Struct, gc=False):
     market_ticker: str
     clock: int | None = None
     yes_dollars_fp: Levels | None = (
-        None  # a side's key is absent when it is empty (PROTOCOL.md #20)
+        None  # a side's key is absent when it is empty (docs/protocol.md section 9.20)
     )
     no_dollars_fp: Levels | None = None
     yes: Levels | None = None  # legacy: [[cents, count], ...]

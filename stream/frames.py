@@ -1,6 +1,6 @@
 """Data and book frames: routing by sid, sequence checks, books, resyncs.
 
-Sequence rules (PROTOCOL.md "seq summary" and behaviours 1-5), per wire
+Sequence rules (docs/protocol.md section 8.16 and behaviours 1-5), per wire
 subscription on every sequenced channel: an in-order frame passes; a duplicate
 (seq equal to the last) is dropped; a gap (seq beyond last + 1) or a reset (seq
 below the last) is reported. On a book channel the frame is dropped, the
@@ -66,8 +66,9 @@ class FrameHandling(EngineCore):
         if state is None:
             self.stats.stale_frames += 1
             return
-        # The hot path: one decode, one type test, one sid lookup (PERFORMANCE.md). The
-        # dispatch is written out here, not through _dispatch, to save a call per frame.
+        # The hot path: one decode, one type test, one sid lookup
+        # (docs/performance.md section 4.1). The dispatch is written out here, not through
+        # _dispatch, to save a call per frame.
         if decoded is not None:
             frame = decoded
         else:
@@ -126,7 +127,7 @@ class FrameHandling(EngineCore):
         return None
 
     def _stash(self, state: Connection, sid: int, raw: bytes, recv_ns: int, mono_ns: int) -> None:
-        """Keep a frame for a sid whose ack has not arrived yet (PROTOCOL.md #5)."""
+        """Keep a frame for a sid whose ack has not arrived yet (docs/protocol.md section 9.5)."""
         queue = state.stash.get(sid)
         if queue is None:
             queue = state.stash[sid] = deque(maxlen=self.config.stash_maxlen)
@@ -197,7 +198,7 @@ class FrameHandling(EngineCore):
         wire.last_mono_ns = mono_ns
         body = frame.msg
         is_delta = type(frame) is DeltaFrame
-        # Validate fully before the watermark moves (PROTOCOL.md #3).
+        # Validate fully before the watermark moves (docs/protocol.md section 9.3).
         if is_delta:
             side, price, delta = body.side, body.price_dollars, body.delta_fp
             if price is not None and delta is not None and (side == "yes" or side == "no"):

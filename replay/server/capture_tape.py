@@ -46,7 +46,7 @@ __all__ = ["CaptureTape"]
 log = logging.getLogger(__name__)
 
 _decode = msgspec.json.Decoder().decode
-#: Replies to the recorder's own commands: nobody else asked for them (PROTOCOL.md 4).
+#: Replies to the recorder's own commands: nobody else asked for them (docs/protocol.md section 4).
 _REPLY_TYPES: Final = frozenset(
     {"cfbenchmarks_value_indexlist", "cfbenchmarks_value_5hz_indexlist",
      "pyth_value_underlying_list"}
@@ -63,7 +63,7 @@ _Item = tuple[int, TapeEvent]  # (capture offset ns, event)
 
 
 def _shard_key(payload: dict[str, Any]) -> str | None:
-    # Communications shard by RFQ (batch events by rfq_batch_id: PROTOCOL.md 8.10), as
+    # Communications shard by RFQ (batch events by rfq_batch_id: docs/protocol.md section 8.10), as
     # the synthetic market keys them (replay.server.activity).
     for name in ("rfq_batch_id", "rfq_id", "id"):
         value = payload.get(name)
