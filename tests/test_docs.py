@@ -21,7 +21,8 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 MARKDOWN = [ROOT / "README.md", *DOCS]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6} +(.+?) *$", re.MULTILINE)
-CITATION = re.compile(r"docs/(\w+)\.md(?: section (\d+(?:\.\d+)*))?")
+CITATION = re.compile(r"docs/(\w+)\.md(?: (sections? [\d.]+(?:(?:, | and | to |-)[\d.]*\d)*))?")
+NOTEBOOK = re.compile(r"\b(PROTOCOL|PERFORMANCE|ARCHITECTURE|STYLE)\.md\b")
 SOURCE_DIRS = ("schemas", "stream", "recorder", "replay", "kalshi_tape", "bench", "tests")
 
 
@@ -60,9 +61,10 @@ def test_every_relative_link_points_at_a_file_and_heading_that_exist(doc: Path) 
     assert broken == []
 
 
-def _sources() -> list[Path]:
+def _code() -> list[Path]:
     files = [p for d in SOURCE_DIRS for p in (ROOT / d).rglob("*.py")]
-    return [*files, *MARKDOWN, ROOT / "deploy" / "kalshi-tape.service"]
+    files = [p for p in files if not any(part.startswith(".") for part in p.parts)]
+    return [*files, ROOT / "deploy" / "kalshi-tape.service", ROOT / "pyproject.toml"]
 
 
 def test_every_citation_of_the_docs_names_a_section_that_exists() -> None:
@@ -72,15 +74,28 @@ def test_every_citation_of_the_docs_names_a_section_that_exists() -> None:
         for doc in DOCS
     }  # fmt: skip
     missing = []
-    for path in _sources():
+    for path in [*_code(), *MARKDOWN]:
         for line_no, line in enumerate(path.read_text().splitlines(), 1):
-            for name, section in CITATION.findall(line):
+            for name, cited in CITATION.findall(line):
                 where = f"{path.relative_to(ROOT)}:{line_no}"
                 if name not in sections:
                     missing.append(f"{where}: docs/{name}.md does not exist")
-                elif section and section not in sections[name]:
-                    missing.append(f"{where}: docs/{name}.md has no section {section}")
+                elif not cited and path.suffix != ".md":  # code cites a section, always
+                    missing.append(f"{where}: cites docs/{name}.md without a section")
+                for number in re.findall(r"\d+(?:\.\d+)*", cited):
+                    if number not in sections.get(name, ()):
+                        missing.append(f"{where}: docs/{name}.md has no section {number}")
     assert missing == []
+
+
+def test_nothing_in_the_project_names_the_teams_private_notes() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in [*_code(), *MARKDOWN]
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if NOTEBOOK.search(line)
+    ]
+    assert found == []
 
 
 def test_the_version_is_written_once_in_pyproject_and_read_from_the_package_metadata() -> None:
