@@ -202,11 +202,11 @@ class Recorder:
             metrics.stop()
 
     async def _run(self, metrics: MetricsServer) -> int:
-        lock = JournalLock(self.journal_dir)
         try:
-            report = await asyncio.to_thread(recover, self.journal_dir, self.root, lock=lock)
-        except JournalLockedError as exc:
+            lock = JournalLock(self.journal_dir)
+        except JournalLockedError as exc:  # a second recorder on the same journal
             raise StorageUnavailable(str(exc)) from None
+        report = await asyncio.to_thread(recover, self.journal_dir, self.root, lock=lock)
         if report.segments:
             log.info("recovered %d journal segment(s) in %.2f s", report.segments, report.total_s)
         publisher = PublisherProcess(self.journal_dir, self.root)

@@ -284,3 +284,23 @@ def test_storage_the_user_may_not_write_is_one_line_and_exit_6(tmp_path: Path) -
         f"kalshi-tape: error: storage.root: cannot create {locked}/data: Permission denied "
         "(run as a user who may write there, or choose another path)\n"
     )
+
+
+def test_a_second_recorder_on_a_journal_in_use_is_one_line_and_exit_4(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    first = subprocess.Popen([*RECORD, "--sim", "--root", str(root), "--duration", "20s"],
+                             cwd=REPO, env=no_kalshi_env(), stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (root / "status.json").exists():
+            time.sleep(0.1)
+        second = run("--sim", "--root", str(root), "--duration", "1s")
+    finally:
+        first.terminate()
+        _, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err  # the first one never noticed
+    assert second.returncode == 4, second.stderr
+    assert second.stderr.startswith(f"kalshi-tape: error: journal directory {root}/journal is "
+                                    "in use by another recorder (held by pid ")  # fmt: skip
+    assert len(second.stderr.splitlines()) == 1
