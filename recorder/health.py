@@ -19,7 +19,8 @@ __all__ = ["ConnectionHealth", "HealthSnapshot", "write_status"]
 
 @dataclass
 class ConnectionHealth:
-    """One open connection: its number, `active` or `standby`, and how long it is open."""
+    """One open connection: its number, its role (`active`; `standby` for a replacement not
+    yet switched to, `closing` for the one it replaced) and how long it is open."""
 
     conn: int
     role: str

@@ -104,8 +104,8 @@ def metric_families(s: HealthSnapshot) -> Iterator[Metric]:
     yield state
     yield _gauge("uptime_seconds", "Seconds since the recorder started.", s.uptime_s)
     conns = GaugeMetricFamily(f"{PREFIX}_connection_age_seconds",
-                              "Seconds each open connection has been open; role is active or "
-                              "standby (a make-before-break replacement).",
+                              "Seconds each open connection has been open; role is active, "
+                              "standby (a replacement not yet switched to) or closing.",
                               labels=["conn", "role"])  # fmt: skip
     for c in s.connections:
         conns.add_metric([str(c.conn), c.role], c.age_s)

@@ -60,7 +60,7 @@ BAD_COMMAND_LINES = [
     ((*RECORD, "--nope"), "unrecognized arguments: --nope"),
     (("replay", "{afile}"), "ROOT: capture root"),
     (("replay", "{empty}"), "ROOT: {empty} holds no captured data"),
-    (("replay", "{cap}", "-o", "{tmp}/no-dir/out.jsonl"), "--output: cannot write"),
+    (("replay", "{cap}", "-o", "{tmp}/no-dir/out.jsonl"), "--output: directory {tmp}/no-dir"),
     (("replay", "{cap}", "--format", "xml"), "argument --format: invalid choice"),
     (("replay", "{cap}", "--to", "yesterday"), "--to: 'yesterday' is not a time"),
     (("query", "{afile}", "SELECT 1"), "ROOT: capture root"),
