@@ -81,7 +81,7 @@ TRACEBACKS = [
     ((*RECORD[:-1], "{afile}"), "--root: {afile} is not a directory"),
     (("serve", "--open", "--duration", "0.01", "--host", "999.1.1.1"), "--host"),
     (("serve", "--open", "--duration", "0.01", "--truth", "{tmp}/no-dir/t.ndjson"), "--truth"),
-    (("serve", "--open", "--duration", "-1"), "--duration: -1.0 is not a positive"),
+    (("serve", "--open", "--duration", "-1"), "argument --duration: '-1' is not a duration"),
 ]  # fmt: skip
 
 
