@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -139,7 +140,7 @@ def test_no_progress_still_logs_start_periodic_and_stop_lines_and_each_warning_o
     config = tmp_path / "record.toml"
     config.write_text("[live]\nping_interval_s = 1000\n")  # clamped to 300: one warning
     proc = run("--sim", "--config", str(config), "--root", str(tmp_path / "d"),
-               "--duration", "3s", "--log-interval", "1s")  # fmt: skip
+               "--duration", "1.6s", "--log-interval", "0.5s")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines and all(STAMPED.match(line) for line in lines), lines
@@ -160,7 +161,7 @@ def test_json_logs_are_one_object_per_line_and_the_start_names_exchange_url_and_
     auth = ("--auth", "required", "--public-key", f"{KEY_ID}={public}")
     with exchange(rate=500, extra=auth) as url:
         proc = run("--url", url, "--key-id", KEY_ID, "--key-file", str(private),
-                   "--channel", "ticker", "--root", str(tmp_path / "d"), "--duration", "2s",
+                   "--channel", "ticker", "--root", str(tmp_path / "d"), "--duration", "1s",
                    "--log-format", "json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stderr.strip().splitlines()]
@@ -191,9 +192,9 @@ def test_the_metrics_endpoint_parses_as_prometheus_and_carries_every_status_fiel
 ) -> None:
     port = free_port()
     root = tmp_path / "d"
-    proc = subprocess.Popen([*RECORD, "--sim", "--root", str(root), "--duration", "8s",
-                             "--metrics-port", str(port), "--sim-fault", "close:1011@at=1s",
-                             "--segment-age", "1s"], cwd=REPO, env=no_kalshi_env(),
+    proc = subprocess.Popen([*RECORD, "--sim", "--root", str(root), "--duration", "20s",
+                             "--metrics-port", str(port), "--sim-fault", "close:1011@at=0.5s",
+                             "--segment-age", "0.5s"], cwd=REPO, env=no_kalshi_env(),
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     families: dict[str, list[tuple[str, dict[str, str], float]]] = {}
     deadline = time.monotonic() + 20
@@ -206,9 +207,16 @@ def test_the_metrics_endpoint_parses_as_prometheus_and_carries_every_status_fiel
         }
         reconnects = families.get("kalshi_tape_reconnects", [])
         published = families.get("kalshi_tape_published_files", [])
-        if reconnects and published and published[0][2] > 0:
+        streaming = ("kalshi_tape_session_state", {"state": "STREAMING"}, 1.0)
+        if (
+            reconnects
+            and published
+            and published[0][2] > 0
+            and streaming in families.get("kalshi_tape_session_state", [])
+        ):
             break
     status = json.loads((root / "status.json").read_text())
+    proc.send_signal(signal.SIGTERM)  # a clean stop: exit 0
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
 
