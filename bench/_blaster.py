@@ -2,7 +2,7 @@
 
     python bench/_blaster.py N        # prints its URL, serves N mix frames to each client
 
-PERFORMANCE.md item 10: a Python websockets server cannot send much faster than
+docs/performance.md section 4.14: a Python websockets server cannot send much faster than
 150k frames/s, so to measure a client beyond that the frames are framed once, up
 front, and written to the transport in large slices. The handshake and the
 `subscribed` acks use the websockets library; then the mix of `bench/mix.py`

@@ -13,7 +13,7 @@ Measured in one process, on the same frames:
                the typed ceiling: the int-book ceiling composed with validate_json alone
   engine struct the same, consumers receiving the msgspec mirrors (`schemas.structs`)
 Both runs use the same garbage-collector setting (frozen start-up heap, raised gen0
-threshold: PERFORMANCE.md "What reaches the ceilings" 2).
+threshold: docs/performance.md section 4.2).
 """
 
 from __future__ import annotations
@@ -324,8 +324,8 @@ def main() -> None:
             baseline=DECIMAL,
         ),
     ]
-    # Typed messages: bounded by pydantic's validation (docs/performance.md "Typed
-    # models"). Their ceiling composes the fixed-point ceiling with validate_json of
+    # Typed messages are bounded by pydantic's validation (docs/performance.md section 4.12).
+    # Their ceiling composes the fixed-point ceiling with validate_json of
     # the same frames: 1 / (1/ceiling + 1/validation).
     typed_n = min(n, 300_000)
     validation = validate_rate(frames[:typed_n])

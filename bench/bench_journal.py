@@ -5,8 +5,8 @@
 Throughput: the same realistic frames (bench_storage.kalshi_frames, ~335 B) appended
 as fast as the caller can, until the last one is durable, through
 
-* the ceiling (PERFORMANCE.md "journal append"): a plain length-prefixed buffer written
-  with `os.write` and `os.fdatasync` every 10 ms, in the same loop;
+* the ceiling (docs/performance.md section 2, journal append): a plain length-prefixed
+  buffer written with `os.write` and `os.fdatasync` every 10 ms, in the same loop;
 * `JournalWriter.append` (record framing, CRC, idx, lock) with its group-commit thread.
 
 Latency: frames appended at a steady 5k frames/s in 1 ms bursts, as a receive loop

@@ -8,7 +8,7 @@ Measured in one run, on the same N frames of the realistic mix (bench/mix.py):
   recorder  the real `kalshi-tape record` process: journal (group commit fdatasync),
             engine, publisher; time until its status file reports the N-th frame
             durable; its CPU (user + system) over that time and its peak RSS.
-The server is `bench/_blaster.py` (PERFORMANCE.md item 10: pre-built frames).
+The server is `bench/_blaster.py` (docs/performance.md section 4.14: pre-built frames).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 One process, the same frames for every parser: a realistic mix built from the golden
 corpus templates (70% orderbook deltas, 20% ticker, 8% trade, 2% snapshots over 576
-markets, current wire form, PERFORMANCE.md's workload).
+markets, current wire form, the workload of docs/performance.md section 1).
 
   msgspec      a `msgspec.json.Decoder` over a tagged union of Structs with the same
                fields typed as Decimal / datetime / int: the hand-written ceiling
@@ -305,7 +305,8 @@ _PYDANTIC: TypeAdapter[Any] = TypeAdapter(
 
 
 def _loop(parse: Any, frames: list[bytes]) -> None:
-    for raw in frames:  # results are dropped: never retain parsed messages (PERFORMANCE.md 5)
+    # results are dropped: never retain parsed messages (docs/performance.md section 4.5)
+    for raw in frames:
         parse(raw)
 
 
@@ -321,7 +322,7 @@ def main() -> None:
         _PYDANTIC.validate_json(raw)
         assert parse_message(raw) == parse_message(old)
     gc.collect()
-    gc.freeze()  # the same GC setting for every parser (PERFORMANCE.md 2)
+    gc.freeze()  # the same GC setting for every parser (docs/performance.md section 4.2)
     n = len(current)
     ceiling = rate(n, lambda: _loop(_MSGSPEC.decode, current))
     plain = rate(n, lambda: _loop(_PYDANTIC.validate_json, current))

@@ -2,7 +2,7 @@
 
     python bench/bench_storage.py [--frames N] [--json]
 
-Frames: a realistic Kalshi mix in the current wire form (PROTOCOL.md section 8): 70%
+Frames: a realistic Kalshi mix in the current wire form (docs/protocol.md section 8): 70%
 orderbook deltas, 20% ticker, 8% trade, 2% snapshots over 500 markets, about 345 B a
 frame, arriving at about 5k frames/s. They go through the real write path (JournalWriter
 with default segments, Publisher, then compaction) and are read back to check the round
@@ -15,7 +15,7 @@ Baselines measured in the same run:
   (`{"localTimestamp": ..., "message": <frame>}`), closer to what such archives keep;
   the capture record carries more still (idx, recv_ns and mono_ns at ns, seq);
 * `pq.write_table` of the same rows already in one Arrow table, sorted, zstd-3 (the
-  Parquet write ceiling of PERFORMANCE.md): publish throughput is judged against it.
+  Parquet write ceiling of docs/performance.md section 2): publish throughput is judged against it.
 """
 
 from __future__ import annotations

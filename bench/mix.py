@@ -1,7 +1,7 @@
-"""A realistic, deterministic frame mix for benchmarks (PERFORMANCE.md's workload).
+"""A realistic, deterministic frame mix for benchmarks (docs/performance.md section 1).
 
 70% orderbook deltas, 20% ticker, 8% trade, 2% snapshots over ~500 markets, in the
-current Kalshi wire form (PROTOCOL.md section 8), about 345 bytes a frame on average.
+current Kalshi wire form (docs/protocol.md section 8), about 345 bytes a frame on average.
 Deltas are consistent with a book the generator keeps, so an engine applying them
 never sees a negative level. Three subscriptions: orderbook_delta (sid 1), ticker
 (sid 2), trade (sid 3); seq counts per sid from 1.

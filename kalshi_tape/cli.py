@@ -2,20 +2,25 @@
 
 `recorder.cli` registers `record`; `replay.cli` registers `serve`, `replay`,
 `query`, `verify` and `inspect`. A subcommand's handler returns an exit status.
-Bad arguments print usage and exit 2; a `ConfigError` prints its message (which
-names the field and the fix) and exits 2; nothing prints a traceback for input
-the user got wrong.
+Every subcommand gets the logging flags (`kalshi_tape.logs`). Bad arguments print
+that subcommand's usage and exit 2; a `ConfigError` prints its message (which
+names the field and the fix) and exits 2; an `OperationalError` (a port in use,
+storage out of reach, a damaged file, a refused permission, a query limit) prints
+one line and exits with its own status (`schemas.errors.EXIT_CODES`). Nothing
+prints a traceback for input the user got wrong or for a machine in the way.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
 from kalshi_tape import __version__
-from schemas.errors import ConfigError
+from kalshi_tape.logs import add_logging_arguments, configure_logging, json_logging_active
+from schemas.errors import ConfigError, OperationalError
 
 __all__ = ["build_parser", "main"]
 
@@ -38,21 +43,39 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for name, command in sub.choices.items():
+        add_logging_arguments(command)
+        command.set_defaults(command_parser=command, command_name=name)
     return parser
+
+
+def _fail(args: argparse.Namespace, message: str, status: int) -> int:
+    """One line on stderr (a JSON record when the log is JSON), and the exit status."""
+    if json_logging_active():
+        logging.getLogger("kalshi_tape").error(message, extra={"exit_code": status})
+    else:
+        print(f"kalshi-tape: error: {message}", file=sys.stderr)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         parser.print_help(sys.stderr)
         return 2
+    if extra:  # the subcommand's usage, not the top-level one
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    configure_logging(args.log_level, args.log_format)
     try:
         return int(handler(args) or 0)
     except ConfigError as exc:
-        print(f"kalshi-tape: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc), 2)
+    except OperationalError as exc:
+        return _fail(args, str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return 130
 

@@ -2,13 +2,14 @@
 
 This module owns how a batch of capture records becomes one Parquet file per
 (channel, UTC date): the Arrow columns of `schemas.arrow.CAPTURE_SCHEMA`, the row
-order inside a file, and the writer options PERFORMANCE.md measured (zstd, large data
-pages, dictionary only on the low-cardinality columns, big row groups). It knows
+order inside a file, and the writer options measured in docs/performance.md section 4.6
+(zstd, large data pages, dictionary only on the low-cardinality columns, big row
+groups). It knows
 nothing of journals, names or where the bytes go.
 
 Row order: Parquet compresses each page alone, so the order of rows within a file
 decides how much zstd finds to share; `idx` restores arrival order on read
-(PERFORMANCE.md "Storage"). Which order is best depends on the file. With a few hundred
+(docs/performance.md section 3). Which order is best depends on the file. With a few hundred
 markets, frames of one market recur within zstd's window in arrival order, and arrival
 order keeps idx, recv_ns and mono_ns nearly free under delta encoding: rows by (type,
 idx) are smallest. With thousands of markets, grouping by market wins despite costlier
@@ -43,7 +44,7 @@ __all__ = [
 
 _DAY_NS = 86_400 * 1_000_000_000
 _STRING_DICT = pa.dictionary(pa.int32(), pa.string())
-#: Columns written with Parquet dictionary encoding (never `raw`: PERFORMANCE.md item 6).
+#: Columns written with Parquet dictionary encoding (never `raw`: docs/performance.md section 4.6).
 _PARQUET_DICT = ["run_id", "dir", "channel", "type", "market_ticker"]
 _NO_STATS = {"raw"}  # min/max of whole frames would bloat the footer
 #: Increasing within each run of rows in either order: delta encoding stores small
@@ -57,12 +58,12 @@ class ParquetSettings:
     """How files are written. Publishing favours speed; compaction may raise the level.
 
     Attributes:
-        compression, compression_level: the codec (PERFORMANCE.md: zstd-3).
+        compression, compression_level: the codec (docs/performance.md section 4.6: zstd-3).
         data_page_size: bytes per data page; large pages compress better (8 MiB).
         row_group_rows: most rows per row group. Each row group holds consecutive idx
             values (rows sorted for compression only *within* it), so a reader
             restores arrival order one row group at a time: this bounds replay's
-            memory (64k rows: docs/performance.md's minimum for fast reads).
+            memory (64k rows: the minimum for fast reads, docs/performance.md section 4.6).
         row_group_bytes: most bytes of frames (`raw`) per row group: a reader holds one
             row group of each channel at once, so this, not the row count, bounds its
             memory when frames are large.

@@ -1,7 +1,6 @@
 """The recorder process: recovery, journal, publisher, live session, jobs, health, stop.
 
-This module owns the order of things in `kalshi-tape record` (ARCHITECTURE.md
-"Durability"):
+This module owns the order of things in `kalshi-tape record` (docs/architecture.md section 4):
 
 1. recovery runs before connecting: leftover journal segments are sealed and
    published, holding the journal lock that the new writer then keeps;
@@ -20,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -38,22 +39,39 @@ from recorder.config import (
     ChannelsConfig,
     RecorderConfig,
 )
-from recorder.health import HealthSnapshot, MetricsServer, write_status
+from recorder.conn_watch import ConnectionWatch
+from recorder.errors import JournalLockedError
+from recorder.health import HealthSnapshot, write_status
 from recorder.jobs import Jobs
 from recorder.journal import JournalLock, JournalWriter
 from recorder.journal_sink import JournalSink
 from recorder.live import LiveSession
-from recorder.progress import ProgressView
+from recorder.metrics import MetricsServer
+from recorder.preflight import key_id_hint, storage_ready
+from recorder.progress import ProgressView, summary_line
 from recorder.publish_process import PublisherProcess
 from recorder.recovery import recover
 from recorder.sim import SimExchange, start_sim
-from schemas.errors import ConfigError
+from recorder.sink import Sink
+from schemas.errors import ConfigError, StorageUnavailable
 from schemas.record import Event, new_run_id
 from stream import EngineConfig
 
 __all__ = ["Recorder", "Shard"]
 
+log = logging.getLogger("kalshi_tape.recorder")
+
 _MB = 1 << 20
+#: Health fields written as their own JSON fields on the periodic and stop log lines.
+_LOGGED_FIELDS = ("state", "durable_idx", "durable_lag_ms", "files_published", "reconnects",
+                  "gaps", "resyncs", "capture_dropped_frames", "last_publish_age_s")  # fmt: skip
+
+
+def _fields(s: HealthSnapshot) -> dict[str, Any]:
+    values = dataclasses.asdict(s)
+    fields = {name: values[name] for name in _LOGGED_FIELDS}
+    fields["frames"] = sum(s.frames_per_channel.values())
+    return fields
 
 
 def _check_directory(field: str, path: Path) -> None:
@@ -152,20 +170,45 @@ class Recorder:
         self.exit_reason = "stopped"
         self._rates: dict[str, tuple[int, float]] = {}
         self._durable_lag_ms = 0.0
+        self._last_durable_mono: float | None = None
+        self._exchange = ""
+        self._status_warned = False
         self._last_seen: dict[str, float] = {}
         self.snapshot: HealthSnapshot | None = None
-        self._status_warned = False
         self.failure: str | None = None  # why the run ended on its own, if it did
 
     # ------------------------------------------------------------------ the run
 
     async def run(self) -> int:
-        lock = JournalLock(self.journal_dir)
+        """Record until the duration, a signal or a connection that fails for good.
+
+        Returns 0, or 1 when the connection failed for good (the run still ends
+        cleanly: everything journaled is published).
+
+        Raises:
+            PortInUse: the metrics port cannot be bound.
+            StorageUnavailable, PermissionDenied: the root or the journal directory
+                cannot be created or written, or another recorder holds the journal.
+        """
+        metrics = MetricsServer(self.config.health.metrics_port, _version())
+        if self.config.health.metrics_port:
+            metrics.start()  # first: a taken port must not leave a half-made capture behind
+        try:
+            if "://" not in self.root:
+                storage_ready("storage.root", Path(self.root))
+            storage_ready("storage.journal_dir", self.journal_dir)
+            return await self._run(metrics)
+        finally:
+            metrics.stop()
+
+    async def _run(self, metrics: MetricsServer) -> int:
+        try:
+            lock = JournalLock(self.journal_dir)
+        except JournalLockedError as exc:  # a second recorder on the same journal
+            raise StorageUnavailable(str(exc)) from None
         report = await asyncio.to_thread(recover, self.journal_dir, self.root, lock=lock)
         if report.segments:
-            self.progress.out.write(
-                f"recovered {report.segments} journal segment(s) in {report.total_s:.2f} s\n"
-            )
+            log.info("recovered %d journal segment(s) in %.2f s", report.segments, report.total_s)
         publisher = PublisherProcess(self.journal_dir, self.root)
         publisher.start()
         storage = self.config.storage
@@ -187,57 +230,76 @@ class Recorder:
             "run_id": self.run_id, "version": _version(), "url": url, "pid": os.getpid(),
             "shard": f"{self.shard.k}/{self.shard.n}",
         })  # fmt: skip
-        session = self._session(url, sink)
+        watch = ConnectionWatch(sink)
+        session = self._session(url, watch)
+        self._log_start(session, metrics)
         jobs = Jobs(self, session)
-        metrics = MetricsServer(self.config.health.metrics_port)
-        if self.config.health.metrics_port:
-            await metrics.start()
         self._install_signals()
         self.progress.start()
         try:
             async with session.connect(wait=False):
-                for channel, markets in self._subscriptions().items():
+                for channel, markets in self.subscriptions().items():
                     params = {"market_tickers": markets} if markets else {}
                     await session.subscribe_wire(channel, params)
                 if self.on_ready is not None:
                     await self.on_ready(session)
                 jobs.start()
-                await self._watch(session, sink, journal, publisher, metrics)
+                await self._watch(session, sink, journal, publisher, metrics, watch)
         finally:
             jobs.stop()
             now_ns, mono_ns = time.time_ns(), time.monotonic_ns()
             sink.event(0, now_ns, mono_ns, Event.RUN_STOP, {"reason": self.exit_reason})
             stats = await asyncio.to_thread(journal.close)
             await asyncio.to_thread(publisher.close, drain=True)
-            await metrics.stop()
             if self.sim is not None:
                 self.sim.stop()
-            self.progress.stop(self._health(session, sink, journal, publisher))
+            final = self._health(session, sink, journal, publisher, watch)
+            self.progress.stop(final)
+            log.info("stopped (%s): %s", self.exit_reason, summary_line(final),
+                     extra=_fields(final))  # fmt: skip
         if stats.frames_dropped:
-            self.progress.out.write(
-                f"warning: {stats.frames_dropped} frames could not be kept (disk full or "
-                "unwritable); the capture records the gap as capture_gap events\n"
-            )
+            log.warning("%d frames could not be kept (disk full or unwritable); the capture "
+                        "records the gap as capture_gap events", stats.frames_dropped)  # fmt: skip
         if self.failure is not None:  # a supervisor must see it: non-zero, and why
-            self.progress.out.write(f"kalshi-tape record: error: {self.failure}\n")
+            log.error("the run failed: %s", self.failure)
             return 1
         return 0
+
+    def _log_start(self, session: LiveSession, metrics: MetricsServer) -> None:
+        conn = self.config.connection
+        exchange = "sim" if conn.environment == "sim" and not conn.url else (
+            "url" if conn.url else conn.environment
+        )  # fmt: skip
+        self._exchange = exchange
+        key = "no key" if self.credentials is None else (
+            f"key id {key_id_hint(self.credentials.key_id)}"
+        )  # fmt: skip
+        where = (
+            self.root if self.status_path is None else f"{self.root} (status {self.status_path})"
+        )
+        scrape = f"; metrics http://127.0.0.1:{metrics.port}/metrics" if metrics.port else ""
+        log.info("recording %s at %s with %s: run %s, shard %d/%d, into %s, journal %s%s",
+                 exchange, session.url, key, self.run_id, self.shard.k, self.shard.n, where,
+                 self.journal_dir, scrape,
+                 extra={"exchange": exchange, "url": session.url, "run_id": self.run_id,
+                        "version": _version()})  # fmt: skip
 
     def _on_durable(self, durable_idx: int, latency_ns: int) -> None:
         """Journal thread: the receipt-to-durable latency of the latest group commit."""
         self._durable_lag_ms = latency_ns / 1e6
+        self._last_durable_mono = time.monotonic()
 
     def _url(self) -> str:
         conn = self.config.connection
         if conn.environment == "sim" and not conn.url:
             # The recorder does not know the generated tickers, so the simulated
             # exchange serves every market to an orderbook subscription without any
-            # (its documented switch for PROTOCOL.md open question 4).
+            # (its documented switch for docs/protocol.md section 11.4).
             self.sim = start_sim(self.config.sim, switches=["orderbook_without_tickers=all"])
             return self.sim.url
         return conn.url or conn.environment
 
-    def _session(self, url: str, sink: JournalSink) -> LiveSession:
+    def _session(self, url: str, sink: Sink) -> LiveSession:
         interval = self.config.storage.checkpoint_interval_s or None
         jobs = self.config.jobs
         extra: dict[str, Any] = {}
@@ -255,7 +317,12 @@ class Recorder:
             **extra,
         )
 
-    def _subscriptions(self) -> dict[str, list[str] | None]:
+    def subscriptions(self) -> dict[str, list[str] | None]:
+        """The channels and markets this run subscribes to (its shard of the config).
+
+        Raises:
+            ConfigError: nothing to record.
+        """
         chosen = self.config.channels.selected()
         if not chosen and self.config.connection.environment == "sim":
             chosen = ChannelsConfig.model_validate(SIM_DEFAULT_CHANNELS).selected()
@@ -281,13 +348,18 @@ class Recorder:
         journal: JournalWriter,
         publisher: PublisherProcess,
         metrics: MetricsServer,
+        watch: ConnectionWatch,
     ) -> None:
-        """Once a second: refresh health; stop at the duration, a signal, or a closed session."""
+        """Once a second: refresh health; stop at the duration, a signal, or a closed session.
+
+        Every `health.log_interval_s` the health goes to the log as one line."""
         deadline = None if self.duration_s is None else time.monotonic() + self.duration_s
+        log_every_s = self.config.health.log_interval_s
+        next_line = time.monotonic() + log_every_s
         while not self.stop_event.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), self.config.health.status_interval_s)
-            snapshot = self._health(session, sink, journal, publisher)
+            snapshot = self._health(session, sink, journal, publisher, watch)
             metrics.snapshot = snapshot
             if self.status_path is not None:
                 try:
@@ -296,13 +368,14 @@ class Recorder:
                     # The status file is best effort: on a full or failing disk (where the
                     # journal usually is too) capture must go on; the journal counts its
                     # own losses and records them as capture_gap events.
-                    if not self._status_warned:
+                    if not self._status_warned:  # once a run, whatever the log's filters
                         self._status_warned = True
-                        self.progress.out.write(
-                            f"warning: cannot write the status file {self.status_path} "
-                            f"({exc.strerror or exc}); capture goes on\n"
-                        )
+                        log.warning("cannot write the status file %s (%s); capture goes on",
+                                    self.status_path, exc.strerror or exc)  # fmt: skip
             self.progress.update(snapshot)
+            if time.monotonic() >= next_line:
+                next_line += log_every_s
+                log.info("%s", summary_line(snapshot), extra=_fields(snapshot))
             if deadline is not None and time.monotonic() >= deadline:
                 self.request_stop("duration")
             if session.state.value == "CLOSED":
@@ -314,7 +387,7 @@ class Recorder:
 
     def _health(
         self, session: LiveSession, sink: JournalSink, journal: JournalWriter,
-        publisher: PublisherProcess,
+        publisher: PublisherProcess, watch: ConnectionWatch,
     ) -> HealthSnapshot:  # fmt: skip
         now = time.monotonic()
         per_channel: Counter[str] = Counter(sink.per_channel)
@@ -341,6 +414,9 @@ class Recorder:
             url=session.url,
             state=session.state.value,
             uptime_s=now - self._started_mono,
+            exchange=self._exchange,
+            version=_version(),
+            connections=watch.connections(time.monotonic_ns()),
             frames_per_channel=dict(per_channel),
             rate_fps_per_channel=rates,
             last_frame_age_s_per_channel=ages,
@@ -348,14 +424,22 @@ class Recorder:
             appended_idx=sink.last_idx,
             durable_idx=j.durable_idx,
             durable_lag_ms=self._durable_lag_ms,
+            last_durable_age_s=now - (self._last_durable_mono or self._started_mono),
             journal_backlog_bytes=j.backlog_bytes,
             capture_dropped_frames=j.frames_dropped,
             journal_write_errors=j.write_errors + j.fsync_errors,
             segments_sealed=j.segments_sealed,
+            publish_errors=p.errors,
+            publish_queued_segments=p.queued,
             files_published=p.files_published,
             rows_published=p.rows_published,
             last_publish_age_s=None if p.last_publish_mono is None else now - p.last_publish_mono,
+            connection_attempts=session.stats.attempts,
+            failed_attempts=session.stats.failed_attempts,
             reconnects=max(0, session.stats.connects - 1),
+            reconnects_by_reason={
+                reason.value: n for reason, n in session.stats.disconnects_by_reason.items()
+            },
             gaps=engine.gaps,
             resyncs=engine.resyncs,
             rejected_frames=sink.rejected,

@@ -1,6 +1,6 @@
 """Kalshi API credentials and the signed headers of the WebSocket upgrade.
 
-This module owns PROTOCOL.md section 2 on the client side: loading the RSA
+This module owns docs/protocol.md section 2 on the client side: loading the RSA
 private key (PEM, PKCS#8 or PKCS#1, optionally encrypted with a passphrase read
 from an environment variable), refusing a key file that group or others can
 access, and signing `timestamp_ms + "GET" + path` with RSA-PSS (SHA-256, MGF1
@@ -44,7 +44,7 @@ SIGNATURE_HEADER: Final = "KALSHI-ACCESS-SIGNATURE"
 ENV_KEY_ID: Final = "KALSHI_API_KEY_ID"
 ENV_PRIVATE_KEY_PATH: Final = "KALSHI_PRIVATE_KEY_PATH"
 ENV_PASSPHRASE: Final = "KALSHI_PRIVATE_KEY_PASSPHRASE"
-#: PROTOCOL.md section 2: salt length = digest length (32 bytes), not the maximum.
+#: docs/protocol.md section 2: salt length = digest length (32 bytes), not the maximum.
 _PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 

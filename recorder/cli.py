@@ -1,32 +1,43 @@
 """`kalshi-tape record`: the main job, from a TOML config and flags that override it.
 
-With no credentials configured (flags, config or environment), `--sim` is the
-default: the simulated exchange is started as a child process on loopback and
-recorded. Every problem with a flag or the config prints one line naming the
-field and the fix, and exits 2.
+The exchange is always explicit: `--sim` (or `environment = "sim"`) records the
+simulated exchange, started as a child process on loopback; otherwise Kalshi
+(`prod` unless `--env demo` or the config says otherwise), which needs a key id
+and a private key from flags, the config or the environment. Every problem with a
+flag, the config or the credentials prints one line naming the setting as the
+user wrote it (`--key-file`, `connection.key_file`, `KALSHI_PRIVATE_KEY_PATH`) and
+the fix, and exits 2. `--check-config` stops there: config, credentials, storage
+and the metrics port checked, nothing connected, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
-import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from recorder.app import Recorder, Shard
 from recorder.auth import ENV_KEY_ID, ENV_PRIVATE_KEY_PATH, Credentials
 from recorder.config import RecorderConfig, load_config
+from recorder.live import resolve_url
+from recorder.preflight import check_storage, describe_target, port_free
 from schemas.channels import WIRE_CHANNELS
 from schemas.errors import ConfigError
+from schemas.units import parse_duration_s, parse_size_bytes
 
-__all__ = ["parse_duration_s", "register"]
+__all__ = ["build", "parse_duration_s", "register"]
+
+log = logging.getLogger("kalshi_tape.recorder")
 
 EXAMPLES = """\
 examples:
   kalshi-tape record --sim --duration 30s           record the simulated exchange into data/
   kalshi-tape record --config record.toml           record Kalshi as the config says
+  kalshi-tape record --config record.toml --check-config    validate, connect nothing
   kalshi-tape record --env demo --key-id ID --key-file key.pem \\
       --channel orderbook_delta=KXHIGHNY-26NOV21-B45.5 --channel ticker=all
 """
@@ -42,12 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--config", metavar="FILE", help="TOML config (flags override it)")
     where = p.add_argument_group("where to connect")
-    where.add_argument(
-        "--sim",
-        action="store_true",
-        help="record the simulated exchange (default without credentials)",
-    )
-    where.add_argument("--env", choices=("prod", "demo"), help="Kalshi environment")
+    where.add_argument("--sim", action="store_true",
+                       help="record the simulated exchange (started on loopback)")  # fmt: skip
+    where.add_argument("--env", choices=("prod", "demo"), help="Kalshi environment (default prod)")
     where.add_argument("--url", help="a WebSocket URL instead (ws:// only to loopback)")
     where.add_argument("--key-id", help=f"API key id (or ${ENV_KEY_ID})")
     where.add_argument(
@@ -62,14 +70,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where_to.add_argument("--root", help="capture root: a directory or s3://bucket/prefix "
                                          "(default data)")  # fmt: skip
     where_to.add_argument("--journal-dir", help="journal directory (local disk)")
-    where_to.add_argument("--commit-interval-ms", type=float, help="group commit interval")
-    where_to.add_argument("--segment-mb", type=float, help="journal segment size")
-    where_to.add_argument("--segment-age-s", type=float, help="journal segment age")
-    where_to.add_argument(
-        "--checkpoint-interval-s",
-        type=float,
-        help="connection checkpoints for replay seek (0 = off)",
-    )
+    where_to.add_argument("--commit-interval", type=_duration_arg, metavar="TIME",
+                          help="group commit interval (e.g. 50ms)")  # fmt: skip
+    where_to.add_argument("--segment-size", type=_size_arg, metavar="SIZE",
+                          help="journal segment size (e.g. 64MB)")  # fmt: skip
+    where_to.add_argument("--segment-age", type=_duration_arg, metavar="TIME",
+                          help="journal segment age (e.g. 5m)")  # fmt: skip
+    where_to.add_argument("--checkpoint-interval", type=_duration_arg, metavar="TIME",
+                          help="checkpoints for replay seek (e.g. 60s; 0 = off)")  # fmt: skip
+    # The spellings of earlier versions, in their old units: still accepted, not shown.
+    where_to.add_argument("--commit-interval-ms", type=float, help=argparse.SUPPRESS)
+    where_to.add_argument("--segment-mb", type=float, help=argparse.SUPPRESS)
+    where_to.add_argument("--segment-age-s", type=float, help=argparse.SUPPRESS)
+    where_to.add_argument("--checkpoint-interval-s", type=float, help=argparse.SUPPRESS)
     sim = p.add_argument_group("the simulated exchange")
     sim.add_argument("--sim-markets", type=int, help="number of markets (default 20)")
     sim.add_argument("--sim-rate", type=float, help="frames/s (default 1000)")
@@ -90,30 +103,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("--status-file", help="health JSON (default <root>/status.json)")
     run.add_argument("--metrics-port", type=int, help="Prometheus metrics on 127.0.0.1:PORT")
+    run.add_argument("--log-interval", type=_duration_arg, metavar="TIME",
+                     help="a status line in the log this often (default 60s)")  # fmt: skip
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="live progress on stderr",
+        help="live progress table on a terminal (the log lines are written either way)",
     )
+    run.add_argument("--check-config", action="store_true",
+                     help="check the config, credentials, storage and port; connect nothing; "
+                          "exit 0 if all is well, 2 (or the error's status) if not")  # fmt: skip
     p.set_defaults(handler=run_record)
-
-
-_DURATION = re.compile(r"^(?P<n>[0-9]+(?:\.[0-9]+)?)(?P<unit>ms|s|m|h|d)?$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration_s(text: str) -> float:
-    """'30s', '5m', '2h', '1.5d' or plain seconds, in seconds."""
-    m = _DURATION.match(text.strip())
-    if m is None:
-        raise ValueError(f"{text!r} is not a duration (like 30s, 5m, 2h)")
-    return float(m["n"]) * _UNIT_S[m["unit"]]
 
 
 def _duration_arg(text: str) -> float:
     try:
         return parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size_bytes(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -132,62 +145,132 @@ def _channel_overrides(specs: list[str]) -> dict[str, Any]:
     return channels
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    pairs = {
-        "connection.url": args.url,
-        "connection.key_id": args.key_id,
-        "connection.key_file": args.key_file,
-        "storage.root": args.root,
-        "storage.journal_dir": args.journal_dir,
-        "storage.commit_interval_ms": args.commit_interval_ms,
-        "storage.segment_max_mb": args.segment_mb,
-        "storage.segment_max_age_s": args.segment_age_s,
-        "storage.checkpoint_interval_s": args.checkpoint_interval_s,
-        "sim.markets": args.sim_markets,
-        "sim.rate": args.sim_rate,
-        "sim.seed": args.sim_seed,
-        "sim.faults": args.sim_fault or None,
-        "health.status_file": args.status_file,
-        "health.metrics_port": args.metrics_port,
-        "connection.environment": "sim" if args.sim else args.env,
+_MB = 1 << 20
+
+
+def _first(*pairs: tuple[str, Any]) -> tuple[str, Any] | None:
+    """The first (flag, value) given, of a flag and its older spelling."""
+    return next(((flag, value) for flag, value in pairs if value is not None), None)
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
+    """Config key -> (the flag the user wrote, the value in the config's unit)."""
+    ms = None if args.commit_interval is None else args.commit_interval * 1000
+    mb = None if args.segment_size is None else args.segment_size / _MB
+    pairs: dict[str, tuple[str, Any] | None] = {
+        "connection.url": _first(("--url", args.url)),
+        "connection.key_id": _first(("--key-id", args.key_id)),
+        "connection.key_file": _first(("--key-file", args.key_file)),
+        "storage.root": _first(("--root", args.root)),
+        "storage.journal_dir": _first(("--journal-dir", args.journal_dir)),
+        "storage.commit_interval_ms": _first(
+            ("--commit-interval", ms), ("--commit-interval-ms", args.commit_interval_ms)
+        ),
+        "storage.segment_max_mb": _first(("--segment-size", mb), ("--segment-mb", args.segment_mb)),
+        "storage.segment_max_age_s": _first(
+            ("--segment-age", args.segment_age), ("--segment-age-s", args.segment_age_s)
+        ),
+        "storage.checkpoint_interval_s": _first(
+            ("--checkpoint-interval", args.checkpoint_interval),
+            ("--checkpoint-interval-s", args.checkpoint_interval_s),
+        ),
+        "sim.markets": _first(("--sim-markets", args.sim_markets)),
+        "sim.rate": _first(("--sim-rate", args.sim_rate)),
+        "sim.seed": _first(("--sim-seed", args.sim_seed)),
+        "sim.faults": _first(("--sim-fault", args.sim_fault or None)),
+        "health.status_file": _first(("--status-file", args.status_file)),
+        "health.metrics_port": _first(("--metrics-port", args.metrics_port)),
+        "health.log_interval_s": _first(("--log-interval", args.log_interval)),
+        "connection.environment": _first(
+            ("--sim", "sim" if args.sim else None), ("--env", args.env)
+        ),
     }
     return {k: v for k, v in pairs.items() if v is not None}
 
 
-def _has_credentials(config: RecorderConfig) -> bool:
+def _as_flag(exc: ConfigError, flags: dict[str, str]) -> ConfigError:
+    """The same error, naming the flag when the bad value came from one."""
+    flag = flags.get(exc.field)
+    if flag is None:
+        return exc
+    return ConfigError(flag, exc.problem, exc.fix)
+
+
+def _flags(args: argparse.Namespace) -> dict[str, str]:
+    """Config key -> the flag that set it, for the keys set by a flag."""
+    flags = {key: flag for key, (flag, _) in _flag_overrides(args).items()}
+    for channel in _channel_overrides(args.channel):
+        flags[f"channels.{channel}"] = "--channel"
+    if args.channel:
+        flags["channels"] = "--channel"
+    return flags
+
+
+def _load(args: argparse.Namespace) -> RecorderConfig:
+    overrides = {key: value for key, (_, value) in _flag_overrides(args).items()}
+    for channel, markets in _channel_overrides(args.channel).items():
+        overrides[f"channels.{channel}"] = markets
+    try:
+        return load_config(args.config, overrides)
+    except ConfigError as exc:
+        raise _as_flag(exc, _flags(args)) from None
+
+
+def _setting(args: argparse.Namespace, config: RecorderConfig, key: str, env: str) -> str:
+    """Where a credential setting came from, as the user would write it."""
+    flag = "--key-id" if key == "key_id" else "--key-file"
+    if getattr(args, key):
+        return flag
+    if getattr(config.connection, key):
+        return f"connection.{key}"
+    return f"${env}"
+
+
+def _credentials(args: argparse.Namespace, config: RecorderConfig) -> Credentials:
+    """Load the key the flags, config or environment name; errors name that setting."""
     conn = config.connection
-    return bool((conn.key_id or os.environ.get(ENV_KEY_ID))
-                and (conn.key_file or os.environ.get(ENV_PRIVATE_KEY_PATH)))  # fmt: skip
+    target = conn.url or conn.environment
+    key_id = conn.key_id or os.environ.get(ENV_KEY_ID, "")
+    key_file = conn.key_file or os.environ.get(ENV_PRIVATE_KEY_PATH, "")
+    alternative = "or pass --sim to record the simulated exchange instead"
+    if not key_id.strip():
+        raise ConfigError(
+            "connection.key_id", f"recording {target} needs an API key id, and none is set",
+            f"pass --key-id ID, set ${ENV_KEY_ID}, or key_id in [connection]; {alternative}",
+        )  # fmt: skip
+    if not key_file.strip():
+        raise ConfigError(
+            "connection.key_file", f"recording {target} needs the API key's private key file, "
+            "and none is set",
+            f"pass --key-file PEM, set ${ENV_PRIVATE_KEY_PATH}, or key_file in [connection]; "
+            f"{alternative}",
+        )  # fmt: skip
+    try:
+        return Credentials.from_file(key_id, key_file, passphrase_env=conn.passphrase_env)
+    except ConfigError as exc:
+        field = _setting(args, config, "key_id" if exc.field == "key_id" else "key_file",
+                         ENV_KEY_ID if exc.field == "key_id" else ENV_PRIVATE_KEY_PATH)  # fmt: skip
+        raise ConfigError(field, exc.problem, exc.fix) from None
 
 
 def build(args: argparse.Namespace) -> tuple[RecorderConfig, Credentials | None]:
-    """The validated config and credentials the flags and config file describe."""
-    overrides = _overrides(args)
-    data_channels = _channel_overrides(args.channel)
-    if data_channels:
-        overrides.update({f"channels.{c}": m for c, m in data_channels.items()})
-    config = load_config(args.config, overrides)
+    """The validated config and credentials the flags and config file describe.
+
+    Raises:
+        ConfigError: a bad flag or config value, or Kalshi chosen without credentials.
+    """
+    config = _load(args)
     conn = config.connection
-    explicit = args.env or args.url or (args.config and conn.environment != "prod")
-    if (
-        conn.environment != "sim"
-        and not conn.url.startswith("ws://")
-        and (not _has_credentials(config))
-    ):
-        if explicit:
-            raise ConfigError(
-                "connection.key_id", f"{conn.url or conn.environment} needs credentials",
-                f"pass --key-id and --key-file, or set ${ENV_KEY_ID} and ${ENV_PRIVATE_KEY_PATH}",
-            )  # fmt: skip
-        config = load_config(args.config, {**overrides, "connection.environment": "sim"})
-    credentials = None
-    if config.connection.environment != "sim" and _has_credentials(config):
-        key_id = config.connection.key_id or os.environ[ENV_KEY_ID]
-        key_file = config.connection.key_file or os.environ[ENV_PRIVATE_KEY_PATH]
-        credentials = Credentials.from_file(
-            key_id, key_file, passphrase_env=config.connection.passphrase_env
-        )
-    return config, credentials
+    if conn.environment == "sim" and not conn.url:
+        return config, None
+    try:
+        url = resolve_url(conn.url or conn.environment)
+    except ConfigError as exc:
+        field = "--url" if args.url else "connection.url"
+        raise ConfigError(field, exc.problem, exc.fix) from None
+    if url.startswith("ws://") and not (conn.key_id or os.environ.get(ENV_KEY_ID)):
+        return config, None  # loopback (a simulated exchange of one's own): no key needed
+    return config, _credentials(args, config)
 
 
 def _invoked_as() -> str:
@@ -198,11 +281,36 @@ def _invoked_as() -> str:
     return "kalshi-tape"
 
 
+def check_config(config: RecorderConfig, credentials: Credentials | None, shard: Shard) -> str:
+    """Everything a run would check before connecting; the line that says it is fine.
+
+    Raises:
+        ConfigError, OperationalError: the first problem found.
+    """
+    recorder = Recorder(config, shard=shard, progress=False, credentials=credentials)
+    channels = recorder.subscriptions()
+    if "://" not in recorder.root:
+        check_storage("storage.root", Path(recorder.root))
+    check_storage("storage.journal_dir", recorder.journal_dir)
+    port_free(config.health.metrics_port)
+    return (
+        f"config OK: would record {describe_target(config, credentials)}, "
+        f"{len(channels)} channel(s), into {recorder.root} (journal {recorder.journal_dir})"
+    )
+
+
 def run_record(args: argparse.Namespace) -> int:
     config, credentials = build(args)
     shard = Shard.parse(args.shard) if args.shard else None
-    recorder = Recorder(config, duration_s=args.duration, shard=shard, progress=args.progress,
-                        credentials=credentials)  # fmt: skip
+    try:
+        if args.check_config:
+            print(check_config(config, credentials, shard or Shard(0, 1)), flush=True)
+            return 0
+        recorder = Recorder(config, duration_s=args.duration, shard=shard,
+                            progress=args.progress, credentials=credentials)  # fmt: skip
+        recorder.subscriptions()  # nothing to record: say so before anything starts
+    except ConfigError as exc:
+        raise _as_flag(exc, _flags(args)) from None
     where = config.storage.root
     code = asyncio.run(recorder.run())
     if args.progress and code == 0:

@@ -1,4 +1,4 @@
-"""Compaction and retention of the partition tree (ARCHITECTURE.md "Durability", step 4).
+"""Compaction and retention of the partition tree (docs/architecture.md section 4.4).
 
 This module owns the two calendar jobs that rewrite published data. The naming rule
 that makes a rewrite atomic for readers is `schemas.record`'s (`split_live_files`,

@@ -6,7 +6,8 @@ field (`storage.commit_interval_ms`) and says how to fix it. It reads no
 environment beyond what it is handed and starts nothing.
 
     [connection]
-    environment = "prod"            # prod | demo | sim (sim: the simulated exchange)
+    environment = "prod"            # prod | demo | sim (sim: the simulated exchange); the
+                                    # default is prod, which needs key_id and key_file
     url = ""                        # overrides environment (ws:// only on loopback)
     key_id = ""                     # or KALSHI_API_KEY_ID
     key_file = ""                   # or KALSHI_PRIVATE_KEY_PATH; PEM (PKCS#8 or PKCS#1), mode 0600
@@ -44,7 +45,8 @@ environment beyond what it is handed and starts nothing.
     [health]
     status_file = ""                # default <root>/status.json (local roots)
     status_interval_s = 1.0
-    metrics_port = 0                # Prometheus text format on 127.0.0.1; 0 turns it off
+    log_interval_s = 60             # a status line in the log this often
+    metrics_port = 0                # Prometheus metrics on 127.0.0.1; 0 turns it off
 
     [live]                          # connection limits (see the README's limits table)
     max_reconnect_attempts = 1000000    # a recorder keeps trying; the rate limit still holds
@@ -122,6 +124,7 @@ class SimConfig(_Section):
 class HealthConfig(_Section):
     status_file: str = ""
     status_interval_s: float = Field(1.0, gt=0, le=3600)
+    log_interval_s: float = Field(60.0, gt=0, le=86400)
     metrics_port: int = Field(0, ge=0, le=65535)
 
 

@@ -15,7 +15,7 @@
 
 Disk-full and write errors during capture are not exceptions: the journal keeps
 frames in memory, counts what it drops and records a `capture_gap` event
-(ARCHITECTURE.md "Durability"). Exceptions here are for callers that asked for
+(docs/architecture.md section 4). Exceptions here are for callers that asked for
 something impossible, or for a job (publish, compaction) that the caller retries.
 The `LiveError`s end a live session: its iterators raise them and `on_error` gets
 them; single disconnects and failed attempts are events, never exceptions.
@@ -94,7 +94,7 @@ class LiveError(RecorderError):
 
 
 class PermanentClose(LiveError):
-    """The server closed with a code that forbids reconnecting (PROTOCOL.md behaviour 6).
+    """The server closed with a code that forbids reconnecting (docs/protocol.md section 9.6).
 
     Attributes:
         code: the close code received (1002, 1003, 1007-1010, 4000-4999).

@@ -1,6 +1,6 @@
 """The recorder's calendar jobs: compaction, retention and capture windows (APScheduler).
 
-ARCHITECTURE.md: timers that guard durability (group commit, segment roll,
+docs/architecture.md section 4: timers that guard durability (group commit, segment roll,
 staleness) run on monotonic loops elsewhere; APScheduler runs only calendar jobs,
 whose times are wall-clock by nature. Compaction and retention run in a worker
 thread so they never stall the receive loop. Capture windows connect the live

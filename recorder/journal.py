@@ -1,6 +1,6 @@
 """The journal: where every frame lands first, and the only place a frame becomes durable.
 
-This module owns the write side of the journal (ARCHITECTURE.md "Durability", step 1):
+This module owns the write side of the journal (docs/architecture.md section 4.1):
 idx assignment, the in-memory buffer the receive loop appends to, the group-commit
 thread (commit, advance `durable_idx`, roll), the lock that gives one journal
 directory to one process, and what happens to frames on a full disk or a failing
@@ -141,7 +141,8 @@ class JournalWriter:
     Args:
         journal_dir: the directory; created if absent, locked for this writer's life.
         run_id: this recorder run (`schemas.record.new_run_id`).
-        commit_interval_s: the longest a frame waits for its fdatasync (ARCHITECTURE.md: 50 ms).
+        commit_interval_s: the longest a frame waits for its fdatasync (50 ms:
+            docs/architecture.md section 4.1).
         segment_max_bytes, segment_max_age_s: roll the segment when either is reached
             (age from its first record, monotonic).
         memory_limit_bytes: the most accepted-but-not-durable bytes held in memory.

@@ -5,7 +5,7 @@ the handshake (freshly signed headers, the keep-alive, close and open timeouts,
 `max_frame_bytes`, TLS, a proxy, our redacting logger) on a `recorder.sockets`
 socket: picows by default, websockets' client for permessage-deflate. It turns
 each way a handshake can fail into an `AttemptFailed` carrying its `CloseVerdict`
-(docs/protocol.md behaviour 6; HTTP 429/503 with Retry-After). `end_of`
+(docs/protocol.md section 9.6; HTTP 429/503 with Retry-After). `end_of`
 classifies how an open connection ended into a `LinkEnd`: a close we
 asked for (its `Intent`), a server close with its code (1000 and 1001 are
 noticed, not missed), a keep-alive timeout, a protocol violation (1009 for a
@@ -222,7 +222,7 @@ def end_of(c: Link, exc: SocketClosed) -> LinkEnd:
         return LinkEnd(_R.SERVER_CLOSED, rcvd.code, rcvd.reason, "server", verdict, None, exc)
     if sent is not None:
         # We closed it unasked: a keep-alive timeout, or a frame that broke the protocol
-        # or max_frame_bytes (1009: recorded and retried, docs/protocol.md behaviour 19).
+        # or max_frame_bytes (1009: recorded and retried, docs/protocol.md section 9.19).
         timeout = sent.code == 1011 and "keepalive" in sent.reason
         reason = _R.PING_TIMEOUT if timeout else _R.PROTOCOL_ERROR
         return LinkEnd(reason, sent.code, sent.reason, "client", CloseVerdict.RETRY, None, exc)

@@ -65,7 +65,7 @@ from stream.state import ConnectionState
 
 __all__ = ["DEMO_URL", "PRODUCTION_URL", "LiveSession", "resolve_url"]
 
-#: PROTOCOL.md section 1.
+#: docs/protocol.md section 1.
 PRODUCTION_URL: Final = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
 DEMO_URL: Final = "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"
 _ALIASES: Final = {"prod": PRODUCTION_URL, "production": PRODUCTION_URL, "demo": DEMO_URL}
@@ -129,7 +129,8 @@ class LiveSession(Session):
         alert_proactive: also alert on proactive disconnects (rotations).
         sink: receives every frame, command and connection event (the recorder's log).
         ssl: the TLS context for wss:// (default: system CAs, verified).
-        compression: None (default) or "deflate" (PERFORMANCE.md: costs ~25% receive rate).
+        compression: None (default) or "deflate" (costs ~25% of the receive rate:
+            docs/performance.md section 4.9).
         proxy: websockets' proxy setting (True: from the environment).
         engine_config, default_overflow, default_maxsize: as for `stream.Session`.
         rng: the backoff jitter's random source (seed it in tests).
@@ -171,7 +172,7 @@ class LiveSession(Session):
         if credentials is None and not _is_loopback(urlsplit(resolved).hostname or ""):
             raise ConfigError(
                 "credentials",
-                f"{resolved} requires a signed connection (PROTOCOL.md section 2)",
+                f"{resolved} requires a signed connection (docs/protocol.md section 2)",
                 "pass credentials=Credentials.from_env() or Credentials.from_file(key_id, path)",
             )
         if compression not in (None, "deflate"):

@@ -2,11 +2,11 @@
 
 This module owns the decisions the connection manager consumes: the delays of each
 `ReconnectStrategy`, the close-code and handshake-status classification of
-PROTOCOL.md behaviour 6, the retry budget with its stable-connection reset, the
+docs/protocol.md section 9.6, the retry budget with its stable-connection reset, the
 attempt rate limit, the per-subscription staleness judgement and the maximum
 connection age. Nothing here sleeps, reads a clock or touches a socket: times are
 passed in (seconds or monotonic ns), so every policy is tested without waiting
-(STYLE.md habit 10). It knows nothing of websockets or of the engine.
+(docs/architecture.md section 9.6). It knows nothing of websockets or of the engine.
 """
 
 from __future__ import annotations
@@ -87,12 +87,12 @@ class CloseVerdict(StrEnum):
     SERVER_UNAVAILABLE = "server_unavailable"  # wait server_unavailable_delay_s, then retry
 
 
-#: PROTOCOL.md behaviour 6: codes after which reconnecting cannot help. 4000-4999 too.
+#: docs/protocol.md section 9.6: codes after which reconnecting cannot help. 4000-4999 too.
 PERMANENT_CLOSE_CODES: Final = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 
 
 def classify_close(code: int | None) -> CloseVerdict:
-    """Classify a close code the *server* sent (PROTOCOL.md behaviour 6).
+    """Classify a close code the *server* sent (docs/protocol.md section 9.6).
 
     1013 (try again later) waits before reconnecting; 1002, 1003, 1007-1010 and
     4000-4999 (application codes, e.g. 4001 auth) are permanent; everything else
@@ -128,7 +128,7 @@ def backoff(
     """Yield the delay before each successive reconnect attempt.
 
     EXPONENTIAL_BACKOFF is full jitter: attempt n (from 0) waits
-    uniform(0, min(cap_s, base_s * 2**n)) (PROTOCOL.md behaviour 7). FIXED_DELAY
+    uniform(0, min(cap_s, base_s * 2**n)) (docs/protocol.md section 9.7). FIXED_DELAY
     waits base_s; IMMEDIATE and CALLBACK_CONTROLLED (whose callback adds its own
     wait) yield 0.
     """

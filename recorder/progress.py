@@ -1,8 +1,10 @@
 """What `kalshi-tape record` shows while it runs: frames/s per channel and the health figures.
 
-On a terminal: a live table (rich), refreshed twice a second. Elsewhere (a log, a
-systemd journal): one plain line every `line_every_s` seconds. It renders the
-`recorder.health.HealthSnapshot` the recorder builds; it computes nothing.
+On a terminal with `--progress` (the default): a live table (rich), refreshed
+twice a second, with the log lines printed above it. The log (`recorder.app`)
+carries the same figures as one line every `health.log_interval_s`, on a
+terminal or not, with `--no-progress` too; `summary_line` is that line. It renders
+the `recorder.health.HealthSnapshot` the recorder builds; it computes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import IO, Any
 
 from recorder.health import HealthSnapshot
 
-__all__ = ["ProgressView"]
+__all__ = ["ProgressView", "summary_line"]
 
 
 def _fmt_int(n: float) -> str:
@@ -20,6 +22,7 @@ def _fmt_int(n: float) -> str:
 
 
 def summary_line(s: HealthSnapshot) -> str:
+    """The health in one line: state, frames and rate, durable lag, files, reconnects, gaps."""
     rate = sum(s.rate_fps_per_channel.values())
     frames = sum(v for k, v in s.frames_per_channel.items() if not k.startswith("_"))
     return (
@@ -30,15 +33,12 @@ def summary_line(s: HealthSnapshot) -> str:
 
 
 class ProgressView:
-    """Live progress on stderr."""
+    """A live progress table on stderr, when enabled and stderr is a terminal."""
 
-    def __init__(self, *, enabled: bool = True, out: IO[str] | None = None,
-                 line_every_s: float = 10.0) -> None:  # fmt: skip
+    def __init__(self, *, enabled: bool = True, out: IO[str] | None = None) -> None:
         self.out = out or sys.stderr
         self.enabled = enabled
         self.live_table = enabled and self.out.isatty()
-        self._line_every_s = line_every_s
-        self._last_line_s: float | None = None
         self._live: Any = None
 
     def start(self) -> None:
@@ -56,18 +56,10 @@ class ProgressView:
                 self._live.update(self._table(final))
             self._live.stop()
             self._live = None
-        if final is not None and self.enabled:
-            print(summary_line(final), file=self.out, flush=True)
 
     def update(self, s: HealthSnapshot) -> None:
-        if not self.enabled:
-            return
         if self._live is not None:
             self._live.update(self._table(s))
-            return
-        if self._last_line_s is None or s.uptime_s - self._last_line_s >= self._line_every_s:
-            self._last_line_s = s.uptime_s
-            print(summary_line(s), file=self.out, flush=True)
 
     @staticmethod
     def _table(s: HealthSnapshot) -> Any:

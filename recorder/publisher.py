@@ -1,6 +1,6 @@
 """The publisher: sealed journal segments become Parquet files, then the segment goes.
 
-This module owns step 2 of ARCHITECTURE.md "Durability": one Parquet file per
+This module owns docs/architecture.md section 4.2: one Parquet file per
 (channel, UTC date of recv_ns) per segment, named by `schemas.record.partition_file`
 from the run and segment numbers, written atomically through `recorder.storage`
 (local: temporary name, fsync, rename, directory fsync; object stores: one put), and
@@ -104,7 +104,7 @@ class Publisher:
         journal_dir: where segments live (their deletion is fsynced there).
         root: a local directory or a pyarrow filesystem URI (`s3://bucket/prefix`).
         filesystem: a pyarrow filesystem to use with `root` as base path.
-        compression, compression_level: the codec (PERFORMANCE.md: zstd-3).
+        compression, compression_level: the codec (docs/performance.md section 4.6: zstd-3).
         settings: all Parquet writer settings (overrides the two above).
         fsync: injectable, for fault tests.
         retry_interval_s: pause before retrying a failed publish (background thread).

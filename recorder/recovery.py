@@ -1,6 +1,6 @@
 """Recovery: before a recorder connects, finish what a dead one left in its journal.
 
-This module owns step 3 of ARCHITECTURE.md "Durability". For every leftover segment,
+This module owns docs/architecture.md section 4.3. For every leftover segment,
 in (run_id, segment) order: cut a torn tail at the last record with a good CRC, seal
 it (fsync, rename, directory fsync), publish it, delete it. Every step is idempotent,
 so a recovery killed at any point is finished by running it again:

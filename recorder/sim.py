@@ -1,6 +1,6 @@
 """Start the simulated exchange as a child process and find its URL (`record --sim`).
 
-ARCHITECTURE.md: `record --sim` starts the simulated exchange as its own process
+docs/architecture.md section 2: `record --sim` starts the simulated exchange as its own process
 and connects to it over loopback, exactly as it would to Kalshi. The child is
 `python -m replay.server` (the recorder never imports replay: they meet only on the
 wire); it prints its URL as the first line on stdout. On Linux the child is told to

@@ -1,7 +1,7 @@
 """Where a live session writes what it saw and did, before anything interprets it.
 
 This module owns the `Sink` protocol between the connection manager and the
-recorder's log (ARCHITECTURE.md "Durability": write first, interpret second):
+recorder's log (docs/architecture.md section 4: write first, interpret second):
 
     frame_in(conn, recv_ns, mono_ns, raw)         every received frame, before the engine
     command_out(conn, recv_ns, mono_ns, raw)       every command, as it is sent

@@ -1,7 +1,7 @@
 """Durable file operations and the capture root (a local directory or any pyarrow filesystem).
 
 This module owns *how* bytes become durable: write under a temporary name, fsync,
-rename, fsync the directory (ARCHITECTURE.md "Durability"); and, on object stores,
+rename, fsync the directory (docs/architecture.md section 4); and, on object stores,
 one put of the final key, which is atomic there. It knows nothing of what the
 bytes mean: segments, records and partitions belong to the modules that call it.
 

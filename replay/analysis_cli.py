@@ -1,12 +1,15 @@
 """The `query`, `verify` and `inspect` subcommands.
 
     kalshi-tape query ROOT "SELECT ..." [--format table|csv|json|parquet] [--output PATH]
+                      [--timeout 5m] [--memory-limit 25%]
     kalshi-tape verify ROOT [--json] [--strict]
     kalshi-tape inspect ROOT [--json]
 
 Argument and SQL errors raise `ConfigError`, which the entry prints (naming the
-field and the fix) with exit status 2 and no traceback. `verify` exits 1 when the
-capture is corrupt (and, with --strict, when it has warnings), else 0.
+field and the fix, and DuckDB's own hint such as `Did you mean "trades"?`) with
+exit status 2 and no traceback; a query stopped at its time or memory limit exits
+7. `verify` exits 1 when the capture is corrupt (and, with --strict, when it has
+warnings), 2 when the directory is not a capture root, else 0.
 
 This module parses arguments and prints; the work is in `replay.sql`,
 `replay.sql_output`, `replay.verify` and `replay.summary`.
@@ -22,12 +25,14 @@ from pathlib import Path
 
 import duckdb
 
+from replay.cli_common import checked_output_path, require_capture_root
 from replay.layout import resolve_root
-from replay.sql import connect, run_query
+from replay.sql import DEFAULT_TIMEOUT_S, connect, run_query
 from replay.sql_output import FORMATS, write_result
 from replay.summary import render_summary, summarize_capture
 from replay.verify import render_verify_report, verify_capture
 from schemas.errors import ConfigError
+from schemas.units import parse_duration_s, parse_size_bytes
 
 __all__ = ["register"]
 
@@ -51,6 +56,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--max-rows", type=int, default=100, metavar="N", help="rows shown by --format table"
     )
     query.add_argument("--threads", type=int, metavar="N", help="DuckDB threads (default: cores)")
+    query.add_argument("--timeout", type=_duration, default=DEFAULT_TIMEOUT_S, metavar="TIME",
+                       help="stop the query after this long (e.g. 30s, 10m; 0: no limit; "
+                            "default 5m)")  # fmt: skip
+    query.add_argument("--memory-limit", type=_size, default=None, metavar="SIZE",
+                       help="most memory the query may use (e.g. 2GB, 50%%; default 25%% of "
+                            "this machine's memory)")  # fmt: skip
     query.set_defaults(handler=_query)
 
     verify = sub.add_parser("verify", help="check a capture's integrity")
@@ -65,23 +76,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inspect.set_defaults(handler=_inspect)
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _output_path(args: argparse.Namespace, root: Path) -> Path | None:
-    if args.output is None:
-        return None
-    out = Path(args.output).expanduser().absolute()
-    parent = out.parent.resolve()
-    target = parent / out.name
-    if target.is_relative_to(root):
-        raise ConfigError(
-            "--output",
-            f"{out} is inside the capture root",
-            "write results elsewhere; files under the root would be read as capture data",
-        )
-    if not parent.is_dir():
-        raise ConfigError("--output", f"directory {parent} does not exist")
-    if target.exists() and not args.force:
-        raise ConfigError("--output", f"{target} already exists", "add --force to replace it")
-    return target
+    return checked_output_path(args.output, root, force=args.force)
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -93,9 +103,9 @@ def _query(args: argparse.Namespace) -> int:
     output = _output_path(args, root)
     if args.format == "table" and output is not None:
         raise ConfigError("--output", "table output goes to the terminal", "add --format csv")
-    con = connect(root, threads=args.threads)
+    con = connect(root, threads=args.threads, memory_limit_bytes=args.memory_limit)
     try:
-        reader = run_query(con, args.sql)
+        reader = run_query(con, args.sql, timeout_s=args.timeout or None)
         write_result(reader, args.format, output, max_rows=args.max_rows)
     except duckdb.PermissionException as exc:
         raise ConfigError(
@@ -113,8 +123,11 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _first_line(exc: Exception) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    """DuckDB's message on one line, its hints kept (`Did you mean "trades"?`), without
+    the echo of the statement and its caret."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith("LINE ") and set(line) != {"^"}]
+    return " ".join(kept) if kept else type(exc).__name__
 
 
 def _unreadable(exc: duckdb.Error, root: str) -> ConfigError:
@@ -126,6 +139,7 @@ def _unreadable(exc: duckdb.Error, root: str) -> ConfigError:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    require_capture_root(args.root)
     try:
         report = verify_capture(args.root)
     except duckdb.Error as exc:

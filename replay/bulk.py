@@ -5,7 +5,7 @@ exporting) rather than a consumer's view: the same order and filters as a
 `ReplaySession` (runs merged by receive time, idx order within a run, time,
 channel and market filters), none of the engine's work. Batches come straight
 from the reader's windows; tuples are built column-wise, decoding dictionary
-columns once per batch (PERFORMANCE.md "Reading").
+columns once per batch (docs/performance.md section 4.8).
 """
 
 from __future__ import annotations

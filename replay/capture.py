@@ -4,7 +4,7 @@ This module owns the capture index (runs, channels, files, row groups with their
 idx and time ranges) and the streaming read that restores arrival order. It knows
 nothing of the engine; `replay.session` feeds what it reads to one.
 
-Order (ARCHITECTURE.md "The historical edge"): within a run, records are ordered
+Order (docs/architecture.md section 7.1): within a run, records are ordered
 by `idx`. Files keep their rows sorted for compression, but only within a row
 group: a file's row groups hold disjoint, increasing idx ranges (the writer cuts
 them from rows in idx order, `recorder._parquet`). The reader merges a run's files

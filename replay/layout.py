@@ -1,6 +1,6 @@
 """Which files of a root make up a capture: the one listing every reader goes through.
 
-ARCHITECTURE.md "The capture record": Hive partitions
+docs/architecture.md section 3: Hive partitions
 `channel=<channel>/date=<YYYY-MM-DD>/<run_id>-<segment>[-c<last>].parquet`. Only
 regular files named that way, in partition directories with a known channel and a
 real date, whose real path stays under the root, are capture files; anything else

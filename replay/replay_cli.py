@@ -6,6 +6,11 @@ channel: callbacks run in arrival order, so the output interleaves channels as t
 wire did. `--format jsonl` writes one JSON object per message (the frame itself
 under "frame", byte for byte, with its receive time and envelope); `--format
 table` writes aligned text. A progress bar on stderr tracks long runs.
+
+`-o FILE` never replaces a file without `--force` and never writes inside the
+capture root. A market the capture does not hold is refused with the list of
+those it holds (exit 2); a damaged capture file stops the replay with one line
+naming it (exit 5).
 """
 
 from __future__ import annotations
@@ -17,9 +22,19 @@ import sys
 from contextlib import nullcontext
 from typing import IO, Any
 
+import pyarrow as pa
+
 from replay.capture import Capture
+from replay.cli_common import (
+    add_time_range,
+    checked_output_path,
+    damaged_capture,
+    time_range,
+    unknown_markets,
+)
+from replay.layout import resolve_root
 from replay.session import ReplaySession, to_ns
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, storage_error
 from stream.events import Frame
 
 __all__ = ["register"]
@@ -33,8 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("root", metavar="ROOT", help="capture root (e.g. data/ or data/sample)")
-    p.add_argument("--from", dest="start", metavar="TIME", help="start (ISO-8601, UTC if naive)")
-    p.add_argument("--to", dest="end", metavar="TIME", help="end (exclusive)")
+    add_time_range(p, legacy=True)
     p.add_argument(
         "--channel",
         action="append",
@@ -56,6 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--format", choices=("jsonl", "table"), default="table")
     p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
+    p.add_argument("--force", action="store_true", help="replace an existing --output file")
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -114,16 +129,26 @@ def table_line(frame: Frame) -> str:
 
 async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
     capture = Capture(args.root)
+    failures: list[str] = []
     channels = args.channel or capture.data_channels
     if not channels:
         raise ConfigError("ROOT", f"{args.root} holds no captured data", "record into it first")
+    if args.market:
+        held = set().union(*(capture.markets(channel) for channel in channels))
+        problem = unknown_markets(args.market, held, ", ".join(channels))
+        if problem is not None:
+            raise ConfigError("--market", problem)
+    (start, start_flag), (end, end_flag) = time_range(args)
     session = ReplaySession(
         capture.root,
-        start=_time(args.start, "--from"),
-        end=_time(args.end, "--to"),
+        start=_time(start, start_flag),
+        end=_time(end, end_flag),
         channels=channels,
         markets=args.market,
         speed=args.speed,
+        on_error=lambda report: (
+            failures.append(report.message) if report.kind == "session" else None
+        ),
     )
     count = 0
 
@@ -146,6 +171,8 @@ async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
     async with session:
         await _with_progress(session, total, show)
     out.flush()
+    if failures:  # the capture could not be read to its end: never a silent short replay
+        raise damaged_capture(args.root, failures[0])
     return 0
 
 
@@ -169,8 +196,9 @@ async def _with_progress(session: ReplaySession, total: int, show: bool) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    output = checked_output_path(args.output, resolve_root(args.root), force=args.force)
     try:
-        sink: Any = open(args.output, "wb") if args.output else nullcontext(sys.stdout.buffer)  # noqa: SIM115
+        sink: Any = open(output, "wb") if output else nullcontext(sys.stdout.buffer)  # noqa: SIM115
     except OSError as exc:
         raise ConfigError("--output", f"cannot write {args.output}: {exc.strerror}") from None
     with sink as out:
@@ -178,3 +206,7 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_replay(args, out))
         except BrokenPipeError:  # `kalshi-tape replay ... | head`
             return 0
+        except (pa.ArrowException, OSError) as exc:  # a truncated or foreign capture file
+            if isinstance(exc, PermissionError):
+                raise storage_error(exc, f"cannot read the capture {args.root}") from None
+            raise damaged_capture(args.root, exc) from None

@@ -45,7 +45,8 @@ __all__ = ["CONN_STRIDE", "ReplaySession", "ReplaySource", "to_ns"]
 #: n * CONN_STRIDE in replay, so connections of concurrent runs never collide; the
 #: first run's numbers are as recorded.
 CONN_STRIDE = 1_000_000
-_PUMP_EVERY = 64  # records fed between pumps (PERFORMANCE.md: small chunks keep the GC calm)
+# Records fed between pumps: small chunks keep the GC calm (docs/performance.md section 4.2).
+_PUMP_EVERY = 64
 _SLICE_ROWS = 8192  # rows turned into Python values at a time (bounded memory)
 _GC_GEN0 = 50_000  # gen0 threshold during an unpaced replay (the default is 700)
 
@@ -149,7 +150,7 @@ class ReplaySource(Source):
             await self._run(session)
             return
         # As fast as possible, the garbage collector's young-generation passes, not JSON
-        # or Parquet, bound replay (PERFORMANCE.md "What reaches the ceilings" 2): raise
+        # or Parquet, bound replay (docs/performance.md section 4.2): raise
         # the threshold for the replay's duration (never lower it), then restore it.
         thresholds = gc.get_threshold()
         gc.set_threshold(max(thresholds[0], _GC_GEN0), *thresholds[1:])
@@ -361,7 +362,7 @@ _DIR_CODE = {"in": _IN, "out": _OUT}
 
 def _dir_codes(column: pa.ChunkedArray) -> list[int]:
     """The `dir` column as small ints, decoding the dictionary once per chunk
-    (PERFORMANCE.md item 8: never to_pylist a dictionary column value by value)."""
+    (docs/performance.md section 4.8: never to_pylist a dictionary column value by value)."""
     out: list[int] = []
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):

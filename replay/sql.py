@@ -10,6 +10,10 @@ This module owns two things (the file listing is `replay.layout`):
   DuckDB lets the allowed directory be written to (COPY TO, ATTACH, EXPORT), so the
   statement type is checked too; results are streamed out as Arrow, and files are
   written by our code (`replay.sql_output`), never by DuckDB.
+* resource limits: a memory limit per connection (a quarter of the machine's
+  memory by default, where DuckDB's own default is most of it) and a time limit
+  per query (five minutes by default), which interrupts the statement through
+  DuckDB's `interrupt()` and raises `QueryTimeout`; the connection stays usable.
 
 It must not know how files are written (recorder) or what frames mean (stream);
 the view definitions themselves are in `replay.sql_views` and `replay.sql_derived`.
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections.abc import Iterator
 from typing import Final
 
 import duckdb
@@ -28,16 +34,27 @@ from replay.layout import CaptureListing, list_capture_files, resolve_root
 from replay.sql_build import parquet_source
 from replay.sql_derived import derived_statements
 from replay.sql_views import BOOK_SNAPSHOT_LEVELS, TYPED_VIEWS, typed_view_sql
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, QueryLimit
+from schemas.units import physical_memory_bytes
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "VIEW_NAMES",
+    "QueryMemoryLimit",
     "QueryRejected",
+    "QueryTimeout",
     "check_read_only",
     "connect",
+    "default_memory_limit_bytes",
     "run_query",
     "view_statements",
 ]
+
+#: A query runs at most this long unless told otherwise (`run_query(timeout_s=...)`).
+DEFAULT_TIMEOUT_S: Final = 300.0
+#: The share of physical memory a connection may use unless told otherwise.
+_MEMORY_SHARE: Final = 0.25
+_MEMORY_FALLBACK: Final = 4 << 30  # where the OS does not say how much memory there is
 
 #: Names of every view `connect` creates.
 VIEW_NAMES: Final[tuple[str, ...]] = (
@@ -58,6 +75,20 @@ class QueryRejected(ConfigError):
         super().__init__("SQL", problem, fix)
 
 
+class QueryTimeout(QueryLimit):
+    """A query ran longer than its time limit and was interrupted (the connection lives on)."""
+
+
+class QueryMemoryLimit(QueryLimit):
+    """A query needed more memory than the connection's limit (nothing spills to disk)."""
+
+
+def default_memory_limit_bytes() -> int:
+    """A quarter of the machine's physical memory (4 GiB where the OS does not say)."""
+    total = physical_memory_bytes()
+    return _MEMORY_FALLBACK if total is None else max(256 << 20, int(total * _MEMORY_SHARE))
+
+
 def view_statements(listing: CaptureListing) -> list[str]:
     """Every CREATE VIEW statement for a capture listing, in dependency order."""
     typed = [typed_view_sql(v, parquet_source(listing.paths(v.channels))) for v in TYPED_VIEWS]
@@ -69,6 +100,7 @@ def connect(
     *,
     listing: CaptureListing | None = None,
     threads: int | None = None,
+    memory_limit_bytes: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB with views over the capture at `root`.
 
@@ -85,6 +117,9 @@ def connect(
         listing: the files to expose (default: `list_capture_files(root)`); verify
             passes a listing without the files it could not read.
         threads: DuckDB worker threads (default: one per core).
+        memory_limit_bytes: the most memory the connection's queries may use (default
+            `default_memory_limit_bytes()`); a query that needs more fails with
+            `QueryMemoryLimit` through `run_query`.
 
     Raises:
         ConfigError: the root does not exist or is not a directory, or a file the
@@ -99,6 +134,7 @@ def connect(
         "allow_community_extensions": False,
         "allow_persistent_secrets": False,
         "temp_directory": "",  # no spilling: the sandbox writes nowhere
+        "memory_limit": f"{memory_limit_bytes or default_memory_limit_bytes()}B",
     }
     if threads is not None:
         config["threads"] = threads
@@ -158,16 +194,89 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 
 def run_query(
-    con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 8192
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    *,
+    batch_rows: int = 8192,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> pa.RecordBatchReader:
     """Check that `sql` is read-only, run it, and stream the result as Arrow batches.
 
+    Args:
+        timeout_s: interrupt the query if it has not finished (result read to the
+            end) this many seconds after the call; None or 0: no limit.
+
     Raises:
         QueryRejected: see `check_read_only`.
+        QueryTimeout: the time limit passed (raised here or while reading batches).
+        QueryMemoryLimit: the query needed more than the connection's memory limit.
         duckdb.Error: the query failed (parse, bind, permission or runtime error).
     """
     check_read_only(con, sql)
-    relation = con.sql(sql)
-    if relation is None:  # pragma: no cover - a SELECT always yields a relation
-        raise QueryRejected("the statement returned no result")
-    return relation.to_arrow_reader(batch_rows)
+    deadline = _Deadline(con, timeout_s)
+    try:
+        relation = con.sql(sql)
+        if relation is None:  # pragma: no cover - a SELECT always yields a relation
+            raise QueryRejected("the statement returned no result")
+        reader = relation.to_arrow_reader(batch_rows)
+    except duckdb.Error as exc:
+        deadline.cancel()
+        raise deadline.translate(exc) from None
+    except BaseException:
+        deadline.cancel()
+        raise
+    return pa.RecordBatchReader.from_batches(reader.schema, deadline.batches(reader))
+
+
+class _Deadline:
+    """Interrupts a connection's running query once `timeout_s` has passed."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, timeout_s: float | None) -> None:
+        self._con = con
+        self.timeout_s = timeout_s
+        self.fired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+        if timeout_s:
+            self._timer = threading.Timer(timeout_s, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._done:
+                self.fired = True
+                self._con.interrupt()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def translate(self, exc: duckdb.Error) -> Exception:
+        if isinstance(exc, duckdb.InterruptException) and self.fired:
+            return QueryTimeout(
+                f"SQL: the query ran longer than its time limit of {self.timeout_s:g} s "
+                "and was stopped",
+                "raise --timeout (0: no limit), or narrow the query: fewer columns, "
+                "a WHERE on date or recv_time, a LIMIT",
+            )
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            limit = self._con.execute("SELECT current_setting('memory_limit')").fetchone()
+            return QueryMemoryLimit(
+                f"SQL: the query needs more memory than its limit of "
+                f"{limit[0] if limit else 'the memory limit'}",
+                "raise --memory-limit, or narrow the query: fewer columns, a WHERE on date "
+                "or recv_time, a smaller GROUP BY",
+            )
+        return exc
+
+    def batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except duckdb.Error as exc:
+            raise self.translate(exc) from None
+        finally:
+            self.cancel()

@@ -8,7 +8,7 @@
   view's transform structure lists exactly the fields its columns use. Casts are
   `TRY_CAST`: a missing or malformed value is NULL, never an error.
 
-Units follow PROTOCOL.md section 7: prices `DECIMAL(18,4)` (legacy cents / 100),
+Units follow docs/protocol.md section 7: prices `DECIMAL(18,4)` (legacy cents / 100),
 counts `DECIMAL(18,2)`, money `DECIMAL(18,6)`, index values `DECIMAL(38,8)`, times
 `TIMESTAMPTZ` from int seconds, int ms or RFC3339 as each field documents.
 """

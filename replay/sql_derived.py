@@ -8,7 +8,7 @@
 * `connections`: one row per (run_id, conn): open and close times, close code and
   reason, frames in and out.
 * `gaps`: every seq discontinuity per wire subscription on a sequenced channel
-  (PROTOCOL.md section 4 and the seq summary): a `gap` (seq > previous + 1), a
+  (docs/protocol.md sections 4 and 8.16): a `gap` (seq > previous + 1), a
   `reset` (seq < previous) or a `duplicate` (seq = previous), with the resync that
   followed: the next `update_subscription get_snapshot` naming the sid, or
   `subscribe` of the channel, on that connection, and the next `orderbook_snapshot`

@@ -3,7 +3,7 @@
 Each typed view reads only the files of its channels (partition pruning by
 construction), keeps the inbound frames of its message types, parses `raw` once
 with `json_transform` (as VARCHAR leaves, so a number sent where a string is
-expected still reads, PROTOCOL.md section 7) and casts each field:
+expected still reads, docs/protocol.md section 7) and casts each field:
 
 * prices `DECIMAL(18,4)` from `*_dollars`, else the legacy integer cents / 100;
 * counts `DECIMAL(18,2)` from `*_fp`, else the legacy integer count;
@@ -15,7 +15,7 @@ A field that is missing or malformed gives NULL, never an error: one bad frame m
 not break a query over millions. Frames whose bytes are not UTF-8 live under
 `_unknown` and appear only in `frames`.
 
-This module knows the wire fields (PROTOCOL.md section 8 and its legacy table) and
+This module knows the wire fields (docs/protocol.md section 8 and its legacy table) and
 the capture columns; it builds SQL text only, from `replay.sql_build`.
 """
 

@@ -5,9 +5,9 @@ Checks, in order:
 1. Files: every file of the listing opens (Parquet footer), has the capture
    schema, and its data decodes; its rows belong where its path says (channel,
    UTC date, run). Files outside the layout are reported as stray.
-2. Runs: `idx` is the total order of a run (ARCHITECTURE.md "The capture
-   record"), so every idx from the first to the last must be present exactly
-   once across all partitions. A hole in the middle is corruption. A run that
+2. Runs: `idx` is the total order of a run (docs/architecture.md section 3), so
+   every idx from the first to the last must be present exactly once across all
+   partitions. A hole in the middle is corruption. A run that
    ended without `run_stop` may have lost its non-durable tail, and frames of its
    last segment may still await publication: holes there are reported apart, as a
    warning. Duplicate idx values are corruption (identical copies or not).

@@ -33,7 +33,7 @@ CAPTURE_SCHEMA: Final[pa.Schema] = pa.schema(
     ]
 )
 
-#: Columns worth Parquet dictionary encoding (PERFORMANCE.md: never `raw`).
+#: Columns worth Parquet dictionary encoding (docs/performance.md section 4.6: never `raw`).
 DICTIONARY_COLUMNS: Final[tuple[str, ...]] = ("run_id", "dir", "channel", "type", "market_ticker")
 
 assert tuple(CAPTURE_SCHEMA.names) == COLUMNS

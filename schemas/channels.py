@@ -1,6 +1,6 @@
 """The fixed vocabulary of the wire: channels, message types and which carry `seq`.
 
-This module owns the names (PROTOCOL.md sections 4, 6 and 8). It knows nothing of
+This module owns the names (docs/protocol.md sections 4, 6 and 8). It knows nothing of
 how frames are read, stored or interpreted. Everything that must agree on a name
 (the models, the engine, the partition paths, the simulated exchange, the SQL views)
 takes it from here.
@@ -54,7 +54,8 @@ class Channel:
     CHECKPOINT: Final = "_checkpoint"  # derived book checkpoints, an index for replay seek
 
 
-#: The 13 channels of the current spec, in PROTOCOL.md's order, then the legacy one.
+#: The 13 channels of the current spec, in the order of docs/protocol.md section 6, then the
+#: legacy one.
 WIRE_CHANNELS: Final[tuple[str, ...]] = (
     Channel.ORDERBOOK_DELTA,
     Channel.TICKER,
@@ -100,7 +101,7 @@ COMMUNICATIONS_TYPES: Final[tuple[str, ...]] = (
 #: Server replies that are not data; they belong to the `_control` partition.
 CONTROL_TYPES: Final[frozenset[str]] = frozenset({"subscribed", "unsubscribed", "ok", "error"})
 
-#: Client commands (PROTOCOL.md section 4); what we send is stored under `_control` too.
+#: Client commands (docs/protocol.md section 4); what we send is stored under `_control` too.
 COMMANDS: Final[frozenset[str]] = frozenset(
     {"subscribe", "unsubscribe", "update_subscription", "list_subscriptions"}
 )
@@ -143,7 +144,8 @@ def _type_to_channel() -> dict[str, str]:
 #: resolve by sid where an ack is known.
 TYPE_TO_CHANNEL: Final[dict[str, str]] = _type_to_channel()
 
-#: Channels whose data frames carry a required, per-subscription `seq` (PROTOCOL.md seq summary).
+#: Channels whose data frames carry a required, per-subscription `seq`
+#: (docs/protocol.md section 8.16).
 SEQUENCED_CHANNELS: Final[frozenset[str]] = frozenset(
     {
         Channel.ORDERBOOK_DELTA,
@@ -179,7 +181,7 @@ MARKET_FILTER_CHANNELS: Final[frozenset[str]] = frozenset(
 )
 MARKET_FILTER_REQUIRED: Final[frozenset[str]] = frozenset({Channel.ORDERBOOK_DELTA})
 
-#: Channels that need an authenticated connection per the spec (PROTOCOL.md section 6).
+#: Channels that need an authenticated connection per the spec (docs/protocol.md section 6).
 PRIVATE_CHANNELS: Final[frozenset[str]] = frozenset(
     {
         Channel.FILL,

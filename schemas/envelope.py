@@ -22,7 +22,7 @@ __all__ = ["Envelope", "ack_channel_sid", "decode_envelope", "encode_json"]
 
 class _Head(msgspec.Struct, gc=False):
     market_ticker: str | None = None
-    ticker: str | None = None  # user_order names its market `ticker` (PROTOCOL.md 8.6)
+    ticker: str | None = None  # user_order names its market `ticker` (docs/protocol.md section 8.6)
 
 
 class _Wire(msgspec.Struct, gc=False):

@@ -1,9 +1,9 @@
 """The capture record: one row per thing a recorder saw or did.
 
-This module owns the record's columns and their meaning (ARCHITECTURE.md "The
-capture record"), the connection lifecycle events and their JSON detail, the
-partition layout, and the derivation of the routing columns from a raw frame. It
-is pure Python; the Arrow schema of the same columns is in `schemas.arrow`, so the
+This module owns the record's columns and their meaning
+(docs/architecture.md section 3), the connection lifecycle events and their JSON
+detail, the partition layout, and the derivation of the routing columns from a raw frame. It is pure
+Python; the Arrow schema of the same columns is in `schemas.arrow`, so the
 engine can use these names without importing pyarrow.
 """
 

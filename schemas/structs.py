@@ -2,8 +2,8 @@
 
 The pydantic models of `schemas.messages` are the one definition of every Kalshi
 message. Validating with pydantic costs about 5 us a frame, which bounds any
-consumer of typed messages near 200k frames/s (docs/performance.md "Typed
-models"). This module derives from each model a msgspec Struct with the same
+consumer of typed messages near 200k frames/s (see docs/performance.md section 4.12).
+This module derives from each model a msgspec Struct with the same
 class name, field names, defaults and value types, decoded straight from the
 bytes several times faster. Nothing is written twice: the mirrors are generated
 at import from the models' own fields.

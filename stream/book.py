@@ -1,6 +1,6 @@
 """Order books: YES and NO bid ladders per market, and the immutable snapshots consumers get.
 
-Book semantics (docs/protocol.md "Order books"): the book is bids only, one ladder
+Book semantics (docs/protocol.md section 8.1): the book is bids only, one ladder
 per side, price -> resting quantity. A snapshot replaces a book; a delta adds to
 one level, and a level at or below zero disappears. Asks are implied: YES ask =
 1 - best NO bid (with that bid's size), NO ask = 1 - best YES bid. With
@@ -14,7 +14,7 @@ access (`yes`, `yes_bids`, `best_yes_bid`, `spread`...); the `*_units` accessors
 hand out the integers themselves for consumers who want speed. A value finer than
 the unit stays an exact Decimal in units (see `stream.fixed`); nothing is rounded.
 
-Cost model (docs/performance.md "Books"): a delta is a dict update, O(1); the best
+Cost model (docs/performance.md section 4.4): a delta is a dict update, O(1); the best
 bid is kept incrementally and recomputed (one `max`) only after the best level
 itself empties; nothing is sorted or converted until a consumer asks. Snapshots
 are copy-on-write: handing one out costs nothing, and the next change copies only

@@ -1,7 +1,7 @@
 """Connection checkpoints: the whole derived state of one connection, as data.
 
 Replay seeks to a time T by restoring the latest checkpoint before T and fast-
-forwarding silently from there (ARCHITECTURE.md "The historical edge": Seek). A
+forwarding silently from there (docs/architecture.md section 7.3). A
 checkpoint must therefore restore *exactly* what the engine would hold: every
 acknowledged wire subscription of the connection (sid, channel, params, markets),
 its sequence watermark, and every book it seeded. Books of one subscription share

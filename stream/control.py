@@ -3,7 +3,7 @@
 Wire subscriptions are created when a `subscribe` command is *sent* (so replay
 rebuilds them from the recorded command) and bound to their sid by the
 `subscribed` ack, matched on (command id, channel). Consequences, each a
-behaviour of PROTOCOL.md:
+behaviour of docs/protocol.md section 9:
 
 * an ack that matches nothing pending is an orphan (a cancelled subscribe): it is
   answered with `unsubscribe` (#268), and the reply to that unsubscribe, matched
@@ -15,7 +15,7 @@ behaviour of PROTOCOL.md:
   (#18). A recorder's own (queue-less) subscription is subscribed again instead;
   attached consumers follow the channel and are never ended by one subscription;
 * an `ok` or `error` carrying the next seq of a subscription consumes that number
-  (PROTOCOL.md open question 2), so it never looks like a gap.
+  (docs/protocol.md section 11.2), so it never looks like a gap.
 """
 
 from __future__ import annotations

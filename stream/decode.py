@@ -4,11 +4,11 @@ The engine routes every frame and maintains books, so it decodes each frame once
 into a Struct tagged on `type` that holds only what routing and books need: sid,
 seq, id, the market, and for book frames the levels as the wire's text. Payloads
 of other types are not built here; consumers who want the full pydantic model get
-it from `schemas.parse` at delivery (docs/performance.md "What reaches the ceilings").
+it from `schemas.parse` at delivery (docs/performance.md section 4.1).
 
 Book numbers become exact integers in the wire's units (`stream.fixed`):
 `delta_units` and `snapshot_units` read the current fields or the legacy
-integer-cent ones (docs/protocol.md "Legacy field forms"). A number sent as a JSON
+integer-cent ones (docs/protocol.md section 8.14). A number sent as a JSON
 number rather than a string (which the hot decoder refuses) is re-read by
 `decode_book_exact` with every number kept as its text, so it is exact too.
 """
@@ -76,7 +76,7 @@ class SnapshotBody(msgspec.Struct, gc=False):
     market_ticker: str
     clock: int | None = None
     yes_dollars_fp: Levels | None = (
-        None  # a side's key is absent when it is empty (PROTOCOL.md #20)
+        None  # a side's key is absent when it is empty (docs/protocol.md section 9.20)
     )
     no_dollars_fp: Levels | None = None
     yes: Levels | None = None  # legacy: [[cents, count], ...]

@@ -41,7 +41,7 @@ class BackpressureError(StreamError):
     """A consumer queue with the ERROR overflow policy was full.
 
     Fatal for the session: a stateful consumer that misses a message has a corrupt
-    view, so the session stops instead of going on half-alive (PROTOCOL.md #12).
+    view, so the session stops instead of going on half-alive (docs/protocol.md section 9.12).
     """
 
     def __init__(self, channel: str, maxsize: int, *, fatal: bool = True) -> None:
@@ -59,7 +59,7 @@ class SubscriptionError(StreamError):
 
 
 class SubscribeTimeout(SubscriptionError):
-    """The server never acknowledged a subscribe (PROTOCOL.md #13)."""
+    """The server never acknowledged a subscribe (docs/protocol.md section 9.13)."""
 
     def __init__(self, channel: str, timeout_s: float) -> None:
         super().__init__(f"no `subscribed` ack for channel {channel!r} within {timeout_s:g} s")
@@ -77,7 +77,8 @@ class SubscriptionTerminated(SubscriptionError):
 
 
 class NotSubscribed(SubscriptionError):
-    """Nothing is subscribed (run_forever, PROTOCOL.md #14) or the subscription is unknown."""
+    """Nothing is subscribed (run_forever, docs/protocol.md section 9.14) or the subscription
+    is unknown."""
 
 
 class ServerError(StreamError):

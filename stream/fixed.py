@@ -4,7 +4,7 @@ Books and the engine's hot path never do Decimal arithmetic per delta. A price i
 an integer number of 1e-4 dollars (`PRICE_SCALE`: "0.5600" -> 5600, the wire's
 4 decimal places), a size an integer number of 1e-2 contracts (`SIZE_SCALE`:
 "-25.00" -> -2500, the `_fp` fields' 2 places). Legacy integer cents and counts
-(docs/protocol.md "Legacy field forms") scale exactly into the same units: 48
+(docs/protocol.md section 8.14) scale exactly into the same units: 48
 cents -> 4800, 25 contracts -> 2500.
 
 Parsing goes from the digits, never through float. The common wire strings are

@@ -116,7 +116,7 @@ class FrameInput:
         if state is None:
             self.stats.stale_frames += 1
             return
-        # One decode, one type test, one sid lookup (docs/performance.md). The dispatch
+        # One decode, one type test, one sid lookup (docs/performance.md section 4.1). The dispatch
         # is written out here, not through _dispatch, to save a call per frame.
         if decoded is not None:
             frame = decoded
@@ -238,7 +238,7 @@ class FrameInput:
         return None
 
     def _stash(self, state: Connection, sid: int, raw: bytes, recv_ns: int, mono_ns: int) -> None:
-        """Keep a frame for a sid whose ack has not arrived yet (PROTOCOL.md #5)."""
+        """Keep a frame for a sid whose ack has not arrived yet (docs/protocol.md section 9.5)."""
         queue = state.stash.get(sid)
         if queue is None:
             queue = state.stash[sid] = deque(maxlen=self._stash_maxlen)
@@ -315,7 +315,7 @@ class FrameInput:
         wire.last_mono_ns = mono_ns
         body = frame.msg
         is_delta = type(frame) is DeltaFrame
-        # Validate fully before the watermark moves (docs/protocol.md "Sequence numbers").
+        # Validate fully before the watermark moves (docs/protocol.md section 9.3).
         price: Units
         delta: Units
         if is_delta:

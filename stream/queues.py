@@ -4,7 +4,7 @@ The engine puts synchronously (it never awaits); consumers read asynchronously.
 A queue is a deque plus at most two futures: one a waiting reader sleeps on, one
 a blocked producer sleeps on. Nothing here creates a future unless someone must
 wait, so an engine driven by a test without an event loop can use queues too.
-(PERFORMANCE.md 3: a queue put/get per message costs far more than this.)
+(docs/performance.md section 4.3: a queue put/get per message costs far more than this.)
 
 Policies (`Overflow`):
     DROP_OLDEST  evict the oldest item; count it (latest-wins channels)
@@ -13,7 +13,7 @@ Policies (`Overflow`):
 
 Closing puts an end marker after the buffered items: a reader gets everything
 already queued, then either StopAsyncIteration or the closing error, never a hang
-and never a silent end after an error (PROTOCOL.md #15, #18).
+and never a silent end after an error (docs/protocol.md sections 9.15 and 9.18).
 """
 
 from __future__ import annotations
@@ -154,9 +154,9 @@ class DeliveryQueue:
 
         `convert` maps each item (an item it maps to None is skipped); `on_empty` runs
         before waiting for more. An async generator that pops straight from the buffer
-        costs a fraction of an `__anext__` coroutine per item (docs/performance.md
-        "Deliver through async generators"); nothing is taken out of the queue before
-        it is yielded, so a consumer that stops early loses nothing.
+        costs a fraction of an `__anext__` coroutine per item (see
+        docs/performance.md section 4.3); nothing is taken out of the queue before it
+        is yielded, so a consumer that stops early loses nothing.
         """
         buf = self._buf
         pop = buf.popleft

@@ -184,7 +184,7 @@ class Session:
         """Start afresh on `source`: a new engine, no subscriptions, no callbacks.
 
         For an edge that opens a new run on the same session object after a close
-        (a client object can connect again after exit, PROTOCOL.md #15); hooks and
+        (a client object can connect again after exit, docs/protocol.md section 9.15); hooks and
         defaults are kept.
         """
         self.engine = Engine(self._engine_config)

@@ -1,4 +1,4 @@
-"""The import direction of ARCHITECTURE.md: schemas <- stream <- {recorder, replay}.
+"""The import direction of docs/architecture.md section 2: schemas <- stream <- {recorder, replay}.
 
 `stream` is pure: it imports no I/O library and reads no clock; time arrives on
 its inputs. These tests read the source (every import statement, every clock

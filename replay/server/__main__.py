@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from replay.server.command import FAULT_HELP, add_arguments, run
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, OperationalError
 
 
 def main() -> int:
@@ -23,6 +23,9 @@ def main() -> int:
     except ConfigError as exc:
         print(f"replay.server: error: {exc}", file=sys.stderr)
         return 2
+    except OperationalError as exc:
+        print(f"replay.server: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

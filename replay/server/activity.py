@@ -3,7 +3,7 @@
 This module owns what the lifecycle channels (`market_lifecycle_v2`, `event_lifecycle`,
 `event_fee_update`, `multivariate_market_lifecycle`) and the simulated user's private
 channels (`fill`, `user_orders`, `market_positions`, `order_group_updates`,
-`communications`) carry, field by field as PROTOCOL.md section 8 lists them. It
+`communications`) carry, field by field as docs/protocol.md section 8 lists them. It
 draws from the market's random generator (so the whole event sequence stays one
 deterministic stream) and keeps the little state these channels need (the user's
 positions, the RFQ and order-group cycles). It knows nothing of books or sockets.
@@ -32,7 +32,7 @@ _RFQ_CYCLE: Final = (
     "quote_executed",
     "rfq_deleted",
 )
-#: SHA-256 of empty input: the obscured creator id (PROTOCOL.md 8.10).
+#: SHA-256 of empty input: the obscured creator id (docs/protocol.md section 8.10).
 _OBSCURED: Final = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 

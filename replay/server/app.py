@@ -1,7 +1,7 @@
 """The simulated exchange as a running server: handshake, market pump, connections, API.
 
 This module owns the websockets server: the upgrade (`process_request`: the path,
-handshake faults, the auth check of PROTOCOL.md section 2 answered per
+handshake faults, the auth check of docs/protocol.md section 2 answered per
 `Switches.auth_reject`), one `Connection` per client, and one pump
 (`replay.server.pump`) that moves the tape and fans its events out through the
 shared router, so every connection sees the same market. It also owns the

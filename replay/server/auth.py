@@ -1,6 +1,6 @@
 """Verification of the three Kalshi auth headers on the WebSocket upgrade.
 
-This module owns the server side of PROTOCOL.md section 2: the signed message is
+This module owns the server side of docs/protocol.md section 2: the signed message is
 `timestamp_ms + "GET" + path`, the signature RSA-PSS with SHA-256, MGF1-SHA-256
 and a 32-byte salt, base64 with padding; the timestamp must be within a freshness
 window of the server's clock, which the caller passes in (no clock is read here).

@@ -1,9 +1,9 @@
 """One market's book state and the public payloads that describe it.
 
 This module owns a market's state in the synthetic exchange (a YES and a NO bid
-ladder as dicts of price in cents -> resting count, PROTOCOL.md 8.1, plus last
+ladder as dicts of price in cents -> resting count, docs/protocol.md section 8.1, plus last
 trade, volume and open interest) and how it is written on the wire: deltas,
-trades and ticker updates (PROTOCOL.md 8.1 to 8.3), in the current form (dollar
+trades and ticker updates (docs/protocol.md sections 8.1 to 8.3), in the current form (dollar
 strings, fp counts) or the legacy one (integer cents and counts). It knows nothing
 of how the market moves or of connections.
 """

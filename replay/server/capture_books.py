@@ -1,6 +1,6 @@
 """The true books of a served capture: recorded deltas applied, recorded snapshots diffed.
 
-This module owns the replay server's truth for `orderbook_delta` (PROTOCOL.md 8.1):
+This module owns the replay server's truth for `orderbook_delta` (docs/protocol.md section 8.1):
 one YES and one NO bid ladder per market, exact decimals, at the position the
 server has served up to. A recorded delta is applied as it is served. A recorded
 snapshot (after a reconnect or a resync in the capture, or the very first one) is
@@ -39,7 +39,7 @@ def _dec(value: Any) -> Decimal | None:
         found = _PARSED.get(value)
         if found is not None:
             return found
-    # Counts and prices may arrive as JSON numbers instead of strings (PROTOCOL.md 7).
+    # Counts and prices may arrive as JSON numbers instead of strings (docs/protocol.md section 7).
     try:
         parsed = Decimal(value if isinstance(value, str) else str(value))
     except (InvalidOperation, ValueError, TypeError):

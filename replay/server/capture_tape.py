@@ -46,7 +46,7 @@ __all__ = ["CaptureTape"]
 log = logging.getLogger(__name__)
 
 _decode = msgspec.json.Decoder().decode
-#: Replies to the recorder's own commands: nobody else asked for them (PROTOCOL.md 4).
+#: Replies to the recorder's own commands: nobody else asked for them (docs/protocol.md section 4).
 _REPLY_TYPES: Final = frozenset(
     {"cfbenchmarks_value_indexlist", "cfbenchmarks_value_5hz_indexlist",
      "pyth_value_underlying_list"}
@@ -63,7 +63,7 @@ _Item = tuple[int, TapeEvent]  # (capture offset ns, event)
 
 
 def _shard_key(payload: dict[str, Any]) -> str | None:
-    # Communications shard by RFQ (batch events by rfq_batch_id: PROTOCOL.md 8.10), as
+    # Communications shard by RFQ (batch events by rfq_batch_id: docs/protocol.md section 8.10), as
     # the synthetic market keys them (replay.server.activity).
     for name in ("rfq_batch_id", "rfq_id", "id"):
         value = payload.get(name)
@@ -205,7 +205,9 @@ class CaptureTape:
     def _on_error(self, report: ErrorReport) -> None:
         self.reports[report.kind] += 1
         if report.kind == "session":
-            log.error("reading the capture failed: %s", report.message)
+            log.error("reading the capture failed: %s; nothing more is served from it (run "
+                      "`kalshi-tape verify %s` to find the damaged file)", report.message,
+                      self._session.capture.root)  # fmt: skip
 
     # -- the feed: frames in, in capture order --------------------------------------------
 

@@ -1,9 +1,11 @@
 """`kalshi-tape serve`: run the simulated exchange, or replay a capture, from the command line.
 
 This module owns the subcommand's flags and their translation into a
-`ServerConfig` and, with `--from ROOT`, a `CaptureTape` (the replay server: the
-capture's frames instead of the synthetic market); bad values raise `ConfigError`
-naming the flag. The first line on stdout is the URL clients connect to
+`ServerConfig` and, with a capture ROOT (`serve ROOT`, or the older `--from ROOT`),
+a `CaptureTape` (the replay server: the capture's frames instead of the synthetic
+market); bad values raise `ConfigError` naming the flag, a taken port is
+`PortInUse` (exit 3) and a damaged capture file `DamagedFile` (exit 5). The first
+line on stdout is the URL clients connect to
 (machine-readable, flushed at once, so a parent process can read it), e.g.
 `ws://127.0.0.1:43817/trade-api/ws/v2`. The server stops cleanly on SIGINT or
 SIGTERM (or after `--duration`).
@@ -11,8 +13,8 @@ SIGTERM (or after `--duration`).
     kalshi-tape serve --open --rate 5000 --markets 50 --seed 7
     kalshi-tape serve --public-key '*=key.pub.pem' --fault close:1011@every=30s
     kalshi-tape serve --open --switch empty_side=empty_list --fault gap@p=0.001 --truth truth.ndjson
-    kalshi-tape serve --open --from data/ --speed 10 --market KXBTCD-26NOV21-T100000
-    kalshi-tape serve --open --from data/ --speed max --reproduce-disconnects
+    kalshi-tape serve --open data/ --speed 10 --market KXBTCD-26NOV21-T100000
+    kalshi-tape serve --open data/ --speed max --reproduce-disconnects
 """
 
 from __future__ import annotations
@@ -21,17 +23,22 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
+
+from replay.cli_common import add_time_range, damaged_capture
 from replay.errors import NotInCapture
 from replay.server.app import SimServer
 from replay.server.capture_tape import CaptureTape
 from replay.server.config import DEFAULT_MIX, ServerConfig, Switches
 from replay.server.faults import parse_fault
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, PortInUse, storage_error
+from schemas.units import parse_duration_s
 
 __all__ = ["FAULT_HELP", "add_arguments", "build_config", "build_tape", "register", "run"]
 
@@ -87,9 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--settle-every",
-        type=float,
+        type=_duration,
         default=60.0,
-        metavar="SECONDS",
+        metavar="TIME",
         help="a market settles and a new one lists this often on average (0: never)",
     )
     p.add_argument("--depth-min", type=int, default=10)
@@ -117,9 +124,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--freshness",
-        type=float,
+        type=_duration,
         default=30.0,
-        metavar="SECONDS",
+        metavar="TIME",
         help="signed timestamp window (default 30)",
     )
     p.add_argument(
@@ -143,7 +150,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="write the truth (frames, faults, books) as NDJSON",
     )
-    p.add_argument("--truth-books-every", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--truth-books-every", type=_duration, default=None, metavar="TIME")
     p.add_argument(
         "--buffer",
         type=int,
@@ -152,7 +159,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="send queue bound per connection",
     )
     p.add_argument(
-        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+        "--duration",
+        type=_duration,
+        default=None,
+        metavar="TIME",
+        help="stop after this long (e.g. 30s, 5m; plain numbers are seconds)",
     )
     cap = p.add_argument_group(
         "the replay server",
@@ -160,7 +171,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "nothing); clients subscribe as to Kalshi and get the recorded frames of their "
         "channels and markets with fresh sids and seqs",
     )
-    cap.add_argument("--from", dest="capture", metavar="ROOT", help="the capture root to serve")
+    cap.add_argument("root", nargs="?", metavar="ROOT", help="the capture root to serve")
+    cap.add_argument("--from", dest="capture", help=argparse.SUPPRESS)  # the older spelling
     cap.add_argument(
         "--speed",
         default=None,
@@ -173,13 +185,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cap.add_argument(
         "--market", action="append", metavar="TICKER", help="serve this market (repeatable)"
     )
-    cap.add_argument("--start", metavar="TIME", help="serve from (ISO-8601, UTC if naive)")
-    cap.add_argument("--end", metavar="TIME", help="serve until (exclusive)")
+    add_time_range(cap)
     cap.add_argument(
         "--reproduce-disconnects",
         action="store_true",
         help="close the clients where the recorder was disconnected, with the recorded codes",
     )
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
@@ -275,7 +293,7 @@ _CAPTURE_FLAGS = {
     "reproduce_disconnects": "--reproduce-disconnects",
 }
 #: CaptureTape's field names -> the flags that set them.
-_TAPE_FIELDS = {"root": "--from", "ROOT": "--from", "markets": "--market", "start": "--start",
+_TAPE_FIELDS = {"root": "ROOT", "ROOT": "ROOT", "markets": "--market", "start": "--start",
                 "end": "--end", "speed": "--speed"}  # fmt: skip
 
 
@@ -294,11 +312,14 @@ def _speed(text: str | None) -> float | None:
 
 
 def build_tape(args: argparse.Namespace) -> CaptureTape | None:
-    """The capture tape of `--from ROOT` (None without it); raises `ConfigError`."""
+    """The capture tape of ROOT (None without it); raises `ConfigError` or `DamagedFile`."""
+    root_flag = "--from" if args.capture else "ROOT"
+    args.capture = args.capture or getattr(args, "root", None)
     if args.capture is None:
         for name, flag in _CAPTURE_FLAGS.items():
             if getattr(args, name):
-                raise ConfigError(flag, "applies only when serving a capture", "add --from ROOT")
+                raise ConfigError(flag, "applies only when serving a capture",
+                                  "give a capture ROOT: serve ROOT")  # fmt: skip
         return None
     speed = _speed(args.speed)
     try:
@@ -314,7 +335,12 @@ def build_tape(args: argparse.Namespace) -> CaptureTape | None:
     except NotInCapture as exc:
         raise ConfigError("--channel", str(exc)) from None
     except ConfigError as exc:
-        raise ConfigError(_TAPE_FIELDS.get(exc.field, exc.field), exc.problem, exc.fix) from None
+        field = _TAPE_FIELDS.get(exc.field, exc.field)
+        raise ConfigError(root_flag if field == "ROOT" else field, exc.problem, exc.fix) from None
+    except (pa.ArrowException, OSError) as exc:  # a truncated or foreign capture file
+        if isinstance(exc, PermissionError):
+            raise storage_error(exc, f"cannot read the capture {args.capture}") from None
+        raise damaged_capture(args.capture, exc) from None
 
 
 def _describe(config: ServerConfig, tape: CaptureTape | None) -> str:
@@ -343,6 +369,12 @@ async def _serve(config: ServerConfig, tape: CaptureTape | None, duration_s: flo
             server = await stack.enter_async_context(SimServer(config, tape))
         except OSError as exc:  # unresolvable host, port in use, no permission
             where = f"{config.host}:{config.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"--port: {where} is already in use by another process",
+                                "choose another port, or 0 for any free one") from None  # fmt: skip
+            if exc.errno == errno.EACCES:
+                fix = "use a port above 1023, or 0 for any free one"
+                raise PortInUse(f"--port: may not listen on {where}: {exc.strerror}", fix) from None
             raise ConfigError("--host/--port", f"cannot listen on {where}: {exc}") from None
         sys.stdout.write(server.url + "\n")
         sys.stdout.flush()

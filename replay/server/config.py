@@ -1,11 +1,12 @@
 """The simulated exchange's configuration: one frozen value, validated once.
 
 This module owns every knob of the server (address, market size and rates, auth,
-keep-alive, the switches that settle PROTOCOL.md's open questions, faults, truth
-output, the send buffer bound) and their validation. It knows nothing of sockets
-or of how a market is generated; the other modules read these values.
+keep-alive, the switches that settle the open questions of
+docs/protocol.md section 11, faults, truth output, the send buffer bound) and their
+validation. It knows nothing of sockets or of how a market is generated; the other
+modules read these values.
 
-Each open question of PROTOCOL.md ("Open questions") is a field of `Switches`
+Each open question of docs/protocol.md section 11 is a field of `Switches`
 with a documented default, so that a real capture settles a question by changing
 a default only.
 """
@@ -23,11 +24,11 @@ from schemas.errors import ConfigError
 
 __all__ = ["DEFAULT_MIX", "DEFAULT_PATH", "ServerConfig", "Switches"]
 
-#: The one WebSocket path Kalshi serves (PROTOCOL.md section 1).
+#: The one WebSocket path Kalshi serves (docs/protocol.md section 1).
 DEFAULT_PATH = "/trade-api/ws/v2"
 
 #: Share of the total frame rate per market action. Most of the traffic is book
-#: deltas, as on the real feed (PERFORMANCE.md's synthetic mix: 70% deltas, 20%
+#: deltas, as on the real feed (the synthetic mix of docs/performance.md section 1: 70% deltas, 20%
 #: ticker, 8% trade). A trade action emits a trade, a delta and a ticker.
 DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
     {
@@ -46,7 +47,7 @@ DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
 
 @dataclass(frozen=True)
 class Switches:
-    """Behaviours the spec leaves open (PROTOCOL.md "Open questions"), and compatibility.
+    """Behaviours the spec leaves open (docs/protocol.md section 11), and compatibility.
 
     Attributes:
         auth_reject: Q1, how a bad or missing signature is refused: `"http401"` answers
@@ -149,8 +150,8 @@ class ServerConfig:
         epoch_ms: the exchange clock's start (Unix ms) for payload timestamps; None
             takes the wall clock at start. Fixing it makes frames byte-identical
             across runs of the same seed.
-        auth: `"required"` (default: the three headers must verify, PROTOCOL.md
-            section 2), `"public"` (unsigned connections allowed, private channels
+        auth: `"required"` (default: the three headers must verify,
+            docs/protocol.md section 2), `"public"` (unsigned connections allowed, private channels
             answer error 9), or `"open"` (no check, every channel allowed; tests).
         public_keys: key id -> PEM public key; the id `"*"` verifies any key id.
         freshness_s: how far the signed timestamp may be from the server clock.

@@ -3,7 +3,7 @@
 This module owns what happens between the protocol layer and the socket for one
 connection: every frame (replies and data, in one order) goes into a bounded queue;
 one sender task drains it with `send(..., text=True)` (Kalshi sends text frames);
-a pinger sends `heartbeat` pings (PROTOCOL.md section 3); the fault scheduler's
+a pinger sends `heartbeat` pings (docs/protocol.md section 3); the fault scheduler's
 verdicts are applied here (close codes, TCP drop, stall, no pong, and the frame
 faults on the next sequenced data frame). A client whose queue fills is
 disconnected (or its subscriptions end with error 25), so memory stays bounded.
@@ -138,7 +138,7 @@ class Connection:
             self._queue.clear()
             self._spawn(self._close(1008, "send buffer overflow"))
             return
-        # error25: every subscription ends with the terminal error 25 (PROTOCOL.md 5).
+        # error25: every subscription ends with the terminal error 25 (docs/protocol.md section 5).
         self._queue.clear()
         self._dead = False
         for sid in list(self.session.subscriptions):
@@ -279,7 +279,7 @@ class Connection:
         """Frame each message as a TEXT frame and hand the batch to the transport at once.
 
         `ws.send()` costs a system call per frame, which caps a Python server near
-        100k frames/s (PERFORMANCE.md); one write per batch lifts that. The frames
+        100k frames/s (docs/performance.md section 4.14); one write per batch lifts that. The frames
         are the same on the wire. Flow control stays websockets' (`drain()`).
         """
         protocol = self.ws.protocol

@@ -37,6 +37,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from schemas import units
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -146,20 +147,13 @@ class FaultSpec:
 
 
 def parse_duration_s(text: str, field: str = "duration") -> float:
-    """Parse `3s`, `250ms`, `1.5` (seconds) into seconds."""
-    raw = text.strip().lower()
-    scale = 1.0
-    if raw.endswith("ms"):
-        raw, scale = raw[:-2], 0.001
-    elif raw.endswith("s"):
-        raw = raw[:-1]
+    """Parse `3s`, `250ms`, `5m`, `1.5` (seconds) into seconds (`schemas.units`)."""
     try:
-        value = float(raw) * scale
+        return units.parse_duration_s(text)
     except ValueError:
-        raise ConfigError(field, f"{text!r} is not a duration", "write 3s, 250ms or 1.5") from None
-    if value < 0:
-        raise ConfigError(field, f"{text!r} is negative")
-    return value
+        raise ConfigError(
+            field, f"{text!r} is not a duration", "write 3s, 250ms, 5m or 1.5"
+        ) from None
 
 
 def _int(text: str, field: str) -> int:

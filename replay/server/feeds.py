@@ -1,6 +1,6 @@
 """Index feeds of the synthetic exchange: cfbenchmarks (1 Hz and 5 Hz) and pyth values.
 
-This module owns the time-driven feeds (PROTOCOL.md 8.11 to 8.13): a random walk
+This module owns the time-driven feeds (docs/protocol.md sections 8.11 to 8.13): a random walk
 per index, ticked on a fixed virtual schedule (tick k at `epoch_ms + k * period`),
 from its own random generator, so the market's event sequence does not depend on
 how wall-clock pacing interleaves the two. It knows nothing of books or sockets.
@@ -122,7 +122,7 @@ class IndexFeeds:
                 "data": data,
                 "avg_60s_data": avg,
             }
-            # Only in the final minute before :00/:15/:30/:45 (PROTOCOL.md 8.11).
+            # Only in the final minute before :00/:15/:30/:45 (docs/protocol.md section 8.11).
             if to_quarter <= 60_000:
                 payload["last_60s_windowed_average_15min"] = dict(avg)
             out.append(

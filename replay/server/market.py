@@ -1,7 +1,7 @@
 """The synthetic market: deterministic books, trades and tickers, shared by every connection.
 
 This module owns the exchange's state (a YES and a NO bid ladder per market, as
-dicts of price in cents -> resting count, PROTOCOL.md 8.1), how it moves (makers
+dicts of price in cents -> resting count, docs/protocol.md section 8.1), how it moves (makers
 add and cancel near the top, takers trade through the best level and move the
 price), and the public payloads that describe each move: deltas consistent with
 the book, trades, ticker updates that agree with it. Other channels' payloads come
@@ -319,7 +319,7 @@ class SyntheticMarket:
         """A taker trades through the best bid of one side; a swept level moves the price."""
         rng = self._rng
         buy_yes = rng.random() < 0.5
-        # Buying YES lifts the YES ask, i.e. takes the best NO bid (PROTOCOL.md 8.1).
+        # Buying YES lifts the YES ask, i.e. takes the best NO bid (docs/protocol.md section 8.1).
         levels, best = (book.no, book.best_no) if buy_yes else (book.yes, book.best_yes)
         if best == 0:
             self._delta(book, ts_ms, out)

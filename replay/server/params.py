@@ -1,4 +1,4 @@
-"""The vocabulary and the parameter rules of client commands (PROTOCOL.md sections 4 to 6).
+"""The vocabulary and the parameter rules of client commands (docs/protocol.md sections 4 to 6).
 
 This module owns the error codes and their exact names, which channels exist and
 which need auth or take market filters, and how `params` values are validated:
@@ -29,7 +29,7 @@ __all__ = [
     "str_list",
 ]
 
-#: Error code -> the spec's name, used verbatim as `msg.msg` (PROTOCOL.md section 5).
+#: Error code -> the spec's name, used verbatim as `msg.msg` (docs/protocol.md section 5).
 ERROR_NAMES: Final[dict[int, str]] = {
     1: "Unable to process message",
     2: "Params required",
@@ -58,7 +58,7 @@ ERROR_NAMES: Final[dict[int, str]] = {
 #: The 13 channels of the current spec; the legacy `multivariate` is gone (error 8).
 SUBSCRIBABLE: Final = frozenset(WIRE_CHANNELS) - {Channel.MULTIVARIATE}
 
-#: Channels that need an authenticated connection (PROTOCOL.md section 6).
+#: Channels that need an authenticated connection (docs/protocol.md section 6).
 AUTH_CHANNELS: Final = frozenset(
     {
         Channel.ORDERBOOK_DELTA,

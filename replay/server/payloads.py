@@ -1,6 +1,6 @@
 """Wire forms of values and of the payloads the protocol layer builds itself.
 
-This module owns how numbers are written on the wire (PROTOCOL.md section 7:
+This module owns how numbers are written on the wire (docs/protocol.md section 7:
 4-decimal dollar strings, 2-decimal fixed-point counts, and the legacy integer
 cents) and the per-subscription variants the protocol needs: snapshots (empty
 side omitted or `[]`, `use_yes_price`, legacy arrays) and NO-side deltas on the
@@ -49,7 +49,7 @@ def dollars6(cents_x10000: int) -> str:
 
 
 def _flip(price: str) -> str:
-    """NO-leg price q -> yes scale 1 - q (PROTOCOL.md 8.1, `use_yes_price`)."""
+    """NO-leg price q -> yes scale 1 - q (docs/protocol.md section 8.1, `use_yes_price`)."""
     return f"{_ONE - Decimal(price):.4f}"
 
 

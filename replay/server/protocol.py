@@ -1,6 +1,6 @@
 """The exchange side of one connection: commands in, replies and subscriptions out.
 
-This module owns the command handling of PROTOCOL.md section 4 (subscribe,
+This module owns the command handling of docs/protocol.md section 4 (subscribe,
 unsubscribe, update_subscription with every action, list_subscriptions), the error
 codes of section 5 with their exact names, the parameter rules of section 6, sids
 per connection and the seq rules of the replies (`Switches.control_seq`). It is
@@ -135,7 +135,7 @@ class Session:
     # -- replies ---------------------------------------------------------------------
 
     def _reply_seq(self, sub: Subscription) -> int:
-        # Open question 2 (PROTOCOL.md): do control replies consume a seq number?
+        # Open question 2 (docs/protocol.md section 11.2): do control replies consume a seq number?
         return sub.take_seq() if self._switches.control_seq == "consume" else sub.last_seq()
 
     def _error(
@@ -411,7 +411,7 @@ class Session:
         elif "all" in ids:
             sub.keys = set()  # all-mode off
         elif sub.keys is not None:
-            # In all-mode an individual unsubscribe does not exclude (PROTOCOL.md 4).
+            # In all-mode an individual unsubscribe does not exclude (docs/protocol.md section 4).
             sub.keys.difference_update(ids)
         sub.keyed = True
         self._ok(cid, sub, {name: ["all"] if sub.keys is None else sorted(sub.keys)})

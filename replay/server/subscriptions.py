@@ -1,7 +1,7 @@
 """Subscriptions and the router that fans each exchange event out to them.
 
 This module owns a subscription's server-side state (sid, channel, market and key
-filters, its own seq counter: PROTOCOL.md section 4, "seq counts messages on one
+filters, its own seq counter: docs/protocol.md section 4, "seq counts messages on one
 subscription only") and the routing table shared by every connection, so that all
 connections see the same events and each subscription numbers its own frames. A
 payload is encoded once per event; per subscription only the envelope is written.

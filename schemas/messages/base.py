@@ -1,6 +1,6 @@
 """Shared pieces of the message models: the base config, exact field types, the envelope.
 
-This module owns how a wire value becomes a Python value (PROTOCOL.md section 7):
+This module owns how a wire value becomes a Python value (docs/protocol.md section 7):
 
 * `Dollars` / `Contracts`: exact `Decimal`. A JSON string or integer is converted
   in pydantic-core. A JSON *float* is refused with the error `exact_decimal`:
@@ -233,7 +233,7 @@ Rfc3339 = Annotated[dt.datetime, GetPydanticSchema(lambda _s, _h: _RFC3339_SCHEM
 
 
 class MessageBase(WireModel):
-    """Fields every server frame may carry (PROTOCOL.md section 4).
+    """Fields every server frame may carry (docs/protocol.md section 4).
 
     `sid` and `seq` are optional here even on sequenced types: a missing or wrong
     seq is the engine's to detect and record as a gap (behaviour 3), which it can

@@ -1,4 +1,4 @@
-"""Client commands: `{"id", "cmd", "params"}` (PROTOCOL.md sections 4 and 6).
+"""Client commands: `{"id", "cmd", "params"}` (docs/protocol.md sections 4 and 6).
 
 Owns the models of `subscribe`, `unsubscribe`, `update_subscription` and
 `list_subscriptions` with every parameter of section 6. The models check shape and

@@ -1,4 +1,4 @@
-"""The `communications` channel: RFQs, quotes and their batches (PROTOCOL.md 8.10).
+"""The `communications` channel: RFQs, quotes and their batches (docs/protocol.md section 8.10).
 
 Owns the twelve message models of the channel, all sequenced. Every `*_ts` here is
 an RFC3339 string, unlike the lifecycle `*_ts` seconds (section 7). Creator ids may

@@ -1,4 +1,5 @@
-"""Server replies to commands: `subscribed`, `unsubscribed`, `ok`, `error` (PROTOCOL.md 4, 5).
+"""Server replies to commands: `subscribed`, `unsubscribed`, `ok`, `error`
+(docs/protocol.md sections 4 and 5).
 
 Owns the reply models. `ok` has three shapes under one type: the market set after
 an `update_subscription`, the cfb / pyth filter after an index update, and the
@@ -129,7 +130,7 @@ class Ok(MessageBase):
 
 
 class ErrorMsg(WireModel):
-    """An error code (PROTOCOL.md section 5) and its name; the markets it concerns."""
+    """An error code (docs/protocol.md section 5) and its name; the markets it concerns."""
 
     code: int
     msg: str

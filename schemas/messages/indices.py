@@ -1,6 +1,6 @@
 """Reference index channels: `cfbenchmarks_value`, `cfbenchmarks_value_5hz`, `pyth_value`.
 
-Owns the value and list models of the three index channels (PROTOCOL.md 8.11-8.13),
+Owns the value and list models of the three index channels (docs/protocol.md sections 8.11-8.13),
 all sequenced. `received_at`, `source_ts_ms` and the average windows are int ms.
 `data` is the upstream JSON kept as the string it arrived as: it is the provider's
 record, not ours to reinterpret. It knows nothing of index subscriptions or all-mode.

@@ -1,7 +1,7 @@
 """The legacy integer-cent forms: accept them and normalise into the current models.
 
 Captures made before the 2026 move to dollar and fixed-point strings carry integer
-cents and integer counts (PROTOCOL.md "Legacy field forms"). This module owns the
+cents and integer counts (docs/protocol.md section 8.14). This module owns the
 `LegacyForm` annotation that adds a legacy branch to a payload model, and the exact
 conversions (cents / 100, counts to 2 dp) its per-type converters use. Current-form
 frames never reach any of this (see `LegacyForm`). It knows nothing of message types:
@@ -114,7 +114,7 @@ _SELL_ACTIONS: Final = frozenset({"sell", "sell_partial", "sell_to_close"})
 def outcome_of(side: Any, action: Any = "buy") -> tuple[str, str] | None:
     """(outcome_side, book_side) from a legacy side and action, or None if unknown.
 
-    PROTOCOL.md section 7: buy-yes or sell-no gives yes, buy-no or sell-yes gives
+    docs/protocol.md section 7: buy-yes or sell-no gives yes, buy-no or sell-yes gives
     no; bid is yes and ask is no.
     """
     if side not in ("yes", "no"):

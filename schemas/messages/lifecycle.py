@@ -1,5 +1,5 @@
 """Market and event lifecycle: the `market_lifecycle_v2`, `multivariate_market_lifecycle`
-and legacy `multivariate` channels (PROTOCOL.md sections 8.8, 8.9 and "multivariate").
+and legacy `multivariate` channels (docs/protocol.md sections 8.8, 8.9 and 8.15).
 
 Owns the models of `market_lifecycle_v2` (both payload schemas: the lifecycle
 events, and `metadata_updated` which shares the type), `multivariate_market_lifecycle`,
@@ -55,7 +55,7 @@ class AdditionalMetadata(WireModel):
     rules_secondary: str
     can_close_early: bool
     event_ticker: str
-    # A lifecycle `*_ts`, so seconds like open_ts / close_ts (PROTOCOL.md section 7).
+    # A lifecycle `*_ts`, so seconds like open_ts / close_ts (docs/protocol.md section 7).
     expected_expiration_ts: EpochS
     strike_type: str | None = None
     # JSON numbers on the wire; kept exact (see schemas.messages.base).
@@ -68,7 +68,7 @@ class MarketLifecycleMsg(WireModel):
     """A market lifecycle event: created, activated, deactivated, close_date_updated,
     determined, settled, price_level_structure_updated.
 
-    Which optional fields are present depends on `event_type` (PROTOCOL.md 8.8 table).
+    Which optional fields are present depends on `event_type` (docs/protocol.md section 8.8 table).
     """
 
     market_ticker: str
@@ -130,7 +130,7 @@ class MultivariateMarketLifecycle(MessageBase):
 
 
 class EventLifecycleMsg(WireModel):
-    """An event was created (PROTOCOL.md 8.8)."""
+    """An event was created (docs/protocol.md section 8.8)."""
 
     event_ticker: str
     exchange_index: int

@@ -1,7 +1,7 @@
 """Public market data: `orderbook_snapshot`, `orderbook_delta`, `ticker`, `trade`.
 
 Owns the payload and envelope models of the `orderbook_delta`, `ticker` and
-`trade` channels (PROTOCOL.md section 8.1-8.3) and their legacy integer-cent forms
+`trade` channels (docs/protocol.md section 8.1-8.3) and their legacy integer-cent forms
 ("Legacy field forms"). These are the hot types (about 98% of frames): everything
 here validates in pydantic-core on the current form; the legacy conversion runs
 only for frames that fail the current form. It knows nothing of books or sequencing.
@@ -55,7 +55,7 @@ __all__ = [
 
 
 class OrderbookSnapshotMsg(WireModel):
-    """Full bid ladders of one market (PROTOCOL.md 8.1).
+    """Full bid ladders of one market (docs/protocol.md section 8.1).
 
     A side with no levels has its key absent on the wire (behaviour 20): it becomes
     an empty tuple here. Levels are `(price_dollars, count)`, in wire order
@@ -96,7 +96,7 @@ class OrderbookSnapshot(MessageBase):
 
 
 class OrderbookDeltaMsg(WireModel):
-    """A change of resting quantity at one bid level (PROTOCOL.md 8.1).
+    """A change of resting quantity at one bid level (docs/protocol.md section 8.1).
 
     `delta_fp` is signed and never an absolute quantity. `ts` is an RFC3339 string
     here (deprecated), unlike the int seconds of ticker and trade.
@@ -132,7 +132,7 @@ class OrderbookDelta(MessageBase):
 
 
 class TickerMsg(WireModel):
-    """Market summary, sent whenever a field changes (PROTOCOL.md 8.2).
+    """Market summary, sent whenever a field changes (docs/protocol.md section 8.2).
 
     `dollar_volume` and `dollar_open_interest` are whole signed dollars (JSON ints).
     """
@@ -150,7 +150,7 @@ class TickerMsg(WireModel):
     yes_ask_size_fp: Contracts | None
     last_trade_size_fp: Contracts | None
     ts_ms: EpochMs | None
-    # `ts` and `time` are marked required but deprecated (PROTOCOL.md 8.2, section 7):
+    # `ts` and `time` are marked required but deprecated (docs/protocol.md sections 8.2 and 7):
     # optional here so frames keep parsing once Kalshi drops them.
     ts: EpochS | None = None
     time: Rfc3339 | None = None
@@ -188,7 +188,7 @@ class Ticker(MessageBase):
 
 
 class TradeMsg(WireModel):
-    """A public trade (PROTOCOL.md 8.3). `ts` is int seconds, `ts_ms` int ms."""
+    """A public trade (docs/protocol.md section 8.3). `ts` is int seconds, `ts_ms` int ms."""
 
     trade_id: str
     market_ticker: str
@@ -200,7 +200,7 @@ class TradeMsg(WireModel):
     is_block_trade: bool | None
     ts: EpochS
     ts_ms: EpochMs | None
-    # Deprecated but still marked required (PROTOCOL.md section 7): optional here.
+    # Deprecated but still marked required (docs/protocol.md section 7): optional here.
     taker_side: Side | None = None
 
 
@@ -208,7 +208,7 @@ def _trade_from_legacy(payload: dict[str, Any]) -> dict[str, Any]:
     rename_legacy(payload, "yes_price", "yes_price_dollars", legacy_dollars)
     rename_legacy(payload, "no_price", "no_price_dollars", legacy_dollars)
     rename_legacy(payload, "count", "count_fp", legacy_count)
-    # The taker's outcome is the side it bought (PROTOCOL.md section 7).
+    # The taker's outcome is the side it bought (docs/protocol.md section 7).
     sides = outcome_of(payload.get("taker_side"))
     if sides is not None:
         payload.setdefault("taker_outcome_side", sides[0])

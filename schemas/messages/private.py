@@ -1,7 +1,7 @@
 """Private account channels: `fill`, `user_orders`, `market_positions`, `order_group_updates`.
 
 Owns the models of the types `fill`, `user_order` and `market_position` (singular
-on the wire, behaviour 16) and `order_group_updates` (PROTOCOL.md 8.4-8.7), and the
+on the wire, behaviour 16) and `order_group_updates` (docs/protocol.md sections 8.4-8.7), and the
 legacy integer-cent forms of fill and user_order. Deprecated direction fields
 (`side`, `action`, `purchased_side`, `is_yes`) are marked required by the spec but
 are going away (not before 2026-05-14, section 7): they are optional here so that
@@ -57,7 +57,7 @@ def _derive_sides(payload: dict[str, Any], outcome_key: str, book_key: str) -> N
 
 
 class FillMsg(WireModel):
-    """One of your orders traded (PROTOCOL.md 8.4). `ts` int seconds, `ts_ms` int ms.
+    """One of your orders traded (docs/protocol.md section 8.4). `ts` int seconds, `ts_ms` int ms.
 
     `exchange_index`, `ts_ms`, `fee_cost` and `post_position_fp` are None only on
     legacy frames, which predate them.
@@ -105,7 +105,7 @@ class Fill(MessageBase):
 
 
 class UserOrderMsg(WireModel):
-    """The state of one of your orders (PROTOCOL.md 8.6). The market is `ticker`.
+    """The state of one of your orders (docs/protocol.md section 8.6). The market is `ticker`.
 
     `created_time` and `created_ts_ms` are nullable by the spec. `exchange_index`,
     the sides and the cost and fee amounts are None only on legacy frames.
@@ -197,7 +197,7 @@ class UserOrder(MessageBase):
 
 
 class MarketPositionMsg(WireModel):
-    """Your position in one market (PROTOCOL.md 8.5). `position_fp` is signed."""
+    """Your position in one market (docs/protocol.md section 8.5). `position_fp` is signed."""
 
     user_id: str
     market_ticker: str
@@ -221,7 +221,7 @@ class MarketPosition(MessageBase):
 
 
 class OrderGroupUpdateMsg(WireModel):
-    """An order group changed (PROTOCOL.md 8.7). `ts_ms` is matching-engine time.
+    """An order group changed (docs/protocol.md section 8.7). `ts_ms` is matching-engine time.
 
     `contracts_limit_fp` is present on `created` and `limit_updated` only.
     """

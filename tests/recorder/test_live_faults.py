@@ -258,7 +258,7 @@ async def test_a_server_unsubscribe_ends_only_that_iterator() -> None:
         server.inject("unsubscribed")
         await eventually(lambda: trades.ended or book.ended)
         ended, other = (trades, book) if trades.ended else (book, trades)
-        assert ended.error is None  # a clean end (PROTOCOL.md #8)
+        assert ended.error is None  # a clean end (docs/protocol.md section 9.8)
         seen = len(other.items)
         await other.more_than(seen + 3)
         assert not other.ended and watched.session.stats.connects == 1

@@ -275,7 +275,8 @@ async def test_checkpoints_and_hooks_reach_the_sink_and_the_caller() -> None:
 async def test_a_subscribe_the_server_never_acknowledges_times_out_naming_the_channel() -> None:
     from stream import EngineConfig, SubscribeTimeout
 
-    async def silent(ws: Any) -> None:  # accepts commands, answers none (PROTOCOL.md #13)
+    # accepts commands, answers none (docs/protocol.md section 9.13)
+    async def silent(ws: Any) -> None:
         async for _ in ws:
             pass
 
@@ -301,12 +302,13 @@ async def test_frames_buffered_at_close_are_delivered_before_the_iterator_ends()
     async with sim_server() as server:
         live = await watched_session(server).session.open()
         with pytest.raises(NotSubscribed):
-            await live.run_forever()  # PROTOCOL.md #14: nothing subscribed
+            await live.run_forever()  # docs/protocol.md section 9.14: nothing subscribed
         trades = await live.subscribe_trade(raw=True, maxsize=100_000)
         await eventually(lambda: live.stats.per_channel.get("trade", 0) >= 10)
         await live.close()
         delivered = [frame async for frame in trades]  # then StopAsyncIteration, no error
-        assert len(delivered) == live.stats.per_channel["trade"] >= 10  # PROTOCOL.md #15
+        # docs/protocol.md section 9.15
+        assert len(delivered) == live.stats.per_channel["trade"] >= 10
 
 
 async def test_a_callback_that_raises_is_reported_and_keeps_the_socket() -> None:

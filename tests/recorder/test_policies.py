@@ -1,4 +1,5 @@
-"""The pure reconnect and liveness policies, tested without sleeping (STYLE.md habit 10)."""
+"""The pure reconnect and liveness policies, tested without sleeping
+(docs/architecture.md section 9.6)."""
 
 from __future__ import annotations
 

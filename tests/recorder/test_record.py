@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -73,28 +72,6 @@ def test_sigterm_stops_cleanly_and_publishes_everything(tmp_path: Path) -> None:
     assert not verify_capture(root).corrupt
 
 
-def test_the_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([*RECORD, "--sim", "--root", str(tmp_path / "d"), "--duration", "6s",
-                             "--metrics-port", str(port)], stderr=subprocess.PIPE)  # fmt: skip
-    body = ""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and "kalshi_tape_frames_total{" not in body:
-        time.sleep(0.3)
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                body = r.read().decode()
-        except OSError:
-            continue
-    proc.wait(30)
-    assert 'kalshi_tape_frames_total{channel="orderbook_delta"}' in body
-    assert "kalshi_tape_durable_lag_milliseconds" in body
-
-
 @pytest.mark.parametrize(
     ("config", "args", "message"),
     [
@@ -116,10 +93,10 @@ def test_the_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
             [],
             'channels.ticker: 5 is none of: "all", a list of strings, true or false',
         ),
-        ("[jobs]\ncompaction = 'every hour'\n", ["--duration", "1s"], "jobs.compaction"),
+        ("[jobs]\ncompaction = 'every hour'\n", ["--sim", "--duration", "1s"], "jobs.compaction"),
         ("[live]\nping_intervl_s = 3\n", [], "live.ping_intervl_s"),
         ("not toml = [", [], "--config"),
-        ("", ["--shard", "3/2"], "--shard"),
+        ("", ["--sim", "--shard", "3/2"], "--shard"),
         ("", ["--channel", "tickers=all"], "--channel: unknown channel 'tickers'"),
         ("", ["--duration", "soon"], "argument --duration"),
     ],
@@ -142,7 +119,7 @@ def test_explicit_prod_without_credentials_is_refused_not_silently_simulated(
     proc = subprocess.run([*RECORD, "--env", "prod", "--root", str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
     assert proc.returncode == 2
-    assert "needs credentials" in proc.stderr
+    assert "connection.key_id: recording prod needs an API key id" in proc.stderr
 
 
 def test_shards_split_market_lists_and_leave_unfiltered_channels_to_shard_zero() -> None:

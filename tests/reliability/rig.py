@@ -75,7 +75,7 @@ def _decimals(side: dict[str, str]) -> dict[Decimal, Decimal]:
 class Consumer:
     """A user of the recorder: books of a few markets and every trade, riding its subscriptions.
 
-    An iterator that the server ends (PROTOCOL.md behaviours 8 and 18: the user must
+    An iterator that the server ends (docs/protocol.md sections 9.8 and 9.18: the user must
     resubscribe) is attached again, as a careful consumer would.
     """
 

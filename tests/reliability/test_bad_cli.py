@@ -41,7 +41,7 @@ def places(tmp_path: Path) -> dict[str, str]:
             "empty": str(tmp_path / "empty"), "cap": str(tmp_path / "cap" / "root")}  # fmt: skip
 
 
-RECORD = ("record", "--no-progress", "--duration", "1s", "--root", "{tmp}/d")
+RECORD = ("record", "--sim", "--no-progress", "--duration", "1s", "--root", "{tmp}/d")
 WSS = ("--url", "wss://localhost:9/trade-api/ws/v2", "--key-id", "K")
 BAD_COMMAND_LINES = [
     ((*RECORD, "--config", "{tmp}/bad-utf8.toml"), "--config: {tmp}/bad-utf8.toml is not UTF-8"),
@@ -50,17 +50,17 @@ BAD_COMMAND_LINES = [
     ((*RECORD, "--config", "{tmp}/wrong-type.toml"), "storage.commit_interval_ms: "),
     ((*RECORD, "--config", "{tmp}/not-a-table.toml"), "storage: "),
     ((*RECORD, "--config", "{tmp}/huge.toml"), "sim.markets: "),
-    ((*RECORD, *WSS, "--key-file", "{tmp}/missing.pem"), "private_key_path: cannot read"),
+    ((*RECORD, *WSS, "--key-file", "{tmp}/missing.pem"), "--key-file: cannot read"),
     ((*RECORD, *WSS, "--key-file", "{empty}"), "is not a regular file"),
     ((*RECORD, "--url", "ws://example.com/x"), "plain ws:// to example.com"),
-    ((*RECORD, "--sim", "--metrics-port", "70000"), "health.metrics_port: "),
+    ((*RECORD, "--metrics-port", "70000"), "--metrics-port: "),
     ((*RECORD, "--sim-rate", "fast"), "argument --sim-rate"),
     ((*RECORD, "--env", "staging"), "argument --env: invalid choice"),
-    ((*RECORD, "--sim", "--channel", "orderbook_delta="), "channels.orderbook_delta: "),
+    ((*RECORD, "--channel", "orderbook_delta="), "--channel: "),
     ((*RECORD, "--nope"), "unrecognized arguments: --nope"),
     (("replay", "{afile}"), "ROOT: capture root"),
     (("replay", "{empty}"), "ROOT: {empty} holds no captured data"),
-    (("replay", "{cap}", "-o", "{tmp}/no-dir/out.jsonl"), "--output: cannot write"),
+    (("replay", "{cap}", "-o", "{tmp}/no-dir/out.jsonl"), "--output: directory {tmp}/no-dir"),
     (("replay", "{cap}", "--format", "xml"), "argument --format: invalid choice"),
     (("replay", "{cap}", "--to", "yesterday"), "--to: 'yesterday' is not a time"),
     (("query", "{afile}", "SELECT 1"), "ROOT: capture root"),
@@ -78,10 +78,10 @@ BAD_COMMAND_LINES = [
 ]
 #: Found here and fixed: each printed a traceback.
 TRACEBACKS = [
-    ((*RECORD[:-1], "{afile}"), "storage.root"),
+    ((*RECORD[:-1], "{afile}"), "--root: {afile} is not a directory"),
     (("serve", "--open", "--duration", "0.01", "--host", "999.1.1.1"), "--host"),
     (("serve", "--open", "--duration", "0.01", "--truth", "{tmp}/no-dir/t.ndjson"), "--truth"),
-    (("serve", "--open", "--duration", "-1"), "--duration: -1.0 is not a positive"),
+    (("serve", "--open", "--duration", "-1"), "argument --duration: '-1' is not a duration"),
 ]  # fmt: skip
 
 

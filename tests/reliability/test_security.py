@@ -7,7 +7,7 @@
   reconnect: neither signature (taken from the exchange's own log of the headers it
   received), nor key id, nor passphrase, nor any PEM or long base64 text reaches its
   log, its status file or its capture. Secret here: the signature and the private key
-  (PROTOCOL.md section 2), and the passphrase; the key id too, since the log filter
+  (docs/protocol.md section 2), and the passphrase; the key id too, since the log filter
   promises it (tests/recorder/test_logfilter.py is the in-process level).
 * `wss://` verifies certificates by default: the recorder process behind a TLS front
   with a certificate from a local CA (trustme) refuses it, once, and records nothing;

@@ -4,7 +4,7 @@ A `RunBuilder` plays one recorder run: it hands out `idx` in order, advances bot
 clocks, derives the routing columns with the project's own `ColumnDeriver`, and
 writes real Parquet files in the capture layout (`schemas.record.partition_file`,
 `schemas.arrow.CAPTURE_SCHEMA`). Frame helpers build realistic Kalshi frames in the
-current and the legacy field forms (PROTOCOL.md sections 4, 7 and 8).
+current and the legacy field forms (docs/protocol.md sections 4, 7 and 8).
 
 `build_standard_capture` writes the capture most tests share: two runs, acks and
 commands, a seq gap with its resync, a seq reset, a reconnect, private channels,
@@ -66,7 +66,7 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-# -- frames (PROTOCOL.md section 8) -------------------------------------------------
+# -- frames (docs/protocol.md section 8) -------------------------------------------------
 
 
 def subscribe(id_: int, channels: list[str], tickers: list[str] | None = None) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def snapshot(
     id_: int | None = None,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {"market_ticker": market, "market_id": "9b0f6d1e", "clock": 100 + seq}
-    # One-sided snapshots omit the empty side's key (PROTOCOL.md 8.1).
+    # One-sided snapshots omit the empty side's key (docs/protocol.md section 8.1).
     if yes is not None:
         msg["yes" if legacy else "yes_dollars_fp"] = yes
     if no is not None:

@@ -201,7 +201,8 @@ def test_numbers_sent_as_json_numbers_and_rfc3339_ts_still_read(tmp_path: Path) 
     run.event("open", 1, url="wss://x", standby=False)
     frame = delta(1, 1, M1, "0.4200", "0", "yes")
     frame["msg"] |= {"delta_fp": 74.77, "price_dollars": 0.42}  # numbers, not strings
-    del frame["msg"]["ts_ms"]  # only the deprecated RFC3339 `ts` is left (PROTOCOL.md 8.1)
+    # only the deprecated RFC3339 `ts` is left (docs/protocol.md section 8.1)
+    del frame["msg"]["ts_ms"]
     run.receive(frame)
     bad = trade(2, 1, M1, "not-a-price", "0.5000", "1.00")
     run.receive(bad)

@@ -1,4 +1,4 @@
-"""Client commands parse with every parameter of PROTOCOL.md section 6 and round-trip."""
+"""Client commands parse with every parameter of docs/protocol.md section 6 and round-trip."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Every golden frame parses to its model with the exact values the wire meant.
 
 The corpus (tests/fixtures/frames, see `corpus.py`) has at least one frame per
-message type, current and legacy forms, and the edge cases of PROTOCOL.md
-section 7 and behaviours 16, 17 and 20.
+message type, current and legacy forms, and the edge cases of
+docs/protocol.md sections 7, 9.16, 9.17 and 9.20.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.schemas.corpus import Case, check_value, load_cases, resolve
 CASES = load_cases()
 BY_ID = {case.id: case for case in CASES}
 
-#: Types with a legacy integer-cent form (PROTOCOL.md "Legacy field forms").
+#: Types with a legacy integer-cent form (docs/protocol.md section 8.14).
 LEGACY_TYPES = ("orderbook_snapshot", "orderbook_delta", "ticker", "trade", "fill", "user_order")
 
 

@@ -1,4 +1,4 @@
-"""The channel vocabulary agrees with the message models and with PROTOCOL.md."""
+"""The channel vocabulary agrees with the message models and with docs/protocol.md section 8."""
 
 from __future__ import annotations
 

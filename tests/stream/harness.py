@@ -1,6 +1,6 @@
 """A scripted, in-memory edge for engine and session tests (no sockets).
 
-`wire` builds server frames in the current Kalshi form (PROTOCOL.md section 8).
+`wire` builds server frames in the current Kalshi form (docs/protocol.md section 8).
 `Driver` plays the edge around an `Engine`: it stamps times, sends what the
 engine asks to send (reporting it back with `command_sent`, as a live edge does)
 and keeps every output for the test to inspect. `ScriptedSource` does the same

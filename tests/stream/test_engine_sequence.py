@@ -1,4 +1,4 @@
-"""Sequence tracking, gaps, resyncs and resets (PROTOCOL.md behaviours 1-4 and the seq summary)."""
+"""Sequence tracking, gaps, resyncs and resets (docs/protocol.md sections 9.1-9.4 and 8.16)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ def test_seq_below_the_last_is_a_reset_that_resyncs() -> None:
 
 
 def test_a_malformed_delta_does_not_advance_the_watermark() -> None:
-    # snapshot seq 1, malformed delta seq 2, good delta seq 3: a gap at 3 (PROTOCOL.md #3)
+    # snapshot seq 1, malformed delta seq 2, good delta seq 3: a gap at 3
+    # (docs/protocol.md section 9.3)
     d, queue, seq = subscribed_book(["KX-A"])
     bad = (
         b'{"type":"orderbook_delta","sid":1,"seq":2,"msg":{"market_ticker":"KX-A",'
@@ -262,7 +263,7 @@ def test_get_snapshot_without_reply_falls_back_after_the_timeout() -> None:
 
 
 def test_control_replies_carrying_the_next_seq_consume_it() -> None:
-    # PROTOCOL.md open question 2: if `ok` takes a seq number, the next data frame must
+    # docs/protocol.md section 11.2: if `ok` takes a seq number, the next data frame must
     # not look like a gap.
     d, queue, seq = subscribed_book(["KX-A"])
     d.engine.update_consumer(

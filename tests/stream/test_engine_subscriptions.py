@@ -1,5 +1,5 @@
 """Subscription lifecycle: acks, the ack window, orphans, teardown, server endings
-(PROTOCOL.md behaviours 4, 5, 8, 9, 11, 13, 18, 20)."""
+(docs/protocol.md sections 9.4, 9.5, 9.8, 9.9, 9.11, 9.13, 9.18, 9.20)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ deltas = st.lists(
 
 
 def reference(yes: dict, no: dict, ops: list) -> tuple[dict, dict]:
-    """The book by definition (PROTOCOL.md 8.1): add, and a level at or below 0 is gone."""
+    """The book by definition (docs/protocol.md section 8.1): add, and a level at or below 0
+    is gone."""
     book = {
         True: {Decimal(p): Decimal(q) for p, q in yes.items()},
         False: {Decimal(p): Decimal(q) for p, q in no.items()},

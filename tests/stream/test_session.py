@@ -1,4 +1,4 @@
-"""The Session API over a scripted source (PROTOCOL.md behaviours 10, 12, 13, 14, 15)."""
+"""The Session API over a scripted source (docs/protocol.md sections 9.10 and 9.12 to 9.15)."""
 
 from __future__ import annotations
 

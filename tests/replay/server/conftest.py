@@ -124,7 +124,7 @@ async def client(server: SimServer, **kwargs: Any) -> AsyncIterator[ExchangeClie
 
 
 class Book:
-    """A client-side book: snapshot then deltas, as PROTOCOL.md 8.1 says."""
+    """A client-side book: snapshot then deltas, as docs/protocol.md section 8.1 says."""
 
     def __init__(self) -> None:
         self.yes: dict[Decimal, Decimal] = {}
@@ -188,7 +188,7 @@ def sign_headers(
     timestamp_ms: int | None = None,
     path: str = PATH,
 ) -> dict[str, str]:
-    """The three headers, signed as PROTOCOL.md section 2 says."""
+    """The three headers, signed as docs/protocol.md section 2 says."""
     stamp = str(timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000)
     signature = key.sign(
         f"{stamp}GET{path}".encode(),

@@ -70,8 +70,8 @@ async def test_the_url_comes_first_and_a_client_gets_the_capture_until_the_recor
         (("--from", "{root}", "--channel", "fill"), "--channel", "holds ['trade']"),
         (("--from", "{root}", "--market", "KX-Z"), "--market", "for ['KX-Z']"),
         (("--from", "{root}", "--start", "soon"), "--start", "not an ISO-8601 time"),
-        (("--speed", "2"), "--speed", "add --from ROOT"),
-        (("--reproduce-disconnects",), "--reproduce-disconnects", "add --from ROOT"),
+        (("--speed", "2"), "--speed", "give a capture ROOT"),
+        (("--reproduce-disconnects",), "--reproduce-disconnects", "give a capture ROOT"),
     ],
 )
 def test_bad_capture_flags_exit_2_naming_the_flag_without_a_traceback(

@@ -1,4 +1,4 @@
-"""The upgrade's auth check (PROTOCOL.md section 2): accept signed, refuse the rest."""
+"""The upgrade's auth check (docs/protocol.md section 2): accept signed, refuse the rest."""
 
 from __future__ import annotations
 

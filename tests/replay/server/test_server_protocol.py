@@ -1,4 +1,4 @@
-"""Every command and error code of PROTOCOL.md sections 4 and 5, over a real socket."""
+"""Every command and error code of docs/protocol.md sections 4 and 5, over a real socket."""
 
 from __future__ import annotations
 
@@ -372,7 +372,7 @@ async def test_use_yes_price_reports_no_bids_on_the_yes_scale() -> None:
         assert [(Decimal(p), Decimal(q)) for p, q in snap["msg"]["no_dollars_fp"]] == expected
 
 
-# -- the open-question switches (PROTOCOL.md "Open questions") ----------------------------------
+# -- the open-question switches (docs/protocol.md section 11) ----------------------------------
 
 
 @pytest.mark.parametrize(("control_seq", "offset"), [("peek", 0), ("consume", 1)])

@@ -1,0 +1,92 @@
+"""Watching a recorder's connections from its event stream: who is open, and a log line each.
+
+This module owns `ConnectionWatch`, a `recorder.sink.Sink` put in front of the
+journal's sink. Frames, commands and checkpoints go straight through (the inner
+sink's own bound methods, so the receive path pays nothing); each connection event
+is passed on first, then read: which connections are open and in which role
+(`active`, or `standby` during a make-before-break switch), and one log line for
+what an operator wants to see in a week-long job's log (a connection opened or
+closed with its code and reason, a reconnect wait, a failed attempt, a switch).
+It decides nothing and never raises into the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from recorder.health import ConnectionHealth
+from recorder.sink import Sink
+from schemas.record import Event
+
+__all__ = ["ConnectionWatch"]
+
+log = logging.getLogger("kalshi_tape.recorder.connections")
+
+_NS = 1_000_000_000
+#: Disconnect reasons the recorder chose itself: an INFO line; the others are WARNING.
+_PROACTIVE = frozenset({"user_requested", "scheduled", "callback_triggered", "connection_limit"})
+
+
+@dataclass
+class _Open:
+    role: str
+    opened_mono_ns: int
+
+
+class ConnectionWatch:
+    """A sink that forwards everything to `inner` and watches the connection events."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+        self.frame_in = inner.frame_in
+        self.command_out = inner.command_out
+        self.checkpoint = inner.checkpoint
+        self._open: dict[int, _Open] = {}
+
+    def event(
+        self, conn: int, recv_ns: int, mono_ns: int, name: str, detail: dict[str, Any]
+    ) -> None:
+        self.inner.event(conn, recv_ns, mono_ns, name, detail)
+        try:
+            self._observe(conn, mono_ns, name, detail)
+        except Exception as exc:  # a log line must never cost a frame
+            log.debug("could not describe event %s: %r", name, exc)
+
+    def connections(self, mono_ns: int) -> list[ConnectionHealth]:
+        """The open connections, oldest first, with their age at `mono_ns`."""
+        return [
+            ConnectionHealth(no, c.role, max(0.0, (mono_ns - c.opened_mono_ns) / _NS))
+            for no, c in sorted(self._open.items())
+        ]
+
+    def _observe(self, conn: int, mono_ns: int, name: str, d: dict[str, Any]) -> None:
+        if name == Event.OPEN:
+            role = "standby" if d.get("standby") else "active"
+            self._open[conn] = _Open(role, mono_ns)
+            log.info("connection %d open to %s%s", conn, d.get("url"),
+                     " (standby for a switch)" if role == "standby" else "")  # fmt: skip
+        elif name == Event.SWITCH:
+            new = self._open.get(int(d["new_conn"]))
+            if new is not None:
+                new.role = "active"
+            old = self._open.get(int(d["old_conn"]))
+            if old is not None:
+                old.role = "closing"
+            log.info("switched from connection %s to %s (make-before-break)",
+                     d["old_conn"], d["new_conn"])  # fmt: skip
+        elif name == Event.CLOSE:
+            self._open.pop(conn, None)
+            reason = str(d.get("disconnect_reason") or "")
+            after = "reconnecting" if d.get("will_reconnect") else "not reconnecting"
+            level = logging.INFO if reason in _PROACTIVE else logging.WARNING
+            log.log(level, "connection %d closed: code %s %s(%s, by the %s); %s", conn,
+                    d.get("code"), f"{d['reason']!r} " if d.get("reason") else "",
+                    reason or "unknown", d.get("initiator") or "unknown side", after)  # fmt: skip
+        elif name == Event.RECONNECT_WAIT:
+            log.info("next connection attempt (%s) in %.2f s (%s)", d.get("attempt"),
+                     float(d.get("delay_s") or 0.0), d.get("reason") or "backoff")  # fmt: skip
+        elif name == Event.ERROR:
+            retry = "will retry" if d.get("will_retry", True) else "giving up"
+            log.warning("connection attempt failed: %s; %s", d.get("error"), retry)
