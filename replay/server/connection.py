@@ -1,9 +1,10 @@
 """One client connection of the simulated exchange: a bounded send queue, a sender, pings, faults.
 
 This module owns what happens between the protocol layer and the socket for one
-connection: every frame (replies and data, in one order) goes into a bounded queue;
-one sender task drains it in batches of text frames (Kalshi sends text) through the
-connection's `ServerSocket`; a pinger sends `heartbeat` pings (PROTOCOL.md
+connection: every frame (replies and data, in one order) goes into a bounded queue,
+each with whether it goes as a binary message (a recorded binary frame) or as text
+(everything else: Kalshi sends text); one sender task drains it in batches through
+the connection's `ServerSocket`; a pinger sends `heartbeat` pings (PROTOCOL.md
 section 3); the fault scheduler's verdicts are applied here (close codes, TCP drop,
 stall, no pong, and the frame faults on the next sequenced data frame). A client
 whose queue fills is disconnected (or its subscriptions end with error 25), so
@@ -23,7 +24,7 @@ from typing import Any
 from replay.server.config import ServerConfig
 from replay.server.faults import CONNECTION_KINDS, FaultKind, FaultScheduler, FaultSpec
 from replay.server.protocol import Session
-from replay.server.sockets import ServerSocket
+from replay.server.sockets import Outgoing, ServerSocket
 from replay.server.subscriptions import Router
 from replay.server.tape import Tape
 from replay.server.truth import Truth
@@ -74,7 +75,7 @@ class Connection:
         self.conn_no = conn_no
         self._config = config
         self._bound = config.send_buffer_frames
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[Outgoing] = deque()
         self._wake = asyncio.Event()
         self._dead = False
         self._sending = False
@@ -92,8 +93,9 @@ class Connection:
 
     # -- queue ------------------------------------------------------------------------
 
-    def enqueue(self, frame: bytes) -> None:
-        """Queue a frame for the client (called by the protocol layer and the router)."""
+    def enqueue(self, frame: bytes, binary: bool) -> None:
+        """Queue a frame for the client, as a binary message or as text (the session's sink,
+        called by the protocol layer and the router)."""
         if self._dead:
             return
         queue = self._queue
@@ -102,7 +104,7 @@ class Connection:
             # Handled outside the router's fan-out loop, which must not change under it.
             asyncio.get_running_loop().call_soon(self._overflow)
             return
-        queue.append(frame)
+        queue.append((frame, binary))
         self._wake.set()
 
     @property
@@ -217,42 +219,44 @@ class Connection:
             else:
                 self._armed.append(spec)
 
-    def _frame_fault(self, frame: bytes) -> list[bytes]:
-        """Apply the first armed frame fault if `frame` is eligible; the frames to send."""
+    def _frame_fault(self, entry: Outgoing) -> list[Outgoing]:
+        """Apply the first armed frame fault if the frame is eligible; the frames to send
+        (a changed frame goes as the same kind of message as the one it replaces)."""
+        frame, binary = entry
         try:
             env = decode_envelope(frame)
         except EnvelopeError:
-            return [frame]
+            return [entry]
         if env.sid is None or env.type in _CONTROL:
-            return [frame]
+            return [entry]
         spec = self._armed[0]
         kind = spec.kind
         needs_seq = kind not in (FaultKind.UNSUBSCRIBED, FaultKind.ERROR25)
         if needs_seq and env.seq is None:
-            return [frame]
+            return [entry]
         if kind is FaultKind.REORDER and not self._queue:
-            return [frame]  # nothing to swap with yet: keep it armed
+            return [entry]  # nothing to swap with yet: keep it armed
         self._armed.pop(0)
         self._record(kind.value, sid=env.sid, seq=env.seq, type=env.type)
         if kind is FaultKind.GAP:
             return []
         if kind is FaultKind.DUP:
-            return [frame, frame]
+            return [entry, entry]
         if kind is FaultKind.REORDER:
-            return [self._queue.popleft(), frame]
+            return [self._queue.popleft(), entry]
         if kind is FaultKind.MALFORMED:
-            return [frame[: len(frame) // 2]]
+            return [(frame[: len(frame) // 2], binary)]
         if kind is FaultKind.BAD_UTF8:
-            return [frame[:-1] + b',"note":"\xff\xfe\xfd"}']
+            return [(frame[:-1] + b',"note":"\xff\xfe\xfd"}', binary)]
         if kind is FaultKind.OVERSIZED:
-            return [frame[:-1] + b',"padding":"' + _OVERSIZE_PAD + b'"}']
+            return [(frame[:-1] + b',"padding":"' + _OVERSIZE_PAD + b'"}', binary)]
         # unsubscribed / error25: the frame goes out, then the server ends its sid.
         # Frames of that sid already queued still follow (stale-sid frames).
         before = len(self._queue)
         self.session.end_subscription(env.sid, 25 if kind is FaultKind.ERROR25 else None)
         if len(self._queue) > before:
             self._queue.appendleft(self._queue.pop())
-        return [frame]
+        return [entry]
 
     # -- sender ------------------------------------------------------------------------------
 
@@ -287,14 +291,14 @@ class Connection:
                 while queue:
                     if len(queue) > self.max_queued:
                         self.max_queued = len(queue)
-                    batch: list[bytes] = []
+                    batch: list[Outgoing] = []
                     interrupted = False
                     while queue and len(batch) < _BATCH_FRAMES:
-                        frame = queue.popleft()
+                        entry = queue.popleft()
                         if self._armed:
-                            batch.extend(self._frame_fault(frame))
+                            batch.extend(self._frame_fault(entry))
                         else:
-                            batch.append(frame)
+                            batch.append(entry)
                         self.data_frames_sent += 1
                         if per_frame:
                             self._fire(scheduler.on_frame(self.data_frames_sent))
@@ -309,8 +313,8 @@ class Connection:
                         self._dead = True
                         return
                     if truth is not None:
-                        for out in batch:
-                            truth.sent(self.conn_no, out)
+                        for frame, _binary in batch:
+                            truth.sent(self.conn_no, frame)
                     await socket.drain()
                     self._sending = False
                     if interrupted:

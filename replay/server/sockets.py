@@ -10,8 +10,8 @@ surface the exchange needs:
 
 * `request()` the upgrade request, then `accept()` or `reject(status)` it;
 * `recv()` each whole message the client sends;
-* `send(frames)` a batch of text frames, framed by the protocol and handed to
-  the transport in one write; `drain()` waits
+* `send(frames)` a batch of frames, each as a text or a binary message, framed
+  by the protocol and handed to the transport in one write; `drain()` waits
   while the transport's buffer is over its high-water mark;
 * `ping(payload)`, `close(code, reason, timeout_s)` (the close handshake, then an
   abort if the client never finishes it), `abort()` (TCP dropped, no close frame);
@@ -36,7 +36,10 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-__all__ = ["ServerSocket"]
+__all__ = ["Outgoing", "ServerSocket"]
+
+#: A frame for the client and whether it goes as a binary message (else text).
+Outgoing = tuple[bytes, bool]
 
 #: The transport's high-water mark, as websockets' own asyncio server sets it.
 _WRITE_LIMIT: Final = 1 << 15
@@ -119,8 +122,8 @@ class ServerSocket(asyncio.Protocol):
                 self._message_waiter = None
         return self._messages.popleft()
 
-    def send(self, frames: Iterable[bytes]) -> bool:
-        """Frame each message as text and hand the batch to the transport at once.
+    def send(self, frames: Iterable[Outgoing]) -> bool:
+        """Frame each message as text or binary and hand the batch to the transport at once.
 
         Returns False, sending nothing, once the connection is closing or closed.
         """
@@ -129,8 +132,12 @@ class ServerSocket(asyncio.Protocol):
         if protocol.state is not State.OPEN or transport is None or transport.is_closing():
             return False
         send_text = protocol.send_text
-        for frame in frames:
-            send_text(frame)
+        send_binary = protocol.send_binary
+        for frame, binary in frames:
+            if binary:
+                send_binary(frame)
+            else:
+                send_text(frame)
         transport.write(b"".join(protocol.data_to_send()))
         return True
 

@@ -1,4 +1,4 @@
-"""The exchange's own socket: whole messages in, the upgrade, the close."""
+"""The exchange's own socket: opcodes per frame, whole messages in, the upgrade, the close."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import logging
 from pathlib import Path
 
 import pytest
+import websockets
 
-from replay.server import ServerConfig, parse_fault
+from replay.server import ServerConfig, SimServer, SyntheticMarket, TapeEvent, parse_fault
 from replay.server.handshake import Gate
 from tests.replay.server.conftest import client, running
 
@@ -19,6 +20,34 @@ def _upgrade_request(path: str) -> bytes:
         f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
+
+
+class _BinaryTrades(SyntheticMarket):
+    """The synthetic market with every trade marked as recorded in a binary message."""
+
+    def pull(self, elapsed_s: float) -> list[TapeEvent]:
+        events = super().pull(elapsed_s)
+        for event in events:
+            event.binary = event.type == "trade"
+        return events
+
+
+async def test_a_frame_marked_binary_reaches_the_client_as_binary_and_the_others_as_text() -> None:
+    config = ServerConfig(auth="open", markets=4, rate_fps=2000, seed=3, epoch_ms=1_790_000_000_000)
+    async with (
+        SimServer(config, _BinaryTrades(config, 1_790_000_000_000)) as server,
+        websockets.connect(server.url) as ws,
+    ):
+        await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": {"channels": ["trade"]}}))
+        await ws.send(json.dumps({"id": 2, "cmd": "subscribe", "params": {"channels": ["ticker"]}}))
+        kinds: dict[str, set[type]] = {}
+        async with asyncio.timeout(10):
+            while len(kinds.get("trade", ())) == 0 or len(kinds.get("ticker", ())) == 0:
+                message = await ws.recv()  # str for a text message, bytes for a binary one
+                kinds.setdefault(json.loads(message)["type"], set()).add(type(message))
+    assert kinds["trade"] == {bytes}
+    assert kinds["ticker"] == {str}
+    assert kinds["subscribed"] == {str}
 
 
 async def test_a_command_sent_in_fragments_is_answered_as_one_message() -> None:
