@@ -106,7 +106,10 @@ async def test_a_client_gets_the_recorded_frames_with_fresh_sids_and_seqs_in_ord
 async def test_recorded_frames_are_served_as_text_messages(story: Path) -> None:
     """A capture does not say yet which frames came as binary messages: all go as text."""
     tape = CaptureTape(story, speed=None)
-    async with serving(tape) as server, websockets.connect(server.url) as ws:
+    async with (
+        serving(tape) as server,
+        websockets.connect(server.url, close_timeout=0.5) as ws,  # it stops reading midway
+    ):
         params = {"channels": ["trade", "orderbook_delta"], "market_tickers": MARKETS}
         await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": params}))
         async with asyncio.timeout(10):
