@@ -8,6 +8,11 @@ sustained), and at a 200k target, more than one process can make, which shows it
 ceiling. The baseline is a trivial websockets server in another subprocess that
 sends one pre-built frame with `send()` in a loop to the same client loop.
 
+Saturated, the server's CPU time per frame received (user + system, from
+/proc/PID/stat over the same window; Linux only) is reported too: on a shared
+machine it moves far less than the frame rates do, so it is the figure to compare
+two versions of the server by.
+
     python bench/bench_server.py            # readable
     python bench/bench_server.py --json     # for bench/run.py
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -56,14 +62,26 @@ asyncio.run(main())
 """
 
 
-async def count_frames(url: str, command: bytes) -> tuple[float, int]:
-    """Frames per second one plain client receives after a warm-up, and mean frame size."""
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (None where /proc is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def count_frames(url: str, command: bytes, pid: int) -> tuple[float, int, float | None]:
+    """Frames per second one plain client receives after a warm-up, the mean frame size,
+    and the server's CPU microseconds per frame over the same window."""
     async with websockets.connect(url, max_size=None, compression=None, ping_interval=None) as ws:
         await ws.send(command)
         t_end = time.perf_counter() + WARMUP_S
         while time.perf_counter() < t_end:
             await ws.recv(decode=False)
         n = size = 0
+        cpu0 = cpu_s(pid)
         t0 = time.perf_counter()
         t_end = t0 + WINDOW_S
         while True:
@@ -72,17 +90,20 @@ async def count_frames(url: str, command: bytes) -> tuple[float, int]:
             size += len(frame)
             if n & 255 == 0 and time.perf_counter() >= t_end:
                 break
-        return n / (time.perf_counter() - t0), size // n
+        elapsed_s = time.perf_counter() - t0
+        cpu1 = cpu_s(pid)
+        cpu_us = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) * 1e6 / n
+        return n / elapsed_s, size // n, cpu_us
 
 
-def measure(cmd: list[str], command: bytes) -> tuple[float, int]:
+def measure(cmd: list[str], command: bytes) -> tuple[float, int, float | None]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         if not url.startswith("ws://"):
             raise SystemExit(f"server did not print its URL: {url!r}")
-        return asyncio.run(count_frames(url, command))
+        return asyncio.run(count_frames(url, command, proc.pid))
     finally:
         proc.terminate()
         proc.wait(10)
@@ -100,23 +121,36 @@ def main() -> None:
         return [sys.executable, "-m", "replay.server", "--open", "--seed", str(SEED),
                 "--markets", str(MARKETS), "--rate", str(rate), "--buffer", "1000000"]  # fmt: skip
 
-    at_target, frame_bytes = measure(server(60_000), command)
-    saturated, _ = measure(server(200_000), command)
-    ceiling, _ = measure([sys.executable, "-c", _TRIVIAL], b"{}")
+    at_target, frame_bytes, _ = measure(server(60_000), command)
+    saturated, _, cpu_us = measure(server(200_000), command)
+    ceiling, _, ceiling_cpu_us = measure([sys.executable, "-c", _TRIVIAL], b"{}")
     baseline = "trivial sender ceiling"
-    emit(
-        [
+    metrics = [
+        Metric(
+            "server at a 60k frames/s target",
+            at_target,
+            "frames/s",
+            baseline=baseline,
+            target=">= 50k",
+        ),
+        Metric("server saturated (200k target)", saturated, "frames/s", baseline=baseline),
+        Metric(baseline, ceiling, "frames/s"),
+        Metric("mean frame size", frame_bytes, "B/frame", higher_is_better=False),
+    ]
+    if cpu_us is not None and ceiling_cpu_us is not None:
+        cpu_baseline = "trivial sender CPU per frame"
+        metrics += [
             Metric(
-                "server at a 60k frames/s target",
-                at_target,
-                "frames/s",
-                baseline=baseline,
-                target=">= 50k",
+                "server CPU per frame (saturated)",
+                cpu_us,
+                "us/frame",
+                higher_is_better=False,
+                baseline=cpu_baseline,
             ),
-            Metric("server saturated (200k target)", saturated, "frames/s", baseline=baseline),
-            Metric(baseline, ceiling, "frames/s"),
-            Metric("mean frame size", frame_bytes, "B/frame", higher_is_better=False),
-        ],
+            Metric(cpu_baseline, ceiling_cpu_us, "us/frame", higher_is_better=False),
+        ]
+    emit(
+        metrics,
         notes="Server: synthetic market, 50 markets, the client on orderbook_delta+ticker+trade "
         "of all of them (about 95% of the market's frames; the rest are private and lifecycle "
         "channels). Ceiling: a websockets server sending one pre-built delta with send() in a "

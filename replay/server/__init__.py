@@ -2,12 +2,14 @@
 
 Start it in-process (`SimServer`), from the command line (`kalshi-tape serve`), or
 as `python -m replay.server`. It serves a `Tape`: the deterministic synthetic
-market here, a recorded capture later. Modules: `config` (the frozen settings and
-the open-question switches), `faults` (fault specs, syntax and scheduler), `tape`
-(the source interface), `market`, `books`, `activity` and `feeds` (the synthetic
-exchange), `payloads` (wire forms), `params`, `subscriptions` and `protocol`
-(commands, sids, seqs, errors; pure), `auth`, `truth`, `connection` and `app`
-(the server), `command` (the CLI).
+market, or a recorded capture. Modules: `config` (the frozen settings and the
+open-question switches), `faults` (fault specs, syntax and scheduler), `tape` (the
+source interface), `market`, `books`, `activity` and `feeds` (the synthetic
+exchange), `capture_tape`, `capture_books` and `capture_closes` (a capture as a
+tape), `payloads` (wire forms), `params`, `subscriptions` and `protocol`
+(commands, sids, seqs, errors; pure), `auth` and `handshake` (the upgrade),
+`truth`, `sockets` (our asyncio protocol over websockets' sans-I/O server),
+`connection`, `pump` and `app` (the server), `command` (the CLI).
 """
 
 from replay.server.app import SimServer

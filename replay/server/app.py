@@ -1,8 +1,9 @@
-"""The simulated exchange as a running server: handshake, market pump, connections, API.
+"""The simulated exchange as a running server: the listener, connections, market pump, API.
 
-This module owns the websockets server: the upgrade (`process_request`: the path,
-handshake faults, the auth check of docs/protocol.md section 2 answered per
-`Switches.auth_reject`), one `Connection` per client, and one pump
+This module owns the running server: a TCP listener whose every connection is a
+`ServerSocket` (`replay.server.sockets`, websockets' sans-I/O protocol driven by
+our own asyncio protocol), each upgrade answered as the `Gate` decides
+(`replay.server.handshake`), one `Connection` per accepted client, and one pump
 (`replay.server.pump`) that moves the tape and fans its events out through the
 shared router, so every connection sees the same market. It also owns the
 in-process API tests use: start on port 0, inject and schedule faults, pause and
@@ -23,23 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-
-from replay.server.auth import KEY_HEADER, HeaderVerifier
 from replay.server.config import ServerConfig
-from replay.server.connection import Connection, FaultableConnection
-from replay.server.faults import FaultKind, FaultSpec, handshake_faults, parse_fault
+from replay.server.connection import Connection
+from replay.server.faults import FaultKind, FaultSpec, parse_fault
+from replay.server.handshake import Gate
 from replay.server.market import SyntheticMarket
 from replay.server.pump import TICK_S, Pump
+from replay.server.sockets import ServerSocket
 from replay.server.subscriptions import Router
 from replay.server.tape import AsyncTape, BookView, Tape
 from replay.server.truth import Truth
@@ -67,16 +61,11 @@ class SimServer:
         self.truth: Truth | None = None
         if config.truth_enabled:
             self.truth = Truth(config.truth_path, keep=config.record_truth)
-        self._verifier: HeaderVerifier | None = None
-        if config.auth != "open" and config.public_keys:
-            self._verifier = HeaderVerifier(
-                config.public_keys, config.path, int(config.freshness_s * 1000)
-            )
+        self._gate = Gate(config, self.truth)
         self._faults: tuple[FaultSpec, ...] = tuple(config.faults)
-        self._handshake_rng = random.Random(config.seed * 31 + 7)
-        self._attempts = 0
         self._conns: dict[int, Connection] = {}
-        self._server: Server | None = None
+        self._sockets: dict[ServerSocket, asyncio.Task[Any]] = {}  # each with its handler
+        self._listener: asyncio.Server | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._running = asyncio.Event()
         self._running.set()
@@ -89,19 +78,17 @@ class SimServer:
         cfg = self.config
         if isinstance(self.tape, AsyncTape):
             await self.tape.start()
-        self._server = await serve(
-            self._handler,
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            lambda: ServerSocket(
+                self._serve,
+                max_size=cfg.switches.max_client_frame_bytes,
+                close_timeout_s=cfg.close_timeout_s,
+            ),
             cfg.host,
             cfg.port,
-            process_request=self._process_request,
-            create_connection=FaultableConnection,
-            ping_interval=None,  # our own pinger sends the `heartbeat` payload
-            close_timeout=cfg.close_timeout_s,
-            max_size=cfg.switches.max_client_frame_bytes,
-            compression=None,
         )
-        sock = next(iter(self._server.sockets))
-        self.port = sock.getsockname()[1]
+        self.port = self._listener.sockets[0].getsockname()[1]
         pump = Pump(self.tape, self.router, self._conns, cfg, self.truth, self._running)
         self._pump_task = asyncio.get_running_loop().create_task(pump.run())
 
@@ -114,11 +101,16 @@ class SimServer:
             self._pump_task = None
         if isinstance(self.tape, AsyncTape):
             await self.tape.stop()
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout_s + 1)
-            self._server = None
+        if self._listener is not None:
+            self._listener.close()
+            sockets = dict(self._sockets)
+            timeout_s = self.config.close_timeout_s
+            await asyncio.gather(*(s.close(1001, "", timeout_s) for s in sockets))
+            for handler in sockets.values():
+                handler.cancel()  # every connection is over: only their cleanup is left
+            await asyncio.gather(*sockets.values(), return_exceptions=True)
+            await self._listener.wait_closed()
+            self._listener = None
         if self.truth is not None:
             self.truth.books(self.tape.books())
             self.truth.close()
@@ -212,74 +204,53 @@ class SimServer:
             conn.inject(spec)
         return len(targets)
 
-    # -- handshake and connection handler ------------------------------------------------------
+    # -- one TCP connection ---------------------------------------------------------------
 
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        assert isinstance(connection, FaultableConnection)
-        self._attempts += 1
-        conn_no = connection.conn_no = self._attempts
-        if urlsplit(request.path).path != self.config.path:
-            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
-        for spec in handshake_faults(self._faults, conn_no, self._handshake_rng):
-            if self.truth is not None:
-                self.truth.fault(
-                    conn_no, spec.kind.value, status=spec.status, duration_s=spec.duration_s
-                )
-            if spec.kind is FaultKind.SLOW_HANDSHAKE:
-                await asyncio.sleep(spec.duration_s or 0.0)
-            elif spec.kind is FaultKind.REJECT:
-                assert spec.status is not None
-                status = HTTPStatus(spec.status)
-                return connection.respond(status, f"{status.phrase}\n")
-        return self._authenticate(connection, request.headers, conn_no)
+    async def _serve(self, socket: ServerSocket) -> None:
+        """One TCP connection until it ends: the upgrade as the gate decides, then the client."""
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._sockets[socket] = handler
+        try:
+            request = await socket.request()
+            if request is not None:
+                admission = await self._gate.admit(request.path, request.headers, self._faults)
+                if admission.status is not None:
+                    socket.reject(admission.status)
+                elif not socket.accept(request):
+                    pass  # not a WebSocket upgrade: websockets' own answer went out
+                elif admission.close_code is not None:
+                    reason, timeout_s = admission.close_reason, self.config.close_timeout_s
+                    await socket.close(admission.close_code, reason, timeout_s)
+                else:
+                    await self._run(socket, admission.conn_no, admission.authenticated)
+            await socket.wait_closed()  # a refused client reads its answer, then hangs up
+        finally:
+            self._sockets.pop(socket, None)
 
-    def _authenticate(
-        self, connection: FaultableConnection, headers: Headers, conn_no: int
-    ) -> Response | None:
-        mode = self.config.auth
-        if mode == "open":
-            connection.authenticated = True
-            return None
-        if mode == "public" and KEY_HEADER not in headers:
-            return None  # an unsigned public connection: private channels answer error 9
-        result = (
-            self._verifier.verify(headers, time.time_ns() // 1_000_000) if self._verifier else None
+    async def _run(self, socket: ServerSocket, conn_no: int, authenticated: bool) -> None:
+        conn = Connection(
+            socket,
+            conn_no,
+            config=self.config,
+            router=self.router,
+            tape=self.tape,
+            truth=self.truth,
+            faults=self._faults,
+            authenticated=authenticated,
         )
-        if result is not None and result.ok:
-            connection.authenticated = True
-            return None
+        self._conns[conn_no] = conn
         if self.truth is not None:
-            self.truth.connection(
-                conn_no, "auth_failed", reason=result.reason if result else "no keys"
-            )
-        if self.config.switches.auth_reject == "close4001":
-            connection.auth_close = True  # open question 1: accept, then close 4001
-            return None
-        return connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        assert isinstance(ws, FaultableConnection)
-        if ws.auth_close:
-            await ws.close(4001, "authentication failed")
-            return
-        conn = Connection(self, ws, self._faults)
-        self._conns[conn.conn_no] = conn
-        if self.truth is not None:
-            self.truth.connection(conn.conn_no, "open", authenticated=ws.authenticated)
+            self.truth.connection(conn_no, "open", authenticated=authenticated)
         conn.start()
         try:
-            while True:
-                raw = await ws.recv(decode=False)
+            while (raw := await socket.recv()) is not None:
                 conn.session.handle(raw)
-        except ConnectionClosed:
-            pass
         finally:
             conn.session.close()
             await conn.stop()
-            self._conns.pop(conn.conn_no, None)
+            self._conns.pop(conn_no, None)
             if self.truth is not None:
                 self.truth.connection(
-                    conn.conn_no, "close", code=ws.close_code, reason=ws.close_reason
+                    conn_no, "close", code=socket.close_code, reason=socket.close_reason
                 )

@@ -1,13 +1,15 @@
 """One client connection of the simulated exchange: a bounded send queue, a sender, pings, faults.
 
 This module owns what happens between the protocol layer and the socket for one
-connection: every frame (replies and data, in one order) goes into a bounded queue;
-one sender task drains it with `send(..., text=True)` (Kalshi sends text frames);
-a pinger sends `heartbeat` pings (docs/protocol.md section 3); the fault scheduler's
-verdicts are applied here (close codes, TCP drop, stall, no pong, and the frame
-faults on the next sequenced data frame). A client whose queue fills is
-disconnected (or its subscriptions end with error 25), so memory stays bounded.
-It knows nothing of how markets move or how commands are parsed.
+connection: every frame (replies and data, in one order) goes into a bounded queue,
+each with whether it goes as a binary message (a recorded binary frame) or as text
+(everything else: Kalshi sends text); one sender task drains it in batches through
+the connection's `ServerSocket`; a pinger sends `heartbeat` pings
+(docs/protocol.md section 3); the fault scheduler's verdicts are applied here (close codes, TCP drop,
+stall, no pong, and the frame faults on the next sequenced data frame). A client
+whose queue fills is disconnected (or its subscriptions end with error 25), so
+memory stays bounded. It knows nothing of how markets move, how commands are
+parsed or how an upgrade is answered.
 """
 
 from __future__ import annotations
@@ -17,23 +19,19 @@ import contextlib
 import random
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConcurrencyError, ConnectionClosed
-from websockets.frames import Opcode
-from websockets.protocol import State
-from websockets.server import ServerProtocol
-
+from replay.server.config import ServerConfig
 from replay.server.faults import CONNECTION_KINDS, FaultKind, FaultScheduler, FaultSpec
 from replay.server.protocol import Session
+from replay.server.sockets import Outgoing, ServerSocket
+from replay.server.subscriptions import Router
+from replay.server.tape import Tape
+from replay.server.truth import Truth
 from schemas.envelope import decode_envelope
 from schemas.errors import EnvelopeError
 
-if TYPE_CHECKING:
-    from replay.server.app import SimServer
-
-__all__ = ["Connection", "FaultableConnection"]
+__all__ = ["Connection"]
 
 _CONTROL = frozenset({"ok", "error", "unsubscribed", "subscribed"})
 _OVERSIZE_PAD = b"x" * ((1 << 20) + 64)
@@ -41,35 +39,17 @@ _OVERSIZE_PAD = b"x" * ((1 << 20) + 64)
 _BATCH_FRAMES = 256
 
 
-class _FaultableProtocol(ServerProtocol):
-    """The websockets protocol, able to stop answering pings (the `no_pong` fault)."""
-
-    answer_pings = True
-
-    def recv_frame(self, frame: Any) -> None:
-        if frame.opcode is Opcode.PING and not self.answer_pings:
-            return
-        super().recv_frame(frame)
-
-
-class FaultableConnection(ServerConnection):
-    """websockets' server connection carrying the exchange's per-attempt state.
-
-    `process_request` fills `conn_no`, `authenticated` and `auth_close`. The protocol
-    object's class is switched to `_FaultableProtocol` because `serve()` builds the
-    protocol itself and offers no factory for it.
-    """
-
-    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
-        protocol.__class__ = _FaultableProtocol
-        super().__init__(protocol, *args, **kwargs)
-        self.conn_no = 0
-        self.authenticated = False
-        self.auth_close = False
-
-
 class Connection:
     """The exchange's side of one open WebSocket connection.
+
+    Args:
+        socket: the accepted connection the frames go out on.
+        conn_no: the connection's number (its handshake attempt, from 1).
+        config: the queue bound, the switches, the close timeout, the seed.
+        router, tape: what its session subscribes through and reads books from.
+        truth: where frames sent and faults are recorded, or None.
+        faults: the fault specs scheduled on connections.
+        authenticated: private channels are allowed (else they answer error 9).
 
     Attributes:
         conn_no: connection number (handshake attempts counted from 1).
@@ -80,23 +60,29 @@ class Connection:
     """
 
     def __init__(
-        self, server: SimServer, ws: FaultableConnection, specs: tuple[FaultSpec, ...]
+        self,
+        socket: ServerSocket,
+        conn_no: int,
+        *,
+        config: ServerConfig,
+        router: Router,
+        tape: Tape,
+        truth: Truth | None,
+        faults: tuple[FaultSpec, ...],
+        authenticated: bool,
     ) -> None:
-        cfg = server.config
-        self._server = server
-        self.ws = ws
-        self.conn_no = ws.conn_no
-        self._bound = cfg.send_buffer_frames
-        self._queue: deque[bytes] = deque()
+        self._socket = socket
+        self.conn_no = conn_no
+        self._config = config
+        self._bound = config.send_buffer_frames
+        self._queue: deque[Outgoing] = deque()
         self._wake = asyncio.Event()
         self._dead = False
         self._sending = False
-        self._truth = server.truth
-        self.session = Session(
-            server.router, server.tape, cfg, self.enqueue, authenticated=ws.authenticated
-        )
+        self._truth = truth
+        self.session = Session(router, tape, config, self.enqueue, authenticated=authenticated)
         self._scheduler = FaultScheduler(
-            specs, self.conn_no, random.Random(cfg.seed * 1_000_003 + self.conn_no)
+            faults, conn_no, random.Random(config.seed * 1_000_003 + conn_no)
         )
         self._armed: list[FaultSpec] = []
         self._now: list[FaultSpec] = []
@@ -107,8 +93,9 @@ class Connection:
 
     # -- queue ------------------------------------------------------------------------
 
-    def enqueue(self, frame: bytes) -> None:
-        """Queue a frame for the client (called by the protocol layer and the router)."""
+    def enqueue(self, frame: bytes, binary: bool) -> None:
+        """Queue a frame for the client, as a binary message or as text (the session's sink,
+        called by the protocol layer and the router)."""
         if self._dead:
             return
         queue = self._queue
@@ -117,7 +104,7 @@ class Connection:
             # Handled outside the router's fan-out loop, which must not change under it.
             asyncio.get_running_loop().call_soon(self._overflow)
             return
-        queue.append(frame)
+        queue.append((frame, binary))
         self._wake.set()
 
     @property
@@ -129,14 +116,18 @@ class Connection:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def flushed(self) -> bool:
+        """Everything queued is written and out of the transport (or the transport is closing)."""
+        return self.idle and self._socket.flushed
+
     def _overflow(self) -> None:
         self.max_queued = max(self.max_queued, len(self._queue))
-        self._record(
-            "overflow", queued=len(self._queue), policy=self._server.config.switches.overflow
-        )
-        if self._server.config.switches.overflow == "close":
+        policy = self._config.switches.overflow
+        self._record("overflow", queued=len(self._queue), policy=policy)
+        if policy == "close":
             self._queue.clear()
-            self._spawn(self._close(1008, "send buffer overflow"))
+            self._spawn(self.close(1008, "send buffer overflow"))
             return
         # error25: every subscription ends with the terminal error 25 (docs/protocol.md section 5).
         self._queue.clear()
@@ -148,7 +139,7 @@ class Connection:
 
     def start(self) -> None:
         self._spawn(self._sender())
-        interval = self._server.config.switches.ping_interval_s
+        interval = self._config.switches.ping_interval_s
         if interval > 0:
             self._spawn(self._pinger(interval))
 
@@ -168,14 +159,10 @@ class Connection:
                     await task
 
     async def _pinger(self, interval_s: float) -> None:
-        payload = self._server.config.switches.ping_payload
+        payload = self._config.switches.ping_payload
         while True:
             await asyncio.sleep(interval_s)
-            try:
-                await self.ws.ping(payload)
-            except ConcurrencyError:
-                continue  # the last ping is still unanswered (a client that stopped ponging)
-            except ConnectionClosed:
+            if not self._socket.ping(payload):
                 return
 
     # -- faults ---------------------------------------------------------------------------
@@ -201,32 +188,28 @@ class Connection:
     def _elapsed_s(self) -> float:
         return time.monotonic() - self._opened
 
-    async def _close(self, code: int, reason: str) -> None:
-        """Close with `code`; abort the TCP connection if the client never answers."""
+    async def close(self, code: int, reason: str) -> None:
+        """Close with `code`, nothing more queued; abort the TCP connection if the client does
+        not finish the close handshake within `close_timeout_s`."""
         self._dead = True
-        try:
-            async with asyncio.timeout(self._server.config.close_timeout_s):
-                await self.ws.close(code, reason)
-        except TimeoutError:
-            self.ws.transport.abort()
+        await self._socket.close(code, reason, self._config.close_timeout_s)
 
     async def _apply_connection_fault(self, spec: FaultSpec) -> None:
         self._record(spec.kind.value, code=spec.code, duration_s=spec.duration_s)
         if spec.kind is FaultKind.CLOSE:
             assert spec.code is not None
-            await self._close(spec.code, "simulated fault")
+            await self.close(spec.code, "simulated fault")
         elif spec.kind is FaultKind.DROP:
             self._dead = True
-            self.ws.transport.abort()
+            self._socket.abort()
         elif spec.kind is FaultKind.STALL:
             await asyncio.sleep(spec.duration_s or 0.0)
         elif spec.kind is FaultKind.NO_PONG:
-            protocol = self.ws.protocol
-            assert isinstance(protocol, _FaultableProtocol)
-            protocol.answer_pings = False
+            socket = self._socket
+            socket.answers_pings = False
             if spec.duration_s is not None:
                 asyncio.get_running_loop().call_later(
-                    spec.duration_s, setattr, protocol, "answer_pings", True
+                    spec.duration_s, setattr, socket, "answers_pings", True
                 )
 
     def _fire(self, specs: list[FaultSpec]) -> None:
@@ -236,58 +219,46 @@ class Connection:
             else:
                 self._armed.append(spec)
 
-    def _frame_fault(self, frame: bytes) -> list[bytes]:
-        """Apply the first armed frame fault if `frame` is eligible; the frames to send."""
+    def _frame_fault(self, entry: Outgoing) -> list[Outgoing]:
+        """Apply the first armed frame fault if the frame is eligible; the frames to send
+        (a changed frame goes as the same kind of message as the one it replaces)."""
+        frame, binary = entry
         try:
             env = decode_envelope(frame)
         except EnvelopeError:
-            return [frame]
+            return [entry]
         if env.sid is None or env.type in _CONTROL:
-            return [frame]
+            return [entry]
         spec = self._armed[0]
         kind = spec.kind
         needs_seq = kind not in (FaultKind.UNSUBSCRIBED, FaultKind.ERROR25)
         if needs_seq and env.seq is None:
-            return [frame]
+            return [entry]
         if kind is FaultKind.REORDER and not self._queue:
-            return [frame]  # nothing to swap with yet: keep it armed
+            return [entry]  # nothing to swap with yet: keep it armed
         self._armed.pop(0)
         self._record(kind.value, sid=env.sid, seq=env.seq, type=env.type)
         if kind is FaultKind.GAP:
             return []
         if kind is FaultKind.DUP:
-            return [frame, frame]
+            return [entry, entry]
         if kind is FaultKind.REORDER:
-            return [self._queue.popleft(), frame]
+            return [self._queue.popleft(), entry]
         if kind is FaultKind.MALFORMED:
-            return [frame[: len(frame) // 2]]
+            return [(frame[: len(frame) // 2], binary)]
         if kind is FaultKind.BAD_UTF8:
-            return [frame[:-1] + b',"note":"\xff\xfe\xfd"}']
+            return [(frame[:-1] + b',"note":"\xff\xfe\xfd"}', binary)]
         if kind is FaultKind.OVERSIZED:
-            return [frame[:-1] + b',"padding":"' + _OVERSIZE_PAD + b'"}']
+            return [(frame[:-1] + b',"padding":"' + _OVERSIZE_PAD + b'"}', binary)]
         # unsubscribed / error25: the frame goes out, then the server ends its sid.
         # Frames of that sid already queued still follow (stale-sid frames).
         before = len(self._queue)
         self.session.end_subscription(env.sid, 25 if kind is FaultKind.ERROR25 else None)
         if len(self._queue) > before:
             self._queue.appendleft(self._queue.pop())
-        return [frame]
+        return [entry]
 
     # -- sender ------------------------------------------------------------------------------
-
-    def _write(self, frames: list[bytes]) -> None:
-        """Frame each message as a TEXT frame and hand the batch to the transport at once.
-
-        `ws.send()` costs a system call per frame, which caps a Python server near
-        100k frames/s (docs/performance.md section 4.14); one write per batch lifts that. The frames
-        are the same on the wire. Flow control stays websockets' (`drain()`).
-        """
-        protocol = self.ws.protocol
-        if protocol.state is not State.OPEN:
-            raise ConnectionClosed(None, None)
-        for frame in frames:
-            protocol.send_text(frame)
-        self.ws.transport.write(b"".join(protocol.data_to_send()))
 
     async def _wait_for_work(self) -> None:
         self._wake.clear()
@@ -300,6 +271,7 @@ class Connection:
                 await self._wake.wait()
 
     async def _sender(self) -> None:
+        socket = self._socket
         queue = self._queue
         scheduler = self._scheduler
         per_frame = scheduler.has_frame_triggers
@@ -319,30 +291,33 @@ class Connection:
                 while queue:
                     if len(queue) > self.max_queued:
                         self.max_queued = len(queue)
-                    batch: list[bytes] = []
+                    batch: list[Outgoing] = []
                     interrupted = False
                     while queue and len(batch) < _BATCH_FRAMES:
-                        frame = queue.popleft()
+                        entry = queue.popleft()
                         if self._armed:
-                            batch.extend(self._frame_fault(frame))
+                            batch.extend(self._frame_fault(entry))
                         else:
-                            batch.append(frame)
+                            batch.append(entry)
                         self.data_frames_sent += 1
                         if per_frame:
                             self._fire(scheduler.on_frame(self.data_frames_sent))
                         if self._now or (next_due is not None and self._elapsed_s() >= next_due):
                             interrupted = True  # a fault is due: it acts between frames
                             break
+                    # One transport write per batch: `send()` per frame costs a system
+                    # call each, which caps a Python server near 100k frames/s
+                    # (docs/performance.md section 4.14). The frames on the wire are the same.
                     self._sending = True
-                    self._write(batch)
+                    if not socket.send(batch):
+                        self._dead = True
+                        return
                     if truth is not None:
-                        for out in batch:
-                            truth.sent(self.conn_no, out)
-                    await self.ws.drain()
+                        for frame, _binary in batch:
+                            truth.sent(self.conn_no, frame)
+                    await socket.drain()
                     self._sending = False
                     if interrupted:
                         break
-        except ConnectionClosed:
-            self._dead = True
         finally:
             self._sending = False

@@ -1,7 +1,7 @@
 """Fault specs, their small text syntax, and a pure per-connection scheduler.
 
 This module owns what a fault is and when it fires. It reads no clock and touches
-no socket: the connection layer (`replay.server.app`) asks the scheduler, per
+no socket: the connection layer (`replay.server.connection`) asks the scheduler, per
 frame sent and per elapsed time, which faults are due, and applies them.
 
 Syntax (`--fault` on the command line, `parse_fault` in code)::

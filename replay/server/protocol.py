@@ -10,7 +10,6 @@ no clock and touches no socket, so it is tested without one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -31,7 +30,7 @@ from replay.server.params import (
     str_list,
 )
 from replay.server.payloads import snapshot_payload
-from replay.server.subscriptions import Router, Subscription
+from replay.server.subscriptions import FrameSink, Router, Subscription
 from replay.server.tape import Tape
 from schemas.channels import Channel
 from schemas.envelope import encode_json
@@ -49,7 +48,7 @@ class Session:
         tape: where books, ticker state and index lists come from.
         config: switches and auth mode.
         emit: the connection's send sink; every reply and data frame goes through it,
-            so replies and data keep one order.
+            so replies and data keep one order. Replies go as text.
         authenticated: False on a public-mode connection without valid headers
             (private channels then answer error 9).
     """
@@ -59,7 +58,7 @@ class Session:
         router: Router,
         tape: Tape,
         config: ServerConfig,
-        emit: Callable[[bytes], None],
+        emit: FrameSink,
         *,
         authenticated: bool = True,
     ) -> None:
@@ -125,9 +124,8 @@ class Session:
             return False
         self._router.remove(sub)
         if code is None:
-            self._emit(
-                encode_json({"type": "unsubscribed", "sid": sid, "seq": self._reply_seq(sub)})
-            )
+            frame = {"type": "unsubscribed", "sid": sid, "seq": self._reply_seq(sub)}
+            self._emit(encode_json(frame), False)
         else:
             self._error(code, None, sub=sub)
         return True
@@ -152,14 +150,14 @@ class Session:
             frame["sid"] = extra.pop("sid")
         frame["type"] = "error"
         frame["msg"] = {"code": code, "msg": ERROR_NAMES[code], **extra}
-        self._emit(encode_json(frame))
+        self._emit(encode_json(frame), False)
 
     def _ok(self, cid: int | None, sub: Subscription, msg: Any) -> None:
         frame: dict[str, Any] = {}
         if cid is not None:
             frame["id"] = cid
         frame.update(sid=sub.sid, seq=self._reply_seq(sub), type="ok", msg=msg)
-        self._emit(encode_json(frame))
+        self._emit(encode_json(frame), False)
 
     def _data(
         self, sub: Subscription, type_: str, msg: Any, cid: int | None, seq: int | None = None
@@ -170,7 +168,7 @@ class Session:
         if cid is not None:
             frame["id"] = cid
         frame["msg"] = msg
-        self._emit(encode_json(frame))
+        self._emit(encode_json(frame), False)
 
     def _snapshots(self, sub: Subscription, tickers: list[str], cid: int | None) -> None:
         """One `orderbook_snapshot` per known market, on the sid's seq counter."""
@@ -277,7 +275,7 @@ class Session:
         # precedes its ack on a normal subscribe).
         ack: dict[str, Any] = {} if cid is None else {"id": cid}
         ack.update(type="subscribed", msg={"channel": channel, "sid": sid})
-        self._emit(encode_json(ack))
+        self._emit(encode_json(ack), False)
         initial = markets if markets is not None else list(self._tape.market_tickers())
         if channel == Channel.ORDERBOOK_DELTA:
             self._snapshots(sub, initial, None)
@@ -301,13 +299,13 @@ class Session:
             if cid is not None:
                 frame["id"] = cid
             frame.update(sid=sid, seq=self._reply_seq(sub), type="unsubscribed")
-            self._emit(encode_json(frame))
+            self._emit(encode_json(frame), False)
 
     def _list(self, cid: int | None, params: dict[str, Any]) -> None:
         msg = [{"channel": s.channel, "sid": s.sid} for s in self.subscriptions.values()]
         frame: dict[str, Any] = {} if cid is None else {"id": cid}
         frame.update(type="ok", msg=msg)
-        self._emit(encode_json(frame))
+        self._emit(encode_json(frame), False)
 
     def _update(self, cid: int | None, params: dict[str, Any]) -> None:
         has_sid, has_sids = "sid" in params, "sids" in params

@@ -165,7 +165,7 @@ class Pump:
         limit_s = max(2.0, self._config.close_timeout_s)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(limit_s):
-                while not all(_flushed(c) for c in conns):  # noqa: ASYNC110 - many senders
+                while not all(c.flushed for c in conns):  # noqa: ASYNC110 - many senders
                     await asyncio.sleep(TICK_S)
         frame = _close_frame(code, reason)
         await asyncio.gather(*(self._close(c, frame) for c in conns))
@@ -177,18 +177,8 @@ class Pump:
         else:
             if self._truth is not None:
                 self._truth.fault(conn.conn_no, "close", code=frame.code, source="capture")
-            try:
-                async with asyncio.timeout(self._config.close_timeout_s):
-                    await conn.ws.close(frame.code, frame.reason)
-            except TimeoutError:
-                conn.ws.transport.abort()
+            await conn.close(frame.code, frame.reason)
         conn.session.close()  # route nothing more to it, whenever its handler notices
-
-
-def _flushed(conn: Connection) -> bool:
-    """Everything queued for the connection is written and out of the transport."""
-    transport = conn.ws.transport
-    return conn.idle and (transport.is_closing() or transport.get_write_buffer_size() == 0)
 
 
 def _close_frame(code: int | None, reason: str) -> Close | None:

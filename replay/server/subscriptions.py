@@ -5,7 +5,8 @@ filters, its own seq counter: docs/protocol.md section 4, "seq counts messages o
 subscription only") and the routing table shared by every connection, so that all
 connections see the same events and each subscription numbers its own frames. A
 payload is encoded once per event; per subscription only the envelope is written.
-It knows nothing of sockets; a subscription hands its frames to its session's sink.
+It knows nothing of sockets; a subscription hands its frames to its session's sink,
+each with whether its event goes as a binary message (`TapeEvent.binary`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from replay.server.payloads import yes_price_delta_msg
 from replay.server.tape import TapeEvent
 from schemas.channels import SEQUENCED_CHANNELS, Channel
 
-__all__ = ["KEYED_CHANNELS", "Router", "Subscription"]
+__all__ = ["KEYED_CHANNELS", "FrameSink", "Router", "Subscription"]
+
+#: Where a connection's frames go: the frame, and True to send it as a binary message.
+FrameSink = Callable[[bytes, bool], None]
 
 #: Channels whose events are filtered by an id list (index ids, underlyings) or a shard.
 KEYED_CHANNELS = frozenset(
@@ -60,7 +64,7 @@ class Subscription:
         self,
         sid: int,
         channel: str,
-        emit: Callable[[bytes], None],
+        emit: FrameSink,
         *,
         first_seq: int,
         markets: list[str] | None,
@@ -109,7 +113,7 @@ class Subscription:
             frame = b'{"type":"%b","sid":%d,"seq":%d,"msg":%b}' % (event.type_b, self.sid, seq, msg)
         else:
             frame = b'{"type":"%b","sid":%d,"msg":%b}' % (event.type_b, self.sid, msg)
-        self.emit(frame)
+        self.emit(frame, event.binary)
 
 
 def _stable_hash(text: str) -> int:

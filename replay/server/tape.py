@@ -47,9 +47,21 @@ class TapeEvent:
         payload: the `msg` object as a dict (kept for per-subscription variants).
         msg: `payload` encoded as compact JSON bytes, or the exact bytes given (a
             recorded frame's `msg`, served byte for byte).
+        binary: serve its frames as binary WebSocket messages (a frame recorded as
+            one); False, the default, serves them as text, as Kalshi sends them.
     """
 
-    __slots__ = ("channel", "key", "market", "msg", "payload", "type", "type_b", "yes_price_msg")
+    __slots__ = (
+        "binary",
+        "channel",
+        "key",
+        "market",
+        "msg",
+        "payload",
+        "type",
+        "type_b",
+        "yes_price_msg",
+    )
 
     def __init__(
         self,
@@ -60,6 +72,7 @@ class TapeEvent:
         key: str | None = None,
         *,
         msg: bytes | None = None,
+        binary: bool = False,
     ) -> None:
         self.channel = channel
         self.type = type_
@@ -68,6 +81,7 @@ class TapeEvent:
         self.key = key
         self.payload = payload
         self.msg = encode_json(payload) if msg is None else msg
+        self.binary = binary
         #: cache of the `use_yes_price` form of a NO-side delta, built on first use.
         self.yes_price_msg: bytes | None = None
 

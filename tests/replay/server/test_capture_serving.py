@@ -9,11 +9,13 @@ from a `ReplaySession` over the same files.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 
 from replay.server.capture_tape import CaptureTape
 
@@ -99,6 +101,21 @@ async def test_a_client_gets_the_recorded_frames_with_fresh_sids_and_seqs_in_ord
         seqs = [f["seq"] for f, _ in client.data() if f["sid"] == sid]
         assert seqs == list(range(1, len(seqs) + 1))
     assert len([t for t, _ in expected if t == "trade"]) == 50
+
+
+async def test_recorded_frames_are_served_as_text_messages(story: Path) -> None:
+    """A capture does not say yet which frames came as binary messages: all go as text."""
+    tape = CaptureTape(story, speed=None)
+    async with (
+        serving(tape) as server,
+        websockets.connect(server.url, close_timeout=0.5) as ws,  # it stops reading midway
+    ):
+        params = {"channels": ["trade", "orderbook_delta"], "market_tickers": MARKETS}
+        await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": params}))
+        async with asyncio.timeout(10):
+            messages = [await ws.recv() for _ in range(40)]  # str: text, bytes: binary
+    assert {json.loads(m)["type"] for m in messages} >= {"trade", "orderbook_delta"}
+    assert all(isinstance(m, str) for m in messages)
 
 
 async def test_a_clients_book_equals_the_truth_across_a_recorded_resync_and_reconnect(

@@ -60,7 +60,9 @@ def test_any_command_gets_replies_and_never_an_exception(commands: list[dict[str
     from replay.server import SyntheticMarket
 
     sent: list[bytes] = []
-    session = Session(Router(), SyntheticMarket(config, 0), config, sent.append)
+    session = Session(
+        Router(), SyntheticMarket(config, 0), config, lambda frame, _binary: sent.append(frame)
+    )
     for command in commands:
         before = len(sent)
         session.handle(json.dumps(command).encode())

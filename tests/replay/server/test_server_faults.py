@@ -262,6 +262,26 @@ async def test_no_pong_stops_answering_pings_while_data_flows() -> None:
             await asyncio.wait_for(waiter, 0.5)
 
 
+async def test_during_no_pong_commands_are_answered_and_after_it_pings_are_again() -> None:
+    async with running(rate_fps=200) as server, client(server) as c:
+        server.inject("no_pong", duration_s=0.6)
+        await asyncio.sleep(0.05)
+        unanswered = await c.ws.ping(b"during")
+        assert (await c.sync())["type"] == "ok"  # the exchange still reads the client...
+        assert not unanswered.done()  # ...and a pong would have come before that reply
+        await asyncio.sleep(0.7)
+        answered = await c.ws.ping(b"after")
+        assert await asyncio.wait_for(answered, 1.0) < 1.0
+
+
+async def test_a_client_close_during_no_pong_is_answered() -> None:
+    async with running(rate_fps=200) as server, client(server) as c:
+        server.inject("no_pong")
+        await asyncio.sleep(0.05)
+        await c.ws.close(1000)
+        assert c.ws.close_code == 1000
+
+
 async def test_server_initiated_unsubscribed_ends_the_subscription() -> None:
     async with running(rate_fps=800) as server, client(server) as c:
         sid = await _book_client(server, c)
