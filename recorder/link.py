@@ -2,8 +2,8 @@
 
 This module owns a single socket's life at its two edges. `open_link` performs
 the handshake (freshly signed headers, the keep-alive, close and open timeouts,
-`max_frame_bytes`, TLS, a proxy, our redacting logger) on a `recorder.sockets`
-socket: picows by default, websockets' client for permessage-deflate. It turns
+`max_frame_bytes`, TLS, a proxy, permessage-deflate if asked, our redacting
+logger) on a `recorder.sockets` socket. It turns
 each way a handshake can fail into an `AttemptFailed` carrying its `CloseVerdict`
 (docs/protocol.md section 9.6; HTTP 429/503 with Retry-After). `end_of`
 classifies how an open connection ended into a `LinkEnd`: a close we
@@ -19,22 +19,14 @@ import asyncio
 import logging
 import ssl as ssl_module
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import picows
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidStatus
 
 from recorder.auth import Credentials
 from recorder.limits import Limits
 from recorder.policies import CloseVerdict, DisconnectReason, classify_close, classify_handshake
-from recorder.sockets import (
-    Socket,
-    SocketClosed,
-    WebsocketsSocket,
-    connect_picows,
-    proxy_for,
-)
+from recorder.sockets import Socket, SocketClosed, connect_picows, proxy_for
 
 __all__ = [
     "AttemptFailed",
@@ -163,22 +155,12 @@ async def open_link(
     headers.append(("User-Agent", "kalshi-tape"))
     tls = ssl if url.startswith("wss:") else None
     try:
-        if compression is None:
-            return await connect_picows(
-                url, headers=headers, ssl=tls, proxy=proxy_for(url, proxy),
-                open_timeout_s=limits.open_timeout_s, ping_interval_s=limits.ping_interval_s,
-                ping_timeout_s=limits.ping_timeout_s, close_timeout_s=limits.close_timeout_s,
-                max_frame_bytes=limits.max_frame_bytes, logger=logger,
-            )  # fmt: skip
-        extra: dict[str, Any] = {} if tls is None else {"ssl": tls}
-        ws = await ws_connect(
-            url, additional_headers=headers, open_timeout=limits.open_timeout_s,
-            ping_interval=limits.ping_interval_s, ping_timeout=limits.ping_timeout_s,
-            close_timeout=limits.close_timeout_s, max_size=limits.max_frame_bytes,
-            compression=compression, proxy=proxy, user_agent_header=None, logger=logger,
-            **extra,
+        return await connect_picows(
+            url, headers=headers, ssl=tls, proxy=proxy_for(url, proxy),
+            open_timeout_s=limits.open_timeout_s, ping_interval_s=limits.ping_interval_s,
+            ping_timeout_s=limits.ping_timeout_s, close_timeout_s=limits.close_timeout_s,
+            max_frame_bytes=limits.max_frame_bytes, logger=logger, compression=compression,
         )  # fmt: skip
-        return WebsocketsSocket(ws)
     except asyncio.CancelledError:
         raise
     except picows.WSInvalidStatusError as exc:
@@ -186,9 +168,6 @@ async def open_link(
         status = int(response.status) if response is not None else 0
         header = response.headers.get("Retry-After") if response is not None else None
         raise _rejected(exc, status, header) from None
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        raise _rejected(exc, status, exc.response.headers.get("Retry-After")) from None
     except ssl_module.SSLCertVerificationError as exc:
         raise AttemptFailed(exc, CloseVerdict.PERMANENT, None) from None
     except Exception as exc:  # refused, reset, DNS, open timeout, a bad upgrade answer

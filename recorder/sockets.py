@@ -7,19 +7,17 @@ over, `recv()` and `send()` raise `SocketClosed`, which carries the close frames
 received and sent (and in which order) or the network error: what
 `recorder.link.end_of` classifies.
 
-Two implementations:
-
-* `PicowsSocket` (the default): picows parses frames in compiled code, several
-  times faster than websockets' receive path (see docs/performance.md section 4.17).
-  It keeps each message's opcode, never decodes text (a frame with
-  bad UTF-8 is a malformed frame to store, not a reason to drop the socket),
-  answers pings, pings every `ping_interval_s` and closes with 1011 "keepalive
-  ping timeout" when no pong comes within `ping_timeout_s` (as websockets does),
-  closes with 1009 a message over `max_frame_bytes`, and pauses reading while its
-  queue holds `_QUEUE_HIGH` messages (flow control, as websockets' `max_queue`).
-* `WebsocketsSocket`, with `compression="deflate"` (permessage-deflate, which
-  picows does not negotiate): websockets' asyncio client. It cannot tell text
-  from binary without decoding text, so every message counts as text there.
+`PicowsSocket` is the implementation: picows parses frames in compiled code,
+several times faster than websockets' receive path (see docs/performance.md
+section 4.17). It keeps each message's opcode, never decodes text (a frame with
+bad UTF-8 is a malformed frame to store, not a reason to drop the socket),
+answers pings, pings every `ping_interval_s` and closes with 1011 "keepalive ping
+timeout" when no pong comes within `ping_timeout_s` (as websockets does), closes
+with 1009 a message over `max_frame_bytes`, and pauses reading while its queue
+holds `_QUEUE_HIGH` messages (flow control, as websockets' `max_queue`). With
+`compression="deflate"` it asks for permessage-deflate (RFC 7692) and inflates the
+messages the server compresses (`_Inflate`, on the standard library's zlib;
+commands go uncompressed, which the extension allows).
 
 Nothing here knows of engines, sessions or reconnect policy.
 """
@@ -31,23 +29,27 @@ import contextlib
 import logging
 import socket
 import ssl as ssl_module
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.request import getproxies, proxy_bypass
 
 import picows
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 __all__ = [
+    "DEFLATE_OFFER",
     "CloseFrame",
     "PicowsSocket",
     "Socket",
     "SocketClosed",
-    "WebsocketsSocket",
     "proxy_for",
 ]
+
+#: The Sec-WebSocket-Extensions offer made with `compression="deflate"`.
+DEFLATE_OFFER: Final = "permessage-deflate; client_max_window_bits"
+#: The bytes RFC 7692 strips from the end of each compressed message.
+_DEFLATE_TAIL: Final = b"\x00\x00\xff\xff"
 
 #: Messages queued before reading pauses, and where it resumes.
 _QUEUE_HIGH: Final = 4096
@@ -140,14 +142,52 @@ def proxy_for(url: str, proxy: str | bool | None) -> str | None:
     return found.get("wss" if secure else "ws") or found.get("https" if secure else "http")
 
 
+class _Inflate:
+    """permessage-deflate, receiving side: inflate the messages the server compressed."""
+
+    def __init__(self, response_header: str) -> None:
+        params = _deflate_params(response_header)
+        self._wbits = -int(params.get("server_max_window_bits") or 15)
+        self._takeover = "server_no_context_takeover" not in params
+        self._decoder = zlib.decompressobj(self._wbits)
+
+    def message(self, payload: bytes, limit: int) -> bytes:
+        """The inflated message.
+
+        Raises:
+            ValueError: it inflates past `limit` bytes, or it is not valid deflate data.
+        """
+        if not self._takeover:
+            self._decoder = zlib.decompressobj(self._wbits)
+        try:
+            data = self._decoder.decompress(payload + _DEFLATE_TAIL, limit + 1)
+        except zlib.error as exc:
+            raise ValueError(f"bad compressed message: {exc}") from None
+        if len(data) > limit:
+            raise ValueError(f"message inflates past {limit} bytes")
+        return data
+
+
+def _deflate_params(header: str) -> dict[str, str | None]:
+    """The parameters of the permessage-deflate extension a server accepted."""
+    for extension in header.split(","):
+        name, *params = (part.strip() for part in extension.split(";"))
+        if name == "permessage-deflate":
+            return {k.strip(): (v.strip().strip('"') if v else None)
+                    for k, _, v in (p.partition("=") for p in params if p)}  # fmt: skip
+    raise ValueError(f"no permessage-deflate in {header!r}")
+
+
 class PicowsSocket(picows.WSListener):  # type: ignore[misc]
     """A `Socket` on picows (see the module docstring). Made by `connect_picows`."""
 
     def __init__(
         self, *, ping_interval_s: float, ping_timeout_s: float, close_timeout_s: float,
-        max_frame_bytes: int,
+        max_frame_bytes: int, inflate: _Inflate | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
+        self._inflate = inflate
+        self._parts_compressed = False
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
         self._close_timeout_s = close_timeout_s
@@ -164,6 +204,11 @@ class PicowsSocket(picows.WSListener):  # type: ignore[misc]
         self._keepalive: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
 
+    @property
+    def compressed(self) -> bool:
+        """permessage-deflate is on for this connection."""
+        return self._inflate is not None
+
     # ---- picows callbacks (the event loop's thread, never concurrently) -------------
 
     def on_ws_connected(self, transport: Any) -> None:
@@ -173,7 +218,9 @@ class PicowsSocket(picows.WSListener):  # type: ignore[misc]
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         kind = frame.msg_type
         if kind == _MSG.TEXT or kind == _MSG.BINARY:  # picows refuses frames over the max
-            if frame.fin:  # the common case, inline: queue it, wake the reader
+            if frame.rsv1:
+                self._compressed_start(frame, kind == _MSG.BINARY)
+            elif frame.fin:  # the common case, inline: queue it, wake the reader
                 messages = self._messages
                 messages.append((frame.get_payload_as_bytes(), kind == _MSG.BINARY))
                 if self._waiter is not None:
@@ -183,12 +230,13 @@ class PicowsSocket(picows.WSListener):  # type: ignore[misc]
             else:
                 self._parts = [frame.get_payload_as_bytes()]
                 self._parts_binary = kind == _MSG.BINARY
+                self._parts_compressed = False
         elif kind == _MSG.CONTINUATION:
             self._parts.append(frame.get_payload_as_bytes())
             if sum(map(len, self._parts)) > self._max:
                 self._fail(1009, f"message over {self._max} bytes")
             elif frame.fin:
-                self._queue(b"".join(self._parts), self._parts_binary)
+                self._whole(b"".join(self._parts), self._parts_binary, self._parts_compressed)
                 self._parts = []
         elif kind == _MSG.PONG:
             self._pong.set()
@@ -250,6 +298,28 @@ class PicowsSocket(picows.WSListener):  # type: ignore[misc]
             self._transport.underlying_transport.abort()
 
     # ---- inside ------------------------------------------------------------------------
+
+    def _compressed_start(self, frame: Any, binary: bool) -> None:
+        """The first frame of a compressed message (RSV1): whole, or the start of one."""
+        if self._inflate is None:
+            self._fail(1002, "compressed frame without permessage-deflate")
+            return
+        payload = frame.get_payload_as_bytes()
+        if frame.fin:
+            self._whole(payload, binary, compressed=True)
+        else:
+            self._parts, self._parts_binary, self._parts_compressed = [payload], binary, True
+
+    def _whole(self, payload: bytes, binary: bool, compressed: bool) -> None:
+        """A whole message: inflated if it was compressed, then queued."""
+        if compressed:
+            assert self._inflate is not None
+            try:
+                payload = self._inflate.message(payload, self._max)
+            except ValueError as exc:
+                self._fail(1009 if "past" in str(exc) else 1007, str(exc))
+                return
+        self._queue(payload, binary)
 
     def _queue(self, raw: bytes, binary: bool) -> None:
         self._messages.append((raw, binary))
@@ -321,8 +391,10 @@ async def connect_picows(
     close_timeout_s: float,
     max_frame_bytes: int,
     logger: logging.Logger,
+    compression: str | None = None,
 ) -> PicowsSocket:
-    """Open a `PicowsSocket` within `open_timeout_s` (TCP, TLS and the upgrade).
+    """Open a `PicowsSocket` within `open_timeout_s` (TCP, TLS and the upgrade); with
+    `compression="deflate"`, offer permessage-deflate.
 
     The TCP socket is made here (picows' socket factory hook), so that an attempt
     cancelled in the middle (a timeout, a rotation called off) shuts it down instead
@@ -348,10 +420,15 @@ async def connect_picows(
             return sock
         raise error
 
-    def listener() -> PicowsSocket:
+    if compression == "deflate":
+        headers = [*headers, ("Sec-WebSocket-Extensions", DEFLATE_OFFER)]
+
+    def listener(request: Any, response: Any) -> PicowsSocket:
+        accepted = response.headers.get("Sec-WebSocket-Extensions")
+        inflate = _Inflate(accepted) if compression == "deflate" and accepted else None
         return PicowsSocket(
             ping_interval_s=ping_interval_s, ping_timeout_s=ping_timeout_s,
-            close_timeout_s=close_timeout_s, max_frame_bytes=max_frame_bytes,
+            close_timeout_s=close_timeout_s, max_frame_bytes=max_frame_bytes, inflate=inflate,
         )  # fmt: skip
 
     try:
@@ -373,34 +450,3 @@ async def connect_picows(
         raise
     assert isinstance(ws, PicowsSocket)
     return ws
-
-
-class WebsocketsSocket:
-    """A `Socket` on websockets' asyncio client (used for permessage-deflate)."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-
-    async def recv(self) -> tuple[bytes, bool]:
-        try:
-            return await self.ws.recv(decode=False), False
-        except ConnectionClosed as exc:
-            raise _translate(exc) from exc
-
-    async def send(self, raw: bytes) -> None:
-        try:
-            await self.ws.send(raw, text=True)
-        except ConnectionClosed as exc:
-            raise _translate(exc) from exc
-
-    async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code, reason)
-
-    def abort(self) -> None:
-        self.ws.transport.abort()
-
-
-def _translate(exc: ConnectionClosed) -> SocketClosed:
-    rcvd = None if exc.rcvd is None else CloseFrame(exc.rcvd.code, exc.rcvd.reason)
-    sent = None if exc.sent is None else CloseFrame(exc.sent.code, exc.sent.reason)
-    return SocketClosed(rcvd, sent, bool(exc.rcvd_then_sent), exc.__cause__)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from http import HTTPStatus
 from typing import Any, Final
 
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -67,7 +68,10 @@ class ServerSocket(asyncio.Protocol):
     ) -> None:
         self._handler = handler
         self._close_timeout_s = close_timeout_s
-        self._protocol = ServerProtocol(max_size=max_size)
+        # permessage-deflate when a client asks for it, as a WebSocket server offers it.
+        self._protocol = ServerProtocol(
+            max_size=max_size, extensions=[ServerPerMessageDeflateFactory()]
+        )
         self._transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
         self._loop = loop

@@ -330,3 +330,35 @@ async def test_control_calls_on_a_session_that_is_not_connected_do_nothing() -> 
     await live.kill()
     await live.reconnect()
     assert live.stats.attempts == 0 and live.state is S.DISCONNECTED
+
+
+async def test_with_deflate_the_client_inflates_what_the_exchange_compresses() -> None:
+    async with sim_server() as server:
+        plain = watched_session(server)
+        deflated = watched_session(server, compression="deflate")
+        async with plain.session.connect() as a, deflated.session.connect() as b:
+            trades_a = await a.subscribe_trade(raw=True)
+            trades_b = await b.subscribe_trade(raw=True)
+            got_b = [(await anext(trades_b)).raw for _ in range(20)]
+            got_a: list[bytes] = []
+            while got_b[-1] not in got_a:
+                got_a.append((await anext(trades_a)).raw)
+            assert b._live.links.active.ws.compressed  # type: ignore[attr-defined]
+            assert not a._live.links.active.ws.compressed  # type: ignore[attr-defined]
+    end = got_a.index(got_b[-1])
+    assert got_b[-10:] == got_a[end - 9 : end + 1]  # the same frames, bytes exact
+
+
+def test_inflating_past_the_frame_limit_or_from_bad_data_is_refused() -> None:
+    import zlib
+
+    from recorder.sockets import _Inflate
+
+    packer = zlib.compressobj(wbits=-15)
+    bomb = packer.compress(b"x" * 100_000) + packer.flush(zlib.Z_SYNC_FLUSH)
+    inflate = _Inflate("permessage-deflate; server_no_context_takeover")
+    with pytest.raises(ValueError, match="past 1000 bytes"):
+        inflate.message(bomb[:-4], 1000)
+    assert inflate.message(bomb[:-4], 200_000) == b"x" * 100_000
+    with pytest.raises(ValueError, match="bad compressed"):
+        inflate.message(b"\xff\xff\xff\xff", 1000)
