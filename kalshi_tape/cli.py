@@ -3,8 +3,9 @@
 `recorder.cli` registers `record`; `replay.cli` registers `serve`, `replay`,
 `query`, `verify` and `inspect`. A subcommand's handler returns an exit status.
 Bad arguments print usage and exit 2; a `ConfigError` prints its message (which
-names the field and the fix) and exits 2; nothing prints a traceback for input
-the user got wrong.
+names the field and the fix) and exits 2; a `StorageError` (object storage that
+cannot be reached or refuses the credentials) prints one line and exits 69
+(EX_UNAVAILABLE); nothing prints a traceback for input the user got wrong.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 from kalshi_tape import __version__
 from schemas.errors import ConfigError
+from schemas.storage import StorageError
 
 __all__ = ["build_parser", "main"]
 
@@ -53,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kalshi-tape: error: {exc}", file=sys.stderr)
         return 2
+    except StorageError as exc:
+        print(f"kalshi-tape: error: {exc}", file=sys.stderr)
+        return StorageError.exit_status
     except KeyboardInterrupt:
         return 130
 

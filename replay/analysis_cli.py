@@ -22,12 +22,13 @@ from pathlib import Path
 
 import duckdb
 
-from replay.layout import resolve_root
+from replay.layout import locate_root
 from replay.sql import connect, run_query
 from replay.sql_output import FORMATS, write_result
 from replay.summary import render_summary, summarize_capture
 from replay.verify import render_verify_report, verify_capture
 from schemas.errors import ConfigError
+from schemas.storage import add_storage_arguments, storage_from_args
 
 __all__ = ["register"]
 
@@ -51,27 +52,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--max-rows", type=int, default=100, metavar="N", help="rows shown by --format table"
     )
     query.add_argument("--threads", type=int, metavar="N", help="DuckDB threads (default: cores)")
+    add_storage_arguments(query)
     query.set_defaults(handler=_query)
 
     verify = sub.add_parser("verify", help="check a capture's integrity")
     verify.add_argument("root", metavar="ROOT", help="capture root directory")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    add_storage_arguments(verify)
     verify.set_defaults(handler=_verify)
 
     inspect = sub.add_parser("inspect", help="summarise a capture")
     inspect.add_argument("root", metavar="ROOT", help="capture root directory")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_storage_arguments(inspect)
     inspect.set_defaults(handler=_inspect)
 
 
-def _output_path(args: argparse.Namespace, root: Path) -> Path | None:
+def _output_path(args: argparse.Namespace, root: Path | None) -> Path | None:
     if args.output is None:
         return None
     out = Path(args.output).expanduser().absolute()
     parent = out.parent.resolve()
     target = parent / out.name
-    if target.is_relative_to(root):
+    if root is not None and target.is_relative_to(root):
         raise ConfigError(
             "--output",
             f"{out} is inside the capture root",
@@ -85,15 +89,16 @@ def _output_path(args: argparse.Namespace, root: Path) -> Path | None:
 
 
 def _query(args: argparse.Namespace) -> int:
-    root = resolve_root(args.root)
+    location = locate_root(args.root, storage_from_args(args))
+    root = location.uri
     if args.max_rows < 1:
         raise ConfigError("--max-rows", f"must be at least 1, got {args.max_rows}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads", f"must be at least 1, got {args.threads}")
-    output = _output_path(args, root)
+    output = _output_path(args, Path(location.path) if location.is_local else None)
     if args.format == "table" and output is not None:
         raise ConfigError("--output", "table output goes to the terminal", "add --format csv")
-    con = connect(root, threads=args.threads)
+    con = connect(location, threads=args.threads)
     try:
         reader = run_query(con, args.sql)
         write_result(reader, args.format, output, max_rows=args.max_rows)
@@ -127,7 +132,7 @@ def _unreadable(exc: duckdb.Error, root: str) -> ConfigError:
 
 def _verify(args: argparse.Namespace) -> int:
     try:
-        report = verify_capture(args.root)
+        report = verify_capture(args.root, storage=storage_from_args(args))
     except duckdb.Error as exc:
         raise _unreadable(exc, args.root) from None
     if args.json:
@@ -141,7 +146,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     try:
-        summary = summarize_capture(args.root)
+        summary = summarize_capture(args.root, storage=storage_from_args(args))
     except duckdb.Error as exc:
         raise _unreadable(exc, args.root) from None
     if args.json:

@@ -20,6 +20,7 @@ from typing import IO, Any
 from replay.capture import Capture
 from replay.session import ReplaySession, to_ns
 from schemas.errors import ConfigError
+from schemas.storage import add_storage_arguments, storage_from_args
 from stream.events import Frame
 
 __all__ = ["register"]
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("root", metavar="ROOT", help="capture root (e.g. data/ or data/sample)")
+    p.add_argument("root", metavar="ROOT", help="capture root: a directory or s3://bucket/prefix")
     p.add_argument("--from", dest="start", metavar="TIME", help="start (ISO-8601, UTC if naive)")
     p.add_argument("--to", dest="end", metavar="TIME", help="end (exclusive)")
     p.add_argument(
@@ -62,6 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
+    add_storage_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -113,12 +115,12 @@ def table_line(frame: Frame) -> str:
 
 
 async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
-    capture = Capture(args.root)
+    capture = Capture(args.root, storage=storage_from_args(args))
     channels = args.channel or capture.data_channels
     if not channels:
         raise ConfigError("ROOT", f"{args.root} holds no captured data", "record into it first")
     session = ReplaySession(
-        capture.root,
+        capture.location or capture.root,
         start=_time(args.start, "--from"),
         end=_time(args.end, "--to"),
         channels=channels,

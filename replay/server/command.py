@@ -32,6 +32,7 @@ from replay.server.capture_tape import CaptureTape
 from replay.server.config import DEFAULT_MIX, ServerConfig, Switches
 from replay.server.faults import parse_fault
 from schemas.errors import ConfigError
+from schemas.storage import add_storage_arguments, storage_from_args
 
 __all__ = ["FAULT_HELP", "add_arguments", "build_config", "build_tape", "register", "run"]
 
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)
+    add_storage_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -310,6 +312,7 @@ def build_tape(args: argparse.Namespace) -> CaptureTape | None:
             end=args.end,
             speed=speed,
             reproduce_disconnects=args.reproduce_disconnects,
+            storage=storage_from_args(args),
         )
     except NotInCapture as exc:
         raise ConfigError("--channel", str(exc)) from None
