@@ -3,8 +3,11 @@
 This module owns the order of things in `kalshi-tape record` (ARCHITECTURE.md
 "Durability"):
 
-1. recovery runs before connecting: leftover journal segments are sealed and
-   published, holding the journal lock that the new writer then keeps;
+1. the capture root's storage is checked (an object store that does not answer or
+   refuses the credentials ends the run at once, in one line, before anything is
+   touched); recovery runs before connecting: leftover journal segments are sealed
+   and published, holding the journal lock that the new writer then keeps (a journal
+   left under an older layout's `<root>/journal/` is published first, then removed);
 2. the journal writer (group commit on its own thread) feeds sealed segments to the
    publisher thread, which turns them into Parquet partitions;
 3. the live session writes every frame, command and event through the journal sink
@@ -38,6 +41,7 @@ from recorder.config import (
     ChannelsConfig,
     RecorderConfig,
 )
+from recorder.errors import PublishError
 from recorder.health import HealthSnapshot, MetricsServer, write_status
 from recorder.jobs import Jobs
 from recorder.journal import JournalLock, JournalWriter
@@ -47,8 +51,10 @@ from recorder.progress import ProgressView
 from recorder.publish_process import PublisherProcess
 from recorder.recovery import recover
 from recorder.sim import SimExchange, start_sim
+from recorder.storage import CaptureRoot
 from schemas.errors import ConfigError
-from schemas.record import Event, new_run_id
+from schemas.record import JOURNAL_DIR, STATUS_FILE, Event, new_run_id
+from schemas.storage import StorageError, StorageOptions
 from stream import EngineConfig
 
 __all__ = ["Recorder", "Shard"]
@@ -132,11 +138,17 @@ class Recorder:
         self.credentials = credentials
         storage = config.storage
         self.root = storage.root
+        self.storage = StorageOptions.from_env(
+            endpoint_url=storage.endpoint_url or None, region=storage.region or None
+        )
         local_root = "://" not in self.root
+        # A journal under an older layout's name, published and removed at the start.
+        self.legacy_journal: Path | None = None
         if storage.journal_dir:
             self.journal_dir = Path(storage.journal_dir)
         elif local_root:
-            self.journal_dir = Path(self.root) / "journal"
+            self.journal_dir = Path(self.root) / JOURNAL_DIR
+            self.legacy_journal = Path(self.root) / "journal"
         else:
             self.journal_dir = Path("journal")
         if local_root:
@@ -144,7 +156,7 @@ class Recorder:
         _check_directory("storage.journal_dir", self.journal_dir)
         status = config.health.status_file
         self.status_path = Path(status) if status else (
-            Path(self.root) / "status.json" if local_root else None
+            Path(self.root) / STATUS_FILE if local_root else None
         )  # fmt: skip
         self.run_id = new_run_id(time.time_ns(), os.urandom(4))
         self.sim: SimExchange | None = None
@@ -160,13 +172,24 @@ class Recorder:
     # ------------------------------------------------------------------ the run
 
     async def run(self) -> int:
+        await asyncio.to_thread(CaptureRoot(self.root, storage=self.storage).check)
+        await asyncio.to_thread(self._publish_legacy_journal)
         lock = JournalLock(self.journal_dir)
-        report = await asyncio.to_thread(recover, self.journal_dir, self.root, lock=lock)
+        try:
+            report = await asyncio.to_thread(
+                recover, self.journal_dir, self.root, lock=lock, storage=self.storage
+            )
+        except PublishError as exc:
+            lock.release()
+            raise StorageError(
+                f"cannot publish the journal's leftover segments: {exc} (they stay in "
+                f"{self.journal_dir}; the next start publishes them)"
+            ) from None
         if report.segments:
             self.progress.out.write(
                 f"recovered {report.segments} journal segment(s) in {report.total_s:.2f} s\n"
             )
-        publisher = PublisherProcess(self.journal_dir, self.root)
+        publisher = PublisherProcess(self.journal_dir, self.root, storage=self.storage)
         publisher.start()
         storage = self.config.storage
         journal = JournalWriter(
@@ -208,7 +231,7 @@ class Recorder:
             now_ns, mono_ns = time.time_ns(), time.monotonic_ns()
             sink.event(0, now_ns, mono_ns, Event.RUN_STOP, {"reason": self.exit_reason})
             stats = await asyncio.to_thread(journal.close)
-            await asyncio.to_thread(publisher.close, drain=True)
+            published = await asyncio.to_thread(publisher.close, drain=True)
             await metrics.stop()
             if self.sim is not None:
                 self.sim.stop()
@@ -221,7 +244,37 @@ class Recorder:
         if self.failure is not None:  # a supervisor must see it: non-zero, and why
             self.progress.out.write(f"kalshi-tape record: error: {self.failure}\n")
             return 1
+        if published.queued:  # the storage is still down: the journal keeps them
+            self.progress.out.write(
+                f"kalshi-tape record: error: {published.queued} journal segment(s) could not "
+                f"be published ({published.last_error}); they stay in {self.journal_dir} and "
+                "the next start publishes them\n"
+            )
+            return StorageError.exit_status
         return 0
+
+    def _publish_legacy_journal(self) -> None:
+        """Publish what a recorder of an older layout left in `<root>/journal/`, then
+        remove the directory, so that the root holds nothing outside readers trip on."""
+        legacy = self.legacy_journal
+        if legacy is None or not legacy.is_dir():
+            return
+        try:
+            report = recover(legacy, self.root, storage=self.storage)
+        except PublishError as exc:
+            raise StorageError(
+                f"cannot publish the old journal {legacy}: {exc} (it is kept; the next "
+                "start tries again)"
+            ) from None
+        for leftover in legacy.iterdir():  # the lock file; nothing else survives recovery
+            if leftover.name == "LOCK":
+                leftover.unlink()
+        with contextlib.suppress(OSError):  # not empty: something of the user's is there
+            legacy.rmdir()
+        if report.segments:
+            self.progress.out.write(
+                f"published {report.segments} segment(s) of the old journal {legacy}\n"
+            )
 
     def _on_durable(self, durable_idx: int, latency_ns: int) -> None:
         """Journal thread: the receipt-to-durable latency of the latest group commit."""

@@ -20,6 +20,7 @@ from recorder.auth import ENV_KEY_ID, ENV_PRIVATE_KEY_PATH, Credentials
 from recorder.config import RecorderConfig, load_config
 from schemas.channels import WIRE_CHANNELS
 from schemas.errors import ConfigError
+from schemas.storage import add_storage_arguments
 
 __all__ = ["parse_duration_s", "register"]
 
@@ -88,7 +89,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="TIME",
         help="stop after this long (e.g. 30s, 5m, 2h); default: until Ctrl+C",
     )
-    run.add_argument("--status-file", help="health JSON (default <root>/status.json)")
+    run.add_argument("--status-file", help="health JSON (default <root>/_status.json)")
     run.add_argument("--metrics-port", type=int, help="Prometheus metrics on 127.0.0.1:PORT")
     run.add_argument(
         "--progress",
@@ -96,6 +97,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=True,
         help="live progress on stderr",
     )
+    add_storage_arguments(p)
     p.set_defaults(handler=run_record)
 
 
@@ -138,6 +140,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "connection.key_id": args.key_id,
         "connection.key_file": args.key_file,
         "storage.root": args.root,
+        "storage.endpoint_url": getattr(args, "endpoint_url", None),
+        "storage.region": getattr(args, "region", None),
         "storage.journal_dir": args.journal_dir,
         "storage.commit_interval_ms": args.commit_interval_ms,
         "storage.segment_max_mb": args.segment_mb,

@@ -157,7 +157,7 @@ def test_a_debug_level_recorder_run_leaks_no_signature_key_or_passphrase(
                   env=clean_env(KT_HEADER_LOG=str(headers))) as url:  # fmt: skip
         config = write_config(tmp_path / "record.toml", url, root,
                               connection={"key_id": KEY_ID, "key_file": str(private)})  # fmt: skip
-        with recording(config, root / "status.json", tmp_path / "record.log", env=clean_env(),
+        with recording(config, root / "_status.json", tmp_path / "record.log", env=clean_env(),
                        entry=("-c", DEBUG_RECORD)) as rec:  # fmt: skip
             reconnected = wait_for(lambda: (s := rec.status()) and s["reconnects"] >= 1 and s, 30)
             assert reconnected, rec.stderr()
@@ -175,7 +175,7 @@ def test_a_debug_level_recorder_run_leaks_no_signature_key_or_passphrase(
     assert len(captured) > 100
     places = {
         "log": log,
-        "status": (root / "status.json").read_text(),
+        "status": (root / "_status.json").read_text(),
         "capture": b"\n".join(captured).decode("utf-8", "replace"),
     }
     secrets = {"passphrase": PASSPHRASE, "key id": KEY_ID}
@@ -261,7 +261,7 @@ def tls_recording(
     url = f"wss://localhost:{port}/trade-api/ws/v2"
     config = write_config(tmp_path / f"{name}.toml", url, root,
                           connection={"key_id": KEY_ID, "key_file": str(private)})  # fmt: skip
-    with recording(config, root / "status.json", tmp_path / f"{name}.log", env=env) as rec:
+    with recording(config, root / "_status.json", tmp_path / f"{name}.log", env=env) as rec:
         yield rec, root
 
 

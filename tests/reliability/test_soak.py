@@ -131,7 +131,7 @@ def soak(
     with exchange(rate=RATE_FPS, markets=60, seed=11) as url:
         config = write_config(tmp_path / "record.toml", url, root, storage=storage or {},
                               health={"status_interval_s": 0.5})  # fmt: skip
-        with recording(config, root / "status.json", tmp_path / "record.log") as rec:
+        with recording(config, root / "_status.json", tmp_path / "record.log") as rec:
             first = wait_for(lambda: (s := rec.status()) and s["durable_idx"] >= 0 and s, 30)
             assert first, rec.stderr()
             samples = [proc_sample(rec.pid)]
