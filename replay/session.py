@@ -341,7 +341,8 @@ class ReplaySession(Session):
 
     Args:
         root: the capture root (`data/` by default for `kalshi-tape record`), or an
-            object-store URI such as `s3://bucket/prefix`.
+            object-store URI such as `s3://bucket/prefix`, or an already built
+            `Capture` index of one.
         start, end: replay only from/until these times (datetime, ISO-8601 string, or
             ns since the epoch); books at `start` are what they were live then.
         channels: read only these channels (default: the channels subscribed to).
@@ -357,7 +358,7 @@ class ReplaySession(Session):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Capture,
         start: dt.datetime | str | int | None = None,
         end: dt.datetime | str | int | None = None,
         channels: Iterable[str] | None = None,
@@ -371,7 +372,7 @@ class ReplaySession(Session):
         storage: StorageOptions | None = None,
     ) -> None:
         self.source = ReplaySource(
-            Capture(root, storage=storage),
+            root if isinstance(root, Capture) else Capture(root, storage=storage),
             start_ns=to_ns(start, "start"),
             end_ns=to_ns(end, "end"),
             channels=channels,
