@@ -7,7 +7,8 @@ This module owns the order of things in `kalshi-tape record` (ARCHITECTURE.md
    refuses the credentials ends the run at once, in one line, before anything is
    touched); recovery runs before connecting: leftover journal segments are sealed
    and published, holding the journal lock that the new writer then keeps (a journal
-   left under an older layout's `<root>/journal/` is published first, then removed);
+   left under an older layout's `<root>/journal/` is published first, then removed
+   with the old `<root>/status.json`);
 2. the journal writer (group commit on its own thread) feeds sealed segments to the
    publisher thread, which turns them into Parquet partitions;
 3. the live session writes every frame, command and event through the journal sink
@@ -173,7 +174,7 @@ class Recorder:
 
     async def run(self) -> int:
         await asyncio.to_thread(CaptureRoot(self.root, storage=self.storage).check)
-        await asyncio.to_thread(self._publish_legacy_journal)
+        await asyncio.to_thread(self._migrate_legacy_layout)
         lock = JournalLock(self.journal_dir)
         try:
             report = await asyncio.to_thread(
@@ -253,11 +254,16 @@ class Recorder:
             return StorageError.exit_status
         return 0
 
-    def _publish_legacy_journal(self) -> None:
+    def _migrate_legacy_layout(self) -> None:
         """Publish what a recorder of an older layout left in `<root>/journal/`, then
-        remove the directory, so that the root holds nothing outside readers trip on."""
+        remove the directory and the old `<root>/status.json`, so that the root holds
+        nothing outside readers trip on (today's names start with "_")."""
         legacy = self.legacy_journal
-        if legacy is None or not legacy.is_dir():
+        if legacy is None:
+            return
+        if self.config.health.status_file == "":
+            (legacy.parent / "status.json").unlink(missing_ok=True)
+        if not legacy.is_dir():
             return
         try:
             report = recover(legacy, self.root, storage=self.storage)

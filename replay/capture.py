@@ -294,6 +294,7 @@ class _FileStream:
         reader = open_parquet(self.path, self.filesystem)
         tables = [reader.read_row_group(p.row_group, columns=self.columns) for p in group]
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        table = _channel_as_string(table)  # older files: a dictionary (schemas.arrow)
         self.current = table.take(pc.sort_indices(table.column("idx")))
         self.offset = 0
         return True
@@ -307,6 +308,16 @@ class _FileStream:
     def next_lo(self) -> int:
         """The lowest idx the file has not loaded yet (from the row-group statistics)."""
         return min(p.idx_lo for p in self.groups[0]) if self.groups else -1
+
+
+def _channel_as_string(table: pa.Table) -> pa.Table:
+    """Files of older captures hold `channel` as a dictionary: decode it, so that rows of
+    old and new files can be put together."""
+    i = table.schema.get_field_index("channel")
+    field = table.schema.field(i) if i >= 0 else None
+    if field is None or not pa.types.is_dictionary(field.type):
+        return table
+    return table.set_column(i, field.with_type(pa.string()), pc.cast(table.column(i), pa.string()))
 
 
 def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:

@@ -115,7 +115,13 @@ def connect(
     con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ output in UTC, whatever the host says
     allowed = str(base) + os.sep
     if location.filesystem is not None:  # DuckDB reads the prefix through pyarrow, read-only
-        from replay.sql_remote import duckdb_filesystem
+        try:
+            from replay.sql_remote import duckdb_filesystem
+        except ModuleNotFoundError as exc:
+            con.close()
+            raise ConfigError(
+                "ROOT", f"SQL over {base} needs {exc.name}", "pip install 'kalshi-tape[s3]'"
+            ) from None
 
         scheme = base.split("://", 1)[0]
         con.register_filesystem(duckdb_filesystem(location.filesystem, str(location.path), scheme))

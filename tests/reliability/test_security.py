@@ -14,8 +14,9 @@
   with the CA trusted (`SSL_CERT_FILE`) it records; a certificate for another host is
   refused even from a trusted CA. LiveSession level: tests/recorder/test_live_session.py.
 * The SQL sandbox holds over a real recorder's capture kept under a root whose path is
-  full of SQL metacharacters, and over hostile strings inside frames
-  (tests/replay/test_sql_sandbox.py covers the connection itself).
+  full of SQL metacharacters, and over hostile strings inside frames, on local disk and
+  on S3 (a real S3-protocol server: the bucket's other keys stay out of reach and
+  nothing is written to it); tests/replay/test_sql_sandbox.py covers the connection.
 * Whatever a ticker, a type or an acked channel contains, every file of the real write
   path lands under `root/channel=<fixed list>/date=<date>/` and nowhere else.
 
@@ -54,6 +55,7 @@ from replay.bulk import iter_frames
 from replay.capture import Capture
 from schemas.channels import ALL_CHANNELS
 
+from ..objectstore import S3Server
 from ._procs import REPO, exchange, recording, wait_for, write_config
 from .test_fuzz_frames import RUN, examples, record_through_the_journal
 
@@ -386,6 +388,48 @@ def test_the_sql_sandbox_holds_over_a_recorded_capture_with_a_hostile_root_and_c
         assert "hunter2" not in out + err and "root:" not in out
     assert {p for p in tmp_path.rglob("*")} == before  # nothing written anywhere
     assert not Path("/tmp/kt-pwned.csv").exists()
+
+
+def test_the_sql_sandbox_holds_over_a_recorded_capture_on_s3_with_hostile_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    s3: S3Server,
+) -> None:  # fmt: skip
+    frames = [
+        json.dumps({"type": "trade", "sid": 1, "seq": i + 1,
+                    "msg": {"market_ticker": t, "trade_id": t, "yes_price_dollars": "0.5000",
+                            "no_price_dollars": "0.5000", "count_fp": "1.00", "ts": 1}}).encode()
+        for i, t in enumerate(HOSTILE_TICKERS)
+    ]  # fmt: skip
+    record_through_the_journal(frames, tmp_path)
+    root = s3.upload(tmp_path / "root", s3.new_root("hostile", prefix="cap"))
+    bucket = root.removeprefix("s3://").split("/")[0]
+    with s3.fs.open_output_stream(f"{bucket}/secret.csv") as out:
+        out.write(b"api,hunter2\n")
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    before = s3.keys(f"s3://{bucket}")
+
+    def query(sql: str) -> tuple[int, str, str]:
+        status = main(["query", root, sql, "--format", "json"])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    status, out, err = query("SELECT market_ticker FROM frames WHERE dir = 'in' ORDER BY idx")
+    assert status == 0, err
+    assert [json.loads(line)["market_ticker"] for line in out.splitlines()] == HOSTILE_TICKERS
+    for sql in (
+        f"SELECT * FROM read_csv('s3://{bucket}/secret.csv')",
+        f"SELECT * FROM read_csv('{root}/../secret.csv')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        f"COPY (SELECT 1) TO '{root}/x.csv'",
+        "INSTALL httpfs",
+        "SELECT * FROM read_parquet('https://example.com/x.parquet')",
+    ):
+        status, out, err = query(sql)
+        assert status == 2, (sql, out)
+        assert err.startswith("kalshi-tape: error: ") and "Traceback" not in err
+        assert "hunter2" not in out + err and "root:" not in out
+    assert s3.keys(f"s3://{bucket}") == before  # nothing written to the bucket
 
 
 # ---------------------------------------------------------------- partition paths
