@@ -217,7 +217,8 @@ def _distribute(
     import cloudpickle
     from distributed import as_completed
 
-    [index] = dask.scatter([capture], broadcast=True)  # the index travels once per worker
+    # The index travels once per worker; a key of its own, whatever an earlier run left.
+    [index] = dask.scatter([capture], broadcast=True, hash=False)
     # Pickled here, so that a strategy from a file goes by value (its code with it) even
     # inside the task's arguments, where Dask's own pickling would name it by reference.
     payload = cloudpickle.dumps(strategy)
