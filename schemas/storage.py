@@ -25,7 +25,6 @@ import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -40,7 +39,6 @@ __all__ = [
     "add_storage_arguments",
     "filesystem_for",
     "is_remote",
-    "local_path",
     "storage_error",
     "storage_from_args",
 ]
@@ -204,9 +202,3 @@ def storage_from_args(args: argparse.Namespace) -> StorageOptions:
         region=getattr(args, "region", None),
         anonymous=getattr(args, "anonymous", None),
     )
-
-
-def local_path(root: str | os.PathLike[str]) -> Path:
-    """The local path of a root that is not remote (a `file://` URI loses its scheme)."""
-    text = os.fspath(root)
-    return Path(text.removeprefix("file://")).expanduser()
