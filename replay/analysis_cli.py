@@ -9,7 +9,9 @@ field and the fix) with exit status 2 and no traceback. `verify` exits 1 when th
 capture is corrupt (and, with --strict, when it has warnings), else 0.
 
 This module parses arguments and prints; the work is in `replay.sql`,
-`replay.sql_output`, `replay.verify` and `replay.summary`.
+`replay.sql_output`, `replay.verify` and `replay.summary`, imported when a command
+runs: every `kalshi-tape` process registers these subcommands, and `record` (which
+runs for weeks) should not carry DuckDB (about 24 MiB) it never uses.
 """
 
 from __future__ import annotations
@@ -19,16 +21,15 @@ import json
 import os
 import sys
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from replay.layout import locate_root
-from replay.sql import connect, run_query
 from replay.sql_output import FORMATS, write_result
-from replay.summary import render_summary, summarize_capture
-from replay.verify import render_verify_report, verify_capture
 from schemas.errors import ConfigError
 from schemas.storage import add_storage_arguments, storage_from_args
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["register"]
 
@@ -89,6 +90,10 @@ def _output_path(args: argparse.Namespace, root: Path | None) -> Path | None:
 
 
 def _query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from replay.sql import connect, run_query
+
     location = locate_root(args.root, storage_from_args(args))
     root = location.uri
     if args.max_rows < 1:
@@ -131,6 +136,10 @@ def _unreadable(exc: duckdb.Error, root: str) -> ConfigError:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from replay.verify import render_verify_report, verify_capture
+
     try:
         report = verify_capture(args.root, storage=storage_from_args(args))
     except duckdb.Error as exc:
@@ -145,6 +154,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from replay.summary import render_summary, summarize_capture
+
     try:
         summary = summarize_capture(args.root, storage=storage_from_args(args))
     except duckdb.Error as exc:
