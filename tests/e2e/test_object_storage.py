@@ -27,8 +27,10 @@ from kalshi_tape.cli import main
 from recorder.compaction import compact
 from recorder.journal import JournalWriter
 from recorder.publisher import sealed_segments
-from replay.bulk import iter_frames
+from recorder.recovery import recover
+from replay.bulk import iter_batches, iter_frames
 from replay.verify import verify_capture
+from schemas.channels import ALL_CHANNELS
 from schemas.record import parse_file_name
 from schemas.storage import StorageError
 
@@ -76,7 +78,7 @@ def test_record_publish_compact_replay_query_and_verify_on_an_s3_root(
     root = s3.new_root("e2e")
     config = sim_config(tmp_path / "record.toml", root, tmp_path / "journal", tmp_path / "s.json")
     env = s3.env()
-    rec = kt("record", "--config", str(config), "--duration", "3s", "--no-progress", env=env)
+    rec = kt("record", "--config", str(config), "--duration", "2s", "--no-progress", env=env)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     keys = s3.keys(root)
     assert keys and all(parse_file_name(k.rsplit("/", 1)[1]) for k in keys)  # data only
@@ -166,13 +168,11 @@ def test_refused_credentials_are_one_line_and_the_journal_waits_for_storage_that
         line = one_error_line(capsys.readouterr().err)
         assert "ACCESS_DENIED" in line and "check AWS_ACCESS_KEY_ID" in line
     assert sorted(p.name for p in sealed_segments(journal)) == kept  # nothing lost or moved
-
-    rec = kt("record", "--sim", "--duration", "1s", "--root", root, "--journal-dir", str(journal),
-             "--no-progress", env=s3.env())  # fmt: skip
-    assert rec.returncode == 0, rec.stdout + rec.stderr
+    # What the next start does first, against storage that accepts the credentials:
+    recover(journal, root, storage=s3.options)
     assert sealed_segments(journal) == []
-    runs = {r.run_id for r in verify_capture(root, storage=s3.options).runs}
-    assert RUN_A in runs and len(runs) == 2  # the kept run, and the new one
+    (run,) = verify_capture(root, storage=s3.options).runs
+    assert run.run_id == RUN_A and run.frames == 200 and run.missing == 0
 
 
 async def test_a_storage_outage_mid_run_keeps_segments_in_the_journal_then_publishes_them(
@@ -202,7 +202,7 @@ async def test_a_storage_outage_mid_run_keeps_segments_in_the_journal_then_publi
                 cwd=REPO, env=s3.env(), stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
-            await until(lambda: status().get("files_published", 0) > 0, "files are published")
+            await until(lambda: status().get("durable_idx", -1) > 0, "the recorder records")
             proxy.upstream = dead  # every new connection is refused from here ...
             proxy.reset()  # ... and the open ones are cut
             published = status()["files_published"]
@@ -222,9 +222,12 @@ async def test_a_storage_outage_mid_run_keeps_segments_in_the_journal_then_publi
             if proc.poll() is None:
                 proc.kill()
     assert code == 0, log.read_text()
-    report = verify_capture(root, storage=s3.options)
-    assert not report.corrupt and report.holes == []
-    (run,) = report.runs
-    assert run.clean_stop and run.missing == 0 and run.duplicate_idx == 0
-    assert status()["durable_idx"] <= run.last_idx
     assert os.listdir(journal) == ["LOCK"]
+    # Every record of the run is on S3, once: idx 1..last without a hole (read with pyarrow:
+    # `verify` over this many small files through DuckDB is slower, and the test above
+    # already runs it on S3), and the run ended cleanly.
+    batches = iter_batches(root, channels=ALL_CHANNELS, columns=["idx", "type"],
+                           storage=s3.options)  # fmt: skip
+    rows = [row for b in batches for row in zip(*b.to_pydict().values(), strict=True)]
+    assert sorted(idx for idx, _ in rows) == list(range(len(rows)))  # idx from 0
+    assert rows[-1][1] == "run_stop" and status()["durable_idx"] <= len(rows)

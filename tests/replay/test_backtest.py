@@ -195,14 +195,16 @@ def kt(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPro
 
 
 def test_the_readme_example_runs_on_a_local_cluster_and_matches_one_process(tmp_path: Path) -> None:
-    args = ["examples/mid_bars.py:mid_bars", "examples/sample", "--reducer",
-            "examples/mid_bars.py:combine", "--shard", "15s"]  # fmt: skip
-    spread = kt(*args, "--workers", "2", "-o", str(tmp_path / "spread.json"))
+    spread = kt("examples/mid_bars.py:mid_bars", "examples/sample", "--reducer",
+                "examples/mid_bars.py:combine", "--shard", "15s", "--workers", "2",
+                "-o", str(tmp_path / "spread.json"))  # fmt: skip
     assert spread.returncode == 0, spread.stderr
     assert "5 shards (0 failed)" in spread.stderr and "on 2 worker process(es)" in spread.stderr
-    inline = kt(*args, "--workers", "0")
-    assert inline.returncode == 0, inline.stderr
-    result = json.loads(inline.stdout)
+    example = backtest.load_callable(f"{REPO}/examples/mid_bars.py:mid_bars")
+    combine = backtest.load_callable(f"{REPO}/examples/mid_bars.py:combine")
+    inline = backtest.run(example, REPO / "examples/sample", shard="15s", workers=0,
+                          reducer=combine)  # fmt: skip
+    result = json.loads(json.dumps(inline.value, default=str))
     assert json.loads((tmp_path / "spread.json").read_text()) == result
     assert result["markets"] == 9 and result["bars"] >= 9 and result["signal"]["calls"] > 0
 
