@@ -9,6 +9,10 @@ frames, as the live edge makes them. Measured in one process:
 
   index            building the capture's index (listing and every footer): done once
                    per backtest on the client, then shipped to the workers
+Each way of running is warmed first (imports, a first replay in every process), then
+timed twice, the ways interleaved; the best of the two counts, so that a noisy
+neighbour on a shared machine slows every way alike rather than one.
+
   in-process       the D day shards one after another in this process (`workers=0`)
   pool ceiling     the same shards (`replay.shards.run_shard`) in a plain pool of two
                    processes, no Dask: what this machine's two cores give in parallel
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,30 +125,53 @@ async def every_frame(session: Any, shard: Any) -> int:
     return count
 
 
-def on_cluster(capture: Any, workers: int) -> tuple[float, int, int]:
-    """(seconds, frames, shards) of a backtest on a local cluster of `workers` processes."""
+def _warm(run: Callable[..., Any], capture: Any, **where: Any) -> None:
+    """Two one-hour shards first, so that every worker has imported and replayed once (the
+    pool ceiling warms its processes the same way)."""
+    run(every_frame, capture, start=START_NS, end=START_NS + 2 * 3600 * 10**9, shard="1h",
+        **where)  # fmt: skip
+
+
+def timings(capture: Any, repeats: int) -> dict[str, tuple[float, int, int]]:
+    """Best of `repeats` (seconds, frames, shards) per way of running, the ways interleaved
+    so that a noisy neighbour slows them alike: in this process, a plain 2-process pool,
+    a Dask cluster of 1 worker process and one of 2."""
+    from multiprocessing import get_context
+
     from distributed import Client, LocalCluster
 
-    from replay.backtest import run
+    from replay.backtest import _plan, run
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:  # fmt: skip
-        client.wait_for_workers(workers)
-        client.run(lambda: __import__("replay.backtest"))  # imports are not the backtest's
-        t0 = time.perf_counter()
-        result = run(every_frame, capture, client=client)
-        seconds = time.perf_counter() - t0
-    assert result.ok, [s.error for s in result.failed]
-    return seconds, sum(result.value), len(result.shards)
+    shards = _plan(capture, None, None, DAY_NS, None, None)
+    best: dict[str, tuple[float, int, int]] = {}
 
+    def keep(name: str, seconds: float, frames: int) -> None:
+        if name not in best or seconds < best[name][0]:
+            best[name] = (seconds, frames, len(shards))
 
-def in_process(capture: Any) -> tuple[float, int]:
-    from replay.backtest import run
-
-    t0 = time.perf_counter()
-    result = run(every_frame, capture, workers=0)
-    return time.perf_counter() - t0, sum(result.value)
+    quiet = {"threads_per_worker": 1, "processes": True, "dashboard_address": None,
+             "silence_logs": logging.ERROR}  # fmt: skip
+    with LocalCluster(n_workers=1, **quiet) as one, Client(one) as c1, \
+            LocalCluster(n_workers=2, **quiet) as two, Client(two) as c2, \
+            get_context("spawn").Pool(2) as pool:  # fmt: skip
+        c2.wait_for_workers(2)
+        _warm(run, capture, workers=0)
+        _warm(run, capture, client=c1)
+        _warm(run, capture, client=c2)
+        pool.map(_pool_shard, [(capture, shards[-1])] * 2, chunksize=1)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            frames = sum(run(every_frame, capture, workers=0).value)
+            keep("inline", time.perf_counter() - t0, frames)
+            t0 = time.perf_counter()
+            frames = sum(pool.map(_pool_shard, [(capture, s) for s in shards], chunksize=1))
+            keep("pool", time.perf_counter() - t0, frames)
+            for name, client in (("1 worker", c1), ("2 workers", c2)):
+                t0 = time.perf_counter()
+                result = run(every_frame, capture, client=client)
+                assert result.ok, [s.error for s in result.failed]
+                keep(name, time.perf_counter() - t0, sum(result.value))
+    return best
 
 
 def _pool_shard(args: tuple[Any, Any]) -> int:
@@ -152,20 +180,6 @@ def _pool_shard(args: tuple[Any, Any]) -> int:
     outcome = run_shard(every_frame, args[0], args[1])
     assert outcome.ok, outcome.error
     return int(outcome.value)
-
-
-def pool_ceiling(capture: Any) -> tuple[float, int]:
-    """Seconds and frames of the shards in a plain pool of two processes (no Dask)."""
-    from multiprocessing import get_context
-
-    from replay.backtest import _plan
-
-    shards = _plan(capture, None, None, DAY_NS, None, None)
-    with get_context("spawn").Pool(2) as pool:
-        pool.map(_pool_shard, [(capture, shards[-1])] * 2, chunksize=1)  # imports, warm
-        t0 = time.perf_counter()
-        frames = sum(pool.map(_pool_shard, [(capture, s) for s in shards], chunksize=1))
-        return time.perf_counter() - t0, frames
 
 
 def shard_start_ms(capture: Any, days: int) -> float:
@@ -222,11 +236,10 @@ def main() -> None:
     t0 = time.perf_counter()
     capture = Capture(root)
     index_ms = (time.perf_counter() - t0) * 1000
-    inline_s, inline_frames = in_process(capture)
-    pool_s, pool_frames = pool_ceiling(capture)
-    one_s, frames, shards = on_cluster(capture, 1)
-    two_s, frames2, _ = on_cluster(capture, 2)
-    assert frames == frames2 == inline_frames == pool_frames
+    best = timings(capture, repeats=2)
+    assert len({frames for _, frames, _ in best.values()}) == 1, best
+    (inline_s, frames, shards), (pool_s, _, _) = best["inline"], best["pool"]
+    one_s, two_s = best["1 worker"][0], best["2 workers"][0]
     start_ms = shard_start_ms(capture, days)
     local, remote, upload_s = s3_rates(root)
     size_mb = sum(p.stat().st_size for p in root.rglob("*.parquet")) / 1e6
