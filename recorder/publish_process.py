@@ -94,7 +94,7 @@ class PublisherProcess:
         root: str,
         *,
         storage: StorageOptions | None = None,
-        retry_interval_s: float = 2.0,
+        retry_interval_s: float = 1.0,  # as the thread's (recorder.publisher)
     ) -> None:
         self.journal_dir, self.root, self.storage = Path(journal_dir), root, storage
         ctx = mp.get_context("spawn")
