@@ -113,7 +113,7 @@ def record(url: str, n: int, tmp: Path) -> tuple[float, float, float]:
     )
     proc = subprocess.Popen([sys.executable, "-m", "kalshi_tape", "record", "--config",
                              str(config), "--no-progress"], stderr=subprocess.DEVNULL)  # fmt: skip
-    status = tmp / "data" / "status.json"
+    status = tmp / "data" / "_status.json"
     start = cpu0 = None
     peak = 0.0
     try:

@@ -119,7 +119,7 @@ def segment_table(data: SegmentData) -> pa.Table:
         pc.list_element(wide, 1),
         pc.list_element(wide, 2),
         _dict_column([k.dir for k in keys], key_idx),
-        _dict_column([k.channel for k in keys], key_idx),
+        _dict_column([k.channel for k in keys], key_idx).dictionary_decode(),
         _dict_column([k.type for k in keys], key_idx),
         pc.if_else(no_sid, pa.scalar(None, pa.int32()), sid),
         pc.if_else(no_seq, pa.scalar(None, pa.int64()), seq),
@@ -149,7 +149,10 @@ def partition_files(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table
     """
     if not table.num_rows:
         return
-    channel = _rank(table.column("channel"))
+    channel = table.column("channel").combine_chunks()
+    if not pa.types.is_dictionary(channel.type):  # plain strings today, a dictionary before
+        channel = channel.dictionary_encode()
+    channel = _rank(channel)
     days = pc.divide(table.column("recv_ns"), _DAY_NS)
     group = pc.add(pc.multiply(pc.cast(channel, pa.int64()), 1 << 32), days)
     for key in pc.unique(group).sort().to_pylist():

@@ -2,8 +2,12 @@
 
 This module owns the order of things in `kalshi-tape record` (docs/architecture.md section 4):
 
-1. recovery runs before connecting: leftover journal segments are sealed and
-   published, holding the journal lock that the new writer then keeps;
+1. the capture root's storage is checked (an object store that does not answer or
+   refuses the credentials ends the run at once, in one line, before anything is
+   touched); recovery runs before connecting: leftover journal segments are sealed
+   and published, holding the journal lock that the new writer then keeps (a journal
+   left under an older layout's `<root>/journal/` is published first, then removed
+   with the old `<root>/status.json`);
 2. the journal writer (group commit on its own thread) feeds sealed segments to the
    publisher thread, which turns them into Parquet partitions;
 3. the live session writes every frame, command and event through the journal sink
@@ -40,7 +44,7 @@ from recorder.config import (
     RecorderConfig,
 )
 from recorder.conn_watch import ConnectionWatch
-from recorder.errors import JournalLockedError
+from recorder.errors import JournalLockedError, PublishError
 from recorder.health import HealthSnapshot, write_status
 from recorder.jobs import Jobs
 from recorder.journal import JournalLock, JournalWriter
@@ -53,8 +57,10 @@ from recorder.publish_process import PublisherProcess
 from recorder.recovery import recover
 from recorder.sim import SimExchange, start_sim
 from recorder.sink import Sink
+from recorder.storage import CaptureRoot
 from schemas.errors import ConfigError, StorageUnavailable
-from schemas.record import Event, new_run_id
+from schemas.record import JOURNAL_DIR, STATUS_FILE, Event, new_run_id
+from schemas.storage import StorageError, StorageOptions
 from stream import EngineConfig
 
 __all__ = ["Recorder", "Shard"]
@@ -150,11 +156,17 @@ class Recorder:
         self.credentials = credentials
         storage = config.storage
         self.root = storage.root
+        self.storage = StorageOptions.from_env(
+            endpoint_url=storage.endpoint_url or None, region=storage.region or None
+        )
         local_root = "://" not in self.root
+        # A journal under an older layout's name, published and removed at the start.
+        self.legacy_journal: Path | None = None
         if storage.journal_dir:
             self.journal_dir = Path(storage.journal_dir)
         elif local_root:
-            self.journal_dir = Path(self.root) / "journal"
+            self.journal_dir = Path(self.root) / JOURNAL_DIR
+            self.legacy_journal = Path(self.root) / "journal"
         else:
             self.journal_dir = Path("journal")
         if local_root:
@@ -162,7 +174,7 @@ class Recorder:
         _check_directory("storage.journal_dir", self.journal_dir)
         status = config.health.status_file
         self.status_path = Path(status) if status else (
-            Path(self.root) / "status.json" if local_root else None
+            Path(self.root) / STATUS_FILE if local_root else None
         )  # fmt: skip
         self.run_id = new_run_id(time.time_ns(), os.urandom(4))
         self.sim: SimExchange | None = None
@@ -182,13 +194,15 @@ class Recorder:
     async def run(self) -> int:
         """Record until the duration, a signal or a connection that fails for good.
 
-        Returns 0, or 1 when the connection failed for good (the run still ends
-        cleanly: everything journaled is published).
+        Returns 0, 1 when the connection failed for good (the run still ends cleanly:
+        everything journaled is published), or `StorageUnavailable.exit_code` when the
+        object store was still down at the stop (the journal keeps what waits).
 
         Raises:
             PortInUse: the metrics port cannot be bound.
             StorageUnavailable, PermissionDenied: the root or the journal directory
-                cannot be created or written, or another recorder holds the journal.
+                cannot be created or written, the object store does not answer, or
+                another recorder holds the journal.
         """
         metrics = MetricsServer(self.config.health.metrics_port, _version())
         if self.config.health.metrics_port:
@@ -202,14 +216,25 @@ class Recorder:
             metrics.stop()
 
     async def _run(self, metrics: MetricsServer) -> int:
+        await asyncio.to_thread(CaptureRoot(self.root, storage=self.storage).check)
+        await asyncio.to_thread(self._migrate_legacy_layout)
         try:
             lock = JournalLock(self.journal_dir)
         except JournalLockedError as exc:  # a second recorder on the same journal
             raise StorageUnavailable(str(exc)) from None
-        report = await asyncio.to_thread(recover, self.journal_dir, self.root, lock=lock)
+        try:
+            report = await asyncio.to_thread(
+                recover, self.journal_dir, self.root, lock=lock, storage=self.storage
+            )
+        except PublishError as exc:
+            lock.release()
+            raise StorageError(
+                f"cannot publish the journal's leftover segments: {exc} (they stay in "
+                f"{self.journal_dir}; the next start publishes them)"
+            ) from None
         if report.segments:
             log.info("recovered %d journal segment(s) in %.2f s", report.segments, report.total_s)
-        publisher = PublisherProcess(self.journal_dir, self.root)
+        publisher = PublisherProcess(self.journal_dir, self.root, storage=self.storage)
         publisher.start()
         storage = self.config.storage
         journal = JournalWriter(
@@ -250,7 +275,7 @@ class Recorder:
             now_ns, mono_ns = time.time_ns(), time.monotonic_ns()
             sink.event(0, now_ns, mono_ns, Event.RUN_STOP, {"reason": self.exit_reason})
             stats = await asyncio.to_thread(journal.close)
-            await asyncio.to_thread(publisher.close, drain=True)
+            published = await asyncio.to_thread(publisher.close, drain=True)
             if self.sim is not None:
                 self.sim.stop()
             final = self._health(session, sink, journal, publisher, watch)
@@ -263,6 +288,11 @@ class Recorder:
         if self.failure is not None:  # a supervisor must see it: non-zero, and why
             log.error("the run failed: %s", self.failure)
             return 1
+        if published.queued:  # the storage is still down: the journal keeps them
+            log.error("%d journal segment(s) could not be published (%s); they stay in %s and "
+                      "the next start publishes them", published.queued, published.last_error,
+                      self.journal_dir)  # fmt: skip
+            return StorageUnavailable.exit_code
         return 0
 
     def _log_start(self, session: LiveSession, metrics: MetricsServer) -> None:
@@ -283,6 +313,32 @@ class Recorder:
                  self.journal_dir, scrape,
                  extra={"exchange": exchange, "url": session.url, "run_id": self.run_id,
                         "version": _version()})  # fmt: skip
+
+    def _migrate_legacy_layout(self) -> None:
+        """Publish what a recorder of an older layout left in `<root>/journal/`, then
+        remove the directory and the old `<root>/status.json`, so that the root holds
+        nothing outside readers trip on (today's names start with "_")."""
+        legacy = self.legacy_journal
+        if legacy is None:
+            return
+        if self.config.health.status_file == "":
+            (legacy.parent / "status.json").unlink(missing_ok=True)
+        if not legacy.is_dir():
+            return
+        try:
+            report = recover(legacy, self.root, storage=self.storage)
+        except PublishError as exc:
+            raise StorageError(
+                f"cannot publish the old journal {legacy}: {exc} (it is kept; the next "
+                "start tries again)"
+            ) from None
+        for leftover in legacy.iterdir():  # the lock file; nothing else survives recovery
+            if leftover.name == "LOCK":
+                leftover.unlink()
+        with contextlib.suppress(OSError):  # not empty: something of the user's is there
+            legacy.rmdir()
+        if report.segments:
+            log.info("published %d segment(s) of the old journal %s", report.segments, legacy)
 
     def _on_durable(self, durable_idx: int, latency_ns: int) -> None:
         """Journal thread: the receipt-to-durable latency of the latest group commit."""

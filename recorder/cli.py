@@ -27,6 +27,7 @@ from recorder.live import resolve_url
 from recorder.preflight import check_storage, describe_target, port_free
 from schemas.channels import WIRE_CHANNELS
 from schemas.errors import ConfigError
+from schemas.storage import add_storage_arguments
 from schemas.units import parse_duration_s, parse_size_bytes
 
 __all__ = ["build", "parse_duration_s", "register"]
@@ -101,7 +102,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="TIME",
         help="stop after this long (e.g. 30s, 5m, 2h); default: until Ctrl+C",
     )
-    run.add_argument("--status-file", help="health JSON (default <root>/status.json)")
+    run.add_argument("--status-file", help="health JSON (default <root>/_status.json)")
     run.add_argument("--metrics-port", type=int, help="Prometheus metrics on 127.0.0.1:PORT")
     run.add_argument("--log-interval", type=_duration_arg, metavar="TIME",
                      help="a status line in the log this often (default 60s)")  # fmt: skip
@@ -114,6 +115,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--check-config", action="store_true",
                      help="check the config, credentials, storage and port; connect nothing; "
                           "exit 0 if all is well, 2 (or the error's status) if not")  # fmt: skip
+    add_storage_arguments(p)
     p.set_defaults(handler=run_record)
 
 
@@ -162,6 +164,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
         "connection.key_id": _first(("--key-id", args.key_id)),
         "connection.key_file": _first(("--key-file", args.key_file)),
         "storage.root": _first(("--root", args.root)),
+        "storage.endpoint_url": _first(("--endpoint-url", args.endpoint_url)),
+        "storage.region": _first(("--region", args.region)),
         "storage.journal_dir": _first(("--journal-dir", args.journal_dir)),
         "storage.commit_interval_ms": _first(
             ("--commit-interval", ms), ("--commit-interval-ms", args.commit_interval_ms)

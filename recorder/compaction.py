@@ -68,6 +68,7 @@ from schemas.record import (
     partition_file,
     split_live_files,
 )
+from schemas.storage import StorageOptions
 
 __all__ = [
     "COMPACTION_SETTINGS",
@@ -124,6 +125,7 @@ def compact(
     delete_grace_s: float = 300.0,
     now_ns: int | None = None,
     fsync: FsyncFn = os.fsync,
+    storage: StorageOptions | None = None,
 ) -> CompactionReport:
     """Merge the small files of one partition, per run, into larger sorted files.
 
@@ -147,7 +149,7 @@ def compact(
     if m is None:
         raise CompactionError(f"not a partition: {partition!r} (want channel=<c>/date=<d>)")
     channel, date = m.group("channel"), m.group("date")
-    capture = CaptureRoot(root, filesystem=filesystem, fsync=fsync)
+    capture = CaptureRoot(root, filesystem=filesystem, fsync=fsync, storage=storage)
     now = time.time_ns() if now_ns is None else now_ns
     report = CompactionReport(partition)
     lock = _RootLock(capture)
@@ -236,7 +238,9 @@ def _merge(
     first, last = parse_file_name(group[0].name), parse_file_name(group[-1].name)
     assert first is not None
     assert last is not None
-    tables = [capture.read_table(i.path) for i in group]
+    # Files of older captures hold `channel` as a dictionary: every input is cast to
+    # today's schema before they are put together.
+    tables = [_as_capture_schema(capture.read_table(i.path)) for i in group]
     table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
     expected = sum(t.num_rows for t in tables)
     if table.num_rows != expected or pc.count_distinct(table.column("idx")).as_py() != expected:
@@ -252,6 +256,10 @@ def _merge(
     report.bytes_out += body.size
 
 
+def _as_capture_schema(table: pa.Table) -> pa.Table:
+    return table if table.schema == CAPTURE_SCHEMA else table.cast(CAPTURE_SCHEMA)
+
+
 @dataclass(slots=True)
 class RetentionReport:
     removed: list[str] = field(default_factory=list)  # partitions removed
@@ -265,6 +273,7 @@ def apply_retention(
     today: str | None = None,
     filesystem: pafs.FileSystem | None = None,
     fsync: FsyncFn = os.fsync,
+    storage: StorageOptions | None = None,
 ) -> RetentionReport:
     """Remove every date partition older than `older_than_days` days before `today`.
 
@@ -274,7 +283,7 @@ def apply_retention(
     """
     if older_than_days < 0:
         raise CompactionError(f"older_than_days must be >= 0, got {older_than_days}")
-    capture = CaptureRoot(root, filesystem=filesystem, fsync=fsync)
+    capture = CaptureRoot(root, filesystem=filesystem, fsync=fsync, storage=storage)
     day = dt.date.fromisoformat(today) if today else dt.datetime.now(dt.UTC).date()
     cutoff = (day - dt.timedelta(days=older_than_days)).isoformat()
     report = RetentionReport()

@@ -21,7 +21,9 @@ environment beyond what it is handed and starts nothing.
 
     [storage]
     root = "data"                   # a local directory or a pyarrow URI (s3://bucket/prefix)
-    journal_dir = ""                # local only; default <root>/journal (or ./journal)
+    endpoint_url = ""               # S3-compatible endpoint (default $AWS_ENDPOINT_URL)
+    region = ""                     # bucket region (default $AWS_REGION)
+    journal_dir = ""                # local only; default <root>/_journal (or ./journal)
     commit_interval_ms = 50         # the longest a frame waits for its fdatasync
     segment_max_mb = 64
     segment_max_age_s = 300
@@ -43,7 +45,7 @@ environment beyond what it is handed and starts nothing.
     faults = []                     # e.g. ["close:1011@every=30s"]
 
     [health]
-    status_file = ""                # default <root>/status.json (local roots)
+    status_file = ""                # default <root>/_status.json (local roots)
     status_interval_s = 1.0
     log_interval_s = 60             # a status line in the log this often
     metrics_port = 0                # Prometheus metrics on 127.0.0.1; 0 turns it off
@@ -97,6 +99,8 @@ class CaptureWindow(_Section):
 
 class StorageConfig(_Section):
     root: str = "data"
+    endpoint_url: str = ""
+    region: str = ""
     journal_dir: str = ""
     commit_interval_ms: float = Field(50, gt=0, le=1000)
     segment_max_mb: float = Field(64, gt=0, le=1024)

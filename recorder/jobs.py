@@ -23,6 +23,7 @@ from recorder.compaction import apply_retention, compact
 from recorder.policies import DisconnectReason
 from recorder.storage import CaptureRoot
 from schemas.errors import ConfigError
+from schemas.storage import StorageOptions
 
 if TYPE_CHECKING:
     from recorder.app import Recorder
@@ -51,9 +52,9 @@ def inside_window(start: CronTrigger, end: CronTrigger, now: dt.datetime) -> boo
     return next_start is None or next_end < next_start
 
 
-def partitions(root: str) -> list[str]:
+def partitions(root: str, storage: StorageOptions | None = None) -> list[str]:
     """Every `channel=<c>/date=<d>` partition under the root."""
-    capture = CaptureRoot(root)
+    capture = CaptureRoot(root, storage=storage)
     found = []
     for channel_dir in capture.list_dirs(""):
         if channel_dir.startswith("channel="):
@@ -106,11 +107,11 @@ class Jobs:
 
     async def compact_now(self) -> None:
         """Compact every partition (files of finished segments older than an hour)."""
-        root = self.recorder.root
+        root, storage = self.recorder.root, self.recorder.storage
         reports = []
-        for partition in await asyncio.to_thread(partitions, root):
+        for partition in await asyncio.to_thread(partitions, root, storage):
             try:
-                reports.append(await asyncio.to_thread(compact, root, partition))
+                reports.append(await asyncio.to_thread(compact, root, partition, storage=storage))
             except Exception as exc:  # a failed compaction leaves the old files live
                 log.warning("compaction of %s failed: %s", partition, exc)
         self.last_compaction = {"partitions": len(reports),
@@ -118,7 +119,9 @@ class Jobs:
 
     async def retain_now(self) -> None:
         days = self.recorder.config.jobs.retention_days
-        await asyncio.to_thread(apply_retention, self.recorder.root, int(days))
+        await asyncio.to_thread(
+            apply_retention, self.recorder.root, int(days), storage=self.recorder.storage
+        )
 
     async def open_window(self) -> None:
         """A capture window opens: connect (again)."""

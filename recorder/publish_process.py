@@ -10,6 +10,12 @@ disk until published, so a child that dies loses nothing: recovery publishes the
 at the next start, and `close` publishes what is left in-process. The child dies with
 the recorder, even one killed with -9 (`recorder.orphans`): killed mid-publish, it
 leaves what a crash leaves, which recovery finishes.
+
+A segment that fails to publish (object storage unreachable, credentials refused) is
+retried every `retry_interval_s` before any later one is touched, as the thread does
+(`recorder.publisher`): its segments wait in the journal, nothing is lost, and they go
+out in order once the storage answers again. A stop while the storage is still down
+leaves them in the journal for the next start's recovery (`close` says how many).
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
+from recorder.errors import PublishError
 from recorder.orphans import die_with_parent, parent_gone
 from recorder.publisher import Publisher, PublisherStats, sealed_segments
+from schemas.storage import StorageOptions
 
 __all__ = ["PublisherProcess"]
 
@@ -32,41 +41,69 @@ __all__ = ["PublisherProcess"]
 _PARENT_POLL_S = 1.0
 
 
-def _child(journal_dir: str, root: str, todo: Any, done: Any, parent_pid: int) -> None:
+def _child(
+    journal_dir: str, root: str, storage: StorageOptions | None, retry_s: float,
+    todo: Any, done: Any, parent_pid: int,
+) -> None:  # fmt: skip
     die_with_parent()
     if parent_gone(parent_pid):  # it died before the line above took effect
         return
-    publisher = Publisher(Path(journal_dir), root)
+    publisher = Publisher(Path(journal_dir), root, storage=storage)
+    pending: deque[str] = deque()
+    stopping = False
+    retry_at: float | None = None  # set while the first pending segment keeps failing
     while True:
+        if pending and retry_at is None:
+            wait: float | None = 0.0
+        else:
+            wait = _PARENT_POLL_S if retry_at is None else max(0.0, retry_at - time.monotonic())
         try:
-            item = todo.get(timeout=_PARENT_POLL_S)
+            item = todo.get(timeout=wait) if wait else todo.get_nowait()
         except queue.Empty:
+            item = ""
+        if item is None:
+            stopping = True
+        elif item:
+            pending.append(item)
+            continue
+        if stopping and (retry_at is not None or not pending):
+            return  # what failed stays in the journal: `close` or the next recovery
+        if not pending or (retry_at is not None and time.monotonic() < retry_at):
             if parent_gone(parent_pid):
                 return
             continue
-        if item is None:
-            return
-        path = Path(item)
+        segment = pending[0]
         try:
-            files = publisher.publish(path)
-        except Exception as exc:  # reported; the segment stays for a retry or recovery
-            done.put(("error", item, repr(exc), 0, 0, 0))
+            files = publisher.publish(Path(segment))
+        except Exception as exc:  # reported; the same segment is retried before any later
+            done.put(("error", segment, str(exc), 0, 0, 0))
+            retry_at = time.monotonic() + retry_s
             continue
-        done.put(("ok", item, "", len(files), sum(f.rows for f in files),
+        pending.popleft()
+        retry_at = None
+        done.put(("ok", segment, "", len(files), sum(f.rows for f in files),
                   sum(f.bytes for f in files)))  # fmt: skip
 
 
 class PublisherProcess:
     """`recorder.publisher.Publisher`'s background API, run in a child process."""
 
-    def __init__(self, journal_dir: Path, root: str) -> None:
-        self.journal_dir, self.root = Path(journal_dir), root
+    def __init__(
+        self,
+        journal_dir: Path,
+        root: str,
+        *,
+        storage: StorageOptions | None = None,
+        retry_interval_s: float = 1.0,  # as the thread's (recorder.publisher)
+    ) -> None:
+        self.journal_dir, self.root, self.storage = Path(journal_dir), root, storage
         ctx = mp.get_context("spawn")
         self._todo: Any = ctx.Queue()
         self._done: Any = ctx.Queue()
         self._process = ctx.Process(
             target=_child,
-            args=(str(journal_dir), str(root), self._todo, self._done, os.getpid()),
+            args=(str(journal_dir), str(root), storage, retry_interval_s, self._todo,
+                  self._done, os.getpid()),
             name="kalshi-tape-publisher", daemon=True,
         )  # fmt: skip
         self._lock = threading.Lock()
@@ -99,20 +136,26 @@ class PublisherProcess:
                 return
             status, _path, error, files, rows, nbytes = result
             with self._lock:
-                self._queued -= 1
                 if status == "ok":
+                    self._queued -= 1
                     self._segments += 1
                     self._files += files
                     self._rows += rows
                     self._bytes += nbytes
                     self._last_mono = time.monotonic()
-                else:
+                    self._last_error = None
+                else:  # the segment stays queued in the child, which retries it
                     self._errors += 1
                     self._last_error = error
 
     def close(self, *, drain: bool = True, timeout_s: float | None = None) -> PublisherStats:
         """Stop the child after what was queued; with `drain`, publish any sealed segment
-        still on disk (a failed one, or a child that died) in this process."""
+        still on disk (a failed one, or a child that died) in this process, in order.
+
+        A segment that still cannot be published stays in the journal, with every later
+        one: `stats().queued` counts them and `last_error` says why (the next start's
+        recovery publishes them).
+        """
         self._todo.put(None)
         self._process.join(timeout_s)
         if self._process.is_alive():
@@ -121,13 +164,24 @@ class PublisherProcess:
         self._done.put(None)
         self._reader.join(5)
         if drain:
-            leftover = Publisher(self.journal_dir, self.root)
-            for segment in sealed_segments(self.journal_dir):
-                files = leftover.publish(segment)
+            leftover = Publisher(self.journal_dir, self.root, storage=self.storage)
+            waiting = sealed_segments(self.journal_dir)
+            for n, segment in enumerate(waiting):
+                try:
+                    files = leftover.publish(segment)
+                except PublishError as exc:
+                    with self._lock:
+                        self._errors += 1
+                        self._last_error = str(exc)
+                        self._queued = len(waiting) - n
+                    break
                 with self._lock:
                     self._segments += 1
                     self._files += len(files)
                     self._rows += sum(f.rows for f in files)
+            else:
+                with self._lock:
+                    self._queued = 0
         return self.stats()
 
     def stats(self) -> PublisherStats:

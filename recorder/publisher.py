@@ -36,6 +36,7 @@ from recorder.errors import PublishError, SegmentFormatError
 from recorder.storage import CaptureRoot, FsyncFn, unlink_durably
 from schemas.errors import PartitionError
 from schemas.record import partition_file
+from schemas.storage import StorageOptions
 
 __all__ = ["ParquetSettings", "PublishedFile", "Publisher", "PublisherStats", "sealed_segments"]
 
@@ -104,6 +105,7 @@ class Publisher:
         journal_dir: where segments live (their deletion is fsynced there).
         root: a local directory or a pyarrow filesystem URI (`s3://bucket/prefix`).
         filesystem: a pyarrow filesystem to use with `root` as base path.
+        storage: endpoint, region and credentials of an object-store root.
         compression, compression_level: the codec (docs/performance.md section 4.6: zstd-3).
         settings: all Parquet writer settings (overrides the two above).
         fsync: injectable, for fault tests.
@@ -123,9 +125,10 @@ class Publisher:
         fsync: FsyncFn = os.fsync,
         retry_interval_s: float = 1.0,
         on_published: Callable[[Path, list[PublishedFile]], None] | None = None,
+        storage: StorageOptions | None = None,
     ) -> None:
         self.journal_dir = Path(journal_dir)
-        self.root = CaptureRoot(root, filesystem=filesystem, fsync=fsync)
+        self.root = CaptureRoot(root, filesystem=filesystem, fsync=fsync, storage=storage)
         self.settings = settings or ParquetSettings(compression, compression_level)
         self._fsync = fsync
         self._retry_s = retry_interval_s

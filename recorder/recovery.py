@@ -35,6 +35,7 @@ from recorder.errors import PublishError, SegmentFormatError
 from recorder.journal import JournalLock
 from recorder.publisher import PublishedFile, Publisher
 from recorder.storage import FsyncFn, fsync_dir, unlink_durably
+from schemas.storage import StorageOptions
 
 __all__ = ["RecoveryReport", "recover"]
 
@@ -65,13 +66,14 @@ def recover(
     settings: ParquetSettings | None = None,
     fsync: FsyncFn = os.fsync,
     lock: JournalLock | None = None,
+    storage: StorageOptions | None = None,
 ) -> RecoveryReport:
     """Seal and publish every leftover segment of `journal_dir`, then delete it.
 
     Args:
         journal_dir: the journal directory (created if absent).
         root: the capture root to publish into (local path or pyarrow URI).
-        filesystem, settings: as for `Publisher`.
+        filesystem, settings, storage: as for `Publisher`.
         fsync: injectable, for fault tests.
         lock: the journal lock if the caller holds it (to hand on to its JournalWriter);
             otherwise recovery takes and releases it.
@@ -87,8 +89,9 @@ def recover(
     held = lock if lock is not None else JournalLock(journal_dir)
     try:
         publisher = Publisher(
-            journal_dir, root, filesystem=filesystem, settings=settings, fsync=fsync
-        )
+            journal_dir, root, filesystem=filesystem, settings=settings, fsync=fsync,
+            storage=storage,
+        )  # fmt: skip
         report = RecoveryReport()
         runs: dict[str, list[tuple[int, Path]]] = {}
         for path in journal_dir.iterdir():

@@ -8,8 +8,8 @@ received and sent (and in which order) or the network error: what
 `recorder.link.end_of` classifies.
 
 `PicowsSocket` is the implementation: picows parses frames in compiled code,
-several times faster than websockets' receive path (see docs/performance.md
-section 4.17). It keeps each message's opcode, never decodes text (a frame with
+several times faster than websockets' receive path (see
+docs/performance.md section 4.17). It keeps each message's opcode, never decodes text (a frame with
 bad UTF-8 is a malformed frame to store, not a reason to drop the socket),
 answers pings, pings every `ping_interval_s` and closes with 1011 "keepalive ping
 timeout" when no pong comes within `ping_timeout_s` (as websockets does), closes

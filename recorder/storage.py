@@ -28,6 +28,7 @@ from recorder._durable import (
     unlink_durably,
     write_durably,
 )
+from schemas.storage import StorageOptions, filesystem_for, unreachable
 
 __all__ = [
     "CaptureRoot",
@@ -65,8 +66,10 @@ class CaptureRoot:
         root: a local path, a `file://` URI, or any URI `pyarrow.fs.FileSystem.from_uri`
             understands.
         filesystem: use this pyarrow filesystem with `root` as its base path instead
-            of resolving the URI (tests pass an in-memory one).
+            of resolving the URI.
         fsync: the fsync used for local files and directories.
+        storage: endpoint, region and credentials of an object-store root (default:
+            the AWS environment; `schemas.storage`).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class CaptureRoot:
         *,
         filesystem: pafs.FileSystem | None = None,
         fsync: FsyncFn = os.fsync,
+        storage: StorageOptions | None = None,
     ) -> None:
         self._fsync = fsync
         self._local: Path | None = None
@@ -85,7 +89,7 @@ class CaptureRoot:
             self._local = Path(text).absolute()
             self.fs, self._base = pafs.LocalFileSystem(), str(self._local)
         else:
-            fs, base = pafs.FileSystem.from_uri(text)
+            fs, base = filesystem_for(text, storage)
             self.fs, self._base = fs, base.rstrip("/")
             if isinstance(fs, pafs.LocalFileSystem):
                 self._local = Path(base).absolute()
@@ -94,6 +98,23 @@ class CaptureRoot:
     @property
     def is_local(self) -> bool:
         return self._local is not None
+
+    def check(self) -> None:
+        """Fail now, in one line, if an object-store root cannot be written to later: the
+        endpoint does not answer, the credentials are refused, or the bucket is missing.
+
+        Raises:
+            StorageError: what is wrong and what to check (local roots: never).
+        """
+        if self._local is not None:
+            return
+        bucket = self._base.split("/", 1)[0]
+        try:
+            info = self.fs.get_file_info(bucket)  # the request that needs the credentials
+        except OSError as exc:
+            raise unreachable(self.root, exc) from None
+        if info.type == pafs.FileType.NotFound:
+            raise unreachable(self.root, FileNotFoundError(f"NO_SUCH_BUCKET {bucket!r}"))
 
     def local_path(self, rel: str) -> Path:
         """The local path of `rel` (only for local roots)."""

@@ -12,7 +12,9 @@ exit status 2 and no traceback; a query stopped at its time or memory limit exit
 warnings), 2 when the directory is not a capture root, else 0.
 
 This module parses arguments and prints; the work is in `replay.sql`,
-`replay.sql_output`, `replay.verify` and `replay.summary`.
+`replay.sql_output`, `replay.verify` and `replay.summary`, imported when a command
+runs: every `kalshi-tape` process registers these subcommands, and `record` (which
+runs for weeks) should not carry DuckDB (about 24 MiB) it never uses.
 """
 
 from __future__ import annotations
@@ -22,17 +24,17 @@ import json
 import os
 import sys
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from replay.cli_common import checked_output_path, require_capture_root
-from replay.layout import resolve_root
-from replay.sql import DEFAULT_TIMEOUT_S, connect, run_query
+from replay.layout import locate_root
 from replay.sql_output import FORMATS, write_result
-from replay.summary import render_summary, summarize_capture
-from replay.verify import render_verify_report, verify_capture
 from schemas.errors import ConfigError
+from schemas.storage import add_storage_arguments, storage_from_args
 from schemas.units import parse_duration_s, parse_size_bytes
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["register"]
 
@@ -56,23 +58,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--max-rows", type=int, default=100, metavar="N", help="rows shown by --format table"
     )
     query.add_argument("--threads", type=int, metavar="N", help="DuckDB threads (default: cores)")
-    query.add_argument("--timeout", type=_duration, default=DEFAULT_TIMEOUT_S, metavar="TIME",
+    query.add_argument("--timeout", type=_duration, default=None, metavar="TIME",
                        help="stop the query after this long (e.g. 30s, 10m; 0: no limit; "
                             "default 5m)")  # fmt: skip
     query.add_argument("--memory-limit", type=_size, default=None, metavar="SIZE",
                        help="most memory the query may use (e.g. 2GB, 50%%; default 25%% of "
                             "this machine's memory)")  # fmt: skip
+    add_storage_arguments(query)
     query.set_defaults(handler=_query)
 
     verify = sub.add_parser("verify", help="check a capture's integrity")
     verify.add_argument("root", metavar="ROOT", help="capture root directory")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    add_storage_arguments(verify)
     verify.set_defaults(handler=_verify)
 
     inspect = sub.add_parser("inspect", help="summarise a capture")
     inspect.add_argument("root", metavar="ROOT", help="capture root directory")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_storage_arguments(inspect)
     inspect.set_defaults(handler=_inspect)
 
 
@@ -90,22 +95,28 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _output_path(args: argparse.Namespace, root: Path) -> Path | None:
+def _output_path(args: argparse.Namespace, root: Path | None) -> Path | None:
     return checked_output_path(args.output, root, force=args.force)
 
 
 def _query(args: argparse.Namespace) -> int:
-    root = resolve_root(args.root)
+    import duckdb
+
+    from replay.sql import DEFAULT_TIMEOUT_S, connect, run_query
+
+    location = locate_root(args.root, storage_from_args(args))
+    root = location.uri
     if args.max_rows < 1:
         raise ConfigError("--max-rows", f"must be at least 1, got {args.max_rows}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads", f"must be at least 1, got {args.threads}")
-    output = _output_path(args, root)
+    output = _output_path(args, Path(location.path) if location.is_local else None)
     if args.format == "table" and output is not None:
         raise ConfigError("--output", "table output goes to the terminal", "add --format csv")
-    con = connect(root, threads=args.threads, memory_limit_bytes=args.memory_limit)
+    con = connect(location, threads=args.threads, memory_limit_bytes=args.memory_limit)
     try:
-        reader = run_query(con, args.sql, timeout_s=args.timeout or None)
+        timeout_s = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout or None
+        reader = run_query(con, args.sql, timeout_s=timeout_s)
         write_result(reader, args.format, output, max_rows=args.max_rows)
     except duckdb.PermissionException as exc:
         raise ConfigError(
@@ -139,9 +150,13 @@ def _unreadable(exc: duckdb.Error, root: str) -> ConfigError:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from replay.verify import render_verify_report, verify_capture
+
     require_capture_root(args.root)
     try:
-        report = verify_capture(args.root)
+        report = verify_capture(args.root, storage=storage_from_args(args))
     except duckdb.Error as exc:
         raise _unreadable(exc, args.root) from None
     if args.json:
@@ -154,8 +169,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from replay.summary import render_summary, summarize_capture
+
     try:
-        summary = summarize_capture(args.root)
+        summary = summarize_capture(args.root, storage=storage_from_args(args))
     except duckdb.Error as exc:
         raise _unreadable(exc, args.root) from None
     if args.json:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from replay.capture import Capture
 from replay.session import to_ns
 from schemas.record import COLUMNS
+from schemas.storage import StorageOptions
 
 __all__ = ["CapturedFrame", "iter_batches", "iter_frames"]
 
@@ -50,18 +51,22 @@ def iter_batches(
     markets: Iterable[str] | None = None,
     *,
     columns: Iterable[str] = COLUMNS,
+    storage: StorageOptions | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Yield the capture's records as Arrow record batches, in replay order.
 
     Args:
-        root: a capture root (or an already built `Capture` index).
+        root: a capture root, local or an object-store URI such as `s3://bucket/prefix`
+            (or an already built `Capture` index).
         start, end: keep records received in [start, end) (datetime, ISO-8601, or ns).
         channels: keep these channels (default: every wire channel; name `_control`,
             `_session`, `_unknown` or `_checkpoint` to get those too).
         markets: keep records of these markets (and records of no market).
         columns: which columns to read (default: all).
+        storage: endpoint, region and credentials of an object-store root (default: the
+            AWS environment).
     """
-    capture = root if isinstance(root, Capture) else Capture(root)
+    capture = root if isinstance(root, Capture) else Capture(root, storage=storage)
     start_ns, end_ns = to_ns(start, "start"), to_ns(end, "end")
     wanted = list(channels) if channels is not None else capture.data_channels
     cols = tuple(dict.fromkeys(columns))
@@ -98,12 +103,14 @@ def iter_frames(
     end: dt.datetime | str | int | None = None,
     channels: Iterable[str] | None = None,
     markets: Iterable[str] | None = None,
+    *,
+    storage: StorageOptions | None = None,
 ) -> Iterator[CapturedFrame]:
     """Yield the capture's records one by one as `CapturedFrame` tuples, in replay order.
 
     The same arguments as `iter_batches`.
     """
-    for batch in iter_batches(root, start, end, channels, markets):
+    for batch in iter_batches(root, start, end, channels, markets, storage=storage):
         columns = [_as_list(batch.column(i)) for i in range(batch.num_columns)]
         for row in zip(*columns, strict=True):
             yield CapturedFrame(*row)  # type: ignore[arg-type]

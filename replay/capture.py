@@ -23,14 +23,16 @@ import heapq
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from replay.layout import list_capture_files
+from replay.layout import RootLocation, list_capture_files, open_parquet
 from schemas.channels import Channel
+from schemas.storage import StorageOptions
 
 __all__ = ["Capture", "Piece", "ReadWindow", "merge_key"]
 
@@ -44,7 +46,7 @@ ENGINE_COLUMNS = ("run_id", "idx", "conn", "recv_ns", "mono_ns", "dir", "channel
 class Piece:
     """One row group of one capture file."""
 
-    path: Path
+    path: PurePath
     row_group: int
     run_id: str
     channel: str
@@ -84,18 +86,25 @@ class Capture:
     """An index of a capture root: what it holds and where.
 
     Reading footers is cheap (no data pages); the index is built once per replay.
+    `root` is a local directory or an object-store URI (`s3://bucket/prefix`, reached
+    with `storage`, by default the AWS environment).
     """
 
-    def __init__(self, root: str | Path) -> None:
-        listing = list_capture_files(root)
+    def __init__(
+        self, root: str | Path | RootLocation, *, storage: StorageOptions | None = None
+    ) -> None:
+        listing = list_capture_files(root, storage)
         self.root = listing.root
+        self.uri = listing.uri  # the root as the user names it (a path or s3://...)
+        self.location = listing.location
+        self.filesystem: pafs.FileSystem | None = listing.filesystem
         self.runs: dict[str, RunIndex] = {}
         self.channels: set[str] = set()
-        self._files_by_channel: dict[str, list[Path]] = {}
+        self._files_by_channel: dict[str, list[PurePath]] = {}
         for f in listing.files:
             self.channels.add(f.channel)
             self._files_by_channel.setdefault(f.channel, []).append(f.path)
-            meta = pq.ParquetFile(f.path).metadata
+            meta = self.open(f.path).metadata
             names = meta.schema.names
             i_idx, i_recv, i_mono = (
                 names.index("idx"),
@@ -122,6 +131,10 @@ class Capture:
             run.pieces.sort(key=lambda p: (p.idx_lo, p.idx_hi))
         self._markets: dict[str, frozenset[str]] = {}
 
+    def open(self, path: PurePath) -> pq.ParquetFile:
+        """Open one of the capture's files (on its filesystem)."""
+        return open_parquet(path, self.filesystem)
+
     # ------------------------------------------------------------------ what it holds
 
     @property
@@ -136,7 +149,7 @@ class Capture:
             return cached
         found: set[str] = set()
         for path in self._files_by_channel.get(channel, []):
-            column = pq.read_table(path, columns=["market_ticker"]).column("market_ticker")
+            column = self.open(path).read(columns=["market_ticker"]).column("market_ticker")
             for chunk in column.chunks:
                 values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk.unique()
                 found.update(v for v in values.to_pylist() if v is not None)
@@ -173,13 +186,14 @@ class Capture:
         run = self.runs[run_id]
         state = set(STATE_CHANNELS) if with_state else set()
         wanted = None if channels is None else set(channels) | state
-        by_file: dict[Path, list[Piece]] = {}
+        by_file: dict[PurePath, list[Piece]] = {}
         for p in run.pieces:
             if (wanted is None or p.channel in wanted) and p.idx_hi >= from_idx:
                 by_file.setdefault(p.path, []).append(p)
         cols = list(dict.fromkeys((*columns, "idx", "market_ticker") if markets else
                                   (*columns, "idx")))  # fmt: skip
-        streams = [_FileStream(path, pieces, cols) for path, pieces in by_file.items()]
+        fs = self.filesystem
+        streams = [_FileStream(path, pieces, cols, fs) for path, pieces in by_file.items()]
         for table in _horizon_merge(streams):
             if from_idx:
                 table = table.filter(pc.greater_equal(table.column("idx"), from_idx))
@@ -200,7 +214,7 @@ class Capture:
         run = self.runs[run_id]
         if not run.anchor_recv_ns:
             first = min(run.pieces, key=lambda p: p.idx_lo)
-            table = pq.ParquetFile(first.path).read_row_group(
+            table = self.open(first.path).read_row_group(
                 first.row_group, columns=["idx", "recv_ns", "mono_ns"]
             )
             i = pc.index(table.column("idx"), pc.min(table.column("idx")))
@@ -269,8 +283,11 @@ class _FileStream:
     (`take`), so a row group is held once, never also sorted whole.
     """
 
-    def __init__(self, path: Path, pieces: list[Piece], columns: list[str]) -> None:
-        self.path, self.columns = path, columns
+    def __init__(
+        self, path: PurePath, pieces: list[Piece], columns: list[str],
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:  # fmt: skip
+        self.path, self.columns, self.filesystem = path, columns, filesystem
         pieces = sorted(pieces, key=lambda p: p.idx_lo)
         disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
         self.groups = [[p] for p in pieces] if disjoint else [pieces]
@@ -289,12 +306,13 @@ class _FileStream:
             return False
         group = self.groups.pop(0)
         if self._reader is None:
-            self._reader = pq.ParquetFile(self.path)
+            self._reader = open_parquet(self.path, self.filesystem)
         tables = [
             self._reader.read_row_group(p.row_group, columns=self.columns, use_threads=False)
             for p in group
         ]
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        table = _channel_as_string(table)  # older files: a dictionary (schemas.arrow)
         idx = table.column("idx")
         self.order = pc.sort_indices(idx)
         self.idx = pc.take(idx, self.order).combine_chunks()
@@ -335,6 +353,16 @@ class _FileStream:
     def next_lo(self) -> int:
         """The lowest idx the file has not loaded yet (from the row-group statistics)."""
         return min(p.idx_lo for p in self.groups[0]) if self.groups else -1
+
+
+def _channel_as_string(table: pa.Table) -> pa.Table:
+    """Files of older captures hold `channel` as a dictionary: decode it, so that rows of
+    old and new files can be put together."""
+    i = table.schema.get_field_index("channel")
+    field = table.schema.field(i) if i >= 0 else None
+    if field is None or not pa.types.is_dictionary(field.type):
+        return table
+    return table.set_column(i, field.with_type(pa.string()), pc.cast(table.column(i), pa.string()))
 
 
 def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:

@@ -1,4 +1,4 @@
-"""Subcommands owned by the historical edge: serve, replay, query, verify, inspect.
+"""Subcommands owned by the historical edge: serve, replay, query, verify, inspect, backtest.
 
 Each lives in its own module with a `register(subparsers)` function; this module
 only collects them for `kalshi_tape.cli`.
@@ -11,7 +11,12 @@ import importlib
 
 __all__ = ["register"]
 
-_MODULES = ("replay.server.command", "replay.replay_cli", "replay.analysis_cli")
+_MODULES = (
+    "replay.server.command",
+    "replay.replay_cli",
+    "replay.analysis_cli",
+    "replay.backtest_cli",
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

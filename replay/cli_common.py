@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Final
 
 from replay.layout import list_capture_files, resolve_root
-from replay.verify import footer_problem
 from schemas.errors import ConfigError, DamagedFile
+from schemas.storage import is_remote
 
 __all__ = [
     "add_time_range",
@@ -60,9 +60,12 @@ def time_range(args: argparse.Namespace) -> tuple[tuple[str | None, str], tuple[
 
 
 def checked_output_path(
-    output: str | None, root: Path, *, force: bool, flag: str = "--output"
+    output: str | None, root: Path | None, *, force: bool, flag: str = "--output"
 ) -> Path | None:
     """The absolute path to write results to, once it is known to be a safe place.
+
+    `root` is the resolved local capture root, or None for a root on object storage
+    (a local file cannot be inside it).
 
     Raises:
         ConfigError: inside the capture root, in a missing directory, or an existing
@@ -73,7 +76,7 @@ def checked_output_path(
     out = Path(output).expanduser().absolute()
     parent = out.parent.resolve()
     target = parent / out.name
-    if target.is_relative_to(root):
+    if root is not None and target.is_relative_to(root):
         raise ConfigError(
             flag,
             f"{out} is inside the capture root",
@@ -90,12 +93,17 @@ def damaged_capture(root: str | Path, exc: BaseException | str) -> DamagedFile:
     """The error for a read that failed on a damaged file: which file, and what to run.
 
     The files whose footer does not read are named; a file damaged further in (its
-    footer intact) is left for `verify`, which decodes every page, to find."""
-    base = resolve_root(root)
-    bad = [f.path for f in list_capture_files(base).files if footer_problem(f.path)]
+    footer intact) is left for `verify`, which decodes every page, to find. On object
+    storage no footer is fetched here: `verify` reads them all."""
+    from replay.verify import footer_problem  # DuckDB: only when a read failed
+
     text = str(exc)
     detail = text.splitlines()[0] if text else type(exc).__name__
     fix = f"run `kalshi-tape verify {root}` for every damaged file and what to do"
+    if is_remote(root):
+        return DamagedFile(f"a capture file under {root} cannot be read: {detail}", fix)
+    base = resolve_root(root)
+    bad = [f.path for f in list_capture_files(base).files if footer_problem(f.path)]
     if not bad:
         return DamagedFile(f"a capture file under {base} cannot be read: {detail}", fix)
     more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
@@ -114,13 +122,16 @@ def unknown_markets(wanted: Iterable[str], held: Iterable[str], where: str) -> s
     return f"the capture holds no data for {', '.join(missing)} on {where}; it holds {holds}"
 
 
-def require_capture_root(root: str | Path) -> Path:
-    """The resolved root, if it holds capture partitions.
+def require_capture_root(root: str | Path) -> Path | None:
+    """The resolved root, if it holds capture partitions (None: a root on object
+    storage, which the reader checks when it lists it).
 
     Raises:
         ConfigError: a partition directory (naming the root to give instead), or a
             directory with no capture partitions in it.
     """
+    if is_remote(root):
+        return None
     base = resolve_root(root)
     if _PARTITION_DIR.match(base.name):
         top = base

@@ -35,6 +35,7 @@ from replay.cli_common import (
 from replay.layout import resolve_root
 from replay.session import ReplaySession, to_ns
 from schemas.errors import ConfigError, storage_error
+from schemas.storage import StorageError, add_storage_arguments, is_remote, storage_from_args
 from stream.events import Frame
 
 __all__ = ["register"]
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("root", metavar="ROOT", help="capture root (e.g. data/ or data/sample)")
+    p.add_argument("root", metavar="ROOT", help="capture root: a directory or s3://bucket/prefix")
     add_time_range(p, legacy=True)
     p.add_argument(
         "--channel",
@@ -77,6 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
+    add_storage_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -128,7 +130,7 @@ def table_line(frame: Frame) -> str:
 
 
 async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
-    capture = Capture(args.root)
+    capture = Capture(args.root, storage=storage_from_args(args))
     failures: list[str] = []
     channels = args.channel or capture.data_channels
     if not channels:
@@ -140,7 +142,7 @@ async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
             raise ConfigError("--market", problem)
     (start, start_flag), (end, end_flag) = time_range(args)
     session = ReplaySession(
-        capture.root,
+        capture.location or capture.root,
         start=_time(start, start_flag),
         end=_time(end, end_flag),
         channels=channels,
@@ -196,7 +198,8 @@ async def _with_progress(session: ReplaySession, total: int, show: bool) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    output = checked_output_path(args.output, resolve_root(args.root), force=args.force)
+    local = None if is_remote(args.root) else resolve_root(args.root)
+    output = checked_output_path(args.output, local, force=args.force)
     try:
         sink: Any = open(output, "wb") if output else nullcontext(sys.stdout.buffer)  # noqa: SIM115
     except OSError as exc:
@@ -206,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_replay(args, out))
         except BrokenPipeError:  # `kalshi-tape replay ... | head`
             return 0
+        except StorageError:  # the object store went away: not a damaged file
+            raise
         except (pa.ArrowException, OSError) as exc:  # a truncated or foreign capture file
             if isinstance(exc, PermissionError):
                 raise storage_error(exc, f"cannot read the capture {args.root}") from None

@@ -29,13 +29,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from replay.capture import Capture, merge_key
 from replay.errors import NotInCapture
 from replay.pacing import Pacer
 from schemas.channels import Channel
 from schemas.record import Event
+from schemas.storage import StorageOptions
 from stream import EngineConfig, Overflow, Session, Source
 from stream.engine import Engine
 
@@ -336,7 +336,7 @@ class ReplaySource(Source):
         anchor_recv, anchor_mono = self.capture.anchors(run)
         best: tuple[int, int, int, int, bytes] | None = None
         for piece in pieces:
-            table = pq.ParquetFile(piece.path).read_row_group(
+            table = self.capture.open(piece.path).read_row_group(
                 piece.row_group, columns=["idx", "conn", "recv_ns", "mono_ns", "raw"]
             )
             keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
@@ -377,13 +377,17 @@ class ReplaySession(Session):
     """The Session API over a recorded capture.
 
     Args:
-        root: the capture root (`data/` by default for `kalshi-tape record`).
+        root: the capture root (`data/` by default for `kalshi-tape record`), or an
+            object-store URI such as `s3://bucket/prefix`, or an already built
+            `Capture` index of one.
         start, end: replay only from/until these times (datetime, ISO-8601 string, or
             ns since the epoch); books at `start` are what they were live then.
         channels: read only these channels (default: the channels subscribed to).
         markets: read only frames of these markets (and frames of no market).
         speed: None = as fast as the consumers read (nothing dropped); 1.0 = real
             time; k = k times real time.
+        storage: endpoint, region and credentials of an object-store root (default:
+            the AWS environment, `schemas.storage.StorageOptions.from_env`).
 
     Consumers default to the BLOCK overflow policy: a replay waits for a slow
     consumer instead of dropping anything.
@@ -391,7 +395,7 @@ class ReplaySession(Session):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Capture,
         start: dt.datetime | str | int | None = None,
         end: dt.datetime | str | int | None = None,
         channels: Iterable[str] | None = None,
@@ -402,9 +406,10 @@ class ReplaySession(Session):
         on_error: Any = None,
         engine_config: EngineConfig | None = None,
         default_maxsize: int = 4096,
+        storage: StorageOptions | None = None,
     ) -> None:
         self.source = ReplaySource(
-            Capture(root),
+            root if isinstance(root, Capture) else Capture(root, storage=storage),
             start_ns=to_ns(start, "start"),
             end_ns=to_ns(end, "end"),
             channels=channels,

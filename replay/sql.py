@@ -3,7 +3,8 @@
 This module owns two things (the file listing is `replay.layout`):
 
 * `connect`, an in-memory DuckDB confined to the capture root: file access only
-  under the resolved root (`allowed_directories`, `enable_external_access=false`),
+  under the resolved root (`allowed_directories`, `enable_external_access=false`;
+  on an object store, under its prefix, read-only, through `replay.sql_remote`),
   no extension install or autoload, no spilling to a temp directory, and the
   configuration locked before any view is created or any user SQL runs.
 * `check_read_only` / `run_query`: user SQL must be one SELECT-like statement.
@@ -30,11 +31,12 @@ from typing import Final
 import duckdb
 import pyarrow as pa
 
-from replay.layout import CaptureListing, list_capture_files, resolve_root
+from replay.layout import CaptureListing, RootLocation, list_capture_files, locate_root
 from replay.sql_build import parquet_source
 from replay.sql_derived import derived_statements
 from replay.sql_views import BOOK_SNAPSHOT_LEVELS, TYPED_VIEWS, typed_view_sql
 from schemas.errors import ConfigError, QueryLimit
+from schemas.storage import StorageOptions
 from schemas.units import physical_memory_bytes
 
 __all__ = [
@@ -91,16 +93,17 @@ def default_memory_limit_bytes() -> int:
 
 def view_statements(listing: CaptureListing) -> list[str]:
     """Every CREATE VIEW statement for a capture listing, in dependency order."""
-    typed = [typed_view_sql(v, parquet_source(listing.paths(v.channels))) for v in TYPED_VIEWS]
+    typed = [typed_view_sql(v, parquet_source(listing.sources(v.channels))) for v in TYPED_VIEWS]
     return [*derived_statements(listing), *typed, BOOK_SNAPSHOT_LEVELS]
 
 
 def connect(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | RootLocation,
     *,
     listing: CaptureListing | None = None,
     threads: int | None = None,
     memory_limit_bytes: int | None = None,
+    storage: StorageOptions | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB with views over the capture at `root`.
 
@@ -113,21 +116,27 @@ def connect(
     write (DuckDB may write inside an allowed directory: COPY TO, ATTACH).
 
     Args:
-        root: the capture root.
+        root: the capture root: a directory or an object-store URI (`s3://bucket/prefix`).
         listing: the files to expose (default: `list_capture_files(root)`); verify
             passes a listing without the files it could not read.
         threads: DuckDB worker threads (default: one per core).
         memory_limit_bytes: the most memory the connection's queries may use (default
             `default_memory_limit_bytes()`); a query that needs more fails with
             `QueryMemoryLimit` through `run_query`.
+        storage: endpoint, region and credentials of an object-store root (default:
+            the AWS environment).
 
     Raises:
         ConfigError: the root does not exist or is not a directory, or a file the
             views must read first is damaged.
+        StorageError: an object-store root cannot be reached.
     """
-    base = resolve_root(root)
+    location = locate_root(
+        listing.location if listing is not None and listing.location else root, storage
+    )
+    base = location.uri
     if listing is None:
-        listing = list_capture_files(base)
+        listing = list_capture_files(location)
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
@@ -140,8 +149,21 @@ def connect(
         config["threads"] = threads
     con = duckdb.connect(":memory:", config=config)
     con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ output in UTC, whatever the host says
+    allowed = str(base) + os.sep
+    if location.filesystem is not None:  # DuckDB reads the prefix through pyarrow, read-only
+        try:
+            from replay.sql_remote import duckdb_filesystem
+        except ModuleNotFoundError as exc:
+            con.close()
+            raise ConfigError(
+                "ROOT", f"SQL over {base} needs {exc.name}", "pip install 'kalshi-tape[s3]'"
+            ) from None
+
+        scheme = base.split("://", 1)[0]
+        con.register_filesystem(duckdb_filesystem(location.filesystem, str(location.path), scheme))
+        allowed = base + "/"
     # allowed_directories cannot be given at start-up; it must be set before access is cut.
-    con.execute("SET allowed_directories = ?", [[str(base) + os.sep]])
+    con.execute("SET allowed_directories = ?", [[allowed]])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     try:

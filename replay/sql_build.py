@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, Final
 
 __all__ = [
@@ -69,8 +69,9 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def parquet_source(paths: Sequence[Path]) -> str:
-    """A table expression over these capture files, with the Hive `channel` and `date`."""
+def parquet_source(paths: Sequence[str | PurePath]) -> str:
+    """A table expression over these capture files (local paths or `s3://` URIs), with the
+    Hive `channel` and `date`."""
     if not paths:
         return _EMPTY
     files = ", ".join(sql_literal(str(p)) for p in paths)

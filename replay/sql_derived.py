@@ -174,7 +174,7 @@ def derived_statements(listing: CaptureListing) -> list[str]:
     """CREATE VIEW statements for frames, events, control, connections and gaps."""
 
     def source(channels: frozenset[str] | tuple[str, ...] | None = None) -> str:
-        return parquet_source(listing.paths(channels))
+        return parquet_source(listing.sources(channels))
 
     wire = sorted({f.channel for f in listing.files} - {Channel.SESSION, Channel.CHECKPOINT})
     session, control = source((Channel.SESSION,)), source((Channel.CONTROL,))

@@ -16,10 +16,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from replay.layout import list_capture_files, resolve_root
+from replay.layout import list_capture_files
 from replay.sql import connect
 from replay.sql_output import render_table
 from replay.verify import footer_problem
+from schemas.storage import StorageOptions
 
 __all__ = ["CaptureSummary", "RunSummary", "render_summary", "summarize_capture"]
 
@@ -65,18 +66,25 @@ def _iso(ns: int | None) -> str | None:
 
 
 def summarize_capture(
-    root: str | os.PathLike[str], *, threads: int | None = None
+    root: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    storage: StorageOptions | None = None,
 ) -> CaptureSummary:
     """Summarise the capture at `root` (reads every file's `raw` lengths once).
 
+    `root` is a directory or an object-store URI (`s3://bucket/prefix`, reached with
+    `storage`, by default the AWS environment).
+
     Raises:
         ConfigError: the root does not exist or is not a directory.
+        StorageError: an object-store root cannot be reached.
     """
-    base = resolve_root(root)
-    listing = list_capture_files(base)
-    bad = [f.path for f in listing.files if footer_problem(f.path)]
+    listing = list_capture_files(root, storage)
+    base = listing.location or listing.root
+    bad = [f.path for f in listing.files if footer_problem(f.path, listing.filesystem)]
     good = listing.without(bad)
-    summary = CaptureSummary(str(base), files=len(good.files), unreadable_files=len(bad))
+    summary = CaptureSummary(listing.uri, files=len(good.files), unreadable_files=len(bad))
     summary.bytes_on_disk = sum(f.size_bytes for f in good.files)
     summary.dates = sorted({f.date for f in good.files})
     con = connect(base, listing=good, threads=threads)

@@ -28,18 +28,19 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, Final, NamedTuple
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
-from replay.layout import CaptureListing, list_capture_files, resolve_root
+from replay.layout import CaptureListing, list_capture_files, open_parquet
 from replay.sql import connect
 from replay.sql_build import sql_literal
 from replay.sql_output import format_cell, render_table
 from schemas.arrow import CAPTURE_SCHEMA
+from schemas.storage import StorageOptions
 
 __all__ = [
     "FileProblem",
@@ -158,18 +159,28 @@ def _span(hole: IdxHole) -> str:
     return f"{hole.first_missing}..{hole.last_missing}"
 
 
-def verify_capture(root: str | os.PathLike[str], *, threads: int | None = None) -> VerifyReport:
+def verify_capture(
+    root: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    storage: StorageOptions | None = None,
+) -> VerifyReport:
     """Check a capture's integrity; see the module docstring for what is checked.
+
+    `root` is a directory or an object-store URI (`s3://bucket/prefix`, reached with
+    `storage`, by default the AWS environment).
 
     Raises:
         ConfigError: the root does not exist or is not a directory.
+        StorageError: an object-store root cannot be reached.
     """
-    base = resolve_root(root)
-    listing = list_capture_files(base)
-    report = VerifyReport(root=str(base), files=len(listing.files))
+    listing = list_capture_files(root, storage)
+    base = listing.location or listing.root
+    fs = listing.filesystem
+    report = VerifyReport(root=listing.uri, files=len(listing.files))
     report.bytes_on_disk = sum(f.size_bytes for f in listing.files)
     report.stray = [FileProblem(str(s.path), s.reason) for s in listing.stray]
-    bad = {f.path: problem for f in listing.files if (problem := footer_problem(f.path))}
+    bad = {f.path: problem for f in listing.files if (problem := footer_problem(f.path, fs))}
     good = listing.without(bad)
     con = connect(base, listing=good, threads=threads)
     stats = _file_stats(con, good, bad)
@@ -183,9 +194,10 @@ def verify_capture(root: str | os.PathLike[str], *, threads: int | None = None) 
     return report
 
 
-def footer_problem(path: Path) -> str | None:
+def footer_problem(path: PurePath, filesystem: pafs.FileSystem | None = None) -> str | None:
+    """Why a capture file's footer or schema is unusable, or None if it is fine."""
     try:
-        schema = pq.ParquetFile(path).schema_arrow
+        schema = open_parquet(path, filesystem).schema_arrow
     except (OSError, pa.ArrowException) as exc:
         return f"cannot read the Parquet footer ({exc}); the file is partial or not Parquet"
     got = {f.name: _plain(f.type) for f in schema}
@@ -221,11 +233,11 @@ _STATS_SQL: Final = (
     "GROUP BY ALL"
 )
 
-_Stats = dict[str, list[_Group]]
+_Stats = dict[str, list[_Group]]  # by the file's name as DuckDB read it (`listing.sources`)
 
 
 def _file_stats(
-    con: duckdb.DuckDBPyConnection, listing: CaptureListing, bad: dict[Path, str]
+    con: duckdb.DuckDBPyConnection, listing: CaptureListing, bad: dict[PurePath, str]
 ) -> _Stats:
     """Per file, its groups of rows (`_Group`).
 
@@ -233,20 +245,21 @@ def _file_stats(
     moved to `bad` with the error.
     """
 
-    def scan(paths: list[Path]) -> list[tuple[Any, ...]]:
-        if not paths:
+    def scan(sources: list[str]) -> list[tuple[Any, ...]]:
+        if not sources:
             return []
-        files = ", ".join(sql_literal(str(p)) for p in paths)
+        files = ", ".join(sql_literal(s) for s in sources)
         return con.execute(_STATS_SQL.format(day=_DAY_NS, files=files)).fetchall()
 
     paths = listing.paths()
+    sources = listing.sources()
     try:
-        rows = scan(paths)
+        rows = scan(sources)
     except duckdb.Error:
         rows = []
-        for path in paths:  # find the culprits one file at a time
+        for path, source in zip(paths, sources, strict=True):  # the culprits, one by one
             try:
-                rows += scan([path])
+                rows += scan([source])
             except duckdb.Error as exc:
                 bad[path] = f"data does not decode: {str(exc).splitlines()[0]}"
     stats: _Stats = {}
@@ -257,8 +270,8 @@ def _file_stats(
 
 def _misfiled(listing: CaptureListing, stats: _Stats) -> list[FileProblem]:
     out = []
-    for f in listing.files:
-        for g in stats.get(str(f.path), []):
+    for f, source in zip(listing.files, listing.sources(), strict=True):
+        for g in stats.get(source, []):
             date = _date_of_day(g.day)
             if (g.run_id, g.channel, date) != (f.run_id, f.channel, f.date):
                 problem = f"{g.rows} rows of run {g.run_id}, channel {g.channel}, date {date}"
@@ -365,9 +378,9 @@ def _settled_end(listing: CaptureListing, stats: _Stats) -> dict[str, int]:
         if not f.suffix:
             last_segment[f.run_id] = max(last_segment.get(f.run_id, -1), f.segment)
     settled: dict[str, int] = {}
-    for f in listing.files:
+    for f, source in zip(listing.files, listing.sources(), strict=True):
         if f.segment < last_segment.get(f.run_id, -1):
-            top = max((g.last_idx for g in stats.get(str(f.path), [])), default=None)
+            top = max((g.last_idx for g in stats.get(source, [])), default=None)
             if top is not None:
                 settled[f.run_id] = max(settled.get(f.run_id, top), top)
     return settled

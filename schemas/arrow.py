@@ -1,7 +1,11 @@
 """The Arrow schema of the capture record, shared by the Parquet writer and every reader.
 
 Column meanings are in `schemas.record`. Low-cardinality strings are dictionary
-encoded; `raw` is binary, bytes exact as they crossed the wire.
+encoded; `raw` is binary, bytes exact as they crossed the wire. `channel` is a plain
+string column (Parquet still dictionary-encodes its pages, `DICTIONARY_COLUMNS`), the
+type every Hive reader gives the `channel=` directory: so pyarrow datasets, Dask,
+DuckDB and Polars open a root with both without a type conflict. Files of older
+captures hold it as a dictionary; every reader of this project takes either.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ CAPTURE_SCHEMA: Final[pa.Schema] = pa.schema(
         pa.field("recv_ns", pa.int64(), nullable=False),
         pa.field("mono_ns", pa.int64(), nullable=False),
         pa.field("dir", _dict_str, nullable=False),
-        pa.field("channel", _dict_str, nullable=False),
+        pa.field("channel", pa.string(), nullable=False),
         pa.field("type", _dict_str, nullable=False),
         pa.field("sid", pa.int32(), nullable=True),
         pa.field("seq", pa.int64(), nullable=True),

@@ -22,8 +22,10 @@ from schemas.errors import EnvelopeError, PartitionError
 __all__ = [
     "COLUMNS",
     "EVENT_DETAIL_KEYS",
+    "JOURNAL_DIR",
     "MALFORMED_TYPE",
     "ROOT_ENTRIES",
+    "STATUS_FILE",
     "CaptureFileName",
     "CaptureRecord",
     "ColumnDeriver",
@@ -242,11 +244,18 @@ def utc_date(recv_ns: int) -> str:
     return dt.datetime.fromtimestamp(recv_ns // 1_000_000_000, tz=dt.UTC).strftime("%Y-%m-%d")
 
 
+#: The recorder's journal directory and status file under a local root, by default. Their
+#: leading "_" makes every Hive reader skip them (pyarrow datasets, Spark and Dask skip
+#: "_" and "." names; DuckDB and Polars read `**/*.parquet`), so the root opens as-is.
+JOURNAL_DIR: Final = "_journal"
+STATUS_FILE: Final = "_status.json"
+
 #: Entries a capture root may hold besides its partitions: the recorder's journal and
-#: status file (their defaults live under the root), and what the checked-in `data/`
-#: directory holds. Readers neither read nor report them.
+#: status file, under their names of today and of older layouts (`journal/`,
+#: `status.json`, and what the repository's `data/` once held). Readers neither read
+#: nor report them, nor any other root entry whose name starts with "_" or ".".
 ROOT_ENTRIES: Final[frozenset[str]] = frozenset(
-    {"journal", "status.json", "README.md", "sample", "make_sample.py"}
+    {JOURNAL_DIR, STATUS_FILE, "journal", "status.json", "README.md", "sample", "make_sample.py"}
 )
 
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")

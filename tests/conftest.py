@@ -1,11 +1,16 @@
-"""Suite-wide fixtures: `results`, the log of measured outcomes (see `tests/results.py`)."""
+"""Suite-wide fixtures: `results`, the log of measured outcomes (see `tests/results.py`);
+`s3`, one real S3-protocol server (moto in server mode) on loopback for the session; and
+`dask_client`, one real Dask distributed cluster (two worker processes) for the session."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from .objectstore import S3Server
 from .results import OUTCOMES, RESULTS_DIR, ResultLog
 
 
@@ -14,6 +19,27 @@ def results() -> Iterator[ResultLog]:
     log = ResultLog(RESULTS_DIR)
     yield log
     log.write()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A moto S3 server for the session; each test takes buckets of its own."""
+    server = S3Server.start(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """A local Dask cluster of two worker processes (the machine's cores) for the session."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR)  # fmt: skip
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -36,6 +36,7 @@ from replay.server.tape import CLOSE_CHANNEL, BookView, TapeEvent, close_event
 from replay.session import ReplaySession, to_ns
 from schemas.channels import Channel
 from schemas.errors import ConfigError
+from schemas.storage import StorageOptions
 from stream.decode import msg_bytes
 from stream.events import ErrorReport, Frame
 from stream.queues import DeliveryQueue, Overflow
@@ -85,6 +86,8 @@ class CaptureTape:
         reproduce_disconnects: close every client where the recorder met a reactive
             disconnect, with the recorded code (no close frame for 1006).
         buffer_events: events read ahead of the served position at most.
+        storage: endpoint, region and credentials of an object-store root (default:
+            the AWS environment).
 
     Raises:
         ConfigError: a bad root, time or speed; a channel or market the capture lacks.
@@ -103,6 +106,7 @@ class CaptureTape:
         speed: float | None = 1.0,
         reproduce_disconnects: bool = False,
         buffer_events: int = 20_000,
+        storage: StorageOptions | None = None,
     ) -> None:
         if speed is not None and not 0 < speed < float("inf"):
             raise ConfigError("speed", f"{speed!r} is not a positive number", "or None: max")
@@ -117,7 +121,8 @@ class CaptureTape:
         self.paced = speed is not None
         self.reproduces_disconnects = reproduce_disconnects
         self._session = ReplaySession(root, start_ns, end_ns, channels=None, markets=markets,
-                                      speed=None, on_error=self._on_error)  # fmt: skip
+                                      speed=None, on_error=self._on_error,
+                                      storage=storage)  # fmt: skip
         capture = self._session.capture
         if not capture.data_channels:
             raise ConfigError("root", f"{str(capture.root)!r} holds no captured frames",

@@ -38,6 +38,7 @@ from replay.server.capture_tape import CaptureTape
 from replay.server.config import DEFAULT_MIX, ServerConfig, Switches
 from replay.server.faults import parse_fault
 from schemas.errors import ConfigError, PortInUse, storage_error
+from schemas.storage import StorageError, add_storage_arguments, storage_from_args
 from schemas.units import parse_duration_s
 
 __all__ = ["FAULT_HELP", "add_arguments", "build_config", "build_tape", "register", "run"]
@@ -64,6 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)
+    add_storage_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -331,12 +333,15 @@ def build_tape(args: argparse.Namespace) -> CaptureTape | None:
             end=args.end,
             speed=speed,
             reproduce_disconnects=args.reproduce_disconnects,
+            storage=storage_from_args(args),
         )
     except NotInCapture as exc:
         raise ConfigError("--channel", str(exc)) from None
     except ConfigError as exc:
         field = _TAPE_FIELDS.get(exc.field, exc.field)
         raise ConfigError(root_flag if field == "ROOT" else field, exc.problem, exc.fix) from None
+    except StorageError:  # the object store does not answer: not a damaged file
+        raise
     except (pa.ArrowException, OSError) as exc:  # a truncated or foreign capture file
         if isinstance(exc, PermissionError):
             raise storage_error(exc, f"cannot read the capture {args.capture}") from None

@@ -4,8 +4,8 @@ This module owns what happens between the protocol layer and the socket for one
 connection: every frame (replies and data, in one order) goes into a bounded queue,
 each with whether it goes as a binary message (a recorded binary frame) or as text
 (everything else: Kalshi sends text); one sender task drains it in batches through
-the connection's `ServerSocket`; a pinger sends `heartbeat` pings (docs/protocol.md
-section 3); the fault scheduler's verdicts are applied here (close codes, TCP drop,
+the connection's `ServerSocket`; a pinger sends `heartbeat` pings
+(docs/protocol.md section 3); the fault scheduler's verdicts are applied here (close codes, TCP drop,
 stall, no pong, and the frame faults on the next sequenced data frame). A client
 whose queue fills is disconnected (or its subscriptions end with error 25), so
 memory stays bounded. It knows nothing of how markets move, how commands are

@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import duckdb
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -26,6 +25,7 @@ from recorder.journal import JournalWriter
 from recorder.publisher import Publisher, sealed_segments
 from schemas.record import live_files, parse_file_name
 
+from ..objectstore import S3Server
 from ..results import ResultLog
 from .helpers import BASE_NS, RUN_A, RUN_B, append_frames, published, unreadable_files
 
@@ -263,18 +263,25 @@ def test_compaction_killed_at_any_fsync_leaves_old_or_new_files_never_both_or_ne
     assert unreadable == 0
 
 
-def test_compaction_works_on_an_object_store(tmp_path: Path) -> None:
+def test_compaction_works_on_an_object_store(tmp_path: Path, s3: S3Server) -> None:
     journal = tmp_path / "journal"
     with JournalWriter(journal, RUN_A, commit_interval_s=0.002, segment_max_bytes=4096) as w:
         for s in range(3):
             append_frames(w, s * 50, 50)
             assert w.wait_durable(s * 50 + 49, 5)
-    fs = pafs._MockFileSystem()
-    Publisher(journal, "bucket", filesystem=fs).publish_pending()
-    report = compact("bucket", PARTITION, filesystem=fs, min_age_s=0, delete_grace_s=0)
+    root = s3.new_root("compact")
+    Publisher(journal, root, storage=s3.options).publish_pending()
+    inputs = [k for k in s3.keys(root) if k.startswith(PARTITION)]
+    assert len(inputs) == 3  # one file per segment
+    base = root.removeprefix("s3://")
+    rows = sorted(
+        i for k in inputs for i in pq.read_table(f"{base}/{k}", filesystem=s3.fs)["idx"].to_pylist()
+    )
+    report = compact(root, PARTITION, storage=s3.options, min_age_s=0, delete_grace_s=0)
     assert len(report.outputs) == 1
-    keys = fs.get_file_info(pafs.FileSelector(f"bucket/{PARTITION}"))
-    assert [k.base_name for k in keys] == [report.outputs[0][0].rsplit("/", 1)[1]]
+    assert [k for k in s3.keys(root) if k.startswith(PARTITION)] == [report.outputs[0][0]]
+    merged = pq.read_table(f"{base}/{report.outputs[0][0]}", filesystem=s3.fs)
+    assert sorted(merged.column("idx").to_pylist()) == rows
 
 
 def test_a_malformed_partition_is_refused(tmp_path: Path) -> None:

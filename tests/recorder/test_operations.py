@@ -215,7 +215,7 @@ def test_the_metrics_endpoint_parses_as_prometheus_and_carries_every_status_fiel
             and streaming in families.get("kalshi_tape_session_state", [])
         ):
             break
-    status = json.loads((root / "status.json").read_text())
+    status = json.loads((root / "_status.json").read_text())
     proc.send_signal(signal.SIGTERM)  # a clean stop: exit 0
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -304,7 +304,7 @@ def test_a_second_recorder_on_a_journal_in_use_is_one_line_and_exit_4(tmp_path: 
                              text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (root / "status.json").exists():
+        while time.monotonic() < deadline and not (root / "_status.json").exists():
             time.sleep(0.1)
         second = run("--sim", "--root", str(root), "--duration", "1s")
     finally:
@@ -312,6 +312,6 @@ def test_a_second_recorder_on_a_journal_in_use_is_one_line_and_exit_4(tmp_path: 
         _, err = first.communicate(timeout=30)
     assert first.returncode == 0, err  # the first one never noticed
     assert second.returncode == 4, second.stderr
-    assert second.stderr.startswith(f"kalshi-tape: error: journal directory {root}/journal is "
+    assert second.stderr.startswith(f"kalshi-tape: error: journal directory {root}/_journal is "
                                     "in use by another recorder (held by pid ")  # fmt: skip
     assert len(second.stderr.splitlines()) == 1

@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -30,6 +29,7 @@ from recorder.publisher import Publisher, sealed_segments
 from schemas.arrow import CAPTURE_SCHEMA
 from schemas.record import partition_file
 
+from ..objectstore import S3Server
 from .helpers import BASE_NS, RUN_A, append_frames, expected_row, published, published_idx
 
 DAY_NS = 86_400 * 10**9
@@ -134,17 +134,18 @@ def test_a_failed_write_keeps_the_segment_and_leaves_no_partial_file(tmp_path: P
 
 
 def test_publishing_to_an_object_store_puts_each_file_once_under_its_final_key(
-    tmp_path: Path,
+    tmp_path: Path, s3: S3Server
 ) -> None:
     journal = journal_with(tmp_path, 100)
-    fs = pafs._MockFileSystem()
-    files = Publisher(journal, "bucket/capture", filesystem=fs).publish_pending()
-    keys = fs.get_file_info(pafs.FileSelector("bucket/capture", recursive=True))
-    stored = sorted(k.path for k in keys if k.type == pafs.FileType.File)
-    assert stored == sorted(f"bucket/capture/{f.path}" for f in files)
-    rows = sum(pq.read_table(k, filesystem=fs).num_rows for k in stored)
+    root = s3.new_root("publish")
+    files = Publisher(journal, root, storage=s3.options).publish_pending()
+    assert s3.keys(root) == sorted(f.path for f in files)  # no temporary or second copy
+    base = root.removeprefix("s3://")
+    rows = sum(pq.read_table(f"{base}/{f.path}", filesystem=s3.fs).num_rows for f in files)
     assert rows == 100
     assert sealed_segments(journal) == []
+    Publisher(journal_with(tmp_path / "again", 100), root, storage=s3.options).publish_pending()
+    assert s3.keys(root) == sorted(f.path for f in files)  # republished: the same keys
 
 
 def test_a_graceful_stop_publishes_everything(tmp_path: Path) -> None:

@@ -40,9 +40,9 @@ def test_record_sim_writes_a_capture_that_verifies_clean(tmp_path: Path) -> None
     events = [f.type for f in iter_frames(root, channels=["_session"])]
     assert events[0] == "run_start" and events[-1] == "run_stop"
     assert {"attempt", "open", "close", "state"} <= set(events)
-    journal = root / "journal"
+    journal = root / "_journal"
     assert not list(journal.glob("*.seg")) and not list(journal.glob("*.open"))
-    status = json.loads((root / "status.json").read_text())
+    status = json.loads((root / "_status.json").read_text())
     assert status["durable_idx"] > 100 and status["capture_dropped_frames"] == 0
 
 
@@ -51,7 +51,7 @@ def test_sigterm_stops_cleanly_and_publishes_everything(tmp_path: Path) -> None:
     proc = subprocess.Popen([*RECORD, "--sim", "--root", str(root)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 30
-    status = root / "status.json"
+    status = root / "_status.json"
     while time.monotonic() < deadline:
         if status.exists() and json.loads(status.read_text())["durable_idx"] > 200:
             break

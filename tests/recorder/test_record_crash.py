@@ -81,7 +81,7 @@ def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> dict[str, Any]:
     exchange, url, truth = start_exchange(tmp_path)
     config = write_config(tmp_path, url)
     root = tmp_path / "data"
-    status = root / "status.json"
+    status = root / "_status.json"
     durable: dict[str, int] = {}
     recovery_s: list[float] = []  # each start's recovery of the journal left by a kill
     try:
@@ -107,7 +107,7 @@ def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> dict[str, Any]:
             recovery_s += [float(m[1]) for m in RECOVERED.findall(proc.stderr.read())]
             if s and s["run_id"] == run_id:
                 durable[run_id] = max(durable.get(run_id, -1), s["durable_idx"])
-        report = recover(root / "journal", root)
+        report = recover(root / "_journal", root)
     finally:
         exchange.send_signal(signal.SIGTERM)
         exchange.wait(30)
@@ -196,7 +196,7 @@ def test_a_recorder_killed_with_9_leaves_no_process_behind(tmp_path: Path) -> No
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            s = status_of(root / "status.json")
+            s = status_of(root / "_status.json")
             if s and s["pid"] == proc.pid and s["durable_idx"] >= 0:
                 break
             time.sleep(0.05)

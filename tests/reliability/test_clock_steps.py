@@ -107,7 +107,7 @@ def test_wall_clock_steps_lose_nothing_delay_no_commit_and_leave_replay_pacing_a
             storage={"commit_interval_ms": COMMIT_INTERVAL_MS},
             health={"status_interval_s": 0.02},
         )  # fmt: skip
-        with recording(config, root / "status.json", tmp_path / "record.log", env=env) as rec:
+        with recording(config, root / "_status.json", tmp_path / "record.log", env=env) as rec:
             assert wait_for(lambda: (s := rec.status()) and s["durable_idx"] > 200, 30), (
                 rec.stderr()
             )

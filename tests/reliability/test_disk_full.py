@@ -58,7 +58,7 @@ def _fill_and_free(
         storage={"memory_limit_mb": 1, "segment_max_mb": 1, "commit_interval_ms": 50},
         health={"status_interval_s": 0.05, "metrics_port": port},
     )  # fmt: skip
-    with recording(config, root / "status.json", tmp_path / "record.log") as rec:
+    with recording(config, root / "_status.json", tmp_path / "record.log") as rec:
         before = wait_for(lambda: (s := rec.status()) and s["durable_idx"] > 500 and s, 30)
         assert before, rec.stderr()
 
@@ -99,10 +99,10 @@ def _fill_and_free(
     assert "Traceback" not in log
     assert "frames could not be kept" in log
     assert "cannot write the status file" in log  # said once, and capture went on
-    final = read_status(root / "status.json")
+    final = read_status(root / "_status.json")
     assert final is not None
 
-    journal = root / "journal"
+    journal = root / "_journal"
     assert not [p.name for p in journal.iterdir() if p.name != "LOCK"]  # all published
     return resume_s, final
 

@@ -14,8 +14,9 @@
   with the CA trusted (`SSL_CERT_FILE`) it records; a certificate for another host is
   refused even from a trusted CA. LiveSession level: tests/recorder/test_live_session.py.
 * The SQL sandbox holds over a real recorder's capture kept under a root whose path is
-  full of SQL metacharacters, and over hostile strings inside frames
-  (tests/replay/test_sql_sandbox.py covers the connection itself).
+  full of SQL metacharacters, and over hostile strings inside frames, on local disk and
+  on S3 (a real S3-protocol server: the bucket's other keys stay out of reach and
+  nothing is written to it); tests/replay/test_sql_sandbox.py covers the connection.
 * Whatever a ticker, a type or an acked channel contains, every file of the real write
   path lands under `root/channel=<fixed list>/date=<date>/` and nowhere else.
 
@@ -54,6 +55,7 @@ from replay.bulk import iter_frames
 from replay.capture import Capture
 from schemas.channels import ALL_CHANNELS
 
+from ..objectstore import S3Server
 from ._procs import REPO, exchange, recording, wait_for, write_config
 from .test_fuzz_frames import RUN, examples, record_through_the_journal
 
@@ -157,7 +159,7 @@ def test_a_debug_level_recorder_run_leaks_no_signature_key_or_passphrase(
                   env=clean_env(KT_HEADER_LOG=str(headers))) as url:  # fmt: skip
         config = write_config(tmp_path / "record.toml", url, root,
                               connection={"key_id": KEY_ID, "key_file": str(private)})  # fmt: skip
-        with recording(config, root / "status.json", tmp_path / "record.log", env=clean_env(),
+        with recording(config, root / "_status.json", tmp_path / "record.log", env=clean_env(),
                        entry=("-c", DEBUG_RECORD)) as rec:  # fmt: skip
             reconnected = wait_for(lambda: (s := rec.status()) and s["reconnects"] >= 1 and s, 30)
             assert reconnected, rec.stderr()
@@ -175,7 +177,7 @@ def test_a_debug_level_recorder_run_leaks_no_signature_key_or_passphrase(
     assert len(captured) > 100
     places = {
         "log": log,
-        "status": (root / "status.json").read_text(),
+        "status": (root / "_status.json").read_text(),
         "capture": b"\n".join(captured).decode("utf-8", "replace"),
     }
     secrets = {"passphrase": PASSPHRASE, "key id": KEY_ID}
@@ -261,7 +263,7 @@ def tls_recording(
     url = f"wss://localhost:{port}/trade-api/ws/v2"
     config = write_config(tmp_path / f"{name}.toml", url, root,
                           connection={"key_id": KEY_ID, "key_file": str(private)})  # fmt: skip
-    with recording(config, root / "status.json", tmp_path / f"{name}.log", env=env) as rec:
+    with recording(config, root / "_status.json", tmp_path / f"{name}.log", env=env) as rec:
         yield rec, root
 
 
@@ -347,11 +349,8 @@ HOSTILE_ROOT = "cap' OR '1'='1; COPY (SELECT 1) TO 'x.csv'; --\"é"
 HOSTILE_TICKERS = ["'); COPY (SELECT 1) TO '/tmp/kt-pwned.csv'; --", "x\x00y", "../../etc"]
 
 
-def test_the_sql_sandbox_holds_over_a_recorded_capture_with_a_hostile_root_and_content(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    workdir = tmp_path / HOSTILE_ROOT
-    workdir.mkdir()
+def record_hostile_trades(workdir: Path) -> Path:
+    """A capture (recorded through the journal) of trades with hostile tickers; its root."""
     frames = [
         json.dumps({"type": "trade", "sid": 1, "seq": i + 1,
                     "msg": {"market_ticker": t, "trade_id": t, "yes_price_dollars": "0.5000",
@@ -359,33 +358,61 @@ def test_the_sql_sandbox_holds_over_a_recorded_capture_with_a_hostile_root_and_c
         for i, t in enumerate(HOSTILE_TICKERS)
     ]  # fmt: skip
     record_through_the_journal(frames, workdir)
-    root = workdir / "root"
-    secret = tmp_path / "secret.csv"
-    secret.write_text("api,hunter2\n")
-    before = {p for p in tmp_path.rglob("*")}
+    return workdir / "root"
+
+
+def sandbox_holds(root: str, forbidden: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`query` reads the hostile tickers back intact, and refuses every `forbidden` SQL with
+    one line (exit 2) that leaks no secret."""
 
     def query(sql: str) -> tuple[int, str, str]:
-        status = main(["query", str(root), sql, "--format", "json"])
+        status = main(["query", root, sql, "--format", "json"])
         out, err = capsys.readouterr()
         return status, out, err
 
     status, out, err = query("SELECT market_ticker FROM frames WHERE dir = 'in' ORDER BY idx")
     assert status == 0, err
     assert [json.loads(line)["market_ticker"] for line in out.splitlines()] == HOSTILE_TICKERS
-    for sql in (
-        f"SELECT * FROM read_csv('{secret}')",
-        f"SELECT * FROM read_text('{root}/../../secret.csv')",
-        "SELECT * FROM read_text('/etc/passwd')",
-        f"COPY (SELECT 1) TO '{root}/x.csv'",
-        "INSTALL httpfs",
-        "SELECT * FROM read_parquet('https://example.com/x.parquet')",
-    ):
+    for sql in [*forbidden, "SELECT * FROM read_text('/etc/passwd')",
+                f"COPY (SELECT 1) TO '{root}/x.csv'", "INSTALL httpfs",
+                "SELECT * FROM read_parquet('https://example.com/x.parquet')"]:  # fmt: skip
         status, out, err = query(sql)
         assert status == 2, (sql, out)
         assert err.startswith("kalshi-tape: error: ") and "Traceback" not in err
         assert "hunter2" not in out + err and "root:" not in out
+
+
+def test_the_sql_sandbox_holds_over_a_recorded_capture_with_a_hostile_root_and_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workdir = tmp_path / HOSTILE_ROOT
+    workdir.mkdir()
+    root = record_hostile_trades(workdir)
+    secret = tmp_path / "secret.csv"
+    secret.write_text("api,hunter2\n")
+    before = {p for p in tmp_path.rglob("*")}
+    forbidden = [f"SELECT * FROM read_csv('{secret}')",
+                 f"SELECT * FROM read_text('{root}/../../secret.csv')"]  # fmt: skip
+    sandbox_holds(str(root), forbidden, capsys)
     assert {p for p in tmp_path.rglob("*")} == before  # nothing written anywhere
     assert not Path("/tmp/kt-pwned.csv").exists()
+
+
+def test_the_sql_sandbox_holds_over_a_recorded_capture_on_s3_with_hostile_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    s3: S3Server,
+) -> None:  # fmt: skip
+    root = s3.upload(record_hostile_trades(tmp_path), s3.new_root("hostile", prefix="cap"))
+    bucket = root.removeprefix("s3://").split("/")[0]
+    with s3.fs.open_output_stream(f"{bucket}/secret.csv") as out:
+        out.write(b"api,hunter2\n")
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    before = s3.keys(f"s3://{bucket}")
+    forbidden = [f"SELECT * FROM read_csv('s3://{bucket}/secret.csv')",
+                 f"SELECT * FROM read_csv('{root}/../secret.csv')"]  # fmt: skip
+    sandbox_holds(root, forbidden, capsys)
+    assert s3.keys(f"s3://{bucket}") == before  # nothing written to the bucket
 
 
 # ---------------------------------------------------------------- partition paths

@@ -42,18 +42,17 @@ def test_files_named_outside_the_pattern_are_stray_and_never_read(tmp_path: Path
     assert odd in {s.path for s in listing.stray}
 
 
-def test_the_checked_in_data_directory_adds_nothing_stray_to_a_capture(tmp_path: Path) -> None:
-    # `record --sim` writes into data/ beside what the repository keeps there: a user's
-    # first `verify data` must not warn about the project's own files.
-    data = Path(__file__).resolve().parents[2] / "data"
-    kept = sorted(p.name for p in data.iterdir() if p.name != ".gitignore")
-    for name in kept:
-        target = tmp_path / name
-        if (data / name).is_dir():
-            target.mkdir()
-        else:
-            target.write_bytes((data / name).read_bytes())
+def test_the_recorders_own_files_under_a_root_are_neither_read_nor_stray(tmp_path: Path) -> None:
+    # Today's names (`_journal/`, `_status.json`) and an older layout's (`journal/`,
+    # `status.json`): a user's first `verify data` must not warn about the recorder's files.
+    for journal in ("_journal", "journal"):
+        (tmp_path / journal).mkdir()
+        (tmp_path / journal / "LOCK").write_text("pid 1")
+    for status in ("_status.json", "status.json"):
+        (tmp_path / status).write_text("{}")
     run = RunBuilder(tmp_path)
     run.receive(trade(1, 1, "KX-A", 45, 55, 3))
-    run.write()
-    assert list_capture_files(tmp_path).stray == ()
+    (path,) = run.write()
+    listing = list_capture_files(tmp_path)
+    assert listing.stray == ()
+    assert [f.path for f in listing.files] == [path]

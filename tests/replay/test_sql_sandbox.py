@@ -3,7 +3,10 @@
 Two layers are tested apart. The DuckDB connection itself (`connect`) refuses any
 file outside the root and any change of its configuration; `run_query` also
 refuses statements that are not queries, because DuckDB would let COPY, ATTACH
-or EXPORT write inside an allowed directory.
+or EXPORT write inside an allowed directory. On an S3 root (a real S3-protocol
+server, `tests/objectstore.py`) the same holds for the bucket's other prefixes and
+other buckets, and the filesystem DuckDB reads through is itself read-only and
+confined to the root's prefix.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ import os
 from pathlib import Path
 
 import duckdb
+import pyarrow.fs as pafs
 import pytest
 
 from replay.layout import list_capture_files
 from replay.sql import QueryRejected, connect, run_query
+from replay.sql_remote import ReadOnlyPrefix
 
+from ..objectstore import S3Server
 from .capture_factory import StandardCapture, build_standard_capture
 
 
@@ -176,3 +182,69 @@ def test_extensions_cannot_be_installed_even_on_the_raw_connection(cap: Standard
         con.execute("INSTALL httpfs")
     with pytest.raises(duckdb.Error):
         con.execute("LOAD httpfs")
+
+
+# ------------------------------------------------------------------ on object storage
+
+
+@pytest.fixture
+def s3_cap(tmp_path: Path, s3: S3Server) -> tuple[str, str]:
+    """(a capture root on S3, the bucket) with a secret beside it and a sibling prefix."""
+    cap = build_standard_capture(tmp_path / "capture")
+    root = s3.upload(cap.root, s3.new_root("sandbox", prefix="cap"))
+    bucket = root.removeprefix("s3://").split("/")[0]
+    with s3.fs.open_output_stream(f"{bucket}/secret/secret.csv") as out:
+        out.write(b"key,value\napi,hunter2\n")
+    s3.upload(cap.root, f"s3://{bucket}/cap2")  # shares the root's prefix
+    return root, bucket
+
+
+def test_an_s3_root_is_read_only_and_confined_to_its_prefix(
+    s3_cap: tuple[str, str], s3: S3Server, outside: Path
+) -> None:
+    root, bucket = s3_cap
+    con = connect(root, storage=s3.options)
+    assert run_query(con, "SELECT count(*) AS n FROM trades").read_all().to_pylist() == [{"n": 6}]
+    inside = f"SELECT count(*) AS n FROM read_parquet('{root}/channel=trade/*/*.parquet')"
+    assert run_query(con, inside).read_all().to_pylist() == [{"n": 6}]
+    before = s3.keys(f"s3://{bucket}")
+    for sql in (
+        f"SELECT * FROM read_csv('s3://{bucket}/secret/secret.csv')",
+        f"SELECT * FROM read_csv('{root}/../secret/secret.csv')",
+        f"SELECT * FROM read_parquet('s3://{bucket}/cap2/channel=trade/*/*.parquet')",
+        f"SELECT * FROM glob('s3://{bucket}/*')",
+        "SELECT * FROM read_parquet('s3://another-bucket/x.parquet')",
+        f"SELECT * FROM read_csv('{outside}')",
+        "SELECT * FROM read_text('/etc/passwd')",
+    ):
+        with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+            run_query(con, sql).read_all()
+    with pytest.raises(duckdb.Error):  # even on the raw connection, past run_query's check
+        con.execute(f"COPY (SELECT 1) TO '{root}/stolen.csv'")
+    for sql in (f"COPY (SELECT 1) TO '{root}/stolen.csv'", "INSTALL httpfs", "LOAD httpfs"):
+        with pytest.raises(QueryRejected):
+            run_query(con, sql)
+    assert s3.keys(f"s3://{bucket}") == before  # nothing written anywhere in the bucket
+    settings = dict(con.execute(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN ('allowed_directories', "
+        "'enable_external_access', 'lock_configuration')").fetchall())  # fmt: skip
+    assert settings == {"allowed_directories": f"['{root}/']", "enable_external_access": "false",
+                        "lock_configuration": "true"}  # fmt: skip
+
+
+def test_the_filesystem_duckdb_reads_an_s3_root_through_refuses_every_path_outside_it(
+    s3_cap: tuple[str, str], s3: S3Server
+) -> None:
+    root, bucket = s3_cap
+    prefix = root.removeprefix("s3://")
+    guard = pafs.PyFileSystem(ReadOnlyPrefix(s3.fs, prefix))
+    assert guard.get_file_info(prefix).type == pafs.FileType.Directory
+    for path in (f"{bucket}/secret/secret.csv", f"{prefix}/../secret/secret.csv",
+                 f"{prefix}2/channel=trade", f"{prefix}/./x", f"{prefix}//x", bucket):  # fmt: skip
+        with pytest.raises(PermissionError):
+            guard.open_input_stream(path)
+    for write in (lambda: guard.open_output_stream(f"{prefix}/x.csv"),
+                  lambda: guard.delete_file(f"{prefix}/x"),
+                  lambda: guard.create_dir(f"{prefix}/d")):  # fmt: skip
+        with pytest.raises(PermissionError, match="read-only"):
+            write()
