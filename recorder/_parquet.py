@@ -125,6 +125,7 @@ def segment_table(data: SegmentData) -> pa.Table:
         pc.if_else(no_seq, pa.scalar(None, pa.int64()), seq),
         _dict_column([k.market_ticker for k in keys], key_idx),
         _binary_column(data.raw),
+        pc.take(pa.array([k.opcode(data.header.version) for k in keys], pa.int8()), key_idx),
     ]
     return pa.Table.from_arrays(columns, schema=CAPTURE_SCHEMA)
 

@@ -6,15 +6,18 @@ segment files are named. It knows nothing of threads, fsync or Parquet.
 
 Segment file (all integers little-endian)::
 
-    header  := magic "KTJOURNL" | version u16 (=1) | reserved u16 | segment u32
+    header  := magic "KTJOURNL" | version u16 (=2) | reserved u16 | segment u32
                | run_id_len u16 | run_id (ASCII) | crc32 u32 (of the header bytes before it)
     record  := body_len u32 | crc32(body) u32 | body
     body    := idx i64 | recv_ns i64 | mono_ns i64 | seq i64 | conn i32 | sid i32
                | flags u8 | dir u8 | channel_len u8 | reserved u8 | type_len u16 | ticker_len u16
                | channel | type | market_ticker (UTF-8) | raw (the rest of the body, bytes exact)
 
-    flags: bit 0 sid present, bit 1 seq present, bit 2 market_ticker present
+    flags: bit 0 sid present, bit 1 seq present, bit 2 market_ticker present,
+           bit 3 the message came (or went) as a binary WebSocket message (else text)
     dir:   0 in, 1 out, 2 event
+
+Version 1 (before bit 3) is read too: its messages' opcode is unknown (None).
 
 A record is valid when its length fits, its CRC matches, its fields are in range and
 its idx is above the previous record's. Reading stops being trusting at the first
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Final
 
 from recorder.errors import SegmentFormatError
-from schemas.record import CaptureRecord
+from schemas.record import OPCODE_BINARY, OPCODE_TEXT, CaptureRecord
 
 __all__ = [
     "BODY_FIXED",
@@ -52,6 +55,7 @@ __all__ = [
     "MAGIC",
     "NUMBERS",
     "NUMERIC",
+    "READABLE_VERSIONS",
     "RecordKey",
     "SegmentData",
     "SegmentHeader",
@@ -66,7 +70,9 @@ __all__ = [
 ]
 
 MAGIC: Final = b"KTJOURNL"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+#: Versions this code reads: 1 has no opcode bit.
+READABLE_VERSIONS: Final = frozenset({1, 2})
 DIR_CODES: Final[dict[str, int]] = {"in": 0, "out": 1, "event": 2}
 DIR_NAMES: Final[tuple[str, ...]] = ("in", "out", "event")
 
@@ -81,7 +87,8 @@ _HEAD_FIELDS: Final = struct.Struct("<IIq24x8xBBBxHH")
 _MAX_STR: Final = 0xFFFF
 _MAX_CHANNEL: Final = 0xFF
 
-_SID_SET, _SEQ_SET, _TICKER_SET = 1, 2, 4
+_SID_SET, _SEQ_SET, _TICKER_SET, _BINARY_SET = 1, 2, 4, 8
+_MAX_FLAGS: Final = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +99,10 @@ class SegmentHeader:
     size: int  # header bytes; records start here
 
 
-def encode_header(run_id: str, segment: int) -> bytes:
+def encode_header(run_id: str, segment: int, version: int = FORMAT_VERSION) -> bytes:
+    """The header of a new segment (`version` other than the current: tests of old ones)."""
     rid = run_id.encode("ascii")
-    head = _HEAD.pack(MAGIC, FORMAT_VERSION, 0, segment, len(rid)) + rid
+    head = _HEAD.pack(MAGIC, version, 0, segment, len(rid)) + rid
     return head + _CRC.pack(zlib.crc32(head))
 
 
@@ -109,9 +117,9 @@ def decode_header(buf: bytes | memoryview) -> SegmentHeader:
     magic, version, _, segment, rid_len = _HEAD.unpack_from(buf, 0)
     if magic != MAGIC:
         raise SegmentFormatError(f"not a journal segment: magic {bytes(magic)!r}")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise SegmentFormatError(
-            f"segment format version {version}; this code reads {FORMAT_VERSION}"
+            f"segment format version {version}; this code reads {sorted(READABLE_VERSIONS)}"
         )
     end = _HEAD.size + rid_len
     if len(buf) < end + _CRC.size:
@@ -167,8 +175,8 @@ class StringTable:
 NUMERIC: Final = struct.Struct("<qqqqiiB")
 
 
-def record_flags(sid: int | None, seq: int | None, ticker: str | None) -> int:
-    return (sid is not None) | (seq is not None) << 1 | (ticker is not None) << 2
+def record_flags(sid: int | None, seq: int | None, ticker: str | None, binary: bool = False) -> int:
+    return (sid is not None) | (seq is not None) << 1 | (ticker is not None) << 2 | binary << 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +196,13 @@ class RecordKey:
     @property
     def has_seq(self) -> bool:
         return bool(self.flags & _SEQ_SET)
+
+    def opcode(self, version: int) -> int | None:
+        """The WebSocket opcode of a message record (None: an event, or a version 1
+        segment, which did not record it)."""
+        if self.dir == "event" or version < 2:
+            return None
+        return OPCODE_BINARY if self.flags & _BINARY_SET else OPCODE_TEXT
 
 
 #: The numeric fields of a body, as `SegmentData.numbers` keeps them: idx recv_ns mono_ns seq
@@ -237,7 +252,7 @@ class SegmentData:
     def records(self) -> list[CaptureRecord]:
         """The records as `CaptureRecord`s, in idx order (for tests and tools, not hot paths)."""
         out = []
-        run_id = self.header.run_id
+        run_id, version = self.header.run_id, self.header.version
         for i, (idx, recv, mono, seq, conn, sid) in enumerate(NUMBERS.iter_unpack(self.numbers)):
             k = self.keys[self.key[i]]
             out.append(
@@ -254,6 +269,7 @@ class SegmentData:
                     seq if k.has_seq else None,
                     k.market_ticker,
                     self.raw[i],
+                    k.opcode(version),
                 )
             )
         return out
@@ -277,7 +293,7 @@ def _valid_at(buf: bytes, pos: int, end: int, last_idx: int) -> int:
     if body_len < BODY_FIXED or body_len > end - pos - 8:
         return 0
     idx, _, _, _, _, _, flags, dir_, chl, tyl, tkl = BODY.unpack_from(buf, pos + 8)
-    if idx <= last_idx or flags > 7 or dir_ > 2 or BODY_FIXED + chl + tyl + tkl > body_len:
+    if idx <= last_idx or flags > _MAX_FLAGS or dir_ > 2 or BODY_FIXED + chl + tyl + tkl > body_len:
         return 0
     if zlib.crc32(memoryview(buf)[pos + 8 : pos + 8 + body_len]) != crc:
         return 0
@@ -325,7 +341,7 @@ def _scan(buf: bytes, pos: int, end: int, idx_below: int | None, out: SegmentDat
                 and (
                     idx > last_idx
                     and raw_start <= body_end
-                    and flags <= 7
+                    and flags <= _MAX_FLAGS
                     and dir_ <= 2
                     and crc32(mv[pos + 8 : body_end]) == crc
                 )

@@ -60,7 +60,7 @@ import pyarrow.fs as pafs
 from recorder._parquet import ParquetSettings, encode_for_storage
 from recorder.errors import CompactionError
 from recorder.storage import CaptureRoot, FileInfo, FsyncFn
-from schemas.arrow import CAPTURE_SCHEMA
+from schemas.arrow import CAPTURE_SCHEMA, complete
 from schemas.record import (
     CaptureFileName,
     compacted_file_suffix,
@@ -238,8 +238,8 @@ def _merge(
     first, last = parse_file_name(group[0].name), parse_file_name(group[-1].name)
     assert first is not None
     assert last is not None
-    # Files of older captures hold `channel` as a dictionary: every input is cast to
-    # today's schema before they are put together.
+    # Files of older captures hold `channel` as a dictionary and lack `opcode`: every
+    # input is brought to today's schema before they are put together.
     tables = [_as_capture_schema(capture.read_table(i.path)) for i in group]
     table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
     expected = sum(t.num_rows for t in tables)
@@ -257,7 +257,9 @@ def _merge(
 
 
 def _as_capture_schema(table: pa.Table) -> pa.Table:
-    return table if table.schema == CAPTURE_SCHEMA else table.cast(CAPTURE_SCHEMA)
+    if table.schema == CAPTURE_SCHEMA:
+        return table
+    return complete(table, CAPTURE_SCHEMA.names).cast(CAPTURE_SCHEMA)
 
 
 @dataclass(slots=True)

@@ -101,6 +101,7 @@ from recorder.watch import Watchdogs
 from schemas.record import Event
 from stream.decode import FRAME_TAGS
 from stream.events import (
+    BinaryMessage,
     Checkpoint,
     CloseConnection,
     GapDetected,
@@ -522,7 +523,9 @@ class LiveSource(Source):
         received = 0
         try:
             while True:
-                raw, _binary = await ws.recv()  # bytes: bad UTF-8 must not close the socket
+                raw, binary = await ws.recv()  # bytes: bad UTF-8 must not close the socket
+                if binary:  # the opcode travels with the bytes (rare: Kalshi sends text)
+                    raw = BinaryMessage(raw)
                 received += 1
                 if not received & 63:
                     # recv() does not suspend while frames are buffered: without this, a

@@ -245,8 +245,11 @@ class JournalWriter:
         seq: int | None,
         market_ticker: str | None,
         raw: bytes,
+        binary: bool = False,
     ) -> int:
         """Buffer one record and return its idx. Cheap: no syscall, no clock read.
+
+        `binary`: the message came (or went) as a binary WebSocket message, not text.
 
         `mono_ns` must come from `time.monotonic_ns()` (latency is measured against it).
         A sid or seq outside int32 / int64 is stored as null (raw keeps it). The frame is
@@ -261,7 +264,10 @@ class JournalWriter:
         tail = self._tails.get((dir, channel, type, market_ticker))
         if tail is None:
             tail = self._strings.tail(dir, channel, type, market_ticker)
-        flags = (sid is not None) | (seq is not None) << 1 | (market_ticker is not None) << 2
+        flags = (
+            (sid is not None) | (seq is not None) << 1 | (market_ticker is not None) << 2
+            | binary << 3
+        )  # fmt: skip
         with self._lock:
             if self._closing:
                 raise JournalClosedError(f"journal of run {self.run_id} is closed")
@@ -272,7 +278,9 @@ class JournalWriter:
             try:
                 head = NUMERIC.pack(idx, recv_ns, mono_ns, seq or 0, conn, sid or 0, flags)
             except struct.error:
-                head = self._clamped_head(idx, recv_ns, mono_ns, seq, conn, sid, market_ticker)
+                head = self._clamped_head(
+                    idx, recv_ns, mono_ns, seq, conn, sid, market_ticker, binary
+                )
             body_len = len(head) + len(tail) + len(raw)
             # While a gap has no room for its event, it goes on: a frame kept inside it
             # would make the recorded first..last range cover a frame that is present.
@@ -300,13 +308,14 @@ class JournalWriter:
         conn: int,
         sid: int | None,
         ticker: str | None,
+        binary: bool,
     ) -> bytes:
         """A sid or seq out of int32 / int64 range is stored as null; raw keeps it."""
         if sid is not None and not _INT32[0] <= sid <= _INT32[1]:
             sid = None
         if seq is not None and not _INT64[0] <= seq <= _INT64[1]:
             seq = None
-        flags = record_flags(sid, seq, ticker)
+        flags = record_flags(sid, seq, ticker, binary)
         return NUMERIC.pack(idx, recv_ns, mono_ns, seq or 0, conn, sid or 0, flags)
 
     def _drop_locked(self, idx: int, size: int) -> None:

@@ -27,7 +27,7 @@ from stream.decode import (
     SubscribedFrame,
     decode_frame,
 )
-from stream.events import Checkpoint
+from stream.events import BinaryMessage, Checkpoint
 
 __all__ = ["JournalSink"]
 
@@ -59,7 +59,9 @@ class JournalSink:
         self.rejected = 0
 
     def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> Any:
-        """Journal a received frame; return its hot-path decode for the engine (or None)."""
+        """Journal a received frame; return its hot-path decode for the engine (or None).
+
+        A `stream.BinaryMessage` is journaled with the binary opcode."""
         try:
             frame = decode_frame(raw)
         except DECODE_ERRORS:
@@ -82,8 +84,9 @@ class JournalSink:
                 if msg is not None and type(msg) is not list:
                     market = msg.market_ticker if msg.market_ticker is not None else msg.ticker
         self.last_idx = self.journal.append(
-            conn, recv_ns, mono_ns, "in", channel, type_, sid, seq, market, raw
-        )
+            conn, recv_ns, mono_ns, "in", channel, type_, sid, seq, market, raw,
+            type(raw) is BinaryMessage,
+        )  # fmt: skip
         self.per_channel[channel] += 1
         self.bytes_in += len(raw)
         return frame
@@ -92,8 +95,9 @@ class JournalSink:
         """A frame the hot-path decoder rejects: the generic derivation, with its reason."""
         d = self._deriver.derive(Dir.IN, raw, conn)
         idx = self.journal.append(
-            conn, recv_ns, mono_ns, Dir.IN, d.channel, d.type, d.sid, d.seq, d.market_ticker, raw
-        )
+            conn, recv_ns, mono_ns, Dir.IN, d.channel, d.type, d.sid, d.seq, d.market_ticker, raw,
+            type(raw) is BinaryMessage,
+        )  # fmt: skip
         self.per_channel[d.channel] += 1
         self.bytes_in += len(raw)
         self.last_idx = idx

@@ -41,6 +41,7 @@ class CapturedFrame(NamedTuple):
     seq: int | None
     market_ticker: str | None
     raw: bytes
+    opcode: int | None  # 1 text, 2 binary; None for events and older captures
 
 
 def iter_batches(

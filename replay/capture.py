@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from replay.layout import RootLocation, list_capture_files, open_parquet
+from schemas.arrow import complete
 from schemas.channels import Channel
 from schemas.storage import StorageOptions
 
@@ -296,6 +297,7 @@ class _FileStream:
         self.idx: pa.Array | None = None  # `current`'s idx values in idx order
         self.offset = 0  # rows of `order` already taken
         self._reader: pq.ParquetFile | None = None
+        self._present = columns  # the columns the file holds (it may lack optional ones)
 
     def load(self) -> bool:
         """Read the next row group; False when the file is done."""
@@ -307,12 +309,15 @@ class _FileStream:
         group = self.groups.pop(0)
         if self._reader is None:
             self._reader = open_parquet(self.path, self.filesystem)
+            held = set(self._reader.schema_arrow.names)
+            self._present = [c for c in self.columns if c in held]
         tables = [
-            self._reader.read_row_group(p.row_group, columns=self.columns, use_threads=False)
+            self._reader.read_row_group(p.row_group, columns=self._present, use_threads=False)
             for p in group
         ]
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        table = _channel_as_string(table)  # older files: a dictionary (schemas.arrow)
+        # Older files: `channel` is a dictionary, `opcode` is missing (schemas.arrow).
+        table = complete(_channel_as_string(table), self.columns)
         idx = table.column("idx")
         self.order = pc.sort_indices(idx)
         self.idx = pc.take(idx, self.order).combine_chunks()

@@ -4,8 +4,11 @@ The capture goes through a `ReplaySession` (the engine, so gaps are dropped and
 reconnects reset books exactly as they were live), with one `@on` callback per
 channel: callbacks run in arrival order, so the output interleaves channels as the
 wire did. `--format jsonl` writes one JSON object per message (the frame itself
-under "frame", byte for byte, with its receive time and envelope); `--format
-table` writes aligned text. A progress bar on stderr tracks long runs.
+under "frame", byte for byte, with its receive time, envelope and whether it came
+as a binary message); a frame whose bytes are not UTF-8 (JSON text must be) goes
+under "frame_base64" instead, its exact bytes in standard base64, so every line
+is valid UTF-8 JSON. `--format raw` writes each frame's exact bytes and a newline,
+nothing else. `--format table` writes aligned text. A progress bar on stderr tracks long runs.
 
 `-o FILE` never replaces a file without `--force` and never writes inside the
 capture root. A market the capture does not hold is refused with the list of
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
+import json
 import sys
 from contextlib import nullcontext
 from typing import IO, Any
@@ -69,7 +74,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="K",
         help="pace at K times real time (default: as fast as possible)",
     )
-    p.add_argument("--format", choices=("jsonl", "table"), default="table")
+    p.add_argument("--format", choices=("jsonl", "raw", "table"), default="table",
+                   help="jsonl: a JSON object per frame; raw: each frame's exact bytes and "
+                        "a newline; table: aligned text (default)")  # fmt: skip
     p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
     p.add_argument("--force", action="store_true", help="replace an existing --output file")
     p.add_argument(
@@ -106,13 +113,38 @@ def _iso(recv_ns: int) -> str:
 
 
 def jsonl_line(frame: Frame) -> bytes:
-    """One output line: receive time and envelope, and the frame bytes as they arrived."""
+    """One output line: receive time and envelope, and the frame bytes as they arrived
+    (under "frame"; under "frame_base64", base64 of the exact bytes, when they are not
+    UTF-8, so that the line is valid UTF-8 JSON whatever the frame held)."""
+    raw = frame.raw
     head = (
         f'{{"recv_time":"{_iso(frame.recv_ns)}","recv_ns":{frame.recv_ns},"conn":{frame.conn},'
-        f'"channel":"{frame.channel}","type":"{frame.type}",'
-        f'"sid":{_num(frame.sid)},"seq":{_num(frame.seq)},"frame":'
-    )
-    return head.encode() + frame.raw + b"}\n"
+        f'"channel":{_text(frame.channel)},"type":{_text(frame.type)},'
+        f'"sid":{_num(frame.sid)},"seq":{_num(frame.seq)},'
+        f'"binary":{"true" if frame.binary else "false"},'
+    ).encode()
+    if _is_utf8(raw):
+        return head + b'"frame":' + raw + b"}\n"
+    return head + b'"frame_base64":"' + base64.b64encode(raw) + b'"}\n'
+
+
+def raw_line(frame: Frame) -> bytes:
+    """The frame's exact bytes and a newline (a frame of JSON text holds no raw newline)."""
+    return bytes(frame.raw) + b"\n"
+
+
+def _is_utf8(raw: bytes) -> bool:
+    if raw.isascii():  # nearly every frame: one C-speed scan
+        return True
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _text(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _num(value: int | None) -> str:
@@ -159,6 +191,8 @@ async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
         count += 1
         if args.format == "jsonl":
             out.write(jsonl_line(frame))
+        elif args.format == "raw":
+            out.write(raw_line(frame))
         else:
             out.write(table_line(frame).encode())
 

@@ -34,9 +34,9 @@ from replay.capture import Capture, merge_key
 from replay.errors import NotInCapture
 from replay.pacing import Pacer
 from schemas.channels import Channel
-from schemas.record import Event
+from schemas.record import OPCODE_BINARY, Event
 from schemas.storage import StorageOptions
-from stream import EngineConfig, Overflow, Session, Source
+from stream import BinaryMessage, EngineConfig, Overflow, Session, Source
 from stream.engine import Engine
 
 __all__ = ["CONN_STRIDE", "ReplaySession", "ReplaySource", "to_ns"]
@@ -178,7 +178,7 @@ class ReplaySource(Source):
         last_idx = {run: max(p.idx_hi for p in self.capture.runs[run].pieces) for run in runs}
         self._muted = self.start_ns is not None
         self._ended: dict[int, tuple[int, int]] = {}  # group -> when its run's records ended
-        columns = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw")
+        columns = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode")
         for window in self.capture.read(channels, columns=columns, markets=self.markets,
                                         runs=runs, from_idx=from_idx):  # fmt: skip
             run = window.run_id
@@ -237,6 +237,11 @@ class ReplaySource(Source):
         recv = table.column("recv_ns").to_pylist()
         mono = table.column("mono_ns").to_pylist()
         raws = table.column("raw").to_pylist()
+        opcodes = table.column("opcode")
+        if pc.max(opcodes).as_py() == OPCODE_BINARY:  # rare: Kalshi sends text
+            binary = pc.fill_null(pc.equal(opcodes, OPCODE_BINARY), False)
+            for i in pc.indices_nonzero(binary).to_pylist():
+                raws[i] = BinaryMessage(raws[i])
         dirs = _dir_codes(table.column("dir"))
         if self.pacer.speed is not None and not self._muted:
             await self._dispatch_paced(session, group, keys, dirs, raws, recv, mono, conns)

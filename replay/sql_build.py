@@ -30,6 +30,7 @@ __all__ = [
     "boolean",
     "count",
     "decimal",
+    "every_column",
     "field",
     "first",
     "integer",
@@ -58,7 +59,7 @@ _EMPTY: Final = (
     "NULL::BIGINT AS recv_ns, NULL::BIGINT AS mono_ns, NULL::VARCHAR AS dir, "
     "NULL::VARCHAR AS channel, NULL::VARCHAR AS type, NULL::INTEGER AS sid, "
     "NULL::BIGINT AS seq, NULL::VARCHAR AS market_ticker, NULL::BLOB AS raw, "
-    'NULL::DATE AS "date" WHERE false)'
+    'NULL::TINYINT AS opcode, NULL::DATE AS "date" WHERE false)'
 )
 
 
@@ -71,12 +72,30 @@ def sql_literal(text: str) -> str:
 
 def parquet_source(paths: Sequence[str | PurePath]) -> str:
     """A table expression over these capture files (local paths or `s3://` URIs), with the
-    Hive `channel` and `date`."""
+    Hive `channel` and `date`.
+
+    Files of older captures lack `opcode` (`schemas.arrow.OPTIONAL_COLUMNS`): DuckDB
+    reads a mixed list as long as a query does not select that column, and reads
+    footers only of the files a query's filters keep. A view that selects it reads
+    through `every_column`."""
+    return _EMPTY if not paths else _read_parquet(paths, union_by_name=False)
+
+
+def every_column(paths: Sequence[str | PurePath]) -> str:
+    """Like `parquet_source`, with every capture column: the optional ones are NULL where
+    a file lacks them. Every file's footer is read when a query binds (DuckDB's
+    `union_by_name`), whatever the query's filters."""
     if not paths:
         return _EMPTY
+    source = _read_parquet(paths, union_by_name=True)
+    return f"(SELECT * FROM {source} UNION ALL BY NAME SELECT * FROM {_EMPTY})"
+
+
+def _read_parquet(paths: Sequence[str | PurePath], *, union_by_name: bool) -> str:
     files = ", ".join(sql_literal(str(p)) for p in paths)
+    union = ", union_by_name = true" if union_by_name else ""
     return (
-        f"read_parquet([{files}], hive_partitioning = true, "
+        f"read_parquet([{files}], hive_partitioning = true{union}, "
         "hive_types = {'channel': 'VARCHAR', 'date': 'DATE'})"
     )
 

@@ -8,8 +8,11 @@
 * `connections`: one row per (run_id, conn): open and close times, close code and
   reason, frames in and out.
 * `gaps`: every seq discontinuity per wire subscription on a sequenced channel
-  (docs/protocol.md sections 4 and 8.16): a `gap` (seq > previous + 1), a
-  `reset` (seq < previous) or a `duplicate` (seq = previous), with the resync that
+  (docs/protocol.md sections 4 and 8.16), decided as the engine decides: a `gap`
+  (seq past the expected one; `missing` counts from the highest seq seen, so a
+  stray lower frame in between does not make received messages look lost), a
+  `reset` (seq below it) or a `duplicate` (seq = previous); a frame at the highest
+  seq + 1 goes on from before a stray lower frame and is no discontinuity. With the resync that
   followed: the next `update_subscription get_snapshot` naming the sid, or
   `subscribe` of the channel, on that connection, and the next `orderbook_snapshot`
   on that sid; when that connection closed first, the reconnect's `subscribe` of the
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from replay.sql_build import parquet_source
+from replay.sql_build import every_column, parquet_source
 from schemas.channels import BOOK_CHANNELS, SEQUENCED_CHANNELS, Channel
 
 if TYPE_CHECKING:
@@ -40,7 +43,7 @@ _RECV_TIME: Final = "make_timestamptz(recv_ns // 1000) AS recv_time"
 def _frames(source: str) -> str:
     return (
         "CREATE VIEW frames AS SELECT run_id, idx, conn, recv_ns, mono_ns, dir, channel, type, "
-        f'sid, seq, market_ticker, raw, "date", {_RECV_TIME} FROM {source}'
+        f'sid, seq, market_ticker, raw, opcode, "date", {_RECV_TIME} FROM {source}'
     )
 
 
@@ -110,14 +113,24 @@ WITH stream AS (
     UNION ALL
     SELECT run_id, conn, sid, NULL, idx, NULL, NULL, true FROM {control}
     WHERE dir = 'in' AND type = 'subscribed' AND sid IS NOT NULL
+), subs AS (  -- an ack starts a subscription: number them per sid
+    SELECT *, sum(is_ack::INTEGER) OVER (PARTITION BY run_id, conn, sid ORDER BY idx
+        ROWS UNBOUNDED PRECEDING) AS sub
+    FROM stream
+), w AS (  -- each frame's predecessor, and the highest seq before it (the high-water mark)
+    SELECT *, lag(seq) OVER p AS prev_seq, lag(idx) OVER p AS prev_idx,
+        lag(recv_ns) OVER p AS prev_ns,
+        max(seq) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS high
+    FROM subs WHERE NOT is_ack WINDOW p AS (PARTITION BY run_id, conn, sid, sub ORDER BY idx)
 ), g AS MATERIALIZED (  -- the few discontinuities, materialized once
+    -- As the engine decides: a frame at the high-water mark + 1 goes on from before a
+    -- stray lower frame (nothing missing); a gap counts from the mark when it passes it.
     SELECT run_id, conn, sid, channel, idx, seq, recv_ns, prev_seq, prev_idx, prev_ns,
-        CASE WHEN seq > prev_seq + 1 THEN 'gap' WHEN seq < prev_seq THEN 'reset'
-            ELSE 'duplicate' END AS kind
-    FROM (SELECT *, lag(seq) OVER p AS prev_seq, lag(idx) OVER p AS prev_idx,
-              lag(recv_ns) OVER p AS prev_ns
-          FROM stream WINDOW p AS (PARTITION BY run_id, conn, sid ORDER BY idx))
-    WHERE NOT is_ack AND prev_seq IS NOT NULL AND seq <> prev_seq + 1
+        ref + 1 AS expected_seq,
+        CASE WHEN seq = prev_seq THEN 'duplicate' WHEN seq > ref + 1 THEN 'gap'
+            ELSE 'reset' END AS kind
+    FROM (SELECT *, CASE WHEN seq <= high THEN prev_seq ELSE high END AS ref FROM w)
+    WHERE prev_seq IS NOT NULL AND seq <> prev_seq + 1 AND seq <> high + 1
 ), cmds AS (
     SELECT run_id, conn, idx, recv_ns, type,
         TRY(json_extract(TRY(decode(raw)), '$.params')) AS params
@@ -152,8 +165,8 @@ WITH stream AS (
     ASOF LEFT JOIN snaps s
         ON g.run_id = s.run_id AND g.conn = s.conn AND g.sid = s.sid AND g.idx < s.snap_idx
 )
-SELECT run_id, conn, sid, channel, kind, prev_seq, seq,
-    CASE WHEN kind = 'gap' THEN seq - prev_seq - 1 ELSE 0 END AS missing,
+SELECT run_id, conn, sid, channel, kind, prev_seq, expected_seq, seq,
+    CASE WHEN kind = 'gap' THEN seq - expected_seq ELSE 0 END AS missing,
     prev_idx, idx,
     make_timestamptz(prev_ns // 1000) AS prev_time,
     make_timestamptz(recv_ns // 1000) AS gap_time,
@@ -179,7 +192,7 @@ def derived_statements(listing: CaptureListing) -> list[str]:
     wire = sorted({f.channel for f in listing.files} - {Channel.SESSION, Channel.CHECKPOINT})
     session, control = source((Channel.SESSION,)), source((Channel.CONTROL,))
     return [
-        _frames(source()),
+        _frames(every_column(listing.sources(None))),
         _events(session),
         _control(control),
         _connections(session, source(tuple(wire))),

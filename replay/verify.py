@@ -39,7 +39,7 @@ from replay.layout import CaptureListing, list_capture_files, open_parquet
 from replay.sql import connect
 from replay.sql_build import sql_literal
 from replay.sql_output import format_cell, render_table
-from schemas.arrow import CAPTURE_SCHEMA
+from schemas.arrow import CAPTURE_SCHEMA, OPTIONAL_COLUMNS
 from schemas.storage import StorageOptions
 
 __all__ = [
@@ -202,6 +202,8 @@ def footer_problem(path: PurePath, filesystem: pafs.FileSystem | None = None) ->
         return f"cannot read the Parquet footer ({exc}); the file is partial or not Parquet"
     got = {f.name: _plain(f.type) for f in schema}
     want = {f.name: _plain(f.type) for f in CAPTURE_SCHEMA}
+    for name in OPTIONAL_COLUMNS - got.keys():  # written before the column existed
+        del want[name]
     if got != want:
         differ = sorted(str(item) for item in set(got.items()) ^ set(want.items()))
         return f"schema differs from the capture schema: {differ}"

@@ -24,6 +24,8 @@ __all__ = [
     "EVENT_DETAIL_KEYS",
     "JOURNAL_DIR",
     "MALFORMED_TYPE",
+    "OPCODE_BINARY",
+    "OPCODE_TEXT",
     "ROOT_ENTRIES",
     "STATUS_FILE",
     "CaptureFileName",
@@ -58,7 +60,12 @@ COLUMNS: Final[tuple[str, ...]] = (
     "seq",
     "market_ticker",
     "raw",
+    "opcode",
 )
+
+#: WebSocket opcodes (RFC 6455) as the `opcode` column holds them.
+OPCODE_TEXT: Final = 1
+OPCODE_BINARY: Final = 2
 
 #: The `type` given to an inbound frame that is not a JSON object with a `type`.
 MALFORMED_TYPE: Final = "_malformed"
@@ -138,6 +145,9 @@ class CaptureRecord:
     seq: int | None
     market_ticker: str | None
     raw: bytes
+    #: The WebSocket opcode the message came (or went) as: 1 text, 2 binary; None for
+    #: events, and for messages of captures made before the opcode was recorded.
+    opcode: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from stream.errors import (
     SubscriptionTerminated,
 )
 from stream.events import (
+    BinaryMessage,
     Checkpoint,
     CloseConnection,
     CommandReply,
@@ -42,6 +43,7 @@ from stream.subscriptions import ConsumerSubscription, Delivery, WireSubscriptio
 
 __all__ = [
     "BackpressureError",
+    "BinaryMessage",
     "BookSnapshot",
     "Checkpoint",
     "CloseConnection",

@@ -1,7 +1,9 @@
 """What the engine hands out: the delivered frame, and every other output.
 
 `Frame` is what a consumer asking for speed receives (and what a model consumer's
-message is built from). The other classes are the engine's outputs, drained by
+message is built from). `BinaryMessage` marks the bytes of a message that came
+as a binary WebSocket message, so the opcode travels with the bytes through every
+layer without a field on the hot path. The other classes are the engine's outputs, drained by
 the edge from `Engine.outbox`: commands to send, state changes, error reports,
 gaps and resyncs, connection switches, connection checkpoints. All are immutable.
 """
@@ -17,6 +19,7 @@ import msgspec
 from stream.state import ConnectionState
 
 __all__ = [
+    "BinaryMessage",
     "Checkpoint",
     "CloseConnection",
     "CommandReply",
@@ -47,6 +50,23 @@ def _parsers() -> list[Callable[[bytes], Any]]:
     return _PARSERS
 
 
+class BinaryMessage(bytes):
+    """The exact bytes of a message that came as a binary WebSocket message.
+
+    Kalshi sends text; a binary message carries the same JSON bytes, and a faithful
+    capture keeps the difference. The edge that receives a message wraps its bytes in
+    this type when the opcode was binary (a copy, paid only by binary messages); the
+    engine passes them on as they are, so `Frame.binary` tells the consumer, the
+    journal records the opcode, and the replay server sends the frame back as binary.
+    It is `bytes` in every other way (equal to, and hashing like, the same bytes).
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"BinaryMessage({bytes(self)!r})"
+
+
 class Frame(msgspec.Struct, gc=False):
     """One delivered server frame: the exact bytes, both receive clocks and the envelope.
 
@@ -65,6 +85,11 @@ class Frame(msgspec.Struct, gc=False):
     market_ticker: str | None
     _model: Any = None
     _struct: Any = None
+
+    @property
+    def binary(self) -> bool:
+        """True if the frame came as a binary WebSocket message (text otherwise)."""
+        return type(self.raw) is BinaryMessage
 
     def message(self) -> Any:
         """The typed pydantic model of this frame (parsed on first call, then cached).

@@ -276,7 +276,7 @@ class CaptureTape:
         if market_id not in self._by_id and market is not None and isinstance(market_id, str):
             self._by_id[market_id] = market
             self._books.note_market_id(market, market_id)
-        event = TapeEvent(channel, type_, market, payload, key_id, msg=msg)
+        event = TapeEvent(channel, type_, market, payload, key_id, msg=msg, binary=frame.binary)
         self._buffer.append((key - self._origin_ns, event))
 
     def _seed_books(self, key: int) -> None:

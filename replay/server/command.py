@@ -47,7 +47,7 @@ FAULT_HELP = """\
 fault specs: KIND[:ARG][@TRIGGER[,TRIGGER...]]
   connection kinds: close[:CODE] (default 1011), drop, stall[:DURATION], no_pong[:DURATION]
   frame kinds (next sequenced data frame): gap, dup, reorder, malformed, bad_utf8,
-      oversized, unsubscribed, error25
+      oversized, binary (sent as a binary message), unsubscribed, error25
   handshake kinds: reject[:STATUS] (default 503), slow_handshake[:DURATION]
   triggers (ORed): every=5s  after=1000 (frames)  p=0.001 (per frame)  at=2s+7.5s
       conn=1+2 (connection numbers, per handshake attempt)  times=N (per connection)

@@ -5,8 +5,9 @@ connection: every frame (replies and data, in one order) goes into a bounded que
 each with whether it goes as a binary message (a recorded binary frame) or as text
 (everything else: Kalshi sends text); one sender task drains it in batches through
 the connection's `ServerSocket`; a pinger sends `heartbeat` pings
-(docs/protocol.md section 3); the fault scheduler's verdicts are applied here (close codes, TCP drop,
-stall, no pong, and the frame faults on the next sequenced data frame). A client
+(docs/protocol.md section 3); the fault scheduler's verdicts are applied here
+(close codes, TCP drop, stall, no pong, and the frame faults on the next sequenced
+data frame). A client
 whose queue fills is disconnected (or its subscriptions end with error 25), so
 memory stays bounded. It knows nothing of how markets move, how commands are
 parsed or how an upgrade is answered.
@@ -250,6 +251,8 @@ class Connection:
             return [(frame[:-1] + b',"note":"\xff\xfe\xfd"}', binary)]
         if kind is FaultKind.OVERSIZED:
             return [(frame[:-1] + b',"padding":"' + _OVERSIZE_PAD + b'"}', binary)]
+        if kind is FaultKind.BINARY:
+            return [(frame, True)]
         # unsubscribed / error25: the frame goes out, then the server ends its sid.
         # Frames of that sid already queued still follow (stale-sid frames).
         before = len(self._queue)

@@ -21,7 +21,8 @@ Kinds (ARG in brackets):
         default 3s), no_pong[:duration] (stop answering pings; default forever)
     frame, applied to the next data frame on a sequenced channel: gap, dup, reorder
         (swap with the following frame), malformed (cut JSON), bad_utf8, oversized
-        (over 1 MiB), unsubscribed (server-initiated), error25 (buffer overflow)
+        (over 1 MiB), binary (the same bytes as a binary WebSocket message),
+        unsubscribed (server-initiated), error25 (buffer overflow)
     handshake: reject[:status] (default 503), slow_handshake[:duration] (default 2s)
 
 Triggers (ORed): every=DURATION, after=FRAMES, p=PROBABILITY (per frame sent), at=
@@ -66,6 +67,7 @@ class FaultKind(StrEnum):
     MALFORMED = "malformed"
     BAD_UTF8 = "bad_utf8"
     OVERSIZED = "oversized"
+    BINARY = "binary"
     UNSUBSCRIBED = "unsubscribed"
     ERROR25 = "error25"
     REJECT = "reject"
@@ -81,6 +83,7 @@ FRAME_KINDS = frozenset(
         FaultKind.MALFORMED,
         FaultKind.BAD_UTF8,
         FaultKind.OVERSIZED,
+        FaultKind.BINARY,
         FaultKind.UNSUBSCRIBED,
         FaultKind.ERROR25,
     }

@@ -37,6 +37,11 @@ RUN_B = "20260101T000100Z-0000000b"
 BASE_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 
+def binary(i: int) -> bool:
+    """Whether synthetic record i came as a binary WebSocket message (a few do)."""
+    return i % 13 == 7
+
+
 def expected_row(i: int, run_id: str = RUN_A, recv_ns: int | None = None) -> dict[str, object]:
     dir_, channel, type_, sid, seq, ticker, raw = frame(i)
     return {
@@ -51,6 +56,7 @@ def expected_row(i: int, run_id: str = RUN_A, recv_ns: int | None = None) -> dic
         "seq": seq,
         "market_ticker": ticker,
         "raw": raw,
+        "opcode": 2 if binary(i) else 1,
     }
 
 
@@ -62,8 +68,9 @@ def append_frames(
     for i in range(start, start + count):
         dir_, channel, type_, sid, seq, ticker, raw = frame(i)
         recv = BASE_NS + i * 1000 if recv_ns is None else recv_ns
+        mono = time.monotonic_ns()
         out.append(
-            writer.append(1, recv, time.monotonic_ns(), dir_, channel, type_, sid, seq, ticker, raw)
+            writer.append(1, recv, mono, dir_, channel, type_, sid, seq, ticker, raw, binary(i))
         )
     return out
 

@@ -221,5 +221,6 @@ class Observer:
 
 
 def trade_id(frame: Any) -> str:
-    """The trade id of a raw trade `Frame`."""
-    return str(json.loads(frame.raw)["msg"]["trade_id"])
+    """The trade id of a raw trade `Frame` (the bad_utf8 fault adds a field of bytes that
+    are not UTF-8 to some: the engine delivers such a frame, and so must this read it)."""
+    return str(json.loads(frame.raw.decode("utf-8", "replace"))["msg"]["trade_id"])

@@ -18,7 +18,7 @@ import pytest
 from recorder.errors import PermanentClose
 from recorder.policies import DisconnectReason as R
 from replay.server import FaultKind, SimServer
-from stream import ConnectionState, SubscriptionTerminated
+from stream import BinaryMessage, ConnectionState, SubscriptionTerminated
 
 from .live_helpers import (
     Reader,
@@ -37,7 +37,8 @@ NS = 1_000_000_000
 def test_every_fault_kind_of_the_exchange_has_a_test_here() -> None:
     covered = {
         "close", "drop", "stall", "no_pong", "gap", "dup", "reorder", "malformed",
-        "bad_utf8", "oversized", "unsubscribed", "error25", "reject", "slow_handshake",
+        "bad_utf8", "oversized", "binary", "unsubscribed", "error25", "reject",
+        "slow_handshake",
     }  # fmt: skip
     assert {k.value for k in FaultKind} == covered
 
@@ -223,6 +224,27 @@ async def test_a_broken_frame_is_repaired_on_the_same_connection(kind: str) -> N
             assert "malformed" in watched.error_kinds()
         if kind == "bad_utf8":  # read as bytes: kept exactly, the socket stays open
             assert any(b"\xff\xfe\xfd" in r.raw for r in watched.sink.records if r.dir == "in")
+        await session.close()
+
+
+async def test_a_binary_message_is_read_kept_binary_and_delivered_as_such() -> None:
+    async with sim_server(markets=1, rate_fps=1500.0, record_truth=True) as server:
+        watched, ticker, book, trades = await streaming(server)
+        session = watched.session
+        assert trades is not None
+        for _ in range(4):  # the next data frame, trade or delta, goes as binary
+            server.inject("binary")
+        assert server.truth is not None
+        await eventually(lambda: sum(f["fault"] == "binary" for f in server.truth.faults()) == 4)
+        await book.more_than(len(book.items) + 20)
+        inbound = [r.raw for r in watched.sink.records if r.dir == "in"]
+        binary = {bytes(raw) for raw in inbound if type(raw) is BinaryMessage}
+        assert len(binary) == 4  # the sink (the journal's input) sees the opcode
+        assert all(json.loads(raw)["type"] in ("trade", "orderbook_delta") for raw in binary)
+        for frame in trades.items:  # a trade that came as binary is delivered as binary
+            assert frame.binary == (bytes(frame.raw) in binary)
+        assert await book_matches_truth(session, server, ticker)  # a binary delta applies
+        assert session.stats.disconnects == 0
         await session.close()
 
 

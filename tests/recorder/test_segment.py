@@ -24,16 +24,17 @@ from schemas.record import CaptureRecord
 
 from .helpers import RUN_A
 
-Row = tuple[int, int, int, str, str, str, int | None, int | None, str | None, bytes]
+# conn recv_ns mono_ns dir channel type sid seq market_ticker raw binary
+Row = tuple[int, int, int, str, str, str, int | None, int | None, str | None, bytes, bool]
 
 ODD_ROWS: list[Row] = [
-    (1, 10, 20, "in", "ticker", "ticker", 2, None, "KX-A", b'{"type":"ticker"}'),
-    (1, 11, 21, "in", "_unknown", "_malformed", None, None, None, b""),
-    (1, 12, 22, "in", "_unknown", "_malformed", None, None, None, b"\xff\xfe\x00\x80 not utf-8"),
-    (2, 13, 23, "out", "_control", "subscribe", None, None, None, b'{"id":1,"cmd":"subscribe"}'),
-    (2, 14, 24, "event", "_session", "close", None, None, None, b'{"type":"close","code":1006}'),
-    (2, 15, 25, "in", "trade", "trade", 3, 2**62, "KX-\u00e9\u4e2d", b"x" * 200_000),
-    (2, 16, 26, "in", "trade", "trade", -5, 0, "", b"\x00" * 3),
+    (1, 10, 20, "in", "ticker", "ticker", 2, None, "KX-A", b'{"type":"ticker"}', False),
+    (1, 11, 21, "in", "_unknown", "_malformed", None, None, None, b"", False),
+    (1, 12, 22, "in", "_unknown", "_malformed", None, None, None, b"\xff\xfe\x00\x80 utf-8?", True),
+    (2, 13, 23, "out", "_control", "subscribe", None, None, None, b'{"id":1,"cmd":"x"}', False),
+    (2, 14, 24, "event", "_session", "close", None, None, None, b'{"type":"close"}', False),
+    (2, 15, 25, "in", "trade", "trade", 3, 2**62, "KX-\u00e9\u4e2d", b"x" * 200_000, True),
+    (2, 16, 26, "in", "trade", "trade", -5, 0, "", b"\x00" * 3, False),
 ]
 
 
@@ -46,14 +47,19 @@ def write_segment(journal: Path, rows: list[Row]) -> Path:
     return sealed[0]
 
 
+def opcode(row: Row) -> int | None:
+    """What the capture's `opcode` column says of a row: 1 text, 2 binary, None for events."""
+    return None if row[3] == "event" else 2 if row[10] else 1
+
+
 def as_records(rows: list[Row]) -> list[CaptureRecord]:
-    return [CaptureRecord(RUN_A, i, *row) for i, row in enumerate(rows)]
+    return [CaptureRecord(RUN_A, i, *row[:10], opcode(row)) for i, row in enumerate(rows)]
 
 
 def record_sizes(rows: list[Row]) -> list[int]:
     return [
         8 + BODY_FIXED + len(ch.encode()) + len(ty.encode()) + len((tk or "").encode()) + len(raw)
-        for _, _, _, _, ch, ty, _, _, tk, raw in rows
+        for _, _, _, _, ch, ty, _, _, tk, raw, _ in rows
     ]
 
 
@@ -71,9 +77,10 @@ def test_sid_and_seq_outside_their_column_types_are_stored_as_null_with_raw_inta
     tmp_path: Path,
 ) -> None:
     raw = b'{"type":"trade","sid":99999999999,"seq":1}'
-    row: Row = (1, 1, 1, "in", "trade", "trade", 99_999_999_999, 2**70, "KX-A", raw)
+    row: Row = (1, 1, 1, "in", "trade", "trade", 99_999_999_999, 2**70, "KX-A", raw, True)
     (record,) = read_segment(write_segment(tmp_path, [row])).records()
     assert (record.sid, record.seq, record.raw, record.market_ticker) == (None, None, raw, "KX-A")
+    assert record.opcode == 2  # the clamped path keeps the opcode too
 
 
 @pytest.mark.parametrize("victim", [0, 3, 6])
@@ -131,9 +138,20 @@ def test_a_torn_header_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SegmentFormatError, match="magic"):
         decode_header(b"NOTASEGM" + header[8:])
     newer = bytearray(header)
-    newer[8] = 2
-    with pytest.raises(SegmentFormatError, match="version 2"):
+    newer[8] = 3
+    with pytest.raises(SegmentFormatError, match="version 3"):
         decode_header(bytes(newer))
+
+
+def test_a_version_1_segment_reads_with_its_opcodes_unknown(tmp_path: Path) -> None:
+    # Version 1 (before the opcode bit) is what a journal left by an older recorder holds.
+    path = write_segment(tmp_path, [(*row[:10], False) for row in ODD_ROWS])
+    data = path.read_bytes()
+    old_header = encode_header(RUN_A, 0, version=1)
+    assert len(old_header) == decode_header(data).size
+    path.write_bytes(old_header + data[len(old_header) :])
+    records = read_segment(path).records()
+    assert records == [CaptureRecord(RUN_A, i, *row[:10], None) for i, row in enumerate(ODD_ROWS)]
 
 
 def test_segment_names_parse_and_strays_are_not_segments() -> None:

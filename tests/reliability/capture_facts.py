@@ -65,6 +65,7 @@ class CaptureFacts:
     unknown_raw: list[bytes]
     big_frames: int
     marked_raw: int
+    binary_frames: int  # inbound frames stored with opcode 2
     run_stop_reason: str | None
     delivery: Delivery
     sent_disorders: int
@@ -183,13 +184,14 @@ def read_capture(root: Path, sent: Sent) -> CaptureFacts:
         "SELECT dir, type, sid, id, error_code FROM control WHERE dir = 'in' ORDER BY idx"
     )
     inbound = con.execute(
-        "SELECT conn, channel, raw FROM frames WHERE dir = 'in' ORDER BY idx"
+        "SELECT conn, channel, raw, opcode FROM frames WHERE dir = 'in' ORDER BY idx"
     ).fetchall()
     opened = [c["conn"] for c in connections if c["opened"]]
     per_conn: dict[int, list[str]] = {no: [] for no in opened}
     channels: Counter[str] = Counter()
-    unknown, big, marked = [], 0, 0
-    for conn, channel, raw in inbound:
+    unknown, big, marked, binary = [], 0, 0, 0
+    for conn, channel, raw, opcode in inbound:
+        binary += opcode == 2
         per_conn.setdefault(conn, []).append(frame_digest(raw))
         channels[channel] += 1
         if channel == "_unknown":
@@ -212,6 +214,7 @@ def read_capture(root: Path, sent: Sent) -> CaptureFacts:
         unknown_raw=unknown,
         big_frames=big,
         marked_raw=marked,
+        binary_frames=binary,
         run_stop_reason=stops[-1] if stops else None,
         delivery=compare_with_truth([per_conn[no] for no in sorted(per_conn)], sent.digests),
         sent_disorders=sent.seq_disorders,

@@ -239,6 +239,10 @@ def _bad_utf8(facts: CaptureFacts, n: int) -> tuple[bool, str]:
     return marked == n and events == unknown, f"x{marked} stored byte-exact in {where}"
 
 
+def _binary(facts: CaptureFacts, n: int) -> tuple[bool, str]:
+    return facts.binary_frames == n, f"x{facts.binary_frames} stored with opcode 2 (binary)"
+
+
 def _oversized(facts: CaptureFacts, n: int) -> tuple[bool, str]:
     return facts.big_frames == n, f"x{facts.big_frames} frames > 1 MiB stored in their channel"
 
@@ -301,6 +305,8 @@ ROWS: tuple[Row, ...] = (
         _resynced, _gaps("gap", rejected=True)),
     Row("bad_utf8", K.BAD_UTF8, "invalid UTF-8 in a string", (_inject("bad_utf8"),) * 2,
         _fired(K.BAD_UTF8), _bad_utf8),
+    Row("binary", K.BINARY, "a data frame as a binary message", (_inject("binary"),) * 2,
+        _fired(K.BINARY), _binary),
     Row("oversized", K.OVERSIZED, "> 1 MiB, under max_frame_bytes",
         (_inject("oversized"),) * 2, _fired(K.OVERSIZED), _oversized),
     Row("oversized-limit", K.OVERSIZED, "> max_frame_bytes (set to 1 MiB)",

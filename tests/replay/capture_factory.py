@@ -23,7 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.arrow import CAPTURE_SCHEMA, DICTIONARY_COLUMNS
-from schemas.record import CaptureRecord, ColumnDeriver, Dir, event_raw, partition_file, utc_date
+from schemas.record import (
+    OPCODE_BINARY,
+    OPCODE_TEXT,
+    CaptureRecord,
+    ColumnDeriver,
+    Dir,
+    event_raw,
+    partition_file,
+    utc_date,
+)
 
 __all__ = [
     "BASE_NS",
@@ -207,8 +216,9 @@ class RunBuilder:
     def __post_init__(self) -> None:
         self.now_ns = self.start_ns
 
-    def _add(self, dir_: str, raw: bytes, conn: int) -> CaptureRecord:
+    def _add(self, dir_: str, raw: bytes, conn: int, binary: bool = False) -> CaptureRecord:
         d = self._deriver.derive(dir_, raw, conn)
+        opcode = None if dir_ == Dir.EVENT else OPCODE_BINARY if binary else OPCODE_TEXT
         mono = 5_000_000_000 + (self.now_ns - self.start_ns)
         rec = CaptureRecord(
             self.run_id,
@@ -223,15 +233,19 @@ class RunBuilder:
             d.seq,
             d.market_ticker,
             raw,
+            opcode,
         )
         self.records.append(rec)
         self.next_idx += 1
         self.now_ns += self.step_ns
         return rec
 
-    def receive(self, frame: dict[str, Any] | bytes, conn: int = 1) -> CaptureRecord:
+    def receive(
+        self, frame: dict[str, Any] | bytes, conn: int = 1, *, binary: bool = False
+    ) -> CaptureRecord:
+        """A frame received (`binary`: it came as a binary WebSocket message)."""
         raw = frame if isinstance(frame, bytes) else dumps(frame)
-        return self._add(Dir.IN, raw, conn)
+        return self._add(Dir.IN, raw, conn, binary)
 
     def send(self, command: dict[str, Any], conn: int = 1) -> CaptureRecord:
         return self._add(Dir.OUT, dumps(command), conn)

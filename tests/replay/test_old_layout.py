@@ -1,7 +1,7 @@
 """Captures written with the older layout are still read by every tool of the project.
 
-The older layout: `channel` stored as a dictionary column, the recorder's `journal/`
-and `status.json` under the root. The same standard capture is written in both
+The older layout: `channel` stored as a dictionary column, no `opcode` column, the
+recorder's `journal/` and `status.json` under the root. The same standard capture is written in both
 layouts (and a root mixing them, as one upgraded in the middle of a day); listing,
 replay, bulk reads, SQL, verify, inspect and compaction give the same answers.
 """
@@ -31,12 +31,12 @@ from .capture_factory import build_standard_capture
 OLD_SCHEMA = CAPTURE_SCHEMA.set(
     CAPTURE_SCHEMA.get_field_index("channel"),
     pa.field("channel", pa.dictionary(pa.int32(), pa.string()), nullable=False),
-)
+).remove(CAPTURE_SCHEMA.get_field_index("opcode"))
 
 
 def to_old_layout(root: Path, files: list[Path] | None = None) -> None:
     for path in files if files is not None else sorted(root.rglob("*.parquet")):
-        table = pq.read_table(path).cast(OLD_SCHEMA)
+        table = pq.read_table(path).drop_columns(["opcode"]).cast(OLD_SCHEMA)
         pq.write_table(table, path, compression="zstd")
     (root / "journal").mkdir(exist_ok=True)
     (root / "journal" / "LOCK").write_text("pid 4242\n")
@@ -90,13 +90,24 @@ async def test_every_reader_gives_the_same_answers_on_old_new_and_mixed_roots(
     assert answers["new"]["frames"] and answers["new"]["replay"]
 
 
+def test_files_without_the_opcode_column_read_it_as_null(roots: dict[str, Path]) -> None:
+    sql = "SELECT dir, opcode, count(*) FROM frames GROUP BY ALL ORDER BY ALL"
+    new = dict(((d, o), n) for d, o, n in connect(roots["new"]).execute(sql).fetchall())
+    old = dict(((d, o), n) for d, o, n in connect(roots["old"]).execute(sql).fetchall())
+    assert set(new) == {("event", None), ("in", 1), ("out", 1)}  # text, as recorded
+    assert set(old) == {("event", None), ("in", None), ("out", None)}  # not recorded then
+    assert sum(new.values()) == sum(old.values())
+    mixed = {f.opcode for f in iter_frames(roots["mixed"]) if f.dir != "event"}
+    assert mixed == {1, None}
+
+
 def test_compaction_merges_old_and_new_files_into_todays_schema(roots: dict[str, Path]) -> None:
     mixed = roots["mixed"]
     before = sorted(f.idx for f in iter_frames(mixed, channels=["trade"]))
     for partition in sorted({p.parent.relative_to(mixed) for p in mixed.rglob("*.parquet")}):
         compact(mixed, str(partition), min_age_s=0, delete_grace_s=0)
     files = sorted(mixed.rglob("*.parquet"))
-    assert all(pq.read_schema(p).field("channel").type == pa.string() for p in files)
+    assert all(pq.read_schema(p) == CAPTURE_SCHEMA for p in files)
     assert sorted(f.idx for f in iter_frames(mixed, channels=["trade"])) == before
     assert not verify_capture(mixed).corrupt
 

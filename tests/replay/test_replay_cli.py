@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from kalshi_tape.cli import main
 
+from .capture_factory import RunBuilder, dumps, subscribe, subscribed, trade
 from .test_replay_session import busy_market, record_live
 
 
@@ -83,3 +85,38 @@ def test_bad_arguments_print_one_clear_line_and_exit_2(
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_jsonl_is_valid_utf8_for_every_frame_and_raw_gives_the_exact_bytes(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "capture"
+    run = RunBuilder(root)
+    run.event("open", 1, url="wss://x", standby=False)
+    run.send(subscribe(1, ["trade"]))
+    run.receive(subscribed(1, "trade", 1))
+    frames = []
+    for seq in range(1, 5):
+        frame = dumps(trade(1, seq, "KX-T", "0.5000", "0.5000", "1.00"))
+        if seq == 2:  # a field the engine skips holds bytes that are not UTF-8
+            frame = frame[:-1] + b',"note":"\xff\xfe\xfd"}'
+        frames.append(frame)
+        run.receive(frame, binary=seq == 3)
+    run.write()
+
+    out = tmp_path / "trades.jsonl"
+    args = ["replay", str(root), "--channel", "trade", "--no-progress"]
+    assert main([*args, "--format", "jsonl", "-o", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_bytes().decode("utf-8").splitlines()]
+    assert [r["seq"] for r in lines] == [1, 2, 3, 4]
+    assert "frame" not in lines[1]  # not UTF-8: base64 of the exact bytes instead
+    assert base64.b64decode(lines[1]["frame_base64"]) == frames[1]
+    assert [json.dumps(r["frame"], separators=(",", ":")).encode() for r in lines[::2]] == [
+        frames[0],
+        frames[2],
+    ]
+    assert [r["binary"] for r in lines] == [False, False, True, False]
+
+    raw = tmp_path / "trades.raw"
+    assert main([*args, "--format", "raw", "-o", str(raw)]) == 0
+    assert raw.read_bytes() == b"".join(frame + b"\n" for frame in frames)

@@ -208,5 +208,5 @@ def test_event_raw_rejects_an_unknown_event_name() -> None:
 
 def test_every_event_has_its_detail_keys_and_columns_are_fixed() -> None:
     assert set(EVENT_DETAIL_KEYS) == set(Event)
-    assert COLUMNS[-1] == "raw"
-    assert len(COLUMNS) == 12
+    assert COLUMNS[-2:] == ("raw", "opcode")
+    assert len(COLUMNS) == 13

@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 import websockets
 
+from replay.bulk import iter_frames
 from replay.server.capture_tape import CaptureTape
+from replay.sql import connect
 
 from ...stream.harness import ScriptedSource, wire
+from ..capture_factory import RunBuilder, subscribe, subscribed, trade
 from ..recorded import Recording
 from ..test_replay_session import MARKETS, record_live
 from .capture_helpers import (
@@ -340,3 +343,40 @@ async def test_a_market_filter_serves_only_that_markets_frames(story: Path) -> N
     markets = [f["msg"]["market_ticker"] for f, _ in client.data("trade")]
     assert markets == ["KX-B"] * 25
     assert tape.market_tickers() == ["KX-B"] and tape.book("KX-B") is None  # no book served
+
+
+async def test_a_frame_recorded_as_binary_is_replayed_and_served_as_binary(tmp_path: Path) -> None:
+    run = RunBuilder(tmp_path)
+    run.event("run_start", 0, run_id=run.run_id, version="test")
+    run.event("open", 1, url="wss://x", standby=False)
+    run.send(subscribe(1, ["trade"]))
+    run.receive(subscribed(1, "trade", 1))
+    binary_seqs = {3, 5}
+    for seq in range(1, 7):
+        frame = trade(1, seq, "KX-T", "0.5000", "0.5000", "1.00")
+        frame["msg"]["trade_id"] = f"T{seq}"
+        run.receive(frame, binary=seq in binary_seqs)
+    run.write()
+
+    # The capture holds the opcode: SQL, the bulk reader and the replay engine all see it.
+    con = connect(tmp_path)
+    opcodes = con.execute("SELECT seq, opcode FROM frames WHERE type = 'trade' ORDER BY idx")
+    assert opcodes.fetchall() == [(s, 2 if s in binary_seqs else 1) for s in range(1, 7)]
+    con.close()
+    bulk = [f for f in iter_frames(tmp_path) if f.type == "trade"]
+    assert [f.opcode for f in bulk] == [2 if f.seq in binary_seqs else 1 for f in bulk]
+    view = await consumer_view(tmp_path, ["trade"])
+    assert [(f.seq, f.binary) for f in view.frames] == [(s, s in binary_seqs) for s in range(1, 7)]
+
+    # Served: each trade goes out as the kind of message it came as, its msg byte for byte.
+    tape = CaptureTape(tmp_path, speed=None)
+    async with serving(tape) as server, websockets.connect(server.url) as ws:
+        await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": {"channels": ["trade"]}}))
+        kinds: dict[str, bool] = {}
+        async with asyncio.timeout(10):
+            while len(kinds) < 6:
+                message = await ws.recv()
+                frame = json.loads(message)
+                if frame["type"] == "trade":
+                    kinds[frame["msg"]["trade_id"]] = isinstance(message, bytes)
+    assert kinds == {f"T{s}": s in binary_seqs for s in range(1, 7)}
