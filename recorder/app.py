@@ -258,7 +258,7 @@ class Recorder:
         watch = ConnectionWatch(sink)
         session = self._session(url, watch)
         self._log_start(session, metrics)
-        jobs = Jobs(self, session)
+        jobs = Jobs(self.config.jobs, self.root, self.storage, session)
         self._install_signals()
         self.progress.start()
         try:

@@ -22,7 +22,14 @@ from typing import Any
 
 from recorder.app import Recorder, Shard
 from recorder.auth import ENV_KEY_ID, ENV_PRIVATE_KEY_PATH, Credentials
-from recorder.config import RecorderConfig, load_config
+from recorder.config import (
+    ConnectionConfig,
+    HealthConfig,
+    RecorderConfig,
+    SimConfig,
+    StorageConfig,
+    load_config,
+)
 from recorder.live import resolve_url
 from recorder.preflight import check_storage, describe_target, port_free
 from schemas.channels import WIRE_CHANNELS
@@ -56,7 +63,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where = p.add_argument_group("where to connect")
     where.add_argument("--sim", action="store_true",
                        help="record the simulated exchange (started on loopback)")  # fmt: skip
-    where.add_argument("--env", choices=("prod", "demo"), help="Kalshi environment (default prod)")
+    where.add_argument(
+        "--env",
+        choices=("prod", "demo"),
+        help=f"Kalshi environment (default {_default(ConnectionConfig, 'environment')})",
+    )
     where.add_argument("--url", help="a WebSocket URL instead (ws:// only to loopback)")
     where.add_argument("--key-id", help=f"API key id (or ${ENV_KEY_ID})")
     where.add_argument(
@@ -69,7 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     what.add_argument("--shard", metavar="K/N", help="record only shard K of N of the markets")
     where_to = p.add_argument_group("where to write")
     where_to.add_argument("--root", help="capture root: a directory or s3://bucket/prefix "
-                                         "(default data)")  # fmt: skip
+                                         f"(default {_ROOT})")  # fmt: skip
     where_to.add_argument("--journal-dir", help="journal directory (local disk)")
     where_to.add_argument("--commit-interval", type=_duration_arg, metavar="TIME",
                           help="group commit interval (e.g. 50ms)")  # fmt: skip
@@ -85,9 +96,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where_to.add_argument("--segment-age-s", type=float, help=argparse.SUPPRESS)
     where_to.add_argument("--checkpoint-interval-s", type=float, help=argparse.SUPPRESS)
     sim = p.add_argument_group("the simulated exchange")
-    sim.add_argument("--sim-markets", type=int, help="number of markets (default 20)")
-    sim.add_argument("--sim-rate", type=float, help="frames/s (default 1000)")
-    sim.add_argument("--sim-seed", type=int, help="seed (default 1)")
+    sim.add_argument("--sim-markets", type=int,
+                     help=f"number of markets (default {_SIM_MARKETS})")  # fmt: skip
+    sim.add_argument("--sim-rate", type=float,
+                     help=f"frames/s (default {_default(SimConfig, 'rate'):g})")  # fmt: skip
+    sim.add_argument("--sim-seed", type=int, help=f"seed (default {_default(SimConfig, 'seed')})")
     sim.add_argument(
         "--sim-fault",
         action="append",
@@ -105,7 +118,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--status-file", help="health JSON (default <root>/_status.json)")
     run.add_argument("--metrics-port", type=int, help="Prometheus metrics on 127.0.0.1:PORT")
     run.add_argument("--log-interval", type=_duration_arg, metavar="TIME",
-                     help="a status line in the log this often (default 60s)")  # fmt: skip
+                     help="a status line in the log this often "
+                          f"(default {_default(HealthConfig, 'log_interval_s'):g}s)")  # fmt: skip
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -131,6 +145,16 @@ def _size_arg(text: str) -> int:
         return parse_size_bytes(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _default(section: type[Any], name: str) -> Any:
+    """A config setting's default, as the config model holds it (the one place it is)."""
+    return section.model_fields[name].default
+
+
+_ENV = _default(ConnectionConfig, "environment")
+_ROOT = _default(StorageConfig, "root")
+_SIM_MARKETS = _default(SimConfig, "markets")
 
 
 def _channel_overrides(specs: list[str]) -> dict[str, Any]:

@@ -20,13 +20,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from recorder.compaction import apply_retention, compact
+from recorder.config import JobsConfig
 from recorder.policies import DisconnectReason
 from recorder.storage import CaptureRoot
 from schemas.errors import ConfigError
 from schemas.storage import StorageOptions
 
 if TYPE_CHECKING:
-    from recorder.app import Recorder
     from recorder.live import LiveSession
 
 __all__ = ["Jobs", "cron", "inside_window", "partitions"]
@@ -64,12 +64,15 @@ def partitions(root: str, storage: StorageOptions | None = None) -> list[str]:
 
 
 class Jobs:
-    """The scheduled jobs of one recorder run."""
+    """The scheduled jobs of one recorder run: `jobs` says when, over the capture at
+    `root` (`storage` reaches it), driving `session` for capture windows."""
 
-    def __init__(self, recorder: Recorder, session: LiveSession) -> None:
-        self.recorder = recorder
+    def __init__(
+        self, jobs: JobsConfig, root: str, storage: StorageOptions | None, session: LiveSession
+    ) -> None:
+        self.config = jobs
+        self.root, self.storage = root, storage
         self.session = session
-        jobs = recorder.config.jobs
         self.compaction = cron(jobs.compaction, "jobs.compaction") if jobs.compaction else None
         self.retention = (
             cron(jobs.retention, "jobs.retention") if jobs.retention_days and jobs.retention
@@ -107,7 +110,7 @@ class Jobs:
 
     async def compact_now(self) -> None:
         """Compact every partition (files of finished segments older than an hour)."""
-        root, storage = self.recorder.root, self.recorder.storage
+        root, storage = self.root, self.storage
         reports = []
         for partition in await asyncio.to_thread(partitions, root, storage):
             try:
@@ -118,10 +121,8 @@ class Jobs:
                                 "merged": sum(len(r.outputs) for r in reports)}  # fmt: skip
 
     async def retain_now(self) -> None:
-        days = self.recorder.config.jobs.retention_days
-        await asyncio.to_thread(
-            apply_retention, self.recorder.root, int(days), storage=self.recorder.storage
-        )
+        days = self.config.retention_days
+        await asyncio.to_thread(apply_retention, self.root, int(days), storage=self.storage)
 
     async def open_window(self) -> None:
         """A capture window opens: connect (again)."""

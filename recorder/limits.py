@@ -30,79 +30,11 @@ MIB: Final = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class LimitSpec:
-    """One limit: its default, hard bounds and meaning. `off` is a value that disables it."""
-
-    name: str
-    default: float | int
-    minimum: float | int
-    maximum: float | int
-    doc: str
-    integer: bool = False
-    off: float | int | None = None
-
-
-LIMIT_SPECS: Final[tuple[LimitSpec, ...]] = (
-    LimitSpec("open_timeout_s", 10.0, 0.01, 120.0, "TCP + TLS + upgrade must finish within this"),
-    LimitSpec("ping_interval_s", 20.0, 0.01, 300.0, "send a keep-alive ping this often"),
-    LimitSpec("ping_timeout_s", 10.0, 0.01, 300.0, "no pong within this: the connection is dead"),
-    LimitSpec("close_timeout_s", 3.0, 0.01, 60.0, "wait this long for the close handshake"),
-    LimitSpec(
-        "max_frame_bytes",
-        16 * MIB,
-        64 * 1024,
-        1024 * MIB,
-        "largest frame accepted (all-market snapshots exceed 1 MiB)",
-        integer=True,
-    ),
-    LimitSpec("reconnect_delay_s", 1.0, 0.01, 300.0, "backoff base (fixed delay: the delay)"),
-    LimitSpec("max_reconnect_delay_s", 60.0, 0.01, 3600.0, "backoff cap"),
-    LimitSpec(
-        "max_reconnect_attempts",
-        10,
-        0,
-        1_000_000,
-        "attempts since the last stable connection before giving up (0: never retry)",
-        integer=True,
-    ),
-    LimitSpec(
-        "attempts_per_window", 10, 1, 1000, "at most this many handshakes per window", integer=True
-    ),
-    LimitSpec("attempt_window_s", 60.0, 0.01, 3600.0, "the sliding window of the attempt limit"),
-    LimitSpec("stable_connection_s", 60.0, 0.01, 86400.0, "open this long: the budget resets"),
-    LimitSpec("server_unavailable_delay_s", 30.0, 0.01, 600.0, "wait after 1013, HTTP 429/503"),
-    LimitSpec("stale_floor_s", 30.0, 0.01, 86400.0, "never call a subscription stale sooner"),
-    LimitSpec("stale_multiplier", 10.0, 1.0, 1000.0, "stale after this many mean gaps of silence"),
-    LimitSpec(
-        "stale_min_observations",
-        20,
-        1,
-        1_000_000,
-        "gaps a subscription must show before it can be stale",
-        integer=True,
-    ),
-    LimitSpec("stale_check_interval_s", 1.0, 0.01, 60.0, "how often staleness is judged"),
-    LimitSpec(
-        "max_connection_age_s",
-        0.0,
-        0.01,
-        30 * 86400.0,
-        "rotate before a platform's connection limit (0: no limit)",
-        off=0.0,
-    ),
-    LimitSpec("disconnect_margin_s", 300.0, 0.0, 86400.0, "rotate this long before that limit"),
-    LimitSpec("disconnect_check_interval_s", 10.0, 0.01, 3600.0, "should_disconnect poll period"),
-    LimitSpec("reconnect_check_interval_s", 5.0, 0.01, 3600.0, "should_reconnect poll period"),
-    LimitSpec("disconnect_alert_interval_s", 300.0, 0.01, 86400.0, "at most one alert this often"),
-    LimitSpec("tick_interval_s", 0.1, 0.01, 1.0, "engine timers (ack, resync, standby) period"),
-)
-
-_SPECS: Final = {spec.name: spec for spec in LIMIT_SPECS}
-
-
-@dataclass(frozen=True, slots=True)
 class Limits:
-    """Resolved limits (see LIMIT_SPECS for meanings and bounds). Build with `resolve_limits`."""
+    """Resolved limits (see LIMIT_SPECS for meanings and bounds). Build with `resolve_limits`.
+
+    The defaults written here are the only ones: `LimitSpec.default`, the README's
+    table and the error messages read them from this class."""
 
     open_timeout_s: float = 10.0
     ping_interval_s: float = 20.0
@@ -131,6 +63,85 @@ class Limits:
     def dead_connection_bound_s(self) -> float:
         """The longest a dead connection can go unnoticed: ping interval + timeout + close."""
         return self.ping_interval_s + self.ping_timeout_s + self.close_timeout_s
+
+
+#: Each limit's default, read from `Limits` (the one place defaults are written).
+_DEFAULTS: Final[dict[str, float | int]] = {
+    f.name: f.default for f in dataclasses.fields(Limits) if isinstance(f.default, int | float)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """One limit: its hard bounds and meaning (its default is `Limits`'). `off` is a value
+    that disables it."""
+
+    name: str
+    minimum: float | int
+    maximum: float | int
+    doc: str
+    integer: bool = False
+    off: float | int | None = None
+
+    @property
+    def default(self) -> float | int:
+        """The value `Limits` takes when nothing sets this limit."""
+        value: float | int = _DEFAULTS[self.name]
+        return value
+
+
+LIMIT_SPECS: Final[tuple[LimitSpec, ...]] = (
+    LimitSpec("open_timeout_s", 0.01, 120.0, "TCP + TLS + upgrade must finish within this"),
+    LimitSpec("ping_interval_s", 0.01, 300.0, "send a keep-alive ping this often"),
+    LimitSpec("ping_timeout_s", 0.01, 300.0, "no pong within this: the connection is dead"),
+    LimitSpec("close_timeout_s", 0.01, 60.0, "wait this long for the close handshake"),
+    LimitSpec(
+        "max_frame_bytes",
+        64 * 1024,
+        1024 * MIB,
+        "largest frame accepted (all-market snapshots exceed 1 MiB)",
+        integer=True,
+    ),
+    LimitSpec("reconnect_delay_s", 0.01, 300.0, "backoff base (fixed delay: the delay)"),
+    LimitSpec("max_reconnect_delay_s", 0.01, 3600.0, "backoff cap"),
+    LimitSpec(
+        "max_reconnect_attempts",
+        0,
+        1_000_000,
+        "attempts since the last stable connection before giving up (0: never retry)",
+        integer=True,
+    ),
+    LimitSpec(
+        "attempts_per_window", 1, 1000, "at most this many handshakes per window", integer=True
+    ),
+    LimitSpec("attempt_window_s", 0.01, 3600.0, "the sliding window of the attempt limit"),
+    LimitSpec("stable_connection_s", 0.01, 86400.0, "open this long: the budget resets"),
+    LimitSpec("server_unavailable_delay_s", 0.01, 600.0, "wait after 1013, HTTP 429/503"),
+    LimitSpec("stale_floor_s", 0.01, 86400.0, "never call a subscription stale sooner"),
+    LimitSpec("stale_multiplier", 1.0, 1000.0, "stale after this many mean gaps of silence"),
+    LimitSpec(
+        "stale_min_observations",
+        1,
+        1_000_000,
+        "gaps a subscription must show before it can be stale",
+        integer=True,
+    ),
+    LimitSpec("stale_check_interval_s", 0.01, 60.0, "how often staleness is judged"),
+    LimitSpec(
+        "max_connection_age_s",
+        0.01,
+        30 * 86400.0,
+        "rotate before a platform's connection limit (0: no limit)",
+        off=0.0,
+    ),
+    LimitSpec("disconnect_margin_s", 0.0, 86400.0, "rotate this long before that limit"),
+    LimitSpec("disconnect_check_interval_s", 0.01, 3600.0, "should_disconnect poll period"),
+    LimitSpec("reconnect_check_interval_s", 0.01, 3600.0, "should_reconnect poll period"),
+    LimitSpec("disconnect_alert_interval_s", 0.01, 86400.0, "at most one alert this often"),
+    LimitSpec("tick_interval_s", 0.01, 1.0, "engine timers (ack, resync, standby) period"),
+)
+
+_SPECS: Final = {spec.name: spec for spec in LIMIT_SPECS}
 
 
 def _parse(spec: LimitSpec, value: Any, where: str) -> float | int:

@@ -27,7 +27,7 @@ import errno
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import pyarrow as pa
 
@@ -69,18 +69,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
+#: ServerConfig's defaults: the flags show them and leave them to it (one place each).
+_DEFAULTS: Final[dict[str, Any]] = {
+    f.name: f.default for f in dataclasses.fields(ServerConfig)
+    if f.default is not dataclasses.MISSING
+}  # fmt: skip
+
+
+def _default(name: str, unit: str = "") -> str:
+    return f"(default {_DEFAULTS[name]:g}{unit})" if isinstance(_DEFAULTS[name], float) else (
+        f"(default {_DEFAULTS[name]}{unit})"
+    )  # fmt: skip
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `serve` (shared with `python -m replay.server`)."""
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
-    p.add_argument("--seed", type=int, default=0, help="market seed (default 0)")
-    p.add_argument("--markets", type=int, default=20, help="active markets (default 20)")
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=1000.0,
-        help="market frames per second in total (default 1000)",
-    )
+    """The flags of `serve` (shared with `python -m replay.server`). A flag not given
+    leaves its `ServerConfig` field at that class's default."""
+    p.add_argument("--host", help=f"address to bind {_default('host')}")
+    p.add_argument("--port", type=int, help="TCP port; 0 picks a free one (the default)")
+    p.add_argument("--seed", type=int, help=f"market seed {_default('seed')}")
+    p.add_argument("--markets", type=int, help=f"active markets {_default('markets')}")
+    p.add_argument("--rate", type=float,
+                   help=f"market frames per second in total {_default('rate_fps')}")  # fmt: skip
     p.add_argument(
         "--mix",
         action="append",
@@ -88,35 +98,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="ACTION=WEIGHT",
         help=f"rate share per action, of {sorted(DEFAULT_MIX)}",
     )
+    p.add_argument("--index-hz", type=float,
+                   help=f"cfbenchmarks / pyth ticks per second {_default('index_hz')}")  # fmt: skip
+    p.add_argument("--settle-every", type=_duration, metavar="TIME",
+                   help="a market settles and a new one lists this often on average "
+                        f"(0: never) {_default('settle_every_s', ' s')}")  # fmt: skip
     p.add_argument(
-        "--index-hz",
-        type=float,
-        default=1.0,
-        help="cfbenchmarks / pyth ticks per second (default 1)",
+        "--depth-min", type=int, help=f"levels per side, at least {_default('depth_min')}"
     )
     p.add_argument(
-        "--settle-every",
-        type=_duration,
-        default=60.0,
-        metavar="TIME",
-        help="a market settles and a new one lists this often on average (0: never)",
+        "--depth-max", type=int, help=f"levels per side, at most {_default('depth_max')}"
     )
-    p.add_argument("--depth-min", type=int, default=10)
-    p.add_argument("--depth-max", type=int, default=40)
-    p.add_argument(
-        "--one-sided", type=int, default=0, metavar="N", help="markets with an empty NO side"
-    )
-    p.add_argument(
-        "--epoch-ms", type=int, default=None, help="fix the exchange clock's start (Unix ms)"
-    )
+    p.add_argument("--one-sided", type=int, metavar="N",
+                   help=f"markets with no NO side {_default('one_sided_markets')}")  # fmt: skip
+    p.add_argument("--epoch-ms", type=int, help="fix the exchange clock's start (Unix ms)")
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--open", action="store_true", help="no auth check (tests)")
-    auth.add_argument(
-        "--auth",
-        choices=("required", "public", "open"),
-        default=None,
-        help="auth mode (default required)",
-    )
+    auth.add_argument("--auth", choices=("required", "public", "open"),
+                      help=f"auth mode {_default('auth')}")  # fmt: skip
     p.add_argument(
         "--public-key",
         action="append",
@@ -124,13 +123,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY_ID=PEM_FILE",
         help="a public key; KEY_ID '*' matches any id",
     )
-    p.add_argument(
-        "--freshness",
-        type=_duration,
-        default=30.0,
-        metavar="TIME",
-        help="signed timestamp window (default 30)",
-    )
+    p.add_argument("--freshness", type=_duration, metavar="TIME",
+                   help=f"signed timestamp window {_default('freshness_s', ' s')}")  # fmt: skip
     p.add_argument(
         "--switch",
         action="append",
@@ -153,13 +147,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write the truth (frames, faults, books) as NDJSON",
     )
     p.add_argument("--truth-books-every", type=_duration, default=None, metavar="TIME")
-    p.add_argument(
-        "--buffer",
-        type=int,
-        default=20_000,
-        metavar="FRAMES",
-        help="send queue bound per connection",
-    )
+    p.add_argument("--buffer", type=int, metavar="FRAMES",
+                   help=f"send queue per connection {_default('send_buffer_frames')}")  # fmt: skip
     p.add_argument(
         "--duration",
         type=_duration,
@@ -251,7 +240,9 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
             mix[name] = float(raw)
         except ValueError:
             raise ConfigError("--mix", f"{name}={raw!r} is not a number") from None
-    auth: Literal["required", "public", "open"] = "open" if args.open else (args.auth or "required")
+    auth: Literal["required", "public", "open"] = (
+        "open" if args.open else (args.auth or ServerConfig.auth)
+    )
     if auth == "required" and not keys:
         raise ConfigError(
             "--public-key",
@@ -262,27 +253,30 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         raise ConfigError("--duration", f"{args.duration} is not a positive number of seconds")
     if args.truth is not None and not Path(args.truth).parent.is_dir():
         raise ConfigError("--truth", f"cannot write {args.truth}: no such directory")
+    given = {
+        "host": args.host,
+        "port": args.port,
+        "seed": args.seed,
+        "markets": args.markets,
+        "rate_fps": args.rate,
+        "index_hz": args.index_hz,
+        "settle_every_s": args.settle_every,
+        "depth_min": args.depth_min,
+        "depth_max": args.depth_max,
+        "one_sided_markets": args.one_sided,
+        "epoch_ms": args.epoch_ms,
+        "freshness_s": args.freshness,
+        "truth_path": args.truth,
+        "truth_books_every_s": args.truth_books_every,
+        "send_buffer_frames": args.buffer,
+    }
     return ServerConfig(
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        markets=args.markets,
-        rate_fps=args.rate,
+        **{name: value for name, value in given.items() if value is not None},
         mix=mix,
-        index_hz=args.index_hz,
-        settle_every_s=args.settle_every,
-        depth_min=args.depth_min,
-        depth_max=args.depth_max,
-        one_sided_markets=args.one_sided,
-        epoch_ms=args.epoch_ms,
         auth=auth,
         public_keys=keys,
-        freshness_s=args.freshness,
         switches=_switches(args.switch),
         faults=tuple(parse_fault(spec) for spec in args.fault),
-        truth_path=args.truth,
-        truth_books_every_s=args.truth_books_every,
-        send_buffer_frames=args.buffer,
     )
 
 
