@@ -61,7 +61,7 @@ def build(root: Path, n: int, days: int) -> None:
     from recorder.journal import JournalWriter
     from recorder.journal_sink import JournalSink
     from recorder.publisher import Publisher
-    from schemas.record import Event
+    from schemas.events import Attempt, Opened, RunStop
     from stream import Engine, EngineConfig
     from stream.events import Checkpoint
 
@@ -81,9 +81,9 @@ def build(root: Path, n: int, days: int) -> None:
                     sink.checkpoint(out)
 
         t = START_NS
-        sink.event(0, t, 0, Event.ATTEMPT, {"url": "ws://bench", "attempt": 1})
+        sink.event(0, t, 0, Attempt(url="ws://bench", attempt=1))
         engine.connection_attempt(t, 0)
-        sink.event(1, t, 0, Event.OPEN, {"url": "ws://bench", "standby": False})
+        sink.event(1, t, 0, Opened(url="ws://bench"))
         engine.connection_opened(1, t, 0)
         for raw in mix.subscribes:
             sink.command_out(1, t, 0, raw)
@@ -100,7 +100,7 @@ def build(root: Path, n: int, days: int) -> None:
                 engine.tick(recv, mono)
                 drain()
         last = (n - 1) * step + 1  # still inside the last day
-        sink.event(0, t + last, last, Event.RUN_STOP, {"reason": "bench"})
+        sink.event(0, t + last, last, RunStop(reason="bench"))
 
 
 def capture_root(n: int, days: int) -> Path:

@@ -61,7 +61,7 @@ def build(root: Path, n: int) -> None:
     from recorder.journal import JournalWriter
     from recorder.journal_sink import JournalSink
     from recorder.publisher import Publisher
-    from schemas.record import Event
+    from schemas.events import Attempt, Opened, RunStop
 
     mix = realistic_frames(n)
     journal_dir = Path(tempfile.mkdtemp(prefix="bench-journal-"))
@@ -70,15 +70,15 @@ def build(root: Path, n: int) -> None:
     with JournalWriter(journal_dir, RUN_ID, segment_max_bytes=32 << 20,
                        on_sealed=publisher.publish) as journal:  # fmt: skip
         sink = JournalSink(journal)
-        sink.event(0, t, 0, Event.ATTEMPT, {"url": "ws://bench", "attempt": 1})
-        sink.event(1, t, 0, Event.OPEN, {"url": "ws://bench", "standby": False})
+        sink.event(0, t, 0, Attempt(url="ws://bench", attempt=1))
+        sink.event(1, t, 0, Opened(url="ws://bench"))
         for raw in mix.subscribes:
             sink.command_out(1, t, 0, raw)
         for raw in mix.acks:
             sink.frame_in(1, t, 0, raw)
         for i, raw in enumerate(mix.frames):
             sink.frame_in(1, t + i * 10_000, i * 10_000, raw)
-        sink.event(0, t + n * 10_000, n * 10_000, Event.RUN_STOP, {"reason": "bench"})
+        sink.event(0, t + n * 10_000, n * 10_000, RunStop(reason="bench"))
 
 
 #: Bumped when the recorder's write path changes what files look like (row groups...).

@@ -33,7 +33,8 @@ from common import Metric, emit, timed
 from replay.sql import connect
 from schemas.arrow import CAPTURE_SCHEMA, DICTIONARY_COLUMNS
 from schemas.envelope import encode_json
-from schemas.record import event_raw, partition_file
+from schemas.events import Closed, Opened, RunStart, RunStop
+from schemas.record import partition_file
 
 HERE = Path(__file__).resolve().parent
 RUN_ID = "20261121T000000Z-5eed0001"
@@ -187,8 +188,8 @@ def generate(root: Path, frames: int, n_markets: int = 500) -> None:
     gen = Generator(n_markets)
     url = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
     session = [
-        (1, START_NS, "event", "run_start", event_raw("run_start", run_id=RUN_ID, version="bench")),
-        (2, START_NS + 1, "event", "open", event_raw("open", url=url, standby=False)),
+        (1, START_NS, "event", "run_start", RunStart(run_id=RUN_ID, version="bench").to_bytes()),
+        (2, START_NS + 1, "event", "open", Opened(url=url).to_bytes()),
     ]
     control = []
     for i, channel in enumerate(("orderbook_delta", "ticker", "trade")):
@@ -235,10 +236,10 @@ def generate(root: Path, frames: int, n_markets: int = 500) -> None:
         idx += n
         print(f"generated segment {segment} ({idx - 9:,} frames)", file=sys.stderr)
     end = START_NS + (idx - 9) * STEP_NS + 100
-    close = event_raw("close", code=1000, reason="", disconnect_reason="shutdown")
+    close = Closed(code=1000, disconnect_reason="shutdown").to_bytes()
     session += [
         (idx, end, "event", "close", close),
-        (idx + 1, end + 1, "event", "run_stop", event_raw("run_stop", reason="bench")),
+        (idx + 1, end + 1, "event", "run_stop", RunStop(reason="bench").to_bytes()),
     ]
     _small(root, "_control", control)
     _small(root, "_session", session)

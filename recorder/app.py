@@ -59,7 +59,8 @@ from recorder.sim import SimExchange, start_sim
 from recorder.sink import Sink
 from recorder.storage import CaptureRoot
 from schemas.errors import ConfigError, StorageUnavailable
-from schemas.record import JOURNAL_DIR, STATUS_FILE, Event, new_run_id
+from schemas.events import RunStart, RunStop
+from schemas.record import JOURNAL_DIR, STATUS_FILE, new_run_id
 from schemas.storage import StorageError, StorageOptions
 from stream import EngineConfig
 
@@ -251,10 +252,10 @@ class Recorder:
         sink = JournalSink(journal)
         url = self._url()
         self._started_mono = time.monotonic()
-        sink.event(0, time.time_ns(), time.monotonic_ns(), Event.RUN_START, {
-            "run_id": self.run_id, "version": _version(), "url": url, "pid": os.getpid(),
-            "shard": f"{self.shard.k}/{self.shard.n}",
-        })  # fmt: skip
+        sink.event(0, time.time_ns(), time.monotonic_ns(), RunStart(
+            run_id=self.run_id, version=_version(), url=url, pid=os.getpid(),
+            shard=f"{self.shard.k}/{self.shard.n}",
+        ))  # fmt: skip
         watch = ConnectionWatch(sink)
         session = self._session(url, watch)
         self._log_start(session, metrics)
@@ -273,7 +274,7 @@ class Recorder:
         finally:
             jobs.stop()
             now_ns, mono_ns = time.time_ns(), time.monotonic_ns()
-            sink.event(0, now_ns, mono_ns, Event.RUN_STOP, {"reason": self.exit_reason})
+            sink.event(0, now_ns, mono_ns, RunStop(reason=self.exit_reason))
             stats = await asyncio.to_thread(journal.close)
             published = await asyncio.to_thread(publisher.close, drain=True)
             if self.sim is not None:

@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from recorder.health import ConnectionHealth
 from recorder.sink import Sink
-from schemas.record import Event
+from schemas.events import (
+    AttemptFailed,
+    Closed,
+    ConnectionEvent,
+    Opened,
+    ReconnectWait,
+    Switched,
+)
 
 __all__ = ["ConnectionWatch"]
 
@@ -45,14 +51,12 @@ class ConnectionWatch:
         self.checkpoint = inner.checkpoint
         self._open: dict[int, _Open] = {}
 
-    def event(
-        self, conn: int, recv_ns: int, mono_ns: int, name: str, detail: dict[str, Any]
-    ) -> None:
-        self.inner.event(conn, recv_ns, mono_ns, name, detail)
+    def event(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None:
+        self.inner.event(conn, recv_ns, mono_ns, event)
         try:
-            self._observe(conn, mono_ns, name, detail)
+            self._observe(conn, mono_ns, event)
         except Exception as exc:  # a log line must never cost a frame
-            log.debug("could not describe event %s: %r", name, exc)
+            log.debug("could not describe event %s: %r", event.name, exc)
 
     def connections(self, mono_ns: int) -> list[ConnectionHealth]:
         """The open connections, oldest first, with their age at `mono_ns`."""
@@ -61,32 +65,31 @@ class ConnectionWatch:
             for no, c in sorted(self._open.items())
         ]
 
-    def _observe(self, conn: int, mono_ns: int, name: str, d: dict[str, Any]) -> None:
-        if name == Event.OPEN:
-            role = "standby" if d.get("standby") else "active"
-            self._open[conn] = _Open(role, mono_ns)
-            log.info("connection %d open to %s%s", conn, d.get("url"),
-                     " (standby for a switch)" if role == "standby" else "")  # fmt: skip
-        elif name == Event.SWITCH:
-            new = self._open.get(int(d["new_conn"]))
-            if new is not None:
-                new.role = "active"
-            old = self._open.get(int(d["old_conn"]))
-            if old is not None:
-                old.role = "closing"
-            log.info("switched from connection %s to %s (make-before-break)",
-                     d["old_conn"], d["new_conn"])  # fmt: skip
-        elif name == Event.CLOSE:
-            self._open.pop(conn, None)
-            reason = str(d.get("disconnect_reason") or "")
-            after = "reconnecting" if d.get("will_reconnect") else "not reconnecting"
-            level = logging.INFO if reason in _PROACTIVE else logging.WARNING
-            log.log(level, "connection %d closed: code %s %s(%s, by the %s); %s", conn,
-                    d.get("code"), f"{d['reason']!r} " if d.get("reason") else "",
-                    reason or "unknown", d.get("initiator") or "unknown side", after)  # fmt: skip
-        elif name == Event.RECONNECT_WAIT:
-            log.info("next connection attempt (%s) in %.2f s (%s)", d.get("attempt"),
-                     float(d.get("delay_s") or 0.0), d.get("reason") or "backoff")  # fmt: skip
-        elif name == Event.ERROR:
-            retry = "will retry" if d.get("will_retry", True) else "giving up"
-            log.warning("connection attempt failed: %s; %s", d.get("error"), retry)
+    def _observe(self, conn: int, mono_ns: int, event: ConnectionEvent) -> None:
+        match event:
+            case Opened(url=url, standby=standby):
+                role = "standby" if standby else "active"
+                self._open[conn] = _Open(role, mono_ns)
+                log.info("connection %d open to %s%s", conn, url,
+                         " (standby for a switch)" if standby else "")  # fmt: skip
+            case Switched(old_conn=old_no, new_conn=new_no):
+                new = self._open.get(new_no)
+                if new is not None:
+                    new.role = "active"
+                old = self._open.get(old_no)
+                if old is not None:
+                    old.role = "closing"
+                log.info("switched from connection %s to %s (make-before-break)", old_no, new_no)
+            case Closed() as closed:
+                self._open.pop(conn, None)
+                reason = closed.disconnect_reason
+                after = "reconnecting" if closed.will_reconnect else "not reconnecting"
+                level = logging.INFO if reason in _PROACTIVE else logging.WARNING
+                log.log(level, "connection %d closed: code %s %s(%s, by the %s); %s", conn,
+                        closed.code, f"{closed.reason!r} " if closed.reason else "",
+                        reason or "unknown", closed.initiator or "unknown side", after)  # fmt: skip
+            case ReconnectWait(delay_s=delay_s, attempt=attempt, reason=why):
+                log.info("next connection attempt (%s) in %.2f s (%s)", attempt, delay_s, why)
+            case AttemptFailed(error=error, will_retry=will_retry):
+                retry = "will retry" if will_retry else "giving up"
+                log.warning("connection attempt failed: %s; %s", error, retry)

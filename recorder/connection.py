@@ -42,7 +42,7 @@ import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from apscheduler.triggers.base import BaseTrigger
@@ -98,7 +98,7 @@ from recorder.sink import Sink
 from recorder.sockets import Socket
 from recorder.stats import LiveStats, frame_type
 from recorder.watch import Watchdogs
-from schemas.record import Event
+from schemas import events as recorded
 from stream.decode import FRAME_TAGS
 from stream.events import (
     BinaryMessage,
@@ -454,8 +454,8 @@ class LiveSource(Source):
         self._limiter.record(mono_ns)
         self.stats.attempt()
         plumbing.emit(
-            0, recv_ns, mono_ns, Event.ATTEMPT, url=self._url, attempt=self._plan.attempts + 1,
-            standby=standby,
+            0, recv_ns, mono_ns,
+            recorded.Attempt(url=self._url, attempt=self._plan.attempts + 1, standby=standby),
         )  # fmt: skip
         plumbing.engine.connection_attempt(recv_ns, mono_ns)
         await plumbing.pump()
@@ -477,7 +477,7 @@ class LiveSource(Source):
         is_standby = standby and links.active is not None
         c = Link(no, ws, mono_ns)
         links.conns[no] = c
-        plumbing.emit(no, recv_ns, mono_ns, Event.OPEN, url=self._url, standby=is_standby)
+        plumbing.emit(no, recv_ns, mono_ns, recorded.Opened(url=self._url, standby=is_standby))
         plumbing.engine.connection_opened(no, recv_ns, mono_ns, standby=is_standby)
         self.stats.connected(recv_ns, mono_ns, active=not is_standby)
         if is_standby:
@@ -498,7 +498,8 @@ class LiveSource(Source):
         self.stats.attempt_failed()
         self._last_error = failed.error
         text = f"{type(failed.error).__name__}: {failed.error}"
-        self.plumbing.emit(0, recv_ns, mono_ns, Event.ERROR, error=text, will_retry=will_retry)
+        failure = recorded.AttemptFailed(error=text, will_retry=will_retry)
+        self.plumbing.emit(0, recv_ns, mono_ns, failure)
         self.plumbing.engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry)
         self.plumbing.report("connection_error", f"connection attempt failed: {text}", recv_ns)
         await self.plumbing.pump()
@@ -596,11 +597,10 @@ class LiveSource(Source):
             reconnects = will_reconnect(decided)
         else:
             reconnects = not links.stopping
-        self.plumbing.emit(
-            c.no, recv_ns, mono_ns, Event.CLOSE, code=end.code, reason=end.text,
-            disconnect_reason=end.reason.value, will_reconnect=reconnects,
-            initiator=end.initiator,
-        )  # fmt: skip
+        self.plumbing.emit(c.no, recv_ns, mono_ns, recorded.Closed(
+            code=end.code, reason=end.text, disconnect_reason=end.reason.value,
+            will_reconnect=reconnects, initiator=end.initiator,
+        ))  # fmt: skip
         self.plumbing.engine.connection_closed(
             c.no, recv_ns, mono_ns, code=end.code, reason=end.text, will_reconnect=reconnects
         )
@@ -666,11 +666,10 @@ class LiveSource(Source):
 
     def _emit_wait(self, delay_s: float, reason: str) -> None:
         recv_ns, mono_ns = now()
-        self.plumbing.emit(
-            0, recv_ns, mono_ns, Event.RECONNECT_WAIT, delay_s=round(delay_s, 6),
-            attempt=self._plan.attempts, reason=reason,
-        )  # fmt: skip
+        self.plumbing.emit(0, recv_ns, mono_ns, recorded.ReconnectWait(
+            delay_s=round(delay_s, 6), attempt=self._plan.attempts, reason=reason
+        ))  # fmt: skip
 
-    def emit(self, conn: int, recv_ns: int, mono_ns: int, name: Event, **detail: Any) -> None:
+    def emit(self, conn: int, recv_ns: int, mono_ns: int, event: recorded.ConnectionEvent) -> None:
         """Write a connection event to the sink (LiveSession writes `state` events here)."""
-        self.plumbing.emit(conn, recv_ns, mono_ns, name, **detail)
+        self.plumbing.emit(conn, recv_ns, mono_ns, event)

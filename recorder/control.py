@@ -32,7 +32,7 @@ from recorder.plumbing import Plumbing
 from recorder.policies import DisconnectReason
 from recorder.stats import LiveStats
 from schemas.errors import ConfigError
-from schemas.record import Event
+from schemas.events import Switched
 
 __all__ = ["Connector", "LinkControl", "next_window", "parse_windows"]
 
@@ -261,9 +261,8 @@ class LinkControl:
             self._stats.active_changed(new.opened_mono_ns)
             new.settled.set()
         self._stats.rotations += 1
-        self._plumbing.emit(
-            new_no, recv_ns, mono_ns, Event.SWITCH, old_conn=old_no, new_conn=new_no,
-            reason=self.rotation_reason.value,
-        )  # fmt: skip
+        self._plumbing.emit(new_no, recv_ns, mono_ns, Switched(
+            old_conn=old_no, new_conn=new_no, reason=self.rotation_reason.value
+        ))  # fmt: skip
         if old is not None:
             self._plumbing.spawn(self._connector.close(old, Intent(self.rotation_reason, "retire")))

@@ -56,7 +56,8 @@ from recorder._segment_files import CommitFailed, SegmentFiles
 from recorder.errors import JournalClosedError, JournalLockedError
 from schemas.channels import Channel
 from schemas.errors import ConfigError
-from schemas.record import Dir, Event, event_raw, validate_run_id
+from schemas.events import CaptureGap
+from schemas.record import Dir, Event, validate_run_id
 
 __all__ = ["LOCK_NAME", "DurableCallback", "JournalLock", "JournalStats", "JournalWriter"]
 
@@ -344,14 +345,13 @@ class JournalWriter:
         """
         if self._backlog + next_size + 1024 > self._limit:
             return
-        raw = event_raw(
-            Event.CAPTURE_GAP,
+        raw = CaptureGap(
             lost_frames=self._gap_count,
             lost_bytes=self._gap_bytes,
             first_idx=self._gap_first,
             last_idx=self._gap_last,
             reason=self._gap_reason_locked(),
-        )
+        ).to_bytes()
         self._gap_count = self._gap_bytes = 0
         self._gaps += 1
         tail = self._strings.tail(Dir.EVENT, Channel.SESSION, Event.CAPTURE_GAP, None)

@@ -18,7 +18,8 @@ from typing import Any
 from recorder.journal import JournalWriter
 from schemas.channels import Channel, channel_of_type
 from schemas.envelope import encode_json
-from schemas.record import ColumnDeriver, Dir, Event, event_raw
+from schemas.events import ConnectionEvent, FrameRejected
+from schemas.record import ColumnDeriver, Dir, Event
 from stream.decode import (
     DECODE_ERRORS,
     FRAME_TAGS,
@@ -103,7 +104,7 @@ class JournalSink:
         self.last_idx = idx
         if d.error is not None:
             self.rejected += 1
-            detail = event_raw(Event.FRAME_REJECTED, idx=idx, reason=d.error)
+            detail = FrameRejected(idx=idx, reason=d.error).to_bytes()
             self.last_idx = self.journal.append(
                 conn, recv_ns, mono_ns, Dir.EVENT, Channel.SESSION, Event.FRAME_REJECTED,
                 None, None, None, detail,
@@ -116,13 +117,11 @@ class JournalSink:
         )
         self.per_channel[d.channel] += 1
 
-    def event(
-        self, conn: int, recv_ns: int, mono_ns: int, name: str, detail: dict[str, Any]
-    ) -> None:
-        raw = event_raw(name, **detail)
+    def event(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None:
+        raw = event.to_bytes()
         self._deriver.derive(Dir.EVENT, raw, conn)  # an open or close resets the sid map
         self.last_idx = self.journal.append(
-            conn, recv_ns, mono_ns, Dir.EVENT, Channel.SESSION, str(name), None, None, None, raw
+            conn, recv_ns, mono_ns, Dir.EVENT, Channel.SESSION, event.name, None, None, None, raw
         )
         self.per_channel[Channel.SESSION] += 1
 

@@ -56,7 +56,7 @@ from recorder.policies import DisconnectReason, ReconnectStrategy, interpret_rec
 from recorder.sink import Sink
 from recorder.stats import LiveStats
 from schemas.errors import ConfigError
-from schemas.record import Event
+from schemas.events import StateChanged
 from stream.core import EngineConfig
 from stream.errors import SessionClosed
 from stream.queues import Overflow
@@ -365,7 +365,7 @@ class LiveSession(Session):
 
     async def _on_state(self, old: ConnectionState, new: ConnectionState) -> None:
         recv_ns, mono_ns = self._live.now()
-        self._live.emit(0, recv_ns, mono_ns, Event.STATE, old=old.value, new=new.value)
+        self._live.emit(0, recv_ns, mono_ns, StateChanged(old=old.value, new=new.value))
         self._state_evt.set()
         hook = self._user_state_hook
         if hook is not None:

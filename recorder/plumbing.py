@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from recorder.sink import Sink
-from schemas.record import Event
+from schemas.events import ConnectionEvent
 from stream.engine import Engine
 from stream.events import ErrorReport
 from stream.session import Session
@@ -136,12 +136,12 @@ class Plumbing:
             report = ErrorReport(kind, message, recv_ns, conn, sid, channel, code)
             self.engine.outbox.append(report)
 
-    def emit(self, conn: int, recv_ns: int, mono_ns: int, name: Event, **detail: Any) -> None:
+    def emit(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None:
         """Write a connection event to the sink."""
         if self.sink is None:
             return
         try:
-            self.sink.event(conn, recv_ns, mono_ns, name.value, detail)
+            self.sink.event(conn, recv_ns, mono_ns, event)
         except Exception as exc:
             self.sink_failed("event", exc, recv_ns)
 

@@ -5,16 +5,13 @@ recorder's log (docs/architecture.md section 4: write first, interpret second):
 
     frame_in(conn, recv_ns, mono_ns, raw)         every received frame, before the engine
     command_out(conn, recv_ns, mono_ns, raw)       every command, as it is sent
-    event(conn, recv_ns, mono_ns, name, detail)    every connection event (schemas.record.Event)
+    event(conn, recv_ns, mono_ns, event)           every connection event (a schemas.events class)
     checkpoint(output)                             a stream.Checkpoint (one connection's state)
 
-Event details carry the keys of `schemas.record.EVENT_DETAIL_KEYS` plus what a
-replay needs to drive the engine again: `open` has `standby`; `close` has
-`code`, `reason`, `disconnect_reason`, `will_reconnect`, `initiator` ("server" or
-"client"); `error` has `error` and `will_retry`; `reconnect_wait` has `delay_s`,
-`attempt`, `reason`; `state` has `old`, `new`; `switch` has `old_conn`,
-`new_conn`. Events not tied to an opened connection (attempts, failed attempts,
-waits, states) carry conn 0.
+An event is one of the typed classes of `schemas.events` (`Attempt`, `Opened`,
+`Closed`, ...), which carry what a replay needs to drive the engine again and
+encode themselves to the bytes a capture stores. Events not tied to an opened
+connection (attempts, failed attempts, waits, states) carry conn 0.
 
 Calls are synchronous and must not block: a sink buffers (the journal appends to
 memory and commits in groups). The connection manager catches anything a sink
@@ -27,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from schemas.events import ConnectionEvent
 from stream.events import Checkpoint
 
 __all__ = ["MemorySink", "Sink", "SinkRecord"]
@@ -43,16 +41,18 @@ class Sink(Protocol):
 
     def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None: ...
 
-    def event(
-        self, conn: int, recv_ns: int, mono_ns: int, name: str, detail: dict[str, Any]
-    ) -> None: ...
+    def event(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None: ...
 
     def checkpoint(self, output: Checkpoint) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class SinkRecord:
-    """One call to a sink: `dir` is "in", "out", "event" or "checkpoint"."""
+    """One call to a sink: `dir` is "in", "out", "event" or "checkpoint".
+
+    `name` and `event` are an event's name and typed event; `checkpoint` is a
+    checkpoint's record; `raw` is a frame's or a command's bytes.
+    """
 
     dir: str
     conn: int
@@ -60,7 +60,8 @@ class SinkRecord:
     mono_ns: int
     name: str = ""
     raw: bytes = b""
-    detail: dict[str, Any] = field(default_factory=dict, hash=False)
+    event: Any = None
+    checkpoint: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 class MemorySink:
@@ -75,15 +76,14 @@ class MemorySink:
     def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
         self.records.append(SinkRecord("out", conn, recv_ns, mono_ns, raw=raw))
 
-    def event(
-        self, conn: int, recv_ns: int, mono_ns: int, name: str, detail: dict[str, Any]
-    ) -> None:
-        self.records.append(SinkRecord("event", conn, recv_ns, mono_ns, name, detail=detail))
+    def event(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None:
+        raw = event.to_bytes()
+        self.records.append(SinkRecord("event", conn, recv_ns, mono_ns, event.name, raw, event))
 
     def checkpoint(self, output: Checkpoint) -> None:
         self.records.append(
             SinkRecord(
-                "checkpoint", output.conn, output.recv_ns, output.mono_ns, detail=output.record
+                "checkpoint", output.conn, output.recv_ns, output.mono_ns, checkpoint=output.record
             )
         )
 

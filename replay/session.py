@@ -34,7 +34,16 @@ from replay.capture import Capture, merge_key
 from replay.errors import NotInCapture
 from replay.pacing import Pacer
 from schemas.channels import Channel
-from schemas.record import OPCODE_BINARY, Event
+from schemas.events import (
+    Attempt,
+    AttemptFailed,
+    Closed,
+    EventError,
+    Opened,
+    RunStop,
+    event_from_bytes,
+)
+from schemas.record import OPCODE_BINARY
 from schemas.storage import StorageOptions
 from stream import BinaryMessage, EngineConfig, Overflow, Session, Source
 from stream.engine import Engine
@@ -305,27 +314,23 @@ class ReplaySource(Source):
     ) -> bool:
         """Re-drive the engine with a recorded connection event; True if the run stopped."""
         try:
-            detail: dict[str, Any] = json.loads(raw)
-        except ValueError:
+            event = event_from_bytes(raw)
+        except EventError:
             return False
-        name = detail.get("type")
-        if name == Event.ATTEMPT:
-            engine.connection_attempt(recv_ns, mono_ns, group=group)
-        elif name == Event.ERROR:
-            engine.attempt_failed(
-                recv_ns, mono_ns, will_retry=bool(detail.get("will_retry", True)), group=group
-            )
-        elif name == Event.OPEN:
-            engine.connection_opened(
-                conn, recv_ns, mono_ns, standby=bool(detail.get("standby")), group=group
-            )
-        elif name == Event.CLOSE:
-            engine.connection_closed(
-                conn, recv_ns, mono_ns, code=detail.get("code"),
-                reason=str(detail.get("reason") or ""),
-                will_reconnect=bool(detail.get("will_reconnect", True)),
-            )  # fmt: skip
-        return name == Event.RUN_STOP
+        match event:
+            case Attempt():
+                engine.connection_attempt(recv_ns, mono_ns, group=group)
+            case AttemptFailed(will_retry=will_retry):
+                engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry, group=group)
+            case Opened(standby=standby):
+                engine.connection_opened(conn, recv_ns, mono_ns, standby=standby, group=group)
+            case Closed(code=code, reason=reason, will_reconnect=will_reconnect):
+                engine.connection_closed(
+                    conn, recv_ns, mono_ns, code=code, reason=reason, will_reconnect=will_reconnect
+                )
+            case RunStop():
+                return True
+        return False
 
     # ------------------------------------------------------------------ seek
 

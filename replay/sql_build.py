@@ -7,6 +7,9 @@
   parsed once by `json_transform` (`f.j`), with the JSON fields it reads, so a
   view's transform structure lists exactly the fields its columns use. Casts are
   `TRY_CAST`: a missing or malformed value is NULL, never an error.
+* `event_field`: one field of a typed connection event (`schemas.events`) read from
+  an event record's JSON, named through its class, so SQL never spells an event's
+  field by hand.
 
 Units follow docs/protocol.md section 7: prices `DECIMAL(18,4)` (legacy cents / 100),
 counts `DECIMAL(18,2)`, money `DECIMAL(18,6)`, index values `DECIMAL(38,8)`, times
@@ -18,7 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from schemas.events import ConnectionEvent
 
 __all__ = [
     "COUNT",
@@ -30,6 +36,7 @@ __all__ = [
     "boolean",
     "count",
     "decimal",
+    "event_field",
     "every_column",
     "field",
     "first",
@@ -212,3 +219,34 @@ def side_from_legacy(name: str, legacy: str, yes: str, no: str) -> Expr:
         field(name),
         field(legacy),
     )
+
+
+def event_field(cls: type[ConnectionEvent], name: str, sql_type: str | None = None, *,
+                detail: str = "d") -> str:  # fmt: skip
+    """SQL reading field `name` of event class `cls` from the decoded JSON `detail`.
+
+    The text is `detail->>'name'`, under `TRY_CAST(... AS sql_type)` when a type is
+    given, and falls back to the class's default when the event lacks the field (as
+    `schemas.events.event_from_bytes` does for an older capture). A name that is not a
+    field of `cls` raises here, when the view is built.
+    """
+    import msgspec
+
+    fields = {f.name: f for f in msgspec.structs.fields(cls)}
+    if name not in fields:
+        raise AttributeError(f"{cls.__name__} has no field {name!r}")
+    text = f"{detail}->>'{name}'"
+    if sql_type:
+        text = f"TRY_CAST({text} AS {sql_type})"
+    default = fields[name].default
+    if default is msgspec.NODEFAULT or default is None:
+        return text
+    return f"COALESCE({text}, {_default_literal(default)})"
+
+
+def _default_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return sql_literal(str(value))

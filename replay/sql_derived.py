@@ -29,8 +29,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from replay.sql_build import every_column, parquet_source
+from replay.sql_build import event_field, every_column, parquet_source
 from schemas.channels import BOOK_CHANNELS, SEQUENCED_CHANNELS, Channel
+from schemas.events import Attempt, AttemptFailed, Closed, Opened
 
 if TYPE_CHECKING:
     from replay.layout import CaptureListing
@@ -67,21 +68,28 @@ def _control(control: str) -> str:
 
 
 def _connections(session: str, wire: str) -> str:
+    attempt, opened, closed, failed = (
+        f"'{cls.name}'" for cls in (Attempt, Opened, Closed, AttemptFailed)
+    )
     return f"""CREATE VIEW connections AS
 WITH ev AS (
     SELECT run_id, conn, type, idx, recv_ns, TRY(CAST(TRY(decode(raw)) AS JSON)) AS d
     FROM {session} WHERE dir = 'event' AND conn > 0
 ), e AS (
     SELECT run_id, conn,
-        min(recv_ns) FILTER (WHERE type = 'attempt') AS attempt_ns,
-        min(recv_ns) FILTER (WHERE type = 'open') AS open_ns,
-        max(recv_ns) FILTER (WHERE type = 'close') AS close_ns,
-        arg_min(d->>'url', idx) FILTER (WHERE type = 'open') AS url,
-        arg_min(TRY_CAST(d->>'standby' AS BOOLEAN), idx) FILTER (WHERE type = 'open') AS standby,
-        arg_max(TRY_CAST(d->>'code' AS INTEGER), idx) FILTER (WHERE type = 'close') AS close_code,
-        arg_max(d->>'reason', idx) FILTER (WHERE type = 'close') AS close_reason,
-        arg_max(d->>'disconnect_reason', idx) FILTER (WHERE type = 'close') AS disconnect_reason,
-        count(*) FILTER (WHERE type = 'error') AS errors
+        min(recv_ns) FILTER (WHERE type = {attempt}) AS attempt_ns,
+        min(recv_ns) FILTER (WHERE type = {opened}) AS open_ns,
+        max(recv_ns) FILTER (WHERE type = {closed}) AS close_ns,
+        arg_min({event_field(Opened, "url")}, idx) FILTER (WHERE type = {opened}) AS url,
+        arg_min({event_field(Opened, "standby", "BOOLEAN")}, idx)
+            FILTER (WHERE type = {opened}) AS standby,
+        arg_max({event_field(Closed, "code", "INTEGER")}, idx)
+            FILTER (WHERE type = {closed}) AS close_code,
+        arg_max({event_field(Closed, "reason")}, idx)
+            FILTER (WHERE type = {closed}) AS close_reason,
+        arg_max({event_field(Closed, "disconnect_reason")}, idx)
+            FILTER (WHERE type = {closed}) AS disconnect_reason,
+        count(*) FILTER (WHERE type = {failed}) AS errors
     FROM ev GROUP BY run_id, conn
 ), f AS (
     SELECT run_id, conn,
@@ -136,7 +144,7 @@ WITH stream AS (
         TRY(json_extract(TRY(decode(raw)), '$.params')) AS params
     FROM {control} WHERE dir = 'out' AND type IN ('update_subscription', 'subscribe')
 ), closes AS (
-    SELECT run_id, conn, idx AS close_idx FROM {session} WHERE type = 'close'
+    SELECT run_id, conn, idx AS close_idx FROM {session} WHERE type = '{Closed.name}'
 ), bg AS (  -- book gaps, with the close of their connection that came after, if any
     SELECT g.run_id, g.conn, g.sid, g.idx, g.channel, k.close_idx FROM g
     ASOF LEFT JOIN closes k ON g.run_id = k.run_id AND g.conn = k.conn AND g.idx < k.close_idx

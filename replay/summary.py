@@ -20,6 +20,7 @@ from replay.layout import list_capture_files
 from replay.sql import connect
 from replay.sql_output import render_table
 from replay.verify import footer_problem
+from schemas.events import RunStop
 from schemas.storage import StorageOptions
 
 __all__ = ["CaptureSummary", "RunSummary", "render_summary", "summarize_capture"]
@@ -115,9 +116,8 @@ def summarize_capture(
     ((summary.markets,),) = con.execute(
         "SELECT count(DISTINCT market_ticker) FROM frames WHERE market_ticker IS NOT NULL"
     ).fetchall()
-    stopped = {
-        r[0] for r in con.execute("SELECT run_id FROM events WHERE type = 'run_stop'").fetchall()
-    }
+    stops = f"SELECT run_id FROM events WHERE type = '{RunStop.name}'"
+    stopped = {r[0] for r in con.execute(stops).fetchall()}
     for run_id, start, end, frames, conns in con.execute(
         "SELECT run_id, min(recv_ns), max(recv_ns), count(*), "
         "count(DISTINCT conn) FILTER (WHERE conn > 0) FROM frames GROUP BY run_id ORDER BY run_id"

@@ -37,9 +37,10 @@ import pyarrow.fs as pafs
 
 from replay.layout import CaptureListing, list_capture_files, open_parquet
 from replay.sql import connect
-from replay.sql_build import sql_literal
+from replay.sql_build import event_field, sql_literal
 from replay.sql_output import format_cell, render_table
 from schemas.arrow import CAPTURE_SCHEMA, OPTIONAL_COLUMNS
+from schemas.events import CaptureGap, RunStop
 from schemas.storage import StorageOptions
 
 __all__ = [
@@ -292,7 +293,7 @@ def _check_runs(
     stopped = {
         r[0]
         for r in con.execute(
-            "SELECT DISTINCT run_id FROM events WHERE type = 'run_stop'"
+            f"SELECT DISTINCT run_id FROM events WHERE type = '{RunStop.name}'"
         ).fetchall()
     }
     runs: dict[str, RunCheck] = {}
@@ -426,12 +427,16 @@ def _check_feed(con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
         "FROM connections WINDOW w AS (PARTITION BY run_id ORDER BY conn)) "
         "WHERE next_conn IS NOT NULL ORDER BY run_id, conn",
     )
+
+    def gap(name: str, sql_type: str | None = None) -> str:
+        return event_field(CaptureGap, name, sql_type, detail="detail")
+
     report.capture_gaps = _rows(
         con,
-        "SELECT run_id, idx, recv_time, detail->>'lost_frames' AS lost_frames, "
-        "detail->>'reason' AS reason, TRY_CAST(detail->>'first_idx' AS BIGINT) AS first_idx, "
-        "TRY_CAST(detail->>'last_idx' AS BIGINT) AS last_idx "
-        "FROM events WHERE type = 'capture_gap' ORDER BY run_id, idx",
+        f"SELECT run_id, idx, recv_time, {gap('lost_frames')} AS lost_frames, "
+        f"{gap('reason')} AS reason, {gap('first_idx', 'BIGINT')} AS first_idx, "
+        f"{gap('last_idx', 'BIGINT')} AS last_idx "
+        f"FROM events WHERE type = '{CaptureGap.name}' ORDER BY run_id, idx",
     )
     # A capture_gap's event takes the idx after its range, so a hole never spans two.
     spans = [

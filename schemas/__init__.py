@@ -1,5 +1,10 @@
 """What a frame and a Kalshi message ARE: names, envelopes, message models, the capture record.
 
+The capture record's columns and partition layout (`schemas.record`), the typed
+connection events a capture stores (`schemas.events`), the message models
+(`schemas.parse`), the exact units of prices and sizes (`schemas.units`), and the
+exceptions every layer raises (`schemas.errors`).
+
 Data only: nothing here reads a clock, a socket or a file. `schemas.arrow` (the
 Arrow schema) is the one module that imports pyarrow; it is not imported here, so
 `stream` can use this package without loading any I/O library.
@@ -30,6 +35,13 @@ from schemas.errors import (
     SchemaError,
     UnknownMessageType,
 )
+from schemas.events import (
+    EVENT_CLASSES,
+    ConnectionEvent,
+    EventError,
+    UnknownEvent,
+    event_from_bytes,
+)
 from schemas.record import (
     COLUMNS,
     CaptureRecord,
@@ -37,7 +49,6 @@ from schemas.record import (
     Derived,
     Dir,
     Event,
-    event_raw,
     partition_dir,
     partition_file,
 )
@@ -75,6 +86,7 @@ __all__ = [
     "COMMANDS",
     "COMMAND_MODELS",
     "CONTROL_TYPES",
+    "EVENT_CLASSES",
     "MESSAGE_MODELS",
     "SEQUENCED_CHANNELS",
     "SEQUENCED_TYPES",
@@ -85,22 +97,25 @@ __all__ = [
     "ColumnDeriver",
     "Command",
     "ConfigError",
+    "ConnectionEvent",
     "Derived",
     "Dir",
     "Envelope",
     "EnvelopeError",
     "Event",
+    "EventError",
     "Message",
     "MessageError",
     "MessageValidationError",
     "PartitionError",
     "SchemaError",
+    "UnknownEvent",
     "UnknownMessageType",
     "ack_channel_sid",
     "channel_of_type",
     "decode_envelope",
     "encode_json",
-    "event_raw",
+    "event_from_bytes",
     "parse_command",
     "parse_message",
     "partition_dir",

@@ -1,10 +1,11 @@
 """The capture record: one row per thing a recorder saw or did.
 
 This module owns the record's columns and their meaning
-(docs/architecture.md section 3), the connection lifecycle events and their JSON
-detail, the partition layout, and the derivation of the routing columns from a raw frame. It is pure
-Python; the Arrow schema of the same columns is in `schemas.arrow`, so the
-engine can use these names without importing pyarrow.
+(docs/architecture.md section 3), the names of the connection lifecycle events
+(their fields are `schemas.events`), the partition layout, and the derivation of
+the routing columns from a raw frame. It is pure Python; the Arrow schema of the
+same columns is in `schemas.arrow`, so the engine can use these names without
+importing pyarrow.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 from schemas.channels import ALL_CHANNELS, WIRE_CHANNELS, Channel, channel_of_type
-from schemas.envelope import ack_channel_sid, decode_envelope, encode_json
+from schemas.envelope import ack_channel_sid, decode_envelope
 from schemas.errors import EnvelopeError, PartitionError
 
 __all__ = [
     "COLUMNS",
-    "EVENT_DETAIL_KEYS",
     "JOURNAL_DIR",
     "MALFORMED_TYPE",
     "OPCODE_BINARY",
@@ -35,7 +35,6 @@ __all__ = [
     "Dir",
     "Event",
     "compacted_file_suffix",
-    "event_raw",
     "live_files",
     "new_run_id",
     "parse_file_name",
@@ -82,8 +81,8 @@ class Dir(StrEnum):
 class Event(StrEnum):
     """Names of `event` records (the `type` column of the `_session` partition).
 
-    Each event's `raw` is a small JSON object; `EVENT_DETAIL_KEYS` lists the keys
-    it must carry (more are allowed).
+    Each event's `raw` is a small JSON object: the fields of its class in
+    `schemas.events`, with the name under `type`.
     """
 
     RUN_START = "run_start"  # a recorder process started; config and versions
@@ -97,36 +96,6 @@ class Event(StrEnum):
     SWITCH = "switch"  # make-before-break: delivery moved from one connection to another
     CAPTURE_GAP = "capture_gap"  # frames the recorder could not keep (disk full): count
     FRAME_REJECTED = "frame_rejected"  # an inbound frame did not parse; stored under _unknown
-
-
-EVENT_DETAIL_KEYS: Final[dict[Event, frozenset[str]]] = {
-    Event.RUN_START: frozenset({"run_id", "version"}),
-    Event.RUN_STOP: frozenset({"reason"}),
-    Event.ATTEMPT: frozenset({"url", "attempt"}),
-    Event.OPEN: frozenset({"url", "standby"}),
-    Event.CLOSE: frozenset({"code", "reason", "disconnect_reason"}),
-    Event.ERROR: frozenset({"error"}),
-    Event.RECONNECT_WAIT: frozenset({"delay_s", "attempt"}),
-    Event.STATE: frozenset({"old", "new"}),
-    Event.SWITCH: frozenset({"old_conn", "new_conn"}),
-    Event.CAPTURE_GAP: frozenset({"lost_frames", "reason"}),
-    Event.FRAME_REJECTED: frozenset({"idx", "reason"}),
-}
-
-
-def event_raw(event: Event | str, **detail: Any) -> bytes:
-    """Encode an event record's `raw`: its JSON detail, with the name under `type`.
-
-    Storing the name inside the JSON lets any reader recover it from `raw` alone.
-
-    Raises:
-        ValueError: the name is not an `Event`, or a key its name requires is missing.
-    """
-    name = Event(event)
-    missing = EVENT_DETAIL_KEYS[name] - detail.keys()
-    if missing:
-        raise ValueError(f"event {name.value} is missing {sorted(missing)}")
-    return encode_json({"type": name.value, **detail})
 
 
 @dataclass(frozen=True, slots=True)

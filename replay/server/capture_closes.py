@@ -14,10 +14,8 @@ can close its clients at the same points. It reads the `_session` partition with
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from replay.bulk import iter_frames
 from replay.capture import Capture
@@ -27,6 +25,7 @@ from replay.capture import Capture
 # the report: a public `Frame` run or key would be better.)
 from replay.session import CONN_STRIDE
 from schemas.channels import Channel
+from schemas.events import Closed, EventError, event_from_bytes
 from schemas.record import Event
 
 __all__ = ["REACTIVE_REASONS", "RecordedClose", "RunClock", "is_reactive", "recorded_closes"]
@@ -55,12 +54,12 @@ class RecordedClose:
     disconnect_reason: str
 
 
-def is_reactive(detail: Mapping[str, Any]) -> bool:
+def is_reactive(close: Closed) -> bool:
     """True for a close the recorder did not choose (initiator "server", or a reactive
     disconnect reason); False for its own rotations, schedules and shutdowns."""
-    if detail.get("initiator") == "server":
+    if close.initiator == "server":
         return True
-    return str(detail.get("disconnect_reason") or "").lower() in REACTIVE_REASONS
+    return close.disconnect_reason.lower() in REACTIVE_REASONS
 
 
 class RunClock:
@@ -92,22 +91,14 @@ def recorded_closes(
         if record.type != Event.CLOSE:
             continue
         try:
-            detail = json.loads(record.raw)
-        except ValueError:
+            close = event_from_bytes(record.raw)
+        except EventError:
             continue
-        if not isinstance(detail, dict) or not is_reactive(detail):
+        if not isinstance(close, Closed) or not is_reactive(close):
             continue
         key = clock.run_key(record.run_id, record.mono_ns)
         if (start_ns is not None and key < start_ns) or (end_ns is not None and key >= end_ns):
             continue
-        code = detail.get("code")
-        out.append(
-            RecordedClose(
-                key,
-                code if isinstance(code, int) and not isinstance(code, bool) else None,
-                str(detail.get("reason") or ""),
-                str(detail.get("disconnect_reason") or ""),
-            )
-        )
+        out.append(RecordedClose(key, close.code, close.reason, close.disconnect_reason))
     out.sort(key=lambda c: c.key_ns)
     return out

@@ -184,4 +184,4 @@ async def test_a_refused_signature_ends_the_session_after_one_attempt(
             async with watched.session.connect():
                 pass
         assert watched.handshakes() == 1  # a refused key is never retried
-        assert [e.detail["will_retry"] for e in watched.events("error")] == [False]
+        assert [e.event.will_retry for e in watched.events("error")] == [False]

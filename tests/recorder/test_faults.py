@@ -9,7 +9,6 @@ reads only the monotonic clock, which a source check below holds it to.
 from __future__ import annotations
 
 import ast
-import json
 import os
 import subprocess
 import time
@@ -22,6 +21,7 @@ import pytest
 from recorder._segment import read_segment
 from recorder.journal import JournalWriter
 from recorder.publisher import Publisher, sealed_segments
+from schemas.events import CaptureGap, event_from_bytes
 from schemas.record import utc_date
 
 from .helpers import BASE_NS, RUN_A, append_frames, published, published_idx
@@ -95,11 +95,12 @@ def test_a_full_disk_corrupts_nothing_records_the_gap_and_capture_resumes(
     Publisher(journal, root).publish_pending()
 
     rows = published(root, ["idx", "type", "raw"]).to_pylist()
-    gaps = [json.loads(r["raw"]) for r in rows if r["type"] == "capture_gap"]
+    gaps = [event_from_bytes(r["raw"]) for r in rows if r["type"] == "capture_gap"]
     assert len(gaps) >= 1
-    assert sum(g["lost_frames"] for g in gaps) == stats.frames_dropped
-    assert "No space left on device" in gaps[0]["reason"]
-    lost = {n for g in gaps for n in range(g["first_idx"], g["last_idx"] + 1)}
+    assert all(isinstance(g, CaptureGap) for g in gaps)
+    assert sum(g.lost_frames for g in gaps) == stats.frames_dropped
+    assert "No space left on device" in gaps[0].reason
+    lost = {n for g in gaps for n in range(g.first_idx, g.last_idx + 1)}
     assert len(lost) == stats.frames_dropped
     assert published_idx(root) == {(RUN_A, n): 1 for n in range(total) if n not in lost}
     assert set(reported) <= {r["idx"] for r in rows}

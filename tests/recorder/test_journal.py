@@ -7,7 +7,6 @@ patching of `os`); every file is a real file in a temporary directory.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from recorder._segment import parse_segment_name, read_segment
 from recorder.errors import JournalClosedError, JournalLockedError
 from recorder.journal import JournalWriter
 from schemas.errors import ConfigError
+from schemas.events import CaptureGap, event_from_bytes
 from schemas.record import CaptureRecord
 
 from .helpers import RUN_A, append_frames
@@ -245,15 +245,16 @@ def test_frames_beyond_the_memory_limit_are_dropped_and_recorded_as_a_capture_ga
     gaps = [r for r in records if r.type == "capture_gap"]
     assert len(gaps) == 1
     gap = gaps[0]
-    detail = json.loads(gap.raw)
+    detail = event_from_bytes(gap.raw)
+    assert isinstance(detail, CaptureGap)
     assert (gap.dir, gap.channel) == ("event", "_session")
-    assert detail["lost_frames"] == stats.frames_dropped == during.frames_dropped
-    assert detail["first_idx"] == last_accepted + 1
-    assert detail["last_idx"] == 1009
-    assert "injected I/O error" in detail["reason"]
+    assert detail.lost_frames == stats.frames_dropped == during.frames_dropped
+    assert detail.first_idx == last_accepted + 1
+    assert detail.last_idx == 1009
+    assert "injected I/O error" in detail.reason
     present = [r.idx for r in records]
     assert present == sorted(set(present))
-    lost = set(range(detail["first_idx"], detail["last_idx"] + 1))
+    lost = set(range(detail.first_idx, detail.last_idx + 1))
     assert set(present) == set(range(1016)) - lost
     assert gap.idx == 1010
     assert fdatasync.retried_files == []
@@ -283,8 +284,9 @@ def test_a_frame_that_fits_while_the_gap_event_does_not_is_dropped_too(tmp_path:
     after = append(10)
     w.close()
     records = sealed_records(tmp_path)
-    (gap,) = [json.loads(r.raw) for r in records if r.type == "capture_gap"]
-    assert (gap["first_idx"], gap["last_idx"], gap["lost_frames"]) == (lost[0], lost[-1], 3)
+    (gap,) = [event_from_bytes(r.raw) for r in records if r.type == "capture_gap"]
+    assert isinstance(gap, CaptureGap)
+    assert (gap.first_idx, gap.last_idx, gap.lost_frames) == (lost[0], lost[-1], 3)
     assert [r.idx for r in records] == [0, 1, after - 1, after]
 
 

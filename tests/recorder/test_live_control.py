@@ -49,7 +49,7 @@ async def test_request_disconnect_holds_with_iterators_open_until_should_reconne
         await trades.more_than(len(trades.items) + 3)
         assert live.stats.disconnects_by_reason == {R.USER_REQUESTED: 1}
         assert live.stats.proactive_disconnects == 1 and live.stats.reactive_disconnects == 0
-        assert watched.events("close")[0].detail["will_reconnect"] is False
+        assert watched.events("close")[0].event.will_reconnect is False
         await live.close()
 
 
@@ -64,8 +64,8 @@ async def test_an_async_should_reconnect_returning_seconds_reconnects_after_them
         held_at = time.monotonic()
         await eventually(lambda: live.is_connected)
         assert time.monotonic() - held_at >= 0.3
-        waits = [e.detail for e in watched.events("reconnect_wait")]
-        assert [(w["reason"], w["delay_s"]) for w in waits] == [("callback", 0.3)]
+        waits = [e.event for e in watched.events("reconnect_wait")]
+        assert [(w.reason, w.delay_s) for w in waits] == [("callback", 0.3)]
         await live.close()
 
 
@@ -121,7 +121,7 @@ async def test_planned_rotations_are_make_before_break_and_lose_no_frame() -> No
         stats = live.stats
         assert (stats.rotations, stats.connects, stats.reactive_disconnects) == (3, 4, 0)
         assert stats.disconnects_by_reason == {R.USER_REQUESTED: 2, R.SCHEDULED: 1}
-        switches = [(e.detail["old_conn"], e.detail["new_conn"]) for e in watched.events("switch")]
+        switches = [(e.event.old_conn, e.event.new_conn) for e in watched.events("switch")]
         assert switches == [(1, 2), (2, 3), (3, 4)]
         await live.close()
 

@@ -81,9 +81,9 @@ async def test_a_server_close_that_allows_it_reconnects_and_resyncs(code: int) -
         assert session.stats.disconnects_by_reason == {R.SERVER_CLOSED: 1}
         assert session.stats.reactive_disconnects == 1
         assert session.stats.last_close_code == code
-        close = watched.events("close")[0].detail
-        assert (close["code"], close["initiator"]) == (code, "server")
-        assert close["will_reconnect"] is True
+        close = watched.events("close")[0].event
+        assert (close.code, close.initiator) == (code, "server")
+        assert close.will_reconnect is True
         subscribes: dict[int, list[Any]] = {}
         for record in watched.sink.records:
             command = json.loads(record.raw) if record.dir == "out" else {}
@@ -102,8 +102,8 @@ async def test_close_1013_waits_the_server_unavailable_delay_before_reconnecting
         closed = watched.events("close")[0]
         retried = watched.events("attempt")[1]
         assert (retried.mono_ns - closed.mono_ns) / NS >= 0.4
-        waits = [e.detail for e in watched.events("reconnect_wait")]
-        assert waits and waits[0]["reason"] == "server_unavailable" and waits[0]["delay_s"] >= 0.4
+        waits = [e.event for e in watched.events("reconnect_wait")]
+        assert waits and waits[0].reason == "server_unavailable" and waits[0].delay_s >= 0.4
         assert await book_matches_truth(session, server, ticker)
         await session.close()
 
@@ -131,7 +131,7 @@ async def test_a_dropped_tcp_connection_is_a_network_error_and_reconnects() -> N
         await eventually(lambda: watched.session.stats.connects == 2)
         await trades.more_than(seen + 5)
         assert watched.session.stats.disconnects_by_reason == {R.NETWORK_ERROR: 1}
-        assert watched.events("close")[0].detail["code"] == 1006
+        assert watched.events("close")[0].event.code == 1006
         assert await book_matches_truth(watched.session, server, ticker)
         await watched.session.close()
 
@@ -149,7 +149,7 @@ async def test_a_server_that_stops_answering_pings_is_replaced_within_the_keepal
         bound_s = session.limits.dead_connection_bound_s
         assert (closed.mono_ns - injected_ns) / NS <= bound_s + 0.3
         assert (reopened.mono_ns - injected_ns) / NS <= bound_s + 0.5
-        assert closed.detail["disconnect_reason"] == "ping_timeout"
+        assert closed.event.disconnect_reason == "ping_timeout"
         assert session.stats.disconnects_by_reason == {R.PING_TIMEOUT: 1}
         assert await book_matches_truth(session, server, ticker)
         await session.close()
@@ -267,8 +267,8 @@ async def test_a_frame_over_max_frame_bytes_is_recorded_as_1009_and_reconnected(
         session = watched.session
         server.inject("oversized")
         await eventually(lambda: session.stats.connects == 2 and session.is_connected)
-        close = watched.events("close")[0].detail
-        assert (close["code"], close["disconnect_reason"]) == (1009, "protocol_error")
+        close = watched.events("close")[0].event
+        assert (close.code, close.disconnect_reason) == (1009, "protocol_error")
         assert await book_matches_truth(session, server, ticker)
         await session.close()
 
@@ -311,7 +311,7 @@ async def test_rejected_handshakes_are_retried_until_one_succeeds() -> None:
         assert session.is_connected
         assert watched.handshakes() == 3
         assert session.stats.failed_attempts == 2
-        assert [e.detail["will_retry"] for e in watched.events("error")] == [True, True]
+        assert [e.event.will_retry for e in watched.events("error")] == [True, True]
         assert watched.states == [S.CONNECTING, S.RECONNECTING, S.CONNECTED]
         trades = await session.subscribe_trade(raw=True)
         assert (await anext(trades)).conn == 1
@@ -326,5 +326,5 @@ async def test_a_handshake_slower_than_the_open_timeout_is_abandoned_and_retried
         session = await watched.session.open()
         assert time.monotonic() - started < 1.0  # did not wait for the slow one
         assert watched.handshakes() == 2 and session.stats.failed_attempts == 1
-        assert "TimeoutError" in watched.events("error")[0].detail["error"]
+        assert "TimeoutError" in watched.events("error")[0].event.error
         await session.close()

@@ -29,7 +29,7 @@ async def test_giving_up_after_the_last_attempt_surfaces_the_error_everywhere() 
         assert isinstance(trades.error, ReconnectGaveUp)  # never a silent hang
         assert trades.error.attempts == 4 and "HTTP 503" in str(trades.error)
         assert watched.handshakes() == 4  # the first attempt and three retries
-        assert [e.detail["will_retry"] for e in watched.events("error")] == [True] * 3 + [False]
+        assert [e.event.will_retry for e in watched.events("error")] == [True] * 3 + [False]
         assert watched.states == [S.CONNECTING, S.RECONNECTING, S.DISCONNECTED, S.CLOSED]
         assert "session" in watched.error_kinds()  # on_error got it too
         assert live.stats.failed_attempts == 4 and live.stats.connects == 0
@@ -56,7 +56,7 @@ async def test_a_flapping_server_meets_the_attempt_rate_limit() -> None:
         assert 6 <= len(starts) <= 12  # 3 per 0.5 s window over 1.6 s
         for i, start in enumerate(starts):
             assert len([s for s in starts[i:] if s - start < 0.5 * NS]) <= 3
-        waits = [e.detail["reason"] for e in watched.events("reconnect_wait")]
+        waits = [e.event.reason for e in watched.events("reconnect_wait")]
         assert "rate_limit" in waits
 
 
@@ -72,8 +72,8 @@ async def test_flaps_back_off_and_exhaust_the_budget_because_handshakes_do_not_r
         assert isinstance(trades.error, ReconnectGaveUp)
         assert trades.error.attempts == 4
         assert len(watched.events("open")) == 4  # each handshake succeeded...
-        waits = [e.detail for e in watched.events("reconnect_wait")]
-        assert [w["attempt"] for w in waits] == [1, 2, 3][: len(waits)]  # ...and backed off
+        waits = [e.event for e in watched.events("reconnect_wait")]
+        assert [w.attempt for w in waits] == [1, 2, 3][: len(waits)]  # ...and backed off
         assert watched.session.stats.reactive_disconnects == 4
 
 

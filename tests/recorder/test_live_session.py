@@ -15,6 +15,7 @@ from recorder.errors import ReconnectGaveUp
 from recorder.live import DEMO_URL, PRODUCTION_URL, LiveSession, resolve_url
 from recorder.sink import MemorySink
 from schemas.errors import ConfigError
+from schemas.events import Closed, event_from_bytes
 from stream import ConnectionState, SessionClosed
 
 from .live_helpers import Reader, book_matches_truth, eventually, sim_server, watched_session
@@ -123,12 +124,11 @@ async def test_frames_go_to_the_sink_before_the_engine_sees_them() -> None:
         assert session.stats.bytes_sent == sum(len(r.raw) for r in sink.records if r.dir == "out")
         # Every connection event carries both clocks and the keys replay needs.
         opened = watched.events("open")[0]
-        assert opened.conn == 1 and opened.detail["standby"] is False
+        assert opened.conn == 1 and opened.event.standby is False
         closed = watched.events("close")[-1]
-        assert {"code", "reason", "disconnect_reason", "will_reconnect", "initiator"} <= set(
-            closed.detail
-        )
-        states = [(e.detail["old"], e.detail["new"]) for e in watched.events("state")]
+        assert isinstance(closed.event, Closed) and closed.event.initiator == "client"
+        assert closed.raw == closed.event.to_bytes()
+        states = [(e.event.old, e.event.new) for e in watched.events("state")]
         assert states[0] == ("DISCONNECTED", "CONNECTING")
 
 
@@ -232,8 +232,7 @@ async def test_wss_verifies_certificates_with_a_given_ca_and_refuses_unknown_one
         await server.wait_closed()
 
 
-async def test_every_event_carries_the_keys_the_capture_record_requires() -> None:
-    from schemas.record import event_raw
+async def test_every_event_is_typed_and_its_bytes_read_back_as_the_same_event() -> None:
 
     async with sim_server() as server:
         server.add_fault("reject:503@conn=1")
@@ -246,7 +245,8 @@ async def test_every_event_carries_the_keys_the_capture_record_requires() -> Non
         names = {r.name for r in watched.sink.events()}
         assert names >= {"attempt", "error", "open", "close", "reconnect_wait", "state", "switch"}
         for record in watched.sink.events():
-            event_raw(record.name, **record.detail)  # raises if a required key is missing
+            assert event_from_bytes(record.raw) == record.event
+            assert record.event.name == record.name
             assert record.recv_ns > 1_700_000_000 * 10**9 and record.mono_ns > 0
 
 
@@ -269,7 +269,7 @@ async def test_checkpoints_and_hooks_reach_the_sink_and_the_caller() -> None:
             assert await session.wait_disconnected(timeout=1) is True
         assert connected == [1]
         checkpoint = next(r for r in watched.sink.records if r.dir == "checkpoint")
-        assert checkpoint.conn == 1 and checkpoint.detail
+        assert checkpoint.conn == 1 and checkpoint.checkpoint
 
 
 async def test_a_subscribe_the_server_never_acknowledges_times_out_naming_the_channel() -> None:

@@ -22,6 +22,7 @@ from replay.server import frame_digest
 from replay.sql import connect
 from replay.verify import verify_capture
 from schemas.channels import BOOK_CHANNELS
+from schemas.events import ConnectionEvent, UnknownEvent, event_from_bytes
 
 __all__ = [
     "CaptureFacts",
@@ -139,7 +140,7 @@ class TimedEvent:
     conn: int
     type: str
     mono_ns: int
-    detail: dict[str, Any]
+    event: ConnectionEvent | UnknownEvent
 
 
 def timed_events(root: Path) -> list[TimedEvent]:
@@ -151,7 +152,7 @@ def timed_events(root: Path) -> list[TimedEvent]:
         ).fetchall()
     finally:
         con.close()
-    return [TimedEvent(conn, type_, mono, json.loads(raw)) for conn, type_, mono, raw in rows]
+    return [TimedEvent(conn, type_, mono, event_from_bytes(raw)) for conn, type_, mono, raw in rows]
 
 
 _MARK = b"\xff\xfe\xfd"  # the bad_utf8 fault's bytes (replay.server.connection)

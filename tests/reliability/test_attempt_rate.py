@@ -81,8 +81,8 @@ async def record_against_1013(
         accepted = [t for t in proxy.accepted_mono_ns if t >= started_ns - NS]
     events = timed_events(tmp_path / "capture")
     attempts = [e.mono_ns for e in events if e.type == "attempt"]
-    closes = [e.detail for e in events if e.type == "close"]
-    waits = [e.detail for e in events if e.type == "reconnect_wait"]
+    closes = [e.event for e in events if e.type == "close"]
+    waits = [e.event for e in events if e.type == "reconnect_wait"]
     gaps_s = [(b - a) / NS for a, b in itertools.pairwise(accepted)]
     return {"running": running, "accepted": accepted, "attempts": attempts, "closes": closes,
             "waits": waits, "min_gap_s": min(gaps_s, default=None), "run_s": run_s}  # fmt: skip
@@ -108,9 +108,9 @@ async def test_default_limits_scaled_make_at_most_10_attempts_a_minute_against_1
     assert len(run["accepted"]) == len(run["attempts"]) >= 4
     assert per_minute <= 10 and seen_per_minute <= 10
     assert run["min_gap_s"] >= unavailable_s - _OBSERVER_SLACK_S  # the 1013 wait spaces them
-    assert all(c["code"] == 1013 and c["disconnect_reason"] == "server_closed"
+    assert all(c.code == 1013 and c.disconnect_reason == "server_closed"
                for c in run["closes"])  # fmt: skip
-    assert [w["reason"] for w in run["waits"]].count("server_unavailable") >= len(run["closes"]) - 1
+    assert [w.reason for w in run["waits"]].count("server_unavailable") >= len(run["closes"]) - 1
 
 
 async def test_the_attempt_limiter_alone_holds_a_storm_to_10_per_window(
@@ -123,7 +123,7 @@ async def test_the_attempt_limiter_alone_holds_a_storm_to_10_per_window(
     run = await record_against_1013(tmp_path, live, 3.2)
     per_window = most_in_window(run["attempts"], window_s)
     seen_per_window = most_in_window(run["accepted"], window_s - _OBSERVER_SLACK_S)
-    limited = sum(1 for w in run["waits"] if w["reason"] == "rate_limit")
+    limited = sum(1 for w in run["waits"] if w.reason == "rate_limit")
     results.add("attempt_rate", {
         "case": "1013 always, limiter alone (waits at 0.01 s), 1 s window", "scale": 1 / 60,
         "scaled_minute_s": window_s, "attempts": len(run["attempts"]),

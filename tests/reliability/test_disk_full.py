@@ -24,6 +24,7 @@ from replay.bulk import iter_frames
 from replay.capture import Capture
 from replay.server.truth import frame_digest
 from replay.verify import verify_capture
+from schemas.events import CaptureGap, event_from_bytes
 
 from ._disk import Filler, free_bytes, small_tmpfs
 from ._procs import exchange, free_port, metrics, read_status, recording, wait_for, write_config
@@ -110,11 +111,12 @@ def _fill_and_free(
 def _check_capture(root: Path, final: dict, truth: Path) -> None:
     channels = sorted(Capture(root).channels)
     frames = list(iter_frames(root, channels=channels))
-    gaps = [json.loads(f.raw) for f in frames if f.type == "capture_gap"]
+    gaps = [event_from_bytes(f.raw) for f in frames if f.type == "capture_gap"]
     assert gaps, "no capture_gap event"
-    assert sum(g["lost_frames"] for g in gaps) == final["capture_dropped_frames"]
-    assert all("No space left on device" in g["reason"] for g in gaps)
-    lost = {i for g in gaps for i in range(g["first_idx"], g["last_idx"] + 1)}
+    assert all(isinstance(g, CaptureGap) for g in gaps)
+    assert sum(g.lost_frames for g in gaps) == final["capture_dropped_frames"]
+    assert all("No space left on device" in g.reason for g in gaps)
+    lost = {i for g in gaps for i in range(g.first_idx, g.last_idx + 1)}
     assert len(lost) == final["capture_dropped_frames"]
 
     held = sorted(f.idx for f in frames)
@@ -123,7 +125,7 @@ def _check_capture(root: Path, final: dict, truth: Path) -> None:
 
     report = verify_capture(root)
     assert not report.unreadable and not report.misfiled and not report.duplicate_count
-    recorded = {(g["first_idx"], g["last_idx"]) for g in gaps}
+    recorded = {(g.first_idx, g.last_idx) for g in gaps}
     assert {(h.first_missing, h.last_missing) for h in report.holes} <= recorded
     assert all(h.recorded for h in report.holes)
     assert not report.corrupt and report.problems() == []

@@ -41,6 +41,7 @@ from recorder.publisher import Publisher
 from schemas.channels import ALL_CHANNELS
 from schemas.envelope import decode_envelope
 from schemas.errors import EnvelopeError
+from schemas.events import FrameRejected, event_from_bytes
 from stream import Delivery, DeliveryQueue, ErrorReport, Overflow
 from stream.decode import DECODE_ERRORS, decode_frame
 from tests.recorder.helpers import published
@@ -387,8 +388,9 @@ def check_stored(frames: list[bytes], rows: list[dict[str, Any]]) -> None:
     rejected = {}
     for r in rows:
         if r["type"] == "frame_rejected":
-            detail = json.loads(r["raw"])
-            rejected[detail["idx"]] = detail["reason"]
+            event = event_from_bytes(r["raw"])
+            assert isinstance(event, FrameRejected)
+            rejected[event.idx] = event.reason
     for r in inbound:
         reason = rejection(r["raw"])
         if reason is None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from schemas.events import Closed
+
 from ..results import ResultLog
 from .capture_facts import read_capture, server_sent, timed_events
 from .proxy import BOTH, DOWN, UP, Direction, Faults
@@ -42,12 +44,12 @@ async def _warm_up(rig: Rig) -> None:
     await rig.until(lambda: rig.session.stats.connection_duration_s(time.monotonic_ns()) > 0.6, 5)
 
 
-def _replacement(root: Path, fault_ns: int) -> tuple[float, float, dict[str, Any]]:
+def _replacement(root: Path, fault_ns: int) -> tuple[float, float, Closed]:
     """(seconds to the old connection's close, seconds to the new one's open, the close detail)."""
     events = timed_events(root)
     close = next(e for e in events if e.type == "close" and e.mono_ns >= fault_ns)
     opened = next(e for e in events if e.type == "open" and e.mono_ns >= close.mono_ns)
-    return (close.mono_ns - fault_ns) / NS, (opened.mono_ns - fault_ns) / NS, close.detail
+    return (close.mono_ns - fault_ns) / NS, (opened.mono_ns - fault_ns) / NS, close.event
 
 
 async def _dead_path(
@@ -69,8 +71,8 @@ async def _dead_path(
     facts = read_capture(tmp_path / "capture", server_sent(tmp_path / "truth.ndjson", server.truth))
     out = {
         "case": case, "bound_s": 0.0 if reset else BOUND_S, "detect_s": detect_s,
-        "replace_s": replace_s, "disconnect_reason": close["disconnect_reason"],
-        "close_code": close["code"], "verifies": facts.verifies, "problems": facts.problems,
+        "replace_s": replace_s, "disconnect_reason": close.disconnect_reason,
+        "close_code": close.code, "verifies": facts.verifies, "problems": facts.problems,
         "books_equal": all(books.values()), "byte_exact": facts.delivery.byte_exact,
         "lost": facts.delivery.lost, "reconnects": facts.reconnects,
         "frames": facts.delivery.frames,
@@ -127,7 +129,7 @@ async def test_a_handshake_into_a_blackhole_is_abandoned_after_the_open_timeout(
     waits_s = [(err.mono_ns - att) / NS for att, err in zip(attempts, errors, strict=False)]
     out = {"case": "handshake into a blackhole", "bound_s": 0.3, "detect_s": max(waits_s),
            "replace_s": None, "attempt_timeouts_s": waits_s, "books_equal": all(books.values()),
-           "errors": [e.detail["error"] for e in errors]}  # fmt: skip
+           "errors": [e.event.error for e in errors]}  # fmt: skip
     results.add("network", out, request)
     assert len(errors) >= 2 and all("TimeoutError" in e for e in out["errors"])
     assert all(0.3 <= w <= 0.3 + DETECT_MARGIN_S for w in waits_s)

@@ -23,13 +23,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.arrow import CAPTURE_SCHEMA, DICTIONARY_COLUMNS
+from schemas.events import (
+    Attempt,
+    Closed,
+    ConnectionEvent,
+    FrameRejected,
+    Opened,
+    ReconnectWait,
+    RunStart,
+    RunStop,
+)
 from schemas.record import (
     OPCODE_BINARY,
     OPCODE_TEXT,
     CaptureRecord,
     ColumnDeriver,
     Dir,
-    event_raw,
     partition_file,
     utc_date,
 )
@@ -250,8 +259,8 @@ class RunBuilder:
     def send(self, command: dict[str, Any], conn: int = 1) -> CaptureRecord:
         return self._add(Dir.OUT, dumps(command), conn)
 
-    def event(self, name: str, conn: int = 0, **detail: Any) -> CaptureRecord:
-        return self._add(Dir.EVENT, event_raw(name, **detail), conn)
+    def event(self, event: ConnectionEvent, conn: int = 0) -> CaptureRecord:
+        return self._add(Dir.EVENT, event.to_bytes(), conn)
 
     def skip_idx(self, count: int) -> None:
         """Leave `count` idx values unused: a hole in the run's total order."""
@@ -319,9 +328,9 @@ class StandardCapture:
 def build_standard_capture(root: Path) -> StandardCapture:
     """Two runs; run A ends cleanly after a reconnect, run B ends without run_stop."""
     a = RunBuilder(root, RUN_A, BASE_NS)
-    a.event("run_start", 0, run_id=RUN_A, version="0.1.0")
-    a.event("attempt", 1, url=URL, attempt=1)
-    a.event("open", 1, url=URL, standby=False)
+    a.event(RunStart(run_id=RUN_A, version="0.1.0"), 0)
+    a.event(Attempt(url=URL, attempt=1), 1)
+    a.event(Opened(url=URL, standby=False), 1)
     a.send(subscribe(1, ["orderbook_delta"], [M1, M2]))
     a.send(subscribe(2, ["trade", "ticker"]))
     a.send(subscribe(3, ["fill", "user_orders", "market_positions", "market_lifecycle_v2"]))
@@ -348,7 +357,7 @@ def build_standard_capture(root: Path) -> StandardCapture:
     a.receive(delta(1, 10, M1, "0.4500", "-100.00", "yes"))
     a.receive(trade(2, 3, M1, "0.4600", "0.5400", "1.50"))
     unknown = a.receive(b'\xff\xfe{"type":"trade"')
-    a.event("frame_rejected", 1, idx=unknown.idx, reason="not JSON")
+    a.event(FrameRejected(idx=unknown.idx, reason="not JSON"), 1)
     trade_gap = a.receive(trade(2, 5, M2, "0.3200", "0.6800", "2.00"))
     a.receive(fill(4, M1))
     a.receive(fill(4, M2, legacy=True))
@@ -358,25 +367,25 @@ def build_standard_capture(root: Path) -> StandardCapture:
     a.receive(lifecycle(7, 1, M1))
     a.receive({"id": 9, "type": "error", "msg": {"code": 7, "msg": "Unknown subscription ID"}})
     a.advance(2_000_000_000)
-    a.event("close", 1, code=1006, reason="", disconnect_reason="transport")
-    a.event("reconnect_wait", 1, delay_s=0.5, attempt=1)
+    a.event(Closed(code=1006, reason="", disconnect_reason="transport"), 1)
+    a.event(ReconnectWait(delay_s=0.5, attempt=1), 1)
     a.advance(500_000_000)
-    a.event("attempt", 2, url=URL, attempt=1)
-    a.event("open", 2, url=URL, standby=False)
+    a.event(Attempt(url=URL, attempt=1), 2)
+    a.event(Opened(url=URL, standby=False), 2)
     a.send(subscribe(5, ["orderbook_delta"], [M1]), conn=2)
     a.receive(subscribed(5, "orderbook_delta", 1), conn=2)
     a.receive(snapshot(1, 1, M1, [["0.4400", "8.00"]], [["0.5200", "3.00"]]), conn=2)
     a.receive(delta(1, 2, M1, "0.4400", "2.00", "yes"), conn=2)
     reset = a.receive(delta(1, 1, M1, "0.4400", "1.00", "yes"), conn=2)
     a.receive(delta(1, 2, M1, "0.4400", "1.00", "yes"), conn=2)
-    a.event("close", 2, code=1000, reason="bye", disconnect_reason="shutdown")
-    a.event("run_stop", 0, reason="signal")
+    a.event(Closed(code=1000, reason="bye", disconnect_reason="shutdown"), 2)
+    a.event(RunStop(reason="signal"), 0)
     split = next(i for i, r in enumerate(a.records) if r.idx == trade_gap.idx)
     paths = a.write((0, split))
 
     b = RunBuilder(root, RUN_B, BASE_NS + 16 * 3600 * 1_000_000_000)  # the next UTC day
-    b.event("run_start", 0, run_id=RUN_B, version="0.1.0")
-    b.event("open", 1, url=URL, standby=False)
+    b.event(RunStart(run_id=RUN_B, version="0.1.0"), 0)
+    b.event(Opened(url=URL, standby=False), 1)
     b.send(subscribe(1, ["trade"]))
     b.receive(subscribed(1, "trade", 1))
     b.receive(trade(1, 1, M1, "0.5100", "0.4900", "7.00"))

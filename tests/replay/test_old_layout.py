@@ -8,6 +8,7 @@ replay, bulk reads, SQL, verify, inspect and compaction give the same answers.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from replay.sql import connect
 from replay.summary import summarize_capture
 from replay.verify import verify_capture
 from schemas.arrow import CAPTURE_SCHEMA
+from schemas.events import UnknownEvent, event_from_bytes
 
 from .capture_factory import build_standard_capture
 
@@ -119,3 +121,39 @@ def test_a_backtest_runs_over_an_old_layout_root(roots: dict[str, Path]) -> None
     old = backtest.run(trades, roots["old"], workers=0)
     new = backtest.run(trades, roots["new"], workers=0)
     assert old.ok and old.value == new.value and sum(old.value) > 0
+
+
+def to_older_events(root: Path) -> None:
+    """Rewrite the `_session` events as an earlier recorder wrote them: without the fields
+    added since (a close's `will_reconnect` and `initiator`, an open's `standby`), and
+    with the reconnect wait under a name this version does not know."""
+    for path in sorted(root.glob("channel=_session/*/*.parquet")):
+        table = pq.read_table(path)
+        raws, types = [], []
+        for raw, type_ in zip(
+            table.column("raw").to_pylist(), table.column("type").to_pylist(), strict=True
+        ):
+            detail = json.loads(raw)
+            for key in ("will_reconnect", "initiator", "standby"):
+                detail.pop(key, None)
+            if type_ == "reconnect_wait":
+                detail["type"] = type_ = "reconnect_pause"
+            raws.append(json.dumps(detail).encode())
+            types.append(type_)
+        table = table.set_column(table.schema.get_field_index("raw"), "raw", pa.array(raws))
+        table = table.set_column(table.schema.get_field_index("type"), "type", pa.array(types))
+        pq.write_table(table.cast(CAPTURE_SCHEMA), path, compression="zstd")
+
+
+async def test_events_an_earlier_recorder_wrote_replay_and_query_the_same(
+    roots: dict[str, Path], tmp_path: Path
+) -> None:
+    older = tmp_path / "older-events"
+    shutil.copytree(roots["new"], older)
+    to_older_events(older)
+    sql = "SELECT conn, close_code, disconnect_reason, url, standby FROM connections ORDER BY 1"
+    events = [event_from_bytes(f.raw) for f in iter_frames(older, channels=["_session"])]
+    assert [e for e in events if isinstance(e, UnknownEvent)]  # the renamed wait
+    assert await replayed(older) == await replayed(roots["new"])
+    assert connect(older).execute(sql).fetchall() == connect(roots["new"]).execute(sql).fetchall()
+    assert verify_capture(older).problems() == verify_capture(roots["new"]).problems()

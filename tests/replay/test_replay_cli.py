@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kalshi_tape.cli import main
+from schemas.events import Opened
 
 from .capture_factory import RunBuilder, dumps, subscribe, subscribed, trade
 from .test_replay_session import busy_market, record_live
@@ -92,7 +93,7 @@ def test_jsonl_is_valid_utf8_for_every_frame_and_raw_gives_the_exact_bytes(
 ) -> None:
     root = tmp_path / "capture"
     run = RunBuilder(root)
-    run.event("open", 1, url="wss://x", standby=False)
+    run.event(Opened(url="wss://x", standby=False), 1)
     run.send(subscribe(1, ["trade"]))
     run.receive(subscribed(1, "trade", 1))
     frames = []

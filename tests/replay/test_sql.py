@@ -19,6 +19,7 @@ from replay.layout import list_capture_files
 from replay.sql import VIEW_NAMES, connect, run_query
 from replay.verify import verify_capture
 from schemas.errors import ConfigError
+from schemas.events import Closed, Opened
 from schemas.record import CaptureRecord
 
 from .capture_factory import (
@@ -198,7 +199,7 @@ def test_private_channels_are_typed_in_both_forms(cap: StandardCapture) -> None:
 
 def test_numbers_sent_as_json_numbers_and_rfc3339_ts_still_read(tmp_path: Path) -> None:
     run = RunBuilder(tmp_path)
-    run.event("open", 1, url="wss://x", standby=False)
+    run.event(Opened(url="wss://x", standby=False), 1)
     frame = delta(1, 1, M1, "0.4200", "0", "yes")
     frame["msg"] |= {"delta_fp": 74.77, "price_dollars": 0.42}  # numbers, not strings
     # only the deprecated RFC3339 `ts` is left (docs/protocol.md section 8.1)
@@ -416,8 +417,8 @@ def test_a_book_gap_whose_connection_closed_is_recovered_by_the_reconnects_subsc
     # get_snapshot went out, then the connection dropped before the snapshot came: the
     # reconnect's subscribe (a new connection) rebuilt the books. Found by the fault soak.
     run, gap = book_gap_then_get_snapshot(tmp_path)
-    run.event("close", 1, code=1011, reason="", disconnect_reason="server_closed")
-    run.event("open", 2, url="ws://x", standby=False)
+    run.event(Closed(code=1011, reason="", disconnect_reason="server_closed"), 1)
+    run.event(Opened(url="ws://x", standby=False), 2)
     again = run.send(subscribe(3, ["orderbook_delta"], [M1]), conn=2)
     run.receive(subscribed(3, "orderbook_delta", 1), conn=2)
     run.receive(snapshot(1, 1, M1, [["0.5000", "1.00"]], None), conn=2)

@@ -12,6 +12,7 @@ import pytest
 
 from kalshi_tape.cli import main
 from replay.verify import VerifyReport, verify_capture
+from schemas.events import CaptureGap, Closed, Opened, RunStart, RunStop
 from schemas.record import partition_file
 
 from .capture_factory import (
@@ -33,8 +34,8 @@ from .capture_factory import (
 def clean_run(root: Path, *, stop: bool = True, hole_after: int | None = None) -> RunBuilder:
     """One run: open, subscribe, 20 trades, close, run_stop; optionally an idx hole."""
     run = RunBuilder(root)
-    run.event("run_start", 0, run_id=run.run_id, version="0.1.0")
-    run.event("open", 1, url=URL, standby=False)
+    run.event(RunStart(run_id=run.run_id, version="0.1.0"), 0)
+    run.event(Opened(url=URL, standby=False), 1)
     run.send(subscribe(1, ["trade"]))
     run.receive(subscribed(1, "trade", 1))
     for seq in range(1, 21):
@@ -42,8 +43,8 @@ def clean_run(root: Path, *, stop: bool = True, hole_after: int | None = None) -
         if seq == hole_after:
             run.skip_idx(3)
     if stop:
-        run.event("close", 1, code=1000, reason="", disconnect_reason="shutdown")
-        run.event("run_stop", 0, reason="signal")
+        run.event(Closed(code=1000, reason="", disconnect_reason="shutdown"), 1)
+        run.event(RunStop(reason="signal"), 0)
     return run
 
 
@@ -188,8 +189,8 @@ def test_a_hole_before_the_last_segment_of_a_crashed_run_is_corruption(tmp_path:
 
 def test_frames_the_recorder_declared_lost_are_a_warning(tmp_path: Path) -> None:
     run = clean_run(tmp_path, stop=False)
-    gap = run.event("capture_gap", 0, lost_frames=120, reason="disk full")
-    run.event("run_stop", 0, reason="signal")
+    gap = run.event(CaptureGap(lost_frames=120, reason="disk full"), 0)
+    run.event(RunStop(reason="signal"), 0)
     run.write()
     report = verify_capture(tmp_path)
     assert not report.corrupt
@@ -204,10 +205,10 @@ def test_a_hole_the_recorder_recorded_as_a_capture_gap_is_not_corruption(
     # The journal drops frames when the disk is full and says so; the hole those idx
     # leave is the recorded loss, not damage to the capture.
     run = clean_run(tmp_path, stop=False, hole_after=10)  # idx 15..17 never stored
-    run.event("capture_gap", 0, lost_frames=3, first_idx=15, last_idx=17, reason="disk full")
+    run.event(CaptureGap(lost_frames=3, first_idx=15, last_idx=17, reason="disk full"), 0)
     run.skip_idx(2)  # and 2 more that nothing explains
     run.receive(trade(1, 21, M1, "0.5000", "0.5000", "1.00"))
-    run.event("run_stop", 0, reason="signal")
+    run.event(RunStop(reason="signal"), 0)
     run.write()
     report = verify_capture(tmp_path)
     assert [(h.first_missing, h.recorded) for h in report.holes] == [(15, True), (29, False)]
@@ -218,8 +219,8 @@ def test_a_hole_the_recorder_recorded_as_a_capture_gap_is_not_corruption(
 
     alone = tmp_path / "alone"
     run = clean_run(alone, stop=False, hole_after=10)
-    run.event("capture_gap", 0, lost_frames=3, first_idx=15, last_idx=17, reason="disk full")
-    run.event("run_stop", 0, reason="signal")
+    run.event(CaptureGap(lost_frames=3, first_idx=15, last_idx=17, reason="disk full"), 0)
+    run.event(RunStop(reason="signal"), 0)
     run.write()
     report = verify_capture(alone)
     assert not report.corrupt and report.problems() == []

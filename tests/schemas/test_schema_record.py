@@ -1,4 +1,4 @@
-"""The capture record helpers: column derivation, partition paths, event details, run ids."""
+"""The capture record helpers: column derivation, partition paths, run ids."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import pytest
 
 from schemas.channels import ALL_CHANNELS, Channel
 from schemas.errors import PartitionError
+from schemas.events import Closed
 from schemas.record import (
     COLUMNS,
-    EVENT_DETAIL_KEYS,
     MALFORMED_TYPE,
     ColumnDeriver,
     Dir,
-    Event,
-    event_raw,
     new_run_id,
     partition_dir,
     partition_file,
@@ -73,7 +71,7 @@ def test_event_lifecycle_without_an_ack_falls_back_to_market_lifecycle_v2() -> N
 def test_a_closed_connection_forgets_its_acks() -> None:
     deriver = ColumnDeriver()
     deriver.derive(Dir.IN, _ack("multivariate_market_lifecycle", 6), conn=1)
-    close = event_raw(Event.CLOSE, code=1006, reason="", disconnect_reason="network")
+    close = Closed(code=1006, disconnect_reason="network").to_bytes()
     assert deriver.derive(Dir.EVENT, close, conn=1).channel == Channel.SESSION
     assert deriver.derive(Dir.IN, EVENT_LIFECYCLE, conn=1).channel == Channel.MARKET_LIFECYCLE_V2
 
@@ -186,27 +184,6 @@ def test_utc_date_is_the_calendar_date_in_utc() -> None:
     assert utc_date(1_795_305_600_000_000_000) == "2026-11-22"
 
 
-# --- event details ------------------------------------------------------------------------
-
-
-def test_event_raw_stores_the_name_and_the_detail() -> None:
-    raw = event_raw(Event.RECONNECT_WAIT, delay_s=1.5, attempt=2)
-    assert json.loads(raw) == {"type": "reconnect_wait", "delay_s": 1.5, "attempt": 2}
-
-
-@pytest.mark.parametrize("event", list(Event))
-def test_event_raw_rejects_a_missing_required_key(event: Event) -> None:
-    keys = sorted(EVENT_DETAIL_KEYS[event])
-    with pytest.raises(ValueError, match=keys[0]):
-        event_raw(event, **{k: 1 for k in keys[1:]})
-
-
-def test_event_raw_rejects_an_unknown_event_name() -> None:
-    with pytest.raises(ValueError):
-        event_raw("exploded", reason="x")
-
-
-def test_every_event_has_its_detail_keys_and_columns_are_fixed() -> None:
-    assert set(EVENT_DETAIL_KEYS) == set(Event)
+def test_the_columns_are_fixed() -> None:
     assert COLUMNS[-2:] == ("raw", "opcode")
     assert len(COLUMNS) == 13

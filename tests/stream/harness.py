@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.events import Attempt, Closed, ConnectionEvent, Opened
 from stream import Engine, EngineConfig, Session, Source
 from stream.events import Output, SendCommand
 
@@ -258,19 +259,12 @@ class ScriptedSource(Source):
             kind, arg = get.result()
             self._step()
             if kind == "open":
-                self._event(arg, "attempt", url="ws://scripted", attempt=1)
+                self._event(arg, Attempt(url="ws://scripted", attempt=1))
                 engine.connection_attempt(self.now_ns, self.mono_ns)
-                self._event(arg, "open", url="ws://scripted", standby=False)
+                self._event(arg, Opened(url="ws://scripted"))
                 engine.connection_opened(arg, self.now_ns, self.mono_ns)
             elif kind == "close":
-                self._event(
-                    arg,
-                    "close",
-                    code=1006,
-                    reason="",
-                    disconnect_reason="network_error",
-                    will_reconnect=True,
-                )
+                self._event(arg, Closed(code=1006, disconnect_reason="network_error"))
                 engine.connection_closed(arg, self.now_ns, self.mono_ns, code=1006)
             elif kind == "frame":
                 conn, raw = arg
@@ -295,10 +289,8 @@ class ScriptedSource(Source):
         for reply in self.responder(conn, cmd):
             self.inbox.put_nowait(("frame", (conn, reply)))
 
-    def _event(self, conn: int, name: str, **detail: Any) -> None:
-        from schemas.record import event_raw
-
-        self.log("event", conn, event_raw(name, **detail), self.now_ns, self.mono_ns)
+    def _event(self, conn: int, event: ConnectionEvent) -> None:
+        self.log("event", conn, event.to_bytes(), self.now_ns, self.mono_ns)
 
     async def handle(self, output: Output) -> None:
         self.handled.append(output)

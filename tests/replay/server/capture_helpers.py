@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from replay.server import ServerConfig, SimServer
 from replay.server.capture_tape import CaptureTape
 from replay.session import ReplaySession
+from schemas.events import Attempt, Closed, Opened, RunStart, RunStop
 from stream.decode import msg_bytes
 
 from ..capture_factory import RunBuilder, dumps, subscribe, subscribed, trade
@@ -181,11 +182,11 @@ def trades_capture(
     each connection subscribes to `trade`, receives its trades (ids numbered on from 1),
     then ends with the close event given (None: the run ends with it open)."""
     run = RunBuilder(root, step_ns=step_ns)
-    run.event("run_start", 0, run_id=run.run_id, version="test")
+    run.event(RunStart(run_id=run.run_id, version="test"), 0)
     number = 1
     for conn, (count, close) in enumerate(segments, start=1):
-        run.event("attempt", 0, url="wss://x", attempt=1)
-        run.event("open", conn, url="wss://x", standby=False)
+        run.event(Attempt(url="wss://x", attempt=1), 0)
+        run.event(Opened(url="wss://x", standby=False), conn)
         run.send(subscribe(conn, ["trade"]), conn)
         run.receive(subscribed(conn, "trade", 1), conn)
         for seq in range(1, count + 1):
@@ -194,8 +195,8 @@ def trades_capture(
             run.receive(frame, conn)
             number += 1
         if close is not None:
-            run.event("close", conn, **close)
-    run.event("run_stop", 0, reason="test")
+            run.event(Closed(**close), conn)
+    run.event(RunStop(reason="test"), 0)
     run.write()
     return run
 

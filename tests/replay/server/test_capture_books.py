@@ -9,6 +9,7 @@ import pytest
 
 from replay.server.capture_books import CaptureBooks
 from replay.server.capture_closes import is_reactive
+from schemas.events import Closed
 
 
 def apply(levels: dict[str, dict[Decimal, Decimal]], events: list[Any]) -> None:
@@ -91,4 +92,4 @@ def test_a_market_without_a_book_yet_has_an_empty_view_with_its_id() -> None:
 def test_only_disconnects_that_happened_to_the_recorder_are_reproduced(
     detail: dict[str, Any], reactive: bool
 ) -> None:
-    assert is_reactive(detail) is reactive
+    assert is_reactive(Closed(**detail)) is reactive

@@ -22,6 +22,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from schemas.events import Attempt, Closed, Opened, RunStart, RunStop
+
 from ..capture_factory import RunBuilder, delta, snapshot, subscribe, subscribed, trade
 from .capture_helpers import SERVER_1011
 from .test_server_compat import ROOT, find_python312, sdk_venv
@@ -81,11 +83,11 @@ def _capture(root: Path) -> list[str]:
     """Two connections of book and trade data; the first ends with a server close 1011."""
     rng = random.Random(5)
     run = RunBuilder(root)
-    run.event("run_start", 0, run_id=run.run_id, version="test")
+    run.event(RunStart(run_id=run.run_id, version="test"), 0)
     trade_ids: list[str] = []
     for conn in (1, 2):
-        run.event("attempt", 0, url="wss://x", attempt=1)
-        run.event("open", conn, url="wss://x", standby=False)
+        run.event(Attempt(url="wss://x", attempt=1), 0)
+        run.event(Opened(url="wss://x", standby=False), conn)
         run.send(subscribe(1, ["orderbook_delta", "trade"], MARKETS), conn)
         run.receive(subscribed(1, "orderbook_delta", 1), conn)
         run.receive(subscribed(1, "trade", 2), conn)
@@ -112,8 +114,8 @@ def _capture(root: Path) -> list[str]:
             trade_ids.append(frame["msg"]["trade_id"])
             run.receive(frame, conn)
         if conn == 1:
-            run.event("close", conn, **SERVER_1011)
-    run.event("run_stop", 0, reason="test")
+            run.event(Closed(**SERVER_1011), conn)
+    run.event(RunStop(reason="test"), 0)
     run.write()
     return trade_ids
 

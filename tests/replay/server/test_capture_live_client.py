@@ -39,7 +39,7 @@ async def test_our_live_client_reconnects_where_the_recorder_did_and_ends_with_t
         for ticker in MARKETS:
             assert await book_matches_truth(session, server, ticker), ticker
         assert ConnectionState.RECONNECTING in watched.states
-        assert [e.detail["code"] for e in watched.events("close")] == [1006]
+        assert [e.event.code for e in watched.events("close")] == [1006]
         server.resume()
         await session.close()
         await books.stop()

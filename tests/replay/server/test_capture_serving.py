@@ -20,6 +20,7 @@ import websockets
 from replay.bulk import iter_frames
 from replay.server.capture_tape import CaptureTape
 from replay.sql import connect
+from schemas.events import Opened, RunStart
 
 from ...stream.harness import ScriptedSource, wire
 from ..capture_factory import RunBuilder, subscribe, subscribed, trade
@@ -304,7 +305,7 @@ async def test_index_filters_market_ids_and_initial_tickers_come_from_the_captur
     from ..capture_factory import M1, RunBuilder, subscribe, subscribed, ticker
 
     run = RunBuilder(tmp_path)
-    run.event("open", 1, url="wss://x", standby=False)
+    run.event(Opened(url="wss://x", standby=False), 1)
     run.send(subscribe(1, ["cfbenchmarks_value", "ticker"]))
     run.receive(subscribed(1, "cfbenchmarks_value", 1))
     run.receive(subscribed(1, "ticker", 2))
@@ -347,8 +348,8 @@ async def test_a_market_filter_serves_only_that_markets_frames(story: Path) -> N
 
 async def test_a_frame_recorded_as_binary_is_replayed_and_served_as_binary(tmp_path: Path) -> None:
     run = RunBuilder(tmp_path)
-    run.event("run_start", 0, run_id=run.run_id, version="test")
-    run.event("open", 1, url="wss://x", standby=False)
+    run.event(RunStart(run_id=run.run_id, version="test"), 0)
+    run.event(Opened(url="wss://x", standby=False), 1)
     run.send(subscribe(1, ["trade"]))
     run.receive(subscribed(1, "trade", 1))
     binary_seqs = {3, 5}
