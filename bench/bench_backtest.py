@@ -14,16 +14,16 @@ timed twice, the ways interleaved; the best of the two counts, so that a noisy
 neighbour on a shared machine slows every way alike rather than one.
 
   in-process       the D day shards one after another in this process (`workers=0`)
-  pool ceiling     the same shards (`replay.shards.run_shard`) in a plain pool of two
+  pool ceiling     the same shards (`replay.backtest.shards.run_shard`) in a plain pool of two
                    processes, no Dask: what this machine's two cores give in parallel
                    (a shared machine gives less than 2x; measured in the same run)
-  1 worker         `replay.backtest.run` over the D day shards on a local cluster of one
+  1 worker         `replay.backtest.runner.run` over the D day shards on a local cluster of one
                    worker process: frames/s and shards/s (the cluster started beforehand)
   2 workers        the same on two worker processes (this machine's cores)
   shard start      one shard's seek: restore the latest checkpoint before a day's start
                    and fast-forward to it (a ReplaySession from the day's start to 1 ms
                    after), median of the days after the first
-  local / S3 read  `replay.bulk.iter_batches` of every column, from the local root and
+  local / S3 read  `replay.reading.bulk.iter_batches` of every column, from the local root and
                    from the same files on an S3-protocol server on loopback (moto)
 
 The strategy reads every frame raw with books maintained (orderbook_delta, ticker and
@@ -58,9 +58,9 @@ CHECKPOINT_S = 3600.0
 
 def build(root: Path, n: int, days: int) -> None:
     """The capture, through the recorder's write path; checkpoints from a live engine."""
-    from recorder.journal import JournalWriter
-    from recorder.journal_sink import JournalSink
-    from recorder.publisher import Publisher
+    from recorder.storage.journal import JournalWriter
+    from recorder.storage.journal_sink import JournalSink
+    from recorder.storage.publisher import Publisher
     from schemas.events import Attempt, Opened, RunStop
     from stream import Engine, EngineConfig
     from stream.events import Checkpoint
@@ -140,7 +140,7 @@ def timings(capture: Any, repeats: int) -> dict[str, tuple[float, int, int]]:
 
     from distributed import Client, LocalCluster
 
-    from replay.backtest import _plan, run
+    from replay.backtest.runner import _plan, run
 
     shards = _plan(capture, None, None, DAY_NS, None, None)
     best: dict[str, tuple[float, int, int]] = {}
@@ -175,7 +175,7 @@ def timings(capture: Any, repeats: int) -> dict[str, tuple[float, int, int]]:
 
 
 def _pool_shard(args: tuple[Any, Any]) -> int:
-    from replay.shards import run_shard
+    from replay.backtest.shards import run_shard
 
     outcome = run_shard(every_frame, args[0], args[1])
     assert outcome.ok, outcome.error
@@ -184,7 +184,7 @@ def _pool_shard(args: tuple[Any, Any]) -> int:
 
 def shard_start_ms(capture: Any, days: int) -> float:
     """Median time of one shard's seek: to each day's start, from its checkpoint."""
-    from replay.session import ReplaySession
+    from replay.reading.session import ReplaySession
 
     async def seek(start: int) -> float:
         t0 = time.perf_counter()
@@ -198,7 +198,7 @@ def shard_start_ms(capture: Any, days: int) -> float:
 
 
 def read_rate(root: str, storage: Any = None) -> float:
-    from replay.bulk import iter_batches
+    from replay.reading.bulk import iter_batches
 
     t0 = time.perf_counter()
     rows = sum(b.num_rows for b in iter_batches(root, storage=storage))
@@ -231,7 +231,7 @@ def main() -> None:
     n = int(sys.argv[sys.argv.index("--frames") + 1]) if "--frames" in sys.argv else 1_000_000
     days = int(sys.argv[sys.argv.index("--days") + 1]) if "--days" in sys.argv else 4
     root = capture_root(n, days)
-    from replay.capture import Capture
+    from replay.reading.capture import Capture
 
     t0 = time.perf_counter()
     capture = Capture(root)

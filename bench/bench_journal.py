@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_storage import kalshi_frames
 from common import Metric, emit
 
-from recorder.journal import JournalWriter
-from recorder.publisher import Publisher
+from recorder.storage.journal import JournalWriter
+from recorder.storage.publisher import Publisher
 from schemas.record import ColumnDeriver, Derived, new_run_id
 
 Row = tuple[int, Derived, bytes]

@@ -58,8 +58,8 @@ def best_us(fn: Callable[[], int], rounds: int = 3) -> float:
 
 
 def replay_stages(root: Path) -> list[tuple[str, float]]:
-    from replay.capture import Capture
-    from replay.session import ReplaySession
+    from replay.reading.capture import Capture
+    from replay.reading.session import ReplaySession
     from stream import Delivery, DeliveryQueue, Engine, Overflow
     from stream.decode import decode_frame
 
@@ -157,9 +157,9 @@ def replay_stages(root: Path) -> list[tuple[str, float]]:
 
 
 def capture_stages(n: int) -> list[tuple[str, float]]:
-    from recorder.journal import JournalWriter
-    from recorder.journal_sink import JournalSink
-    from recorder.stats import LiveStats
+    from recorder.link.stats import LiveStats
+    from recorder.storage.journal import JournalWriter
+    from recorder.storage.journal_sink import JournalSink
     from stream import Engine
 
     mix = realistic_frames(n)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_storage import kalshi_frames
 from common import Metric, emit
 
-from recorder.journal import JournalWriter
+from recorder.storage.journal import JournalWriter
 from schemas.record import ColumnDeriver, new_run_id
 
 _MIB = 1 << 20
@@ -36,7 +36,7 @@ _MIB = 1 << 20
 _CHILD = """
 import json, shutil, sys, time
 from pathlib import Path
-from recorder.publisher import Publisher
+from recorder.storage.publisher import Publisher
 
 def rss():
     fields = dict(line.split(":", 1) for line in open("/proc/self/status"))

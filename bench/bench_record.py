@@ -4,7 +4,7 @@
 
 Measured in one run, on the same N frames of the realistic mix (bench/mix.py):
   ceiling   a plain websockets client, `recv(decode=False)` in a loop, counting
-  socket    the live client's own socket (picows, `recorder.sockets`) in the same loop
+  socket    the live client's own socket (picows, `recorder.link.sockets`) in the same loop
   recorder  the real `kalshi-tape record` process: journal (group commit fdatasync),
             engine, publisher; time until its status file reports the N-th frame
             durable; its CPU (user + system) over that time and its peak RSS.
@@ -44,10 +44,10 @@ def start_blaster(n: int) -> tuple[subprocess.Popen[str], str]:
 
 
 async def socket_client(url: str, n: int) -> float:
-    """The live client's own socket (`recorder.sockets`), `recv()` in a loop, counting."""
+    """The live client's own socket (`recorder.link.sockets`), `recv()` in a loop, counting."""
     import logging
 
-    from recorder.sockets import connect_picows
+    from recorder.link.sockets import connect_picows
 
     ws = await connect_picows(
         url, headers=[], ssl=None, proxy=None, open_timeout_s=10, ping_interval_s=20,

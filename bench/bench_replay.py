@@ -15,8 +15,8 @@ Measured, in this order, in one process:
                    ceiling (the engine ceiling composed with validate_json alone)
   replay structs   the same, consumers reading the msgspec mirrors (schemas.structs)
   bulk ceiling     per segment: read every column, sort by idx, Python values, tuples
-  bulk tuples      replay.bulk.iter_frames
-  bulk batches     replay.bulk.iter_batches (rows/s)
+  bulk tuples      replay.reading.bulk.iter_frames
+  bulk batches     replay.reading.bulk.iter_batches (rows/s)
 and the peak RSS (VmHWM) of a process replaying the capture, and a 10M-frame one,
 which must stay bounded: replay holds one row group per channel and one window.
 """
@@ -58,9 +58,9 @@ RUN_ID = "20261121T080000Z-0000beef"
 
 def build(root: Path, n: int) -> None:
     """Write the capture through the recorder's own write path."""
-    from recorder.journal import JournalWriter
-    from recorder.journal_sink import JournalSink
-    from recorder.publisher import Publisher
+    from recorder.storage.journal import JournalWriter
+    from recorder.storage.journal_sink import JournalSink
+    from recorder.storage.publisher import Publisher
     from schemas.events import Attempt, Opened, RunStop
 
     mix = realistic_frames(n)
@@ -124,7 +124,7 @@ async def engine_ceiling(root: Path, fixed: bool = True) -> float:
 
 
 async def replay(root: Path, raw: bool, end: int | None = None, struct: bool = False) -> float:
-    from replay.session import ReplaySession
+    from replay.reading.session import ReplaySession
 
     session = ReplaySession(root, end=end)
     count = 0
@@ -164,7 +164,7 @@ def bulk_ceiling(root: Path) -> float:
 
 
 def bulk(root: Path, batches: bool) -> float:
-    from replay.bulk import iter_batches, iter_frames
+    from replay.reading.bulk import iter_batches, iter_frames
 
     t0 = time.perf_counter()
     if batches:
@@ -183,7 +183,7 @@ def peak_rss_mib() -> float:
 
 def replayed_frames(root: Path, n: int) -> list[bytes]:
     """The first n data frames of the capture, in replay order (for the typed ceiling)."""
-    from replay.capture import Capture
+    from replay.reading.capture import Capture
 
     out: list[bytes] = []
     for window in Capture(root).read(["orderbook_delta", "ticker", "trade"], columns=("raw",),

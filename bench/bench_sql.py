@@ -3,7 +3,7 @@
 The capture (70% orderbook deltas, 20% ticker, 8% trade, 2% snapshots over 500
 markets, the current wire form) is generated once with pyarrow in the capture
 layout and cached under `bench/out/` (git-ignored). Each figure is measured on the
-views of `replay.sql.connect` (sandboxed, typed) and on a hand-written ceiling in
+views of `replay.sql.connection.connect` (sandboxed, typed) and on a hand-written ceiling in
 the same run: the same question asked of the files directly, extracting only the
 JSON fields it needs, with no views and no sandbox.
 
@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from common import Metric, emit, timed
 
-from replay.sql import connect
+from replay.sql.connection import connect
 from schemas.arrow import CAPTURE_SCHEMA, DICTIONARY_COLUMNS
 from schemas.envelope import encode_json
 from schemas.events import Closed, Opened, RunStart, RunStop

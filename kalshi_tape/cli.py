@@ -1,6 +1,6 @@
 """The `kalshi-tape` command: one entry point whose subcommands each package owns.
 
-`recorder.cli` registers `record`; `replay.cli` registers `serve`, `replay`,
+`recorder.service.cli` registers `record`; `replay.cli` registers `serve`, `replay`,
 `query`, `verify` and `inspect`. A subcommand's handler returns an exit status.
 Every subcommand gets the logging flags (`kalshi_tape.logs`). Bad arguments print
 that subcommand's usage and exit 2; a `ConfigError` prints its message (which
@@ -25,7 +25,7 @@ from schemas.errors import ConfigError, OperationalError
 __all__ = ["build_parser", "main"]
 
 #: Modules that contribute subcommands through a `register(subparsers)` function.
-_COMMAND_MODULES = ("recorder.cli", "replay.cli")
+_COMMAND_MODULES = ("recorder.service.cli", "replay.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ journald, Loki and the like). Records go to stderr (stdout stays for results: a
 URL, a table, JSONL). A warning with the same text is written once per process
 (a clamped setting is checked at load and again at connect; saying it twice
 helps nobody). Every record passes the credential filter
-(`recorder.logfilter`) on its way out, whichever logger it came from.
+(`recorder.link.logfilter`) on its way out, whichever logger it came from.
 
 A program that configured logging itself before calling `kalshi_tape.cli.main`
 keeps its configuration: nothing is added or changed then.
@@ -142,7 +142,7 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(OnceFilter())
     try:  # redaction on the way out too: a child logger's records skip its parents' filters
-        from recorder.logfilter import install_redaction
+        from recorder.link.logfilter import install_redaction
 
         handler.addFilter(install_redaction())
     except ModuleNotFoundError:  # pragma: no cover - a build without the recorder

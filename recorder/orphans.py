@@ -1,7 +1,7 @@
 """Children of the recorder die with it, even when it is killed with -9.
 
 A recorder killed with SIGKILL runs no cleanup, so its children must notice on their
-own: the simulated exchange (`recorder.sim`) and the publisher (`recorder.
+own: the simulated exchange (`recorder.service.sim`) and the publisher (`recorder.
 publish_process`). On Linux the kernel does it: `prctl(PR_SET_PDEATHSIG)` sends the
 child a signal when the thread that started it ends (both are started from the
 recorder's main thread). Elsewhere, and as a second line on Linux, a child can poll

@@ -13,9 +13,9 @@ __all__ = ["register"]
 
 _MODULES = (
     "replay.server.command",
-    "replay.replay_cli",
-    "replay.analysis_cli",
-    "replay.backtest_cli",
+    "replay.reading.cli",
+    "replay.sql.cli",
+    "replay.backtest.cli",
 )
 
 

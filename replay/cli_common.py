@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from replay.layout import list_capture_files, resolve_root
+from replay.reading.layout import list_capture_files, resolve_root
 from schemas.errors import ConfigError, DamagedFile
 from schemas.storage import is_remote
 
@@ -95,7 +95,7 @@ def damaged_capture(root: str | Path, exc: BaseException | str) -> DamagedFile:
     The files whose footer does not read are named; a file damaged further in (its
     footer intact) is left for `verify`, which decodes every page, to find. On object
     storage no footer is fetched here: `verify` reads them all."""
-    from replay.verify import footer_problem  # DuckDB: only when a read failed
+    from replay.sql.verify import footer_problem  # DuckDB: only when a read failed
 
     text = str(exc)
     detail = text.splitlines()[0] if text else type(exc).__name__

@@ -42,6 +42,7 @@ from schemas.events import (
     UnknownEvent,
     event_from_bytes,
 )
+from schemas.lazy import lazy_exports
 from schemas.record import (
     COLUMNS,
     CaptureRecord,
@@ -65,18 +66,20 @@ if TYPE_CHECKING:
 
 # The message models take 0.2-0.4 s to import (pydantic builds their validators): they
 # load on first use of these names, so `import schemas` stays cheap for the engine.
-_LAZY_PARSE_EXPORTS = frozenset(
-    {"COMMAND_MODELS", "MESSAGE_MODELS", "Command", "Message", "parse_command", "parse_message"}
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        name: "schemas.parse"
+        for name in (
+            "COMMAND_MODELS",
+            "MESSAGE_MODELS",
+            "Command",
+            "Message",
+            "parse_command",
+            "parse_message",
+        )
+    },
 )
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY_PARSE_EXPORTS:
-        import schemas.parse
-
-        return getattr(schemas.parse, name)
-    raise AttributeError(f"module 'schemas' has no attribute {name!r}")
-
 
 __all__ = [
     "ALL_CHANNELS",

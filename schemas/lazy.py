@@ -2,7 +2,7 @@
 
 `recorder` and `replay` export their API from `__init__` (`from replay import
 ReplaySession`), but importing a package must not load what its public names
-need: a publisher child process that imports `recorder.storage.publisher` must not
+need: a publisher child process that imports `recorder.storage.root.publisher` must not
 pay for the live client's WebSocket and crypto libraries, and `record` must not
 load DuckDB. `lazy_exports` gives a package the module-level `__getattr__` and
 `__dir__` of PEP 562 over a table of name -> defining module, so `__all__`,
@@ -26,6 +26,9 @@ def lazy_exports(
     cached in `namespace`, on first use). In the package's `__init__`::
 
         __getattr__, __dir__ = lazy_exports(globals(), {"Name": "package.module"})
+
+    A name that is the package's own sub-package (`{"sql": "replay.sql"}`) gives the
+    sub-package itself, so `import replay; replay.sql.connect(...)` works too.
     """
     package = namespace["__name__"]
 
@@ -33,7 +36,8 @@ def lazy_exports(
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
+        loaded = importlib.import_module(module)
+        value = loaded if module == f"{package}.{name}" else getattr(loaded, name)
         namespace[name] = value  # later lookups find it without this function
         return value
 

@@ -129,3 +129,60 @@ def test_linters_are_in_the_dev_extra_and_the_test_extra_runs_the_suite() -> Non
     assert {"ruff", "mypy"} <= names["dev"]
     assert not {"ruff", "mypy"} & names["test"]
     assert {"pytest", "pytest-timeout", "pytest-asyncio", "hypothesis"} <= names["test"]
+
+
+PUBLIC_PACKAGES = (
+    "schemas",
+    "stream",
+    "recorder",
+    "recorder.link",
+    "recorder.storage",
+    "recorder.service",
+    "replay",
+    "replay.reading",
+    "replay.sql",
+    "replay.backtest",
+    "replay.server",
+)
+
+
+def _readme_imports() -> list[str]:
+    """Every import statement of the README's Python examples (fenced or indented)."""
+    text = (ROOT / "README.md").read_text()
+    found = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if re.match(r"^(from [\w.]+ import [\w, ]+|import [\w., ]+( as \w+)?)$", stripped):
+            found.append(stripped)
+    return found
+
+
+def test_the_readme_imports_work_in_a_fresh_interpreter() -> None:
+    imports = _readme_imports()
+    assert "from replay import ReplaySession" in imports  # the faces, not module paths
+    assert "from recorder import Credentials, LiveSession" in imports
+    result = subprocess.run(
+        [sys.executable, "-c", "\n".join(imports)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("package", PUBLIC_PACKAGES)
+def test_every_public_name_exists_and_the_package_says_what_it_is(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    assert module.__doc__ and len(module.__doc__.split()) > 20
+    missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+    assert missing == []
+    assert set(module.__all__) <= set(dir(module))
+
+
+def test_importing_the_faces_loads_neither_duckdb_nor_dask_nor_websockets() -> None:
+    code = (
+        "import sys, recorder, replay, recorder.storage, replay.sql, replay.backtest\n"
+        "print(sorted(m for m in ('duckdb', 'dask', 'distributed', 'websockets') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr

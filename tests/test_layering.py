@@ -171,3 +171,64 @@ def test_no_module_imports_itself_through_others() -> None:
 def test_the_cycle_check_finds_a_circle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+#: Inside `recorder` and `replay` (docs/architecture.md section 2): the other
+#: sub-packages each sub-package's modules may import. The link and the storage pipeline
+#: know nothing of each other or of the service that runs them; capture reading knows
+#: nothing of SQL, backtests or the server, which all read through it.
+SUBPACKAGE_MAY_IMPORT = {
+    "recorder.link": set(),
+    "recorder.storage": set(),
+    "recorder.service": {"recorder.link", "recorder.storage"},
+    "replay.reading": set(),
+    "replay.sql": {"replay.reading"},
+    "replay.backtest": {"replay.reading"},
+    "replay.server": {"replay.reading"},
+}
+#: Modules of a package that every sub-package may import (its exceptions and such).
+SHARED_MODULES = {"recorder.errors", "recorder.orphans", "replay.errors"}
+#: The command-line shared helpers, for command-line modules only.
+CLI_SHARED = "replay.cli_common"
+
+
+def _subpackage(module: str) -> str | None:
+    return next((p for p in SUBPACKAGE_MAY_IMPORT if module.startswith(p + ".")), None)
+
+
+def _subpackage_violations(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, edges in sorted(graph.items()):
+        own = _subpackage(module)
+        if own is None:
+            continue
+        is_cli = module.endswith((".cli", ".command", ".__main__"))
+        for target in sorted(edges):
+            top = own.split(".")[0]
+            if not target.startswith(top + ".") or target in SHARED_MODULES:
+                continue
+            if target == CLI_SHARED and is_cli:
+                continue
+            theirs = _subpackage(target)
+            if theirs != own and theirs not in SUBPACKAGE_MAY_IMPORT[own]:
+                found.append(f"{module} imports {target}")
+    return found
+
+
+def test_sub_packages_import_only_the_sub_packages_below_them() -> None:
+    assert _subpackage_violations(_import_graph()) == []
+
+
+def test_the_sub_package_check_catches_a_violation() -> None:
+    graph = {
+        "recorder.storage.journal": {"recorder.link.sink", "recorder.errors"},
+        "recorder.service.app": {"recorder.link.live", "recorder.storage.journal"},
+        "replay.reading.session": {"replay.sql.connection"},
+        "replay.sql.verify": {"replay.cli_common"},
+        "replay.sql.cli": {"replay.cli_common", "replay.reading.layout"},
+    }
+    assert _subpackage_violations(graph) == [
+        "recorder.storage.journal imports recorder.link.sink",
+        "replay.reading.session imports replay.sql.connection",
+        "replay.sql.verify imports replay.cli_common",
+    ]

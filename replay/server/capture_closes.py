@@ -1,7 +1,7 @@
 """Where a capture's frames sit in time, and which recorded disconnects a client should meet.
 
 This module owns two facts the replay server needs about a capture beyond its
-frames. Time: a delivered frame's merge key (`replay.capture.merge_key`: its
+frames. Time: a delivered frame's merge key (`replay.reading.capture.merge_key`: its
 run's first receive time plus the monotonic time elapsed), so frames of several
 runs pace on one axis and a wall-clock step inside a run changes nothing.
 Disconnects: the recorded `close` events of `_session` that happened TO the
@@ -9,7 +9,7 @@ recorder (reactive: the server closed, the network failed, a ping timed out, a
 protocol error, a stale feed), never the ones it chose (planned rotations,
 scheduled reconnects, shutdown), with their close code and reason, so a server
 can close its clients at the same points. It reads the `_session` partition with
-`replay.bulk` and knows nothing of sockets or subscriptions.
+`replay.reading.bulk` and knows nothing of sockets or subscriptions.
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from replay.bulk import iter_frames
-from replay.capture import Capture
+from replay.reading.bulk import iter_frames
+from replay.reading.capture import Capture
 
 # The replay session numbers the connections of its i-th run (sorted by run id) from
-# i * this; a frame's run follows from its `conn`. (Private to replay.session; see
+# i * this; a frame's run follows from its `conn`. (Private to replay.reading.session; see
 # the report: a public `Frame` run or key would be better.)
-from replay.session import CONN_STRIDE
+from replay.reading.session import CONN_STRIDE
 from schemas.channels import Channel
 from schemas.events import Closed, EventError, event_from_bytes
 from schemas.record import Event
 
 __all__ = ["REACTIVE_REASONS", "RecordedClose", "RunClock", "is_reactive", "recorded_closes"]
 
-#: Disconnect reasons that happened to the recorder (recorder.policies.DisconnectReason's
+#: Disconnect reasons that happened to the recorder (recorder.link.policies.DisconnectReason's
 #: reactive values, less `killed`, which a user asked for to test a client).
 REACTIVE_REASONS: Final = frozenset(
     {"server_closed", "network_error", "ping_timeout", "protocol_error", "stale"}

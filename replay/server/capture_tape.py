@@ -30,10 +30,10 @@ from typing import Any, Final
 
 import msgspec
 
+from replay.reading.session import ReplaySession, to_ns
 from replay.server.capture_books import CaptureBooks
 from replay.server.capture_closes import RecordedClose, RunClock, recorded_closes
 from replay.server.tape import CLOSE_CHANNEL, BookView, TapeEvent, close_event
-from replay.session import ReplaySession, to_ns
 from schemas.channels import Channel
 from schemas.errors import ConfigError
 from schemas.storage import StorageOptions

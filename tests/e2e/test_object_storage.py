@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 
 from kalshi_tape.cli import main
-from recorder.compaction import compact
-from recorder.journal import JournalWriter
-from recorder.publisher import sealed_segments
-from recorder.recovery import recover
-from replay.bulk import iter_batches, iter_frames
-from replay.verify import verify_capture
+from recorder.storage.compaction import compact
+from recorder.storage.journal import JournalWriter
+from recorder.storage.publisher import sealed_segments
+from recorder.storage.recovery import recover
+from replay.reading.bulk import iter_batches, iter_frames
+from replay.sql.verify import verify_capture
 from schemas.channels import ALL_CHANNELS
 from schemas.record import parse_file_name
 from schemas.storage import StorageError

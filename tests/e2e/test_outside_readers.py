@@ -25,7 +25,7 @@ import pytest
 from fsspec.implementations.arrow import ArrowFSWrapper
 
 from kalshi_tape.cli import main
-from recorder.journal import JournalWriter
+from recorder.storage.journal import JournalWriter
 
 from ..objectstore import S3Server
 from ..recorder.helpers import RUN_A, append_frames

@@ -1,7 +1,7 @@
 """The flagship: a consumer attached live during a capture, and the same consumer on its replay,
 receive identical message sequences and identical books, across every reconnect.
 
-A real recorder (`recorder.app.Recorder`: journal, publisher, live client) records an
+A real recorder (`recorder.service.app.Recorder`: journal, publisher, live client) records an
 in-process simulated exchange that injects disconnects, gaps and duplicates, while a
 planned make-before-break rotation happens too. A consumer attached to the recorder's
 subscriptions records digests of everything it gets. Then the capture (real Parquet
@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from recorder.app import Recorder
-from recorder.config import load_config
+from recorder.service.app import Recorder
+from recorder.service.config import load_config
+from replay.reading.session import ReplaySession
 from replay.server import ServerConfig, SimServer, Switches, parse_fault
-from replay.session import ReplaySession
-from replay.verify import verify_capture
+from replay.sql.verify import verify_capture
 from stream import Session
 
 pytestmark = pytest.mark.timeout(120)

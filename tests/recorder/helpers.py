@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.journal import JournalWriter
+from recorder.storage.journal import JournalWriter
 from schemas.record import live_files
 
 from .journal_driver import frame

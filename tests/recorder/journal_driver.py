@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recorder.journal import JournalWriter
+from recorder.storage.journal import JournalWriter
 from schemas.record import new_run_id
 
 __all__ = ["frame", "main"]
@@ -83,7 +83,7 @@ def _record(args: argparse.Namespace) -> None:
     run_id = new_run_id(time.time_ns(), os.urandom(4))
     on_sealed = None
     if args.publish:
-        from recorder.publisher import Publisher
+        from recorder.storage.publisher import Publisher
 
         publisher = Publisher(args.journal, args.root, fsync=_marking_fsync("P"))
         publisher.start()
@@ -131,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "record":
         _record(args)
     elif args.mode == "recover":
-        from recorder.recovery import recover
+        from recorder.storage.recovery import recover
 
         recover(args.journal, args.root, fsync=_marking_fsync("F", args.pause_at))
     else:
-        from recorder.compaction import compact
+        from recorder.storage.compaction import compact
 
         compact(args.root, args.partition, min_age_s=0, delete_grace_s=0,
                 fsync=_marking_fsync("F", args.pause_at))  # fmt: skip

@@ -20,8 +20,8 @@ from typing import Any
 
 from websockets.asyncio.client import connect as ws_connect
 
-from recorder.live import LiveSession
-from recorder.sink import MemorySink
+from recorder.link.live import LiveSession
+from recorder.link.sink import MemorySink
 from replay.server import ServerConfig, SimServer
 from stream import ConnectionState, ErrorReport
 

@@ -1,6 +1,6 @@
 """An in-memory link for driving the live client where a socket adds nothing.
 
-`MemoryExchange.open` is a `recorder.connection.LinkOpener`: pass it as
+`MemoryExchange.open` is a `recorder.link.connection.LinkOpener`: pass it as
 `LiveSession(opener=...)` and each connection attempt makes a `MemorySocket`
 (or fails, as scripted). The test plays the server on each socket: it reads
 the commands the client sent, pushes frames, closes with a code, or drops.
@@ -12,20 +12,20 @@ import asyncio
 import json
 from typing import Any
 
-from recorder.link import AttemptFailed
-from recorder.policies import CloseVerdict
-from recorder.sockets import CloseFrame, SocketClosed
+from recorder.link.opener import AttemptFailed
+from recorder.link.policies import CloseVerdict
+from recorder.link.sockets import CloseFrame, SocketClosed
 
 
 class MemorySocket:
-    """A `recorder.sockets.Socket` whose other end is the test."""
+    """A `recorder.link.sockets.Socket` whose other end is the test."""
 
     def __init__(self) -> None:
         self._incoming: asyncio.Queue[tuple[bytes, bool] | SocketClosed] = asyncio.Queue()
         self._sent: asyncio.Queue[bytes] = asyncio.Queue()
         self._closed: SocketClosed | None = None
 
-    # the client's side (recorder.sockets.Socket)
+    # the client's side (recorder.link.sockets.Socket)
     async def recv(self) -> tuple[bytes, bool]:
         item = await self._incoming.get()
         if isinstance(item, SocketClosed):

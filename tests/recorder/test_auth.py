@@ -10,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from recorder.auth import (
+from recorder.errors import AuthenticationFailed
+from recorder.link.auth import (
     ENV_KEY_ID,
     ENV_PASSPHRASE,
     ENV_PRIVATE_KEY_PATH,
@@ -20,7 +21,6 @@ from recorder.auth import (
     Credentials,
     load_private_key,
 )
-from recorder.errors import AuthenticationFailed
 from replay.server.auth import HeaderVerifier
 from schemas.errors import ConfigError
 

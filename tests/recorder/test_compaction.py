@@ -18,11 +18,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from recorder._segment import read_segment
-from recorder.compaction import apply_retention, compact
 from recorder.errors import CompactionError
-from recorder.journal import JournalWriter
-from recorder.publisher import Publisher, sealed_segments
+from recorder.storage._segment import read_segment
+from recorder.storage.compaction import apply_retention, compact
+from recorder.storage.journal import JournalWriter
+from recorder.storage.publisher import Publisher, sealed_segments
 from schemas.record import live_files, parse_file_name
 
 from ..objectstore import S3Server

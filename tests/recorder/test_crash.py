@@ -26,8 +26,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from recorder._segment import parse_segment_name
-from recorder.recovery import recover
+from recorder.storage._segment import parse_segment_name
+from recorder.storage.recovery import recover
 
 from ..results import ResultLog
 from .helpers import crash_cases, live_paths, unreadable_files

@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from recorder._segment import read_segment
-from recorder.journal import JournalWriter
-from recorder.publisher import Publisher, sealed_segments
+from recorder.storage._segment import read_segment
+from recorder.storage.journal import JournalWriter
+from recorder.storage.publisher import Publisher, sealed_segments
 from schemas.events import CaptureGap, event_from_bytes
 from schemas.record import utc_date
 

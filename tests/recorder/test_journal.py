@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from recorder._segment import parse_segment_name, read_segment
 from recorder.errors import JournalClosedError, JournalLockedError
-from recorder.journal import JournalWriter
+from recorder.storage._segment import parse_segment_name, read_segment
+from recorder.storage.journal import JournalWriter
 from schemas.errors import ConfigError
 from schemas.events import CaptureGap, event_from_bytes
 from schemas.record import CaptureRecord
@@ -162,7 +162,8 @@ def test_a_second_writer_on_the_same_journal_is_refused(tmp_path: Path) -> None:
 
 def test_a_writer_in_another_process_holds_the_lock_until_it_is_killed(tmp_path: Path) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from recorder.journal import JournalLock;"
+        "import sys, time; from pathlib import Path; "
+        "from recorder.storage.journal import JournalLock; "
         "lock = JournalLock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recorder.lifecycle import (
+from recorder.link.lifecycle import (
     TRANSITIONS,
     AttemptFailed,
     Backoff,
@@ -25,8 +25,8 @@ from recorder.lifecycle import (
     step,
     will_reconnect,
 )
-from recorder.link import Intent, LinkEnd
-from recorder.policies import CloseVerdict, DisconnectReason
+from recorder.link.opener import Intent, LinkEnd
+from recorder.link.policies import CloseVerdict, DisconnectReason
 from stream.errors import IllegalTransition
 
 L = LinkState

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from recorder.limits import LIMIT_SPECS, Limits, resolve_limits
+from recorder.link.limits import LIMIT_SPECS, Limits, resolve_limits
 from schemas.errors import ConfigError
 
 

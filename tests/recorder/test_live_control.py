@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
-from recorder.live import LiveSession
-from recorder.policies import DisconnectReason as R
+from recorder.link.live import LiveSession
+from recorder.link.policies import DisconnectReason as R
 from schemas.errors import ConfigError
 from stream import ConnectionState, Overflow
 
@@ -286,7 +286,7 @@ async def test_statistics_count_traffic_as_bytes_and_connections_by_kind() -> No
 
 
 def test_a_missed_window_is_skipped_not_fired_late() -> None:
-    from recorder.control import next_window
+    from recorder.link.control import next_window
 
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     trigger = IntervalTrigger(minutes=5, start_date=start)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from recorder.errors import PermanentClose
-from recorder.policies import DisconnectReason as R
+from recorder.link.policies import DisconnectReason as R
 from replay.server import FaultKind, SimServer
 from stream import BinaryMessage, ConnectionState, SubscriptionTerminated
 

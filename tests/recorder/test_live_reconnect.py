@@ -8,7 +8,7 @@ import time
 import pytest
 
 from recorder.errors import ReconnectGaveUp
-from recorder.policies import DisconnectReason as R
+from recorder.link.policies import DisconnectReason as R
 from stream import ConnectionState
 
 from .live_helpers import Reader, eventually, sim_server, watched_session
@@ -187,7 +187,7 @@ async def test_cancelling_open_while_it_retries_propagates_and_stops_the_attempt
 
 
 async def test_a_callback_controlled_strategy_reconnects_when_the_callback_says() -> None:
-    from recorder.policies import ReconnectStrategy
+    from recorder.link.policies import ReconnectStrategy
 
     asked: list[float] = []
 

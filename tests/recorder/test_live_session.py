@@ -12,8 +12,8 @@ import trustme
 from websockets.asyncio.server import serve
 
 from recorder.errors import ReconnectGaveUp
-from recorder.live import DEMO_URL, PRODUCTION_URL, LiveSession, resolve_url
-from recorder.sink import MemorySink
+from recorder.link.live import DEMO_URL, PRODUCTION_URL, LiveSession, resolve_url
+from recorder.link.sink import MemorySink
 from schemas.errors import ConfigError
 from schemas.events import Closed, event_from_bytes
 from stream import ConnectionState, SessionClosed
@@ -352,7 +352,7 @@ async def test_with_deflate_the_client_inflates_what_the_exchange_compresses() -
 def test_inflating_past_the_frame_limit_or_from_bad_data_is_refused() -> None:
     import zlib
 
-    from recorder.sockets import _Inflate
+    from recorder.link.sockets import _Inflate
 
     packer = zlib.compressobj(wbits=-15)
     bomb = packer.compress(b"x" * 100_000) + packer.flush(zlib.Z_SYNC_FLUSH)

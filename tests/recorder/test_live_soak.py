@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from recorder.policies import DisconnectReason as R
+from recorder.link.policies import DisconnectReason as R
 from stream import Overflow
 
 from .live_helpers import (

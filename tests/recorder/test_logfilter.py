@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from recorder.auth import Credentials
-from recorder.logfilter import REDACTED, RedactingFilter, install_redaction, redact
+from recorder.link.auth import Credentials
+from recorder.link.logfilter import REDACTED, RedactingFilter, install_redaction, redact
 
 from .live_helpers import sim_server, watched_session
 

@@ -12,9 +12,9 @@ import asyncio
 import pytest
 
 from recorder.errors import PermanentClose, ReconnectGaveUp
-from recorder.lifecycle import LinkState
-from recorder.live import LiveSession
-from recorder.policies import CloseVerdict
+from recorder.link.lifecycle import LinkState
+from recorder.link.live import LiveSession
+from recorder.link.policies import CloseVerdict
 from stream.state import ConnectionState
 
 from .memory_link import MemoryExchange, MemorySocket

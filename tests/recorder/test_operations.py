@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import kalshi_tape
 from kalshi_tape.cli import main
-from recorder.metrics import STATUS_METRICS
+from recorder.service.metrics import STATUS_METRICS
 from tests.reliability._procs import REPO, exchange, free_port
 
 pytestmark = pytest.mark.timeout(120)

@@ -8,7 +8,7 @@ from itertools import islice
 
 import pytest
 
-from recorder.policies import (
+from recorder.link.policies import (
     AttemptLimiter,
     CloseVerdict,
     DisconnectReason,

@@ -15,17 +15,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from recorder._parquet import (
+from recorder.errors import PublishError
+from recorder.storage._parquet import (
     ParquetSettings,
     encode_for_storage,
     encode_parquet,
     segment_table,
     sort_for_storage,
 )
-from recorder._segment import read_segment
-from recorder.errors import PublishError
-from recorder.journal import JournalWriter
-from recorder.publisher import Publisher, sealed_segments
+from recorder.storage._segment import read_segment
+from recorder.storage.journal import JournalWriter
+from recorder.storage.publisher import Publisher, sealed_segments
 from schemas.arrow import CAPTURE_SCHEMA
 from schemas.record import partition_file
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from recorder.app import Shard
-from recorder.config import load_config
-from replay.bulk import iter_frames
-from replay.capture import Capture
-from replay.verify import verify_capture
+from recorder.service.app import Shard
+from recorder.service.config import load_config
+from replay.reading.bulk import iter_frames
+from replay.reading.capture import Capture
+from replay.sql.verify import verify_capture
 from schemas.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(120)

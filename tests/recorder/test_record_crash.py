@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from recorder.recovery import recover
-from replay.bulk import iter_frames
-from replay.capture import Capture
+from recorder.storage.recovery import recover
+from replay.reading.bulk import iter_frames
+from replay.reading.capture import Capture
 from replay.server.truth import frame_digest
-from replay.verify import verify_capture
+from replay.sql.verify import verify_capture
 
 from ..results import ResultLog
 from .helpers import crash_cases

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from recorder._segment import parse_segment_name, segment_name
 from recorder.errors import JournalLockedError
-from recorder.journal import JournalLock, JournalWriter
-from recorder.recovery import recover
+from recorder.storage._segment import parse_segment_name, segment_name
+from recorder.storage.journal import JournalLock, JournalWriter
+from recorder.storage.recovery import recover
 from schemas.record import partition_file
 
 from ..results import ResultLog

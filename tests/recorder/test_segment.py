@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recorder._segment import (
+from recorder.errors import SegmentFormatError
+from recorder.storage._segment import (
     BODY_FIXED,
     decode_header,
     encode_header,
@@ -18,8 +19,7 @@ from recorder._segment import (
     read_segment,
     segment_name,
 )
-from recorder.errors import SegmentFormatError
-from recorder.journal import JournalWriter
+from recorder.storage.journal import JournalWriter
 from schemas.record import CaptureRecord
 
 from .helpers import RUN_A

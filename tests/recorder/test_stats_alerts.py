@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from recorder.alerts import DisconnectAlerts
-from recorder.policies import DisconnectReason as R
-from recorder.stats import LiveStats, frame_type
+from recorder.link.alerts import DisconnectAlerts
+from recorder.link.policies import DisconnectReason as R
+from recorder.link.stats import LiveStats, frame_type
 
 NS = 1_000_000_000
 

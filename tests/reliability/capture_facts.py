@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from replay.server import frame_digest
-from replay.sql import connect
-from replay.verify import verify_capture
+from replay.sql.connection import connect
+from replay.sql.verify import verify_capture
 from schemas.channels import BOOK_CHANNELS
 from schemas.events import ConnectionEvent, UnknownEvent, event_from_bytes
 

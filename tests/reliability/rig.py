@@ -2,7 +2,7 @@
 
 This module owns the running half of a reliability case: an in-process
 `replay.server.SimServer` (its truth kept in memory and in an NDJSON file), an
-in-process `recorder.app.Recorder` (journal, publisher, live client) writing a capture
+in-process `recorder.service.app.Recorder` (journal, publisher, live client) writing a capture
 into a temporary root, and a `Consumer` attached in `on_ready` to the recorder's own
 subscriptions (the books of a few markets, every trade), as a user of the recorder
 would. It offers what a case needs: wait until a fault has played out and the books
@@ -22,9 +22,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from recorder.app import Recorder
-from recorder.config import load_config
-from recorder.live import LiveSession
+from recorder.link.live import LiveSession
+from recorder.service.app import Recorder
+from recorder.service.config import load_config
 from replay.server import ServerConfig, SimServer, Switches
 from replay.server.faults import FaultSpec
 from stream import ConnectionState, SubscriptionTerminated

@@ -5,10 +5,10 @@ connection attempts, and both are written in configured durations:
 
 1. after a close 1013 ("try again later") the reconnect loop waits
    `max(backoff, server_unavailable_delay_s)` (30 s by default) before the next
-   attempt (`recorder.policies.RetryPlan.next_delay`);
+   attempt (`recorder.link.policies.RetryPlan.next_delay`);
 2. whatever the waits, the attempt limiter admits at most `attempts_per_window` (10)
    handshakes in any sliding window of `attempt_window_s` (60 s)
-   (`recorder.policies.AttemptLimiter`), and only a stop cuts its wait short.
+   (`recorder.link.policies.AttemptLimiter`), and only a stop cuts its wait short.
 
 Every wait is a configured duration (times a jitter factor that does not depend on the
 clock); the handshake and the server's close only add time. Scaling every duration by
@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from recorder.limits import Limits
+from recorder.link.limits import Limits
 from replay.server import parse_fault
 
 from ..results import ResultLog

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from replay.bulk import iter_frames
-from replay.capture import Capture
-from replay.session import ReplaySession
-from replay.verify import verify_capture
+from replay.reading.bulk import iter_frames
+from replay.reading.capture import Capture
+from replay.reading.session import ReplaySession
+from replay.sql.verify import verify_capture
 
 from ._procs import exchange, recording, wait_for, write_config
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from replay.bulk import iter_frames
-from replay.capture import Capture
+from replay.reading.bulk import iter_frames
+from replay.reading.capture import Capture
 from replay.server.truth import frame_digest
-from replay.verify import verify_capture
+from replay.sql.verify import verify_capture
 from schemas.events import CaptureGap, event_from_bytes
 
 from ._disk import Filler, free_bytes, small_tmpfs

@@ -34,10 +34,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 
-from recorder.journal import JournalWriter
-from recorder.journal_sink import JournalSink
-from recorder.live import LiveSession
-from recorder.publisher import Publisher
+from recorder.link.live import LiveSession
+from recorder.storage.journal import JournalWriter
+from recorder.storage.journal_sink import JournalSink
+from recorder.storage.publisher import Publisher
 from schemas.channels import ALL_CHANNELS
 from schemas.envelope import decode_envelope
 from schemas.errors import EnvelopeError

@@ -169,7 +169,7 @@ async def test_latency_and_a_bandwidth_cap_slow_the_feed_but_lose_nothing(
 
 
 def _gap_recoveries(root: Path) -> list[float]:
-    from replay.sql import connect
+    from replay.sql.connection import connect
 
     con = connect(root)
     try:

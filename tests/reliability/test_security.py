@@ -50,9 +50,9 @@ from websockets.asyncio.server import serve
 
 from kalshi_tape.cli import main
 from recorder.errors import ReconnectGaveUp
-from recorder.live import LiveSession
-from replay.bulk import iter_frames
-from replay.capture import Capture
+from recorder.link.live import LiveSession
+from replay.reading.bulk import iter_frames
+from replay.reading.capture import Capture
 from schemas.channels import ALL_CHANNELS
 
 from ..objectstore import S3Server

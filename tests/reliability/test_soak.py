@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from replay.verify import verify_capture
+from replay.sql.verify import verify_capture
 
 from ._procs import ProcSample, exchange, proc_sample, recording, wait_for, write_config
 

@@ -24,9 +24,9 @@ import pytest
 
 from kalshi_tape.cli import main
 from replay import backtest
-from replay.session import ReplaySession
-from replay.shards import Shard, market_groups_of, parse_width, plan_shards
-from replay.sql import connect
+from replay.backtest.shards import Shard, market_groups_of, parse_width, plan_shards
+from replay.reading.session import ReplaySession
+from replay.sql.connection import connect
 from schemas.errors import ConfigError
 
 from ..objectstore import S3Server
@@ -248,7 +248,7 @@ def test_bad_arguments_are_one_line_and_exit_2(
 
 
 def test_replay_sessions_take_an_already_built_capture_index(capture: MultiDay) -> None:
-    from replay.capture import Capture
+    from replay.reading.capture import Capture
 
     index = Capture(capture.root)
     assert ReplaySession(index).capture is index

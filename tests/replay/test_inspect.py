@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kalshi_tape.cli import main
-from replay.summary import summarize_capture
+from replay.sql.summary import summarize_capture
 
 from .capture_factory import RUN_A, RUN_B, StandardCapture, build_standard_capture, truncate_file
 

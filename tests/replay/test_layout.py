@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replay.layout import list_capture_files
-from replay.sql import connect, run_query
+from replay.reading.layout import list_capture_files
+from replay.sql.connection import connect, run_query
 from schemas.record import compacted_file_suffix
 
 from .capture_factory import RUN_A, RunBuilder, read_rows, trade, write_rows

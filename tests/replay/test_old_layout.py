@@ -17,14 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.compaction import compact
+from recorder.storage.compaction import compact
 from replay import backtest
-from replay.bulk import iter_frames
-from replay.layout import list_capture_files
-from replay.session import ReplaySession
-from replay.sql import connect
-from replay.summary import summarize_capture
-from replay.verify import verify_capture
+from replay.reading.bulk import iter_frames
+from replay.reading.layout import list_capture_files
+from replay.reading.session import ReplaySession
+from replay.sql.connection import connect
+from replay.sql.summary import summarize_capture
+from replay.sql.verify import verify_capture
 from schemas.arrow import CAPTURE_SCHEMA
 from schemas.events import UnknownEvent, event_from_bytes
 

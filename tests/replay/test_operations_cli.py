@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kalshi_tape.cli import main
-from replay.sql import QueryTimeout, connect, run_query
+from replay.sql.connection import QueryTimeout, connect, run_query
 from schemas.units import parse_size_bytes, physical_memory_bytes
 
 from .capture_factory import M1, build_standard_capture, truncate_file

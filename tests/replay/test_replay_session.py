@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from replay.errors import NotInCapture
-from replay.session import ReplaySession
+from replay.reading.session import ReplaySession
 from stream import EngineConfig, Session
 
 from ..stream.harness import ScriptedSource, auto_server, wire
@@ -197,7 +197,7 @@ async def test_speed_paces_on_the_monotonic_clock_not_the_wall_clock(tmp_path: P
 
 
 async def test_bulk_access_yields_the_records_in_replay_order_with_filters(tmp_path: Path) -> None:
-    from replay.bulk import iter_batches, iter_frames
+    from replay.reading.bulk import iter_batches, iter_frames
 
     live = await record_live(tmp_path, busy_market)
     frames = list(iter_frames(tmp_path, channels=["trade"]))

@@ -1,7 +1,7 @@
 """The SQL views over a capture: typed values for both wire forms, connections, gaps.
 
 Every test builds real Parquet partitions (`capture_factory`) and queries them
-with a real DuckDB through `replay.sql.connect`. Results are fetched as Arrow, as
+with a real DuckDB through `replay.sql.connection.connect`. Results are fetched as Arrow, as
 the query command does.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from replay.layout import list_capture_files
-from replay.sql import VIEW_NAMES, connect, run_query
-from replay.verify import verify_capture
+from replay.reading.layout import list_capture_files
+from replay.sql.connection import VIEW_NAMES, connect, run_query
+from replay.sql.verify import verify_capture
 from schemas.errors import ConfigError
 from schemas.events import Closed, Opened
 from schemas.record import CaptureRecord

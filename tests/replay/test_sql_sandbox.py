@@ -18,9 +18,9 @@ import duckdb
 import pyarrow.fs as pafs
 import pytest
 
-from replay.layout import list_capture_files
-from replay.sql import QueryRejected, connect, run_query
-from replay.sql_remote import ReadOnlyPrefix
+from replay.reading.layout import list_capture_files
+from replay.sql.connection import QueryRejected, connect, run_query
+from replay.sql.remote import ReadOnlyPrefix
 
 from ..objectstore import S3Server
 from .capture_factory import StandardCapture, build_standard_capture

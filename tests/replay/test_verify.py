@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kalshi_tape.cli import main
-from replay.verify import VerifyReport, verify_capture
+from replay.sql.verify import VerifyReport, verify_capture
 from schemas.events import CaptureGap, Closed, Opened, RunStart, RunStop
 from schemas.record import partition_file
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replay.bulk import iter_frames
-from replay.capture import Capture
-from replay.sql_build import event_field
+from replay.reading.bulk import iter_frames
+from replay.reading.capture import Capture
+from replay.sql.build import event_field
 from schemas.events import (
     EVENT_CLASSES,
     Attempt,

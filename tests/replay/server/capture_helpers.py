@@ -19,9 +19,9 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from replay.reading.session import ReplaySession
 from replay.server import ServerConfig, SimServer
 from replay.server.capture_tape import CaptureTape
-from replay.session import ReplaySession
 from schemas.events import Attempt, Closed, Opened, RunStart, RunStop
 from stream.decode import msg_bytes
 
@@ -30,7 +30,7 @@ from .conftest import ExchangeClient
 
 Level = dict[Decimal, Decimal]
 
-#: `close` event details as the recorder writes them (recorder.sink): two reactive
+#: `close` event details as the recorder writes them (recorder.link.sink): two reactive
 #: disconnects, and a planned rotation that a client must not meet.
 SERVER_1011 = {"code": 1011, "reason": "internal error", "disconnect_reason": "server_closed",
                "will_reconnect": True, "initiator": "server"}  # fmt: skip

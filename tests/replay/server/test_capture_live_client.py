@@ -1,4 +1,4 @@
-"""Our own live client (`recorder.live.LiveSession`) against the replay server.
+"""Our own live client (`recorder.link.live.LiveSession`) against the replay server.
 
 The client meets the capture as it met Kalshi: it subscribes, streams, is dropped
 where the recorder was dropped (`--reproduce-disconnects`), reconnects on its own,

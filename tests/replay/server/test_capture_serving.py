@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import websockets
 
-from replay.bulk import iter_frames
+from replay.reading.bulk import iter_frames
 from replay.server.capture_tape import CaptureTape
-from replay.sql import connect
+from replay.sql.connection import connect
 from schemas.events import Opened, RunStart
 
 from ...stream.harness import ScriptedSource, wire

@@ -1,0 +1,442 @@
+"""Reading a capture: which files and row groups, and the order of their rows.
+
+This module owns the capture index (runs, channels, files, row groups with their
+idx and time ranges) and the streaming read that restores arrival order. It knows
+nothing of the engine; `replay.reading.session` feeds what it reads to one.
+
+Order (docs/architecture.md section 7.1): within a run, records are ordered
+by `idx`. Files keep their rows sorted for compression, but only within a row
+group: a file's row groups hold disjoint, increasing idx ranges (the writer cuts
+them from rows in idx order, `recorder.storage._parquet`). The reader merges a run's files
+by idx holding one row group per file at a time (`_horizon_merge`), so memory is a
+row group per file, never a whole day, whatever the channels' rates. A file whose
+row groups overlap (another writer's) is read whole, so its order is still right.
+
+Runs are merged by receive time measured on each run's own monotonic clock from
+its first record (`recv_ns` of the first record + elapsed `mono_ns`), so a
+wall-clock step inside a run moves neither its order nor its pacing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from replay.reading.layout import RootLocation, list_capture_files, open_parquet
+from schemas.arrow import complete
+from schemas.channels import Channel
+from schemas.storage import StorageOptions
+
+__all__ = ["Capture", "Piece", "ReadWindow", "merge_key"]
+
+#: Channels a replay always reads: acks and commands, and connection events.
+STATE_CHANNELS = (Channel.CONTROL, Channel.SESSION)
+#: Columns the engine needs, in this order.
+ENGINE_COLUMNS = ("run_id", "idx", "conn", "recv_ns", "mono_ns", "dir", "channel", "raw")
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One row group of one capture file."""
+
+    path: PurePath
+    row_group: int
+    run_id: str
+    channel: str
+    rows: int
+    idx_lo: int
+    idx_hi: int
+    recv_lo: int
+    recv_hi: int
+    mono_hi: int
+
+
+@dataclass(slots=True)
+class RunIndex:
+    """The pieces of one run, and the anchor its merge key is measured from."""
+
+    run_id: str
+    pieces: list[Piece] = field(default_factory=list)
+    anchor_recv_ns: int = 0
+    anchor_mono_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadWindow:
+    """A window of one run's records in idx order, with their merge keys."""
+
+    run_id: str
+    table: pa.Table
+    keys: pa.Array  # int64 merge key per row (see `merge_key`)
+
+
+def _stat(stats: object, name: str) -> int:
+    value = getattr(stats, name)
+    return int(value) if value is not None else 0
+
+
+class Capture:
+    """An index of a capture root: what it holds and where.
+
+    Reading footers is cheap (no data pages); the index is built once per replay.
+    `root` is a local directory or an object-store URI (`s3://bucket/prefix`, reached
+    with `storage`, by default the AWS environment).
+    """
+
+    def __init__(
+        self, root: str | Path | RootLocation, *, storage: StorageOptions | None = None
+    ) -> None:
+        listing = list_capture_files(root, storage)
+        self.root = listing.root
+        self.uri = listing.uri  # the root as the user names it (a path or s3://...)
+        self.location = listing.location
+        self.filesystem: pafs.FileSystem | None = listing.filesystem
+        self.runs: dict[str, RunIndex] = {}
+        self.channels: set[str] = set()
+        self._files_by_channel: dict[str, list[PurePath]] = {}
+        for f in listing.files:
+            self.channels.add(f.channel)
+            self._files_by_channel.setdefault(f.channel, []).append(f.path)
+            meta = self.open(f.path).metadata
+            names = meta.schema.names
+            i_idx, i_recv, i_mono = (
+                names.index("idx"),
+                names.index("recv_ns"),
+                names.index("mono_ns"),
+            )
+            run = self.runs.setdefault(f.run_id, RunIndex(f.run_id))
+            for rg in range(meta.num_row_groups):
+                group = meta.row_group(rg)
+                if group.num_rows == 0:
+                    continue
+                idx_stats = group.column(i_idx).statistics
+                recv_stats = group.column(i_recv).statistics
+                mono_stats = group.column(i_mono).statistics
+                run.pieces.append(
+                    Piece(
+                        f.path, rg, f.run_id, f.channel, group.num_rows,
+                        _stat(idx_stats, "min"), _stat(idx_stats, "max"),
+                        _stat(recv_stats, "min"), _stat(recv_stats, "max"),
+                        _stat(mono_stats, "max"),
+                    )
+                )  # fmt: skip
+        for run in self.runs.values():
+            run.pieces.sort(key=lambda p: (p.idx_lo, p.idx_hi))
+        self._markets: dict[str, frozenset[str]] = {}
+
+    def open(self, path: PurePath) -> pq.ParquetFile:
+        """Open one of the capture's files (on its filesystem)."""
+        return open_parquet(path, self.filesystem)
+
+    # ------------------------------------------------------------------ what it holds
+
+    @property
+    def data_channels(self) -> list[str]:
+        """Wire channels with at least one file (not the pseudo channels)."""
+        return sorted(c for c in self.channels if not c.startswith("_"))
+
+    def markets(self, channel: str) -> frozenset[str]:
+        """Every market ticker recorded on a channel (read from the column dictionaries)."""
+        cached = self._markets.get(channel)
+        if cached is not None:
+            return cached
+        found: set[str] = set()
+        for path in self._files_by_channel.get(channel, []):
+            column = self.open(path).read(columns=["market_ticker"]).column("market_ticker")
+            for chunk in column.chunks:
+                values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk.unique()
+                found.update(v for v in values.to_pylist() if v is not None)
+        self._markets[channel] = frozenset(found)
+        return self._markets[channel]
+
+    def time_range(self) -> tuple[int, int] | None:
+        """(first, last) recv_ns over the whole capture, or None if empty."""
+        pieces = [p for run in self.runs.values() for p in run.pieces]
+        if not pieces:
+            return None
+        return min(p.recv_lo for p in pieces), max(p.recv_hi for p in pieces)
+
+    # ------------------------------------------------------------------ reading
+
+    def read_run(
+        self,
+        run_id: str,
+        channels: Iterable[str] | None,
+        *,
+        columns: tuple[str, ...] = ENGINE_COLUMNS,
+        markets: frozenset[str] | None = None,
+        from_idx: int = 0,
+        with_state: bool = True,
+    ) -> Iterator[pa.Table]:
+        """Yield the run's records of `channels` (plus the state channels unless
+        `with_state` is False) in idx order, one window at a time. `markets` keeps only
+        rows of those markets (and rows of no market); `from_idx` skips what precedes.
+
+        Each file contributes one row group at a time (sorted by idx); a window holds
+        the rows at or below the smallest last idx among the files' current row groups,
+        so memory is one row group per file, however the channels' rates differ.
+        """
+        run = self.runs[run_id]
+        state = set(STATE_CHANNELS) if with_state else set()
+        wanted = None if channels is None else set(channels) | state
+        by_file: dict[PurePath, list[Piece]] = {}
+        for p in run.pieces:
+            if (wanted is None or p.channel in wanted) and p.idx_hi >= from_idx:
+                by_file.setdefault(p.path, []).append(p)
+        cols = list(dict.fromkeys((*columns, "idx", "market_ticker") if markets else
+                                  (*columns, "idx")))  # fmt: skip
+        fs = self.filesystem
+        streams = [_FileStream(path, pieces, cols, fs) for path, pieces in by_file.items()]
+        for table in _horizon_merge(streams):
+            if from_idx:
+                table = table.filter(pc.greater_equal(table.column("idx"), from_idx))
+            if markets is not None:
+                market = table.column("market_ticker")
+                keep = pc.or_(pc.is_null(market), pc.is_in(market, pa.array(sorted(markets))))
+                table = table.filter(keep)
+            if table.num_rows:
+                yield table.select(list(columns))
+
+    def last_key(self, run_id: str) -> int:
+        """The merge key of the run's last record."""
+        anchor_recv, anchor_mono = self.anchors(run_id)
+        return anchor_recv + max(p.mono_hi for p in self.runs[run_id].pieces) - anchor_mono
+
+    def anchors(self, run_id: str) -> tuple[int, int]:
+        """(recv_ns, mono_ns) of the run's first record: the origin of its merge key."""
+        run = self.runs[run_id]
+        if not run.anchor_recv_ns:
+            first = min(run.pieces, key=lambda p: p.idx_lo)
+            table = self.open(first.path).read_row_group(
+                first.row_group, columns=["idx", "recv_ns", "mono_ns"]
+            )
+            i = pc.index(table.column("idx"), pc.min(table.column("idx")))
+            run.anchor_recv_ns = table.column("recv_ns")[i.as_py()].as_py()
+            run.anchor_mono_ns = table.column("mono_ns")[i.as_py()].as_py()
+        return run.anchor_recv_ns, run.anchor_mono_ns
+
+    def read(
+        self,
+        channels: Iterable[str] | None = None,
+        *,
+        columns: tuple[str, ...] = ENGINE_COLUMNS,
+        markets: frozenset[str] | None = None,
+        runs: Iterable[str] | None = None,
+        from_idx: dict[str, int] | None = None,
+        with_state: bool = True,
+    ) -> Iterator[ReadWindow]:
+        """Yield windows of every run, merged by merge key (see the module docstring).
+
+        With one run this is `read_run` plus keys. With several, each yielded window
+        holds only rows whose key is at most the smallest key any run could still
+        produce, so consumers may process windows in order without looking back.
+        """
+        run_ids = sorted(runs if runs is not None else self.runs)
+        cols = tuple(dict.fromkeys((*columns, "mono_ns")))
+        streams = []
+        for run_id in run_ids:
+            anchor_recv, anchor_mono = self.anchors(run_id)
+            start = (from_idx or {}).get(run_id, 0)
+            tables = self.read_run(run_id, channels, columns=cols, markets=markets,
+                                   from_idx=start, with_state=with_state)  # fmt: skip
+            streams.append(_keyed(run_id, tables, anchor_recv, anchor_mono, columns))
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        yield from _merge(streams)
+
+
+def merge_key(mono_ns: pa.Array, anchor_recv_ns: int, anchor_mono_ns: int) -> pa.Array:
+    """recv_ns of the run's first record plus the monotonic time elapsed since it."""
+    return pc.add(pc.subtract(mono_ns, anchor_mono_ns), anchor_recv_ns)
+
+
+def _keyed(
+    run_id: str,
+    tables: Iterator[pa.Table],
+    anchor_recv_ns: int,
+    anchor_mono_ns: int,
+    columns: tuple[str, ...],
+) -> Iterator[ReadWindow]:
+    for table in tables:
+        keys = merge_key(table.column("mono_ns"), anchor_recv_ns, anchor_mono_ns)
+        yield ReadWindow(run_id, table.select(list(columns)), keys.combine_chunks())
+
+
+#: Most rows a merged window holds (each live file contributes a slice of its row group).
+_WINDOW_ROWS = 4096
+
+
+class _FileStream:
+    """One file's rows in idx order, one row group (or, for a file whose row groups
+    overlap, the whole file) at a time.
+
+    A loaded row group stays as read, in storage order, beside the permutation that
+    puts it in idx order; rows are copied out in idx order a window at a time
+    (`take`), so a row group is held once, never also sorted whole.
+    """
+
+    def __init__(
+        self, path: PurePath, pieces: list[Piece], columns: list[str],
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:  # fmt: skip
+        self.path, self.columns, self.filesystem = path, columns, filesystem
+        pieces = sorted(pieces, key=lambda p: p.idx_lo)
+        disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
+        self.groups = [[p] for p in pieces] if disjoint else [pieces]
+        self.current: pa.Table | None = None
+        self.order: pa.Array | None = None  # row numbers of `current` in idx order
+        self.idx: pa.Array | None = None  # `current`'s idx values in idx order
+        self.offset = 0  # rows of `order` already taken
+        self._reader: pq.ParquetFile | None = None
+        self._present = columns  # the columns the file holds (it may lack optional ones)
+
+    def load(self) -> bool:
+        """Read the next row group; False when the file is done."""
+        self.current = self.order = self.idx = None
+        pa.default_memory_pool().release_unused()
+        if not self.groups:
+            self._reader = None
+            return False
+        group = self.groups.pop(0)
+        if self._reader is None:
+            self._reader = open_parquet(self.path, self.filesystem)
+            held = set(self._reader.schema_arrow.names)
+            self._present = [c for c in self.columns if c in held]
+        tables = [
+            self._reader.read_row_group(p.row_group, columns=self._present, use_threads=False)
+            for p in group
+        ]
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        # Older files: `channel` is a dictionary, `opcode` is missing (schemas.arrow).
+        table = complete(_channel_as_string(table), self.columns)
+        idx = table.column("idx")
+        self.order = pc.sort_indices(idx)
+        self.idx = pc.take(idx, self.order).combine_chunks()
+        self.current = table
+        self.offset = 0
+        return True
+
+    @property
+    def remaining(self) -> int:
+        assert self.current is not None
+        return self.current.num_rows - self.offset
+
+    @property
+    def last_idx(self) -> int:
+        assert self.idx is not None
+        return int(self.idx[-1].as_py())
+
+    def idx_at(self, ahead: int) -> int:
+        """The idx of the row `ahead` rows past the next one to take."""
+        assert self.idx is not None
+        return int(self.idx[self.offset + ahead].as_py())
+
+    def count_upto(self, cutoff: int) -> int:
+        """How many of the rows not yet taken have idx <= cutoff."""
+        assert self.idx is not None
+        rest = self.idx.slice(self.offset)
+        return int(pc.sum(pc.less_equal(rest, cutoff)).as_py() or 0)
+
+    def take(self, n: int) -> pa.Table:
+        """The next n rows in idx order."""
+        assert self.current is not None
+        assert self.order is not None
+        rows = self.current.take(self.order.slice(self.offset, n))
+        self.offset += n
+        return rows
+
+    @property
+    def next_lo(self) -> int:
+        """The lowest idx the file has not loaded yet (from the row-group statistics)."""
+        return min(p.idx_lo for p in self.groups[0]) if self.groups else -1
+
+
+def _channel_as_string(table: pa.Table) -> pa.Table:
+    """Files of older captures hold `channel` as a dictionary: decode it, so that rows of
+    old and new files can be put together."""
+    i = table.schema.get_field_index("channel")
+    field = table.schema.field(i) if i >= 0 else None
+    if field is None or not pa.types.is_dictionary(field.type):
+        return table
+    return table.set_column(i, field.with_type(pa.string()), pc.cast(table.column(i), pa.string()))
+
+
+def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:
+    """Merge files whose rows are each in idx order into one stream in idx order.
+
+    A file is opened only when the merge reaches its first idx, so a day of journal
+    segments is read a few files at a time, not all at once. Each window holds the
+    rows up to a cutoff idx that no live file can undercut (the smallest last idx of
+    their loaded row groups) and at most about `_WINDOW_ROWS` rows, so memory is one
+    row group per live file plus one window, whatever the capture's length.
+    """
+    pending = sorted(streams, key=lambda s: s.next_lo)
+    live: list[_FileStream] = []
+    while live or pending:
+        if not live:
+            first = pending.pop(0)
+            if first.load():
+                live.append(first)
+            continue
+        horizon = min(s.last_idx for s in live)
+        while pending and pending[0].next_lo <= horizon:  # it may hold rows up to horizon
+            joining = pending.pop(0)
+            if joining.load():
+                live.append(joining)
+                horizon = min(horizon, joining.last_idx)
+        # No window beyond _WINDOW_ROWS rows of any one file: cut at that row's idx.
+        cutoff = horizon
+        for s in live:
+            if s.remaining > _WINDOW_ROWS:
+                cutoff = min(cutoff, s.idx_at(_WINDOW_ROWS - 1))
+        parts = []
+        for s in live:
+            n = s.count_upto(cutoff)
+            if n:
+                parts.append(s.take(n))
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            table = table.take(pc.sort_indices(table.column("idx")))
+        yield table
+        live = [s for s in live if s.remaining > 0 or s.load()]
+
+
+def _merge(streams: list[Iterator[ReadWindow]]) -> Iterator[ReadWindow]:
+    """Interleave several runs' windows by merge key, window slice by window slice.
+
+    Each step takes, from the run whose pending rows start earliest, the rows up to
+    the earliest key any other run has pending (its next row): those can go out
+    now, in order, without ever looking back.
+    """
+    pending: list[tuple[int, int, ReadWindow, int]] = []  # (first key, stream no, window, offset)
+    for no, stream in enumerate(streams):
+        window = next(stream, None)
+        if window is not None:
+            heapq.heappush(pending, (window.keys[0].as_py(), no, window, 0))
+    while pending:
+        _, no, window, offset = heapq.heappop(pending)
+        limit = pending[0][0] if pending else None
+        keys = window.keys
+        if limit is None:
+            end = len(keys)
+        else:
+            # rows of this window with key <= limit (keys are non-decreasing in a run)
+            end = offset + int(pc.sum(pc.less_equal(keys.slice(offset), limit)).as_py() or 0)
+            end = max(end, offset + 1)  # always make progress
+        yield ReadWindow(window.run_id, window.table.slice(offset, end - offset),
+                         keys.slice(offset, end - offset))  # fmt: skip
+        if end < len(keys):
+            heapq.heappush(pending, (keys[end].as_py(), no, window, end))
+        else:
+            nxt = next(streams[no], None)
+            if nxt is not None:
+                heapq.heappush(pending, (nxt.keys[0].as_py(), no, nxt, 0))

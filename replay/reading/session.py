@@ -1,0 +1,440 @@
+"""ReplaySession: the Session API of `stream` over a recorded capture.
+
+A consumer written for `LiveSession` runs unchanged on a capture: the same
+`subscribe_*` calls, `orderbook()`, `@on` callbacks, `on_state_change` and
+`run_forever`. `ReplaySource` feeds the engine what the capture recorded, in the
+order it happened: frames received (`dir=in`), commands sent (`dir=out`) and
+connection events (`dir=event` in `_session`). The `_control` and `_session`
+partitions are always read, so recorded acks and connection events drive the
+engine, and recorded reconnects fire the same state changes and resets as live.
+Consumers attach to the recorded subscriptions of their channel, filtered by
+ticker (nothing is subscribed anew: the tape already holds what was).
+
+Seek: with `start`, each run is restored from its latest connection checkpoint
+before the start (the `_checkpoint` partition) and fast-forwarded silently from
+there, so books at the start are what they were live at that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import datetime as dt
+import gc
+import json
+from collections.abc import Iterable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replay.errors import NotInCapture
+from replay.reading.capture import Capture, merge_key
+from replay.reading.pacing import Pacer
+from schemas.channels import Channel
+from schemas.events import (
+    Attempt,
+    AttemptFailed,
+    Closed,
+    EventError,
+    Opened,
+    RunStop,
+    event_from_bytes,
+)
+from schemas.record import OPCODE_BINARY
+from schemas.storage import StorageOptions
+from stream import BinaryMessage, EngineConfig, Overflow, Session, Source
+from stream.engine import Engine
+
+__all__ = ["CONN_STRIDE", "ReplaySession", "ReplaySource", "to_ns"]
+
+#: Connection numbers of the n-th run (runs sorted by id, from 0) are offset by
+#: n * CONN_STRIDE in replay, so connections of concurrent runs never collide; the
+#: first run's numbers are as recorded.
+CONN_STRIDE = 1_000_000
+# Records fed between pumps: small chunks keep the GC calm (docs/performance.md section 4.2).
+_PUMP_EVERY = 64
+_SLICE_ROWS = 8192  # rows turned into Python values at a time (bounded memory)
+_GC_GEN0 = 50_000  # gen0 threshold during an unpaced replay (the default is 700)
+
+
+def to_ns(when: dt.datetime | str | int | float | None, field: str = "start") -> int | None:
+    """A time given as a datetime, an ISO-8601 string, or ns/s since the epoch, in ns.
+
+    Naive datetimes and strings are taken as UTC.
+
+    Raises:
+        ValueError: the value names no time (the message names the field).
+    """
+    if when is None:
+        return None
+    if isinstance(when, bool):
+        raise ValueError(f"{field}: expected a time, got {when!r}")
+    if isinstance(when, int | float):
+        return int(when) if abs(when) > 1e14 else int(when * 1e9)  # ns, or seconds
+    if isinstance(when, str):
+        try:
+            when = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{field}: {when!r} is not an ISO-8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1_000_000) * 1000
+
+
+class ReplaySource(Source):
+    """Feeds a `Session`'s engine from a capture, paced or as fast as consumers read."""
+
+    owns_wire = False
+
+    def __init__(
+        self,
+        capture: Capture,
+        *,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        channels: Iterable[str] | None = None,
+        markets: Iterable[str] | None = None,
+        speed: float | None = None,
+    ) -> None:
+        self.capture = capture
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.channels = None if channels is None else frozenset(channels)
+        self.markets = None if markets is None else frozenset(markets)
+        self.pacer = Pacer(speed)
+        self._recv_ns = 0
+        self._mono_ns = 0
+        self._stopped = False
+        self._offsets: dict[str, int] = {}
+        self.records = 0  # records fed to the engine
+        if self.channels is not None:
+            for channel in self.channels:
+                self._check_channel(channel)
+
+    # ------------------------------------------------------------------ Source
+
+    def now(self) -> tuple[int, int]:
+        return self._recv_ns, self._mono_ns
+
+    async def send(self, conn: int, raw: bytes) -> None:
+        """Nothing is sent in replay: the recorded commands are fed as they were sent."""
+
+    async def stop(self) -> None:
+        self._stopped = True
+
+    def validate_subscription(self, channel: str, tickers: frozenset[str] | None) -> None:
+        self._check_channel(channel)
+        if self.channels is not None and channel not in self.channels:
+            raise NotInCapture(
+                f"channel {channel!r} is not among the channels this replay reads: "
+                f"{sorted(self.channels)}"
+            )
+        if tickers:
+            held = self.capture.markets(channel)
+            missing = sorted(tickers - held)
+            if missing:
+                sample = ", ".join(sorted(held)[:20]) + (" ..." if len(held) > 20 else "")
+                raise NotInCapture(
+                    f"the capture holds no {channel} data for {missing}; it holds "
+                    f"{len(held)} markets on {channel}: {sample}"
+                )
+
+    def _check_channel(self, channel: str) -> None:
+        held = self.capture.data_channels
+        if channel not in held:
+            raise NotInCapture(
+                f"the capture holds no {channel!r} data; it holds {held or 'nothing'}"
+            )
+
+    # ------------------------------------------------------------------ the feed
+
+    async def run(self, session: Session) -> None:
+        await session.wait_for_demand()
+        if self._stopped:
+            return
+        if self.pacer.speed is not None:
+            await self._run(session)
+            return
+        # As fast as possible, the garbage collector's young-generation passes, not JSON
+        # or Parquet, bound replay (docs/performance.md section 4.2): raise
+        # the threshold for the replay's duration (never lower it), then restore it.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], _GC_GEN0), *thresholds[1:])
+        try:
+            await self._run(session)
+        finally:
+            gc.set_threshold(*thresholds)
+
+    async def _run(self, session: Session) -> None:
+        engine = session.engine
+        channels = self.channels
+        if channels is None:
+            channels = frozenset(c.channel for c in engine.consumers()) or frozenset(
+                self.capture.data_channels
+            )
+        runs = sorted(self.capture.runs)
+        self._offsets = {run: i * CONN_STRIDE for i, run in enumerate(runs)}
+        groups = {run: i + 1 for i, run in enumerate(runs)}
+        from_idx: dict[str, int] = {}
+        if self.start_ns is not None:
+            runs = self._runs_alive_at(runs, self.start_ns)
+            engine.mute()
+            for run in runs:
+                from_idx[run] = self._restore(engine, run, groups[run], self.start_ns)
+        last_idx = {run: max(p.idx_hi for p in self.capture.runs[run].pieces) for run in runs}
+        self._muted = self.start_ns is not None
+        self._ended: dict[int, tuple[int, int]] = {}  # group -> when its run's records ended
+        columns = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode")
+        for window in self.capture.read(channels, columns=columns, markets=self.markets,
+                                        runs=runs, from_idx=from_idx):  # fmt: skip
+            run = window.run_id
+            group = groups[run]
+            if self._ended and any(g != group for g in self._ended):
+                # Another run goes on after these ended: only now does their end matter.
+                for g in [g for g in self._ended if g != group]:
+                    engine.group_ended(g, *self._ended.pop(g))
+            table, keys = window.table, window.keys
+            for start in range(0, table.num_rows, _SLICE_ROWS):
+                if self._stopped:
+                    return
+                if not await self._feed(session, run, group, last_idx[run],
+                                        table.slice(start, _SLICE_ROWS),
+                                        keys.slice(start, _SLICE_ROWS)):  # fmt: skip
+                    return
+        if self._muted:
+            engine.unmute()
+        await session.pump()
+
+    async def _feed(
+        self, session: Session, run: str, group: int, last_idx: int, table: pa.Table,
+        keys: pa.Array,
+    ) -> bool:  # fmt: skip
+        """Feed one slice of a window to the engine; False once the end time is reached."""
+        engine = session.engine
+        key_list = keys.to_pylist()
+        n = len(key_list)
+        if self.end_ns is not None and key_list[-1] >= self.end_ns:
+            n = bisect.bisect_left(key_list, self.end_ns)
+        if self._muted and self.start_ns is not None and key_list[-1] >= self.start_ns:
+            cut = bisect.bisect_left(key_list, self.start_ns)
+            if cut:
+                await self._dispatch(session, run, group, table.slice(0, cut), key_list[:cut])
+            self._muted = False
+            engine.unmute()
+            await session.pump()
+            table, key_list, n = table.slice(cut), key_list[cut:], n - cut
+        if n > 0:
+            await self._dispatch(session, run, group, table.slice(0, n), key_list[:n])
+        idx_hi = table.column("idx")[-1].as_py() if table.num_rows else -1
+        if idx_hi >= last_idx:
+            self._ended[group] = (self._recv_ns, self._mono_ns)
+        return n == len(key_list)
+
+    async def _dispatch(
+        self, session: Session, run: str, group: int, table: pa.Table, keys: list[int]
+    ) -> None:
+        """The hot loop: one engine input per record, a pump every few dozen records."""
+        engine = session.engine
+        receive = engine.frame_received
+        offset = self._offsets[run]
+        conns = table.column("conn").to_pylist()
+        if offset:
+            conns = [conn + offset for conn in conns]
+        recv = table.column("recv_ns").to_pylist()
+        mono = table.column("mono_ns").to_pylist()
+        raws = table.column("raw").to_pylist()
+        opcodes = table.column("opcode")
+        if pc.max(opcodes).as_py() == OPCODE_BINARY:  # rare: Kalshi sends text
+            binary = pc.fill_null(pc.equal(opcodes, OPCODE_BINARY), False)
+            for i in pc.indices_nonzero(binary).to_pylist():
+                raws[i] = BinaryMessage(raws[i])
+        dirs = _dir_codes(table.column("dir"))
+        if self.pacer.speed is not None and not self._muted:
+            await self._dispatch_paced(session, group, keys, dirs, raws, recv, mono, conns)
+            return
+        n = len(raws)
+        rows = zip(dirs, raws, recv, mono, conns, strict=True)
+        for start in range(0, n, _PUMP_EVERY):
+            for d, raw, recv_ns, mono_ns, conn in islice(rows, _PUMP_EVERY):
+                if d == _IN:
+                    receive(raw, recv_ns, mono_ns, conn)
+                else:
+                    self._other(engine, d, raw, recv_ns, mono_ns, conn, group)
+            last = min(start + _PUMP_EVERY, n) - 1
+            self._recv_ns, self._mono_ns = recv[last], mono[last]
+            self.records += last - start + 1
+            engine.tick(recv[last], mono[last])
+            await session.pump()
+
+    async def _dispatch_paced(
+        self,
+        session: Session,
+        group: int,
+        keys: list[int],
+        dirs: list[int],
+        raws: list[bytes],
+        recv: list[int],
+        mono: list[int],
+        conns: list[int],
+    ) -> None:
+        """`_dispatch` at a pace: wait for each record's time before feeding it."""
+        engine = session.engine
+        loop = asyncio.get_running_loop()
+        for i, raw in enumerate(raws):
+            wait = self.pacer.delay_s(keys[i], loop.time())
+            if wait > 0.001:
+                self._recv_ns, self._mono_ns = recv[i], mono[i]
+                await session.pump()
+                await asyncio.sleep(wait)
+            if dirs[i] == _IN:
+                engine.frame_received(raw, recv[i], mono[i], conns[i])
+            else:
+                self._other(engine, dirs[i], raw, recv[i], mono[i], conns[i], group)
+            self._recv_ns, self._mono_ns = recv[i], mono[i]
+            self.records += 1
+            if not (i + 1) % _PUMP_EVERY or i + 1 == len(raws):
+                engine.tick(recv[i], mono[i])
+                await session.pump()
+
+    def _other(
+        self, engine: Engine, d: int, raw: bytes, recv_ns: int, mono_ns: int, conn: int,
+        group: int,
+    ) -> None:  # fmt: skip
+        """A record that is not a received frame: a sent command or a connection event."""
+        if d == _OUT:
+            engine.command_sent(raw, recv_ns, mono_ns, conn)
+        elif self._event(engine, raw, recv_ns, mono_ns, conn, group):
+            self._ended[group] = (recv_ns, mono_ns)
+
+    def _event(
+        self, engine: Engine, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int
+    ) -> bool:
+        """Re-drive the engine with a recorded connection event; True if the run stopped."""
+        try:
+            event = event_from_bytes(raw)
+        except EventError:
+            return False
+        match event:
+            case Attempt():
+                engine.connection_attempt(recv_ns, mono_ns, group=group)
+            case AttemptFailed(will_retry=will_retry):
+                engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry, group=group)
+            case Opened(standby=standby):
+                engine.connection_opened(conn, recv_ns, mono_ns, standby=standby, group=group)
+            case Closed(code=code, reason=reason, will_reconnect=will_reconnect):
+                engine.connection_closed(
+                    conn, recv_ns, mono_ns, code=code, reason=reason, will_reconnect=will_reconnect
+                )
+            case RunStop():
+                return True
+        return False
+
+    # ------------------------------------------------------------------ seek
+
+    def _runs_alive_at(self, runs: list[str], start_ns: int) -> list[str]:
+        """Runs that have records at or after the start (the others are over by then)."""
+        return [run for run in runs if self.capture.last_key(run) >= start_ns]
+
+    def _restore(self, engine: Engine, run: str, group: int, start_ns: int) -> int:
+        """Restore the run's latest checkpoint before `start_ns`; return the idx to read from."""
+        pieces = [p for p in self.capture.runs[run].pieces if p.channel == Channel.CHECKPOINT]
+        if not pieces:
+            return 0
+        anchor_recv, anchor_mono = self.capture.anchors(run)
+        best: tuple[int, int, int, int, bytes] | None = None
+        for piece in pieces:
+            table = self.capture.open(piece.path).read_row_group(
+                piece.row_group, columns=["idx", "conn", "recv_ns", "mono_ns", "raw"]
+            )
+            keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
+            before = table.filter(pc.less(keys, start_ns))
+            if not before.num_rows:
+                continue
+            i = pc.index(before.column("idx"), pc.max(before.column("idx"))).as_py()
+            row = before.slice(i, 1).to_pylist()[0]
+            if best is None or row["idx"] > best[0]:
+                best = (row["idx"], row["conn"], row["recv_ns"], row["mono_ns"], row["raw"])
+        if best is None:
+            return 0
+        idx, conn, recv_ns, mono_ns, raw = best
+        engine.connection_attempt(recv_ns, mono_ns, group=group)
+        engine.restore_checkpoint(json.loads(raw), recv_ns, mono_ns,
+                                  conn=conn + self._offsets[run], group=group)  # fmt: skip
+        return idx + 1
+
+
+_IN, _OUT, _EVENT = 0, 1, 2
+_DIR_CODE = {"in": _IN, "out": _OUT}
+
+
+def _dir_codes(column: pa.ChunkedArray) -> list[int]:
+    """The `dir` column as small ints, decoding the dictionary once per chunk
+    (docs/performance.md section 4.8: never to_pylist a dictionary column value by value)."""
+    out: list[int] = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            codes = [_DIR_CODE.get(v, _EVENT) for v in chunk.dictionary.to_pylist()]
+            out.extend(codes[i] for i in chunk.indices.to_pylist())
+        else:
+            out.extend(_DIR_CODE.get(v, _EVENT) for v in chunk.to_pylist())
+    return out
+
+
+class ReplaySession(Session):
+    """The Session API over a recorded capture.
+
+    Args:
+        root: the capture root (`data/` by default for `kalshi-tape record`), or an
+            object-store URI such as `s3://bucket/prefix`, or an already built
+            `Capture` index of one.
+        start, end: replay only from/until these times (datetime, ISO-8601 string, or
+            ns since the epoch); books at `start` are what they were live then.
+        channels: read only these channels (default: the channels subscribed to).
+        markets: read only frames of these markets (and frames of no market).
+        speed: None = as fast as the consumers read (nothing dropped); 1.0 = real
+            time; k = k times real time.
+        storage: endpoint, region and credentials of an object-store root (default:
+            the AWS environment, `schemas.storage.StorageOptions.from_env`).
+
+    Consumers default to the BLOCK overflow policy: a replay waits for a slow
+    consumer instead of dropping anything.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | Capture,
+        start: dt.datetime | str | int | None = None,
+        end: dt.datetime | str | int | None = None,
+        channels: Iterable[str] | None = None,
+        markets: Iterable[str] | None = None,
+        speed: float | None = None,
+        *,
+        on_state_change: Any = None,
+        on_error: Any = None,
+        engine_config: EngineConfig | None = None,
+        default_maxsize: int = 4096,
+        storage: StorageOptions | None = None,
+    ) -> None:
+        self.source = ReplaySource(
+            root if isinstance(root, Capture) else Capture(root, storage=storage),
+            start_ns=to_ns(start, "start"),
+            end_ns=to_ns(end, "end"),
+            channels=channels,
+            markets=markets,
+            speed=speed,
+        )
+        super().__init__(
+            self.source,
+            on_state_change=on_state_change,
+            on_error=on_error,
+            engine_config=engine_config,
+            default_overflow=Overflow.BLOCK,
+            default_maxsize=default_maxsize,
+        )
+
+    @property
+    def capture(self) -> Capture:
+        return self.source.capture
