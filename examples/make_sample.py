@@ -23,10 +23,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from recorder.app import Recorder  # noqa: E402
-from recorder.config import load_config  # noqa: E402
+from recorder import Recorder, load_config  # noqa: E402
+from replay import verify_capture  # noqa: E402
 from replay.server import ServerConfig, SimServer, Switches, parse_fault  # noqa: E402
-from replay.verify import verify_capture  # noqa: E402
 from schemas.record import JOURNAL_DIR, STATUS_FILE  # noqa: E402
 
 SECONDS = 60

@@ -186,3 +186,19 @@ def test_importing_the_faces_loads_neither_duckdb_nor_dask_nor_websockets() -> N
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_the_examples_import_what_exists(example: Path) -> None:
+    import ast
+
+    tree = ast.parse(example.read_text())
+    imports = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import) or (isinstance(node, ast.ImportFrom) and node.level == 0)
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", "\n".join(imports)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

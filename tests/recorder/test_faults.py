@@ -26,7 +26,7 @@ from schemas.record import utc_date
 
 from .helpers import BASE_NS, RUN_A, append_frames, published, published_idx
 
-RECORDER = Path(__file__).resolve().parents[2] / "recorder"
+STORAGE = Path(__file__).resolve().parents[2] / "recorder" / "storage"
 HOUR_NS = 3600 * 10**9
 
 
@@ -148,7 +148,7 @@ DURABILITY_MODULES = (
     "journal",
     "_segment",
     "_durable",
-    "storage",
+    "root",
     "publisher",
     "_parquet",
     "recovery",
@@ -168,7 +168,7 @@ def wall_clock_calls(source: str) -> list[str]:
 
 @pytest.mark.parametrize("module", DURABILITY_MODULES)
 def test_durability_code_never_reads_the_wall_clock(module: str) -> None:
-    assert wall_clock_calls((RECORDER / f"{module}.py").read_text()) == []
+    assert wall_clock_calls((STORAGE / f"{module}.py").read_text()) == []
 
 
 def test_the_source_check_catches_a_wall_clock_read() -> None:
