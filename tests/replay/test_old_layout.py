@@ -151,7 +151,10 @@ async def test_events_an_earlier_recorder_wrote_replay_and_query_the_same(
     older = tmp_path / "older-events"
     shutil.copytree(roots["new"], older)
     to_older_events(older)
-    sql = "SELECT conn, close_code, disconnect_reason, url, standby FROM connections ORDER BY 1"
+    sql = (  # two runs each have a conn 1: order by both
+        "SELECT run_id, conn, close_code, disconnect_reason, url, standby FROM connections "
+        "ORDER BY run_id, conn"
+    )
     events = [event_from_bytes(f.raw) for f in iter_frames(older, channels=["_session"])]
     assert [e for e in events if isinstance(e, UnknownEvent)]  # the renamed wait
     assert await replayed(older) == await replayed(roots["new"])
