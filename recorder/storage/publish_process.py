@@ -31,7 +31,7 @@ from typing import Any
 
 from recorder.errors import PublishError
 from recorder.orphans import die_with_parent, parent_gone
-from recorder.storage.publisher import Publisher, PublisherStats, sealed_segments
+from recorder.storage.publisher import Publisher, PublisherStats, keep_pandas_out, sealed_segments
 from schemas.storage import StorageOptions
 
 __all__ = ["PublisherProcess"]
@@ -45,6 +45,7 @@ def _child(
     journal_dir: str, root: str, storage: StorageOptions | None, retry_s: float,
     todo: Any, done: Any, parent_pid: int,
 ) -> None:  # fmt: skip
+    keep_pandas_out()
     die_with_parent()
     if parent_gone(parent_pid):  # it died before the line above took effect
         return
