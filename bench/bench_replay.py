@@ -53,6 +53,8 @@ from bench_engine import (  # noqa: E402
 from common import Metric, emit  # noqa: E402
 from mix import realistic_frames  # noqa: E402
 
+from schemas.lean import keep_pandas_out  # noqa: E402
+
 RUN_ID = "20261121T080000Z-0000beef"
 
 
@@ -194,11 +196,12 @@ def replayed_frames(root: Path, n: int) -> list[bytes]:
     return out[:n]
 
 
-def peak_rss_of_replay(n: int, pool: str) -> float:
-    """Peak RSS of a fresh process replaying the n-frame capture, with Arrow's `pool`."""
+def peak_rss_of_replay(n: int, pool: str, pandas: bool = False) -> float:
+    """Peak RSS of a fresh process replaying the n-frame capture, with Arrow's `pool`;
+    with pandas kept out (as the kalshi-tape commands run) unless `pandas`."""
     env = dict(os.environ, ARROW_DEFAULT_MEMORY_POOL=pool)
-    done = subprocess.run([sys.executable, __file__, "--rss", str(n)], check=True, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    cmd = [sys.executable, __file__, "--rss", str(n), *(["--with-pandas"] if pandas else [])]
+    done = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
     return float(done.stdout.split()[-1])
 
 
@@ -208,6 +211,8 @@ def main() -> None:
         build(Path(sys.argv[i + 1]), int(sys.argv[i + 2]))
         return
     if "--rss" in sys.argv:  # replay alone in a fresh process: its own peak memory
+        if "--with-pandas" not in sys.argv:
+            keep_pandas_out()
         asyncio.run(replay(capture_root(int(sys.argv[sys.argv.index("--rss") + 1])), raw=True))
         print(f"{peak_rss_mib():.1f}")
         return
@@ -239,6 +244,7 @@ def main() -> None:
     rss = peak_rss_of_replay(n, "jemalloc")
     big_rss = peak_rss_of_replay(big, "jemalloc")
     big_rss_default = peak_rss_of_replay(big, "mimalloc")
+    big_rss_pandas = peak_rss_of_replay(big, "jemalloc", pandas=True)
     emit(
         [
             Metric(FIXED, ceiling, "frames/s"),
@@ -300,11 +306,18 @@ def main() -> None:
                 "MiB",
                 higher_is_better=False,
             ),
+            Metric(
+                f"peak RSS replaying {big:,} frames, pandas imported by pyarrow",
+                big_rss_pandas,
+                "MiB",
+                higher_is_better=False,
+            ),
         ],
         notes=f"{n:,}-frame capture written by the recorder's write path ({size_mb:.0f} MB). "
         "Peak RSS: a fresh process replaying with ReplaySession (three raw consumers) and "
-        "Arrow's jemalloc pool, as the kalshi-tape commands run; pyarrow's default pool "
-        "(mimalloc) retains more.",
+        "Arrow's jemalloc pool and pandas kept out, as the kalshi-tape commands run; "
+        "pyarrow's default pool (mimalloc) retains more; where pandas is installed, a "
+        "process that lets pyarrow import it (any pyarrow user's) pays for it too.",
     )
 
 

@@ -21,11 +21,14 @@ from collections.abc import Sequence
 from kalshi_tape import __version__
 from kalshi_tape.logs import add_logging_arguments, configure_logging, json_logging_active
 from schemas.errors import ConfigError, OperationalError
+from schemas.lean import keep_pandas_out
 
 __all__ = ["build_parser", "main"]
 
 #: Modules that contribute subcommands through a `register(subparsers)` function.
 _COMMAND_MODULES = ("recorder.service.cli", "replay.cli")
+#: Commands that run the user's code, which may use pandas; the others keep it out.
+_USER_CODE_COMMANDS = frozenset({"backtest"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # the subcommand's usage, not the top-level one
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.log_level, args.log_format)
+    if args.command_name not in _USER_CODE_COMMANDS:
+        keep_pandas_out()
     try:
         return int(handler(args) or 0)
     except ConfigError as exc:

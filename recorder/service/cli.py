@@ -32,7 +32,6 @@ from recorder.service.config import (
     load_config,
 )
 from recorder.service.preflight import check_storage, describe_target, port_free
-from recorder.storage.publisher import keep_pandas_out
 from schemas.channels import WIRE_CHANNELS
 from schemas.errors import ConfigError
 from schemas.storage import add_storage_arguments
@@ -329,7 +328,6 @@ def check_config(config: RecorderConfig, credentials: Credentials | None, shard:
 
 
 def run_record(args: argparse.Namespace) -> int:
-    keep_pandas_out()  # this process publishes (recovery, the last segment at close)
     config, credentials = build(args)
     shard = Shard.parse(args.shard) if args.shard else None
     try:

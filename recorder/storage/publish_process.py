@@ -31,7 +31,8 @@ from typing import Any
 
 from recorder.errors import PublishError
 from recorder.orphans import die_with_parent, parent_gone
-from recorder.storage.publisher import Publisher, PublisherStats, keep_pandas_out, sealed_segments
+from recorder.storage.publisher import Publisher, PublisherStats, sealed_segments
+from schemas.lean import keep_pandas_out
 from schemas.storage import StorageOptions
 
 __all__ = ["PublisherProcess"]

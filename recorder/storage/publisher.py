@@ -19,9 +19,7 @@ only through `recorder.storage._parquet`; in the journal it only ever deletes pu
 from __future__ import annotations
 
 import ctypes
-import importlib.abc
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -50,34 +48,8 @@ __all__ = [
     "PublishedFile",
     "Publisher",
     "PublisherStats",
-    "keep_pandas_out",
     "sealed_segments",
 ]
-
-
-class _NoPandas(importlib.abc.MetaPathFinder):
-    """Finds pandas nowhere: its import raises ModuleNotFoundError, which pyarrow takes
-    as "pandas is not installed"."""
-
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
-        if fullname == "pandas" or fullname.startswith("pandas."):
-            raise ModuleNotFoundError(
-                f"pandas is kept out of this process: {fullname}", name=fullname
-            )
-
-
-def keep_pandas_out() -> None:
-    """Keep pandas out of a process that publishes (the recorder and its publisher child).
-
-    pyarrow imports pandas, when it is installed, the first time it builds an array or a
-    scalar from Python objects, to ask whether the object is a pandas one. A publishing
-    process never hands it one, yet the import cost it 0.3 s (inside the timed recovery
-    at start) and about 58 MiB of RSS (peak RSS of `record --sim`: 175 MiB with it,
-    118 MiB without). Only for processes the recorder owns, and only before anything
-    imported pandas.
-    """
-    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoPandas())
 
 
 def sealed_segments(journal_dir: Path) -> list[Path]:
