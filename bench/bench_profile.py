@@ -213,11 +213,11 @@ def main() -> None:
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     metrics = [
-        Metric(f"replay | {name}", value, "us/frame", higher_is_better=False)
+        Metric(f"replay / {name}", value, "us/frame", higher_is_better=False)
         for name, value in replay_stages(root)
     ]
     metrics += [
-        Metric(f"capture | {name}", value, "us/frame", higher_is_better=False)
+        Metric(f"capture / {name}", value, "us/frame", higher_is_better=False)
         for name, value in capture_stages(n)
     ]
     emit(metrics, notes=f"{n:,} frames of the realistic mix; a stage's cost is what it adds.")

@@ -37,6 +37,9 @@ _CHILD = """
 import json, shutil, sys, time
 from pathlib import Path
 from recorder.storage.publisher import Publisher
+from schemas.lean import keep_pandas_out
+
+keep_pandas_out()  # as the recorder's publisher child does
 
 def rss():
     fields = dict(line.split(":", 1) for line in open("/proc/self/status"))

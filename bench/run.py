@@ -29,6 +29,11 @@ RESULTS = HERE / "RESULTS.md"
 LIBRARIES = ("msgspec", "pydantic", "pyarrow", "duckdb", "websockets", "cryptography")
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: a `|` inside a name would start another column."""
+    return text.replace("|", "\\|")
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -93,10 +98,9 @@ def section(name: str, runs: list[dict]) -> str:
                     ratios.append(cur[metric] / cur[first["baseline"]])
             if ratios:
                 ratio = f"{statistics.median(ratios):.2f} of {first['baseline']}"
-        lines.append(
-            f"| {metric} | {fmt(statistics.median(vals))} | {fmt(min(vals))} - {fmt(max(vals))} "
-            f"| {first['unit']} | {first.get('target') or ''} | {ratio} |"
-        )
+        cells = [metric, fmt(statistics.median(vals)), f"{fmt(min(vals))} - {fmt(max(vals))}",
+                 first["unit"], first.get("target") or "", ratio]  # fmt: skip
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     notes = {r.get("notes", "") for r in runs} - {""}
     if notes:
         lines += ["", *sorted(notes)]
