@@ -281,7 +281,7 @@ class Recorder:
                 self.sim.stop()
             final = self._health(session, sink, journal, publisher, watch)
             self.progress.stop(final)
-            log.info("stopped (%s): %s", self.exit_reason, summary_line(final),
+            log.info("stopped (%s): %s", self.exit_reason, summary_line(final, final=True),
                      extra=_fields(final))  # fmt: skip
         if stats.frames_dropped:
             log.warning("%d frames could not be kept (disk full or unwritable); the capture "

@@ -21,12 +21,19 @@ def _fmt_int(n: float) -> str:
     return f"{n:,.0f}"
 
 
-def summary_line(s: HealthSnapshot) -> str:
-    """The health in one line: state, frames and rate, durable lag, files, reconnects, gaps."""
-    rate = sum(s.rate_fps_per_channel.values())
+def summary_line(s: HealthSnapshot, *, final: bool = False) -> str:
+    """The health in one line: state, frames and rate, durable lag, files, reconnects, gaps.
+
+    The rate is the recent one while running; in the `final` line, the run's average
+    (the recent rate has decayed towards nothing once the connection is closed).
+    """
     frames = sum(v for k, v in s.frames_per_channel.items() if not k.startswith("_"))
+    if final:
+        rate, per = frames / s.uptime_s if s.uptime_s > 0 else 0.0, "/s on average"
+    else:
+        rate, per = sum(s.rate_fps_per_channel.values()), "/s"
     return (
-        f"[{s.state}] {frames:,} frames ({rate:,.0f}/s), durable lag {s.durable_lag_ms:.0f} ms, "
+        f"[{s.state}] {frames:,} frames ({rate:,.0f}{per}), durable lag {s.durable_lag_ms:.0f} ms, "
         f"{s.files_published} files published, {s.reconnects} reconnects, {s.gaps} gaps"
         + (f", {s.capture_dropped_frames} dropped" if s.capture_dropped_frames else "")
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,13 @@ def test_record_sim_writes_a_capture_that_verifies_clean(tmp_path: Path) -> None
     assert not list(journal.glob("*.seg")) and not list(journal.glob("*.open"))
     status = json.loads((root / "_status.json").read_text())
     assert status["durable_idx"] > 100 and status["capture_dropped_frames"] == 0
+    # the stop line's rate is the run's average, not the last window's (which has
+    # decayed to nearly nothing once the connection is closed)
+    line = r"stopped \(duration\): \[CLOSED\] ([\d,]+) frames \(([\d,]+)/s on average\)"
+    stopped = re.search(line, proc.stderr)
+    assert stopped, proc.stderr[-1500:]
+    frames, rate = (int(g.replace(",", "")) for g in stopped.groups())
+    assert 0.5 <= rate * 4 / frames <= 1.2
 
 
 def test_sigterm_stops_cleanly_and_publishes_everything(tmp_path: Path) -> None:
