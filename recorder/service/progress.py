@@ -29,9 +29,11 @@ def summary_line(s: HealthSnapshot, *, final: bool = False) -> str:
     """
     frames = sum(v for k, v in s.frames_per_channel.items() if not k.startswith("_"))
     if final:
-        rate, per = frames / s.uptime_s if s.uptime_s > 0 else 0.0, "/s on average"
+        rate = frames / s.uptime_s if s.uptime_s > 0 else 0.0
+        per = "/s on average"
     else:
-        rate, per = sum(s.rate_fps_per_channel.values()), "/s"
+        rate = sum(s.rate_fps_per_channel.values())
+        per = "/s"
     return (
         f"[{s.state}] {frames:,} frames ({rate:,.0f}{per}), durable lag {s.durable_lag_ms:.0f} ms, "
         f"{s.files_published} files published, {s.reconnects} reconnects, {s.gaps} gaps"

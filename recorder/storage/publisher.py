@@ -43,13 +43,7 @@ from schemas.errors import PartitionError
 from schemas.record import partition_file
 from schemas.storage import StorageOptions
 
-__all__ = [
-    "ParquetSettings",
-    "PublishedFile",
-    "Publisher",
-    "PublisherStats",
-    "sealed_segments",
-]
+__all__ = ["ParquetSettings", "PublishedFile", "Publisher", "PublisherStats", "sealed_segments"]
 
 
 def sealed_segments(journal_dir: Path) -> list[Path]:

@@ -2,7 +2,7 @@
 
 pyarrow imports pandas, when it is installed, the first time it turns a Python object
 into an array or scalar (to ask whether the object is a pandas one). kalshi-tape never
-hands pyarrow a pandas object, yet that probe cost each process 0.3 s and about 58 MiB
+hands pyarrow a pandas object, yet that probe cost each process 0.3 s and tens of MiB
 of RSS (docs/performance.md section 4.19). The test extra installs pandas (through
 Dask's dataframe extra), so the probe would fire here.
 """
