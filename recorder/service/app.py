@@ -133,6 +133,12 @@ class Shard:
         return mine
 
 
+def _age(now: float, since: float) -> float:
+    """Seconds from `since` to `now`, never below zero: the journal and the publisher
+    stamp their times from their own threads, possibly just after `now` was read."""
+    return max(0.0, now - since)
+
+
 class Recorder:
     """One `kalshi-tape record` run."""
 
@@ -460,6 +466,7 @@ class Recorder:
             ages[channel] = now - self._last_seen.get(channel, now)
         j = journal.stats()
         p = publisher.stats()
+        publish_age = None if p.last_publish_mono is None else _age(now, p.last_publish_mono)
         engine = session.engine.stats
         try:
             free: int | None = shutil.disk_usage(self.journal_dir).free
@@ -481,7 +488,7 @@ class Recorder:
             appended_idx=sink.last_idx,
             durable_idx=j.durable_idx,
             durable_lag_ms=self._durable_lag_ms,
-            last_durable_age_s=now - (self._last_durable_mono or self._started_mono),
+            last_durable_age_s=_age(now, self._last_durable_mono or self._started_mono),
             journal_backlog_bytes=j.backlog_bytes,
             capture_dropped_frames=j.frames_dropped,
             journal_write_errors=j.write_errors + j.fsync_errors,
@@ -490,7 +497,7 @@ class Recorder:
             publish_queued_segments=p.queued,
             files_published=p.files_published,
             rows_published=p.rows_published,
-            last_publish_age_s=None if p.last_publish_mono is None else now - p.last_publish_mono,
+            last_publish_age_s=publish_age,
             connection_attempts=session.stats.attempts,
             failed_attempts=session.stats.failed_attempts,
             reconnects=max(0, session.stats.connects - 1),

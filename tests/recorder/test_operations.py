@@ -192,8 +192,9 @@ def test_the_metrics_endpoint_parses_as_prometheus_and_carries_every_status_fiel
 ) -> None:
     port = free_port()
     root = tmp_path / "d"
+    one_close = "close:1011@at=0.5s,conn=1"  # one reconnect, then streaming to the end
     proc = subprocess.Popen([*RECORD, "--sim", "--root", str(root), "--duration", "20s",
-                             "--metrics-port", str(port), "--sim-fault", "close:1011@at=0.5s",
+                             "--metrics-port", str(port), "--sim-fault", one_close,
                              "--segment-age", "0.5s"], cwd=REPO, env=no_kalshi_env(),
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     families: dict[str, list[tuple[str, dict[str, str], float]]] = {}
