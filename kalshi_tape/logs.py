@@ -6,7 +6,8 @@ a UTC timestamp, the level and the logger; `json`: one JSON object per line, for
 journald, Loki and the like). Records go to stderr (stdout stays for results: a
 URL, a table, JSONL). A warning with the same text is written once per process
 (a clamped setting is checked at load and again at connect; saying it twice
-helps nobody). Every record passes the credential filter
+helps nobody). Libraries (Dask distributed, websockets, ...) write WARNING and
+above only, unless `--log-level debug`. Every record passes the credential filter
 (`recorder.link.logfilter`) on its way out, whichever logger it came from.
 
 A program that configured logging itself before calling `kalshi_tape.cli.main`
@@ -19,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import threading
 from typing import IO, Any, Final
@@ -42,6 +44,12 @@ _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None
     "taskName",
 }
 _HANDLER_NAME: Final = "kalshi-tape"
+#: Libraries whose INFO records are for their own developers: WARNING and above only,
+#: unless `--log-level debug`.
+_LIBRARIES: Final = (
+    "websockets", "apscheduler", "distributed", "dask", "bokeh", "tornado", "fsspec",
+    "botocore", "urllib3", "asyncio",
+)  # fmt: skip
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,9 +158,16 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
     # Libraries' chatter (websockets logs every frame at DEBUG, APScheduler each job at
-    # INFO) only when debug was asked for.
-    for name in ("websockets", "apscheduler"):
-        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # INFO, Dask distributed its scheduler, nannies and workers at INFO) only when debug
+    # was asked for.
+    quiet = logging.DEBUG if level == "debug" else max(logging.WARNING, root.level)
+    for name in _LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
+    # Dask distributed sets its loggers' levels from its config when it is imported (in
+    # this process and in each worker process): say it there too, unless the user did.
+    os.environ.setdefault(
+        "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", logging.getLevelName(quiet).lower()
+    )
     return True
 
 

@@ -1,4 +1,5 @@
-"""Subcommands owned by the historical edge: serve, replay, query, verify, inspect, backtest.
+"""Subcommands owned by the historical edge: serve, replay, query, verify, inspect, backtest,
+export, report.
 
 Each lives in its own module with a `register(subparsers)` function; this module
 only collects them for `kalshi_tape.cli`.
@@ -16,6 +17,9 @@ _MODULES = (
     "replay.reading.cli",
     "replay.sql.cli",
     "replay.backtest.cli",
+    "replay.datasets.cli",
+    "replay.datasets.export_cli",
+    "replay.report.cli",
 )
 
 

@@ -1,48 +1,82 @@
 """What the capture-reading subcommands share: output files, time flags, damage, the root.
 
-This module owns the rules every reading command applies the same way:
+This module owns the rules every reading command applies the same way (the
+vocabulary is docs/cli.md section 1; the exit statuses docs/operations.md section 6):
 
 * an output file is never inside the capture root (it would be read back as
-  capture data) and never replaces an existing file without `--force`;
+  capture data), never a directory, never replaces an existing file without
+  `--force`, and is written under a temporary name and renamed when complete, so
+  a command that fails or is interrupted leaves no half-written file
+  (`checked_output_path`, `open_output`); a place that cannot be written is
+  `StorageUnavailable` (exit 4) or `PermissionDenied` (exit 6) before any work;
 * the time range is `--start` / `--end` (ISO-8601, UTC if naive) everywhere;
-  `replay` still takes its older `--from` / `--to`, unlisted;
+  `replay` still takes its older `--from` / `--to`, unlisted; an inverted range, or
+  one outside the capture, is refused naming the flag (`checked_time_range`);
+* `--speed K|max` reads the same in `replay` and `serve` (`parse_speed`);
+* a channel asked for must be one a consumer subscribes to, and in the capture
+  (`check_channels`);
+* Ctrl+C or SIGTERM stops work that runs outside the interpreter (a DuckDB query)
+  at once, through its own interrupt (`interrupt_on_signal`);
 * a capture file that cannot be read stops the command with one line naming the
   file and pointing to `kalshi-tape verify` (`schemas.errors.DamagedFile`, exit 5),
   never a traceback;
 * markets asked for must be in the capture (the message lists what it holds);
-* `verify` refuses a directory that is not a capture root, and says where the
-  root is when it is given a partition directory.
+* every command refuses a ROOT that is not a capture root (missing, a file, an
+  empty directory) with the same words, and says where the root is when it is
+  given a partition directory (`require_capture_root`).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import difflib
+import os
 import re
-from collections.abc import Iterable
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from replay.reading.layout import list_capture_files, resolve_root
-from schemas.errors import ConfigError, DamagedFile
+from schemas.channels import WIRE_CHANNELS
+from schemas.errors import ConfigError, DamagedFile, storage_error
 from schemas.storage import is_remote
 
 __all__ = [
+    "ROOT_HELP",
+    "SignalWatch",
     "add_time_range",
+    "check_channels",
     "checked_output_path",
+    "checked_time_range",
     "damaged_capture",
+    "interrupt_on_signal",
+    "open_output",
+    "parse_speed",
     "require_capture_root",
     "time_range",
     "unknown_markets",
 ]
 
+#: The help of every command's ROOT argument: one wording (docs/cli.md section 1).
+ROOT_HELP: Final = "capture root: a directory or s3://bucket/prefix"
 _PARTITION_DIR: Final = re.compile(r"^(channel|date)=")
 _LISTED: Final = 12  # names listed in a message before "and N more"
+_TIME_FIX: Final = "use ISO-8601, like 2026-11-21T08:00:00Z"
 
 
 def add_time_range(parser: argparse.ArgumentParser, *, legacy: bool = False) -> None:
     """`--start TIME` and `--end TIME` (with `legacy`, also the unlisted `--from` / `--to`)."""
-    parser.add_argument("--start", metavar="TIME", help="from this time (ISO-8601, UTC if naive)")
-    parser.add_argument("--end", metavar="TIME", help="until this time (exclusive)")
+    parser.add_argument("--start", metavar="TIME",
+                        help="from this time (ISO-8601, UTC if naive; default: the capture's "
+                             "start)")  # fmt: skip
+    parser.add_argument("--end", metavar="TIME",
+                        help="until this time, exclusive (default: the capture's end)")  # fmt: skip
     if legacy:
         parser.add_argument("--from", dest="legacy_start", help=argparse.SUPPRESS)
         parser.add_argument("--to", dest="legacy_end", help=argparse.SUPPRESS)
@@ -65,15 +99,19 @@ def checked_output_path(
     """The absolute path to write results to, once it is known to be a safe place.
 
     `root` is the resolved local capture root, or None for a root on object storage
-    (a local file cannot be inside it).
+    (a local file cannot be inside it). The directory is tried with a temporary file
+    of its own, so that a place that cannot be written fails before any work.
 
     Raises:
-        ConfigError: inside the capture root, in a missing directory, or an existing
-            file without `force`.
+        ConfigError: inside the capture root, in a missing directory, a directory
+            itself, or an existing file without `force`.
+        StorageUnavailable, PermissionDenied: the directory cannot be written.
     """
     if output is None:
         return None
     out = Path(output).expanduser().absolute()
+    if output.endswith(("/", os.sep)) or out.is_dir():
+        raise ConfigError(flag, f"{output} is a directory", "give a file name in it")
     parent = out.parent.resolve()
     target = parent / out.name
     if root is not None and target.is_relative_to(root):
@@ -82,11 +120,213 @@ def checked_output_path(
             f"{out} is inside the capture root",
             "write results elsewhere; files under the root would be read as capture data",
         )
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(flag, f"{parent} is a file, not a directory", "give a path in one")
     if not parent.is_dir():
-        raise ConfigError(flag, f"directory {parent} does not exist")
+        raise ConfigError(flag, f"directory {parent} does not exist", "create it first")
     if target.exists() and not force:
         raise ConfigError(flag, f"{target} already exists", "add --force to replace it")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise storage_error(exc, f"{flag}: cannot write in {parent}") from None
+    os.close(fd)
+    os.unlink(probe)
     return target
+
+
+@contextmanager
+def open_output(path: Path, flag: str = "--output") -> Iterator[IO[bytes]]:
+    """A binary file that appears at `path` only when the block completes.
+
+    It is written under a temporary name in the same directory and renamed at the
+    end: a failure or an interrupt (Ctrl+C, SIGTERM) leaves no file, and never a
+    half-written one.
+
+    Raises:
+        StorageUnavailable, PermissionDenied: the file cannot be written (a read-only
+            or full filesystem, a refused permission), naming `flag` and the path.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise storage_error(exc, f"{flag}: cannot write {path}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise storage_error(exc, f"{flag}: cannot write {path}") from None
+        raise
+
+
+def _when(text: str, flag: str) -> int:
+    from replay.reading.session import to_ns
+
+    try:
+        value = to_ns(text, flag)
+    except ValueError:
+        raise ConfigError(flag, f"{text!r} is not a time", _TIME_FIX) from None
+    assert value is not None
+    return value
+
+
+def _iso_ns(ns: int) -> str:
+    stamp = dt.datetime.fromtimestamp(ns // 1000 / 1e6, tz=dt.UTC)
+    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def checked_time_range(
+    start: tuple[str | None, str],
+    end: tuple[str | None, str],
+    span: tuple[int, int] | None,
+) -> tuple[int | None, int | None]:
+    """(start_ns, end_ns) of `--start` / `--end`, refused when they select nothing.
+
+    `start` and `end` are (the text given or None, the flag it came by); `span` is the
+    capture's (first, last) recv_ns, or None when not known.
+
+    Raises:
+        ConfigError: a value that is not a time, an end not after the start, or a
+            range that misses the capture (the message gives the capture's range).
+    """
+    (start_text, start_flag), (end_text, end_flag) = start, end
+    lo = None if start_text is None else _when(start_text, start_flag)
+    hi = None if end_text is None else _when(end_text, end_flag)
+    if lo is not None and hi is not None and hi <= lo:
+        raise ConfigError(end_flag, f"{end_text} is not after {start_flag} {start_text}",
+                          f"give an {end_flag} later than {start_flag}")  # fmt: skip
+    if span is None:
+        return lo, hi
+    first, last = span
+    held = f"the capture runs from {_iso_ns(first)} to {_iso_ns(last)}"
+    if lo is not None and lo > last:
+        raise ConfigError(start_flag, f"{start_text} is after the capture's end ({held})",
+                          f"give an earlier {start_flag}")  # fmt: skip
+    if hi is not None and hi <= first:
+        raise ConfigError(end_flag, f"{end_text} is before the capture's start ({held})",
+                          f"give a later {end_flag}")  # fmt: skip
+    return lo, hi
+
+
+def parse_speed(text: str | None, default: float | None, flag: str = "--speed") -> float | None:
+    """`--speed K|max`: K times real time (a positive, finite number), or None for max
+    (as fast as the reader takes it); `default` when not given.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if text is None:
+        return default
+    if text.strip().lower() == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(flag, f"{text!r} is not a positive number",
+                          "give K times real time, like 1 or 10, or max")  # fmt: skip
+    return value
+
+
+def check_channels(channels: Iterable[str], held: Iterable[str], flag: str = "--channel") -> None:
+    """Refuse a channel a consumer cannot subscribe to, or that the capture lacks.
+
+    Raises:
+        ConfigError: an unknown name (with the nearest one), a recorder's own channel
+            (`_session`, `_control`: read them with `query`), or a channel with no data
+            in the capture (listing those it holds).
+    """
+    held_list = sorted(set(held))
+    for channel in channels:
+        if channel.startswith("_"):
+            raise ConfigError(flag, f"{channel} is the recorder's own record, not a channel "
+                              "a consumer subscribes to",
+                              'read it with `kalshi-tape query ROOT "SELECT * FROM connections"`, '
+                              "or the control and gaps views")  # fmt: skip
+        if channel not in WIRE_CHANNELS:
+            near = difflib.get_close_matches(channel, WIRE_CHANNELS, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            holds = ", ".join(held_list) or "none"
+            raise ConfigError(flag, f"unknown channel {channel!r}",
+                              f"{hint}the capture holds {holds}")  # fmt: skip
+        if channel not in held_list:
+            raise ConfigError(flag, f"the capture holds no {channel} data",
+                              f"it holds {', '.join(held_list) or 'none'}")  # fmt: skip
+
+
+class SignalWatch:
+    """Which signal (SIGINT, SIGTERM) arrived while `interrupt_on_signal` watched."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._arrived = threading.Event()
+
+    def _saw(self, signum: int) -> None:
+        self.signum = signum
+        self._arrived.set()
+
+    def reraise_if_interrupted(self, wait_s: float = 0.5) -> None:
+        """If a signal stopped the work, deliver it again so that its handler raises
+        (KeyboardInterrupt for Ctrl+C; the entry point turns SIGTERM into the same,
+        remembering which it was); else return.
+
+        Call it where the interrupted work raised its own error ("Query interrupted"):
+        the signal's byte was written before that error, and the watcher thread may
+        need a moment to be scheduled and read it.
+        """
+        if not self._arrived.wait(wait_s) or self.signum is None:
+            return
+        signal.raise_signal(self.signum)  # its Python handler raises here
+        raise KeyboardInterrupt  # a handler that did not raise (SIG_IGN...)
+
+
+@contextmanager
+def interrupt_on_signal(cancel: Callable[[], None]) -> Iterator[SignalWatch]:
+    """While the block runs, SIGINT or SIGTERM call `cancel` at once, from a thread.
+
+    A Python signal handler runs only when the main thread gets back to the
+    interpreter; a DuckDB query runs in C for as long as it takes. The signal's wakeup
+    byte reaches a watcher thread immediately, which calls `cancel` (the query's
+    `interrupt()`); the handler itself still raises in the main thread afterwards.
+    Outside the main thread this does nothing.
+    """
+    watch = SignalWatch()
+    if threading.current_thread() is not threading.main_thread():
+        yield watch
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(True)
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    done = threading.Event()
+
+    def watcher() -> None:
+        while not done.is_set():
+            try:
+                data = reader.recv(16)
+            except OSError:
+                return
+            for signum in data:
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    cancel()
+                    watch._saw(signum)
+            if not data:
+                return
+
+    thread = threading.Thread(target=watcher, name="kalshi-tape-interrupt", daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        done.set()
+        signal.set_wakeup_fd(previous)
+        writer.close()  # the watcher's recv returns b""
+        thread.join(1.0)
+        reader.close()
 
 
 def damaged_capture(root: str | Path, exc: BaseException | str) -> DamagedFile:
@@ -118,8 +358,10 @@ def unknown_markets(wanted: Iterable[str], held: Iterable[str], where: str) -> s
         return None
     shown = sorted(held_set)[:_LISTED]
     rest = f" and {len(held_set) - len(shown)} more" if len(held_set) > len(shown) else ""
-    holds = f"{len(held_set)} markets: " + ", ".join(shown) + rest if shown else "no market"
-    return f"the capture holds no data for {', '.join(missing)} on {where}; it holds {holds}"
+    if not shown:
+        return f"the capture holds no data for {', '.join(missing)} on {where} (it holds none)"
+    holds = f"{len(held_set)} markets: " + ", ".join(shown) + rest
+    return f"the capture holds no data for {', '.join(missing)} on {where} (it holds {holds})"
 
 
 def require_capture_root(root: str | Path) -> Path | None:
@@ -127,11 +369,15 @@ def require_capture_root(root: str | Path) -> Path | None:
     storage, which the reader checks when it lists it).
 
     Raises:
-        ConfigError: a partition directory (naming the root to give instead), or a
-            directory with no capture partitions in it.
+        ConfigError: a missing path or a file, a partition directory (naming the root
+            to give instead), or a directory with no capture partitions in it.
     """
     if is_remote(root):
         return None
+    given = Path(root).expanduser()
+    if given.exists() and not given.is_dir():
+        raise ConfigError("ROOT", f"capture root {str(root)!r} is a file, not a directory",
+                          "give the directory `kalshi-tape record --root` wrote to")  # fmt: skip
     base = resolve_root(root)
     if _PARTITION_DIR.match(base.name):
         top = base
@@ -139,8 +385,12 @@ def require_capture_root(root: str | Path) -> Path | None:
             top = top.parent
         raise ConfigError("ROOT", f"{root} is a partition directory of a capture, not its root",
                           f"give the capture root: {top}")  # fmt: skip
-    listing = list_capture_files(base)
-    if not listing.files and not any(_PARTITION_DIR.match(p.name) for p in base.iterdir()):
+    try:
+        listing = list_capture_files(base)
+        partitions = any(_PARTITION_DIR.match(p.name) for p in base.iterdir())
+    except PermissionError as exc:
+        raise storage_error(exc, f"ROOT: cannot read the capture {root}") from None
+    if not listing.files and not partitions:
         raise ConfigError("ROOT", f"{root} is not a capture root: it holds no "
                           "channel=<channel>/date=<date>/ partitions",
                           "give the directory `kalshi-tape record --root` wrote to")  # fmt: skip

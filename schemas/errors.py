@@ -159,6 +159,7 @@ EXIT_CODES: Final[dict[int, str]] = {
     PermissionDenied.exit_code: "permission denied on a path",
     QueryLimit.exit_code: "a query reached its --timeout or --memory-limit",
     130: "interrupted (Ctrl+C)",
+    143: "terminated (SIGTERM)",
 }
 
 

@@ -185,6 +185,8 @@ SUBPACKAGE_MAY_IMPORT = {
     "replay.sql": {"replay.reading"},
     "replay.backtest": {"replay.reading"},
     "replay.server": {"replay.reading"},
+    "replay.datasets": {"replay.reading", "replay.backtest"},
+    "replay.report": {"replay.reading", "replay.sql", "replay.datasets"},
 }
 #: Modules of a package that every sub-package may import (its exceptions and such).
 SHARED_MODULES = {"recorder.errors", "recorder.orphans", "replay.errors"}
@@ -193,7 +195,8 @@ CLI_SHARED = "replay.cli_common"
 
 
 def _subpackage(module: str) -> str | None:
-    return next((p for p in SUBPACKAGE_MAY_IMPORT if module.startswith(p + ".")), None)
+    found = (p for p in SUBPACKAGE_MAY_IMPORT if module == p or module.startswith(p + "."))
+    return next(found, None)
 
 
 def _subpackage_violations(graph: dict[str, set[str]]) -> list[str]:
@@ -202,7 +205,7 @@ def _subpackage_violations(graph: dict[str, set[str]]) -> list[str]:
         own = _subpackage(module)
         if own is None:
             continue
-        is_cli = module.endswith((".cli", ".command", ".__main__"))
+        is_cli = module.endswith((".cli", "_cli", ".command", ".__main__"))
         for target in sorted(edges):
             top = own.split(".")[0]
             if not target.startswith(top + ".") or target in SHARED_MODULES:

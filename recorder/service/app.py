@@ -17,6 +17,12 @@ This module owns the order of things in `kalshi-tape record` (docs/architecture.
    durability timers stay on the journal's monotonic loop;
 5. a stop (duration, Ctrl+C, SIGTERM) closes the session, records `run_stop`,
    seals the journal and publishes everything before the process exits.
+
+Storage that fails while the run goes on loses nothing (segments wait in the journal),
+but is said: a WARNING once publishing has failed for `health.publish_warn_after_s`
+(the error, the segments and bytes waiting, the journal's free disk), again every
+`health.log_interval_s` while it lasts, and an INFO when it works again; the status
+line, the status file and the metrics carry the backlog all along.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from recorder.service.health import HealthSnapshot, write_status
 from recorder.service.jobs import Jobs
 from recorder.service.metrics import MetricsServer
 from recorder.service.preflight import key_id_hint, storage_ready
-from recorder.service.progress import ProgressView, summary_line
+from recorder.service.progress import ProgressView, fmt_bytes, summary_line
 from recorder.service.sim import SimExchange, start_sim
 from recorder.storage.journal import JournalLock, JournalWriter
 from recorder.storage.journal_sink import JournalSink
@@ -71,7 +77,13 @@ log = logging.getLogger("kalshi_tape.recorder")
 _MB = 1 << 20
 #: Health fields written as their own JSON fields on the periodic and stop log lines.
 _LOGGED_FIELDS = ("state", "durable_idx", "durable_lag_ms", "files_published", "reconnects",
-                  "gaps", "resyncs", "capture_dropped_frames", "last_publish_age_s")  # fmt: skip
+                  "gaps", "resyncs", "capture_dropped_frames", "last_publish_age_s",
+                  "publish_backlog_segments", "publish_backlog_bytes",
+                  "publish_failing_s")  # fmt: skip
+#: Health fields on the storage WARNING and INFO lines.
+_PUBLISH_FIELDS = ("publish_failing_s", "publish_failing_since", "publish_error",
+                   "publish_backlog_segments", "publish_backlog_bytes",
+                   "disk_free_bytes")  # fmt: skip
 
 
 def _fields(s: HealthSnapshot) -> dict[str, Any]:
@@ -192,6 +204,8 @@ class Recorder:
         self._last_durable_mono: float | None = None
         self._exchange = ""
         self._status_warned = False
+        self._publish_warned_at: float | None = None  # the latest storage WARNING (monotonic)
+        self._publish_failed_for = 0.0  # how long publishing had failed, at the latest look
         self._last_seen: dict[str, float] = {}
         self.snapshot: HealthSnapshot | None = None
         self.failure: str | None = None  # why the run ended on its own, if it did
@@ -436,6 +450,7 @@ class Recorder:
                         log.warning("cannot write the status file %s (%s); capture goes on",
                                     self.status_path, exc.strerror or exc)  # fmt: skip
             self.progress.update(snapshot)
+            self._publish_alarm(snapshot)
             if time.monotonic() >= next_line:
                 next_line += log_every_s
                 log.info("%s", summary_line(snapshot), extra=_fields(snapshot))
@@ -445,6 +460,35 @@ class Recorder:
                 error = session.final_error
                 self.failure = f"the connection failed for good: {error or 'closed'}"
                 self.request_stop(f"session closed: {error}" if error else "session closed")
+
+    def _publish_alarm(self, s: HealthSnapshot) -> None:
+        """A WARNING once publishing has failed longer than `health.publish_warn_after_s`,
+        repeated every `health.log_interval_s` while it lasts; an INFO when it recovers."""
+        health = self.config.health
+        now = time.monotonic()
+        failing = s.publish_failing_s
+        warned = self._publish_warned_at is not None
+        if warned and (failing == 0 or failing < self._publish_failed_for):
+            # A success since the latest look (a new failure restarts the clock).
+            log.info("publishing to %s works again after failing for %.0f s; %d segment(s) "
+                     "(%s) wait in the journal and go out in order", self.root,
+                     self._publish_failed_for, s.publish_backlog_segments,
+                     fmt_bytes(s.publish_backlog_bytes),
+                     extra={k: getattr(s, k) for k in _PUBLISH_FIELDS})  # fmt: skip
+            self._publish_warned_at = None
+        self._publish_failed_for = failing
+        if failing <= health.publish_warn_after_s:
+            return
+        last = self._publish_warned_at
+        if last is not None and now - last < health.log_interval_s:
+            return
+        self._publish_warned_at = now
+        free = "unknown" if s.disk_free_bytes is None else fmt_bytes(s.disk_free_bytes)
+        log.warning("publishing to %s has failed for %.0f s: %s; %d segment(s) (%s) wait in the "
+                    "journal %s (%s free there); nothing is lost, retrying", self.root, failing,
+                    s.publish_error, s.publish_backlog_segments,
+                    fmt_bytes(s.publish_backlog_bytes), self.journal_dir, free,
+                    extra={k: getattr(s, k) for k in _PUBLISH_FIELDS})  # fmt: skip
 
     # ------------------------------------------------------------------ health
 
@@ -467,6 +511,10 @@ class Recorder:
         j = journal.stats()
         p = publisher.stats()
         publish_age = None if p.last_publish_mono is None else _age(now, p.last_publish_mono)
+        failing_s = 0.0 if p.failing_since_mono is None else _age(now, p.failing_since_mono)
+        failing_since = None if p.failing_since_mono is None else time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - failing_s)
+        )  # fmt: skip
         engine = session.engine.stats
         try:
             free: int | None = shutil.disk_usage(self.journal_dir).free
@@ -495,6 +543,11 @@ class Recorder:
             segments_sealed=j.segments_sealed,
             publish_errors=p.errors,
             publish_queued_segments=p.queued,
+            publish_backlog_segments=p.queued,
+            publish_backlog_bytes=p.queued_bytes,
+            publish_failing_s=failing_s,
+            publish_failing_since=failing_since,
+            publish_error=None if p.failing_since_mono is None else p.last_error,
             files_published=p.files_published,
             rows_published=p.rows_published,
             last_publish_age_s=publish_age,

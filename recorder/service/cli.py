@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from recorder.link.auth import ENV_KEY_ID, ENV_PRIVATE_KEY_PATH, Credentials
@@ -32,14 +37,27 @@ from recorder.service.config import (
     load_config,
 )
 from recorder.service.preflight import check_storage, describe_target, port_free
+from recorder.storage.root import CaptureRoot
 from schemas.channels import WIRE_CHANNELS
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, OperationalError
 from schemas.storage import add_storage_arguments
 from schemas.units import parse_duration_s, parse_size_bytes
 
 __all__ = ["build", "parse_duration_s", "register"]
 
 log = logging.getLogger("kalshi_tape.recorder")
+
+_DESCRIPTION = """\
+Record the Kalshi WebSocket API (or the simulated exchange) into Parquet under a
+capture root, from a TOML config and flags that override it.
+
+Where to connect is always explicit: --sim records the simulated exchange, started on
+loopback; otherwise Kalshi (prod unless --env demo or the config says otherwise), with
+a key id and private key from the flags, the config or the environment. A bad flag,
+config value or missing credential prints one line naming the setting as you wrote it,
+and exits 2. --check-config checks everything (config, credentials, storage, metrics
+port) and connects nothing. Ctrl+C or SIGTERM stops a recording cleanly (exit 0).
+"""
 
 EXAMPLES = """\
 examples:
@@ -55,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "record",
         help="record the Kalshi WebSocket API (or the simulated exchange) into Parquet",
-        description=__doc__,
+        description=_DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -224,6 +242,16 @@ def _as_flag(exc: ConfigError, flags: dict[str, str]) -> ConfigError:
     return ConfigError(flag, exc.problem, exc.fix)
 
 
+def _relabel(exc: OperationalError, flags: dict[str, str]) -> OperationalError:
+    """The same error, naming the flag (`--root`) where it names a config key the
+    user set with one (`storage.root: cannot create ...`)."""
+    key, sep, rest = exc.problem.partition(": ")
+    flag = flags.get(key)
+    if not sep or flag is None:
+        return exc
+    return type(exc)(f"{flag}: {rest}", exc.fix)
+
+
 def _flags(args: argparse.Namespace) -> dict[str, str]:
     """Config key -> the flag that set it, for the keys set by a flag."""
     flags = {key: flag for key, (flag, _) in _flag_overrides(args).items()}
@@ -309,17 +337,29 @@ def _invoked_as() -> str:
     return "kalshi-tape"
 
 
-def check_config(config: RecorderConfig, credentials: Credentials | None, shard: Shard) -> str:
+def check_config(
+    config: RecorderConfig,
+    credentials: Credentials | None,
+    shard: Shard,
+    flags: dict[str, str] | None = None,
+) -> str:
     """Everything a run would check before connecting; the line that says it is fine.
+
+    `flags` maps config keys to the flags that set them, so that a problem names what
+    the user wrote (`--root`, not `storage.root`).
 
     Raises:
         ConfigError, OperationalError: the first problem found.
     """
+    named = flags or {}
     recorder = Recorder(config, shard=shard, progress=False, credentials=credentials)
     channels = recorder.subscriptions()
     if "://" not in recorder.root:
-        check_storage("storage.root", Path(recorder.root))
-    check_storage("storage.journal_dir", recorder.journal_dir)
+        check_storage(named.get("storage.root", "storage.root"), Path(recorder.root))
+    else:  # the endpoint, the credentials and the bucket, as a run checks them first
+        CaptureRoot(recorder.root, storage=recorder.storage).check()
+    journal = named.get("storage.journal_dir", "storage.journal_dir")
+    check_storage(journal, recorder.journal_dir)
     port_free(config.health.metrics_port)
     return (
         f"config OK: would record {describe_target(config, credentials)}, "
@@ -327,12 +367,33 @@ def check_config(config: RecorderConfig, credentials: Credentials | None, shard:
     )
 
 
+@contextlib.contextmanager
+def _stop_on_signal(recorder: Recorder) -> Iterator[None]:
+    """Ctrl+C or SIGTERM during start-up (before the recorder's loop takes the signals
+    itself) is the same clean stop as later: exit 0, nothing half-made, no wait for
+    the live session's close timeout (docs/operations.md section 6)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        recorder.request_stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_record(args: argparse.Namespace) -> int:
     config, credentials = build(args)
     shard = Shard.parse(args.shard) if args.shard else None
     try:
         if args.check_config:
-            print(check_config(config, credentials, shard or Shard(0, 1)), flush=True)
+            line = check_config(config, credentials, shard or Shard(0, 1), _flags(args))
+            print(line, flush=True)
             return 0
         recorder = Recorder(config, duration_s=args.duration, shard=shard,
                             progress=args.progress, credentials=credentials)  # fmt: skip
@@ -340,7 +401,11 @@ def run_record(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise _as_flag(exc, _flags(args)) from None
     where = config.storage.root
-    code = asyncio.run(recorder.run())
+    try:
+        with _stop_on_signal(recorder):
+            code = asyncio.run(recorder.run())
+    except OperationalError as exc:
+        raise _relabel(exc, _flags(args)) from None
     if args.progress and code == 0:
         me = _invoked_as()
         print(

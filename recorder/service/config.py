@@ -49,6 +49,8 @@ environment beyond what it is handed and starts nothing.
     status_interval_s = 1.0
     log_interval_s = 60             # a status line in the log this often
     metrics_port = 0                # Prometheus metrics on 127.0.0.1; 0 turns it off
+    publish_warn_after_s = 10       # WARNING once publishing has failed this long, repeated
+                                    # every log_interval_s while it lasts
 
     [live]                          # connection limits (see the README's limits table)
     max_reconnect_attempts = 1000000    # a recorder keeps trying; the rate limit still holds
@@ -130,6 +132,7 @@ class HealthConfig(_Section):
     status_interval_s: float = Field(1.0, gt=0, le=3600)
     log_interval_s: float = Field(60.0, gt=0, le=86400)
     metrics_port: int = Field(0, ge=0, le=65535)
+    publish_warn_after_s: float = Field(10.0, gt=0, le=86400)
 
 
 #: The recorder's defaults for the live limits (recorder.link.limits): unlike an interactive

@@ -53,6 +53,13 @@ class HealthSnapshot:
     segments_sealed: int = 0
     publish_errors: int = 0
     publish_queued_segments: int = 0
+    # What waits in the journal to be published, and how long publishing has failed
+    # (0 while it works; since the start of the first failed attempt after a success).
+    publish_backlog_segments: int = 0
+    publish_backlog_bytes: int = 0
+    publish_failing_s: float = 0.0
+    publish_failing_since: str | None = None  # UTC, ISO 8601; None while publishing works
+    publish_error: str | None = None  # the latest failed attempt's error, while failing
     files_published: int = 0
     rows_published: int = 0
     last_publish_age_s: float | None = None  # None before the first file is published
@@ -63,7 +70,7 @@ class HealthSnapshot:
     gaps: int = 0
     resyncs: int = 0
     rejected_frames: int = 0
-    disk_free_bytes: int | None = None
+    disk_free_bytes: int | None = None  # where the journal is
     last_error: str | None = None
 
 

@@ -29,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from recorder.link.policies import DisconnectReason
 from recorder.service.health import HealthSnapshot
 from recorder.service.preflight import port_error
 from stream.state import ConnectionState
@@ -62,6 +63,10 @@ STATUS_METRICS: Final[dict[str, str]] = {
     "segments_sealed": "segments_sealed_total",
     "publish_errors": "publish_errors_total",
     "publish_queued_segments": "publish_queued_segments",
+    "publish_backlog_segments": "publish_backlog_segments",
+    "publish_backlog_bytes": "publish_backlog_bytes",
+    "publish_failing_s": "publish_failing_seconds",
+    "publish_failing_since": "publish_failing_seconds",
     "files_published": "published_files_total",
     "rows_published": "published_rows_total",
     "last_publish_age_s": "last_publish_age_seconds",
@@ -138,6 +143,12 @@ def metric_families(s: HealthSnapshot) -> Iterator[Metric]:
                    s.publish_errors)  # fmt: skip
     yield _gauge("publish_queued_segments", "Sealed segments waiting to be published.",
                  s.publish_queued_segments)  # fmt: skip
+    yield _gauge("publish_backlog_segments", "Sealed segments waiting in the journal to be "
+                 "published.", s.publish_backlog_segments)  # fmt: skip
+    yield _gauge("publish_backlog_bytes", "Bytes of the sealed segments waiting in the journal "
+                 "to be published.", s.publish_backlog_bytes)  # fmt: skip
+    yield _gauge("publish_failing_seconds", "Seconds publishing has been failing (0 while it "
+                 "works).", s.publish_failing_s)  # fmt: skip
     yield _counter("published_files", "Parquet files published.", s.files_published)
     yield _counter("published_rows", "Rows published to Parquet.", s.rows_published)
     publish_age = s.uptime_s if s.last_publish_age_s is None else s.last_publish_age_s
@@ -149,7 +160,9 @@ def metric_families(s: HealthSnapshot) -> Iterator[Metric]:
                    s.failed_attempts)  # fmt: skip
     reconnects = CounterMetricFamily(f"{PREFIX}_reconnects", "Connections lost or replaced, by "
                                      "disconnect reason.", labels=["reason"])  # fmt: skip
-    for reason, count in sorted(s.reconnects_by_reason.items()):
+    # Every reason from the start, at 0: a first reconnect is an increase() like any other.
+    by_reason = {reason.value: 0 for reason in DisconnectReason} | s.reconnects_by_reason
+    for reason, count in sorted(by_reason.items()):
         reconnects.add_metric([reason], count)
     yield reconnects
     yield _counter("gaps", "Sequence gaps detected.", s.gaps)

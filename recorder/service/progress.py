@@ -14,15 +14,38 @@ from typing import IO, Any
 
 from recorder.service.health import HealthSnapshot
 
-__all__ = ["ProgressView", "summary_line"]
+__all__ = ["ProgressView", "fmt_bytes", "summary_line"]
 
 
 def _fmt_int(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def fmt_bytes(n: float) -> str:
+    """A byte count for people: `812 B`, `3.4 MiB`, `12.0 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
+def _publish_backlog(s: HealthSnapshot) -> str:
+    """`, 3 segments (12.4 MiB) waiting to publish (failing for 25 s)`, or nothing."""
+    out = ""
+    if s.publish_backlog_segments:
+        out = (f", {s.publish_backlog_segments} segment(s) "
+               f"({fmt_bytes(s.publish_backlog_bytes)}) waiting to publish")  # fmt: skip
+    if s.publish_failing_s > 0:
+        out += f" (publishing failing for {s.publish_failing_s:.0f} s)" if out else (
+            f", publishing failing for {s.publish_failing_s:.0f} s"
+        )  # fmt: skip
+    return out
+
+
 def summary_line(s: HealthSnapshot, *, final: bool = False) -> str:
-    """The health in one line: state, frames and rate, durable lag, files, reconnects, gaps.
+    """The health in one line: state, frames and rate, durable lag, files published and the
+    publish backlog (segments and bytes waiting, while any wait), reconnects, gaps.
 
     The rate is the recent one while running; in the `final` line, the run's average
     (the recent rate has decayed towards nothing once the connection is closed).
@@ -36,7 +59,8 @@ def summary_line(s: HealthSnapshot, *, final: bool = False) -> str:
         per = "/s"
     return (
         f"[{s.state}] {frames:,} frames ({rate:,.0f}{per}), durable lag {s.durable_lag_ms:.0f} ms, "
-        f"{s.files_published} files published, {s.reconnects} reconnects, {s.gaps} gaps"
+        f"{s.files_published} files published{_publish_backlog(s)}, "
+        f"{s.reconnects} reconnects, {s.gaps} gaps"
         + (f", {s.capture_dropped_frames} dropped" if s.capture_dropped_frames else "")
     )
 

@@ -11,6 +11,19 @@ at the next start, and `close` publishes what is left in-process. The child dies
 the recorder, even one killed with -9 (`recorder.orphans`): killed mid-publish, it
 leaves what a crash leaves, which recovery finishes.
 
+Recorder and child talk through two one-way pipes (`multiprocessing.Pipe`), not
+`multiprocessing.Queue`: a queue holds three named POSIX semaphores, which the spawn
+context registers with multiprocessing's resource tracker, and a recorder killed with
+-9 never unregisters them, so the tracker (which outlives it) warned "There appear to
+be 6 leaked semaphore objects" into the log of every recovered crash. Pipes are plain
+file descriptors the kernel closes with the process: nothing to track, nothing to leak.
+Each end has one user (a lock serialises the recorder's writers), and the child reads
+its pipe on a thread of its own, so a publish in progress never blocks `submit`.
+
+Each failed attempt reports when it started, so `stats().failing_since_mono` says how
+long publishing has been failing (`recorder.service.app` warns past a bound), and
+`queued_bytes` how much waits in the journal.
+
 A segment that fails to publish (object storage unreachable, credentials refused) is
 retried every `retry_interval_s` before any later one is touched, as the thread does
 (`recorder.storage.publisher`): its segments wait in the journal, nothing is lost, and they go
@@ -20,12 +33,14 @@ leaves them in the journal for the next start's recovery (`close` says how many)
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
 import threading
 import time
 from collections import deque
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +55,30 @@ __all__ = ["PublisherProcess"]
 
 #: How often an idle child checks that the recorder is still there (the portable way).
 _PARENT_POLL_S = 1.0
+#: What the child's pipe reader hands on when the recorder's end is closed (it died).
+_GONE = "\0gone"
+
+
+def _pump(todo: Connection, inbox: queue.Queue[str | None]) -> None:
+    """Child thread: the recorder's pipe into `inbox`, so the pipe never fills up."""
+    try:
+        while True:
+            inbox.put(todo.recv())
+    except (EOFError, OSError):
+        inbox.put(_GONE)
 
 
 def _child(
     journal_dir: str, root: str, storage: StorageOptions | None, retry_s: float,
-    todo: Any, done: Any, parent_pid: int,
+    todo: Connection, done: Connection, parent_pid: int,
 ) -> None:  # fmt: skip
     keep_pandas_out()
     die_with_parent()
     if parent_gone(parent_pid):  # it died before the line above took effect
         return
+    inbox: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(todo, inbox), name="publisher-inbox",
+                     daemon=True).start()  # fmt: skip
     publisher = Publisher(Path(journal_dir), root, storage=storage)
     pending: deque[str] = deque()
     stopping = False
@@ -60,9 +89,11 @@ def _child(
         else:
             wait = _PARENT_POLL_S if retry_at is None else max(0.0, retry_at - time.monotonic())
         try:
-            item = todo.get(timeout=wait) if wait else todo.get_nowait()
+            item = inbox.get(timeout=wait) if wait else inbox.get_nowait()
         except queue.Empty:
             item = ""
+        if item == _GONE:
+            return  # the recorder is gone: what waits stays in the journal for recovery
         if item is None:
             stopping = True
         elif item:
@@ -75,16 +106,28 @@ def _child(
                 return
             continue
         segment = pending[0]
+        started = time.monotonic()
         try:
             files = publisher.publish(Path(segment))
         except Exception as exc:  # reported; the same segment is retried before any later
-            done.put(("error", segment, str(exc), 0, 0, 0))
+            result: tuple[Any, ...] = ("error", segment, str(exc), 0, 0, 0, started)
             retry_at = time.monotonic() + retry_s
-            continue
-        pending.popleft()
-        retry_at = None
-        done.put(("ok", segment, "", len(files), sum(f.rows for f in files),
-                  sum(f.bytes for f in files)))  # fmt: skip
+        else:
+            pending.popleft()
+            retry_at = None
+            result = ("ok", segment, "", len(files), sum(f.rows for f in files),
+                      sum(f.bytes for f in files), started)  # fmt: skip
+        try:
+            done.send(result)
+        except OSError:  # the recorder is gone
+            return
+
+
+def _size(segment: Path) -> int:
+    try:
+        return segment.stat().st_size
+    except OSError:
+        return 0
 
 
 class PublisherProcess:
@@ -100,55 +143,63 @@ class PublisherProcess:
     ) -> None:
         self.journal_dir, self.root, self.storage = Path(journal_dir), root, storage
         ctx = mp.get_context("spawn")
-        self._todo: Any = ctx.Queue()
-        self._done: Any = ctx.Queue()
+        todo_out, self._todo = ctx.Pipe(duplex=False)  # (reading end, writing end)
+        self._done, done_in = ctx.Pipe(duplex=False)
+        self._child_ends: tuple[Connection, ...] = (todo_out, done_in)
         self._process = ctx.Process(
             target=_child,
-            args=(str(journal_dir), str(root), storage, retry_interval_s, self._todo,
-                  self._done, os.getpid()),
+            args=(str(journal_dir), str(root), storage, retry_interval_s, todo_out, done_in,
+                  os.getpid()),
             name="kalshi-tape-publisher", daemon=True,
         )  # fmt: skip
         self._lock = threading.Lock()
-        self._queued = 0
+        self._send_lock = threading.Lock()
+        self._waiting: dict[str, int] = {}  # segment -> bytes, submitted and not published
         self._segments = self._files = self._rows = self._bytes = self._errors = 0
         self._last_mono: float | None = None
         self._last_error: str | None = None
+        self._failing_since: float | None = None
         self._reader = threading.Thread(target=self._collect, name="publisher-results",
                                         daemon=True)  # fmt: skip
 
     def start(self) -> None:
         self._process.start()
+        for end in self._child_ends:  # the child has its own copies: EOF when it exits
+            end.close()
         self._reader.start()
 
     def submit(self, segment: Path) -> None:
         """Queue a sealed segment (thread-safe: the journal's `on_sealed`)."""
         with self._lock:
-            self._queued += 1
-        self._todo.put(str(segment))
+            self._waiting[str(segment)] = _size(segment)
+        try:
+            with self._send_lock:
+                self._todo.send(str(segment))
+        except (OSError, ValueError):  # the child is gone: `close` publishes it from disk
+            pass
 
     def _collect(self) -> None:
         while True:
             try:
-                result = self._done.get(timeout=0.5)
-            except queue.Empty:
-                if not self._process.is_alive():
-                    return
-                continue
-            if result is None:
+                result = self._done.recv()
+            except (EOFError, OSError):  # the child exited (or was stopped)
                 return
-            status, _path, error, files, rows, nbytes = result
+            status, path, error, files, rows, nbytes, started = result
             with self._lock:
                 if status == "ok":
-                    self._queued -= 1
+                    self._waiting.pop(path, None)
                     self._segments += 1
                     self._files += files
                     self._rows += rows
                     self._bytes += nbytes
                     self._last_mono = time.monotonic()
                     self._last_error = None
+                    self._failing_since = None
                 else:  # the segment stays queued in the child, which retries it
                     self._errors += 1
                     self._last_error = error
+                    if self._failing_since is None:
+                        self._failing_since = started
 
     def close(self, *, drain: bool = True, timeout_s: float | None = None) -> PublisherStats:
         """Stop the child after what was queued; with `drain`, publish any sealed segment
@@ -158,13 +209,16 @@ class PublisherProcess:
         one: `stats().queued` counts them and `last_error` says why (the next start's
         recovery publishes them).
         """
-        self._todo.put(None)
+        with contextlib.suppress(OSError, ValueError), self._send_lock:
+            self._todo.send(None)
         self._process.join(timeout_s)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join()
-        self._done.put(None)
         self._reader.join(5)
+        with self._send_lock:
+            self._todo.close()
+        self._done.close()
         if drain:
             leftover = Publisher(self.journal_dir, self.root, storage=self.storage)
             waiting = sealed_segments(self.journal_dir)
@@ -175,20 +229,22 @@ class PublisherProcess:
                     with self._lock:
                         self._errors += 1
                         self._last_error = str(exc)
-                        self._queued = len(waiting) - n
+                        self._waiting = {str(p): _size(p) for p in waiting[n:]}
                     break
                 with self._lock:
                     self._segments += 1
                     self._files += len(files)
                     self._rows += sum(f.rows for f in files)
+                    self._failing_since = None
             else:
                 with self._lock:
-                    self._queued = 0
+                    self._waiting = {}
         return self.stats()
 
     def stats(self) -> PublisherStats:
         with self._lock:
             return PublisherStats(
                 self._segments, self._files, self._rows, self._bytes, self._errors,
-                max(self._queued, 0), self._last_mono, self._last_error,
+                len(self._waiting), self._last_mono, self._last_error,
+                sum(self._waiting.values()), self._failing_since,
             )  # fmt: skip

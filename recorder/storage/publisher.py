@@ -75,6 +75,10 @@ class PublisherStats:
     queued: int
     last_publish_mono: float | None  # time.monotonic() of the last success
     last_error: str | None
+    queued_bytes: int = 0  # the size of the `queued` segments, waiting in the journal
+    #: time.monotonic() when the first attempt that failed since the last success started
+    #: (None while publishing works): how long the storage has been failing.
+    failing_since_mono: float | None = None
 
 
 def _table_of(data: SegmentData) -> pa.Table | None:
@@ -146,6 +150,8 @@ class Publisher:
         self._segments = self._files = self._rows = self._bytes = self._errors = 0
         self._last_mono: float | None = None
         self._last_error: str | None = None
+        self._failing_since: float | None = None
+        self._sizes: dict[Path, int] = {}  # queued segment -> bytes
 
     # ---- synchronous ---------------------------------------------------------------------
 
@@ -227,8 +233,13 @@ class Publisher:
 
     def submit(self, segment: Path) -> None:
         """Queue a sealed segment (thread-safe: pass this as the journal's `on_sealed`)."""
+        try:
+            size = segment.stat().st_size
+        except OSError:
+            size = 0
         with self._cond:
             self._queue.append(segment)
+            self._sizes[segment] = size
             self._cond.notify()
 
     def close(self, *, drain: bool = True, timeout_s: float | None = None) -> PublisherStats:
@@ -257,6 +268,8 @@ class Publisher:
                 len(self._queue),
                 self._last_mono,
                 self._last_error,
+                sum(self._sizes.values()),
+                self._failing_since,
             )
 
     def _run(self) -> None:
@@ -267,18 +280,23 @@ class Publisher:
                 if not self._queue or (self._stopping and not self._drain):
                     return
                 segment = self._queue[0]
+            started = time.monotonic()
             try:
                 files = self.publish(segment)
             except PublishError as exc:
                 with self._cond:
                     self._errors += 1
                     self._last_error = str(exc)
+                    if self._failing_since is None:
+                        self._failing_since = started
                     # Retry the same segment: later ones must wait (see the module docstring).
                     self._cond.wait_for(lambda: self._stopping and not self._drain, self._retry_s)
                 continue
             with self._cond:
                 self._queue.popleft()
+                self._sizes.pop(segment, None)
                 self._last_error = None
+                self._failing_since = None
             if self._on_published is not None:
                 try:
                     self._on_published(segment, files)

@@ -1,16 +1,9 @@
 """`kalshi-tape backtest STRATEGY ROOT`: run a strategy over a capture on Dask, shard by shard.
 
-    kalshi-tape backtest examples/mid_bars.py:mid_bars examples/sample \\
-        --reducer examples/mid_bars.py:combine --shard 15s --workers 2
-    kalshi-tape backtest mypkg.strats:Momentum s3://bucket/capture \\
-        --start 2026-11-01 --end 2026-12-01 --scheduler tcp://10.0.0.5:8786
-
-The combined result is printed as JSON on stdout (or written with --output); a
-summary of the shards and a progress bar go to stderr. A shard whose strategy raised
-is reported with its time range and traceback, the others still run, and the
-command exits 1. Bad arguments print one line and exit 2.
-
-This module parses arguments and prints; the work is in `replay.backtest.runner`.
+This module parses the flags and prints; the work is in `replay.backtest.runner`. The
+flags are checked before any worker starts (ROOT, the time range, the channels, the
+output file), each refused in one line naming the flag (exit 2); the result file is
+written whole or not at all (`replay.cli_common.open_output`).
 """
 
 from __future__ import annotations
@@ -18,30 +11,59 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+from typing import Any
 
 from replay.backtest.runner import BacktestResult, run
 from replay.backtest.shards import load_callable, parse_width
-from schemas.errors import ConfigError
-from schemas.storage import add_storage_arguments, storage_from_args
+from replay.cli_common import (
+    ROOT_HELP,
+    add_time_range,
+    check_channels,
+    checked_output_path,
+    checked_time_range,
+    open_output,
+    require_capture_root,
+    time_range,
+)
+from replay.reading.capture import Capture
+from schemas.errors import ConfigError, storage_error
+from schemas.storage import StorageError, add_storage_arguments, storage_from_args
 
 __all__ = ["register"]
+
+_DESCRIPTION = """\
+Run a strategy over a capture, cut into shards by time (and optionally by market
+group), on Dask worker processes. Each shard replays its slice exactly as a full
+replay would have delivered it (books seeded from the latest checkpoint before it).
+
+The combined result is printed as JSON on stdout (or written with -o); a summary of
+the shards goes to stderr. A shard whose strategy raised is reported with its time
+range and traceback, the others still run, and the command exits 1.
+
+examples:
+  kalshi-tape backtest examples/mid_bars.py:mid_bars examples/sample \\
+      --reducer examples/mid_bars.py:combine --slice 15s --workers 2
+  kalshi-tape backtest mypkg.strats:Momentum s3://bucket/capture \\
+      --start 2026-11-01 --end 2026-12-01 --scheduler tcp://10.0.0.5:8786
+"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "backtest",
         help="run a strategy over a capture, sharded by time on Dask workers",
-        description=__doc__,
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     p.add_argument("strategy", metavar="STRATEGY",
                    help="module:name or path/to/file.py:name (a function or a class)")  # fmt: skip
-    p.add_argument("root", metavar="ROOT", help="capture root: a directory or s3://bucket/prefix")
-    p.add_argument("--start", metavar="TIME", help="start (ISO-8601, UTC if naive)")
-    p.add_argument("--end", metavar="TIME", help="end, exclusive (default: the capture's end)")
-    p.add_argument("--shard", default="1d", type=_width, metavar="WIDTH",
-                   help="time shard width: 1d (UTC days, default), 6h, 30m...")  # fmt: skip
+    p.add_argument("root", metavar="ROOT", help=ROOT_HELP)
+    add_time_range(p)
+    p.add_argument("--slice", dest="width", default="1d", type=_width, metavar="WIDTH",
+                   help="time slice of a shard: 1d (UTC days, default), 6h, 30m...")  # fmt: skip
+    # `--shard WIDTH` was this flag's name; `--shard` is K/N of the markets in `record`.
+    p.add_argument("--shard", dest="width", type=_width, help=argparse.SUPPRESS)
     p.add_argument("--market-groups", type=_count, metavar="N",
                    help="also split the markets into N groups (a shard per group "
                         "and time slice)")  # fmt: skip
@@ -57,7 +79,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                             "core); 0 runs the shards in this process")  # fmt: skip
     where.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run on an existing Dask cluster")  # fmt: skip
-    p.add_argument("-o", "--output", metavar="PATH", help="write the result JSON here")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the result JSON to FILE")
+    p.add_argument("--force", action="store_true", help="replace an existing --output file")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar over shards on stderr (default: on a terminal)")  # fmt: skip
     add_storage_arguments(p)
@@ -87,25 +110,43 @@ def _workers(text: str) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    strategy = load_callable(args.strategy, "STRATEGY")
-    reducer = load_callable(args.reducer, "--reducer") if args.reducer else None
-    output = Path(args.output) if args.output else None
-    if output is not None and not output.parent.is_dir():
-        raise ConfigError("--output", f"directory {output.parent} does not exist")
+    local = require_capture_root(args.root)
+    output = checked_output_path(args.output, local, force=args.force)
+    strategy = _load(args.strategy, "STRATEGY")
+    reducer = _load(args.reducer, "--reducer") if args.reducer else None
+    try:
+        capture = Capture(args.root, storage=storage_from_args(args))
+    except StorageError:
+        raise
+    except PermissionError as exc:
+        raise storage_error(exc, f"cannot read the capture {args.root}") from None
+    start, end = checked_time_range(*time_range(args), capture.time_range())
+    if args.channel:
+        check_channels(args.channel, capture.data_channels)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     result = run(
-        strategy, args.root, args.start, args.end, args.shard,
+        strategy, capture, start, end, args.width,
         reducer=reducer, channels=args.channel, market_groups=args.market_groups,
-        workers=args.workers, scheduler=args.scheduler, storage=storage_from_args(args),
-        progress=show,
+        workers=args.workers, scheduler=args.scheduler, progress=show,
     )  # fmt: skip
-    text = json.dumps(result.value, default=str, indent=2)
+    text = json.dumps(result.value, default=str, indent=2) + "\n"
     if output is not None:
-        output.write_text(text + "\n")
+        with open_output(output) as handle:
+            handle.write(text.encode())
     else:
-        print(text)
+        sys.stdout.write(text)
+        sys.stdout.flush()
     _summary(result)
     return 0 if result.ok else 1
+
+
+def _load(spec: str, flag: str) -> Any:
+    """`load_callable`, its error with the fix when it has none."""
+    try:
+        return load_callable(spec, flag)
+    except ConfigError as exc:
+        fix = exc.fix or "give module:name or path/to/file.py:name"
+        raise ConfigError(exc.field, exc.problem, fix) from None
 
 
 def _summary(result: BacktestResult) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing
 import os
 import pickle
 import traceback
@@ -194,16 +195,37 @@ def _client(client: Any, workers: int | None, scheduler: str | None) -> Iterator
         finally:
             dask.close()
         return
+    # No dashboard; the scheduler's HTTP routes (health, metrics) on any free port, so
+    # that a taken 8787 (another cluster) is no warning on the user's stderr.
     cluster = LocalCluster(
         n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
         dashboard_address=None, silence_logs=logging.ERROR,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
     )  # fmt: skip
     dask = Client(cluster)
     try:
+        pids = set(dask.run(os.getpid).values())  # the worker processes: our children
         yield dask
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM: stop now, not when the shards finish
+        _kill_children(pids)
+        raise
     finally:
         dask.close()
         cluster.close()
+
+
+def _kill_children(pids: set[int]) -> None:
+    """Kill the local cluster's worker processes (our own children) at once.
+
+    Closing the cluster asks each busy worker to stop and waits seconds for it (its
+    shard is user code that cannot be interrupted); an interrupted backtest wants
+    none of their results.
+    """
+    # The nannies (threads of this process) would say they restart the workers.
+    logging.getLogger("distributed.nanny").setLevel(logging.CRITICAL)
+    for child in multiprocessing.active_children():
+        if child.pid in pids:
+            child.kill()
 
 
 def _distribute(

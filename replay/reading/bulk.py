@@ -15,10 +15,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from replay.reading.capture import Capture
+from replay.reading.capture import Capture, bool_array, int64_view
 from replay.reading.session import to_ns
 from schemas.record import COLUMNS
 from schemas.storage import StorageOptions
@@ -80,14 +80,11 @@ def iter_batches(
         table = window.table
         keys = window.keys
         if start_ns is not None or end_ns is not None:
-            keep = (
-                pa.array([True] * len(keys))
-                if start_ns is None
-                else pc.greater_equal(keys, start_ns)
-            )
+            values = int64_view(keys)
+            keep = np.ones(len(values), bool) if start_ns is None else values >= start_ns
             if end_ns is not None:
-                keep = pc.and_(keep, pc.less(keys, end_ns))
-            table = table.filter(keep)
+                keep &= values < end_ns
+            table = table.filter(bool_array(keep))
         yield from table.to_batches()
 
 

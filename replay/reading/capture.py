@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -35,7 +36,7 @@ from schemas.arrow import complete
 from schemas.channels import Channel
 from schemas.storage import StorageOptions
 
-__all__ = ["Capture", "Piece", "ReadWindow", "merge_key"]
+__all__ = ["Capture", "Piece", "ReadWindow", "bool_array", "int64_view", "merge_key"]
 
 #: Channels a replay always reads: acks and commands, and connection events.
 STATE_CHANNELS = (Channel.CONTROL, Channel.SESSION)
@@ -197,11 +198,9 @@ class Capture:
         streams = [_FileStream(path, pieces, cols, fs) for path, pieces in by_file.items()]
         for table in _horizon_merge(streams):
             if from_idx:
-                table = table.filter(pc.greater_equal(table.column("idx"), from_idx))
+                table = table.filter(bool_array(int64_view(table.column("idx")) >= from_idx))
             if markets is not None:
-                market = table.column("market_ticker")
-                keep = pc.or_(pc.is_null(market), pc.is_in(market, pa.array(sorted(markets))))
-                table = table.filter(keep)
+                table = table.filter(_of_markets(table.column("market_ticker"), markets))
             if table.num_rows:
                 yield table.select(list(columns))
 
@@ -256,7 +255,51 @@ class Capture:
 
 def merge_key(mono_ns: pa.Array, anchor_recv_ns: int, anchor_mono_ns: int) -> pa.Array:
     """recv_ns of the run's first record plus the monotonic time elapsed since it."""
-    return pc.add(pc.subtract(mono_ns, anchor_mono_ns), anchor_recv_ns)
+    keys = int64_view(mono_ns) - anchor_mono_ns + anchor_recv_ns
+    return pa.Array.from_buffers(pa.int64(), len(keys), [None, pa.py_buffer(keys)])
+
+
+# Arithmetic and comparisons with Python numbers go through numpy views of the Arrow
+# buffers: a Python number handed to an Arrow compute function is converted by pyarrow,
+# which imports pandas (where installed) to ask whether it is a pandas object
+# (docs/performance.md section 4.19), in a replay that never sees a DataFrame.
+
+
+def int64_view(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The values of an int64 column without nulls, as a numpy view (a copy if chunked)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    if len(array) == 0:
+        return np.zeros(0, np.int64)
+    return np.frombuffer(array.buffers()[1], np.int64, len(array), array.offset * 8)
+
+
+def bool_array(mask: np.ndarray) -> pa.Array:
+    """A numpy bool mask as an Arrow boolean array."""
+    bits = np.packbits(mask, bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(bits)])
+
+
+_INT_TYPES = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
+
+
+def _of_markets(column: pa.ChunkedArray, markets: frozenset[str]) -> pa.Array:
+    """Rows of these markets, or of no market (decoding each chunk's dictionary once)."""
+    parts = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type) and len(chunk):
+            wanted = np.array([v in markets for v in chunk.dictionary.to_pylist()], bool)
+            idx = chunk.indices
+            width = _INT_TYPES[idx.type.bit_width]
+            codes = np.frombuffer(idx.buffers()[1], width, len(idx), idx.offset)
+            keep = wanted[codes.astype(np.int64)] if wanted.size else np.zeros(len(idx), bool)
+            if idx.null_count:  # no market: kept
+                bits = np.unpackbits(np.frombuffer(idx.buffers()[0], np.uint8), bitorder="little")
+                keep |= bits[idx.offset : idx.offset + len(idx)] == 0
+            parts.append(keep)
+        else:
+            parts.append(np.array([v is None or v in markets for v in chunk.to_pylist()], bool))
+    return bool_array(np.concatenate(parts) if parts else np.zeros(0, bool))
 
 
 def _keyed(
@@ -268,7 +311,7 @@ def _keyed(
 ) -> Iterator[ReadWindow]:
     for table in tables:
         keys = merge_key(table.column("mono_ns"), anchor_recv_ns, anchor_mono_ns)
-        yield ReadWindow(run_id, table.select(list(columns)), keys.combine_chunks())
+        yield ReadWindow(run_id, table.select(list(columns)), keys)
 
 
 #: Most rows a merged window holds (each live file contributes a slice of its row group).
@@ -343,8 +386,8 @@ class _FileStream:
     def count_upto(self, cutoff: int) -> int:
         """How many of the rows not yet taken have idx <= cutoff."""
         assert self.idx is not None
-        rest = self.idx.slice(self.offset)
-        return int(pc.sum(pc.less_equal(rest, cutoff)).as_py() or 0)
+        rest = int64_view(self.idx)[self.offset :]
+        return int(np.count_nonzero(rest <= cutoff))
 
     def take(self, n: int) -> pa.Table:
         """The next n rows in idx order."""
@@ -430,7 +473,7 @@ def _merge(streams: list[Iterator[ReadWindow]]) -> Iterator[ReadWindow]:
             end = len(keys)
         else:
             # rows of this window with key <= limit (keys are non-decreasing in a run)
-            end = offset + int(pc.sum(pc.less_equal(keys.slice(offset), limit)).as_py() or 0)
+            end = offset + int(np.count_nonzero(int64_view(keys)[offset:] <= limit))
             end = max(end, offset + 1)  # always make progress
         yield ReadWindow(window.run_id, window.table.slice(offset, end - offset),
                          keys.slice(offset, end - offset))  # fmt: skip

@@ -30,30 +30,52 @@ from typing import IO, Any
 import pyarrow as pa
 
 from replay.cli_common import (
+    ROOT_HELP,
     add_time_range,
+    check_channels,
     checked_output_path,
+    checked_time_range,
     damaged_capture,
+    open_output,
+    parse_speed,
+    require_capture_root,
     time_range,
     unknown_markets,
 )
 from replay.reading.capture import Capture
-from replay.reading.layout import resolve_root
-from replay.reading.session import ReplaySession, to_ns
+from replay.reading.session import ReplaySession
 from schemas.errors import ConfigError, storage_error
-from schemas.storage import StorageError, add_storage_arguments, is_remote, storage_from_args
+from schemas.storage import StorageError, add_storage_arguments, storage_from_args
 from stream.events import Frame
 
 __all__ = ["register"]
+
+_DESCRIPTION = """\
+Print or export a capture as a consumer would have received it: gaps dropped and
+books reset exactly as they were live, channels interleaved as the wire did.
+
+formats:
+  table  aligned text: time, channel, type, market, seq and the start of the message
+  jsonl  one JSON object per frame: receive time, envelope, and the frame itself under
+         "frame" byte for byte (under "frame_base64" when its bytes are not UTF-8)
+  raw    each frame's exact bytes and a newline, nothing else
+
+examples:
+  kalshi-tape replay examples/sample --channel trade | head
+  kalshi-tape replay examples/sample --format jsonl -o trades.jsonl --channel trade
+  kalshi-tape replay examples/sample --start 2026-11-21T09:31:00Z --speed 1
+"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "replay",
         help="print or export a capture as a consumer receives it",
-        description=__doc__,
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
-    p.add_argument("root", metavar="ROOT", help="capture root: a directory or s3://bucket/prefix")
+    p.add_argument("root", metavar="ROOT", help=ROOT_HELP)
     add_time_range(p, legacy=True)
     p.add_argument(
         "--channel",
@@ -69,15 +91,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--speed",
-        type=_speed,
         default=None,
-        metavar="K",
-        help="pace at K times real time (default: as fast as possible)",
+        metavar="K|max",
+        help="pace at K times real time, or max: as fast as possible (the default)",
     )
-    p.add_argument("--format", choices=("jsonl", "raw", "table"), default="table",
-                   help="jsonl: a JSON object per frame; raw: each frame's exact bytes and "
-                        "a newline; table: aligned text (default)")  # fmt: skip
-    p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
+    p.add_argument("--format", choices=("table", "jsonl", "raw"), default="table",
+                   help="table (default), jsonl or raw: see formats below")  # fmt: skip
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("--force", action="store_true", help="replace an existing --output file")
     p.add_argument(
         "--progress",
@@ -87,25 +107,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_storage_arguments(p)
     p.set_defaults(handler=run)
-
-
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
-def _time(text: str | None, flag: str) -> int | None:
-    try:
-        return to_ns(text, flag)
-    except ValueError:
-        raise ConfigError(
-            flag, f"{text!r} is not a time", "use ISO-8601, like 2026-11-21T08:00:00Z"
-        ) from None
 
 
 def _iso(recv_ns: int) -> str:
@@ -161,40 +162,63 @@ def table_line(frame: Frame) -> str:
     return f"{time}  {frame.channel:<22} {frame.type:<22} {market:<28} {seq:>8}  {summary}\n"
 
 
-async def _replay(args: argparse.Namespace, out: IO[bytes]) -> int:
-    capture = Capture(args.root, storage=storage_from_args(args))
+class _Sink:
+    """The output stream; a write that fails is the disk's problem, not the capture's
+    (the replay's read errors are `DamagedFile`, a full disk is `StorageUnavailable`)."""
+
+    def __init__(self, out: IO[bytes], where: str) -> None:
+        self._out = out
+        self._where = where
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._out.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise storage_error(exc, f"--output: cannot write {self._where}") from None
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise storage_error(exc, f"--output: cannot write {self._where}") from None
+
+
+async def _replay(args: argparse.Namespace, out: _Sink, capture: Capture) -> int:
     failures: list[str] = []
     channels = args.channel or capture.data_channels
     if not channels:
         raise ConfigError("ROOT", f"{args.root} holds no captured data", "record into it first")
+    check_channels(channels, capture.data_channels)
     if args.market:
         held = set().union(*(capture.markets(channel) for channel in channels))
         problem = unknown_markets(args.market, held, ", ".join(channels))
         if problem is not None:
             raise ConfigError("--market", problem)
-    (start, start_flag), (end, end_flag) = time_range(args)
+    start, end = checked_time_range(*time_range(args), capture.time_range())
     session = ReplaySession(
         capture.location or capture.root,
-        start=_time(start, start_flag),
-        end=_time(end, end_flag),
+        start=start,
+        end=end,
         channels=channels,
         markets=args.market,
-        speed=args.speed,
+        speed=parse_speed(args.speed, None),
         on_error=lambda report: (
             failures.append(report.message) if report.kind == "session" else None
         ),
     )
-    count = 0
+    # Ctrl+C must not wait for a paced source to reach its next record (up to the
+    # engine's close timeout): an interrupted replay has nothing left to deliver.
+    session.source.close_timeout_s = 0.1
+
+    write = out.write  # per frame: the format is chosen once, not tested each time
+    line = {"jsonl": jsonl_line, "raw": raw_line}.get(args.format)
 
     def emit(frame: Frame) -> None:
-        nonlocal count
-        count += 1
-        if args.format == "jsonl":
-            out.write(jsonl_line(frame))
-        elif args.format == "raw":
-            out.write(raw_line(frame))
-        else:
-            out.write(table_line(frame).encode())
+        write(line(frame) if line is not None else table_line(frame).encode())
 
     for channel in channels:
         session.source.validate_subscription(channel, None)
@@ -232,20 +256,28 @@ async def _with_progress(session: ReplaySession, total: int, show: bool) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    local = None if is_remote(args.root) else resolve_root(args.root)
+    local = require_capture_root(args.root)
     output = checked_output_path(args.output, local, force=args.force)
     try:
-        sink: Any = open(output, "wb") if output else nullcontext(sys.stdout.buffer)  # noqa: SIM115
-    except OSError as exc:
-        raise ConfigError("--output", f"cannot write {args.output}: {exc.strerror}") from None
+        capture = Capture(args.root, storage=storage_from_args(args))
+    except StorageError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise _read_error(args.root, exc) from None
+    parse_speed(args.speed, None)  # a bad --speed before the output file is made
+    sink: Any = open_output(output) if output else nullcontext(sys.stdout.buffer)
     with sink as out:
         try:
-            return asyncio.run(_replay(args, out))
-        except BrokenPipeError:  # `kalshi-tape replay ... | head`
-            return 0
+            return asyncio.run(_replay(args, _Sink(out, str(output or "stdout")), capture))
         except StorageError:  # the object store went away: not a damaged file
             raise
+        except BrokenPipeError:  # `kalshi-tape replay ... | head`: the entry point's to handle
+            raise
         except (pa.ArrowException, OSError) as exc:  # a truncated or foreign capture file
-            if isinstance(exc, PermissionError):
-                raise storage_error(exc, f"cannot read the capture {args.root}") from None
-            raise damaged_capture(args.root, exc) from None
+            raise _read_error(args.root, exc) from None
+
+
+def _read_error(root: str, exc: BaseException) -> Exception:
+    if isinstance(exc, PermissionError):
+        return storage_error(exc, f"cannot read the capture {root}")
+    return damaged_capture(root, exc)

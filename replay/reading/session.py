@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.errors import NotInCapture
-from replay.reading.capture import Capture, merge_key
+from replay.reading.capture import Capture, bool_array, int64_view, merge_key
 from replay.reading.pacing import Pacer
 from schemas.channels import Channel
 from schemas.events import (
@@ -248,9 +248,9 @@ class ReplaySource(Source):
         raws = table.column("raw").to_pylist()
         opcodes = table.column("opcode")
         if pc.max(opcodes).as_py() == OPCODE_BINARY:  # rare: Kalshi sends text
-            binary = pc.fill_null(pc.equal(opcodes, OPCODE_BINARY), False)
-            for i in pc.indices_nonzero(binary).to_pylist():
-                raws[i] = BinaryMessage(raws[i])
+            for i, opcode in enumerate(opcodes.to_pylist()):
+                if opcode == OPCODE_BINARY:
+                    raws[i] = BinaryMessage(raws[i])
         dirs = _dir_codes(table.column("dir"))
         if self.pacer.speed is not None and not self._muted:
             await self._dispatch_paced(session, group, keys, dirs, raws, recv, mono, conns)
@@ -350,7 +350,7 @@ class ReplaySource(Source):
                 piece.row_group, columns=["idx", "conn", "recv_ns", "mono_ns", "raw"]
             )
             keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
-            before = table.filter(pc.less(keys, start_ns))
+            before = table.filter(bool_array(int64_view(keys) < start_ns))
             if not before.num_rows:
                 continue
             i = pc.index(before.column("idx"), pc.max(before.column("idx"))).as_py()

@@ -10,11 +10,8 @@ line on stdout is the URL clients connect to
 `ws://127.0.0.1:43817/trade-api/ws/v2`. The server stops cleanly on SIGINT or
 SIGTERM (or after `--duration`).
 
-    kalshi-tape serve --open --rate 5000 --markets 50 --seed 7
-    kalshi-tape serve --public-key '*=key.pub.pem' --fault close:1011@every=30s
-    kalshi-tape serve --open --switch empty_side=empty_list --fault gap@p=0.001 --truth truth.ndjson
-    kalshi-tape serve --open data/ --speed 10 --market KXBTCD-26NOV21-T100000
-    kalshi-tape serve --open data/ --speed max --reproduce-disconnects
+The user's text is `_DESCRIPTION` (and `FAULT_HELP`); this docstring is for readers
+of the code.
 """
 
 from __future__ import annotations
@@ -31,8 +28,17 @@ from typing import Any, Final, Literal
 
 import pyarrow as pa
 
-from replay.cli_common import add_time_range, damaged_capture
+from replay.cli_common import (
+    ROOT_HELP,
+    add_time_range,
+    check_channels,
+    checked_time_range,
+    damaged_capture,
+    parse_speed,
+    require_capture_root,
+)
 from replay.errors import NotInCapture
+from replay.reading.capture import Capture
 from replay.server.app import SimServer
 from replay.server.capture_tape import CaptureTape
 from replay.server.config import DEFAULT_MIX, ServerConfig, Switches
@@ -42,6 +48,20 @@ from schemas.storage import StorageError, add_storage_arguments, storage_from_ar
 from schemas.units import parse_duration_s
 
 __all__ = ["FAULT_HELP", "add_arguments", "build_config", "build_tape", "register", "run"]
+
+_DESCRIPTION = """\
+Run a WebSocket server that speaks the Kalshi API: a simulated exchange (synthetic
+markets, with faults on demand), or, given a capture ROOT, the replay server (the
+recorded frames, to clients that subscribe as they would to Kalshi). The first line
+on stdout is the URL to connect to; Ctrl+C or SIGTERM stops the server (exit 0).
+
+examples:
+  kalshi-tape serve --open --sim-rate 5000 --sim-markets 50 --sim-seed 7
+  kalshi-tape serve --public-key '*=key.pub.pem' --fault close:1011@every=30s
+  kalshi-tape serve --open --fault gap@p=0.001 --truth truth.ndjson
+  kalshi-tape serve --open examples/sample --speed 10 --market KXBTCD-26NOV21-T100000
+  kalshi-tape serve --open examples/sample --speed max --reproduce-disconnects
+"""
 
 FAULT_HELP = """\
 fault specs: KIND[:ARG][@TRIGGER[,TRIGGER...]]
@@ -60,7 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="run the simulated Kalshi exchange (WebSocket server with fault injection)",
-        description=__doc__,
+        description=_DESCRIPTION,
         epilog=FAULT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -87,10 +107,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     leaves its `ServerConfig` field at that class's default."""
     p.add_argument("--host", help=f"address to bind {_default('host')}")
     p.add_argument("--port", type=int, help="TCP port; 0 picks a free one (the default)")
-    p.add_argument("--seed", type=int, help=f"market seed {_default('seed')}")
-    p.add_argument("--markets", type=int, help=f"active markets {_default('markets')}")
-    p.add_argument("--rate", type=float,
+    p.add_argument("--sim-seed", dest="seed", type=int,
+                   help=f"market seed {_default('seed')}")  # fmt: skip
+    p.add_argument("--sim-markets", dest="markets", type=int, metavar="N",
+                   help=f"active markets {_default('markets')}")  # fmt: skip
+    p.add_argument("--sim-rate", dest="rate", type=float, metavar="FPS",
                    help=f"market frames per second in total {_default('rate_fps')}")  # fmt: skip
+    # The older spellings (`--markets N` beside `--market TICKER` read as one idea).
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--markets", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     p.add_argument(
         "--mix",
         action="append",
@@ -146,7 +172,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="write the truth (frames, faults, books) as NDJSON",
     )
-    p.add_argument("--truth-books-every", type=_duration, default=None, metavar="TIME")
+    p.add_argument("--truth-books-every", type=_duration, default=None, metavar="TIME",
+                   help="with --truth, also write every market's true book this often "
+                        f"(e.g. 1s) {_default('truth_books_every_s', ' s')}")  # fmt: skip
     p.add_argument("--buffer", type=int, metavar="FRAMES",
                    help=f"send queue per connection {_default('send_buffer_frames')}")  # fmt: skip
     p.add_argument(
@@ -162,7 +190,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "nothing); clients subscribe as to Kalshi and get the recorded frames of their "
         "channels and markets with fresh sids and seqs",
     )
-    cap.add_argument("root", nargs="?", metavar="ROOT", help="the capture root to serve")
+    cap.add_argument("root", nargs="?", metavar="ROOT", help=ROOT_HELP + " (to serve)")
     cap.add_argument("--from", dest="capture", help=argparse.SUPPRESS)  # the older spelling
     cap.add_argument(
         "--speed",
@@ -251,8 +279,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         )
     if args.duration is not None and not args.duration > 0:
         raise ConfigError("--duration", f"{args.duration} is not a positive number of seconds")
-    if args.truth is not None and not Path(args.truth).parent.is_dir():
-        raise ConfigError("--truth", f"cannot write {args.truth}: no such directory")
+    if args.truth is not None:
+        _check_truth(Path(args.truth))
     given = {
         "host": args.host,
         "port": args.port,
@@ -270,14 +298,48 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "truth_books_every_s": args.truth_books_every,
         "send_buffer_frames": args.buffer,
     }
-    return ServerConfig(
-        **{name: value for name, value in given.items() if value is not None},
-        mix=mix,
-        auth=auth,
-        public_keys=keys,
-        switches=_switches(args.switch),
-        faults=tuple(parse_fault(spec) for spec in args.fault),
-    )
+    try:
+        return ServerConfig(
+            **{name: value for name, value in given.items() if value is not None},
+            mix=mix,
+            auth=auth,
+            public_keys=keys,
+            switches=_switches(args.switch),
+            faults=tuple(parse_fault(spec) for spec in args.fault),
+        )
+    except ConfigError as exc:  # ServerConfig's field names -> the flags the user wrote
+        flag = _CONFIG_FLAGS.get(exc.field, exc.field)
+        raise ConfigError(flag, exc.problem, exc.fix) from None
+
+
+#: ServerConfig's fields -> the flags that set them.
+_CONFIG_FLAGS: Final = {
+    "host": "--host", "port": "--port", "seed": "--sim-seed", "markets": "--sim-markets",
+    "rate_fps": "--sim-rate", "mix": "--mix", "index_hz": "--index-hz",
+    "settle_every_s": "--settle-every", "depth_min/depth_max": "--depth-min/--depth-max",
+    "one_sided_markets": "--one-sided", "epoch_ms": "--epoch-ms", "auth": "--auth",
+    "public_keys": "--public-key", "freshness_s": "--freshness", "truth_path": "--truth",
+    "truth_books_every_s": "--truth-books-every", "send_buffer_frames": "--buffer",
+}  # fmt: skip
+
+
+def _check_truth(path: Path) -> None:
+    """--truth must be a file that can be written, checked before the server listens."""
+    if path.is_dir():
+        raise ConfigError("--truth", f"{path} is a directory", "give a file name in it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError("--truth", f"{parent} is a file, not a directory")
+    if not parent.is_dir():
+        raise ConfigError("--truth", f"cannot write {path}: no such directory", "create it first")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise storage_error(exc, f"--truth: cannot write {path}") from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 _CAPTURE_FLAGS = {
@@ -293,20 +355,6 @@ _TAPE_FIELDS = {"root": "ROOT", "ROOT": "ROOT", "markets": "--market", "start": 
                 "end": "--end", "speed": "--speed"}  # fmt: skip
 
 
-def _speed(text: str | None) -> float | None:
-    if text is None:
-        return 1.0
-    if text.strip().lower() == "max":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise ConfigError("--speed", f"{text!r} is not a positive number", "or max")
-    return value
-
-
 def build_tape(args: argparse.Namespace) -> CaptureTape | None:
     """The capture tape of ROOT (None without it); raises `ConfigError` or `DamagedFile`."""
     root_flag = "--from" if args.capture else "ROOT"
@@ -317,17 +365,22 @@ def build_tape(args: argparse.Namespace) -> CaptureTape | None:
                 raise ConfigError(flag, "applies only when serving a capture",
                                   "give a capture ROOT: serve ROOT")  # fmt: skip
         return None
-    speed = _speed(args.speed)
+    speed = parse_speed(args.speed, 1.0)
     try:
+        require_capture_root(args.capture)
+        capture = Capture(args.capture, storage=storage_from_args(args))
+        if args.channel:
+            check_channels(args.channel, capture.data_channels)
+        start, end = checked_time_range((args.start, "--start"), (args.end, "--end"),
+                                        capture.time_range())  # fmt: skip
         return CaptureTape(
-            args.capture,
+            capture,
             channels=args.channel,
             markets=args.market,
-            start=args.start,
-            end=args.end,
+            start=start,
+            end=end,
             speed=speed,
             reproduce_disconnects=args.reproduce_disconnects,
-            storage=storage_from_args(args),
         )
     except NotInCapture as exc:
         raise ConfigError("--channel", str(exc)) from None
@@ -364,8 +417,12 @@ async def _serve(config: ServerConfig, tape: CaptureTape | None, duration_s: flo
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
+        try:  # the truth file opens here: its error is not the port's
+            sim = SimServer(config, tape)
+        except OSError as exc:
+            raise storage_error(exc, f"--truth: cannot write {config.truth_path}") from None
         try:
-            server = await stack.enter_async_context(SimServer(config, tape))
+            server = await stack.enter_async_context(sim)
         except OSError as exc:  # unresolvable host, port in use, no permission
             where = f"{config.host}:{config.port}"
             if exc.errno == errno.EADDRINUSE:
@@ -374,7 +431,9 @@ async def _serve(config: ServerConfig, tape: CaptureTape | None, duration_s: flo
             if exc.errno == errno.EACCES:
                 fix = "use a port above 1023, or 0 for any free one"
                 raise PortInUse(f"--port: may not listen on {where}: {exc.strerror}", fix) from None
-            raise ConfigError("--host/--port", f"cannot listen on {where}: {exc}") from None
+            problem = f"cannot listen on {where}: {exc.strerror or exc}"
+            fix = "give an address of this machine, or 127.0.0.1"
+            raise ConfigError("--host/--port", problem, fix) from None
         sys.stdout.write(server.url + "\n")
         sys.stdout.flush()
         print(_describe(config, tape), file=sys.stderr)

@@ -34,7 +34,12 @@ import pyarrow as pa
 from replay.reading.layout import CaptureListing, RootLocation, list_capture_files, locate_root
 from replay.sql.build import parquet_source
 from replay.sql.derived import derived_statements
-from replay.sql.views import BOOK_SNAPSHOT_LEVELS, TYPED_VIEWS, typed_view_sql
+from replay.sql.views import (
+    BOOK_SNAPSHOT_LEVELS,
+    TYPED_VIEWS,
+    dataset_view_statements,
+    typed_view_sql,
+)
 from schemas.errors import ConfigError, QueryLimit
 from schemas.storage import StorageOptions
 from schemas.units import physical_memory_bytes
@@ -110,7 +115,8 @@ def connect(
     The connection can read files only under the resolved root, cannot install
     or load extensions, and its configuration is locked. Views: `frames`, one
     typed view per channel (`trades`, `tickers`, `book_deltas`...), `events`,
-    `control`, `connections` and `gaps` (see `VIEW_NAMES`).
+    `control`, `connections` and `gaps` (see `VIEW_NAMES`), and one view per research
+    dataset built under `<root>/_datasets` (`quotes`, `bars_1m`, `trade_table`...).
 
     Run untrusted SQL through `run_query`, which also refuses statements that
     write (DuckDB may write inside an allowed directory: COPY TO, ATTACH).
@@ -167,7 +173,7 @@ def connect(
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     try:
-        for statement in view_statements(listing):
+        for statement in [*view_statements(listing), *dataset_view_statements(location)]:
             con.execute(statement)
     except duckdb.Error as exc:
         con.close()

@@ -1,4 +1,4 @@
-"""Writing a query result: an aligned table, CSV, JSON lines or Parquet.
+"""Writing a query result: an aligned table, CSV, JSON lines (`jsonl`) or Parquet.
 
 Our code writes every output from the Arrow stream DuckDB hands back, so the
 DuckDB sandbox never needs write access (`replay.sql.connection`). A file is written under a
@@ -29,9 +29,11 @@ import pyarrow.parquet as pq
 
 from schemas.errors import ConfigError
 
-__all__ = ["FORMATS", "format_cell", "render_table", "write_result"]
+__all__ = ["FORMATS", "FORMAT_ALIASES", "format_cell", "render_table", "write_result"]
 
-FORMATS: Final[tuple[str, ...]] = ("table", "csv", "json", "parquet")
+FORMATS: Final[tuple[str, ...]] = ("table", "csv", "jsonl", "parquet")
+#: Older names of a format, still accepted: `json` wrote JSON lines before it was `jsonl`.
+FORMAT_ALIASES: Final[dict[str, str]] = {"json": "jsonl"}
 _CELL_MAX: Final = 60
 
 
@@ -42,23 +44,28 @@ def write_result(
     *,
     max_rows: int = 100,
     stdout: IO[str] | None = None,
+    sink: IO[bytes] | None = None,
 ) -> int:
-    """Write a result in a format to `output` (or stdout); return the rows written.
+    """Write a result in a format to `output` (or `sink`, or stdout); return the rows written.
 
     `table` goes to stdout only and shows at most `max_rows` rows; the other
-    formats write every row.
+    formats write every row. `sink` is an open binary file that stands for `output`
+    (the command line opens it, so that a failed write names its flag).
 
     Raises:
         ConfigError: the format cannot hold the result (nested columns in CSV), or
             needs a file (parquet) that was not given.
     """
     out = stdout if stdout is not None else sys.stdout
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
     if fmt == "table":
-        if output is not None:
+        if output is not None or sink is not None:
             raise ConfigError("--output", "table output goes to the terminal", "use --format csv")
         return _write_table(reader, out, max_rows)
-    if fmt == "parquet" and output is None:
+    if fmt == "parquet" and output is None and sink is None:
         raise ConfigError("--output", "parquet output needs a file", "add --output result.parquet")
+    if sink is not None:
+        return _write_stream(reader, fmt, sink)
     if output is not None:
         with _atomic_file(output) as handle:
             return _write_stream(reader, fmt, handle)
@@ -88,7 +95,7 @@ def _atomic_file(path: Path) -> Iterator[IO[bytes]]:
 
 def _write_stream(reader: pa.RecordBatchReader, fmt: str, sink: Any) -> int:
     rows = 0
-    if fmt == "json":
+    if fmt == "jsonl":
         encoder = msgspec.json.Encoder(enc_hook=_json_default, decimal_format="string")
         for batch in reader:
             for row in batch.to_pylist():

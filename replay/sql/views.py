@@ -49,7 +49,14 @@ from replay.sql.build import (
 )
 from schemas.channels import COMMUNICATIONS_TYPES, Channel
 
-__all__ = ["BOOK_SNAPSHOT_LEVELS", "TYPED_VIEWS", "TypedView", "typed_view_sql"]
+__all__ = [
+    "BOOK_SNAPSHOT_LEVELS",
+    "DATASETS_DIR",
+    "TYPED_VIEWS",
+    "TypedView",
+    "dataset_view_statements",
+    "typed_view_sql",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,3 +376,39 @@ BOOK_SNAPSHOT_LEVELS: Final = (
     "list_transform(no_levels, lambda x: {'side': 'no', 'price_dollars': x.price_dollars, "
     "'quantity': x.quantity}))) AS lv FROM book_snapshots)"
 )
+
+
+# -------------------------------------------------------------- research datasets
+
+#: Where `kalshi-tape derive` writes by default, under the capture root.
+DATASETS_DIR: Final = "_datasets"
+
+
+def dataset_view_statements(location: Any) -> list[str]:
+    """CREATE VIEW statements for the datasets built under `<root>/_datasets`.
+
+    The datasets' manifest (`_manifest.json`, written by `replay.datasets`) names each
+    built dataset's folder and its view (`quotes`, `bars_1m`, `depth_10_1s`,
+    `book_changes`, and `trade_table` for the trades dataset, `trades` being the raw
+    channel's view); a folder with no Parquet file yet gets no view.
+    """
+    import pyarrow.fs as pafs
+
+    fs = location.filesystem or pafs.LocalFileSystem()
+    base = f"{location.path}/{DATASETS_DIR}"
+    try:
+        with fs.open_input_stream(f"{base}/_manifest.json") as f:
+            views = json.loads(f.read()).get("views") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    statements = []
+    for folder, view in sorted(views.items()):
+        selector = pafs.FileSelector(f"{base}/{folder}", recursive=True, allow_not_found=True)
+        if not any(i.path.endswith(".parquet") for i in fs.get_file_info(selector)):
+            continue
+        pattern = f"{location.uri}/{DATASETS_DIR}/{folder}/*/*.parquet"
+        statements.append(
+            f"CREATE VIEW {view} AS SELECT * FROM read_parquet({sql_literal(pattern)}, "
+            "hive_partitioning = true, hive_types = {'date': 'DATE'})"
+        )
+    return statements

@@ -68,9 +68,9 @@ def test_the_market_filter_keeps_one_market(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--channel", "fill"], "holds no 'fill' data"),
+        (["--channel", "fill"], "--channel: the capture holds no fill data"),
         (["--from", "yesterday"], "--from: 'yesterday' is not a time"),
-        (["--speed", "0"], "argument --speed: must be positive"),
+        (["--speed", "0"], "--speed: '0' is not a positive number"),
     ],
 )
 def test_bad_arguments_print_one_clear_line_and_exit_2(

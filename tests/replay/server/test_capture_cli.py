@@ -67,9 +67,9 @@ async def test_the_url_comes_first_and_a_client_gets_the_capture_until_the_recor
     [
         (("--from", "{missing}"), "--from", "does not exist"),
         (("--from", "{root}", "--speed", "fast"), "--speed", "'fast' is not a positive number"),
-        (("--from", "{root}", "--channel", "fill"), "--channel", "holds ['trade']"),
+        (("--from", "{root}", "--channel", "fill"), "--channel", "(it holds trade)"),
         (("--from", "{root}", "--market", "KX-Z"), "--market", "for ['KX-Z']"),
-        (("--from", "{root}", "--start", "soon"), "--start", "not an ISO-8601 time"),
+        (("--from", "{root}", "--start", "soon"), "--start", "'soon' is not a time"),
         (("--speed", "2"), "--speed", "give a capture ROOT"),
         (("--reproduce-disconnects",), "--reproduce-disconnects", "give a capture ROOT"),
     ],

@@ -122,8 +122,8 @@ def test_flags_become_the_config(tmp_path: Path, public_pem: str) -> None:
         (("--open", "--switch", "first_seq=x"), "--switch"),
         (("--open", "--switch", "wire=binary"), "switches.wire"),
         (("--open", "--mix", "delta"), "--mix"),
-        (("--open", "--mix", "teleport=1"), "mix"),
-        (("--open", "--markets", "0"), "markets"),
+        (("--open", "--mix", "teleport=1"), "--mix"),
+        (("--open", "--markets", "0"), "--sim-markets"),
         (("--public-key", "k=/nonexistent.pem"), "--public-key"),
     ],
 )

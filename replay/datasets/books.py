@@ -1,0 +1,261 @@
+"""Depth (and quotes) from book_changes: the changes replayed into books, compiled.
+
+`book_changes` is self-contained (a clear, then a snapshot's levels, then each
+level's size after every change), so top of book and the top N levels follow
+from it alone, with no second reading of the capture and no second set of
+rules. The derive takes depth from here; its quotes come from the kernel itself
+(`kernel.quote`, as it applies each frame), and `quotes=True` here gives the same
+rows from the changes alone. `BookReplay` keeps dense books per market (as `replay.datasets.kernel`)
+across batches and, per batch, `_replay` writes a quote row wherever a frame
+changed the best YES bid, the best YES ask (1 - the best NO bid), either size or
+the book's validity, and a depth row per market at every interval boundary
+crossed (the book as it stood just before the first change at or after it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numba import njit
+
+from replay.datasets import kernel, schema
+from replay.datasets.schema import decimals
+
+__all__ = ["BookReplay", "units_of"]
+
+_SCALE = 10_000
+
+
+def units_of(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The int64 units of a decimal128 column (0 where null): its low 64-bit words."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if len(array) == 0:
+        return np.zeros(0, np.int64)
+    words = np.frombuffer(array.buffers()[1], np.int64)
+    low = words[2 * array.offset : 2 * (array.offset + len(array)) : 2].copy()
+    if array.null_count:
+        low[~np.asarray(array.is_valid())] = 0
+    return low
+
+
+@njit(cache=True)
+def _top(books, best, m, s, prices, sizes, row, levels):
+    k = 0
+    p = best[m, s]
+    while p >= 0 and k < levels:
+        q = books[m, s, p]
+        if q > 0:
+            prices[row, k] = p if s == 0 else _SCALE - p
+            sizes[row, k] = q
+            k += 1
+        p -= 1
+    for j in range(k, levels):
+        prices[row, j] = -1
+        sizes[row, j] = 0
+
+
+@njit(cache=True)
+def _replay(
+    i, n, mkt, kind, side, price, size, valid, frame, recv,
+    books, best, mvalid, seen, last_recv, qstate,
+    o_row, o_q, o_n, interval, next_ts, levels, d_ts, d_mkt, d_valid, d_recv,
+    d_bp, d_bs, d_ap, d_as, d_n,
+):  # fmt: skip
+    qcap = o_row.shape[0]
+    dcap = d_ts.shape[0]
+    nm = seen.shape[0]
+    while i < n:
+        t = recv[i]
+        if interval > 0:
+            if next_ts[0] == 0:
+                next_ts[0] = (t // interval + 1) * interval
+            while t >= next_ts[0]:
+                count = 0
+                for m in range(nm):
+                    count += seen[m]
+                if d_n + count > dcap:
+                    return i, o_n, d_n, True
+                for m in range(nm):
+                    if seen[m]:
+                        d_ts[d_n] = next_ts[0]
+                        d_mkt[d_n] = m
+                        d_valid[d_n] = mvalid[m]
+                        d_recv[d_n] = last_recv[m]
+                        _top(books, best, m, 0, d_bp, d_bs, d_n, levels)
+                        _top(books, best, m, 1, d_ap, d_as, d_n, levels)
+                        d_n += 1
+                next_ts[0] += interval
+        if o_n >= qcap:
+            return i, o_n, d_n, True
+        m = mkt[i]
+        seen[m] = True
+        last_recv[m] = t
+        if kind[i] == kernel.C_CLEAR:
+            for s in range(2):
+                p = best[m, s]
+                while p >= 0:
+                    books[m, s, p] = 0
+                    p -= 1
+                best[m, s] = -1
+        else:
+            s = side[i]
+            p = price[i]
+            books[m, s, p] = size[i]
+            if size[i] > 0:
+                if p > best[m, s]:
+                    best[m, s] = p
+            elif best[m, s] == p:
+                q = p - 1
+                while q >= 0 and books[m, s, q] == 0:
+                    q -= 1
+                best[m, s] = q
+        mvalid[m] = valid[i]
+        if i + 1 < n and frame[i + 1] == frame[i] and mkt[i + 1] == m:
+            i += 1
+            continue
+        b = best[m, 0]
+        a = best[m, 1]
+        bid = b
+        bsz = books[m, 0, b] if b >= 0 else 0
+        ask = _SCALE - a if a >= 0 else -1
+        asz = books[m, 1, a] if a >= 0 else 0
+        v = 1 if valid[i] else 0
+        if (qstate[m, 0] != 1 or qstate[m, 1] != bid or qstate[m, 2] != bsz
+                or qstate[m, 3] != ask or qstate[m, 4] != asz or qstate[m, 5] != v):  # fmt: skip
+            qstate[m, 0] = 1
+            qstate[m, 1] = bid
+            qstate[m, 2] = bsz
+            qstate[m, 3] = ask
+            qstate[m, 4] = asz
+            qstate[m, 5] = v
+            o_row[o_n] = i
+            o_q[o_n, 0] = bid
+            o_q[o_n, 1] = bsz
+            o_q[o_n, 2] = ask
+            o_q[o_n, 3] = asz
+            o_q[o_n, 4] = v
+            o_n += 1
+        i += 1
+    return i, o_n, d_n, False
+
+
+class BookReplay:
+    """Quotes and depth rows from book_changes batches, in order, across batches."""
+
+    def __init__(self, quotes: bool, levels: int = 0, interval_ns: int = 0) -> None:
+        self.quotes, self.levels, self.interval = quotes, levels, interval_ns
+        self.codes: dict[str, int] = {}
+        self.names: list[str] = []
+        self.books = np.zeros((0, 2, kernel.PRICES), np.int64)
+        self.best = np.zeros((0, 2), np.int64)
+        self.mvalid = np.zeros(0, np.bool_)
+        self.seen = np.zeros(0, np.bool_)
+        self.last_recv = np.zeros(0, np.int64)
+        self.qstate = np.zeros((0, 6), np.int64)
+        self.next_ts = np.zeros(1, np.int64)
+
+    def _grow(self, size: int) -> None:
+        old = self.books.shape[0]
+        if size <= old:
+            return
+        size = max(size, 2 * old, 8)
+
+        def grow(a: np.ndarray, fill: int) -> np.ndarray:
+            out = np.full((size, *a.shape[1:]), fill, a.dtype)
+            out[:old] = a
+            return out
+
+        self.books, self.best = grow(self.books, 0), grow(self.best, -1)
+        self.mvalid, self.seen = grow(self.mvalid, 0), grow(self.seen, 0)
+        self.last_recv, self.qstate = grow(self.last_recv, 0), grow(self.qstate, 0)
+
+    def _codes(self, market: pa.Array) -> np.ndarray:
+        enc = market.dictionary_encode()
+        local = []
+        for name in enc.dictionary.to_pylist():
+            code = self.codes.get(name)
+            if code is None:
+                code = self.codes[name] = len(self.names)
+                self.names.append(name)
+            local.append(code)
+        self._grow(len(self.names))
+        return np.array(local, np.int32)[np.asarray(enc.indices, np.int64)]
+
+    def feed(self, batch: pa.RecordBatch) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch]]:
+        """(quote batches, depth batches) for one book_changes batch (with `_frame`)."""
+        n = batch.num_rows
+        if n == 0:
+            return [], []
+        mkt = self._codes(batch.column("market"))
+        kinds = batch.column("kind")
+        kind = np.zeros(n, np.int8)
+        kind[np.asarray(pc.equal(kinds, "snapshot").fill_null(False))] = kernel.C_SNAPSHOT
+        kind[np.asarray(pc.equal(kinds, "delta").fill_null(False))] = kernel.C_DELTA
+        side = np.asarray(pc.equal(batch.column("side"), "no").fill_null(False), np.int8)
+        price = units_of(batch.column("price"))
+        size = units_of(batch.column("size"))
+        valid = np.asarray(batch.column("valid"), np.bool_)
+        frame = np.asarray(batch.column("_frame"), np.int64)
+        recv = np.asarray(batch.column("recv_ns"), np.int64)
+        cap = max(4096, n)
+        o_row = np.zeros(cap, np.int64)
+        o_q = np.zeros((cap, 5), np.int64)
+        lv = max(self.levels, 1)
+        dcap = max(4096, 4 * len(self.names))
+        quotes, depth = [], []
+        i = 0
+        while i < n:
+            d = [
+                np.zeros(dcap, np.int64),
+                np.zeros(dcap, np.int32),
+                np.zeros(dcap, np.bool_),
+                np.zeros(dcap, np.int64),
+            ] + [np.zeros((dcap, lv), np.int64) for _ in range(4)]
+            i, o_n, d_n, _ = _replay(
+                i, n, mkt, kind, side, price, size, valid, frame, recv,
+                self.books, self.best, self.mvalid, self.seen, self.last_recv, self.qstate,
+                o_row, o_q, 0, self.interval, self.next_ts, lv, *d, 0,
+            )  # fmt: skip
+            if self.quotes and o_n:
+                quotes.append(self._quotes(batch, o_row[:o_n], o_q[:o_n]))
+            if self.interval and d_n:
+                depth.append(self._depth(d, d_n))
+        return quotes, depth
+
+    def _quotes(self, batch: pa.RecordBatch, rows: np.ndarray, q: np.ndarray) -> pa.RecordBatch:
+        idx = pa.array(rows)
+        bid, bsz, ask, asz = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+        has_b, has_a = bid >= 0, ask >= 0
+        both = has_b & has_a
+        cols = {name: batch.column(name).take(idx) for name in
+                ("recv_ns", "exchange_ns", "run_id", "conn", "market")}  # fmt: skip
+        cols |= {
+            "bid": decimals(bid, schema.PRICE, has_b),
+            "bid_size": decimals(bsz, schema.SIZE, has_b),
+            "ask": decimals(ask, schema.PRICE, has_a),
+            "ask_size": decimals(asz, schema.SIZE, has_a),
+            "mid": decimals((bid + ask) * 5, schema.MID, both),
+            "spread": decimals(ask - bid, schema.PRICE, both),
+            "valid": pa.array(q[:, 4] == 1),
+        }
+        return pa.RecordBatch.from_arrays([cols[f.name] for f in schema.QUOTES],
+                                          schema=schema.QUOTES)  # fmt: skip
+
+    def _depth(self, d: list[np.ndarray], n: int) -> pa.RecordBatch:
+        names = pa.array(self.names, pa.string())
+        cols: list[pa.Array] = [
+            pa.array(d[0][:n]), pa.array(d[3][:n]), names.take(pa.array(d[1][:n])),
+            pa.array(d[2][:n]),
+        ]  # fmt: skip
+        levels = self.levels
+        for prices, sizes in ((d[4], d[5]), (d[6], d[7])):
+            for k in range(levels):
+                ok = prices[:n, k] >= 0
+                cols += [decimals(prices[:n, k], schema.PRICE, ok),
+                         decimals(sizes[:n, k], schema.SIZE, ok)]  # fmt: skip
+        interleaved = cols[:4]
+        bids, asks = cols[4 : 4 + 2 * levels], cols[4 + 2 * levels :]
+        interleaved += bids + asks
+        return pa.RecordBatch.from_arrays(interleaved, schema=schema.depth_schema(levels))

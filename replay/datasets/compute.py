@@ -1,0 +1,83 @@
+"""One range of a capture derived into datasets: the seek, the passes, the time filter.
+
+`run_range` derives `[start_ns, end_ns)` (on the receive clock) of a capture:
+with a start, each run alive then is restored from its latest checkpoint before
+it (`ReplaySource`'s own seek, so books at the start are what they were live),
+and read from there; rows before the start are computed (the books and quotes
+need them) but not kept. book_changes and trades come from
+`replay.datasets.driver`, quotes and depth from `replay.datasets.books`, bars
+from the sink at the end. This is the unit of work of a day shard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replay.datasets.books import BookReplay
+from replay.datasets.decode import connect
+from replay.datasets.driver import derive_batches
+from replay.datasets.spec import Spec
+from replay.reading.capture import Capture
+from replay.reading.session import ReplaySource
+from stream.engine import Engine
+
+__all__ = ["run_range"]
+
+
+def _seek(capture: Capture, start_ns: int) -> tuple[list[str], Any]:
+    """Runs alive at the start, and the `prepare` that restores their checkpoints."""
+    runs = [r for r in sorted(capture.runs) if capture.last_key(r) >= start_ns]
+
+    def prepare(engine: Engine, groups: dict[str, int], offsets: dict[str, int]) -> dict[str, int]:
+        source = ReplaySource(capture)
+        source._offsets = offsets
+        return {run: source._restore(engine, run, groups[run], start_ns) for run in runs}
+
+    return runs, prepare
+
+
+def _keep(batch: pa.RecordBatch, column: str, start_ns: int | None,
+          end_ns: int | None) -> pa.RecordBatch:  # fmt: skip
+    if start_ns is None and end_ns is None:
+        return batch
+    t = batch.column(column)
+    mask = None
+    if start_ns is not None:
+        mask = pc.greater_equal(t, start_ns)
+    if end_ns is not None:
+        upper = pc.less(t, end_ns)
+        mask = upper if mask is None else pc.and_(mask, upper)
+    return batch.filter(mask)
+
+
+def run_range(
+    capture: Capture,
+    specs: list[Spec],
+    sink: Any,
+    *,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    markets: frozenset[str] | None = None,
+) -> Any:
+    """Derive `specs` over `[start_ns, end_ns)` into `sink`; returns `sink.finish(...)`."""
+    kinds = {s.kind for s in specs}
+    depth = [(s, BookReplay(False, s.levels, s.interval_ns)) for s in specs if s.kind == "depth"]
+    runs, prepare = (None, None) if start_ns is None else _seek(capture, start_ns)
+    # Trades alone need no book: the trade channel is read alone (its rules do not
+    # depend on the book channel's frames, as a ReplaySession reading only it shows).
+    channels = ("trade",) if kinds == {"trades"} else ("orderbook_delta", "trade")
+    changes = bool(kinds & {"book_changes", "depth"})
+    for name, batch in derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
+                                      end_ns=end_ns, channels=channels,
+                                      changes=changes):  # fmt: skip
+        if name != "book_changes":  # trades, and the quotes the kernel keeps
+            sink.add(name, _keep(batch, "recv_ns", start_ns, end_ns))
+            continue
+        sink.add("book_changes", _keep(batch, "recv_ns", start_ns, end_ns))
+        for spec, replay in depth:
+            for d in replay.feed(batch)[1]:
+                sink.add(spec.folder, _keep(d, "ts_ns", start_ns, end_ns))
+    return sink.finish(connect)  # DuckDB only if there are bars to make

@@ -1,0 +1,251 @@
+"""The derive driver: the engine decides, the kernel does the arithmetic.
+
+A capture is read in replay order (`replay.reading.capture`), window by window,
+exactly as `ReplaySession` reads it. Each window is decoded in bulk
+(`replay.datasets.decode`) and walked by `replay.datasets.kernel.run`, which takes
+the rows the engine's hot path would take the same way. Every other row (control
+frames, commands, connection events, gaps, duplicates, first snapshots, legacy or
+finer values, a make-before-break overlap) goes to a real `stream.engine.Engine`,
+fed as `ReplaySource` feeds it, with two attached consumers: a BOOK consumer on
+`orderbook_delta` and a FRAME consumer on `trade`. What those consumers receive is
+what a `ReplaySession` consumer receives; the driver turns it into rows (an
+invalid book is a "clear", a new book is a clear plus its levels, a delta the
+engine applied is applied to the kernel's book) and mirrors the engine's state
+(which wire each sid is, its last seq, which connection is active) back into the
+kernel's arrays. Before the engine sees a row, the kernel's progress (last seq,
+last trade frame) is written back into the engine's wire subscriptions, so the
+engine always decides on the same state it would hold alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from replay.datasets import kernel, schema
+from replay.datasets.decode import Decoded, decode_window
+from replay.datasets.mirror import Mirror, Outputs
+from replay.reading.capture import Capture
+from replay.reading.session import CONN_STRIDE
+from schemas.events import (
+    Attempt,
+    AttemptFailed,
+    Closed,
+    EventError,
+    Opened,
+    RunStop,
+    event_from_bytes,
+)
+from stream import BinaryMessage
+from stream.engine import Engine
+from stream.events import GapDetected
+from stream.queues import DeliveryQueue, Overflow
+from stream.subscriptions import Delivery
+
+__all__ = ["BOOK_CHANNEL", "TRADE_CHANNEL", "derive_batches"]
+
+BOOK_CHANNEL = "orderbook_delta"
+TRADE_CHANNEL = "trade"
+_BATCH_ROWS = 1 << 15
+_COLUMNS = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode")
+
+
+class _Feed:
+    """One engine fed from a capture, with the kernel's mirror of its book state."""
+
+    def __init__(
+        self, capture: Capture, emit: Callable[[pa.RecordBatch, str], None], changes: bool
+    ) -> None:
+        self.engine = Engine()
+        self.core = self.engine._core
+        self.books_q = DeliveryQueue(1 << 40, Overflow.BLOCK)
+        self.trades_q = DeliveryQueue(1 << 40, Overflow.BLOCK)
+        self.engine.add_consumer(BOOK_CHANNEL, owns_wire=False, delivery=Delivery.BOOK,
+                                 queue=self.books_q)  # fmt: skip
+        self.engine.add_consumer(TRADE_CHANNEL, owns_wire=False, delivery=Delivery.FRAME,
+                                 queue=self.trades_q)  # fmt: skip
+        self.mirror = Mirror(self.core)
+        self.out = Outputs(emit, changes)
+        self.capture = capture
+        self.ended: dict[int, tuple[int, int]] = {}
+        self.runs = sorted(capture.runs)
+
+    # ------------------------------------------------------------------ one window
+
+    def window(self, run_id: str, group: int, offset: int, table: pa.Table,
+               decoded: Decoded, frame_base: int) -> None:  # fmt: skip
+        m = self.mirror
+        conns = np.asarray(table.column("conn").to_numpy(zero_copy_only=False), np.int64)
+        conns = conns + offset
+        conn_codes = m.conn_codes(conns)
+        mkt = m.market_codes(decoded.market)
+        n = table.num_rows
+        out = self.out
+        out.begin(run_id, table, decoded, frame_base, m.names)
+        pos = 0
+        lv = decoded.levels
+        while pos < n:
+            pos, o_n, t_n, full = kernel.run(
+                pos, n, decoded.rk, conn_codes, decoded.sid, decoded.seq, mkt, decoded.side,
+                decoded.price, decoded.dsize, decoded.exact, *lv,
+                m.wire_of, m.wire_last, m.wire_role, m.wire_lastrow, m.first_last,
+                m.market_wire, m.books, m.best, m.stamp, m.stamp_no,
+                out.row, out.mkt, out.kind, out.side, out.price, out.size, out.delta,
+                out.valid, out.n, out.t_row, out.t_n,
+                m.qstate, out.q_row, out.q_mkt, out.q_val, out.q_n,
+            )  # fmt: skip
+            out.n, out.t_n = o_n, t_n
+            if full:
+                if not (out.n or out.t_n or out.q_n[0]):  # a snapshot larger than the buffer
+                    out.reserve(2 * len(out.row))
+                out.flush()
+                continue
+            if pos >= n:
+                break
+            m.write_back(table)
+            self._slow(pos, run_id, group, table, decoded, int(conns[pos]), int(mkt[pos]))
+            m.refresh()
+            pos += 1
+        m.write_back(table)
+        recv = table.column("recv_ns")
+        self.engine.tick(recv[-1].as_py(), table.column("mono_ns")[-1].as_py())
+        self.engine.outbox.clear()
+        out.flush()
+
+    def _slow(self, pos: int, run_id: str, group: int, table: pa.Table, decoded: Decoded,
+              conn: int, mkt: int) -> None:  # fmt: skip
+        """Give one row to the engine; turn what its consumers got into rows."""
+        engine = self.engine
+        d = table.column("dir")[pos].as_py()
+        raw = table.column("raw")[pos].as_py()
+        recv_ns = table.column("recv_ns")[pos].as_py()
+        mono_ns = table.column("mono_ns")[pos].as_py()
+        self.out.reserve(16)
+        if d == "in":
+            if table.column("opcode")[pos].as_py() == 2:
+                raw = BinaryMessage(raw)
+            engine.frame_received(raw, recv_ns, mono_ns, conn)
+        elif d == "out":
+            engine.command_sent(raw, recv_ns, mono_ns, conn)
+        else:
+            self._event(raw, recv_ns, mono_ns, conn, group)
+        gap = any(isinstance(o, GapDetected) and o.channel == TRADE_CHANNEL
+                  for o in engine.outbox)  # fmt: skip
+        engine.outbox.clear()
+        engine.take_blocking()
+        buf = self.trades_q.buffer
+        while buf:
+            frame = buf.popleft()
+            self.out.trade_frame(frame, self.runs[frame.conn // CONN_STRIDE],
+                                 frame.conn % CONN_STRIDE, valid=not gap)  # fmt: skip
+        buf = self.books_q.buffer
+        while buf:
+            self.mirror.delivered(buf.popleft(), pos, decoded, mkt, raw, self.out)
+
+    def _event(self, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int) -> None:
+        """A recorded connection event, as `ReplaySource` feeds it."""
+        try:
+            event = event_from_bytes(raw)
+        except EventError:
+            return
+        engine = self.engine
+        match event:
+            case Attempt():
+                engine.connection_attempt(recv_ns, mono_ns, group=group)
+            case AttemptFailed(will_retry=will_retry):
+                engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry, group=group)
+            case Opened(standby=standby):
+                engine.connection_opened(conn, recv_ns, mono_ns, standby=standby, group=group)
+            case Closed(code=code, reason=reason, will_reconnect=will_reconnect):
+                engine.connection_closed(conn, recv_ns, mono_ns, code=code, reason=reason,
+                                         will_reconnect=will_reconnect)  # fmt: skip
+            case RunStop():
+                self.ended[group] = (recv_ns, mono_ns)
+
+    def end_groups(self, current: int | None) -> None:
+        """Runs whose records ended: their end matters once another run goes on."""
+        for g in [g for g in self.ended if g != current]:
+            self.engine.group_ended(g, *self.ended.pop(g))
+            self.mirror.refresh()
+
+
+def derive_batches(
+    capture: Capture,
+    *,
+    markets: frozenset[str] | None = None,
+    runs: list[str] | None = None,
+    from_idx: dict[str, int] | None = None,
+    prepare: Callable[[Engine, dict[str, int], dict[str, int]], dict[str, int]] | None = None,
+    end_ns: int | None = None,
+    channels: tuple[str, ...] = (BOOK_CHANNEL, TRADE_CHANNEL),
+    changes: bool = True,
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Yield ("book_changes" | "quotes" | "trades", batch) in capture order (book_changes
+    only with `changes`: quotes alone need the books, not the rows).
+
+    `prepare(engine, groups, offsets)` may restore checkpoints before reading and
+    return the idx to read each run from (the seek of `replay.datasets.shards`).
+    """
+    pending: list[tuple[str, pa.RecordBatch]] = []
+    feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), changes)
+    all_runs = sorted(capture.runs)
+    offsets = {run: i * CONN_STRIDE for i, run in enumerate(all_runs)}
+    groups = {run: i + 1 for i, run in enumerate(all_runs)}
+    chosen = sorted(runs) if runs is not None else all_runs
+    if prepare is not None:
+        from_idx = prepare(feed.engine, groups, offsets)
+        feed.mirror.refresh()
+        restored = feed.mirror.load_engine_books(all_runs, CONN_STRIDE)
+        if restored and changes:
+            fields = [*schema.BOOK_CHANGES, pa.field("_frame", pa.int64())]
+            yield "book_changes", pa.RecordBatch.from_pylist(restored, schema=pa.schema(fields))
+    wanted = [c for c in channels if c in capture.channels]
+    if not chosen:
+        return
+    last_idx = {run: max(p.idx_hi for p in capture.runs[run].pieces) for run in chosen}
+    base = 0
+    windows = capture.read(wanted, columns=_COLUMNS, markets=markets, runs=chosen,
+                           from_idx=from_idx or {})  # fmt: skip
+    for run, table in _batched(windows, end_ns):
+        group = groups[run]
+        if feed.ended and any(g != group for g in feed.ended):
+            feed.end_groups(group)
+            yield from _drain(pending)
+        decoded = decode_window(table)
+        feed.window(run, group, offsets[run], table, decoded, base)
+        base += table.num_rows
+        if table.column("idx")[-1].as_py() >= last_idx[run]:
+            feed.ended.setdefault(group, (table.column("recv_ns")[-1].as_py(),
+                                          table.column("mono_ns")[-1].as_py()))  # fmt: skip
+        yield from _drain(pending)
+    feed.out.flush()
+    yield from _drain(pending)
+
+
+def _batched(windows: Iterator[Any], end_ns: int | None) -> Iterator[tuple[str, pa.Table]]:
+    """Consecutive windows of one run put together, up to `_BATCH_ROWS` rows (the decode
+    and the kernel pay per call); reading stops at the first window starting at `end_ns`."""
+    run: str | None = None
+    parts: list[pa.Table] = []
+    rows = 0
+    for window in windows:
+        if end_ns is not None and window.keys[0].as_py() >= end_ns:
+            break
+        if parts and (window.run_id != run or rows >= _BATCH_ROWS):
+            assert run is not None
+            yield run, pa.concat_tables(parts).combine_chunks()
+            parts, rows = [], 0
+        run = window.run_id
+        parts.append(window.table)
+        rows += window.table.num_rows
+    if parts:
+        assert run is not None
+        yield run, pa.concat_tables(parts).combine_chunks()
+
+
+def _drain(pending: list[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    while pending:
+        yield pending.pop(0)

@@ -1,0 +1,273 @@
+"""The compiled book kernel: frames as typed columns in, level changes and trades out.
+
+`replay.datasets.driver` hands this module a window of decoded frames as numpy
+columns and the state it mirrors from the engine (which wire each `(conn, sid)`
+is, each wire's last seq, which wire delivers each market's book). `run` walks
+the rows in order and takes every row the engine's own hot path would take the
+same way (docs/protocol.md sections 8.1, 9.1-9.5): an in-sequence delta or
+snapshot on a book the active connection delivers, an in-sequence trade. It
+stops at the first row that needs a decision (a gap, a duplicate, a new book, a
+control frame, a make-before-break overlap, a value finer than the units...):
+the driver gives that row to the engine itself, mirrors what it did, and calls
+`run` again from the next row. So the rules live in one place, `stream`; this
+kernel only repeats its arithmetic.
+
+Books are dense: per market two ladders of `PRICES` int64 sizes (1e-2 contracts)
+indexed by price (1e-4 dollars, 0..1 dollar), with the best bid of each kept
+incrementally. Compiled with numba (`cache=True`: the first call in a fresh
+environment compiles for a few seconds, later processes load the cache).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["NONE", "PRICES", "apply_delta", "gather", "load_levels", "quote", "run"]
+
+PRICES = 10_001  # prices 0..10000 in 1e-4 dollars
+NONE = np.int64(-(2**62))  # "no value" for int64 state (a wire's last seq)
+
+# row kinds (decode.py)
+K_OTHER, K_DELTA, K_TRADE, K_SNAPSHOT = 0, 1, 2, 3
+# wire roles (driver.py)
+W_SLOW, W_BOOK, W_TRADE = 0, 1, 2
+# book_changes kinds
+C_CLEAR, C_SNAPSHOT, C_DELTA = 0, 1, 2
+
+
+@njit(cache=True)
+def gather(data, starts, lengths, offsets, out):
+    """Copy byte spans data[starts[i]:starts[i]+lengths[i]] to out[offsets[i]:]."""
+    for i in range(starts.shape[0]):
+        o = offsets[i]
+        s = starts[i]
+        for j in range(lengths[i]):
+            out[o + j] = data[s + j]
+
+
+@njit(cache=True)
+def _rescan(books, best, m, s, start):
+    p = start
+    while p >= 0 and books[m, s, p] == 0:
+        p -= 1
+    best[m, s] = p
+
+
+@njit(cache=True)
+def apply_delta(books, best, m, s, p, d):
+    """Add d to level p of side s of market m; returns (changed, size after)."""
+    old = books[m, s, p]
+    if old == 0:
+        if d <= 0:
+            return False, np.int64(0)
+        books[m, s, p] = d
+        if p > best[m, s]:
+            best[m, s] = p
+        return True, d
+    new = old + d
+    if new > 0:
+        books[m, s, p] = new
+        return new != old, new
+    books[m, s, p] = 0
+    if best[m, s] == p:
+        _rescan(books, best, m, s, p - 1)
+    return True, np.int64(0)
+
+
+@njit(cache=True)
+def load_levels(books, best, m, s, prices, sizes):
+    """Set levels on a side already cleared; a repeated price keeps its last size."""
+    for k in range(prices.shape[0]):
+        books[m, s, prices[k]] = max(sizes[k], 0)
+    for k in range(prices.shape[0]):
+        p = prices[k]
+        if books[m, s, p] > 0 and p > best[m, s]:
+            best[m, s] = p
+
+
+@njit(cache=True)
+def _clear(books, best, m):
+    for s in range(2):
+        p = best[m, s]
+        while p >= 0:
+            books[m, s, p] = 0
+            p -= 1
+        best[m, s] = -1
+
+
+@njit(cache=True)
+def quote(books, best, qstate, m, valid, row, q_row, q_mkt, q_val, q_n, emit):
+    """After a frame changed market m: a quote row if its top of book (best YES bid and
+    size, YES ask = 1 - best NO bid and size) or validity changed since the last one.
+    With `emit` False, only remember the top (a restored book's)."""
+    b = best[m, 0]
+    a = best[m, 1]
+    bsz = books[m, 0, b] if b >= 0 else 0
+    ask = PRICES - 1 - a if a >= 0 else -1
+    asz = books[m, 1, a] if a >= 0 else 0
+    v = 1 if valid else 0
+    if (qstate[m, 0] == 1 and qstate[m, 1] == b and qstate[m, 2] == bsz
+            and qstate[m, 3] == ask and qstate[m, 4] == asz and qstate[m, 5] == v):  # fmt: skip
+        return
+    qstate[m, 0], qstate[m, 1], qstate[m, 2] = 1, b, bsz
+    qstate[m, 3], qstate[m, 4], qstate[m, 5] = ask, asz, v
+    if emit:
+        i = q_n[0]
+        q_row[i] = row
+        q_mkt[i] = m
+        q_val[i, 0], q_val[i, 1], q_val[i, 2], q_val[i, 3], q_val[i, 4] = b, bsz, ask, asz, v
+        q_n[0] = i + 1
+
+
+@njit(cache=True)
+def _emit_levels(books, m, s, prices, row, stamp, stamp_no, o_n,
+                 o_row, o_mkt, o_kind, o_side, o_price, o_size, o_delta, o_valid):  # fmt: skip
+    """Write one side's snapshot levels, in the frame's order (first occurrence)."""
+    stamp_no[0] += 1
+    sn = stamp_no[0]
+    for j in range(prices.shape[0]):
+        p = prices[j]
+        if books[m, s, p] > 0 and stamp[s, p] != sn:
+            stamp[s, p] = sn
+            o_row[o_n] = row
+            o_mkt[o_n] = m
+            o_kind[o_n] = C_SNAPSHOT
+            o_side[o_n] = s
+            o_price[o_n] = p
+            o_size[o_n] = books[m, s, p]
+            o_delta[o_n] = books[m, s, p]
+            o_valid[o_n] = True
+            o_n += 1
+    return o_n
+
+
+@njit(cache=True)
+def run(
+    pos, n, rk, conn, sid, seq, mkt, side, price, dsize, exact,
+    ys, ye, y_price, y_size, ns, ne, n_price, n_size,
+    wire_of, wire_last, wire_role, wire_lastrow, first_last,
+    market_wire, books, best, stamp, stamp_no,
+    o_row, o_mkt, o_kind, o_side, o_price, o_size, o_delta, o_valid, o_n, t_row, t_n,
+    qstate, q_row, q_mkt, q_val, q_n,
+):  # fmt: skip
+    """Process rows from `pos` while the engine's hot path would; return (the first
+    row not done, book_changes rows and trade rows written so far, whether it stopped
+    because an output buffer is full rather than for the engine)."""
+    cap = o_row.shape[0]
+    tcap = t_row.shape[0]
+    qcap = q_row.shape[0]
+    while pos < n:
+        k = rk[pos]
+        if k == K_OTHER or not exact[pos]:
+            return pos, o_n, t_n, False
+        c = conn[pos]
+        s_id = sid[pos]
+        if c < 0 or s_id < 0 or s_id >= wire_of.shape[1]:
+            return pos, o_n, t_n, False
+        w = wire_of[c, s_id]
+        if w < 0:
+            return pos, o_n, t_n, False
+        q = seq[pos]
+        last = wire_last[w]
+        if k == K_TRADE:
+            if wire_role[w] != W_TRADE:
+                return pos, o_n, t_n, False
+            if last == NONE:
+                last = first_last
+            if t_n >= tcap:
+                return pos, o_n, t_n, True
+            if last == NONE or q != last + 1:
+                return pos, o_n, t_n, False
+            wire_last[w] = q
+            wire_lastrow[w] = pos
+            t_row[t_n] = pos
+            t_n += 1
+            pos += 1
+            continue
+        m = mkt[pos]
+        if wire_role[w] != W_BOOK or m < 0 or market_wire[m] != w or last == NONE:
+            return pos, o_n, t_n, False
+        if q != last + 1:
+            return pos, o_n, t_n, False
+        if o_n >= cap or q_n[0] >= qcap:
+            return pos, o_n, t_n, True
+        if k == K_DELTA:
+            s = side[pos]
+            p = price[pos]
+            if s < 0 or p < 0 or p >= books.shape[2]:
+                return pos, o_n, t_n, False
+            wire_last[w] = q
+            changed, after = apply_delta(books, best, m, s, p, dsize[pos])
+            if changed:
+                o_row[o_n] = pos
+                o_mkt[o_n] = m
+                o_kind[o_n] = C_DELTA
+                o_side[o_n] = s
+                o_price[o_n] = p
+                o_size[o_n] = after
+                o_delta[o_n] = dsize[pos]
+                o_valid[o_n] = True
+                o_n += 1
+                quote(books, best, qstate, m, True, pos, q_row, q_mkt, q_val, q_n, True)
+            pos += 1
+            continue
+        # K_SNAPSHOT on a book already delivered: replace it
+        a, b, c2, d2 = ys[pos], ye[pos], ns[pos], ne[pos]
+        if o_n + 1 + (b - a) + (d2 - c2) > cap:
+            return pos, o_n, t_n, True
+        for j in range(a, b):
+            if y_price[j] < 0 or y_price[j] >= books.shape[2]:
+                return pos, o_n, t_n, False
+        for j in range(c2, d2):
+            if n_price[j] < 0 or n_price[j] >= books.shape[2]:
+                return pos, o_n, t_n, False
+        wire_last[w] = q
+        _clear(books, best, m)
+        o_row[o_n] = pos
+        o_mkt[o_n] = m
+        o_kind[o_n] = C_CLEAR
+        o_side[o_n] = -1
+        o_valid[o_n] = True
+        o_n += 1
+        load_levels(books, best, m, 0, y_price[a:b], y_size[a:b])
+        load_levels(books, best, m, 1, n_price[c2:d2], n_size[c2:d2])
+        o_n = _emit_levels(
+            books,
+            m,
+            0,
+            y_price[a:b],
+            pos,
+            stamp,
+            stamp_no,
+            o_n,
+            o_row,
+            o_mkt,
+            o_kind,
+            o_side,
+            o_price,
+            o_size,
+            o_delta,
+            o_valid,
+        )
+        o_n = _emit_levels(
+            books,
+            m,
+            1,
+            n_price[c2:d2],
+            pos,
+            stamp,
+            stamp_no,
+            o_n,
+            o_row,
+            o_mkt,
+            o_kind,
+            o_side,
+            o_price,
+            o_size,
+            o_delta,
+            o_valid,
+        )
+        quote(books, best, qstate, m, True, pos, q_row, q_mkt, q_val, q_n, True)
+        pos += 1
+    return pos, o_n, t_n, False

@@ -1,0 +1,219 @@
+"""Row buffers and their conversion to Arrow: the kernel's integers become exact decimals.
+
+`Outputs` holds the numpy buffers the kernel and the driver write book_changes and
+trade rows into (one window at a time), and `flush` turns them into Arrow record
+batches of `replay.datasets.schema`: units become `decimal128` by writing the
+integers straight into the decimal's 128-bit little-endian buffer (a price of
+5600 units is 0.5600 at scale 4), never through float or Python objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replay.datasets import schema
+from replay.datasets.schema import decimals
+
+__all__ = ["Outputs", "nullable"]
+
+_KINDS = pa.array([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
+_SIDES = pa.array(["yes", "no"])
+_CAP = 1 << 16
+
+
+def nullable(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    return pa.array(values, dtype, mask=~valid)
+
+
+class Outputs:
+    """book_changes and trade row buffers for the window being derived."""
+
+    def __init__(self, emit: Callable[[pa.RecordBatch, str], None], changes: bool = True) -> None:
+        self._emit = emit
+        self.changes = changes  # build book_changes batches (else only count them away)
+        self.row = np.zeros(_CAP, np.int64)
+        self.mkt = np.zeros(_CAP, np.int32)
+        self.kind = np.zeros(_CAP, np.int8)
+        self.side = np.zeros(_CAP, np.int8)
+        self.price = np.zeros(_CAP, np.int64)
+        self.size = np.zeros(_CAP, np.int64)
+        self.delta = np.zeros(_CAP, np.int64)
+        self.valid = np.zeros(_CAP, np.bool_)
+        self.t_row = np.zeros(_CAP // 4, np.int64)
+        self.t_valid = np.ones(_CAP // 4, np.bool_)
+        self.q_row = np.zeros(_CAP // 2, np.int64)
+        self.q_mkt = np.zeros(_CAP // 2, np.int32)
+        self.q_val = np.zeros((_CAP // 2, 5), np.int64)
+        self.q_n = np.zeros(1, np.int64)
+        self.n = 0
+        self.t_n = 0
+        self.names: list[str] = []
+        self._ctx: tuple[str, pa.Table, Any, int] | None = None
+
+    def begin(self, run_id: str, table: pa.Table, decoded: Any, frame_base: int,
+              names: list[str]) -> None:  # fmt: skip
+        self.flush()
+        self._ctx = (run_id, table, decoded, frame_base)
+        self.names = names
+
+    def reserve(self, rows: int) -> None:
+        if self.n + rows > len(self.row):
+            self.flush()
+            if rows > len(self.row):
+                for name in ("row", "mkt", "kind", "side", "price", "size", "delta", "valid"):
+                    setattr(self, name, np.zeros(rows, getattr(self, name).dtype))
+        if self.t_n + 1 > len(self.t_row) or self.q_n[0] + rows > len(self.q_row):
+            self.flush()
+
+    def emit(self, row: int, m: int, kind: int, side: int, price: int, size: int,
+             delta: int, valid: bool) -> None:  # fmt: skip
+        i = self.n
+        self.row[i], self.mkt[i], self.kind[i], self.side[i] = row, m, kind, side
+        self.price[i], self.size[i], self.delta[i], self.valid[i] = price, size, delta, valid
+        self.n = i + 1
+
+    def trade_frame(self, frame: Any, run_id: str, conn: int, valid: bool) -> None:
+        """A trade the engine delivered (from any row, held ones included): one row,
+        parsed from its own bytes, after the rows already buffered."""
+        if self.t_n:
+            self._emit(self._trade_batch(), "trades")
+            self.t_valid[: self.t_n] = True
+            self.t_n = 0
+        self._emit(trade_batch(frame, run_id, conn, valid), "trades")
+
+    def trade(self, row: int, valid: bool) -> None:
+        self.t_row[self.t_n] = row
+        self.t_valid[self.t_n] = valid
+        self.t_n += 1
+
+    def flush(self) -> None:
+        if self._ctx is None:
+            return
+        if self.n:
+            if self.changes:
+                self._emit(self._book_batch(), "book_changes")
+            self.n = 0
+        if self.t_n:
+            self._emit(self._trade_batch(), "trades")
+            self.t_valid[: self.t_n] = True
+            self.t_n = 0
+        if self.q_n[0]:
+            self._emit(self._quote_batch(), "quotes")
+            self.q_n[0] = 0
+
+    def _context(self, rows: np.ndarray) -> dict[str, pa.Array]:
+        assert self._ctx is not None
+        run_id, table, decoded, _ = self._ctx
+        idx = pa.array(rows)
+        seq_ok = np.asarray(decoded.seq_valid)[rows]
+        sid = decoded.sid[rows]
+        ts = decoded.ts_ms.take(idx)
+        return {
+            "recv_ns": table.column("recv_ns").take(idx).combine_chunks(),
+            "exchange_ns": pc.multiply(ts.cast(pa.int64()), 1_000_000),
+            "run_id": pa.nulls(len(rows), pa.string()).fill_null(run_id),
+            "conn": table.column("conn").take(idx).combine_chunks().cast(pa.int32()),
+            "sid": nullable(sid, sid >= 0, pa.int32()),
+            "seq": nullable(decoded.seq[rows], seq_ok, pa.int64()),
+        }
+
+    def _book_batch(self) -> pa.RecordBatch:
+        n = self.n
+        rows = self.row[:n].copy()
+        cols = self._context(rows)
+        kind = self.kind[:n]
+        level = kind != 0
+        names = pa.array(self.names, pa.string())
+        cols["market"] = names.take(pa.array(self.mkt[:n]))
+        cols["kind"] = _KINDS.take(pa.array(kind))
+        side = self.side[:n]
+        cols["side"] = _SIDES.take(pa.array(np.where(level, side, 0), mask=~level))
+        cols["price"] = decimals(self.price[:n], schema.PRICE, level)
+        cols["size"] = decimals(self.size[:n], schema.SIZE, level)
+        cols["delta"] = decimals(self.delta[:n], schema.SIZE, level)
+        # a snapshot's rows (its clear included); a clear at a break is not one
+        cols["is_snapshot"] = pa.array((kind == 1) | ((kind == 0) & self.valid[:n]))
+        cols["valid"] = pa.array(self.valid[:n].copy())
+        assert self._ctx is not None
+        frame = pa.array(rows + self._ctx[3])
+        arrays = [cols[f.name] for f in schema.BOOK_CHANGES] + [frame]
+        names_out = [*schema.BOOK_CHANGES.names, "_frame"]
+        return pa.RecordBatch.from_arrays(arrays, names=names_out)
+
+    def _quote_batch(self) -> pa.RecordBatch:
+        n = int(self.q_n[0])
+        rows = self.q_row[:n].copy()
+        cols = self._context(rows)
+        q = self.q_val[:n]
+        bid, bsz, ask, asz = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+        has_b, has_a = bid >= 0, ask >= 0
+        both = has_b & has_a
+        cols["market"] = pa.array(self.names, pa.string()).take(pa.array(self.q_mkt[:n]))
+        cols |= {
+            "bid": decimals(bid, schema.PRICE, has_b),
+            "bid_size": decimals(bsz, schema.SIZE, has_b),
+            "ask": decimals(ask, schema.PRICE, has_a),
+            "ask_size": decimals(asz, schema.SIZE, has_a),
+            "mid": decimals((bid + ask) * 5, schema.MID, both),
+            "spread": decimals(ask - bid, schema.PRICE, both),
+            "valid": pa.array(q[:, 4] == 1),
+        }
+        arrays = [cols[f.name] for f in schema.QUOTES]
+        return pa.RecordBatch.from_arrays(arrays, schema=schema.QUOTES)
+
+    def _trade_batch(self) -> pa.RecordBatch:
+        from replay.datasets.decode import trade_columns
+
+        assert self._ctx is not None
+        rows = self.t_row[: self.t_n].copy()
+        cols = self._context(rows)
+        cols.update(trade_columns(self._ctx[2], rows))
+        cols["valid"] = pa.array(self.t_valid[: self.t_n].copy())
+        cols["exchange_ns"] = cols.pop("exchange_ns_t")
+        arrays = [cols[f.name] for f in schema.TRADES]
+        return pa.RecordBatch.from_arrays(arrays, schema=schema.TRADES)
+
+
+def _scaled(value: Any, digits: int) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        number = Decimal(str(value)).scaleb(digits)
+    except ArithmeticError:
+        return None
+    return number if number == number.to_integral_value() else None
+
+
+def trade_batch(frame: Any, run_id: str, conn: int, valid: bool) -> pa.RecordBatch:
+    """One trades row from a delivered `stream.events.Frame` (exact, by `stream.fixed`'s
+    rules: current dollar strings, or legacy cents and counts)."""
+    msg = json.loads(bytes(frame.raw)).get("msg") or {}
+    current = "yes_price_dollars" in msg
+    yes = _scaled(msg.get("yes_price_dollars") if current else msg.get("yes_price"),
+                  4 if current else 2)  # fmt: skip
+    no = _scaled(msg.get("no_price_dollars") if current else msg.get("no_price"),
+                 4 if current else 2)  # fmt: skip
+    count = _scaled(msg.get("count_fp", msg.get("count")), 2)
+    ts_ms, ts = msg.get("ts_ms"), msg.get("ts")
+    exchange = ts_ms * 1_000_000 if isinstance(ts_ms, int) else (
+        ts * 1_000_000_000 if isinstance(ts, int) else None)  # fmt: skip
+    side = msg.get("taker_side", msg.get("taker_outcome_side"))
+    row = {
+        "recv_ns": frame.recv_ns, "exchange_ns": exchange, "run_id": run_id, "conn": conn,
+        "sid": frame.sid, "seq": frame.seq, "trade_id": msg.get("trade_id"),
+        "market": frame.market_ticker,
+        "yes_price": None if yes is None else yes.scaleb(-4),
+        "no_price": None if no is None else no.scaleb(-4),
+        "count": None if count is None else count.scaleb(-2),
+        "taker_side": None if side is None else str(side).lower(), "valid": valid,
+        "yes_price_f": None if yes is None else float(yes) / 1e4,
+        "count_f": None if count is None else float(count) / 1e2,
+    }  # fmt: skip
+    return pa.RecordBatch.from_pylist([row], schema=schema.TRADES)

@@ -1,0 +1,304 @@
+"""A compiled scanner of frame JSON: the fields book and trade frames route by, in bulk.
+
+`scan` walks every frame of a window once (numba, over the Arrow binary buffer
+itself) and validates it as JSON while it picks out what the kernel needs: `type`,
+`sid`, `seq`, and in `msg` the market, side, price, delta and `ts_ms` of a delta.
+Numbers become exact integers in the wire's units (the rules of `stream.fixed`:
+digits only, never float; a value finer than the unit is not exact). Anything it
+is not sure of (a string with escapes, a repeated key, a non-integer sid, JSON it
+cannot validate) marks the row not ok, and the row goes to the engine, which
+decides it as it always does. It also reads a snapshot's ladders and a trade's
+fields. The JSON primitives are in `replay.datasets.scan_json`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from replay.datasets.scan_json import (
+    int_at,
+    key,
+    ladder,
+    scalar,
+    skip,
+    string,
+    value_units,
+    ws,
+)
+
+__all__ = ["KEYS", "TYPES", "scan"]
+
+#: Types the kernel knows (index + 1 is the kernel's row kind): see kernel.K_*.
+TYPES = ("orderbook_delta", "trade", "orderbook_snapshot")
+_TOP = ("type", "sid", "seq", "msg")
+_MSG = (
+    "market_ticker",
+    "side",
+    "price_dollars",
+    "delta_fp",
+    "price",
+    "delta",
+    "ts_ms",
+    "trade_id",
+    "yes_price_dollars",
+    "no_price_dollars",
+    "yes_price",
+    "no_price",
+    "count_fp",
+    "count",
+    "taker_side",
+    "taker_outcome_side",
+    "ts",
+    "yes_dollars_fp",
+    "no_dollars_fp",
+    "yes",
+    "no",
+)
+KEYS = _TOP + _MSG
+
+
+def _table(words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(w) for w in words)
+    table = np.zeros((len(words), width), np.uint8)
+    for i, w in enumerate(words):
+        table[i, : len(w)] = np.frombuffer(w.encode(), np.uint8)
+    return table, np.array([len(w) for w in words], np.int64)
+
+
+TOP_KEYS, TOP_LEN = _table(_TOP)
+MSG_KEYS, MSG_LEN = _table(_MSG)
+TYPE_NAMES, TYPE_LEN = _table(TYPES)
+
+
+@njit(cache=True)
+def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
+         ts_ms, ts_ok, ok, stack, tr, lv, lv_p, lv_s):  # fmt: skip
+    """Scan every frame (see the module docstring); `ok[r]` False: give it to the engine.
+
+    `tr[r]` gets a trade's fields: trade_id span (0, 1), taker side span (2, 3; the
+    outcome side's at 4, 5), YES price, NO price, count in units and whether each is
+    present and exact (6..11: value, flag pairs; current forms first, legacy at
+    12..17), `ts` seconds and its flag (18, 19)."""
+    n = rtype.shape[0]
+    cur = 0
+    for r in range(n):
+        lv[r, 0] = lv[r, 1] = lv[r, 2] = lv[r, 3] = cur
+        lv[r, 4] = 1  # the snapshot's levels are all exact, current-form, in range
+        for c in range(tr.shape[1]):
+            tr[r, c] = 0
+        tr[r, 1] = tr[r, 3] = tr[r, 5] = -1
+        a, e = offsets[r], offsets[r + 1]
+        rtype[r] = 0
+        sid[r] = -1
+        seq[r] = 0
+        seq_ok[r] = False
+        m0[r] = 0
+        m1[r] = -1
+        side[r] = -1
+        price[r] = 0
+        dsize[r] = 0
+        num_ok[r] = False
+        ts_ms[r] = 0
+        ts_ok[r] = False
+        ok[r] = False
+        i = ws(data, a, e)
+        if i >= e or data[i] != 123:
+            continue
+        i = ws(data, i + 1, e)
+        good = True
+        seen = 0
+        p_cur = p_leg = d_cur = d_leg = False
+        pv = pl = dv = dl = 0
+        p_ok = pl_ok = d_ok = dl_ok = True
+        if i < e and data[i] == 125:
+            i += 1
+        else:
+            while good:
+                if i >= e or data[i] != 34:
+                    good = False
+                    break
+                j, esc = string(data, i, e)
+                if j < 0 or esc:
+                    good = False
+                    break
+                k = key(data, i + 1, j - 1, TOP_KEYS, TOP_LEN)
+                i = ws(data, j, e)
+                if i >= e or data[i] != 58:
+                    good = False
+                    break
+                i = ws(data, i + 1, e)
+                if i >= e:
+                    good = False
+                    break
+                if k >= 0:
+                    if seen & (1 << k):
+                        good = False
+                        break
+                    seen |= 1 << k
+                if k == 0:  # type
+                    if data[i] != 34:
+                        j = skip(data, i, e, stack)
+                    else:
+                        j, esc = string(data, i, e)
+                        t = key(data, i + 1, j - 1, TYPE_NAMES, TYPE_LEN) if j > 0 else -1
+                        if esc:
+                            good = False
+                        rtype[r] = t + 1
+                elif k == 1 or k == 2:  # sid, seq
+                    if data[i] == 110:
+                        j = scalar(data, i, e)
+                    else:
+                        j, v, integer = int_at(data, i, e)
+                        if not integer:
+                            good = False
+                        elif k == 1:
+                            sid[r] = v
+                        else:
+                            seq[r] = v
+                            seq_ok[r] = True
+                elif k == 3 and data[i] == 123:  # msg
+                    i = ws(data, i + 1, e)
+                    mseen = 0
+                    if i < e and data[i] == 125:
+                        j = i + 1
+                    else:
+                        while True:
+                            if i >= e or data[i] != 34:
+                                good = False
+                                break
+                            j, esc = string(data, i, e)
+                            if j < 0 or esc:
+                                good = False
+                                break
+                            q = key(data, i + 1, j - 1, MSG_KEYS, MSG_LEN)
+                            i = ws(data, j, e)
+                            if i >= e or data[i] != 58:
+                                good = False
+                                break
+                            i = ws(data, i + 1, e)
+                            if i >= e:
+                                good = False
+                                break
+                            if q >= 0:
+                                if mseen & (1 << q):
+                                    good = False
+                                    break
+                                mseen |= 1 << q
+                            if q == 0 or q == 1:  # market_ticker, side
+                                if data[i] == 34:
+                                    j, esc = string(data, i, e)
+                                    if esc:
+                                        good = False
+                                    elif q == 0:
+                                        m0[r], m1[r] = i + 1, j - 1
+                                    elif (
+                                        j - i == 5
+                                        and data[i + 1] == 121
+                                        and data[i + 2] == 101
+                                        and data[i + 3] == 115
+                                    ):
+                                        side[r] = 0
+                                    elif j - i == 4 and data[i + 1] == 110 and data[i + 2] == 111:
+                                        side[r] = 1
+                                    else:
+                                        side[r] = 2
+                                else:
+                                    j = skip(data, i, e, stack)
+                                    if data[i] != 110:
+                                        good = False
+                            elif q == 2:
+                                j, pv, p_cur, p_ok = value_units(data, i, e, 4)
+                            elif q == 3:
+                                j, dv, d_cur, d_ok = value_units(data, i, e, 2)
+                            elif q == 4:
+                                j, pl, p_leg, pl_ok = value_units(data, i, e, 2)
+                            elif q == 5:
+                                j, dl, d_leg, dl_ok = value_units(data, i, e, 2)
+                            elif q == 6:
+                                if data[i] == 110:
+                                    j = scalar(data, i, e)
+                                else:
+                                    j, v, integer = int_at(data, i, e)
+                                    if integer:
+                                        ts_ms[r] = v
+                                        ts_ok[r] = True
+                            elif q == 7 or q == 14 or q == 15:  # trade_id, taker sides
+                                if data[i] == 34:
+                                    j, esc = string(data, i, e)
+                                    if not esc and j > 0:
+                                        col = 0 if q == 7 else (2 if q == 14 else 4)
+                                        tr[r, col], tr[r, col + 1] = i + 1, j - 1
+                                else:
+                                    j = skip(data, i, e, stack)
+                            elif 8 <= q <= 13:  # prices and counts, current then legacy
+                                digits = 4 if q <= 9 else 2
+                                col = (6, 8, 12, 14, 10, 16)[q - 8]
+                                j, v, present, exact = value_units(data, i, e, digits)
+                                tr[r, col] = v
+                                tr[r, col + 1] = 1 if present and exact else (2 if present else 0)
+                            elif q == 17 or q == 18:  # snapshot ladders
+                                if data[i] == 110:
+                                    j = scalar(data, i, e)
+                                    lv[r, 2 * (q - 17)] = lv[r, 2 * (q - 17) + 1] = cur
+                                else:
+                                    lv[r, 2 * (q - 17)] = cur
+                                    j, cur, exact = ladder(data, i, e, lv_p, lv_s, cur)
+                                    lv[r, 2 * (q - 17) + 1] = cur
+                                    if j < 0:
+                                        j = skip(data, i, e, stack)
+                                        lv[r, 4] = 0
+                                    elif not exact:
+                                        lv[r, 4] = 0
+                            elif q == 19 or q == 20:  # legacy ladders: the engine's
+                                j = skip(data, i, e, stack)
+                                lv[r, 4] = 0
+                            elif q == 16:  # ts, seconds
+                                if data[i] == 110 or data[i] == 34:
+                                    j = skip(data, i, e, stack)
+                                else:
+                                    j, v, integer = int_at(data, i, e)
+                                    if integer:
+                                        tr[r, 18], tr[r, 19] = v, 1
+                            else:
+                                j = skip(data, i, e, stack)
+                            if j < 0 or not good:
+                                good = False
+                                break
+                            i = ws(data, j, e)
+                            if i < e and data[i] == 44:
+                                i = ws(data, i + 1, e)
+                                continue
+                            if i < e and data[i] == 125:
+                                j = i + 1
+                                break
+                            good = False
+                            break
+                else:
+                    j = skip(data, i, e, stack)
+                if j < 0 or not good:
+                    good = False
+                    break
+                i = ws(data, j, e)
+                if i < e and data[i] == 44:
+                    i = ws(data, i + 1, e)
+                    continue
+                if i < e and data[i] == 125:
+                    i += 1
+                    break
+                good = False
+        if not good or ws(data, i, e) != e:
+            rtype[r] = 0
+            continue
+        ok[r] = True
+        if p_cur:
+            price[r] = pv
+        elif p_leg:
+            price[r] = pl
+            p_ok = pl_ok
+        if d_cur:
+            dsize[r] = dv
+        elif d_leg:
+            dsize[r] = dl
+            d_ok = dl_ok
+        num_ok[r] = (p_cur or p_leg) and (d_cur or d_leg) and p_ok and d_ok

@@ -1,0 +1,282 @@
+"""JSON primitives for the compiled frame scanner (`replay.datasets.scan`), in numba.
+
+Each walks bytes of one frame and returns where the value it read ends (-1: not
+valid JSON there): strings (and whether they had escapes), numbers (and whether
+integral), literals, whole values of any depth (`skip`, on an explicit stack),
+keys matched against a table, decimal text as exact integers of the wire's units
+(`units`: digits only, never float; a nonzero digit finer than the unit is not
+exact), and a snapshot's `[[price, size], ...]` ladder.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+__all__ = ["int_at", "key", "ladder", "scalar", "skip", "string", "units", "value_units", "ws"]
+
+
+@njit(cache=True)
+def ws(d, i, e):
+    while i < e and (d[i] == 32 or d[i] == 10 or d[i] == 13 or d[i] == 9):
+        i += 1
+    return i
+
+
+@njit(cache=True)
+def string(d, i, e):
+    """d[i] is '"': (end after the closing quote or -1, whether it had escapes)."""
+    i += 1
+    esc = False
+    while i < e:
+        c = d[i]
+        if c == 34:
+            return i + 1, esc
+        if c == 92:
+            esc = True
+            i += 2
+            continue
+        if c < 32:
+            return -1, esc
+        i += 1
+    return -1, esc
+
+
+@njit(cache=True)
+def number(d, i, e):
+    """(end, is an integer) of a JSON number at i, end -1 if malformed."""
+    start = i
+    if i < e and d[i] == 45:
+        i += 1
+    if i >= e or not 48 <= d[i] <= 57:
+        return -1, False
+    if d[i] == 48 and i + 1 < e and 48 <= d[i + 1] <= 57:
+        return -1, False
+    while i < e and 48 <= d[i] <= 57:
+        i += 1
+    integer = True
+    if i < e and d[i] == 46:
+        integer = False
+        i += 1
+        if i >= e or not 48 <= d[i] <= 57:
+            return -1, False
+        while i < e and 48 <= d[i] <= 57:
+            i += 1
+    if i < e and (d[i] == 101 or d[i] == 69):
+        integer = False
+        i += 1
+        if i < e and (d[i] == 43 or d[i] == 45):
+            i += 1
+        if i >= e or not 48 <= d[i] <= 57:
+            return -1, False
+        while i < e and 48 <= d[i] <= 57:
+            i += 1
+    return (i if i > start else -1), integer
+
+
+@njit(cache=True)
+def scalar(d, i, e):
+    """End of a JSON string, number or literal at i, or -1."""
+    c = d[i]
+    if c == 34:
+        j, _ = string(d, i, e)
+        return j
+    if c == 116 and i + 4 <= e and d[i + 1] == 114 and d[i + 2] == 117 and d[i + 3] == 101:
+        return i + 4
+    if (c == 102 and i + 5 <= e and d[i + 1] == 97 and d[i + 2] == 108 and d[i + 3] == 115
+            and d[i + 4] == 101):  # fmt: skip
+        return i + 5
+    if c == 110 and i + 4 <= e and d[i + 1] == 117 and d[i + 2] == 108 and d[i + 3] == 108:
+        return i + 4
+    j, _ = number(d, i, e)
+    return j
+
+
+@njit(cache=True)
+def skip(d, i, e, stack):
+    """End of the JSON value at i, validated (containers walked on `stack`), or -1."""
+    sp = 0
+    state = 0  # 0: a value is expected, 1: after a value, 2: a key is expected
+    while True:
+        i = ws(d, i, e)
+        if i >= e:
+            return -1
+        c = d[i]
+        if state == 0:
+            if c == 123 or c == 91:
+                if sp >= stack.shape[0]:
+                    return -1
+                stack[sp] = 1 if c == 123 else 2
+                sp += 1
+                i = ws(d, i + 1, e)
+                if i < e and d[i] == (125 if c == 123 else 93):
+                    sp -= 1
+                    i += 1
+                    state = 1
+                    if sp == 0:
+                        return i
+                else:
+                    state = 2 if c == 123 else 0
+                continue
+            i = scalar(d, i, e)
+            if i < 0:
+                return -1
+            if sp == 0:
+                return i
+            state = 1
+        elif state == 1:
+            if c == 44:
+                i += 1
+                state = 2 if stack[sp - 1] == 1 else 0
+            elif (c == 125 and stack[sp - 1] == 1) or (c == 93 and stack[sp - 1] == 2):
+                sp -= 1
+                i += 1
+                if sp == 0:
+                    return i
+            else:
+                return -1
+        else:
+            if c != 34:
+                return -1
+            i, _ = string(d, i, e)
+            if i < 0:
+                return -1
+            i = ws(d, i, e)
+            if i >= e or d[i] != 58:
+                return -1
+            i += 1
+            state = 0
+
+
+@njit(cache=True)
+def key(d, a, b, keys, lens):
+    n = b - a
+    for k in range(keys.shape[0]):
+        if lens[k] != n:
+            continue
+        same = True
+        for j in range(n):
+            if d[a + j] != keys[k, j]:
+                same = False
+                break
+        if same:
+            return k
+    return -1
+
+
+@njit(cache=True)
+def units(d, a, b, digits):
+    """(value * 10**digits, exact) of the decimal text d[a:b] (see kernel.parse_units)."""
+    if a >= b:
+        return 0, False
+    neg = False
+    if d[a] == 45:
+        neg = True
+        a += 1
+    value = 0
+    frac = -1
+    seen = 0
+    for j in range(a, b):
+        c = d[j]
+        if c == 46:
+            if frac >= 0:
+                return 0, False
+            frac = 0
+        elif 48 <= c <= 57:
+            seen += 1
+            if frac >= 0:
+                frac += 1
+                if frac > digits:
+                    if c != 48:
+                        return 0, False
+                    continue
+            value = value * 10 + (c - 48)
+            if value > 10**15:
+                return 0, False
+        else:
+            return 0, False
+    if seen == 0:
+        return 0, False
+    if frac < 0:
+        frac = 0
+    for _ in range(digits - min(frac, digits)):
+        value *= 10
+    return (-value if neg else value), True
+
+
+@njit(cache=True)
+def value_units(d, i, e, digits):
+    """(end, value, present, exact) of a number sent as a string or a JSON number."""
+    if d[i] == 34:
+        j, esc = string(d, i, e)
+        if j < 0:
+            return -1, 0, False, False
+        v, ok = units(d, i + 1, j - 1, digits)
+        return j, v, True, ok and not esc
+    if d[i] == 110:  # null: absent
+        return scalar(d, i, e), 0, False, True
+    j, _ = number(d, i, e)
+    if j < 0:
+        return -1, 0, False, False
+    v, ok = units(d, i, j, digits)
+    return j, v, True, ok
+
+
+@njit(cache=True)
+def ladder(d, i, e, lv_p, lv_s, cur):
+    """A ladder [[price, size], ...] at i into lv_p/lv_s from `cur`: (end or -1 when it is
+    not that shape, the new cursor, whether every value was exact and fits)."""
+    start = cur
+    exact = True
+    if d[i] != 91:
+        return -1, start, False
+    i = ws(d, i + 1, e)
+    if i < e and d[i] == 93:
+        return i + 1, cur, True
+    while True:
+        if i >= e or d[i] != 91:
+            return -1, start, False
+        i = ws(d, i + 1, e)
+        if i >= e:
+            return -1, start, False
+        j, p, present, p_ok = value_units(d, i, e, 4)
+        if j < 0 or not present:
+            return -1, start, False
+        i = ws(d, j, e)
+        if i >= e or d[i] != 44:
+            return -1, start, False
+        i = ws(d, i + 1, e)
+        if i >= e:
+            return -1, start, False
+        j, q, present, q_ok = value_units(d, i, e, 2)
+        if j < 0 or not present:
+            return -1, start, False
+        i = ws(d, j, e)
+        if i >= e or d[i] != 93:
+            return -1, start, False
+        if cur >= lv_p.shape[0]:
+            exact = False  # out of room: the engine reads this one
+        else:
+            lv_p[cur] = p
+            lv_s[cur] = q
+            cur += 1
+        exact = exact and p_ok and q_ok and 0 <= p <= 10_000
+        i = ws(d, i + 1, e)
+        if i < e and d[i] == 44:
+            i = ws(d, i + 1, e)
+            continue
+        if i < e and d[i] == 93:
+            return i + 1, cur, exact
+        return -1, start, False
+
+
+@njit(cache=True)
+def int_at(d, i, e):
+    """(end, value, is an integer literal) at i."""
+    j, integer = number(d, i, e)
+    if j < 0 or not integer or j - i > 18:
+        return j, 0, False
+    v = 0
+    neg = d[i] == 45
+    for k in range(i + (1 if neg else 0), j):
+        v = v * 10 + (d[k] - 48)
+    return j, (-v if neg else v), True

@@ -1,0 +1,154 @@
+"""`derive` and `kalshi-tape derive`: Hive Parquet that every reader opens, incremental
+runs, the manifest, the SQL views, `table` and `compute`, day shards on Dask."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from replay import connect
+from replay.datasets import compute, derive, table
+from schemas.errors import ConfigError
+from tests.replay.capture_factory import (
+    BASE_NS,
+    M1,
+    RUN_B,
+    RunBuilder,
+    build_standard_capture,
+    subscribe,
+    subscribed,
+    trade,
+    write_rows,
+)
+
+SAMPLE = Path(__file__).resolve().parents[3] / "examples" / "sample"
+ALL = "book_changes,quotes,trades,depth:3@1s,bars:1m"
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    root = tmp_path / "capture"
+    shutil.copytree(SAMPLE, root, ignore=shutil.ignore_patterns("_datasets"))
+    return root
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "kalshi-tape"
+    return subprocess.run([str(exe), *args],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_derive_writes_hive_parquet_every_reader_opens(sample: Path) -> None:
+    report = derive(sample, datasets=ALL)
+    out = sample / "_datasets"
+    assert report.built["quotes"] == ["2026-11-21"]
+    for folder in ("book_changes", "quotes", "trades", "depth_3_1s", "bars_1m"):
+        files = list((out / folder).glob("date=*/*.parquet"))
+        assert [f.parent.name for f in files] == ["date=2026-11-21"], folder
+    quotes = pads.dataset(out / "quotes", partitioning="hive").to_table()
+    assert quotes.schema.field("bid").type == pa.decimal128(12, 4)
+    assert quotes.num_rows == report.rows["quotes"]
+    assert pl.scan_parquet(out / "bars_1m" / "**" / "*.parquet").collect().height == (
+        report.rows["bars:1m"])  # fmt: skip
+    spreads = duckdb.sql(
+        f"SELECT max(spread) FROM read_parquet('{out}/quotes/*/*.parquet', hive_partitioning=1)"
+    ).fetchall()[0]
+    assert 0 < spreads[0] <= 1
+    # the same rows as on the fly
+    assert table(sample, "quotes").equals(compute(sample, "quotes"))
+
+
+def test_a_second_run_derives_only_the_days_whose_files_changed(tmp_path: Path) -> None:
+    build_standard_capture(tmp_path)
+    first = derive(tmp_path, datasets="trades,quotes")
+    assert first.built["trades"] == ["2026-11-21", "2026-11-22"]
+    again = derive(tmp_path, datasets="trades,quotes")
+    assert again.built == {} and again.fresh["trades"] == ["2026-11-21", "2026-11-22"]
+    # a new segment lands on the second day
+    b = RunBuilder(tmp_path, RUN_B, BASE_NS + 17 * 3600 * 1_000_000_000, next_idx=100)
+    b.send(subscribe(7, ["trade"]))
+    b.receive(subscribed(7, "trade", 9))
+    b.receive(trade(9, 1, M1, "0.5300", "0.4700", "1.00"))
+    write_rows(tmp_path, b.records, RUN_B, 1)
+    third = derive(tmp_path, datasets="trades,quotes")
+    assert third.built["trades"] == ["2026-11-22"] and third.fresh["trades"] == ["2026-11-21"]
+    day2 = table(tmp_path, "trades", start="2026-11-22")
+    assert "0.5300" in [str(p) for p in day2.column("yes_price").to_pylist()]
+
+
+def test_query_sees_each_built_dataset_as_a_view(sample: Path) -> None:
+    derive(sample, datasets=ALL)
+    con = connect(sample)
+    names = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
+    assert {"book_changes", "quotes", "trade_table", "depth_3_1s", "bars_1m", "trades"} <= names
+    [(raw, derived)] = con.sql("SELECT (SELECT count(*) FROM trades), "
+                               "(SELECT count(*) FROM trade_table)").fetchall()  # fmt: skip
+    assert raw == derived
+    out = _cli("query", str(sample), "SELECT count(*) AS n FROM quotes WHERE valid")
+    assert out.returncode == 0, out.stderr
+    assert "(1 row)" in out.stdout
+
+
+def test_the_command(sample: Path, tmp_path: Path) -> None:
+    to = tmp_path / "elsewhere"
+    out = _cli("derive", str(sample), "--datasets", "quotes,bars:1h", "--to", str(to))
+    assert out.returncode == 0, out.stderr
+    assert "quotes" in out.stderr and (to / "bars_1h").is_dir()
+    bad = _cli("derive", str(sample), "--datasets", "quotes,candles")
+    assert bad.returncode == 2 and "unknown dataset 'candles'" in bad.stderr
+
+
+def test_a_root_holding_only_gitkeep_is_like_an_empty_one(tmp_path: Path) -> None:
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
+    empty.mkdir()
+    kept.mkdir()
+    (kept / ".gitkeep").touch()
+    a, b = _cli("derive", str(empty)), _cli("derive", str(kept))
+    assert (a.returncode, a.stderr.replace(str(empty), "ROOT")) == (
+        b.returncode, b.stderr.replace(str(kept), "ROOT"))  # fmt: skip
+    assert derive(kept).built == {}
+    assert sorted(p.name for p in kept.iterdir()) == [".gitkeep"]  # nothing written
+
+
+def test_names_are_checked() -> None:
+    with pytest.raises(ConfigError, match="depth levels"):
+        compute(SAMPLE, "depth:0@1s")
+    with pytest.raises(ConfigError, match="divide a day"):
+        compute(SAMPLE, "bars:7m")
+
+
+def test_day_shards_on_dask_equal_one_pass(tmp_path: Path, dask_client: object) -> None:
+    build_standard_capture(tmp_path)
+    address = dask_client.scheduler.address  # type: ignore[attr-defined]
+    report = derive(tmp_path, datasets="book_changes,trades,quotes", scheduler=address)
+    assert report.built["trades"] == ["2026-11-21", "2026-11-22"]
+    for name in ("book_changes", "trades", "quotes"):
+        assert table(tmp_path, name).equals(compute(tmp_path, name)), name
+    day2 = compute(tmp_path, "trades", start="2026-11-22")
+    assert day2.num_rows == 2 and day2.equals(table(tmp_path, "trades", start="2026-11-22"))
+
+
+def test_object_storage_both_ways(tmp_path: Path, s3: object) -> None:
+    build_standard_capture(tmp_path)
+    root = s3.upload(tmp_path, s3.new_root("derive"))  # type: ignore[attr-defined]
+    options = s3.options  # type: ignore[attr-defined]
+    to = root.rsplit("/", 1)[0] + "/datasets"
+    report = derive(root, to=to, datasets="trades,quotes", storage=options)
+    assert report.built["trades"] == ["2026-11-21", "2026-11-22"]
+    keys = s3.keys(to)  # type: ignore[attr-defined]
+    assert any("trades/date=2026-11-22/" in k for k in keys) and any("_manifest" in k for k in keys)
+    assert derive(root, to=to, datasets="trades", storage=options).built == {}
+    got = table(root, "trades", datasets_dir=to, storage=options)
+    assert got.equals(compute(tmp_path, "trades"))
+    derive(root, datasets="quotes", storage=options)  # under the root: a view of the root
+    con = connect(root, storage=options)
+    [(n,)] = con.sql("SELECT count(*) FROM quotes").fetchall()
+    assert n == compute(tmp_path, "quotes").num_rows

@@ -1,0 +1,191 @@
+"""Every dataset equals what a ReplaySession consumer sees, frame by frame.
+
+The reference is an ordinary `ReplaySession` with one `orderbook()` consumer per
+market and a raw trade consumer (tests/replay/datasets/reference.py); the derived
+book_changes, replayed, must pass through exactly the same sequence of book states
+(valid flag and both ladders, in exact units), quotes must be exactly the tops of
+those states, and trades exactly the frames delivered. On the standard capture,
+examples/sample (four disconnects, a planned rotation, gaps and duplicates), a
+capture of every rule, and random streams (Hypothesis).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from replay.datasets import compute
+from replay.datasets.mirror import SubunitValue
+from stream.fixed import price_units, size_units, units
+from tests.replay.capture_factory import (
+    BASE_NS,
+    M1,
+    RUN_A,
+    RunBuilder,
+    build_standard_capture,
+    delta,
+    snapshot,
+    subscribed,
+)
+from tests.replay.datasets.captures import build_rules_capture, random_capture
+from tests.replay.datasets.reference import State, reference_books, states_from_changes
+
+SAMPLE = Path(__file__).resolve().parents[3] / "examples" / "sample"
+
+
+def _top(state: State) -> tuple[Any, ...]:
+    valid, yes, no = state
+    bid = max(yes) if yes else None
+    ask = max(no) if no else None
+    return (valid, bid and bid[0], bid and bid[1], ask and 10_000 - ask[0], ask and ask[1])
+
+
+def _collapse(items: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        if not out or out[-1] != item:
+            out.append(item)
+    return out
+
+
+def _u(value: Decimal | None, scale: int) -> int | None:
+    return None if value is None else int(value.scaleb(scale))
+
+
+def _quotes_by_market(quotes: pa.Table) -> dict[str, list[tuple[Any, ...]]]:
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for r in quotes.to_pylist():
+        out.setdefault(r["market"], []).append((
+            r["valid"], _u(r["bid"], 4), _u(r["bid_size"], 2), _u(r["ask"], 4),
+            _u(r["ask_size"], 2),
+        ))  # fmt: skip
+        if r["bid"] is not None and r["ask"] is not None:
+            assert r["spread"] == r["ask"] - r["bid"]
+            assert r["mid"] == (r["bid"] + r["ask"]) / 2
+    return out
+
+
+def _trade_units(frame: Any) -> tuple[Any, ...]:
+    msg = json.loads(bytes(frame.raw))["msg"]
+    if "yes_price_dollars" in msg:
+        yes, count = price_units(msg["yes_price_dollars"]), size_units(msg["count_fp"])
+    else:
+        yes, count = units(msg["yes_price"], 2), units(msg["count"], 2)
+    return frame.recv_ns, frame.seq, frame.market_ticker, msg["trade_id"], yes, count
+
+
+def assert_equal_to_replay(root: Path) -> dict[str, pa.Table]:
+    """Derive book_changes, quotes and trades and compare each with ReplaySession."""
+    books, trades = reference_books(root)
+    changes = compute(root, "book_changes")
+    quotes = compute(root, "quotes")
+    got_trades = compute(root, "trades")
+    mine = states_from_changes(changes)
+    for market, states in books.items():
+        assert mine.get(market, []) == states, market
+    assert set(mine) <= set(books)
+    tops = _quotes_by_market(quotes)
+    for market, states in books.items():
+        want = _collapse([_top(s) for s in states])
+        assert tops.get(market, []) == want, market
+    expected = [_trade_units(f) for f in trades]
+    got = [
+        (r["recv_ns"], r["seq"], r["market"], r["trade_id"], _u(r["yes_price"], 4),
+         _u(r["count"], 2))
+        for r in got_trades.to_pylist()
+    ]  # fmt: skip
+    assert got == expected
+    return {"book_changes": changes, "quotes": quotes, "trades": got_trades}
+
+
+def test_the_standard_capture(tmp_path: Path) -> None:
+    build_standard_capture(tmp_path)
+    out = assert_equal_to_replay(tmp_path)
+    kinds = out["book_changes"].column("kind").to_pylist()
+    assert {"clear", "snapshot", "delta"} <= set(kinds)
+    invalid = out["book_changes"].filter(pa.compute.invert(out["book_changes"]["valid"]))
+    assert set(invalid.column("kind").to_pylist()) == {"clear"}  # gap, disconnect, reset
+
+
+def test_examples_sample() -> None:
+    out = assert_equal_to_replay(SAMPLE)
+    assert out["book_changes"].num_rows > 10_000
+
+
+def test_every_rule(tmp_path: Path) -> None:
+    build_rules_capture(tmp_path)
+    out = assert_equal_to_replay(tmp_path)
+    changes = out["book_changes"].to_pylist()
+    prices = {r["price"] for r in changes if r["price"] is not None}
+    assert Decimal("0.4525") in prices and Decimal("0.0001") in prices  # sub-penny
+    assert Decimal("10.00") in {r["size"] for r in changes}  # 10.50 - 0.50: fractional
+    assert Decimal("0.3100") in prices  # legacy cents
+    trades = out["trades"].to_pylist()
+    assert [t["valid"] for t in trades].count(False) == 1  # the trade after the gap
+    assert len(trades) == len({(t["trade_id"], t["recv_ns"]) for t in trades})
+
+
+def test_a_value_finer_than_the_units_is_refused_not_rounded(tmp_path: Path) -> None:
+    a = RunBuilder(tmp_path, RUN_A, BASE_NS)
+    from tests.replay.datasets.captures import _open
+
+    _open(a, 1, 1)
+    a.receive(subscribed(1, "orderbook_delta", 1))
+    a.receive(snapshot(1, 1, M1, [["0.4500", "1.00"]], None))
+    a.receive(delta(1, 2, M1, "0.45005", "1.00", "yes"))
+    a.write()
+    with pytest.raises(SubunitValue, match="finer than the datasets' units"):
+        compute(tmp_path, "book_changes")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 99), st.integers(0, 1), st.integers(0, 9999),
+                          st.integers(1, 4999)), min_size=1, max_size=60))  # fmt: skip
+def test_random_streams(steps: list[tuple[int, int, int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = random_capture(Path(tmp), steps)
+        assert_equal_to_replay(root)
+
+
+def test_tiny_buffers_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every output buffer full at every few rows (flushes mid-window, mid-snapshot, in
+    the engine's hand-offs): the same rows as with the real sizes."""
+    import replay.datasets.driver as driver
+    import replay.datasets.rows as rows
+
+    build_rules_capture(tmp_path)
+    expected = {n: compute(SAMPLE, n) for n in ("book_changes", "quotes", "trades")}
+    rules = {n: compute(tmp_path, n) for n in ("book_changes", "quotes", "trades")}
+    monkeypatch.setattr(rows, "_CAP", 8)
+    monkeypatch.setattr(driver, "_BATCH_ROWS", 100)
+    for name, table in expected.items():
+        assert compute(SAMPLE, name).equals(table), name
+    for name, table in rules.items():
+        assert compute(tmp_path, name).equals(table), name
+
+
+def test_a_snapshot_larger_than_the_buffers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import replay.datasets.rows as rows
+    from tests.replay.datasets.captures import _open
+
+    monkeypatch.setattr(rows, "_CAP", 8)
+    a = RunBuilder(tmp_path, RUN_A, BASE_NS)
+    _open(a, 1, 1)
+    a.receive(snapshot(1, 1, M1, [["0.4500", "1.00"]], None))
+    a.receive(snapshot(1, 2, M1, [[f"0.{i:04d}", "1.00"] for i in range(100, 140)], None))
+    a.receive(delta(1, 3, M1, "0.0100", "1.00", "yes"))
+    a.write()
+    changes = compute(tmp_path, "book_changes")
+    assert changes.column("kind").to_pylist() == (
+        ["clear", "snapshot", "clear"] + ["snapshot"] * 40 + ["delta"])  # fmt: skip
+    assert_equal_to_replay(tmp_path)
