@@ -82,6 +82,12 @@ class Source(ABC):
     def validate_subscription(self, channel: str, tickers: frozenset[str] | None) -> None:  # noqa: B027
         """Raise if a consumer asks for something this source can never provide."""
 
+    def narrow_tickers(self, channel: str, tickers: frozenset[str] | None) -> frozenset[str] | None:
+        """The markets a consumer of `channel` that asked for `tickers` (None: all) is
+        given: all it asked for, unless the source serves fewer (a replay limited to
+        some markets)."""
+        return tickers
+
 
 class Subscription(Generic[T]):
     """An async iterator over one consumer subscription's messages."""
@@ -507,6 +513,9 @@ class Session:
             raise SessionClosed("the session is closed")
         wanted = tickers if tickers is not None else market_set(params)
         self._source.validate_subscription(channel, wanted)
+        narrowed = self._source.narrow_tickers(channel, wanted)
+        if narrowed != wanted:
+            tickers = narrowed
         queue = DeliveryQueue(
             maxsize or self._default_maxsize, overflow or self._overflow_for(channel)
         )
@@ -629,6 +638,7 @@ class Session:
                     owns_wire=False,
                     delivery=Delivery.FRAME,
                     queue=self._callback_queue,
+                    tickers=self._source.narrow_tickers(channel, None),
                 )
             return fn
 

@@ -44,11 +44,23 @@ _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{64,}={0,2}")
 
 
+def _unless_path(match: re.Match[str]) -> str:
+    """A long run is redacted unless it reads as a file path: short segments between
+    many slashes. Base64 holds a slash once in 64 characters on average, so a
+    signature (344 characters) never passes; a journal path (a slash every few
+    words) always does, and the log keeps saying where the data is."""
+    run = match.group(0)
+    slashes = run.count("/")
+    if slashes >= 3 and slashes * 16 >= len(run) and max(map(len, run.split("/"))) < 48:
+        return run
+    return REDACTED
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with header values, private keys, long base64 runs and `secrets` replaced."""
     text = _PEM.sub(REDACTED, text)
     text = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _BASE64_RUN.sub(REDACTED, text)
+    text = _BASE64_RUN.sub(_unless_path, text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)

@@ -37,7 +37,7 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ from schemas.record import JOURNAL_DIR, STATUS_FILE, new_run_id
 from schemas.storage import StorageError, StorageOptions
 from stream import EngineConfig
 
-__all__ = ["Recorder", "Shard"]
+__all__ = ["Recorder", "Shard", "remote_journal_dir"]
 
 log = logging.getLogger("kalshi_tape.recorder")
 
@@ -101,6 +101,20 @@ def _check_directory(field: str, path: Path) -> None:
                 raise ConfigError(field, f"{part} is not a directory",
                                   "give a directory (it is created if missing)")  # fmt: skip
             return
+
+
+def remote_journal_dir(root: str, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the journal of an object-storage root lives when `journal_dir` is not set.
+
+    The journal is always local disk (a frame is durable once fsynced there), and a
+    restart must find the same one to publish what it left, so the place is fixed per
+    root: `$XDG_STATE_HOME/kalshi-tape/journal/<scheme>/<bucket>/<prefix>` (by default
+    `~/.local/state/...`), never the working directory.
+    """
+    scheme, _, rest = root.partition("://")
+    parts = [p for p in rest.split("/") if p not in ("", ".", "..")]
+    state = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state, "kalshi-tape", "journal", scheme, *parts)
 
 
 def _version() -> str:
@@ -187,7 +201,7 @@ class Recorder:
             self.journal_dir = Path(self.root) / JOURNAL_DIR
             self.legacy_journal = Path(self.root) / "journal"
         else:
-            self.journal_dir = Path("journal")
+            self.journal_dir = remote_journal_dir(self.root)
         if local_root:
             _check_directory("storage.root", Path(self.root))
         _check_directory("storage.journal_dir", self.journal_dir)

@@ -23,7 +23,7 @@ environment beyond what it is handed and starts nothing.
     root = "data"                   # a local directory or a pyarrow URI (s3://bucket/prefix)
     endpoint_url = ""               # S3-compatible endpoint (default $AWS_ENDPOINT_URL)
     region = ""                     # bucket region (default $AWS_REGION)
-    journal_dir = ""                # local only; default <root>/_journal (or ./journal)
+    journal_dir = ""                # local disk; default <root>/_journal (s3: ~/.local/state/...)
     commit_interval_ms = 50         # the longest a frame waits for its fdatasync
     segment_max_mb = 64
     segment_max_age_s = 300

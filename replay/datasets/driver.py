@@ -28,7 +28,7 @@ import pyarrow as pa
 from replay.datasets import kernel, schema
 from replay.datasets.decode import Decoded, decode_window
 from replay.datasets.mirror import Mirror, Outputs
-from replay.reading.capture import Capture
+from replay.reading.capture import Capture, of_markets, read_filter
 from replay.reading.session import CONN_STRIDE
 from schemas.events import (
     Attempt,
@@ -207,22 +207,26 @@ def derive_batches(
         return
     last_idx = {run: max(p.idx_hi for p in capture.runs[run].pieces) for run in chosen}
     base = 0
-    windows = capture.read(wanted, columns=_COLUMNS, markets=markets, runs=chosen,
+    # Sequenced channels are read for every market (their seq spans a subscription's
+    # markets), and the rows narrowed to `markets` on the way out, as a replay does.
+    read_markets = read_filter(wanted, markets)
+    keep = None if markets is None or read_markets is not None else markets
+    windows = capture.read(wanted, columns=_COLUMNS, markets=read_markets, runs=chosen,
                            from_idx=from_idx or {})  # fmt: skip
     for run, table in _batched(windows, end_ns):
         group = groups[run]
         if feed.ended and any(g != group for g in feed.ended):
             feed.end_groups(group)
-            yield from _drain(pending)
+            yield from _drain(pending, keep)
         decoded = decode_window(table)
         feed.window(run, group, offsets[run], table, decoded, base)
         base += table.num_rows
         if table.column("idx")[-1].as_py() >= last_idx[run]:
             feed.ended.setdefault(group, (table.column("recv_ns")[-1].as_py(),
                                           table.column("mono_ns")[-1].as_py()))  # fmt: skip
-        yield from _drain(pending)
+        yield from _drain(pending, keep)
     feed.out.flush()
-    yield from _drain(pending)
+    yield from _drain(pending, keep)
 
 
 def _batched(windows: Iterator[Any], end_ns: int | None) -> Iterator[tuple[str, pa.Table]]:
@@ -246,6 +250,13 @@ def _batched(windows: Iterator[Any], end_ns: int | None) -> Iterator[tuple[str, 
         yield run, pa.concat_tables(parts).combine_chunks()
 
 
-def _drain(pending: list[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+def _drain(
+    pending: list[tuple[str, Any]], keep: frozenset[str] | None = None
+) -> Iterator[tuple[str, Any]]:
     while pending:
-        yield pending.pop(0)
+        name, batch = pending.pop(0)
+        if keep is not None:
+            batch = batch.filter(of_markets(pa.chunked_array([batch.column("market")]), keep))
+            if not batch.num_rows:
+                continue
+        yield name, batch

@@ -118,27 +118,22 @@ def export_hftbacktest(
         ValueError: no event in the range, or a tick or lot size that does not fit.
     """
     import numpy as np
-    import pyarrow.compute as pc
 
     from replay.datasets import table
     from replay.datasets.hftbacktest import to_events
 
-    # Every market is derived, then one kept: reading only this market's frames hides
-    # the other markets' seqs of a shared subscription, which the engine then takes
-    # for gaps (ReplaySession(markets=...) and table(markets=...) do so today).
     # The book changes from the capture's start: those before `start_ns` give the
     # opening book. They are split by position (the first row received at or after
     # the start), so capture order is kept even across a wall-clock step.
-    book = table(root, "book_changes", end=end_ns, markets=None, storage=storage)
-    book = book.filter(pc.equal(book["market"], market))
+    only = [market]
+    book = table(root, "book_changes", end=end_ns, markets=only, storage=storage)
     prior: pa.Table | None = None
     if start_ns is not None:
         recv = book["recv_ns"].to_numpy()
         at = np.flatnonzero(recv >= start_ns)
         cut = int(at[0]) if len(at) else book.num_rows
         prior, book = book.slice(0, cut), book.slice(cut)
-    trades = table(root, "trades", start=start_ns, end=end_ns, markets=None, storage=storage)
-    trades = trades.filter(pc.equal(trades["market"], market))
+    trades = table(root, "trades", start=start_ns, end=end_ns, markets=only, storage=storage)
     return to_events(
         book,
         trades,

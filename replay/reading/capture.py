@@ -33,13 +33,37 @@ import pyarrow.parquet as pq
 
 from replay.reading.layout import RootLocation, list_capture_files, open_parquet
 from schemas.arrow import complete
-from schemas.channels import Channel
+from schemas.channels import SEQUENCED_CHANNELS, Channel
 from schemas.storage import StorageOptions
 
-__all__ = ["Capture", "Piece", "ReadWindow", "bool_array", "int64_view", "merge_key"]
+__all__ = [
+    "Capture",
+    "Piece",
+    "ReadWindow",
+    "bool_array",
+    "int64_view",
+    "merge_key",
+    "of_markets",
+    "read_filter",
+]
 
 #: Channels a replay always reads: acks and commands, and connection events.
 STATE_CHANNELS = (Channel.CONTROL, Channel.SESSION)
+
+
+def read_filter(channels: Iterable[str], markets: frozenset[str] | None) -> frozenset[str] | None:
+    """The market filter a read of `channels` may apply for a consumer of `markets`.
+
+    None (read every market) when a channel read is sequenced: one subscription's seq
+    counts the frames of all its markets (docs/protocol.md section 4), so the engine
+    must see the other markets' frames too, or it takes their seqs for lost ones and
+    clears books that were valid. Deliveries are narrowed to `markets` instead.
+    """
+    if markets is None or any(c in SEQUENCED_CHANNELS for c in channels):
+        return None
+    return markets
+
+
 #: Columns the engine needs, in this order.
 ENGINE_COLUMNS = ("run_id", "idx", "conn", "recv_ns", "mono_ns", "dir", "channel", "raw")
 
@@ -200,7 +224,7 @@ class Capture:
             if from_idx:
                 table = table.filter(bool_array(int64_view(table.column("idx")) >= from_idx))
             if markets is not None:
-                table = table.filter(_of_markets(table.column("market_ticker"), markets))
+                table = table.filter(of_markets(table.column("market_ticker"), markets))
             if table.num_rows:
                 yield table.select(list(columns))
 
@@ -283,7 +307,7 @@ def bool_array(mask: np.ndarray) -> pa.Array:
 _INT_TYPES = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
 
 
-def _of_markets(column: pa.ChunkedArray, markets: frozenset[str]) -> pa.Array:
+def of_markets(column: pa.ChunkedArray, markets: frozenset[str]) -> pa.Array:
     """Rows of these markets, or of no market (decoding each chunk's dictionary once)."""
     parts = []
     for chunk in column.chunks:

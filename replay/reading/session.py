@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.errors import NotInCapture
-from replay.reading.capture import Capture, bool_array, int64_view, merge_key
+from replay.reading.capture import Capture, bool_array, int64_view, merge_key, read_filter
 from replay.reading.pacing import Pacer
 from schemas.channels import Channel
 from schemas.events import (
@@ -142,6 +142,13 @@ class ReplaySource(Source):
                     f"{len(held)} markets on {channel}: {sample}"
                 )
 
+    def narrow_tickers(self, channel: str, tickers: frozenset[str] | None) -> frozenset[str] | None:
+        """A replay limited to some markets delivers only those (it reads every market
+        of a sequenced channel: `replay.reading.capture.read_filter`)."""
+        if self.markets is None:
+            return tickers
+        return self.markets if tickers is None else tickers & self.markets
+
     def _check_channel(self, channel: str) -> None:
         held = self.capture.data_channels
         if channel not in held:
@@ -188,7 +195,8 @@ class ReplaySource(Source):
         self._muted = self.start_ns is not None
         self._ended: dict[int, tuple[int, int]] = {}  # group -> when its run's records ended
         columns = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode")
-        for window in self.capture.read(channels, columns=columns, markets=self.markets,
+        markets = read_filter(channels, self.markets)
+        for window in self.capture.read(channels, columns=columns, markets=markets,
                                         runs=runs, from_idx=from_idx):  # fmt: skip
             run = window.run_id
             group = groups[run]

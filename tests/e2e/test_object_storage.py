@@ -68,6 +68,27 @@ def s3_refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.stop()
 
 
+# ------------------------------------------------------------------ the journal's place
+
+
+def test_an_s3_root_without_a_journal_dir_journals_under_the_state_directory_not_the_cwd(
+    tmp_path: Path, s3: S3Server,
+) -> None:  # fmt: skip
+    root = s3.new_root("journal-default")
+    cwd, state = tmp_path / "cwd", tmp_path / "state"
+    cwd.mkdir()
+    env = {**s3.env(), "XDG_STATE_HOME": str(state)}
+    rec = subprocess.run(
+        [*KT, "record", "--sim", "--root", root, "--duration", "1s", "--no-progress"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    assert list(cwd.iterdir()) == []  # nothing left where the command was run
+    journal = state / "kalshi-tape" / "journal" / "s3" / Path(*root[5:].split("/"))
+    assert journal.is_dir() and not any(p.suffix == ".seg" for p in journal.iterdir())
+    assert s3.keys(root)  # and the capture reached the bucket
+
+
 # ------------------------------------------------------------------ the whole path
 
 

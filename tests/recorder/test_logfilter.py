@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from pathlib import Path
@@ -40,6 +41,17 @@ def test_private_keys_long_base64_runs_and_registered_secrets_are_redacted() -> 
     assert redact("x" * 70) == REDACTED
     assert redact("key id abc-123 here", secrets=["abc-123"]) == f"key id {REDACTED} here"
     assert redact("GET /trade-api/ws/v2 HTTP/1.1") == "GET /trade-api/ws/v2 HTTP/1.1"
+
+
+def test_long_file_paths_are_kept_while_signatures_with_slashes_are_not() -> None:
+    path = "/root/.local/state/kalshi-tape/journal/s3/captures-bucket/kalshi/prod-2026/_journal"
+    assert len(path) > 64
+    assert redact(f"publishing failed; journal {path} holds 3 segments") == (
+        f"publishing failed; journal {path} holds 3 segments"
+    )
+    signature = base64.b64encode(bytes(range(256))).decode()  # slashes and pluses inside
+    assert "/" in signature
+    assert signature not in redact(f"signature {signature}")
 
 
 def test_the_filter_rewrites_the_record_and_never_drops_it() -> None:

@@ -149,6 +149,18 @@ async def test_a_market_filter_narrows_what_is_read_and_delivered(tmp_path: Path
     assert got == ["KX-B"] * sum(1 for t in live["trades"] if t[1] == "KX-B")
 
 
+async def test_a_market_filter_on_a_shared_subscription_makes_no_false_gaps(
+    tmp_path: Path,
+) -> None:
+    """KX-A and KX-B share one orderbook subscription and its seq counter: a replay of
+    KX-A alone must not take the seqs of KX-B's frames for lost ones (a false gap would
+    clear the book and mark it invalid where the live one was valid)."""
+    live = await record_live(tmp_path, busy_market)
+    alone = await replay(tmp_path, markets=["KX-A"])
+    assert alone["books"] == live["books"]
+    assert alone["deltas"] == [d for d in live["deltas"] if d[1] == "KX-A"]
+
+
 async def test_seek_gives_the_books_that_were_live_at_that_time(tmp_path: Path) -> None:
     marks: dict[str, int] = {}
 
