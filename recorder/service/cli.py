@@ -412,7 +412,9 @@ def run_record(args: argparse.Namespace) -> int:
             f"recorded into {where}/ (run {recorder.run_id}). Try:\n"
             f"  {me} inspect {where}\n"
             f"  {me} replay {where} --channel trade | head\n"
-            f'  {me} query {where} "SELECT channel, count(*) FROM frames GROUP BY 1"',
+            f'  {me} query {where} "SELECT channel, count(*) FROM frames GROUP BY 1"\n'
+            f"  {me} derive {where}                 # quotes, trades and bars tables\n"
+            f"  {me} report {where} -o report.html  # a page to open in a browser",
             flush=True,
         )
     return code

@@ -270,7 +270,7 @@ def test_storage_that_cannot_be_reached_is_one_line_and_exit_4() -> None:
     proc = run("--sim", "--root", "/proc/kalshi-tape-no-such-mount/data", "--duration", "1s")
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.startswith(
-        "kalshi-tape: error: storage.root: cannot create /proc/kalshi-tape-no-such-mount/data: "
+        "kalshi-tape: error: --root: cannot create /proc/kalshi-tape-no-such-mount/data: "
     )
     assert len(proc.stderr.splitlines()) == 1
 
@@ -293,7 +293,7 @@ def test_storage_the_user_may_not_write_is_one_line_and_exit_6(tmp_path: Path) -
         locked.chmod(0o755)
     assert proc.returncode == 6, proc.stderr
     assert proc.stderr == (
-        f"kalshi-tape: error: storage.root: cannot create {locked}/data: Permission denied "
+        f"kalshi-tape: error: --root: cannot create {locked}/data: Permission denied "
         "(run as a user who may write there, or choose another path)\n"
     )
 
