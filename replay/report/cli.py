@@ -24,6 +24,7 @@ from replay.cli_common import (
     checked_output_path,
     checked_time_range,
     damaged_capture,
+    interrupt_on_signal,
     open_output,
     require_capture_root,
     time_range,
@@ -72,6 +73,7 @@ def _report(args: argparse.Namespace) -> int:
     from replay.reading.capture import Capture
     from replay.report.gather import gather_report
     from replay.report.page import render_report
+    from replay.sql.connection import interrupt_open_connections
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads", f"must be at least 1, got {args.threads}")
@@ -81,12 +83,17 @@ def _report(args: argparse.Namespace) -> int:
     assert output is not None
     capture = Capture(args.root, storage=storage)
     start, end = checked_time_range(*time_range(args), capture.time_range())
-    try:
-        data = gather_report(capture.location or capture.root, start_ns=start, end_ns=end,
-                             markets=args.market, threads=args.threads,
-                             storage=storage)  # fmt: skip
-    except duckdb.Error as exc:
-        raise damaged_capture(args.root, exc) from None
+    # Ctrl+C interrupts the queries at once (their connections live inside the gather).
+    with interrupt_on_signal(interrupt_open_connections) as watch:
+        try:
+            data = gather_report(capture.location or capture.root, start_ns=start,
+                                 end_ns=end, markets=args.market, threads=args.threads,
+                                 storage=storage)  # fmt: skip
+        except (duckdb.Error, RuntimeError) as exc:
+            watch.reraise_if_interrupted(wait_s=0.2)
+            if not isinstance(exc, duckdb.Error):
+                raise
+            raise damaged_capture(args.root, exc) from None
     text = render_report(data).encode()
     with open_output(output) as handle:
         handle.write(text)

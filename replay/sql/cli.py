@@ -207,12 +207,13 @@ def _unreadable(exc: duckdb.Error, root: str) -> ConfigError:
 def _verify(args: argparse.Namespace) -> int:
     import duckdb
 
+    from replay.sql.connection import interrupt_open_connections
     from replay.sql.verify import render_verify_report, verify_capture
 
     require_capture_root(args.root)
-    # The connection is verify's own: a signal cannot reach its interrupt(), but DuckDB
-    # stops at its own next check, and the watch tells that stop from a damaged file.
-    with interrupt_on_signal(lambda: None) as watch:
+    # The connections are verify's own: a signal interrupts every open one, and the
+    # watch tells that stop from a damaged file.
+    with interrupt_on_signal(interrupt_open_connections) as watch:
         try:
             report = verify_capture(args.root, storage=storage_from_args(args))
         except (duckdb.Error, RuntimeError) as exc:
@@ -232,10 +233,11 @@ def _verify(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import duckdb
 
+    from replay.sql.connection import interrupt_open_connections
     from replay.sql.summary import render_summary, summarize_capture
 
     require_capture_root(args.root)
-    with interrupt_on_signal(lambda: None) as watch:  # as in _verify
+    with interrupt_on_signal(interrupt_open_connections) as watch:  # as in _verify
         try:
             summary = summarize_capture(args.root, storage=storage_from_args(args))
         except (duckdb.Error, RuntimeError) as exc:

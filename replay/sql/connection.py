@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Final
 
@@ -53,6 +54,7 @@ __all__ = [
     "check_read_only",
     "connect",
     "default_memory_limit_bytes",
+    "interrupt_open_connections",
     "run_query",
     "view_statements",
 ]
@@ -100,6 +102,24 @@ def view_statements(listing: CaptureListing) -> list[str]:
     """Every CREATE VIEW statement for a capture listing, in dependency order."""
     typed = [typed_view_sql(v, parquet_source(listing.sources(v.channels))) for v in TYPED_VIEWS]
     return [*derived_statements(listing), *typed, BOOK_SNAPSHOT_LEVELS]
+
+
+#: Every connection `connect` opened that is still alive: what Ctrl+C interrupts.
+_OPEN: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+
+
+def interrupt_open_connections() -> None:
+    """Interrupt whatever query runs on any connection `connect` opened, from any thread.
+
+    For a command whose connections live inside a library call (`verify`, `inspect`,
+    `report`): a signal handler cannot name them, and DuckDB checks Python's signals
+    only now and then, so Ctrl+C would wait for the query (tens of seconds on a
+    large capture). The query raises; the command reports the interrupt."""
+    for con in list(_OPEN):
+        try:
+            con.interrupt()
+        except duckdb.Error:  # closed meanwhile
+            pass
 
 
 def connect(
@@ -154,6 +174,7 @@ def connect(
     if threads is not None:
         config["threads"] = threads
     con = duckdb.connect(":memory:", config=config)
+    _OPEN.add(con)
     con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ output in UTC, whatever the host says
     allowed = str(base) + os.sep
     if location.filesystem is not None:  # DuckDB reads the prefix through pyarrow, read-only

@@ -248,3 +248,23 @@ def test_the_filesystem_duckdb_reads_an_s3_root_through_refuses_every_path_outsi
                   lambda: guard.create_dir(f"{prefix}/d")):  # fmt: skip
         with pytest.raises(PermissionError, match="read-only"):
             write()
+
+
+def test_an_interrupt_reaches_every_open_connection_within_a_second() -> None:
+    """What Ctrl+C does to `verify`, `inspect` and `report`, whose connections live inside
+    library calls: a heavy query on a connection `connect` opened stops at once."""
+    import threading
+    import time
+
+    import duckdb
+
+    from replay.sql.connection import connect, interrupt_open_connections
+
+    con = connect("examples/sample", threads=1)
+    timer = threading.Timer(0.3, interrupt_open_connections)
+    timer.start()
+    began = time.monotonic()
+    with pytest.raises((duckdb.InterruptException, RuntimeError), match=r"(?i)interrupt"):
+        con.execute("SELECT sum(a.range * b.range) FROM range(100000000) a, range(1000) b")
+    assert time.monotonic() - began < 1.3  # 0.3 s until the interrupt, then at once
+    timer.join()
