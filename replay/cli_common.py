@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Final
 
+from replay.reading.atomic import atomic_file
 from replay.reading.layout import list_capture_files, resolve_root
 from schemas.channels import WIRE_CHANNELS
 from schemas.errors import ConfigError, DamagedFile, storage_error
@@ -148,18 +149,12 @@ def open_output(path: Path, flag: str = "--output") -> Iterator[IO[bytes]]:
             or full filesystem, a refused permission), naming `flag` and the path.
     """
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise storage_error(exc, f"{flag}: cannot write {path}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_file(path) as handle:
             yield handle
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
-            raise storage_error(exc, f"{flag}: cannot write {path}") from None
-        raise
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        raise storage_error(exc, f"{flag}: cannot write {path}") from None
 
 
 def _when(text: str, flag: str) -> int:

@@ -29,8 +29,6 @@ The mapping (docs/protocol.md section 8.1: both ladders are bids):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +37,8 @@ from typing import IO, Final
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from replay.reading.atomic import atomic_file
 
 __all__ = [
     "BUY_EVENT",
@@ -240,14 +240,8 @@ def save_npz(path: str | Path, events: np.ndarray, **extra: object) -> Path:
     with `extra` arrays beside it. The name is kept as given (numpy's own `savez` would
     add `.npz`), and the file appears whole or not at all."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _savez(f, events, extra)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as f:
+        _savez(f, events, extra)
     return target
 
 

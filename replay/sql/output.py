@@ -14,11 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -27,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from replay.reading.atomic import atomic_file
 from schemas.errors import ConfigError
 
 __all__ = ["FORMATS", "FORMAT_ALIASES", "format_cell", "render_table", "write_result"]
@@ -67,7 +64,7 @@ def write_result(
     if sink is not None:
         return _write_stream(reader, fmt, sink)
     if output is not None:
-        with _atomic_file(output) as handle:
+        with atomic_file(output) as handle:
             return _write_stream(reader, fmt, handle)
     out.flush()
     binary = getattr(out, "buffer", None)
@@ -79,18 +76,6 @@ def write_result(
     rows = _write_stream(reader, fmt, sink)
     out.write(sink.getvalue().to_pybytes().decode())
     return rows
-
-
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_stream(reader: pa.RecordBatchReader, fmt: str, sink: Any) -> int:

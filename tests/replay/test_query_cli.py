@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +107,22 @@ def test_parquet_output_is_written_by_our_code_to_the_given_file(
     assert table.num_rows == 6
     assert str(table.schema.field("yes_price_dollars").type) == "decimal128(18, 4)"
     assert [p.name for p in target.parent.iterdir()] == ["trades.parquet"]  # no temporary left
+
+
+def test_an_output_file_gets_the_mode_any_new_file_gets_under_the_umask(
+    cap: StandardCapture, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Written under a temporary name (created 0600) and renamed: the finished file must
+    still be readable as any file the user creates is (0644 under umask 022)."""
+    target = tmp_path / "trades.csv"
+    old = os.umask(0o022)
+    try:
+        status, _, err = run(capsys, "query", str(cap.root), TRADES, "--format", "csv",
+                             "-o", str(target))  # fmt: skip
+    finally:
+        os.umask(old)
+    assert status == 0, err
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
 
 
 def test_an_existing_output_needs_force(
