@@ -29,16 +29,7 @@ from replay.datasets import kernel, schema
 from replay.datasets.decode import Decoded, decode_window
 from replay.datasets.mirror import Mirror, Outputs
 from replay.reading.capture import Capture, of_markets, read_filter
-from replay.reading.session import CONN_STRIDE
-from schemas.events import (
-    Attempt,
-    AttemptFailed,
-    Closed,
-    EventError,
-    Opened,
-    RunStop,
-    event_from_bytes,
-)
+from replay.reading.session import CONN_STRIDE, drive_event
 from stream import BinaryMessage
 from stream.engine import Engine
 from stream.events import GapDetected
@@ -147,23 +138,8 @@ class _Feed:
 
     def _event(self, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int) -> None:
         """A recorded connection event, as `ReplaySource` feeds it."""
-        try:
-            event = event_from_bytes(raw)
-        except EventError:
-            return
-        engine = self.engine
-        match event:
-            case Attempt():
-                engine.connection_attempt(recv_ns, mono_ns, group=group)
-            case AttemptFailed(will_retry=will_retry):
-                engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry, group=group)
-            case Opened(standby=standby):
-                engine.connection_opened(conn, recv_ns, mono_ns, standby=standby, group=group)
-            case Closed(code=code, reason=reason, will_reconnect=will_reconnect):
-                engine.connection_closed(conn, recv_ns, mono_ns, code=code, reason=reason,
-                                         will_reconnect=will_reconnect)  # fmt: skip
-            case RunStop():
-                self.ended[group] = (recv_ns, mono_ns)
+        if drive_event(self.engine, raw, recv_ns, mono_ns, conn, group):
+            self.ended[group] = (recv_ns, mono_ns)
 
     def end_groups(self, current: int | None) -> None:
         """Runs whose records ended: their end matters once another run goes on."""

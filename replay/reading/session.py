@@ -48,7 +48,7 @@ from schemas.storage import StorageOptions
 from stream import BinaryMessage, EngineConfig, Overflow, Session, Source
 from stream.engine import Engine
 
-__all__ = ["CONN_STRIDE", "ReplaySession", "ReplaySource", "to_ns"]
+__all__ = ["CONN_STRIDE", "ReplaySession", "ReplaySource", "drive_event", "to_ns"]
 
 #: Connection numbers of the n-th run (runs sorted by id, from 0) are offset by
 #: n * CONN_STRIDE in replay, so connections of concurrent runs never collide; the
@@ -314,31 +314,8 @@ class ReplaySource(Source):
         """A record that is not a received frame: a sent command or a connection event."""
         if d == _OUT:
             engine.command_sent(raw, recv_ns, mono_ns, conn)
-        elif self._event(engine, raw, recv_ns, mono_ns, conn, group):
+        elif drive_event(engine, raw, recv_ns, mono_ns, conn, group):
             self._ended[group] = (recv_ns, mono_ns)
-
-    def _event(
-        self, engine: Engine, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int
-    ) -> bool:
-        """Re-drive the engine with a recorded connection event; True if the run stopped."""
-        try:
-            event = event_from_bytes(raw)
-        except EventError:
-            return False
-        match event:
-            case Attempt():
-                engine.connection_attempt(recv_ns, mono_ns, group=group)
-            case AttemptFailed(will_retry=will_retry):
-                engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry, group=group)
-            case Opened(standby=standby):
-                engine.connection_opened(conn, recv_ns, mono_ns, standby=standby, group=group)
-            case Closed(code=code, reason=reason, will_reconnect=will_reconnect):
-                engine.connection_closed(
-                    conn, recv_ns, mono_ns, code=code, reason=reason, will_reconnect=will_reconnect
-                )
-            case RunStop():
-                return True
-        return False
 
     # ------------------------------------------------------------------ seek
 
@@ -376,6 +353,31 @@ class ReplaySource(Source):
 
 _IN, _OUT, _EVENT = 0, 1, 2
 _DIR_CODE = {"in": _IN, "out": _OUT}
+
+
+def drive_event(
+    engine: Engine, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int
+) -> bool:
+    """Re-drive the engine with a recorded connection event (the one way a replay and
+    the datasets' driver turn events into engine inputs); True if the run stopped."""
+    try:
+        event = event_from_bytes(raw)
+    except EventError:
+        return False
+    match event:
+        case Attempt():
+            engine.connection_attempt(recv_ns, mono_ns, group=group)
+        case AttemptFailed(will_retry=will_retry):
+            engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry, group=group)
+        case Opened(standby=standby):
+            engine.connection_opened(conn, recv_ns, mono_ns, standby=standby, group=group)
+        case Closed(code=code, reason=reason, will_reconnect=will_reconnect):
+            engine.connection_closed(
+                conn, recv_ns, mono_ns, code=code, reason=reason, will_reconnect=will_reconnect
+            )
+        case RunStop():
+            return True
+    return False
 
 
 def _dir_codes(column: pa.ChunkedArray) -> list[int]:
