@@ -23,9 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from replay.cli_common import (
     ROOT_HELP,
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     import duckdb
 
 __all__ = ["register"]
+
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -204,23 +207,29 @@ def _unreadable(exc: duckdb.Error, root: str) -> ConfigError:
     )
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _over_capture(args: argparse.Namespace, build: Callable[..., T]) -> T:
+    """`build(root, storage=...)` over the capture ROOT names, as verify and inspect run:
+    the root checked first; Ctrl+C interrupts every connection the build opened (they
+    are its own), and the watch tells that stop from an unreadable file."""
     import duckdb
 
     from replay.sql.connection import interrupt_open_connections
-    from replay.sql.verify import render_verify_report, verify_capture
 
     require_capture_root(args.root)
-    # The connections are verify's own: a signal interrupts every open one, and the
-    # watch tells that stop from a damaged file.
     with interrupt_on_signal(interrupt_open_connections) as watch:
         try:
-            report = verify_capture(args.root, storage=storage_from_args(args))
+            return build(args.root, storage=storage_from_args(args))
         except (duckdb.Error, RuntimeError) as exc:
             watch.reraise_if_interrupted(wait_s=0.2)
             if not isinstance(exc, duckdb.Error):
                 raise
             raise _unreadable(exc, args.root) from None
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from replay.sql.verify import render_verify_report, verify_capture
+
+    report = _over_capture(args, verify_capture)
     if args.format == "json":
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:
@@ -231,20 +240,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    import duckdb
-
-    from replay.sql.connection import interrupt_open_connections
     from replay.sql.summary import render_summary, summarize_capture
 
-    require_capture_root(args.root)
-    with interrupt_on_signal(interrupt_open_connections) as watch:  # as in _verify
-        try:
-            summary = summarize_capture(args.root, storage=storage_from_args(args))
-        except (duckdb.Error, RuntimeError) as exc:
-            watch.reraise_if_interrupted(wait_s=0.2)
-            if not isinstance(exc, duckdb.Error):
-                raise
-            raise _unreadable(exc, args.root) from None
+    summary = _over_capture(args, summarize_capture)
     if args.format == "json":
         print(json.dumps(summary.to_json(), indent=2, default=str))
     else:
