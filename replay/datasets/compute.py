@@ -44,6 +44,10 @@ def _keep(batch: pa.RecordBatch, column: str, start_ns: int | None,
     if start_ns is None and end_ns is None:
         return batch
     t = batch.column(column)
+    bounds = pc.min_max(t)  # most batches lie wholly inside the day: no copy for them
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    if lo is None or ((start_ns is None or lo >= start_ns) and (end_ns is None or hi < end_ns)):
+        return batch
     mask = None
     if start_ns is not None:
         mask = pc.greater_equal(t, start_ns)
