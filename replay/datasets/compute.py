@@ -2,8 +2,8 @@
 
 `run_range` derives `[start_ns, end_ns)` (on the receive clock) of a capture:
 with a start, each run alive then is restored from its latest checkpoint before
-it (`ReplaySource`'s own seek, so books at the start are what they were live),
-and read from there; rows before the start are computed (the books and quotes
+it (the replay's own seek, `restore_checkpoint`, so books at the start are what
+they were live), and read from there; rows before the start are computed (the books and quotes
 need them) but not kept. book_changes and trades come from
 `replay.datasets.driver`, quotes and depth from `replay.datasets.books`, bars
 from the sink at the end. This is the unit of work of a day shard.
@@ -21,7 +21,7 @@ from replay.datasets.decode import connect
 from replay.datasets.driver import derive_batches
 from replay.datasets.spec import Spec
 from replay.reading.capture import Capture
-from replay.reading.session import ReplaySource
+from replay.reading.session import restore_checkpoint
 from stream.engine import Engine
 
 __all__ = ["run_range"]
@@ -32,9 +32,8 @@ def _seek(capture: Capture, start_ns: int) -> tuple[list[str], Any]:
     runs = [r for r in sorted(capture.runs) if capture.last_key(r) >= start_ns]
 
     def prepare(engine: Engine, groups: dict[str, int], offsets: dict[str, int]) -> dict[str, int]:
-        source = ReplaySource(capture)
-        source._offsets = offsets
-        return {run: source._restore(engine, run, groups[run], start_ns) for run in runs}
+        return {run: restore_checkpoint(capture, engine, run, groups[run], start_ns, offsets[run])
+                for run in runs}  # fmt: skip
 
     return runs, prepare
 

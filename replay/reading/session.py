@@ -48,7 +48,14 @@ from schemas.storage import StorageOptions
 from stream import BinaryMessage, EngineConfig, Overflow, Session, Source
 from stream.engine import Engine
 
-__all__ = ["CONN_STRIDE", "ReplaySession", "ReplaySource", "drive_event", "to_ns"]
+__all__ = [
+    "CONN_STRIDE",
+    "ReplaySession",
+    "ReplaySource",
+    "drive_event",
+    "restore_checkpoint",
+    "to_ns",
+]
 
 #: Connection numbers of the n-th run (runs sorted by id, from 0) are offset by
 #: n * CONN_STRIDE in replay, so connections of concurrent runs never collide; the
@@ -325,34 +332,44 @@ class ReplaySource(Source):
 
     def _restore(self, engine: Engine, run: str, group: int, start_ns: int) -> int:
         """Restore the run's latest checkpoint before `start_ns`; return the idx to read from."""
-        pieces = [p for p in self.capture.runs[run].pieces if p.channel == Channel.CHECKPOINT]
-        if not pieces:
-            return 0
-        anchor_recv, anchor_mono = self.capture.anchors(run)
-        best: tuple[int, int, int, int, bytes] | None = None
-        for piece in pieces:
-            table = self.capture.open(piece.path).read_row_group(
-                piece.row_group, columns=["idx", "conn", "recv_ns", "mono_ns", "raw"]
-            )
-            keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
-            before = table.filter(bool_array(int64_view(keys) < start_ns))
-            if not before.num_rows:
-                continue
-            i = pc.index(before.column("idx"), pc.max(before.column("idx"))).as_py()
-            row = before.slice(i, 1).to_pylist()[0]
-            if best is None or row["idx"] > best[0]:
-                best = (row["idx"], row["conn"], row["recv_ns"], row["mono_ns"], row["raw"])
-        if best is None:
-            return 0
-        idx, conn, recv_ns, mono_ns, raw = best
-        engine.connection_attempt(recv_ns, mono_ns, group=group)
-        engine.restore_checkpoint(json.loads(raw), recv_ns, mono_ns,
-                                  conn=conn + self._offsets[run], group=group)  # fmt: skip
-        return idx + 1
+        return restore_checkpoint(self.capture, engine, run, group, start_ns, self._offsets[run])
 
 
 _IN, _OUT, _EVENT = 0, 1, 2
 _DIR_CODE = {"in": _IN, "out": _OUT}
+
+
+def restore_checkpoint(
+    capture: Capture, engine: Engine, run: str, group: int, start_ns: int, conn_offset: int
+) -> int:
+    """Restore `run`'s latest connection checkpoint before `start_ns` into `engine` (its
+    connections numbered from `conn_offset`, as the replay numbers them); return the idx
+    to read the run from (0 when it has none). The seek of a replay, a backtest shard and
+    a datasets day shard."""
+    pieces = [p for p in capture.runs[run].pieces if p.channel == Channel.CHECKPOINT]
+    if not pieces:
+        return 0
+    anchor_recv, anchor_mono = capture.anchors(run)
+    best: tuple[int, int, int, int, bytes] | None = None
+    for piece in pieces:
+        table = capture.open(piece.path).read_row_group(
+            piece.row_group, columns=["idx", "conn", "recv_ns", "mono_ns", "raw"]
+        )
+        keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
+        before = table.filter(bool_array(int64_view(keys) < start_ns))
+        if not before.num_rows:
+            continue
+        i = pc.index(before.column("idx"), pc.max(before.column("idx"))).as_py()
+        row = before.slice(i, 1).to_pylist()[0]
+        if best is None or row["idx"] > best[0]:
+            best = (row["idx"], row["conn"], row["recv_ns"], row["mono_ns"], row["raw"])
+    if best is None:
+        return 0
+    idx, conn, recv_ns, mono_ns, raw = best
+    engine.connection_attempt(recv_ns, mono_ns, group=group)
+    engine.restore_checkpoint(json.loads(raw), recv_ns, mono_ns,
+                              conn=conn + conn_offset, group=group)  # fmt: skip
+    return idx + 1
 
 
 def drive_event(
