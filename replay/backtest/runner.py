@@ -55,7 +55,16 @@ from replay.reading.session import to_ns
 from schemas.errors import ConfigError
 from schemas.storage import StorageOptions
 
-__all__ = ["BacktestResult", "Shard", "ShardOutcome", "load_callable", "run", "run_shard"]
+__all__ = [
+    "BacktestResult",
+    "Shard",
+    "ShardOutcome",
+    "dask_client",
+    "load_callable",
+    "require_dask",
+    "run",
+    "run_shard",
+]
 
 
 @dataclass(slots=True)
@@ -134,7 +143,7 @@ def run(
                 outcomes.append(run_shard(strategy, capture, s, channels=channels))
                 advance(outcomes[-1])
     else:
-        with _client(client, workers, scheduler) as dask:
+        with dask_client(client, workers, scheduler) as dask:
             outcomes = _distribute(dask, strategy, capture, shards, channels, progress)
     values = [o.value for o in outcomes if o.ok]
     return BacktestResult(reduce(values), outcomes)
@@ -172,19 +181,32 @@ def _plan(
     return plan_shards(lo, hi, width_ns, groups)
 
 
+def require_dask(in_process: str = "give --workers 0") -> None:
+    """Raise `ConfigError` (naming the flags and the extra) where Dask distributed is not
+    installed; callers check before they write anything."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--workers / --scheduler", "Dask distributed is not installed",
+            f"pip install 'kalshi-tape[dask]', or {in_process} to run in this process",
+        ) from None  # fmt: skip
+
+
 @contextmanager
-def _client(client: Any, workers: int | None, scheduler: str | None) -> Iterator[Any]:
-    """The Dask client to use: the caller's, one to `scheduler`, or a local cluster's."""
+def dask_client(
+    client: Any, workers: int | None, scheduler: str | None, *,
+    in_process: str = "give --workers 0",
+) -> Iterator[Any]:  # fmt: skip
+    """The Dask client to use: the caller's, one to `scheduler`, or a local cluster's
+    (backtests and the datasets' day shards). `in_process` says how the caller's user
+    runs without Dask, for the error where Dask is not installed."""
     if client is not None:
         yield client
         return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise ConfigError(
-            "backtest", "Dask distributed is not installed",
-            "pip install 'kalshi-tape[dask]', or run in this process with workers=0",
-        ) from None  # fmt: skip
+    require_dask(in_process)
+    from distributed import Client, LocalCluster
+
     if scheduler is not None:
         try:
             dask = Client(scheduler, timeout=10)

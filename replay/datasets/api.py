@@ -90,6 +90,10 @@ def _day_shard(
     return run_range(capture, specs, sink, start_ns=day, end_ns=day + NS_DAY, markets=markets)
 
 
+#: How a user of `derive` runs without Dask (in the error where it is missing).
+_IN_PROCESS = "leave out --workers and --scheduler"
+
+
 def derive(
     root: str | os.PathLike[str] | Capture,
     *,
@@ -111,6 +115,10 @@ def derive(
     import time
 
     t0 = time.perf_counter()
+    if workers or scheduler:
+        from replay.backtest.runner import require_dask
+
+        require_dask(_IN_PROCESS)
     capture = _capture(root, storage)
     specs = parse_specs(datasets)
     days = _days(capture, to_ns(start, "start"), to_ns(end, "end"))
@@ -154,9 +162,9 @@ def derive(
 def _on_dask(capture: Capture, jobs: list[tuple[int, list[Spec]]], to: str,
              storage: StorageOptions | None, markets: frozenset[str] | None,
              workers: int | None, scheduler: str | None) -> list[Any]:  # fmt: skip
-    from replay.backtest.runner import _client
+    from replay.backtest.runner import dask_client
 
-    with _client(None, workers, scheduler) as dask:
+    with dask_client(None, workers, scheduler, in_process=_IN_PROCESS) as dask:
         [index] = dask.scatter([capture], broadcast=True, hash=False)
         futures = [dask.submit(_day_shard, index, specs, day, to, storage, markets, pure=False)
                    for day, specs in jobs]  # fmt: skip

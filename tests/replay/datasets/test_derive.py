@@ -152,3 +152,24 @@ def test_object_storage_both_ways(tmp_path: Path, s3: object) -> None:
     con = connect(root, storage=options)
     [(n,)] = con.sql("SELECT count(*) FROM quotes").fetchall()
     assert n == compute(tmp_path, "quotes").num_rows
+
+
+def test_workers_without_dask_name_the_flags_and_the_extra(tmp_path: Path) -> None:
+    """Dask is an extra: `--workers` on a machine without it is one line naming the
+    flags the user gave and the install, exit 2 (an import that fails, as it does
+    where `distributed` is not installed)."""
+    code = (
+        "import sys; sys.modules['distributed'] = None\n"
+        "from kalshi_tape.cli import main\n"
+        f"raise SystemExit(main(['derive', 'examples/sample', '--workers', '2', '--to', "
+        f"{str(tmp_path / 'out')!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "kalshi-tape: error: --workers / --scheduler: Dask distributed is not installed "
+        "(pip install 'kalshi-tape[dask]', or leave out --workers and --scheduler to run "
+        "in this process)"
+    ]
+    assert not (tmp_path / "out").exists()
