@@ -226,20 +226,9 @@ class BookReplay:
 
     def _quotes(self, batch: pa.RecordBatch, rows: np.ndarray, q: np.ndarray) -> pa.RecordBatch:
         idx = pa.array(rows)
-        bid, bsz, ask, asz = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-        has_b, has_a = bid >= 0, ask >= 0
-        both = has_b & has_a
         cols = {name: batch.column(name).take(idx) for name in
                 ("recv_ns", "exchange_ns", "run_id", "conn", "market")}  # fmt: skip
-        cols |= {
-            "bid": decimals(bid, schema.PRICE, has_b),
-            "bid_size": decimals(bsz, schema.SIZE, has_b),
-            "ask": decimals(ask, schema.PRICE, has_a),
-            "ask_size": decimals(asz, schema.SIZE, has_a),
-            "mid": decimals((bid + ask) * 5, schema.MID, both),
-            "spread": decimals(ask - bid, schema.PRICE, both),
-            "valid": pa.array(q[:, 4] == 1),
-        }
+        cols |= schema.quote_columns(q)
         return pa.RecordBatch.from_arrays([cols[f.name] for f in schema.QUOTES],
                                           schema=schema.QUOTES)  # fmt: skip
 

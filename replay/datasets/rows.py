@@ -151,20 +151,8 @@ class Outputs:
         n = int(self.q_n[0])
         rows = self.q_row[:n].copy()
         cols = self._context(rows)
-        q = self.q_val[:n]
-        bid, bsz, ask, asz = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-        has_b, has_a = bid >= 0, ask >= 0
-        both = has_b & has_a
         cols["market"] = pa.array(self.names, pa.string()).take(pa.array(self.q_mkt[:n]))
-        cols |= {
-            "bid": decimals(bid, schema.PRICE, has_b),
-            "bid_size": decimals(bsz, schema.SIZE, has_b),
-            "ask": decimals(ask, schema.PRICE, has_a),
-            "ask_size": decimals(asz, schema.SIZE, has_a),
-            "mid": decimals((bid + ask) * 5, schema.MID, both),
-            "spread": decimals(ask - bid, schema.PRICE, both),
-            "valid": pa.array(q[:, 4] == 1),
-        }
+        cols |= schema.quote_columns(self.q_val[:n])
         arrays = [cols[f.name] for f in schema.QUOTES]
         return pa.RecordBatch.from_arrays(arrays, schema=schema.QUOTES)
 

@@ -175,3 +175,21 @@ def decimals(units: np.ndarray, dtype: pa.DataType, valid: np.ndarray | None = N
     if valid is not None and bool(valid.all()):
         mask, nulls = None, 0
     return pa.Array.from_buffers(dtype, len(units), [mask, pa.py_buffer(wide)], null_count=nulls)
+
+
+def quote_columns(q: np.ndarray) -> dict[str, pa.Array]:
+    """The quotes' own columns from the kernel's integer rows `q` (bid, bid size, ask,
+    ask size in units, -1 for none; valid as 1): the one place a quote becomes decimals,
+    for the quotes of the driver and of the book pass alike."""
+    bid, bsz, ask, asz = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+    has_b, has_a = bid >= 0, ask >= 0
+    both = has_b & has_a
+    return {
+        "bid": decimals(bid, PRICE, has_b),
+        "bid_size": decimals(bsz, SIZE, has_b),
+        "ask": decimals(ask, PRICE, has_a),
+        "ask_size": decimals(asz, SIZE, has_a),
+        "mid": decimals((bid + ask) * 5, MID, both),  # (bid + ask) / 2 at one more place
+        "spread": decimals(ask - bid, PRICE, both),
+        "valid": pa.array(q[:, 4] == 1),
+    }
