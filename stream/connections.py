@@ -4,11 +4,13 @@ A *connection* (one socket, numbered by the edge) owns its wire subscriptions:
 the sid map, subscribes awaiting their ack, commands awaiting their reply, frames
 stashed for sids not yet acknowledged, and the sids it has retired.
 
-A *group* is one recorder run, or the one live session: a sequence of connections
+A *group* is one feed of a recorder run, or of the live session (a session has one
+feed unless it runs redundant ones, `stream.arbitration`): a sequence of connections
 of which at most one is *active* (delivered from), one *standby* (a make-before-
 break replacement being readied) and some *retiring* (switched away from, not yet
 closed). A live session has a single group; a replay of a capture root holding
-several concurrent runs (shards) has one group per run, all streaming at once.
+several concurrent runs (shards) has one group per run and feed, all streaming at
+once.
 Each group walks the state table of `stream.state`; the session sees their
 aggregate.
 """
@@ -62,10 +64,13 @@ class Connection:
 class Group:
     """The connections of one run (or of the live session) and their state."""
 
-    __slots__ = ("active", "id", "retiring", "standby", "state")
+    __slots__ = ("active", "feed", "id", "retiring", "standby", "state")
 
-    def __init__(self, group_id: int) -> None:
+    def __init__(self, group_id: int, feed: int | None = None) -> None:
         self.id = group_id
+        #: Which feed of a redundant session this group is (`stream.arbitration`);
+        #: None where feeds are not known (a shard of an old capture).
+        self.feed = feed
         self.active: Connection | None = None
         self.standby: Connection | None = None
         self.retiring: set[int] = set()

@@ -48,6 +48,11 @@ class EngineConfig:
     #: with the error in its iterator: what a recorder wants, whose capture must not
     #: stop for a slow reader.
     backpressure_fatal: bool = True
+    #: Redundant feeds of a live session (`stream.arbitration`): groups 0..feeds-1 each
+    #: carry every consumer's subscriptions, and consumers see each message once.
+    feeds: int = 1
+    #: How long (receive time) a message is remembered to drop its copies on other feeds.
+    dedup_window_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -90,6 +95,7 @@ class EngineCore:
 
     __slots__ = (
         "active_ids",
+        "arbitrating",
         "attached",
         "blocking",
         "checkpoint_ns",
@@ -119,6 +125,7 @@ class EngineCore:
         self.groups: dict[int, Group] = {}
         self.active_ids: set[int] = set()
         self.overlap = False
+        self.arbitrating = False
         self.consumers: dict[int, ConsumerSubscription] = {}
         self.attached: dict[str, list[ConsumerSubscription]] = {}
         self.intents: dict[int, Intent] = {}
@@ -135,17 +142,27 @@ class EngineCore:
 
     # ------------------------------------------------------------------ groups and roles
 
-    def group(self, group_id: int) -> Group:
+    def group(self, group_id: int, feed: int | None = None) -> Group:
+        """The group of that id, made on first use; `feed` names which feed it is. Once a
+        group of feed 1 or above exists, the engine arbitrates (`stream.arbitration`)."""
         group = self.groups.get(group_id)
         if group is None:
-            group = self.groups[group_id] = Group(group_id)
+            group = self.groups[group_id] = Group(group_id, feed)
+        elif feed is not None and group.feed is None:
+            group.feed = feed
+        if feed and not self.arbitrating:
+            self.arbitrating = True
+            self.roles_changed()
         return group
 
     def roles_changed(self) -> None:
         """Recompute what the hot path reads: active connections, and whether any group is
-        in a make-before-break overlap. Call after every change of a group's roles."""
+        in a make-before-break overlap or feeds are arbitrated (both leave the flat path).
+        Call after every change of a group's roles."""
         self.active_ids = {g.active.conn for g in self.groups.values() if g.active is not None}
-        self.overlap = any(g.standby is not None or g.retiring for g in self.groups.values())
+        self.overlap = self.arbitrating or any(
+            g.standby is not None or g.retiring for g in self.groups.values()
+        )
 
     def set_group_state(
         self, group: Group, new: ConnectionState, recv_ns: int, mono_ns: int

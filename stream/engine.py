@@ -27,6 +27,7 @@ a small interface, wired here once:
     Fanout      stream.fanout     who receives each frame or book; teardown
     Resync      stream.resync     gaps and resets; snapshot requests, fallback
     Switching   stream.switching  make-before-break
+    Arbiter     stream.arbitration redundant feeds: each message once, each book from one
     FrameInput  stream.frames     frame_received: routing, sequence, books
     ControlInput stream.control   command_sent; acks, unsubscribes, replies
 
@@ -42,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from schemas.channels import MARKET_FILTER_CHANNELS
+from stream.arbitration import Arbiter
 from stream.book import BookSnapshot
 from stream.checkpoint import checkpoint_record, is_quiescent, restore_wires
 from stream.connections import Connection
@@ -86,6 +88,7 @@ class Engine:
         self.stats: EngineStats = core.stats
         self.outbox: deque[Output] = core.outbox
         self._fanout = Fanout(core)
+        self._arbiter = self._fanout.arbiter = Arbiter(core, self._fanout)
         self._resync = Resync(core, self._fanout)
         self._switching = Switching(core, self._fanout)
         self._frames = FrameInput(core, self._fanout, self._resync)
@@ -94,6 +97,12 @@ class Engine:
         )
         self._frames.control = self._control
         self._frames.switching = self._switching
+        self._frames.arbiter = self._arbiter
+        #: The groups a live session's consumers subscribe on: one per feed.
+        self._live_groups = range(LIVE_GROUP, LIVE_GROUP + core.config.feeds)
+        if core.config.feeds > 1:
+            for feed in self._live_groups:
+                core.group(feed, feed)
         self.frame_received = self._frames.frame_received
         self.command_sent = self._control.command_sent
 
@@ -140,10 +149,10 @@ class Engine:
             self._core.attached.setdefault(channel, []).append(consumer)
             self._fanout.retarget(channel)
         else:
-            group = self._core.groups.get(LIVE_GROUP)
-            for conn in (group.active, group.standby) if group else ():
-                if conn is not None:
-                    self._core.subscribe(conn, consumer, "subscribe")
+            for group in self._live():
+                for conn in (group.active, group.standby):
+                    if conn is not None:
+                        self._core.subscribe(conn, consumer, "subscribe")
         if self._core.fatal is not None and queue is not None:
             queue.close(self._core.fatal)
         return consumer
@@ -171,15 +180,20 @@ class Engine:
     def update_consumer(self, cid: int, action: str, args: dict[str, Any]) -> int | None:
         """Send update_subscription for a consumer's wire subscription; returns the command id."""
         consumer = self._core.consumers.get(cid)
-        group = self._core.groups.get(LIVE_GROUP)
-        conn = group.active if group else None
-        if consumer is None or conn is None:
+        if consumer is None:
             return None
-        wire = next((w for w in conn.sids.values() if w.owner is consumer), None)
-        if wire is None or wire.sid is None:
-            return None
-        params = {"sids": [wire.sid], "action": action, **args}
-        return self._core.command(conn, "update_subscription", params, "user")
+        first: int | None = None
+        for group in self._live():  # every feed's subscription; the first one's id is answered
+            conn = group.active
+            wire = None if conn is None else next(
+                (w for w in conn.sids.values() if w.owner is consumer), None
+            )
+            if conn is None or wire is None or wire.sid is None:
+                continue
+            params = {"sids": [wire.sid], "action": action, **args}
+            cmd_id = self._core.command(conn, "update_subscription", params, "user")
+            first = cmd_id if first is None else first
+        return first
 
     def list_subscriptions(self) -> int | None:
         """Send list_subscriptions on the live connection; the reply is a CommandReply."""
@@ -187,6 +201,16 @@ class Engine:
         if group is None or group.active is None:
             return None
         return self._core.command(group.active, "list_subscriptions", None, "user")
+
+    def _live(self) -> list[Any]:
+        """The live session's groups (one per feed) that exist."""
+        groups = self._core.groups
+        return [groups[g] for g in self._live_groups if g in groups]
+
+    @property
+    def arbiter(self) -> Arbiter:
+        """Arbitration between feeds (`stream.arbitration`): which feed owns each book."""
+        return self._arbiter
 
     def consumers(self) -> list[ConsumerSubscription]:
         return list(self._core.consumers.values())
@@ -227,9 +251,13 @@ class Engine:
         ]
 
     def book(self, market: str) -> BookSnapshot | None:
-        """The current book of a market on an active connection (the freshest), or None."""
+        """The current book of a market on an active connection (the freshest; across
+        feeds, the owner feed's), or None."""
         best: BookSnapshot | None = None
+        owner = self._arbiter.owners.get(market) if self._core.arbitrating else None
         for group in self._core.groups.values():
+            if owner is not None and group.id != owner:
+                continue
             if group.active is None:
                 continue
             for wire in group.active.sids.values():
@@ -270,10 +298,13 @@ class Engine:
                 self._fanout.target(wire)
                 if conn.group.active is not conn:
                     continue
+                owns = self._arbiter.owns if self._core.arbitrating else None
                 for consumer in wire.targets:
                     if consumer.delivery is not Delivery.BOOK:
                         continue
                     for market, book in wire.books.items():
+                        if owns is not None and not owns(conn.group, market):
+                            continue
                         if consumer.tickers is None or market in consumer.tickers:
                             self._fanout.put(consumer, book.snapshot())
 
@@ -285,19 +316,22 @@ class Engine:
 
     # ------------------------------------------------------------------ connection inputs
 
-    def connection_attempt(self, recv_ns: int, mono_ns: int, *, group: int = LIVE_GROUP) -> None:
-        """The edge starts a connection attempt."""
+    def connection_attempt(
+        self, recv_ns: int, mono_ns: int, *, group: int = LIVE_GROUP, feed: int | None = None
+    ) -> None:
+        """The edge starts a connection attempt (on `group`, which is feed `feed`)."""
         self._core.now = (recv_ns, mono_ns)
-        g = self._core.group(group)
+        g = self._core.group(group, feed)
         if g.state in (_S.DISCONNECTED, _S.CONNECTING):
             self._core.set_group_state(g, _S.CONNECTING, recv_ns, mono_ns)
 
     def attempt_failed(
-        self, recv_ns: int, mono_ns: int, *, will_retry: bool, group: int = LIVE_GROUP
-    ) -> None:
+        self, recv_ns: int, mono_ns: int, *, will_retry: bool, group: int = LIVE_GROUP,
+        feed: int | None = None,
+    ) -> None:  # fmt: skip
         """A connection attempt failed before opening."""
         self._core.now = (recv_ns, mono_ns)
-        g = self._core.group(group)
+        g = self._core.group(group, feed)
         if g.active is None and g.state is not _S.CLOSED:
             self._core.set_group_state(g, _S.RECONNECTING if will_retry else _S.DISCONNECTED,
                                   recv_ns, mono_ns)  # fmt: skip
@@ -310,13 +344,14 @@ class Engine:
         *,
         standby: bool = False,
         group: int = LIVE_GROUP,
+        feed: int | None = None,
     ) -> None:
         """A handshake succeeded. A standby connection is subscribed but not delivered from
         until its snapshots are in (make-before-break); then it replaces the active one."""
         self._core.now = (recv_ns, mono_ns)
         if conn in self._core.conns or self.state is _S.CLOSED:
             return
-        g = self._core.group(group)
+        g = self._core.group(group, feed)
         state = Connection(conn, g, mono_ns)
         self._core.conns[conn] = state
         if standby and g.active is not None:
@@ -331,7 +366,7 @@ class Engine:
             g.active = state
             self._core.set_group_state(g, _S.CONNECTED, recv_ns, mono_ns)
         self._core.roles_changed()
-        if group == LIVE_GROUP:
+        if group in self._live_groups:
             for consumer in list(self._core.consumers.values()):
                 if consumer.owns_wire:
                     reason = "resubscribe" if consumer.subscribed_once else "subscribe"
@@ -355,7 +390,8 @@ class Engine:
         g = state.group
         if g.active is state:
             standby = g.standby
-            self._fanout.drop_conn(state, "disconnect", recv_ns, notify=standby is None)
+            self._fanout.drop_conn(state, "disconnect", recv_ns, notify=standby is None,
+                                   keep_owner=standby is not None)  # fmt: skip
             g.active = None
             if standby is not None:
                 self._switching.switch(g, recv_ns, mono_ns)  # the standby takes over at once
@@ -400,6 +436,7 @@ class Engine:
         *,
         conn: int,
         group: int = LIVE_GROUP,
+        feed: int | None = None,
     ) -> None:
         """Replace a connection's subscriptions and books with a checkpoint's (replay seek).
 
@@ -410,7 +447,7 @@ class Engine:
         """
         self._core.now = (recv_ns, mono_ns)
         if conn not in self._core.conns:
-            self.connection_opened(conn, recv_ns, mono_ns, group=group)
+            self.connection_opened(conn, recv_ns, mono_ns, group=group, feed=feed)
         state = self._core.conns[conn]
         for wire in state.wires():
             wire.targets = []
@@ -418,6 +455,9 @@ class Engine:
         state.pending.clear()
         for wire in restore_wires(state, record):
             self._fanout.target(wire)
+            if self._core.arbitrating and wire.is_book and state.group.active is state:
+                for market in wire.books:
+                    self._arbiter.snapshot_applied(state, wire, market, recv_ns, mono_ns)
         state.last_checkpoint_ns = mono_ns
         g = state.group
         if state.sids and g.active is state and g.state is _S.CONNECTED:

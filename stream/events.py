@@ -19,6 +19,7 @@ import msgspec
 from stream.state import ConnectionState
 
 __all__ = [
+    "Arbitrated",
     "BinaryMessage",
     "Checkpoint",
     "CloseConnection",
@@ -210,6 +211,24 @@ class Switched:
 
 
 @dataclass(frozen=True, slots=True)
+class Arbitrated:
+    """Redundant feeds: a market's book is delivered from another feed from now on.
+
+    `from_feed` None: the book was invalid on every feed and is valid again on
+    `to_feed`; `to_feed` None: the feed it came from broke and no other feed holds a
+    valid book, so it is invalid until one does. `reason` is why it moved (the break
+    on the old feed: gap, reset, disconnect, ended, ...; or `resynced`).
+    """
+
+    market: str
+    from_feed: int | None
+    to_feed: int | None
+    reason: str
+    recv_ns: int
+    mono_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class CloseConnection:
     """The engine asks the edge to close a connection (an abandoned standby)."""
 
@@ -245,6 +264,7 @@ Output = (
     | SubscribeResult
     | CommandReply
     | Switched
+    | Arbitrated
     | CloseConnection
     | Checkpoint
     | Fatal

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.arbitration import Arbiter
 from stream.book import OrderBook
 from stream.connections import Connection
 from stream.core import EngineCore
@@ -37,11 +38,12 @@ _BOOK = Delivery.BOOK
 class Fanout:
     """Delivery to consumers, for one engine (see the module docstring)."""
 
-    __slots__ = ("_core", "_max_held")
+    __slots__ = ("_core", "_max_held", "arbiter")
 
     def __init__(self, core: EngineCore) -> None:
         self._core = core
         self._max_held = core.config.max_held_frames
+        self.arbiter: Arbiter | None = None  # set by the engine: delivery across feeds
 
     # ------------------------------------------------------------------ targets
 
@@ -99,7 +101,10 @@ class Fanout:
         targets = [
             c for c in wire.targets if c.tickers is None or market is None or market in c.tickers
         ]
-        if group.active is conn:
+        arbiter = self.arbiter if self._core.arbitrating else None
+        if arbiter is not None and group.active is conn:
+            arbiter.deliver(conn, wire, frame, book, targets)
+        elif group.active is conn:
             overlap = group.standby is not None or bool(group.retiring)
             for consumer in targets:
                 if overlap and not wire.is_book and self.seen_before(consumer, frame):
@@ -116,6 +121,12 @@ class Fanout:
         elif wire.conn in group.retiring and not wire.is_book:
             # Still arriving on the connection we switched away from: deliver what the new
             # connection has not already delivered.
+            if arbiter is not None:
+                if arbiter.first_copy(frame):
+                    for consumer in targets:
+                        if consumer.delivery is not _BOOK:
+                            self.put(consumer, frame)
+                return
             for consumer in targets:
                 if consumer.delivery is not _BOOK and not self.seen_before(consumer, frame):
                     self.put(consumer, frame)
@@ -169,15 +180,32 @@ class Fanout:
     # ------------------------------------------------------------------ books and teardown
 
     def clear_books(
-        self, wire: WireSubscription, reason: str, recv_ns: int, *, notify: bool
+        self,
+        wire: WireSubscription,
+        reason: str,
+        recv_ns: int,
+        *,
+        notify: bool,
+        keep_owner: bool = False,
     ) -> None:
-        """Drop a wire subscription's books; tell book consumers unless told not to."""
+        """Drop a wire subscription's books; tell book consumers unless told not to.
+
+        Across feeds, the markets the wire's feed owned move to another feed's valid
+        book first (`stream.arbitration`), and only those left without one are invalid;
+        `keep_owner`: the feed keeps them (its standby is taking over)."""
         if not wire.books:
             return
-        books, wire.books = wire.books, {}
+        books = wire.books
+        markets: Any = books
+        if self._core.arbitrating and self.arbiter is not None and wire.is_book:
+            conn = self._core.conns.get(wire.conn)
+            markets = ()
+            if conn is not None and conn.group.active is conn and not keep_owner:
+                markets = self.arbiter.release(conn.group, wire, list(books), reason, recv_ns)
+        wire.books = {}
         if not notify:
             return
-        for market in books:
+        for market in markets:
             invalid = OrderBook.invalid(
                 market, reason=reason, recv_ns=recv_ns, conn=wire.conn, sid=wire.sid
             )
@@ -187,13 +215,16 @@ class Fanout:
                 ):
                     self.put(consumer, invalid)
 
-    def drop_conn(self, conn: Connection, reason: str, recv_ns: int, *, notify: bool) -> None:
+    def drop_conn(
+        self, conn: Connection, reason: str, recv_ns: int, *, notify: bool,
+        keep_owner: bool = False,
+    ) -> None:  # fmt: skip
         """Forget a connection and everything it owned (sids, seq state, books, stash)."""
         core = self._core
-        core.conns.pop(conn.conn, None)
         for wire in conn.wires():
-            self.clear_books(wire, reason, recv_ns, notify=notify)
+            self.clear_books(wire, reason, recv_ns, notify=notify, keep_owner=keep_owner)
             wire.targets = []
+        core.conns.pop(conn.conn, None)
         conn.sids.clear()
         conn.pending.clear()
         conn.stash.clear()

@@ -55,6 +55,7 @@ from stream.resync import Resync
 from stream.subscriptions import WireSubscription
 
 if TYPE_CHECKING:
+    from stream.arbitration import Arbiter
     from stream.control import ControlInput
     from stream.switching import Switching
 
@@ -84,6 +85,7 @@ class FrameInput:
         "_first_last",
         "_resync",
         "_stash_maxlen",
+        "arbiter",
         "control",
         "stats",
         "switching",
@@ -101,6 +103,7 @@ class FrameInput:
         self._stash_maxlen = core.config.stash_maxlen
         self.control: ControlInput | None = None
         self.switching: Switching | None = None
+        self.arbiter: Arbiter | None = None
 
     def frame_received(
         self, raw: bytes, recv_ns: int, mono_ns: int, conn: int, decoded: Any = None
@@ -371,6 +374,9 @@ class FrameInput:
                 wire.awaiting_snapshot.discard(market)
                 if not wire.awaiting_snapshot:
                     wire.resync_since_ns = None
+            if self._core.arbitrating and wire.is_book:
+                assert self.arbiter is not None
+                self.arbiter.snapshot_applied(state, wire, market, recv_ns, mono_ns)
         if wire.targets:
             frame_out = Frame(
                 raw, recv_ns, mono_ns, state.conn, wire.channel, _TAG[type(frame)], frame.sid,

@@ -68,21 +68,34 @@ class Switching:
         g.standby = None
         g.active = standby
         core.roles_changed()
+        # Across feeds, a market another feed owns stays with it, and a message another
+        # feed already brought is not delivered again (stream.arbitration).
+        arbiter = fanout.arbiter if core.arbitrating else None
+        if arbiter is not None:  # markets no feed had a valid book of are this one's now
+            for wire in standby.sids.values():
+                for market in wire.books if wire.is_book else ():
+                    arbiter.snapshot_applied(standby, wire, market, recv_ns, mono_ns)
         for consumer in list(core.consumers.values()):
             held, consumer.held = consumer.held, []
             if consumer.channel not in BOOK_CHANNELS:
                 for frame in held:
-                    if not fanout.seen_before(consumer, frame):
+                    if arbiter is not None:
+                        if arbiter.first_copy(frame):
+                            fanout.put(consumer, frame)
+                    elif not fanout.seen_before(consumer, frame):
                         fanout.put(consumer, frame)
             elif consumer.delivery is not Delivery.BOOK:
                 for frame in held:  # from the new snapshot on: consistent by itself
-                    fanout.put(consumer, frame)
+                    if arbiter is None or arbiter.owns(g, frame.market_ticker or ""):
+                        fanout.put(consumer, frame)
             else:
                 for wire in standby.sids.values():
                     if wire.channel != consumer.channel:
                         continue
                     for market, book in wire.books.items():
-                        if consumer.tickers is None or market in consumer.tickers:
+                        if consumer.tickers is not None and market not in consumer.tickers:
+                            continue
+                        if arbiter is None or arbiter.owns(g, market):
                             fanout.put(consumer, book.snapshot())
         if g.state is ConnectionState.CONNECTED:
             core.set_group_state(g, ConnectionState.STREAMING, recv_ns, mono_ns)

@@ -1,0 +1,181 @@
+"""Redundant feeds: two groups with the same subscriptions, arbitrated into one stream."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from stream import Delivery, DeliveryQueue, Engine, EngineConfig, Overflow
+from stream.book import BookSnapshot
+from stream.decode import decode_frame
+from stream.events import Arbitrated, Frame, SendCommand
+
+from .harness import wire
+
+M = "KX-A"
+T0 = 1_795_244_476_000_000_000
+
+
+class Feeds:
+    """Two feeds as a replay drives them: group 10 is feed 0 (conn 1), group 11 feed 1
+    (conn 2), each subscribed to trade (sid 1), orderbook_delta (sid 2) and ticker (sid 3)."""
+
+    def __init__(self, engine: Engine | None = None, *, open_both: bool = True) -> None:
+        self.engine = engine or Engine()
+        self.t = T0
+        self.trades = self.queue("trade", Delivery.FRAME)
+        self.tickers = self.queue("ticker", Delivery.FRAME)
+        self.books = self.queue("orderbook_delta", Delivery.BOOK)
+        self.raw_books = self.queue("orderbook_delta", Delivery.FRAME)
+        self.outputs: list[object] = []
+        if open_both:
+            self.open(0)
+            self.open(1)
+
+    def queue(self, channel: str, delivery: Delivery) -> DeliveryQueue:
+        q = DeliveryQueue(1000, Overflow.BLOCK)
+        self.engine.add_consumer(channel, owns_wire=False, delivery=delivery, queue=q)
+        return q
+
+    def tick(self) -> tuple[int, int]:
+        self.t += 1000
+        return self.t, self.t
+
+    def open(self, feed: int, conn: int | None = None) -> int:
+        conn = conn if conn is not None else feed + 1
+        e = self.engine
+        e.connection_attempt(*self.tick(), group=10 + feed, feed=feed)
+        e.connection_opened(conn, *self.tick(), group=10 + feed, feed=feed)
+        for cmd_id, channel, sid in ((1, "trade", 1), (2, "orderbook_delta", 2), (3, "ticker", 3)):
+            cmd = {"id": cmd_id, "cmd": "subscribe", "params": {"channels": [channel]}}
+            e.command_sent(json.dumps(cmd).encode(), *self.tick(), conn)
+            e.frame_received(wire.ack(cmd_id, channel, sid), *self.tick(), conn)
+        self.flush()
+        return conn
+
+    def recv(self, raw: bytes, conn: int) -> None:
+        self.engine.frame_received(raw, *self.tick(), conn)
+        self.flush()
+
+    def close(self, conn: int) -> None:
+        self.engine.connection_closed(conn, *self.tick(), code=None, will_reconnect=True)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.engine.outbox:
+            out = self.engine.outbox.popleft()
+            self.outputs.append(out)
+            if isinstance(out, SendCommand):  # a live edge sends it and reports it sent
+                self.engine.command_sent(out.raw, *self.tick(), out.conn)
+
+    def switches(self) -> list[tuple[str, int | None, int | None, str]]:
+        found = [o for o in self.outputs if isinstance(o, Arbitrated)]
+        return [(a.market, a.from_feed, a.to_feed, a.reason) for a in found]
+
+
+def levels(book: BookSnapshot) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
+    return dict(book.yes), dict(book.no)
+
+
+def test_a_trade_both_feeds_bring_is_delivered_once() -> None:
+    f = Feeds()
+    f.recv(wire.trade(1, 1, M, "t1"), 1)
+    f.recv(wire.trade(1, 1, M, "t1"), 2)  # the same trade, on feed 1 later
+    f.recv(wire.trade(1, 2, M, "t2", "0.4600"), 2)  # feed 1 first this time
+    f.recv(wire.trade(1, 2, M, "t2", "0.4600"), 1)
+    f.recv(wire.trade(1, 3, M, "t3"), 2)  # only feed 1 got this one (feed 0 lost it)
+    got = [json.loads(fr.raw)["msg"]["trade_id"] for fr in f.trades.drain(10)]
+    assert got == ["t1", "t2", "t3"]
+
+
+def test_a_message_one_feed_repeats_is_delivered_as_often_as_it_came() -> None:
+    f = Feeds()
+    for _ in range(2):  # two ticker updates with equal content on feed 0
+        f.recv(wire.ticker(3, M), 1)
+    f.recv(wire.ticker(3, M), 2)
+    f.recv(wire.ticker(3, M), 2)
+    f.recv(wire.ticker(3, M), 2)  # a third copy only feed 1 has: a third message
+    assert [fr.conn for fr in f.tickers.drain(10)] == [1, 1, 2]
+
+
+def test_the_book_comes_from_one_feed_and_moves_when_it_breaks() -> None:
+    f = Feeds()
+    f.recv(wire.snapshot(2, 1, M, yes=[("0.4000", "10.00")], no=[("0.5500", "20.00")]), 1)
+    f.recv(wire.snapshot(2, 1, M, yes=[("0.4000", "10.00")], no=[("0.5500", "20.00")]), 2)
+    f.recv(wire.delta(2, 2, M, "0.4100", "5.00"), 1)
+    f.recv(wire.delta(2, 2, M, "0.4100", "5.00"), 2)
+    books = f.books.drain(10)
+    assert [b.conn for b in books] == [1, 1]  # feed 1's copies are not delivered
+    assert f.engine.arbiter.owners[M] == 10
+    # Feed 0 skips seq 3: its book breaks, and the market moves to feed 1 at once.
+    f.recv(wire.delta(2, 3, M, "0.4200", "1.00"), 2)
+    f.recv(wire.delta(2, 4, M, "0.4300", "1.00"), 1)
+    assert f.switches() == [(M, 0, 1, "gap")]
+    books = f.books.drain(10)
+    assert all(b.valid for b in books) and books
+    assert books[-1].conn == 2
+    assert levels(books[-1])[0] == {
+        Decimal("0.4000"): Decimal("10.00"),
+        Decimal("0.4100"): Decimal("5.00"),
+        Decimal("0.4200"): Decimal("1.00"),
+    }
+    # Feed 0 resyncs meanwhile; it does not take the market back.
+    f.recv(wire.snapshot(2, 5, M, yes=[("0.4000", "10.00")], no=None), 1)
+    f.recv(wire.delta(2, 4, M, "0.4400", "1.00"), 2)
+    assert [b.conn for b in f.books.drain(10)] == [2]
+    assert f.engine.book(M).conn == 2  # type: ignore[union-attr]
+
+
+def test_the_book_is_invalid_only_while_every_feed_is_broken() -> None:
+    f = Feeds()
+    f.recv(wire.snapshot(2, 1, M), 1)
+    f.recv(wire.snapshot(2, 1, M), 2)
+    f.close(2)  # feed 1 lost: it did not own the market, nobody hears of it
+    assert all(b.valid for b in f.books.drain(10))
+    f.recv(wire.delta(2, 3, M, "0.4100", "5.00"), 1)  # feed 0 gaps too: now both are broken
+    assert f.switches() == [(M, 0, None, "gap")]
+    assert [b.valid for b in f.books.drain(10)] == [False]
+    f.open(1, conn=3)  # feed 1 back, its snapshot first: it owns the market again
+    f.recv(wire.snapshot(2, 1, M, yes=[("0.3000", "1.00")]), 3)
+    assert f.switches()[-1] == (M, None, 1, "resynced")
+    books = f.books.drain(10)
+    assert books[-1].valid and books[-1].conn == 3
+
+
+def test_a_raw_frame_consumer_gets_a_snapshot_frame_of_the_new_feed_book() -> None:
+    f = Feeds()
+    f.recv(wire.snapshot(2, 1, M, yes=[("0.4000", "10.00")], no=[("0.5500", "20.00")]), 1)
+    f.recv(wire.snapshot(2, 1, M, yes=[("0.4000", "10.00")], no=[("0.5500", "20.00")]), 2)
+    f.recv(wire.delta(2, 2, M, "0.4000", "-4.00"), 2)
+    f.raw_books.drain(10)
+    f.close(1)  # feed 0's connection lost: the market moves to feed 1
+    assert f.switches() == [(M, 0, 1, "disconnect")]
+    (frame,) = f.raw_books.drain(10)
+    assert isinstance(frame, Frame) and frame.type == "orderbook_snapshot" and frame.conn == 2
+    decoded = decode_frame(frame.raw)
+    assert decoded.msg.yes_dollars_fp == [("0.4000", "6.00")]
+    assert decoded.msg.no_dollars_fp == [("0.5500", "20.00")]
+    assert (decoded.sid, decoded.seq) == (2, 2)
+
+
+def test_one_feed_alone_is_not_arbitrated() -> None:
+    engine = Engine()
+    f = Feeds(engine, open_both=False)
+    f.engine.connection_attempt(*f.tick(), group=10, feed=0)
+    assert not engine._core.arbitrating  # noqa: SLF001 - the flat path stays
+    f.open(0)
+    f.recv(wire.trade(1, 1, M, "t1"), 1)
+    f.recv(wire.trade(1, 2, M, "t1"), 1)  # one feed: a repeat is delivered as it came
+    assert len(f.trades.drain(10)) == 2
+
+
+def test_a_live_session_with_two_feeds_subscribes_on_both() -> None:
+    engine = Engine(EngineConfig(feeds=2))
+    queue = DeliveryQueue(100, Overflow.BLOCK)
+    engine.add_consumer("trade", {}, owns_wire=True, queue=queue)
+    engine.connection_attempt(1, 1, group=0)
+    engine.connection_opened(1, 2, 2, group=0)
+    engine.connection_attempt(3, 3, group=1)
+    engine.connection_opened(2, 4, 4, group=1)
+    sent = [(o.conn, json.loads(o.raw)["cmd"]) for o in engine.outbox if isinstance(o, SendCommand)]
+    assert sent == [(1, "subscribe"), (2, "subscribe")]
