@@ -30,6 +30,7 @@ from schemas.record import Event
 
 __all__ = [
     "EVENT_CLASSES",
+    "Arbitrated",
     "Attempt",
     "AttemptFailed",
     "CaptureGap",
@@ -147,6 +148,22 @@ class Switched(ConnectionEvent, frozen=True, kw_only=True, tag=Event.SWITCH.valu
     reason: str | None = None
 
 
+class Arbitrated(ConnectionEvent, frozen=True, kw_only=True, tag=Event.ARBITRATE.value):
+    """Redundant feeds: `market`'s book is delivered from `to_feed` from now on.
+
+    `from_feed` None: no feed held a valid book, and `to_feed` has one again;
+    `to_feed` None: `from_feed`'s book broke and no other feed holds a valid one, so
+    the market's book is invalid until one does. `reason` is why (gap, reset,
+    disconnect, ended, resynced, ...).
+    """
+
+    name: ClassVar[Event] = Event.ARBITRATE
+    market: str
+    from_feed: int | None
+    to_feed: int | None
+    reason: str
+
+
 class CaptureGap(ConnectionEvent, frozen=True, kw_only=True, tag=Event.CAPTURE_GAP.value):
     """Frames the recorder could not keep (its journal backlog was over its limit).
 
@@ -182,6 +199,7 @@ EVENT_CLASSES: Final[dict[Event, type[ConnectionEvent]]] = {
         ReconnectWait,
         StateChanged,
         Switched,
+        Arbitrated,
         CaptureGap,
         FrameRejected,
     )
@@ -213,6 +231,7 @@ _AnyEvent = (
     | ReconnectWait
     | StateChanged
     | Switched
+    | Arbitrated
     | CaptureGap
     | FrameRejected
 )

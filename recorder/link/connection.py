@@ -40,8 +40,9 @@ import logging
 import random
 import ssl as ssl_module
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
@@ -85,7 +86,7 @@ from recorder.link.opener import (
     end_of,
     open_link,
 )
-from recorder.link.plumbing import Hook, Plumbing, Policy, now
+from recorder.link.plumbing import Hook, Plumbing, Policy, PumpGate, now
 from recorder.link.policies import (
     AttemptLimiter,
     CloseVerdict,
@@ -145,6 +146,9 @@ class LiveSettings:
     alert_proactive: bool = False
     sink: Sink | None = None
     opener: LinkOpener = open_link
+    #: Which feed of a redundant session this source is (`recorder.link.feeds`): its
+    #: engine group, the `feed` of every record it writes.
+    feed: int = 0
 
 
 class LiveSource(Source):
@@ -152,8 +156,19 @@ class LiveSource(Source):
 
     owns_wire = True
 
-    def __init__(self, settings: LiveSettings, stats: LiveStats, rng: random.Random) -> None:
+    def __init__(
+        self,
+        settings: LiveSettings,
+        stats: LiveStats,
+        rng: random.Random,
+        *,
+        numbers: Iterator[int] | None = None,
+        gate: PumpGate | None = None,
+    ) -> None:
+        """`numbers` and `gate`: the connection numbers and the pump the feeds of one
+        session share (`recorder.link.feeds`); a single feed makes its own."""
         self.settings = settings
+        self.feed = feed = settings.feed
         self.limits = lim = settings.limits
         self.stats = stats
         self._url = settings.url
@@ -173,8 +188,8 @@ class LiveSource(Source):
         self._alerts = DisconnectAlerts(
             lim.disconnect_alert_interval_s, include_proactive=settings.alert_proactive
         )
-        self.links = Links()
-        self.plumbing = Plumbing(settings.sink)
+        self.links = Links(numbers)
+        self.plumbing = Plumbing(settings.sink, feed=feed, gate=gate)
         self.control = LinkControl(self, self.links, self.plumbing, lim, stats)
         self.watchdogs = Watchdogs(
             self.control, self.links, self.plumbing, lim, stats, self._alerts,
@@ -457,7 +472,7 @@ class LiveSource(Source):
             0, recv_ns, mono_ns,
             recorded.Attempt(url=self._url, attempt=self._plan.attempts + 1, standby=standby),
         )  # fmt: skip
-        plumbing.engine.connection_attempt(recv_ns, mono_ns)
+        plumbing.engine.connection_attempt(recv_ns, mono_ns, group=self.feed, feed=self.feed)
         await plumbing.pump()
         ws = await self.settings.opener(
             self._url,
@@ -478,7 +493,9 @@ class LiveSource(Source):
         c = Link(no, ws, mono_ns)
         links.conns[no] = c
         plumbing.emit(no, recv_ns, mono_ns, recorded.Opened(url=self._url, standby=is_standby))
-        plumbing.engine.connection_opened(no, recv_ns, mono_ns, standby=is_standby)
+        plumbing.engine.connection_opened(
+            no, recv_ns, mono_ns, standby=is_standby, group=self.feed, feed=self.feed
+        )
         self.stats.connected(recv_ns, mono_ns, active=not is_standby)
         if is_standby:
             links.standby = c
@@ -500,7 +517,9 @@ class LiveSource(Source):
         text = f"{type(failed.error).__name__}: {failed.error}"
         failure = recorded.AttemptFailed(error=text, will_retry=will_retry)
         self.plumbing.emit(0, recv_ns, mono_ns, failure)
-        self.plumbing.engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry)
+        self.plumbing.engine.attempt_failed(
+            recv_ns, mono_ns, will_retry=will_retry, group=self.feed, feed=self.feed
+        )
         self.plumbing.report("connection_error", f"connection attempt failed: {text}", recv_ns)
         await self.plumbing.pump()
 
@@ -520,6 +539,9 @@ class LiveSource(Source):
         stats = self.stats
         types = stats.types_received
         sink = plumbing.sink
+        frame_in = None
+        if sink is not None:
+            frame_in = sink.frame_in if not self.feed else partial(sink.frame_in, feed=self.feed)
         time_ns, mono = time.time_ns, time.monotonic_ns
         received = 0
         try:
@@ -538,9 +560,9 @@ class LiveSource(Source):
                 stats.bytes_received += len(raw)
                 stats.last_message_ns = recv_ns
                 decoded = None
-                if sink is not None:
+                if frame_in is not None:
                     try:
-                        decoded = sink.frame_in(no, recv_ns, mono_ns, raw)
+                        decoded = frame_in(no, recv_ns, mono_ns, raw)
                     except Exception as exc:
                         plumbing.sink_failed("frame_in", exc, recv_ns)
                 if decoded is None:

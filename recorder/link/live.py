@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import ipaddress
 import random
 import ssl as ssl_module
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -48,6 +49,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from recorder.link.auth import Credentials
 from recorder.link.connection import LinkOpener, LiveSettings, LiveSource
+from recorder.link.feeds import MAX_FEEDS, FeedSet
 from recorder.link.control import parse_windows
 from recorder.link.limits import Limits, resolve_limits
 from recorder.link.opener import open_link
@@ -136,6 +138,10 @@ class LiveSession(Session):
         rng: the backoff jitter's random source (seed it in tests).
         opener: opens each connection (default `recorder.link.opener.open_link`: a real
             socket); tests may pass one that makes in-memory links.
+        feeds: redundant feeds (`recorder.link.feeds`): N independent connections, each
+            subscribed to everything, each reconnecting on its own; consumers see each
+            message once and each book from a feed that holds it valid (1: one feed).
+        urls: one URL per feed (None: every feed connects to `url`).
         **limit_overrides: any limit by name (`ping_interval_s=5`), clamped to its bounds.
     """
 
@@ -166,9 +172,21 @@ class LiveSession(Session):
         default_maxsize: int = 1000,
         rng: random.Random | None = None,
         opener: LinkOpener = open_link,
+        feeds: int = 1,
+        urls: Sequence[str] | None = None,
         **limit_overrides: float | int | None,
     ) -> None:
         resolved = resolve_url(url)
+        if not 1 <= feeds <= MAX_FEEDS:
+            raise ConfigError("feeds", f"{feeds} feeds", f"1 to {MAX_FEEDS}")
+        if urls is not None and len(urls) != feeds:
+            raise ConfigError("urls", f"{len(urls)} URLs for {feeds} feeds", "one URL per feed")
+        self._feeds = feeds
+        self._urls = None if urls is None else [resolve_url(u) for u in urls]
+        for feed_url in self._urls or ():
+            if credentials is None and not _is_loopback(urlsplit(feed_url).hostname or ""):
+                raise ConfigError("credentials", f"{feed_url} requires a signed connection",
+                                  "pass credentials=Credentials.from_env()")  # fmt: skip
         if credentials is None and not _is_loopback(urlsplit(resolved).hostname or ""):
             raise ConfigError(
                 "credentials",
@@ -212,7 +230,9 @@ class LiveSession(Session):
         self._state_evt = asyncio.Event()
         self._shut = False
         self._started = False
-        self._live = LiveSource(self.settings, self.stats, self._rng)
+        self._live = self._new_source()
+        if feeds > 1:
+            engine_config = dataclasses.replace(engine_config or EngineConfig(), feeds=feeds)
         Session.__init__(
             self,
             self._live,
@@ -485,9 +505,20 @@ class LiveSession(Session):
         self._live.force()
         await self.close()
 
+    def _new_source(self) -> LiveSource | FeedSet:
+        """One run's connection manager: a `LiveSource`, or a `FeedSet` of several."""
+        if self._feeds == 1:
+            return LiveSource(self.settings, self.stats, self._rng)
+        return FeedSet(self.settings, self.stats, self._rng, self._feeds, self._urls)
+
+    @property
+    def feeds(self) -> int:
+        """How many redundant feeds this session runs (1: one connection at a time)."""
+        return self._feeds
+
     def _new_run(self) -> None:
         """A fresh engine and source for a new run; `@on` callbacks carry over."""
-        self._live = LiveSource(self.settings, self.stats, self._rng)
+        self._live = self._new_source()
         self.reset(self._live)
         registered, self._registered = self._registered, []
         for channel, raw, fn in registered:

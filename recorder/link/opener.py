@@ -16,8 +16,10 @@ drop. It knows nothing of the engine, reconnect policy or sessions.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl as ssl_module
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,21 +104,21 @@ class Links:
     watchdogs); only the manager opens and ends links.
     """
 
-    __slots__ = ("abort", "active", "conns", "next_no", "standby", "stopping")
+    __slots__ = ("_numbers", "abort", "active", "conns", "standby", "stopping")
 
-    def __init__(self) -> None:
+    def __init__(self, numbers: Iterator[int] | None = None) -> None:
         self.conns: dict[int, Link] = {}
         self.active: Link | None = None
         self.standby: Link | None = None
-        self.next_no = 1  # connections are numbered from 1, a standby too
+        # Connections are numbered from 1, a standby too; the feeds of one run share
+        # the numbers (`numbers`), so a number names one connection of the run.
+        self._numbers = numbers if numbers is not None else itertools.count(1)
         self.stopping = False  # the run is ending: nothing new is opened
         self.abort = False  # end without close handshakes (force_close)
 
     def number(self) -> int:
         """The number of the next connection to open."""
-        no = self.next_no
-        self.next_no += 1
-        return no
+        return next(self._numbers)
 
 
 class AttemptFailed(Exception):

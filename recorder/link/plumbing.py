@@ -26,7 +26,7 @@ from stream.engine import Engine
 from stream.events import ErrorReport
 from stream.session import Session
 
-__all__ = ["Hook", "Plumbing", "Policy", "call_policy", "now"]
+__all__ = ["Hook", "Plumbing", "Policy", "PumpGate", "call_policy", "now"]
 
 log = logging.getLogger("kalshi_tape.recorder.connection")
 NS: Final = 1_000_000_000
@@ -49,6 +49,16 @@ async def call_policy(fn: Policy) -> Any:
     return result
 
 
+class PumpGate:
+    """One pump at a time: the lock, and the task pumping now (shared by a session's feeds)."""
+
+    __slots__ = ("lock", "task")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.task: asyncio.Task[Any] | None = None
+
+
 class Plumbing:
     """The connection manager's link to its sink, its session and its tasks.
 
@@ -57,12 +67,15 @@ class Plumbing:
         tasks: the background tasks still running.
     """
 
-    def __init__(self, sink: Sink | None) -> None:
+    def __init__(self, sink: Sink | None, *, feed: int = 0, gate: PumpGate | None = None) -> None:
         self.sink = sink
         self.session: Session | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
-        self._lock = asyncio.Lock()
-        self._pump_task: asyncio.Task[Any] | None = None
+        #: The feed this run's records belong to (`recorder.link.feeds`); feed 0 calls the
+        #: sink without the keyword, so a sink written before feeds existed still works.
+        self.feed = feed
+        self.feed_kw: dict[str, int] = {"feed": feed} if feed else {}
+        self.gate = gate or PumpGate()
         self._sink_error_ns = 0
         self._sink_errors = 0
 
@@ -87,21 +100,23 @@ class Plumbing:
 
     def in_pump(self) -> bool:
         """True inside the running pump (a hook): waiting on the pump would deadlock."""
-        return self._pump_task is not None and asyncio.current_task() is self._pump_task
+        task = self.gate.task
+        return task is not None and asyncio.current_task() is task
 
     async def pump(self) -> None:
-        """Carry out the engine's outputs (one pump at a time)."""
+        """Carry out the engine's outputs (one pump at a time, across every feed)."""
         session = self.session
         if session is None or not session.needs_pump:
             return
         if self.in_pump():
             return  # a hook that triggered more work: the running pump carries it out
-        async with self._lock:
-            self._pump_task = asyncio.current_task()
+        gate = self.gate
+        async with gate.lock:
+            gate.task = asyncio.current_task()
             try:
                 await session.pump()
             finally:
-                self._pump_task = None
+                gate.task = None
 
     async def ask(self, policy: Policy) -> Any:
         """A policy's answer, or None (reported) if it raised."""
@@ -141,7 +156,7 @@ class Plumbing:
         if self.sink is None:
             return
         try:
-            self.sink.event(conn, recv_ns, mono_ns, event)
+            self.sink.event(conn, recv_ns, mono_ns, event, **self.feed_kw)
         except Exception as exc:
             self.sink_failed("event", exc, recv_ns)
 
@@ -150,7 +165,7 @@ class Plumbing:
         if self.sink is None:
             return
         try:
-            self.sink.command_out(conn, recv_ns, mono_ns, raw)
+            self.sink.command_out(conn, recv_ns, mono_ns, raw, **self.feed_kw)
         except Exception as exc:
             self.sink_failed("command_out", exc, recv_ns)
 

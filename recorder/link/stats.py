@@ -47,6 +47,7 @@ class LiveStats:
         disconnects, proactive_disconnects, reactive_disconnects: connections ended.
         disconnects_by_reason: DisconnectReason -> count.
         rotations: make-before-break switches completed.
+        arbitrations: markets moved between redundant feeds (`recorder.link.feeds`).
         messages_received, bytes_received, messages_sent, bytes_sent: traffic.
         types_received: envelope type (bytes) -> frames (see `per_channel`).
         gaps, resets, resyncs: sequence breaks and snapshot requests (engine outputs).
@@ -64,6 +65,7 @@ class LiveStats:
     reactive_disconnects: int = 0
     disconnects_by_reason: Counter[DisconnectReason] = field(default_factory=Counter)
     rotations: int = 0
+    arbitrations: int = 0
     messages_received: int = 0
     bytes_received: int = 0
     messages_sent: int = 0

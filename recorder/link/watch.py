@@ -78,7 +78,9 @@ class Watchdogs:
             active = self._links.active
             if mono_ns >= next_stale_ns:
                 next_stale_ns = mono_ns + stale_every_ns
-                stale = self._staleness.observe(engine.subscription_activity(), mono_ns)
+                own = self._links.conns  # across feeds, each watches its own connections
+                activity = [a for a in engine.subscription_activity() if a[0] in own]
+                stale = self._staleness.observe(activity, mono_ns)
                 for sub in stale:
                     self._stats.stale += 1
                     plumbing.report(
