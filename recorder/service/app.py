@@ -405,6 +405,8 @@ class Recorder:
             # The capture must not stop because an attached consumer reads too slowly.
             engine_config=EngineConfig(checkpoint_interval_s=interval, backpressure_fatal=False),
             compression="deflate" if self.config.connection.compression else None,
+            feeds=self.config.connection.feeds,
+            urls=self.config.connection.urls or None,
             **extra,
         )
 

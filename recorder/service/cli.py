@@ -87,6 +87,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"Kalshi environment (default {_default(ConnectionConfig, 'environment')})",
     )
     where.add_argument("--url", help="a WebSocket URL instead (ws:// only to loopback)")
+    where.add_argument("--feeds", type=int, metavar="N",
+                       help="redundant feeds: N connections side by side, each subscribed "
+                            "to everything (default 1; see docs/redundancy.md)")  # fmt: skip
     where.add_argument("--key-id", help=f"API key id (or ${ENV_KEY_ID})")
     where.add_argument(
         "--key-file", metavar="PEM", help=f"private key (or ${ENV_PRIVATE_KEY_PATH})"
@@ -203,6 +206,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
     mb = None if args.segment_size is None else args.segment_size / _MB
     pairs: dict[str, tuple[str, Any] | None] = {
         "connection.url": _first(("--url", args.url)),
+        "connection.feeds": _first(("--feeds", args.feeds)),
         "connection.key_id": _first(("--key-id", args.key_id)),
         "connection.key_file": _first(("--key-file", args.key_file)),
         "storage.root": _first(("--root", args.root)),

@@ -51,10 +51,15 @@ class ConnectionWatch:
         self.checkpoint = inner.checkpoint
         self._open: dict[int, _Open] = {}
 
-    def event(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None:
-        self.inner.event(conn, recv_ns, mono_ns, event)
+    def event(
+        self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent, feed: int = 0
+    ) -> None:
+        if feed:
+            self.inner.event(conn, recv_ns, mono_ns, event, feed=feed)
+        else:
+            self.inner.event(conn, recv_ns, mono_ns, event)
         try:
-            self._observe(conn, mono_ns, event)
+            self._observe(conn, mono_ns, event, feed)
         except Exception as exc:  # a log line must never cost a frame
             log.debug("could not describe event %s: %r", event.name, exc)
 
@@ -65,13 +70,14 @@ class ConnectionWatch:
             for no, c in sorted(self._open.items())
         ]
 
-    def _observe(self, conn: int, mono_ns: int, event: ConnectionEvent) -> None:
+    def _observe(self, conn: int, mono_ns: int, event: ConnectionEvent, feed: int) -> None:
         match event:
             case Opened(url=url, standby=standby):
                 role = "standby" if standby else "active"
                 self._open[conn] = _Open(role, mono_ns)
-                log.info("connection %d open to %s%s", conn, url,
-                         " (standby for a switch)" if standby else "")  # fmt: skip
+                log.info("connection %d open to %s%s%s", conn, url,
+                         " (standby for a switch)" if standby else "",
+                         f" (feed {feed})" if feed else "")  # fmt: skip
             case Switched(old_conn=old_no, new_conn=new_no):
                 new = self._open.get(new_no)
                 if new is not None:

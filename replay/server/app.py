@@ -223,12 +223,16 @@ class SimServer:
                     reason, timeout_s = admission.close_reason, self.config.close_timeout_s
                     await socket.close(admission.close_code, reason, timeout_s)
                 else:
-                    await self._run(socket, admission.conn_no, admission.authenticated)
+                    await self._run(
+                        socket, admission.conn_no, admission.authenticated, admission.tag
+                    )
             await socket.wait_closed()  # a refused client reads its answer, then hangs up
         finally:
             self._sockets.pop(socket, None)
 
-    async def _run(self, socket: ServerSocket, conn_no: int, authenticated: bool) -> None:
+    async def _run(
+        self, socket: ServerSocket, conn_no: int, authenticated: bool, tag: str | None = None
+    ) -> None:
         conn = Connection(
             socket,
             conn_no,
@@ -238,10 +242,11 @@ class SimServer:
             truth=self.truth,
             faults=self._faults,
             authenticated=authenticated,
+            tag=tag,
         )
         self._conns[conn_no] = conn
         if self.truth is not None:
-            self.truth.connection(conn_no, "open", authenticated=authenticated)
+            self.truth.connection(conn_no, "open", authenticated=authenticated, tag=tag)
         conn.start()
         try:
             while (raw := await socket.recv()) is not None:

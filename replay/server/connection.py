@@ -71,6 +71,7 @@ class Connection:
         truth: Truth | None,
         faults: tuple[FaultSpec, ...],
         authenticated: bool,
+        tag: str | None = None,
     ) -> None:
         self._socket = socket
         self.conn_no = conn_no
@@ -83,7 +84,7 @@ class Connection:
         self._truth = truth
         self.session = Session(router, tape, config, self.enqueue, authenticated=authenticated)
         self._scheduler = FaultScheduler(
-            faults, conn_no, random.Random(config.seed * 1_000_003 + conn_no)
+            faults, conn_no, random.Random(config.seed * 1_000_003 + conn_no), tag
         )
         self._armed: list[FaultSpec] = []
         self._now: list[FaultSpec] = []

@@ -13,6 +13,7 @@ Syntax (`--fault` on the command line, `parse_fault` in code)::
     stall:3s@after=1000        stop sending data for 3 s after 1000 frames
     drop@at=2s+7.5s,conn=1     drop TCP at 2 s and 7.5 s, first connection only
     reject:503@conn=1+2        refuse the first two handshakes with HTTP 503
+    drop@every=2s,tag=b        drop every 2 s the connections made to a URL with ?tag=b
     slow_handshake:2s          every handshake waits 2 s
 
 Kinds (ARG in brackets):
@@ -27,9 +28,11 @@ Kinds (ARG in brackets):
 
 Triggers (ORed): every=DURATION, after=FRAMES, p=PROBABILITY (per frame sent), at=
 DURATION+DURATION... (since the connection opened), conn=N+N... (connection numbers,
-counted per handshake attempt from 1), times=N (most fires per connection). A
-connection or frame fault needs one of every, after, p or at; a handshake fault
-fires on every attempt unless `conn`, `p` or `times` narrow it.
+counted per handshake attempt from 1), tag=NAME+NAME... (only connections whose URL
+carries the query parameter `tag=NAME`: a client's chosen connections, such as one
+feed of a redundant recorder), times=N (most fires per connection). A connection or
+frame fault needs one of every, after, p or at; a handshake fault fires on every
+attempt unless `conn`, `tag`, `p` or `times` narrow it.
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ class FaultSpec:
             handshake kinds).
         at_s: fire at these times since the connection opened.
         conns: only on these connection numbers (None: all).
+        tags: only on connections whose URL has `tag=` one of these (None: all).
         times: fire at most this many times per connection (None: no limit).
     """
 
@@ -124,6 +128,7 @@ class FaultSpec:
     p: float | None = None
     at_s: tuple[float, ...] = ()
     conns: frozenset[int] | None = None
+    tags: frozenset[str] | None = None
     times: int | None = None
 
     def __post_init__(self) -> None:
@@ -144,8 +149,11 @@ class FaultSpec:
         if self.kind is FaultKind.REJECT and not 400 <= (self.status or 0) <= 599:
             raise ConfigError(where, f"status {self.status} is not valid", "use 400 to 599")
 
-    def applies_to(self, conn_no: int) -> bool:
-        """True when this fault may fire on connection number `conn_no`."""
+    def applies_to(self, conn_no: int, tag: str | None = None) -> bool:
+        """True when this fault may fire on connection number `conn_no`, made to a URL
+        tagged `tag`."""
+        if self.tags is not None and tag not in self.tags:
+            return False
         return self.conns is None or conn_no in self.conns
 
 
@@ -211,11 +219,13 @@ def parse_fault(text: str) -> FaultSpec:
             values["at_s"] = tuple(sorted(parse_duration_s(v, field) for v in value.split("+")))
         elif key == "conn":
             values["conns"] = frozenset(_int(v, field) for v in value.split("+"))
+        elif key == "tag":
+            values["tags"] = frozenset(v for v in value.split("+") if v)
         elif key == "times":
             values["times"] = _int(value, field)
         else:
             raise ConfigError(
-                field, f"unknown trigger {key!r}", "use every, after, p, at, conn, times"
+                field, f"unknown trigger {key!r}", "use every, after, p, at, conn, tag, times"
             )
     try:
         return FaultSpec(kind=kind, **values)  # type: ignore[arg-type]
@@ -224,15 +234,15 @@ def parse_fault(text: str) -> FaultSpec:
 
 
 def handshake_faults(
-    specs: tuple[FaultSpec, ...], conn_no: int, rng: random.Random
+    specs: tuple[FaultSpec, ...], conn_no: int, rng: random.Random, tag: str | None = None
 ) -> list[FaultSpec]:
-    """The handshake faults that fire on handshake attempt `conn_no`.
+    """The handshake faults that fire on handshake attempt `conn_no` (to a URL tagged `tag`).
 
     `times` counts attempts: `reject@times=2` refuses the first two attempts.
     """
     fired = []
     for spec in specs:
-        if spec.kind not in HANDSHAKE_KINDS or not spec.applies_to(conn_no):
+        if spec.kind not in HANDSHAKE_KINDS or not spec.applies_to(conn_no, tag):
             continue
         if spec.times is not None and conn_no > spec.times:
             continue
@@ -250,9 +260,15 @@ class FaultScheduler:
     the sender how long it may sleep before a timed fault is due.
     """
 
-    def __init__(self, specs: tuple[FaultSpec, ...], conn_no: int, rng: random.Random) -> None:
+    def __init__(
+        self,
+        specs: tuple[FaultSpec, ...],
+        conn_no: int,
+        rng: random.Random,
+        tag: str | None = None,
+    ) -> None:
         self._rng = rng
-        live = [s for s in specs if s.kind not in HANDSHAKE_KINDS and s.applies_to(conn_no)]
+        live = [s for s in specs if s.kind not in HANDSHAKE_KINDS and s.applies_to(conn_no, tag)]
         self._fired: dict[int, int] = {id(s): 0 for s in live}
         self._per_frame = [s for s in live if s.p is not None or s.after_frames is not None]
         #: (next time, spec, remaining `at` times, period or None) for timed specs.

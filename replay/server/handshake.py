@@ -13,12 +13,13 @@ nothing of sockets, frames or subscriptions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from replay.server.auth import KEY_HEADER, HeaderVerifier
 from replay.server.config import ServerConfig
@@ -34,6 +35,7 @@ class Admission:
 
     Attributes:
         conn_no: the attempt's number, from 1.
+        tag: the URL's `tag=` query parameter (faults may target it), or None.
         status: refuse the upgrade with this HTTP status; None accepts it.
         authenticated: the headers verified (or auth is open): private channels allowed.
         close_code: accept, then close at once with this code and `close_reason`
@@ -44,6 +46,7 @@ class Admission:
     status: HTTPStatus | None = None
     authenticated: bool = False
     close_code: int | None = None
+    tag: str | None = None
     close_reason: str = ""
 
 
@@ -72,9 +75,11 @@ class Gate:
         """Decide one upgrade request for `path` with `headers` (looked up without case)."""
         self._attempts += 1
         conn_no = self._attempts
-        if urlsplit(path).path != self._config.path:
+        url = urlsplit(path)
+        if url.path != self._config.path:
             return Admission(conn_no, HTTPStatus.NOT_FOUND)
-        for spec in handshake_faults(faults, conn_no, self._rng):
+        tag = next(iter(parse_qs(url.query).get("tag", ())), None)
+        for spec in handshake_faults(faults, conn_no, self._rng, tag):
             if self._truth is not None:
                 self._truth.fault(
                     conn_no, spec.kind.value, status=spec.status, duration_s=spec.duration_s
@@ -83,8 +88,8 @@ class Gate:
                 await asyncio.sleep(spec.duration_s or 0.0)
             elif spec.kind is FaultKind.REJECT:
                 assert spec.status is not None
-                return Admission(conn_no, HTTPStatus(spec.status))
-        return self._authenticate(headers, conn_no)
+                return Admission(conn_no, HTTPStatus(spec.status), tag=tag)
+        return dataclasses.replace(self._authenticate(headers, conn_no), tag=tag)
 
     def _authenticate(self, headers: Mapping[str, str], conn_no: int) -> Admission:
         mode = self._config.auth

@@ -377,3 +377,16 @@ async def test_the_server_pings_with_the_heartbeat_payload() -> None:
         await asyncio.sleep(0.35)
         assert isinstance(ws, _PingRecorder)
         assert len(ws.pings) >= 2 and set(ws.pings) == {b"heartbeat"}
+
+
+def test_a_tag_narrows_a_fault_to_the_connections_made_to_a_tagged_url() -> None:
+    spec = parse_fault("drop@every=2s,tag=b+c")
+    assert spec.tags == frozenset({"b", "c"})
+    assert spec.applies_to(1, "b") and spec.applies_to(7, "c")
+    assert not spec.applies_to(1, "a") and not spec.applies_to(1, None)
+    rng = random.Random(1)
+    assert FaultScheduler((spec,), 1, rng, "b").due(2.0) == [spec]
+    assert FaultScheduler((spec,), 1, rng, None).due(2.0) == []
+    reject = parse_fault("reject:503@tag=b")
+    assert handshake_faults((reject,), 1, rng, "b") == [reject]
+    assert handshake_faults((reject,), 1, rng, "a") == []

@@ -1,0 +1,74 @@
+"""Two redundant feeds against the simulated exchange: one of them killed over and over,
+the session's trades and book go on as if nothing happened."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from recorder.link.feeds import FeedSet
+from schemas.errors import ConfigError
+
+from .live_helpers import (
+    Observer,
+    Reader,
+    book_matches_truth,
+    eventually,
+    sim_server,
+    trade_id,
+    watched_session,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_feeds_are_checked() -> None:
+    from recorder.link.live import LiveSession
+
+    with pytest.raises(ConfigError, match="feeds"):
+        LiveSession("ws://127.0.0.1:9/x", feeds=9)
+    with pytest.raises(ConfigError, match="urls"):
+        LiveSession("ws://127.0.0.1:9/x", feeds=2, urls=["ws://127.0.0.1:9/x"])
+
+
+async def test_killing_one_feed_loses_no_trade_and_never_invalidates_the_book() -> None:
+    async with sim_server(rate_fps=300.0) as server, Observer(server.url) as observer:
+        ticker = server.tape.market_tickers()[0]
+        watched = watched_session(server, feeds=2)
+        async with watched.session.connect() as session:
+            source = session._live  # noqa: SLF001 - the test reaches one feed to kill it
+            assert isinstance(source, FeedSet)
+            trades = Reader(await session.subscribe_trade(raw=True))
+            books = Reader(await session.orderbook(ticker, maxsize=100_000))
+            await eventually(lambda: all(f.active_conn is not None for f in source.feeds))
+            await books.more_than(0)
+            owners = []
+            for _ in range(4):  # the feed the book comes from is dropped; it reconnects
+                await asyncio.sleep(0.15)
+                owner = session.engine.arbiter.owners[ticker]  # a live group is its feed
+                owners.append(owner)
+                feed = source.feeds[owner]
+                before = feed.active_conn
+                await feed.control.kill()
+                await eventually(lambda f=feed, b=before: f.active_conn not in (None, b), 10.0)
+            assert await book_matches_truth(session, server, ticker)
+            await observer.sync(99)
+            await eventually(lambda: len(trades.items) >= len(observer.trade_ids), 5.0)
+            got = [trade_id(f) for f in trades.items]
+            seen_books = list(books.items)  # the session's close invalidates the book after
+        await trades.stop()
+        await books.stop()
+    assert len(got) == len(set(got)), "a trade was delivered twice"
+    assert set(observer.trade_ids) <= set(got), "a trade the exchange sent is missing"
+    # Each kill moved the book to the other feed (which one owned it first is a race).
+    assert all(a != b for a, b in zip(owners, owners[1:], strict=False))
+    assert seen_books and all(b.valid for b in seen_books)
+    # The capture's side: both feeds recorded, the moves of the book recorded.
+    feeds = {r.feed for r in watched.sink.records if r.dir == "in"}
+    assert feeds == {0, 1}
+    opens = [r for r in watched.sink.records if r.dir == "event" and r.name == "open"]
+    assert {r.feed for r in opens} == {0, 1} and len(opens) >= 6
+    moves = [(m.event.from_feed, m.event.to_feed) for m in watched.events("arbitrate")]
+    assert moves[:4] == [(owner, 1 - owner) for owner in owners]
+    assert session.stats.arbitrations == len(moves)
