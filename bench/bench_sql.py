@@ -179,6 +179,7 @@ def _small(root: Path, channel: str, rows: list[tuple[int, int, str, str, bytes]
             "market_ticker": pa.array(sid, pa.string()).dictionary_encode(),
             "raw": pa.array([r[4] for r in rows], pa.binary()),
             "opcode": pa.array([None if r[2] == "event" else 1 for r in rows], pa.int8()),
+            "feed": pa.array([0] * n, pa.int8()),
         },
     )
 
@@ -231,6 +232,7 @@ def generate(root: Path, frames: int, n_markets: int = 500) -> None:
                     "market_ticker": _dict([markets[i] for i in keep], gen.markets),
                     "raw": pa.array([raws[i] for i in keep], pa.binary()),
                     "opcode": pa.array([1] * len(keep), pa.int8()),
+                    "feed": pa.array([0] * len(keep), pa.int8()),
                 },
             )
         idx += n

@@ -12,6 +12,8 @@ Sub-packages, each importing only capture reading below it:
 * `replay.server`: a Kalshi-protocol WebSocket server on loopback that serves the
   simulated market or a capture (`SimServer`, `ServerConfig`, `CaptureTape`), with
   fault injection.
+* `replay.merge`: two hosts' captures of the same markets joined into one capture of
+  two feeds, with a coverage report (`merge_captures`).
 
 The names below load on first use: `import replay` loads neither DuckDB nor Dask.
 """
@@ -38,6 +40,8 @@ _EXPORTS = {
     "SimServer": "replay.server.app",
     "ServerConfig": "replay.server.config",
     "CaptureTape": "replay.server.capture_tape",
+    # merging two hosts' captures
+    "merge_captures": "replay.merge.api",
     # errors
     "ReplayError": "replay.errors",
     "NotInCapture": "replay.errors",
@@ -46,6 +50,7 @@ _EXPORTS = {
     "sql": "replay.sql",
     "backtest": "replay.backtest",
     "server": "replay.server",
+    "merge": "replay.merge",
 }
 
 __all__ = sorted(_EXPORTS)

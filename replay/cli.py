@@ -1,5 +1,5 @@
 """Subcommands owned by the historical edge: serve, replay, query, verify, inspect, backtest,
-export, report.
+export, report, derive, merge.
 
 Each lives in its own module with a `register(subparsers)` function; this module
 only collects them for `kalshi_tape.cli`.
@@ -20,6 +20,7 @@ _MODULES = (
     "replay.datasets.cli",
     "replay.datasets.export_cli",
     "replay.report.cli",
+    "replay.merge.cli",
 )
 
 

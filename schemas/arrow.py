@@ -8,6 +8,10 @@ DuckDB and Polars open a root with both without a type conflict. Files of older
 captures hold it as a dictionary; every reader of this project takes either.
 `opcode` (1 text, 2 binary) came later: files of older captures lack the column, and
 every reader of this project reads them as if it held nulls (`OPTIONAL_COLUMNS`).
+`feed` (int8) came later still: which of a recorder's redundant feeds (independent
+connection sequences subscribed to the same channels and markets, numbered from 0) the
+record belongs to. A recorder writes 0..N-1; older files lack the column and read it as
+null. Null and 0 mean the same: the first (or only) feed.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ CAPTURE_SCHEMA: Final[pa.Schema] = pa.schema(
         pa.field("market_ticker", _dict_str, nullable=True),
         pa.field("raw", pa.binary(), nullable=False),
         pa.field("opcode", pa.int8(), nullable=True),
+        pa.field("feed", pa.int8(), nullable=True),
     ]
 )
 
@@ -45,7 +50,7 @@ CAPTURE_SCHEMA: Final[pa.Schema] = pa.schema(
 DICTIONARY_COLUMNS: Final[tuple[str, ...]] = ("run_id", "dir", "channel", "type", "market_ticker")
 
 #: Columns a capture file may lack (written before they existed): read as nulls.
-OPTIONAL_COLUMNS: Final[frozenset[str]] = frozenset({"opcode"})
+OPTIONAL_COLUMNS: Final[frozenset[str]] = frozenset({"opcode", "feed"})
 
 assert tuple(CAPTURE_SCHEMA.names) == COLUMNS
 

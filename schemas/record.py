@@ -60,6 +60,7 @@ COLUMNS: Final[tuple[str, ...]] = (
     "market_ticker",
     "raw",
     "opcode",
+    "feed",
 )
 
 #: WebSocket opcodes (RFC 6455) as the `opcode` column holds them.
@@ -96,6 +97,7 @@ class Event(StrEnum):
     SWITCH = "switch"  # make-before-break: delivery moved from one connection to another
     CAPTURE_GAP = "capture_gap"  # frames the recorder could not keep (disk full): count
     FRAME_REJECTED = "frame_rejected"  # an inbound frame did not parse; stored under _unknown
+    ARBITRATE = "arbitrate"  # redundant feeds: a market's book moved from one feed to another
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,10 @@ class CaptureRecord:
     #: The WebSocket opcode the message came (or went) as: 1 text, 2 binary; None for
     #: events, and for messages of captures made before the opcode was recorded.
     opcode: int | None = None
+    #: Which feed of a redundant capture the record belongs to (0..7; see
+    #: docs/architecture.md section 3); None in captures made before feeds existed.
+    #: None and 0 both mean the first (or only) feed.
+    feed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

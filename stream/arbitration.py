@@ -63,7 +63,7 @@ def _message_key(frame: Frame) -> Any:
             return ("trade", raw[at + len(_TRADE_ID) : end if end >= 0 else len(raw)].strip())
     try:
         return (frame.type, hash(msg_bytes(raw)))
-    except Exception:  # noqa: BLE001 - a frame without a msg object: its bytes are the key
+    except Exception:
         return (frame.type, hash(bytes(raw)))
 
 
@@ -97,8 +97,16 @@ class Arbiter:
         switches: markets moved from one feed to another.
     """
 
-    __slots__ = ("_core", "_fanout", "_seen", "_order", "_window_ns", "lost", "owners",
-                 "switches")  # fmt: skip
+    __slots__ = (
+        "_core",
+        "_fanout",
+        "_order",
+        "_seen",
+        "_window_ns",
+        "lost",
+        "owners",
+        "switches",
+    )  # fmt: skip
 
     def __init__(self, core: EngineCore, fanout: Any) -> None:
         self._core = core
@@ -185,9 +193,7 @@ class Arbiter:
                 del self.owners[market]
                 self.lost.add(market)
                 invalid.append(market)
-                core.outbox.append(
-                    Arbitrated(market, group.feed, None, reason, recv_ns, mono_ns)
-                )
+                core.outbox.append(Arbitrated(market, group.feed, None, reason, recv_ns, mono_ns))
                 continue
             other, other_wire, book = found
             self.owners[market] = other.id

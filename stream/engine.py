@@ -185,8 +185,10 @@ class Engine:
         first: int | None = None
         for group in self._live():  # every feed's subscription; the first one's id is answered
             conn = group.active
-            wire = None if conn is None else next(
-                (w for w in conn.sids.values() if w.owner is consumer), None
+            wire = (
+                None
+                if conn is None
+                else next((w for w in conn.sids.values() if w.owner is consumer), None)
             )
             if conn is None or wire is None or wire.sid is None:
                 continue

@@ -202,6 +202,9 @@ class Fanout:
             markets = ()
             if conn is not None and conn.group.active is conn and not keep_owner:
                 markets = self.arbiter.release(conn.group, wire, list(books), reason, recv_ns)
+            # A market no feed holds a valid book of is invalid, and its consumers hear
+            # it even where one feed's end goes unsaid (a run that ended: the others go on).
+            notify = bool(markets)
         wire.books = {}
         if not notify:
             return
@@ -250,6 +253,7 @@ class Fanout:
     def close_session(self, recv_ns: int, mono_ns: int, error: BaseException | None = None) -> None:
         """The session is over (shutdown, or the edge gave up): end every consumer."""
         core = self._core
+        core.arbitrating = False  # the end of every feed at once: no market moves
         for conn in list(core.conns.values()):
             self.drop_conn(conn, "closed", recv_ns, notify=False)
         for group in core.groups.values():

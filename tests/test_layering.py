@@ -187,6 +187,7 @@ SUBPACKAGE_MAY_IMPORT = {
     "replay.server": {"replay.reading"},
     "replay.datasets": {"replay.reading", "replay.backtest"},
     "replay.report": {"replay.reading", "replay.sql", "replay.datasets"},
+    "replay.merge": {"replay.reading"},
 }
 #: Modules of a package that every sub-package may import (its exceptions and such).
 SHARED_MODULES = {"recorder.errors", "recorder.orphans", "replay.errors"}

@@ -49,8 +49,8 @@ from apscheduler.triggers.base import BaseTrigger
 
 from recorder.link.auth import Credentials
 from recorder.link.connection import LinkOpener, LiveSettings, LiveSource
-from recorder.link.feeds import MAX_FEEDS, FeedSet
 from recorder.link.control import parse_windows
+from recorder.link.feeds import MAX_FEEDS, FeedSet
 from recorder.link.limits import Limits, resolve_limits
 from recorder.link.opener import open_link
 from recorder.link.plumbing import Hook, Policy, call_policy

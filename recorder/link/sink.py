@@ -3,10 +3,17 @@
 This module owns the `Sink` protocol between the connection manager and the
 recorder's log (docs/architecture.md section 4: write first, interpret second):
 
-    frame_in(conn, recv_ns, mono_ns, raw)         every received frame, before the engine
-    command_out(conn, recv_ns, mono_ns, raw)       every command, as it is sent
-    event(conn, recv_ns, mono_ns, event)           every connection event (a schemas.events class)
-    checkpoint(output)                             a stream.Checkpoint (one connection's state)
+    frame_in(conn, recv_ns, mono_ns, raw, feed=0)    every received frame, before the engine
+    command_out(conn, recv_ns, mono_ns, raw, feed=0)  every command, as it is sent
+    event(conn, recv_ns, mono_ns, event, feed=0)      every connection event (a schemas.events
+                                                      class)
+    checkpoint(output)                                a stream.Checkpoint (one connection's
+                                                      state; its `group` is its feed)
+
+`feed` says which feed of a redundant session the record belongs to: feeds are
+independent connection sequences subscribed to the same channels and markets, numbered
+from 0 (a session with one feed passes 0, the default). Connection numbers are unique
+across the feeds of a session, so `conn` alone still names a connection.
 
 An event is one of the typed classes of `schemas.events` (`Attempt`, `Opened`,
 `Closed`, ...), which carry what a replay needs to drive the engine again and
@@ -34,16 +41,25 @@ __all__ = ["MemorySink", "Sink", "SinkRecord"]
 class Sink(Protocol):
     """The recorder's side of a live session (see the module docstring)."""
 
-    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> Any:
-        """Keep a received frame. May return its `stream.decode.decode_frame` result,
-        which the engine then reuses instead of decoding the frame again."""
+    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int = 0) -> Any:
+        """Keep a received frame (of feed `feed`). May return its
+        `stream.decode.decode_frame` result, which the engine then reuses instead of
+        decoding the frame again."""
         ...
 
-    def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None: ...
+    def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int = 0) -> None:
+        """Keep a command sent on a connection of feed `feed`."""
+        ...
 
-    def event(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None: ...
+    def event(
+        self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent, feed: int = 0
+    ) -> None:
+        """Keep a connection event of feed `feed`."""
+        ...
 
-    def checkpoint(self, output: Checkpoint) -> None: ...
+    def checkpoint(self, output: Checkpoint) -> None:
+        """Keep a checkpoint; its feed is `output.group` (a live session's group is its feed)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +67,8 @@ class SinkRecord:
     """One call to a sink: `dir` is "in", "out", "event" or "checkpoint".
 
     `name` and `event` are an event's name and typed event; `checkpoint` is a
-    checkpoint's record; `raw` is a frame's or a command's bytes.
+    checkpoint's record; `raw` is a frame's or a command's bytes; `feed` the feed the
+    record belongs to (a checkpoint's: its group).
     """
 
     dir: str
@@ -62,6 +79,7 @@ class SinkRecord:
     raw: bytes = b""
     event: Any = None
     checkpoint: dict[str, Any] = field(default_factory=dict, hash=False)
+    feed: int = 0
 
 
 class MemorySink:
@@ -70,20 +88,29 @@ class MemorySink:
     def __init__(self) -> None:
         self.records: list[SinkRecord] = []
 
-    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
-        self.records.append(SinkRecord("in", conn, recv_ns, mono_ns, raw=raw))
+    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int = 0) -> None:
+        self.records.append(SinkRecord("in", conn, recv_ns, mono_ns, raw=raw, feed=feed))
 
-    def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
-        self.records.append(SinkRecord("out", conn, recv_ns, mono_ns, raw=raw))
+    def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int = 0) -> None:
+        self.records.append(SinkRecord("out", conn, recv_ns, mono_ns, raw=raw, feed=feed))
 
-    def event(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None:
+    def event(
+        self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent, feed: int = 0
+    ) -> None:
         raw = event.to_bytes()
-        self.records.append(SinkRecord("event", conn, recv_ns, mono_ns, event.name, raw, event))
+        self.records.append(
+            SinkRecord("event", conn, recv_ns, mono_ns, event.name, raw, event, feed=feed)
+        )
 
     def checkpoint(self, output: Checkpoint) -> None:
         self.records.append(
             SinkRecord(
-                "checkpoint", output.conn, output.recv_ns, output.mono_ns, checkpoint=output.record
+                "checkpoint",
+                output.conn,
+                output.recv_ns,
+                output.mono_ns,
+                checkpoint=output.record,
+                feed=output.group,
             )
         )
 

@@ -95,7 +95,7 @@ def _dict_column(per_key: list[str | None], key_idx: pa.Array) -> pa.DictionaryA
 def segment_table(data: SegmentData) -> pa.Table:
     """All records of a segment as one table in CAPTURE_SCHEMA, in idx order."""
     n = len(data)
-    keys = data.keys
+    keys, version = data.keys, data.header.version
     key_idx = pa.array(data.key, pa.int32())
     no_sid = pc.take(pa.array([not k.has_sid for k in keys], pa.bool_()), key_idx)
     no_seq = pc.take(pa.array([not k.has_seq for k in keys], pa.bool_()), key_idx)
@@ -125,7 +125,8 @@ def segment_table(data: SegmentData) -> pa.Table:
         pc.if_else(no_seq, pa.scalar(None, pa.int64()), seq),
         _dict_column([k.market_ticker for k in keys], key_idx),
         _binary_column(data.raw),
-        pc.take(pa.array([k.opcode(data.header.version) for k in keys], pa.int8()), key_idx),
+        pc.take(pa.array([k.opcode(version) for k in keys], pa.int8()), key_idx),
+        pc.take(pa.array([k.feed(version) for k in keys], pa.int8()), key_idx),
     ]
     return pa.Table.from_arrays(columns, schema=CAPTURE_SCHEMA)
 

@@ -6,7 +6,7 @@ segment files are named. It knows nothing of threads, fsync or Parquet.
 
 Segment file (all integers little-endian)::
 
-    header  := magic "KTJOURNL" | version u16 (=2) | reserved u16 | segment u32
+    header  := magic "KTJOURNL" | version u16 (=3) | reserved u16 | segment u32
                | run_id_len u16 | run_id (ASCII) | crc32 u32 (of the header bytes before it)
     record  := body_len u32 | crc32(body) u32 | body
     body    := idx i64 | recv_ns i64 | mono_ns i64 | seq i64 | conn i32 | sid i32
@@ -14,10 +14,13 @@ Segment file (all integers little-endian)::
                | channel | type | market_ticker (UTF-8) | raw (the rest of the body, bytes exact)
 
     flags: bit 0 sid present, bit 1 seq present, bit 2 market_ticker present,
-           bit 3 the message came (or went) as a binary WebSocket message (else text)
+           bit 3 the message came (or went) as a binary WebSocket message (else text),
+           bits 4-6 the feed (0-7) of a redundant capture; bit 7 is 0
     dir:   0 in, 1 out, 2 event
 
-Version 1 (before bit 3) is read too: its messages' opcode is unknown (None).
+Older versions are read too: version 2 (before bits 4-6) and version 1 (before bit 3
+too). Their records' feed is unknown (None, as in Parquet files written before the
+`feed` column); a version 1 segment's messages' opcode is unknown (None) too.
 
 A record is valid when its length fits, its CRC matches, its fields are in range and
 its idx is above the previous record's. Reading stops being trusting at the first
@@ -53,6 +56,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FRAME",
     "MAGIC",
+    "MAX_FEEDS",
     "NUMBERS",
     "NUMERIC",
     "READABLE_VERSIONS",
@@ -70,9 +74,9 @@ __all__ = [
 ]
 
 MAGIC: Final = b"KTJOURNL"
-FORMAT_VERSION: Final = 2
-#: Versions this code reads: 1 has no opcode bit.
-READABLE_VERSIONS: Final = frozenset({1, 2})
+FORMAT_VERSION: Final = 3
+#: Versions this code reads: 1 has no opcode bit, 1 and 2 no feed bits.
+READABLE_VERSIONS: Final = frozenset({1, 2, 3})
 DIR_CODES: Final[dict[str, int]] = {"in": 0, "out": 1, "event": 2}
 DIR_NAMES: Final[tuple[str, ...]] = ("in", "out", "event")
 
@@ -88,7 +92,12 @@ _MAX_STR: Final = 0xFFFF
 _MAX_CHANNEL: Final = 0xFF
 
 _SID_SET, _SEQ_SET, _TICKER_SET, _BINARY_SET = 1, 2, 4, 8
-_MAX_FLAGS: Final = 15
+_FEED_SHIFT: Final = 4
+#: The most feeds a capture holds (feeds 0..7: flags bits 4-6).
+MAX_FEEDS: Final = 8
+_MAX_FLAGS: Final = 0x7F
+#: The highest valid flags byte of each version's records (reading checks it).
+_MAX_FLAGS_OF: Final[dict[int, int]] = {1: 15, 2: 15, 3: _MAX_FLAGS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +184,20 @@ class StringTable:
 NUMERIC: Final = struct.Struct("<qqqqiiB")
 
 
-def record_flags(sid: int | None, seq: int | None, ticker: str | None, binary: bool = False) -> int:
-    return (sid is not None) | (seq is not None) << 1 | (ticker is not None) << 2 | binary << 3
+def record_flags(
+    sid: int | None, seq: int | None, ticker: str | None, binary: bool = False, feed: int = 0
+) -> int:
+    """The flags byte of a record (see the module docstring).
+
+    Raises:
+        ValueError: `feed` is not 0..7.
+    """
+    if not 0 <= feed < MAX_FEEDS:
+        raise ValueError(f"feed must be 0..{MAX_FEEDS - 1}, got {feed!r}")
+    return (
+        (sid is not None) | (seq is not None) << 1 | (ticker is not None) << 2 | binary << 3
+        | feed << _FEED_SHIFT
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +224,12 @@ class RecordKey:
         if self.dir == "event" or version < 2:
             return None
         return OPCODE_BINARY if self.flags & _BINARY_SET else OPCODE_TEXT
+
+    def feed(self, version: int) -> int | None:
+        """The feed of the record (None: a version 1 or 2 segment, which did not record it)."""
+        if version < 3:
+            return None
+        return self.flags >> _FEED_SHIFT
 
 
 #: The numeric fields of a body, as `SegmentData.numbers` keeps them: idx recv_ns mono_ns seq
@@ -270,6 +297,7 @@ class SegmentData:
                     k.market_ticker,
                     self.raw[i],
                     k.opcode(version),
+                    k.feed(version),
                 )
             )
         return out
@@ -284,7 +312,7 @@ def _key_of(blob: bytes) -> RecordKey:
     return RecordKey(flags, DIR_NAMES[dir_], ch, ty, tk if flags & _TICKER_SET else None)
 
 
-def _valid_at(buf: bytes, pos: int, end: int, last_idx: int) -> int:
+def _valid_at(buf: bytes, pos: int, end: int, last_idx: int, max_flags: int) -> int:
     """Length of a valid record at pos, or 0. Cheap checks first: this runs per byte
     when resynchronising after corruption."""
     if end - pos < _MIN_RECORD:
@@ -293,7 +321,7 @@ def _valid_at(buf: bytes, pos: int, end: int, last_idx: int) -> int:
     if body_len < BODY_FIXED or body_len > end - pos - 8:
         return 0
     idx, _, _, _, _, _, flags, dir_, chl, tyl, tkl = BODY.unpack_from(buf, pos + 8)
-    if idx <= last_idx or flags > _MAX_FLAGS or dir_ > 2 or BODY_FIXED + chl + tyl + tkl > body_len:
+    if idx <= last_idx or flags > max_flags or dir_ > 2 or BODY_FIXED + chl + tyl + tkl > body_len:
         return 0
     if zlib.crc32(memoryview(buf)[pos + 8 : pos + 8 + body_len]) != crc:
         return 0
@@ -326,6 +354,7 @@ def _scan(buf: bytes, pos: int, end: int, idx_below: int | None, out: SegmentDat
     head_unpack, crc32 = _HEAD_FIELDS.unpack_from, zlib.crc32
     key_index: dict[bytes, int] = {}
     numbers, key_l, raw_l = out.numbers, out.key, out.raw
+    max_flags = _MAX_FLAGS_OF[out.header.version]
     below = idx_below if idx_below is not None else 1 << 63
     last_idx = -(1 << 63)
     good_end = pos
@@ -341,7 +370,7 @@ def _scan(buf: bytes, pos: int, end: int, idx_below: int | None, out: SegmentDat
                 and (
                     idx > last_idx
                     and raw_start <= body_end
-                    and flags <= _MAX_FLAGS
+                    and flags <= max_flags
                     and dir_ <= 2
                     and crc32(mv[pos + 8 : body_end]) == crc
                 )
@@ -363,7 +392,7 @@ def _scan(buf: bytes, pos: int, end: int, idx_below: int | None, out: SegmentDat
                 pos = good_end = body_end
                 continue
         nxt = pos + 1
-        while nxt < end and not _valid_at(buf, nxt, end, last_idx):
+        while nxt < end and not _valid_at(buf, nxt, end, last_idx, max_flags):
             nxt += 1
         if nxt >= end:
             break  # nothing valid follows: a torn tail

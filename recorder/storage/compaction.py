@@ -238,8 +238,8 @@ def _merge(
     first, last = parse_file_name(group[0].name), parse_file_name(group[-1].name)
     assert first is not None
     assert last is not None
-    # Files of older captures hold `channel` as a dictionary and lack `opcode`: every
-    # input is brought to today's schema before they are put together.
+    # Files of older captures hold `channel` as a dictionary and lack `opcode` or `feed`:
+    # every input is brought to today's schema before they are put together.
     tables = [_as_capture_schema(capture.read_table(i.path)) for i in group]
     table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
     expected = sum(t.num_rows for t in tables)

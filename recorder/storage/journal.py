@@ -53,7 +53,7 @@ from zlib import crc32
 
 from recorder.errors import JournalClosedError, JournalLockedError
 from recorder.storage._durable import FsyncFn, mkdir_durably
-from recorder.storage._segment import FRAME, NUMERIC, StringTable, record_flags
+from recorder.storage._segment import FRAME, MAX_FEEDS, NUMERIC, StringTable, record_flags
 from recorder.storage._segment_files import CommitFailed, SegmentFiles
 from schemas.channels import Channel
 from schemas.errors import ConfigError
@@ -248,10 +248,13 @@ class JournalWriter:
         market_ticker: str | None,
         raw: bytes,
         binary: bool = False,
+        feed: int = 0,
     ) -> int:
         """Buffer one record and return its idx. Cheap: no syscall, no clock read.
 
         `binary`: the message came (or went) as a binary WebSocket message, not text.
+        `feed`: which feed of a redundant capture the record belongs to (0..7; 0 for the
+        first or only one).
 
         `mono_ns` must come from `time.monotonic_ns()` (latency is measured against it).
         A sid or seq outside int32 / int64 is stored as null (raw keeps it). The frame is
@@ -260,28 +263,31 @@ class JournalWriter:
 
         Raises:
             JournalClosedError: after close().
+            ValueError: `feed` is out of range (nothing is appended, no idx is used).
         """
         # The hot path, inlined: no syscall, and the frame's bytes are appended to the
         # buffer as they are (the CRC chains over them), never joined into a copy.
         tail = self._tails.get((dir, channel, type, market_ticker))
         if tail is None:
             tail = self._strings.tail(dir, channel, type, market_ticker)
+        if feed and not 0 < feed < MAX_FEEDS:  # feed 0, the common case: one test
+            raise ValueError(f"feed must be 0..{MAX_FEEDS - 1}, got {feed!r}")
         flags = (
             (sid is not None) | (seq is not None) << 1 | (market_ticker is not None) << 2
-            | binary << 3
+            | binary << 3 | feed << 4
         )  # fmt: skip
         with self._lock:
             if self._closing:
                 raise JournalClosedError(f"journal of run {self.run_id} is closed")
             if self._gap_count:
-                self._append_gap_locked(recv_ns, mono_ns, conn, len(raw))
+                self._append_gap_locked(recv_ns, mono_ns, conn, len(raw), feed)
             idx = self._next_idx
             self._next_idx = idx + 1
             try:
                 head = NUMERIC.pack(idx, recv_ns, mono_ns, seq or 0, conn, sid or 0, flags)
             except struct.error:
                 head = self._clamped_head(
-                    idx, recv_ns, mono_ns, seq, conn, sid, market_ticker, binary
+                    idx, recv_ns, mono_ns, seq, conn, sid, market_ticker, binary, feed
                 )
             body_len = len(head) + len(tail) + len(raw)
             # While a gap has no room for its event, it goes on: a frame kept inside it
@@ -311,13 +317,14 @@ class JournalWriter:
         sid: int | None,
         ticker: str | None,
         binary: bool,
+        feed: int,
     ) -> bytes:
         """A sid or seq out of int32 / int64 range is stored as null; raw keeps it."""
         if sid is not None and not _INT32[0] <= sid <= _INT32[1]:
             sid = None
         if seq is not None and not _INT64[0] <= seq <= _INT64[1]:
             seq = None
-        flags = record_flags(sid, seq, ticker, binary)
+        flags = record_flags(sid, seq, ticker, binary, feed)
         return NUMERIC.pack(idx, recv_ns, mono_ns, seq or 0, conn, sid or 0, flags)
 
     def _drop_locked(self, idx: int, size: int) -> None:
@@ -339,10 +346,13 @@ class JournalWriter:
         self._buf_frames += 1
         self._backlog += len(body) + 8
 
-    def _append_gap_locked(self, recv_ns: int, mono_ns: int, conn: int, next_size: int) -> None:
+    def _append_gap_locked(
+        self, recv_ns: int, mono_ns: int, conn: int, next_size: int, feed: int
+    ) -> None:
         """Record the frames lost so far, once the next frame (and so the event) fits again.
 
-        The event takes the stamps of the frame that follows it: the moment capture resumed.
+        The event takes the stamps (and the connection and feed) of the frame that follows
+        it: the moment capture resumed.
         """
         if self._backlog + next_size + 1024 > self._limit:
             return
@@ -358,7 +368,7 @@ class JournalWriter:
         tail = self._strings.tail(Dir.EVENT, Channel.SESSION, Event.CAPTURE_GAP, None)
         idx = self._next_idx
         self._next_idx = idx + 1
-        head = NUMERIC.pack(idx, recv_ns, mono_ns, 0, conn, 0, 0)
+        head = NUMERIC.pack(idx, recv_ns, mono_ns, 0, conn, 0, feed << 4)
         # Bypasses the limit check: it is small, and it is the record of the loss.
         self._buffer_locked(idx, head + tail + raw, mono_ns)
 

@@ -7,7 +7,9 @@ interpret second), so it must stay cheap: one decode and a buffered append, no
 syscall. The decode is the engine's own hot-path one (`stream.decode`), returned
 to the caller so the engine does not decode the frame again; channel resolution
 is `schemas.record.ColumnDeriver`'s. A frame that does not parse is stored under
-`_unknown`, bytes intact, and a `frame_rejected` event says why.
+`_unknown`, bytes intact, and a `frame_rejected` event says why. Every record keeps
+the feed the session hands with it (a checkpoint: its group's), 0 for a session of
+one feed.
 """
 
 from __future__ import annotations
@@ -59,14 +61,15 @@ class JournalSink:
         self.last_idx = -1
         self.rejected = 0
 
-    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> Any:
-        """Journal a received frame; return its hot-path decode for the engine (or None).
+    def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int = 0) -> Any:
+        """Journal a received frame of feed `feed`; return its hot-path decode for the
+        engine (or None).
 
         A `stream.BinaryMessage` is journaled with the binary opcode."""
         try:
             frame = decode_frame(raw)
         except DECODE_ERRORS:
-            self._frame_in_slow(conn, recv_ns, mono_ns, raw)
+            self._frame_in_slow(conn, recv_ns, mono_ns, raw, feed)
             return None
         kind = type(frame)
         type_ = FRAME_TAGS[kind]
@@ -86,18 +89,18 @@ class JournalSink:
                     market = msg.market_ticker if msg.market_ticker is not None else msg.ticker
         self.last_idx = self.journal.append(
             conn, recv_ns, mono_ns, "in", channel, type_, sid, seq, market, raw,
-            type(raw) is BinaryMessage,
+            type(raw) is BinaryMessage, feed,
         )  # fmt: skip
         self.per_channel[channel] += 1
         self.bytes_in += len(raw)
         return frame
 
-    def _frame_in_slow(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
+    def _frame_in_slow(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int) -> None:
         """A frame the hot-path decoder rejects: the generic derivation, with its reason."""
         d = self._deriver.derive(Dir.IN, raw, conn)
         idx = self.journal.append(
             conn, recv_ns, mono_ns, Dir.IN, d.channel, d.type, d.sid, d.seq, d.market_ticker, raw,
-            type(raw) is BinaryMessage,
+            type(raw) is BinaryMessage, feed,
         )  # fmt: skip
         self.per_channel[d.channel] += 1
         self.bytes_in += len(raw)
@@ -107,27 +110,32 @@ class JournalSink:
             detail = FrameRejected(idx=idx, reason=d.error).to_bytes()
             self.last_idx = self.journal.append(
                 conn, recv_ns, mono_ns, Dir.EVENT, Channel.SESSION, Event.FRAME_REJECTED,
-                None, None, None, detail,
+                None, None, None, detail, False, feed,
             )  # fmt: skip
 
-    def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
+    def command_out(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int = 0) -> None:
         d = self._deriver.derive(Dir.OUT, raw, conn)
         self.last_idx = self.journal.append(
-            conn, recv_ns, mono_ns, Dir.OUT, d.channel, d.type, d.sid, d.seq, None, raw
-        )
+            conn, recv_ns, mono_ns, Dir.OUT, d.channel, d.type, d.sid, d.seq, None, raw,
+            feed=feed,
+        )  # fmt: skip
         self.per_channel[d.channel] += 1
 
-    def event(self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent) -> None:
+    def event(
+        self, conn: int, recv_ns: int, mono_ns: int, event: ConnectionEvent, feed: int = 0
+    ) -> None:
         raw = event.to_bytes()
         self._deriver.derive(Dir.EVENT, raw, conn)  # an open or close resets the sid map
         self.last_idx = self.journal.append(
-            conn, recv_ns, mono_ns, Dir.EVENT, Channel.SESSION, event.name, None, None, None, raw
-        )
+            conn, recv_ns, mono_ns, Dir.EVENT, Channel.SESSION, event.name, None, None, None, raw,
+            feed=feed,
+        )  # fmt: skip
         self.per_channel[Channel.SESSION] += 1
 
     def checkpoint(self, output: Checkpoint) -> None:
+        """A checkpoint's feed is its group's (a live session's group ids are its feeds)."""
         self.last_idx = self.journal.append(
             output.conn, output.recv_ns, output.mono_ns, Dir.EVENT, Channel.CHECKPOINT,
-            "checkpoint", None, None, None, encode_json(output.record),
+            "checkpoint", None, None, None, encode_json(output.record), feed=output.group,
         )  # fmt: skip
         self.per_channel[Channel.CHECKPOINT] += 1

@@ -29,7 +29,7 @@ from replay.datasets import kernel, schema
 from replay.datasets.decode import Decoded, decode_window
 from replay.datasets.mirror import Mirror, Outputs
 from replay.reading.capture import Capture, of_markets, read_filter
-from replay.reading.session import CONN_STRIDE, drive_event
+from replay.reading.session import CONN_STRIDE, FEED_SLOTS, drive_event
 from stream import BinaryMessage
 from stream.engine import Engine
 from stream.events import GapDetected
@@ -41,7 +41,7 @@ __all__ = ["BOOK_CHANNEL", "TRADE_CHANNEL", "derive_batches"]
 BOOK_CHANNEL = "orderbook_delta"
 TRADE_CHANNEL = "trade"
 _BATCH_ROWS = 1 << 15
-_COLUMNS = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode")
+_COLUMNS = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode", "feed")
 
 
 class _Feed:
@@ -122,7 +122,8 @@ class _Feed:
         elif d == "out":
             engine.command_sent(raw, recv_ns, mono_ns, conn)
         else:
-            self._event(raw, recv_ns, mono_ns, conn, group)
+            feed = table.column("feed")[pos].as_py()
+            self._event(raw, recv_ns, mono_ns, conn, group, feed)
         gap = any(isinstance(o, GapDetected) and o.channel == TRADE_CHANNEL
                   for o in engine.outbox)  # fmt: skip
         engine.outbox.clear()
@@ -136,15 +137,20 @@ class _Feed:
         while buf:
             self.mirror.delivered(buf.popleft(), pos, decoded, mkt, raw, self.out)
 
-    def _event(self, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int) -> None:
-        """A recorded connection event, as `ReplaySource` feeds it."""
-        if drive_event(self.engine, raw, recv_ns, mono_ns, conn, group):
+    def _event(
+        self, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int, feed: int | None
+    ) -> None:
+        """A recorded connection event, as `ReplaySource` feeds it (each feed of a redundant
+        capture is its own group; the engine arbitrates between them)."""
+        if drive_event(self.engine, raw, recv_ns, mono_ns, conn, group + (feed or 0), feed):
             self.ended[group] = (recv_ns, mono_ns)
 
     def end_groups(self, current: int | None) -> None:
         """Runs whose records ended: their end matters once another run goes on."""
         for g in [g for g in self.ended if g != current]:
-            self.engine.group_ended(g, *self.ended.pop(g))
+            when = self.ended.pop(g)
+            for feed in range(FEED_SLOTS):
+                self.engine.group_ended(g + feed, *when)
             self.mirror.refresh()
 
 
@@ -169,7 +175,7 @@ def derive_batches(
     feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), changes)
     all_runs = sorted(capture.runs)
     offsets = {run: i * CONN_STRIDE for i, run in enumerate(all_runs)}
-    groups = {run: i + 1 for i, run in enumerate(all_runs)}
+    groups = {run: (i + 1) * FEED_SLOTS for i, run in enumerate(all_runs)}
     chosen = sorted(runs) if runs is not None else all_runs
     if prepare is not None:
         from_idx = prepare(feed.engine, groups, offsets)

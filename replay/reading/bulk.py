@@ -42,6 +42,7 @@ class CapturedFrame(NamedTuple):
     market_ticker: str | None
     raw: bytes
     opcode: int | None  # 1 text, 2 binary; None for events and older captures
+    feed: int | None = None  # the feed of a redundant capture (None in older captures: 0)
 
 
 def iter_batches(

@@ -383,7 +383,7 @@ class _FileStream:
             for p in group
         ]
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        # Older files: `channel` is a dictionary, `opcode` is missing (schemas.arrow).
+        # Older files: `channel` is a dictionary, `opcode` or `feed` is missing (schemas.arrow).
         table = complete(_channel_as_string(table), self.columns)
         idx = table.column("idx")
         self.order = pc.sort_indices(idx)

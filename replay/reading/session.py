@@ -23,16 +23,18 @@ import datetime as dt
 import gc
 import json
 from collections.abc import Iterable
-from itertools import islice
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.errors import NotInCapture
 from replay.reading.capture import Capture, bool_array, int64_view, merge_key, read_filter
 from replay.reading.pacing import Pacer
+from schemas.arrow import complete
 from schemas.channels import Channel
 from schemas.events import (
     Attempt,
@@ -61,6 +63,9 @@ __all__ = [
 #: n * CONN_STRIDE in replay, so connections of concurrent runs never collide; the
 #: first run's numbers are as recorded.
 CONN_STRIDE = 1_000_000
+#: Engine groups of the n-th run: (n + 1) * FEED_SLOTS + feed, one per feed of a
+#: redundant capture (the `feed` column; null in older captures: one group per run).
+FEED_SLOTS = 8
 # Records fed between pumps: small chunks keep the GC calm (docs/performance.md section 4.2).
 _PUMP_EVERY = 64
 _SLICE_ROWS = 8192  # rows turned into Python values at a time (bounded memory)
@@ -191,7 +196,7 @@ class ReplaySource(Source):
             )
         runs = sorted(self.capture.runs)
         self._offsets = {run: i * CONN_STRIDE for i, run in enumerate(runs)}
-        groups = {run: i + 1 for i, run in enumerate(runs)}
+        groups = {run: (i + 1) * FEED_SLOTS for i, run in enumerate(runs)}
         from_idx: dict[str, int] = {}
         if self.start_ns is not None:
             runs = self._runs_alive_at(runs, self.start_ns)
@@ -201,7 +206,7 @@ class ReplaySource(Source):
         last_idx = {run: max(p.idx_hi for p in self.capture.runs[run].pieces) for run in runs}
         self._muted = self.start_ns is not None
         self._ended: dict[int, tuple[int, int]] = {}  # group -> when its run's records ended
-        columns = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode")
+        columns = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode", "feed")
         markets = read_filter(channels, self.markets)
         for window in self.capture.read(channels, columns=columns, markets=markets,
                                         runs=runs, from_idx=from_idx):  # fmt: skip
@@ -210,7 +215,9 @@ class ReplaySource(Source):
             if self._ended and any(g != group for g in self._ended):
                 # Another run goes on after these ended: only now does their end matter.
                 for g in [g for g in self._ended if g != group]:
-                    engine.group_ended(g, *self._ended.pop(g))
+                    when = self._ended.pop(g)
+                    for feed in range(FEED_SLOTS):  # every feed of the run ended with it
+                        engine.group_ended(g + feed, *when)
             table, keys = window.table, window.keys
             for start in range(0, table.num_rows, _SLICE_ROWS):
                 if self._stopped:
@@ -267,17 +274,18 @@ class ReplaySource(Source):
                 if opcode == OPCODE_BINARY:
                     raws[i] = BinaryMessage(raws[i])
         dirs = _dir_codes(table.column("dir"))
+        feeds = _feeds(table.column("feed"))
         if self.pacer.speed is not None and not self._muted:
-            await self._dispatch_paced(session, group, keys, dirs, raws, recv, mono, conns)
+            await self._dispatch_paced(session, group, keys, dirs, raws, recv, mono, conns, feeds)
             return
         n = len(raws)
-        rows = zip(dirs, raws, recv, mono, conns, strict=True)
+        rows = zip(dirs, raws, recv, mono, conns, feeds or repeat(None, n), strict=True)
         for start in range(0, n, _PUMP_EVERY):
-            for d, raw, recv_ns, mono_ns, conn in islice(rows, _PUMP_EVERY):
+            for d, raw, recv_ns, mono_ns, conn, feed in islice(rows, _PUMP_EVERY):
                 if d == _IN:
                     receive(raw, recv_ns, mono_ns, conn)
                 else:
-                    self._other(engine, d, raw, recv_ns, mono_ns, conn, group)
+                    self._other(engine, d, raw, recv_ns, mono_ns, conn, group, feed)
             last = min(start + _PUMP_EVERY, n) - 1
             self._recv_ns, self._mono_ns = recv[last], mono[last]
             self.records += last - start + 1
@@ -294,6 +302,7 @@ class ReplaySource(Source):
         recv: list[int],
         mono: list[int],
         conns: list[int],
+        feeds: list[int | None] | None,
     ) -> None:
         """`_dispatch` at a pace: wait for each record's time before feeding it."""
         engine = session.engine
@@ -307,7 +316,8 @@ class ReplaySource(Source):
             if dirs[i] == _IN:
                 engine.frame_received(raw, recv[i], mono[i], conns[i])
             else:
-                self._other(engine, dirs[i], raw, recv[i], mono[i], conns[i], group)
+                feed = feeds[i] if feeds is not None else None
+                self._other(engine, dirs[i], raw, recv[i], mono[i], conns[i], group, feed)
             self._recv_ns, self._mono_ns = recv[i], mono[i]
             self.records += 1
             if not (i + 1) % _PUMP_EVERY or i + 1 == len(raws):
@@ -316,12 +326,13 @@ class ReplaySource(Source):
 
     def _other(
         self, engine: Engine, d: int, raw: bytes, recv_ns: int, mono_ns: int, conn: int,
-        group: int,
+        group: int, feed: int | None = None,
     ) -> None:  # fmt: skip
-        """A record that is not a received frame: a sent command or a connection event."""
+        """A record that is not a received frame: a sent command or a connection event
+        (of feed `feed` of the run whose first group is `group`)."""
         if d == _OUT:
             engine.command_sent(raw, recv_ns, mono_ns, conn)
-        elif drive_event(engine, raw, recv_ns, mono_ns, conn, group):
+        elif drive_event(engine, raw, recv_ns, mono_ns, conn, group + (feed or 0), feed):
             self._ended[group] = (recv_ns, mono_ns)
 
     # ------------------------------------------------------------------ seek
@@ -345,18 +356,27 @@ def restore_checkpoint(
     """Restore `run`'s latest connection checkpoint before `start_ns` into `engine` (its
     connections numbered from `conn_offset`, as the replay numbers them); return the idx
     to read the run from (0 when it has none). The seek of a replay, a backtest shard and
-    a datasets day shard."""
+    a datasets day shard.
+
+    In a redundant capture only the first feed's connection is restored: the other
+    feeds join at their next connection (their frames until then are not used), so a
+    seek never mixes the states of two feeds taken at different records."""
     pieces = [p for p in capture.runs[run].pieces if p.channel == Channel.CHECKPOINT]
     if not pieces:
         return 0
     anchor_recv, anchor_mono = capture.anchors(run)
     best: tuple[int, int, int, int, bytes] | None = None
     for piece in pieces:
-        table = capture.open(piece.path).read_row_group(
-            piece.row_group, columns=["idx", "conn", "recv_ns", "mono_ns", "raw"]
-        )
+        columns = ["idx", "conn", "recv_ns", "mono_ns", "raw", "feed"]
+        file = capture.open(piece.path)
+        present = [c for c in columns if c in file.schema_arrow.names]
+        table = complete(file.read_row_group(piece.row_group, columns=present), columns)
         keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
-        before = table.filter(bool_array(int64_view(keys) < start_ns))
+        keep = int64_view(keys) < start_ns
+        feeds = table.column("feed")
+        if feeds.null_count < len(feeds):  # numpy, not a Python scalar: pandas stays out
+            keep &= ~(np.asarray(feeds.to_numpy(zero_copy_only=False), float) > 0)
+        before = table.filter(bool_array(keep))
         if not before.num_rows:
             continue
         i = pc.index(before.column("idx"), pc.max(before.column("idx"))).as_py()
@@ -373,21 +393,25 @@ def restore_checkpoint(
 
 
 def drive_event(
-    engine: Engine, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int
-) -> bool:
+    engine: Engine, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int,
+    feed: int | None = None,
+) -> bool:  # fmt: skip
     """Re-drive the engine with a recorded connection event (the one way a replay and
-    the datasets' driver turn events into engine inputs); True if the run stopped."""
+    the datasets' driver turn events into engine inputs) on `group`, which is feed
+    `feed` of a redundant capture (None: the capture does not say); True if the run
+    stopped."""
     try:
         event = event_from_bytes(raw)
     except EventError:
         return False
     match event:
         case Attempt():
-            engine.connection_attempt(recv_ns, mono_ns, group=group)
+            engine.connection_attempt(recv_ns, mono_ns, group=group, feed=feed)
         case AttemptFailed(will_retry=will_retry):
-            engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry, group=group)
+            engine.attempt_failed(recv_ns, mono_ns, will_retry=will_retry, group=group, feed=feed)
         case Opened(standby=standby):
-            engine.connection_opened(conn, recv_ns, mono_ns, standby=standby, group=group)
+            engine.connection_opened(conn, recv_ns, mono_ns, standby=standby, group=group,
+                                     feed=feed)  # fmt: skip
         case Closed(code=code, reason=reason, will_reconnect=will_reconnect):
             engine.connection_closed(
                 conn, recv_ns, mono_ns, code=code, reason=reason, will_reconnect=will_reconnect
@@ -395,6 +419,14 @@ def drive_event(
         case RunStop():
             return True
     return False
+
+
+def _feeds(column: pa.ChunkedArray) -> list[int | None] | None:
+    """The `feed` column as Python values, or None when the records are all of feed 0
+    (or null: a capture recorded before feeds)."""
+    if column.null_count == len(column) or not pc.max(column).as_py():
+        return None  # no feed above 0: the run's one group, as before feeds
+    return column.to_pylist()
 
 
 def _dir_codes(column: pa.ChunkedArray) -> list[int]:

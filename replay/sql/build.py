@@ -66,7 +66,7 @@ _EMPTY: Final = (
     "NULL::BIGINT AS recv_ns, NULL::BIGINT AS mono_ns, NULL::VARCHAR AS dir, "
     "NULL::VARCHAR AS channel, NULL::VARCHAR AS type, NULL::INTEGER AS sid, "
     "NULL::BIGINT AS seq, NULL::VARCHAR AS market_ticker, NULL::BLOB AS raw, "
-    'NULL::TINYINT AS opcode, NULL::DATE AS "date" WHERE false)'
+    'NULL::TINYINT AS opcode, NULL::TINYINT AS feed, NULL::DATE AS "date" WHERE false)'
 )
 
 
@@ -81,10 +81,10 @@ def parquet_source(paths: Sequence[str | PurePath]) -> str:
     """A table expression over these capture files (local paths or `s3://` URIs), with the
     Hive `channel` and `date`.
 
-    Files of older captures lack `opcode` (`schemas.arrow.OPTIONAL_COLUMNS`): DuckDB
-    reads a mixed list as long as a query does not select that column, and reads
-    footers only of the files a query's filters keep. A view that selects it reads
-    through `every_column`."""
+    Files of older captures lack `opcode` and `feed` (`schemas.arrow.OPTIONAL_COLUMNS`):
+    DuckDB reads a mixed list as long as a query does not select those columns, and
+    reads footers only of the files a query's filters keep. A view that selects one
+    reads through `every_column`."""
     return _EMPTY if not paths else _read_parquet(paths, union_by_name=False)
 
 

@@ -2,11 +2,14 @@
 
 * `frames`: every column of every file, plus the partition `date` and `recv_time`.
   `channel` and `date` come from the Hive path, so `WHERE channel = 'trade'` or a
-  date filter skips the other partitions' files.
-* `events`: the `_session` records with their JSON detail (`schemas.record.Event`).
+  date filter skips the other partitions' files. `opcode` and `feed` are NULL where a
+  file predates them.
+* `events`: the `_session` records with their JSON detail (`schemas.record.Event`) and
+  their `feed`.
 * `control`: acks, replies and every command we sent, with ids, params and errors.
-* `connections`: one row per (run_id, conn): open and close times, close code and
-  reason, frames in and out.
+* `connections`: one row per (run_id, conn): its feed, open and close times, close code
+  and reason, frames in and out. Connection numbers are unique within a run across its
+  feeds, so (run_id, conn) names a connection.
 * `gaps`: every seq discontinuity per wire subscription on a sequenced channel
   (docs/protocol.md sections 4 and 8.16), decided as the engine decides: a `gap`
   (seq past the expected one; `missing` counts from the highest seq seen, so a
@@ -44,13 +47,14 @@ _RECV_TIME: Final = "make_timestamptz(recv_ns // 1000) AS recv_time"
 def _frames(source: str) -> str:
     return (
         "CREATE VIEW frames AS SELECT run_id, idx, conn, recv_ns, mono_ns, dir, channel, type, "
-        f'sid, seq, market_ticker, raw, opcode, "date", {_RECV_TIME} FROM {source}'
+        f'sid, seq, market_ticker, raw, opcode, feed, "date", {_RECV_TIME} FROM {source}'
     )
 
 
 def _events(session: str) -> str:
     return (
-        f'CREATE VIEW events AS SELECT run_id, idx, conn, recv_ns, {_RECV_TIME}, "date", type, '
+        "CREATE VIEW events AS SELECT run_id, idx, conn, feed, recv_ns, "
+        f'{_RECV_TIME}, "date", type, '
         f"TRY(CAST(TRY(decode(raw)) AS JSON)) AS detail FROM {session} WHERE dir = 'event'"
     )
 
@@ -68,15 +72,17 @@ def _control(control: str) -> str:
 
 
 def _connections(session: str, wire: str) -> str:
+    """`session`: every column of the `_session` files (the feed of a connection is
+    that of its events)."""
     attempt, opened, closed, failed = (
         f"'{cls.name}'" for cls in (Attempt, Opened, Closed, AttemptFailed)
     )
     return f"""CREATE VIEW connections AS
 WITH ev AS (
-    SELECT run_id, conn, type, idx, recv_ns, TRY(CAST(TRY(decode(raw)) AS JSON)) AS d
+    SELECT run_id, conn, feed, type, idx, recv_ns, TRY(CAST(TRY(decode(raw)) AS JSON)) AS d
     FROM {session} WHERE dir = 'event' AND conn > 0
 ), e AS (
-    SELECT run_id, conn,
+    SELECT run_id, conn, arg_min(feed, idx) AS feed,
         min(recv_ns) FILTER (WHERE type = {attempt}) AS attempt_ns,
         min(recv_ns) FILTER (WHERE type = {opened}) AS open_ns,
         max(recv_ns) FILTER (WHERE type = {closed}) AS close_ns,
@@ -98,7 +104,7 @@ WITH ev AS (
         min(recv_ns) AS first_ns, max(recv_ns) AS last_ns
     FROM {wire} WHERE dir IN ('in', 'out') GROUP BY run_id, conn
 )
-SELECT run_id, conn,
+SELECT run_id, conn, feed,
     open_ns IS NOT NULL AS opened,
     make_timestamptz(attempt_ns // 1000) AS attempt_time,
     make_timestamptz(open_ns // 1000) AS open_time,
@@ -199,10 +205,12 @@ def derived_statements(listing: CaptureListing) -> list[str]:
 
     wire = sorted({f.channel for f in listing.files} - {Channel.SESSION, Channel.CHECKPOINT})
     session, control = source((Channel.SESSION,)), source((Channel.CONTROL,))
+    # `feed` is selected from the session files: every column (NULL where a file lacks it).
+    session_all = every_column(listing.sources((Channel.SESSION,)))
     return [
         _frames(every_column(listing.sources(None))),
-        _events(session),
+        _events(session_all),
         _control(control),
-        _connections(session, source(tuple(wire))),
+        _connections(session_all, source(tuple(wire))),
         _gaps(source(SEQUENCED_CHANNELS), control, source((Channel.ORDERBOOK_DELTA,)), session),
     ]

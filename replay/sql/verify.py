@@ -15,6 +15,11 @@ Checks, in order:
    recovered (the `gaps` view), reconnects with their close codes, `capture_gap`
    events, and frames per channel and market per hour.
 
+A capture of redundant feeds (records of more than one `feed`; a null feed is feed
+0) is reported per feed too: each run's records and connections per feed, each
+channel's frames per feed, and reconnects within each feed (a feed's next connection
+follows its own last one). A capture of one feed is reported as it always was.
+
 Corruption (unreadable or misfiled files, duplicates, holes in the middle of a
 run) makes `VerifyReport.corrupt` true and the command exit 1. Derived
 `_checkpoint` rows take an idx like every record the recorder journals, so they
@@ -86,6 +91,8 @@ class RunCheck:
     holes: int = 0
     missing: int = 0
     duplicate_idx: int = 0
+    #: Per feed, when the capture holds more than one: {feed, frames, connections}.
+    feeds: list[dict[str, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -93,6 +100,8 @@ class VerifyReport:
     root: str
     files: int = 0
     bytes_on_disk: int = 0
+    #: The feeds the capture's records belong to ([0] for a capture of one feed).
+    feeds: list[int] = field(default_factory=list)
     unreadable: list[FileProblem] = field(default_factory=list)
     misfiled: list[FileProblem] = field(default_factory=list)
     stray: list[FileProblem] = field(default_factory=list)
@@ -148,9 +157,17 @@ class VerifyReport:
         ]
         return out
 
+    @property
+    def redundant(self) -> bool:
+        """True when the records belong to more than one feed."""
+        return len(self.feeds) > 1
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data |= {"corrupt": self.corrupt, "problems": self.problems(), "warnings": self.warnings()}
+        if not self.redundant:  # one feed: as before feeds existed
+            for run in data["runs"]:
+                del run["feeds"]
         return data
 
 
@@ -191,6 +208,7 @@ def verify_capture(
         con = connect(base, listing=good, threads=threads)
     report.misfiled = _misfiled(good, stats)
     _check_runs(con, good, stats, report)
+    _count_feeds(con, report)
     _check_feed(con, report)
     return report
 
@@ -389,6 +407,22 @@ def _settled_end(listing: CaptureListing, stats: _Stats) -> dict[str, int]:
     return settled
 
 
+def _count_feeds(con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
+    """The feeds of the capture and, when there are several, each run's records and
+    connections per feed (connection numbers are unique within a run across its feeds)."""
+    rows = con.execute(
+        "SELECT run_id, COALESCE(feed, 0) AS feed, count(*), "
+        "count(DISTINCT conn) FILTER (WHERE conn > 0) FROM frames GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    report.feeds = sorted({feed for _, feed, _, _ in rows})
+    if not report.redundant:
+        return
+    runs = {r.run_id: r for r in report.runs}
+    for run_id, feed, frames, connections in rows:
+        if run_id in runs:
+            runs[run_id].feeds.append({"feed": feed, "frames": frames, "connections": connections})
+
+
 def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
     table = con.sql(sql).to_arrow_table()  # Arrow: TIMESTAMPTZ needs no pytz this way
     return [{k: _jsonable(v) for k, v in row.items()} for row in table.to_pylist()]
@@ -418,13 +452,15 @@ def _check_feed(con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
         elif not g["recovered"]:
             summary["unrecovered"] += 1
     report.seq_summary = summary
+    # Each feed reconnects on its own: a connection's successor is the next of its feed.
+    feed = "COALESCE(feed, 0) AS feed, " if report.redundant else ""
     report.reconnects = _rows(
         con,
-        "SELECT run_id, conn AS closed_conn, close_time, close_code, close_reason, "
+        f"SELECT run_id, {feed}conn AS closed_conn, close_time, close_code, close_reason, "
         "disconnect_reason, next_conn, next_open_time, "
         "(epoch_us(next_open_time) - epoch_us(close_time)) / 1e6 AS downtime_s FROM ("
         "SELECT *, lead(conn) OVER w AS next_conn, lead(open_time) OVER w AS next_open_time "
-        "FROM connections WINDOW w AS (PARTITION BY run_id ORDER BY conn)) "
+        "FROM connections WINDOW w AS (PARTITION BY run_id, COALESCE(feed, 0) ORDER BY conn)) "
         "WHERE next_conn IS NOT NULL ORDER BY run_id, conn",
     )
 
@@ -452,8 +488,9 @@ def _check_feed(con: duckdb.DuckDBPyConnection, report: VerifyReport) -> None:
     ]
     report.coverage = _rows(
         con,
-        f"SELECT channel, market_ticker, make_timestamptz(recv_ns // {_HOUR_NS} * 3600000000) "
-        "AS hour, count(*) AS frames FROM frames "
+        f"SELECT channel, {feed}market_ticker, "
+        f"make_timestamptz(recv_ns // {_HOUR_NS} * 3600000000) AS hour, count(*) AS frames "
+        "FROM frames "
         "WHERE dir = 'in' AND channel NOT IN ('_control', '_session', '_unknown', '_checkpoint') "
         "GROUP BY ALL ORDER BY ALL",
     )
@@ -490,6 +527,10 @@ def render_verify_report(report: VerifyReport) -> str:
         for r in report.runs
     ]
     out += [f"runs: {len(runs)}", _table(runs, list(runs[0]))] if runs else ["runs: none"]
+    if report.redundant:
+        feeds = [{"run": r.run_id, **f} for r in report.runs for f in r.feeds]
+        names = ["run", "feed", "frames", "connections"]
+        out += [f"feeds: {len(report.feeds)}", _table(feeds, names)]
     s = report.seq_summary
     out.append(
         f"seq: {s.get('gap', 0)} gaps ({s.get('missing', 0)} messages missing), "
@@ -502,12 +543,13 @@ def render_verify_report(report: VerifyReport) -> str:
         out.append(_table(report.seq_gaps, [*names, "resync_command", "recovered"]))
     out.append(f"reconnects: {len(report.reconnects)}")
     if report.reconnects:
-        names = ["run_id", "closed_conn", "close_code", "disconnect_reason", "next_conn"]
-        out.append(_table(report.reconnects, [*names, "downtime_s"]))
+        names = ["run_id", *(["feed"] if report.redundant else []), "closed_conn", "close_code"]
+        names += ["disconnect_reason", "next_conn", "downtime_s"]
+        out.append(_table(report.reconnects, names))
     out.append("coverage (frames per channel):")
-    out.append(
-        _table(_coverage_by_channel(report.coverage), ["channel", "markets", "hours", "frames"])
-    )
+    names = ["channel", "markets", "hours", "frames"]
+    names += [f"feed {f}" for f in report.feeds] if report.redundant else []
+    out.append(_table(_coverage_by_channel(report.coverage, report.feeds), names))
     problems, warnings = report.problems(), report.warnings()
     out += ["problems:", *(f"  - {p}" for p in problems)] if problems else []
     out += ["warnings:", *(f"  - {w}" for w in warnings)] if warnings else []
@@ -516,19 +558,27 @@ def render_verify_report(report: VerifyReport) -> str:
     return "\n".join(out)
 
 
-def _coverage_by_channel(coverage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _coverage_by_channel(coverage: list[dict[str, Any]], feeds: list[int]) -> list[dict[str, Any]]:
+    """Per channel: markets, hours and frames; and frames per feed (`feed <n>`) when the
+    capture holds several (its coverage rows then have a `feed`)."""
     by: dict[str, dict[str, Any]] = {}
+    feeds = feeds if len(feeds) > 1 else []
     for row in coverage:
-        agg = by.setdefault(row["channel"], {"markets": set(), "hours": set(), "frames": 0})
+        agg = by.setdefault(
+            row["channel"], {"markets": set(), "hours": set(), "frames": 0, "feeds": {}}
+        )
         agg["markets"].add(row["market_ticker"])
         agg["hours"].add(row["hour"])
         agg["frames"] += row["frames"]
+        if "feed" in row:
+            agg["feeds"][row["feed"]] = agg["feeds"].get(row["feed"], 0) + row["frames"]
     return [
         {
             "channel": ch,
             "markets": len(a["markets"] - {None}),
             "hours": len(a["hours"]),
             "frames": a["frames"],
+            **{f"feed {f}": a["feeds"].get(f, 0) for f in feeds},
         }
         for ch, a in sorted(by.items())
     ]

@@ -40,6 +40,8 @@ import pytest
 
 from kalshi_tape.cli import main
 
+from ..replay.capture_factory import build_standard_capture
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample"
 STRATEGY = f"{REPO / 'examples' / 'mid_bars.py'}:mid_bars"
@@ -60,6 +62,7 @@ class Command:
     markets: bool = False  # --market
     prefix: tuple[str, ...] = ("--log-lev", "debug")  # a prefix of one of its flags
     store: bool = True  # reads s3://... with --endpoint-url
+    root: str = "ROOT"  # how its errors name the root `{root}` stands for
 
 
 COMMANDS = [
@@ -80,6 +83,8 @@ COMMANDS = [
             prefix=("--tick", "0.01")),
     Command("derive", ("derive", "{root}", "--to", "{tmp}/never"), times=True,
             prefix=("--data", "quotes")),
+    Command("merge", ("merge", "{root}", "{other}", "--to", "{tmp}/never"), root="ROOT_A",
+            prefix=("--offset", "0")),
 ]  # fmt: skip
 
 
@@ -105,11 +110,11 @@ def rows_for(c: Command) -> list[Row]:
         Row(f"{c.name}-prefix-of-a-flag", (*cap, *c.prefix), 2,
             f"unrecognized arguments: {c.prefix[0]}"),
         Row(f"{c.name}-missing-root", _with_root(c, "{tmp}/missing"), 2,
-            "ROOT: capture root '{tmp}/missing' does not exist"),
+            f"{c.root}: capture root '{{tmp}}/missing' does not exist"),
         Row(f"{c.name}-file-root", _with_root(c, "{afile}"), 2,
-            "ROOT: capture root '{afile}' is a file, not a directory"),
+            f"{c.root}: capture root '{{afile}}' is a file, not a directory"),
         Row(f"{c.name}-empty-root", _with_root(c, "{empty}"), 2,
-            "ROOT: {empty} is not a capture root"),
+            f"{c.root}: {{empty}} is not a capture root"),
         Row(f"{c.name}-partition-root", _with_root(c, "{cap}/channel=trade"), 2,
             "is a partition directory of a capture, not its root (give the capture root: {cap})"),
     ]  # fmt: skip
@@ -229,6 +234,40 @@ EXTRA = [
         "argument --slice:"),
     Row("backtest-bad-strategy", ("backtest", "{tmp}/nope.py:f", "{cap}"), 2, "STRATEGY:"),
     Row("inspect-no-root", ("inspect",), 2, "the following arguments are required: ROOT"),
+    *[Row(f"merge-{name}", ("merge", *argv), status, says, needs=needs)
+      for name, argv, status, says, needs in [
+        ("missing-root-b", ("{cap}", "{tmp}/missing", "--to", "{tmp}/never"), 2,
+         "ROOT_B: capture root '{tmp}/missing' does not exist", ()),
+        ("same-root-twice", ("{cap}", "{cap}", "--to", "{tmp}/never"), 2,
+         "ROOT_B: {cap} is the same capture as ROOT_A (give the capture the other host "
+         "recorded)", ()),
+        ("run-in-both-roots", ("{cap}", "{capcopy}", "--to", "{tmp}/never"), 2,
+         "ROOT_B: run 20261121T093036Z-3031e755 is in both {cap} and {capcopy}", ()),
+        ("no-common-trades", ("{cap}", "{other}", "--to", "{tmp}/never"), 2,
+         "ROOT_B: no trade of {other} (6) is one of {cap} (1,105), so B's clock offset cannot "
+         "be estimated", ()),
+        ("no-output", ("{cap}", "{other}"), 2, "the following arguments are required: --to",
+         ()),
+        ("output-exists", ("{cap}", "{other}", "--to", "{empty}"), 2,
+         "--to: {empty} already exists (the merge writes a new capture root", ()),
+        ("output-inside-a-root", ("{cap}", "{other}", "--to", "{other}/merged"), 2,
+         "--to: {other}/merged is inside ROOT_B", ()),
+        ("output-under-a-file", ("{cap}", "{other}", "--to", "{afile}/merged"), 2,
+         "--to: {afile} is a file, not a directory", ()),
+        ("output-in-a-missing-directory", ("{cap}", "{other}", "--to", "{tmp}/no/merged"), 2,
+         "--to: directory {tmp}/no does not exist", ()),
+        ("output-refused", ("{cap}", "{other}", "--to", "/sys/kt-merged"), 6,
+         "--to: cannot write in /sys: Permission denied", ()),
+        ("output-read-only", ("{cap}", "{other}", "--to", "{ro}/merged"), 4,
+         "--to: cannot write in {ro}: Read-only file system", ("ro",)),
+        ("report-exists", ("{cap}", "{other}", "--to", "{tmp}/never", "--report",
+                           "{existing}"), 2,
+         "--report: {existing} already exists (add --force to replace it)", ()),
+        ("report-is-a-directory", ("{cap}", "{other}", "--to", "{tmp}/never", "--report",
+                                   "{empty}"), 2, "--report: {empty} is a directory", ()),
+        ("bad-offset", ("{cap}", "{other}", "--to", "{tmp}/never", "--offset-ns", "250ms"), 2,
+         "argument --offset-ns: invalid int value: '250ms'", ()),
+      ]],
     Row("unknown-command", ("frobnicate",), 2, "invalid choice: 'frobnicate'"),
 ]  # fmt: skip
 ROWS = [row for c in COMMANDS for row in rows_for(c)] + EXTRA
@@ -237,6 +276,9 @@ ROWS = [row for c in COMMANDS for row in rows_for(c)] + EXTRA
 @pytest.fixture(scope="module")
 def places(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("contract")
+    # Another host's capture (no trade in common with the sample), and a copy of the sample.
+    build_standard_capture(tmp / "other")
+    shutil.copytree(SAMPLE, tmp / "capcopy")
     (tmp / "afile").write_text("not a capture\n")
     (tmp / "empty").mkdir()
     (tmp / "existing").write_text("keep me\n")
@@ -245,6 +287,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         held.listen()
         yield {"tmp": str(tmp), "afile": str(tmp / "afile"), "empty": str(tmp / "empty"),
                "existing": str(tmp / "existing"), "cap": str(SAMPLE), "ro": "{ro}",
+               "other": str(tmp / "other"), "capcopy": str(tmp / "capcopy"),
                "taken": str(held.getsockname()[1])}  # fmt: skip
 
 

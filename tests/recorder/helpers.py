@@ -27,6 +27,7 @@ __all__ = [
     "RUN_B",
     "append_frames",
     "expected_row",
+    "feed_of",
     "live_paths",
     "published",
     "published_idx",
@@ -40,6 +41,12 @@ BASE_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 def binary(i: int) -> bool:
     """Whether synthetic record i came as a binary WebSocket message (a few do)."""
     return i % 13 == 7
+
+
+def feed_of(i: int) -> int:
+    """The feed of synthetic record i: runs of 7 records alternate between feeds 0 and 1,
+    as the records of a recorder with two feeds interleave."""
+    return (i // 7) % 2
 
 
 def expected_row(i: int, run_id: str = RUN_A, recv_ns: int | None = None) -> dict[str, object]:
@@ -57,6 +64,7 @@ def expected_row(i: int, run_id: str = RUN_A, recv_ns: int | None = None) -> dic
         "market_ticker": ticker,
         "raw": raw,
         "opcode": 2 if binary(i) else 1,
+        "feed": feed_of(i),
     }
 
 
@@ -70,7 +78,9 @@ def append_frames(
         recv = BASE_NS + i * 1000 if recv_ns is None else recv_ns
         mono = time.monotonic_ns()
         out.append(
-            writer.append(1, recv, mono, dir_, channel, type_, sid, seq, ticker, raw, binary(i))
+            writer.append(
+                1, recv, mono, dir_, channel, type_, sid, seq, ticker, raw, binary(i), feed_of(i)
+            )
         )
     return out
 

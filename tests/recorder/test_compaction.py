@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -27,7 +28,7 @@ from schemas.record import live_files, parse_file_name
 
 from ..objectstore import S3Server
 from ..results import ResultLog
-from .helpers import BASE_NS, RUN_A, RUN_B, append_frames, published, unreadable_files
+from .helpers import BASE_NS, RUN_A, RUN_B, append_frames, feed_of, published, unreadable_files
 
 DRIVER = Path(__file__).with_name("journal_driver.py")
 PARTITION = "channel=orderbook_delta/date=2026-01-01"
@@ -93,6 +94,19 @@ def test_compaction_merges_a_runs_small_files_into_one_sorted_file(tmp_path: Pat
     types = pq.read_table(root / output, columns=["type"])["type"].to_pylist()
     assert types == sorted(types)  # grouped by type, whichever storage order won
     assert report.bytes_out < report.bytes_in
+
+
+def test_compacted_files_keep_each_records_feed(tmp_path: Path) -> None:
+    root = build_root(tmp_path, segments=4)
+    # A file an older recorder wrote, before the `feed` column: its rows read as null.
+    oldest = sorted((root / PARTITION).iterdir())[0]
+    old_idx = set(pq.read_table(oldest, columns=["idx"])["idx"].to_pylist())
+    pq.write_table(pq.read_table(oldest).drop_columns(["feed"]), oldest, compression="zstd")
+    (output, _), *_ = compact(root, PARTITION, min_age_s=0, delete_grace_s=0).outputs
+    assert pq.read_schema(root / output).field("feed").type == pa.int8()
+    rows = pq.read_table(root / output, columns=["idx", "feed"]).to_pylist()
+    assert {r["feed"] for r in rows} == {None, 0, 1}
+    assert all(r["feed"] == (None if r["idx"] in old_idx else feed_of(r["idx"])) for r in rows)
 
 
 def test_files_younger_than_min_age_are_left_alone(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from schemas.errors import ConfigError
 from schemas.events import CaptureGap, event_from_bytes
 from schemas.record import CaptureRecord
 
-from .helpers import RUN_A, append_frames
+from .helpers import RUN_A, append_frames, feed_of
 
 
 def sealed_records(journal: Path) -> list[CaptureRecord]:
@@ -258,6 +258,7 @@ def test_frames_beyond_the_memory_limit_are_dropped_and_recorded_as_a_capture_ga
     lost = set(range(detail.first_idx, detail.last_idx + 1))
     assert set(present) == set(range(1016)) - lost
     assert gap.idx == 1010
+    assert gap.feed == feed_of(1010)  # the stamps and the feed of the frame that followed
     assert fdatasync.retried_files == []
 
 

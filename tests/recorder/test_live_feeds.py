@@ -4,6 +4,7 @@ the session's trades and book go on as if nothing happened."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -37,7 +38,7 @@ async def test_killing_one_feed_loses_no_trade_and_never_invalidates_the_book() 
         ticker = server.tape.market_tickers()[0]
         watched = watched_session(server, feeds=2)
         async with watched.session.connect() as session:
-            source = session._live  # noqa: SLF001 - the test reaches one feed to kill it
+            source = session._live
             assert isinstance(source, FeedSet)
             trades = Reader(await session.subscribe_trade(raw=True))
             books = Reader(await session.orderbook(ticker, maxsize=100_000))
@@ -62,7 +63,7 @@ async def test_killing_one_feed_loses_no_trade_and_never_invalidates_the_book() 
     assert len(got) == len(set(got)), "a trade was delivered twice"
     assert set(observer.trade_ids) <= set(got), "a trade the exchange sent is missing"
     # Each kill moved the book to the other feed (which one owned it first is a race).
-    assert all(a != b for a, b in zip(owners, owners[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(owners))
     assert seen_books and all(b.valid for b in seen_books)
     # The capture's side: both feeds recorded, the moves of the book recorded.
     feeds = {r.feed for r in watched.sink.records if r.dir == "in"}

@@ -100,11 +100,13 @@ async def test_frames_go_to_the_sink_before_the_engine_sees_them() -> None:
             self.session: LiveSession | None = None
             self.engine_was_ahead = 0
 
-        def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
+        def frame_in(
+            self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int = 0
+        ) -> None:
             frames_in = sum(1 for r in self.records if r.dir == "in")
             if self.session is not None and self.session.engine.stats.frames != frames_in:
                 self.engine_was_ahead += 1
-            super().frame_in(conn, recv_ns, mono_ns, raw)
+            super().frame_in(conn, recv_ns, mono_ns, raw, feed)
 
     async with sim_server() as server:
         sink = Checking()
@@ -134,7 +136,9 @@ async def test_frames_go_to_the_sink_before_the_engine_sees_them() -> None:
 
 async def test_a_sink_that_raises_is_reported_and_receiving_goes_on() -> None:
     class Broken(MemorySink):
-        def frame_in(self, conn: int, recv_ns: int, mono_ns: int, raw: bytes) -> None:
+        def frame_in(
+            self, conn: int, recv_ns: int, mono_ns: int, raw: bytes, feed: int = 0
+        ) -> None:
             raise OSError("disk full")
 
     async with sim_server() as server:

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.compute as pc
 import pytest
 
+from replay.datasets import compute
 from replay.reading.session import ReplaySession
 from schemas.events import Arbitrated as RecordedArbitrated
 from schemas.events import event_from_bytes
@@ -22,10 +24,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def recorded_moves(root: Path) -> list[tuple[Any, ...]]:
-    rows = duckdb.connect().execute(
-        f"SELECT recv_ns, raw FROM read_parquet('{root}/channel=_session/**/*.parquet', "
-        "hive_partitioning = false) WHERE type = 'arbitrate' ORDER BY idx"
-    ).fetchall()
+    rows = (
+        duckdb.connect()
+        .execute(
+            f"SELECT recv_ns, raw FROM read_parquet('{root}/channel=_session/**/*.parquet', "
+            "hive_partitioning = false) WHERE type = 'arbitrate' ORDER BY idx"
+        )
+        .fetchall()
+    )
     moves = []
     for recv_ns, raw in rows:
         event = event_from_bytes(raw)
@@ -38,7 +44,7 @@ async def replay_moves(root: Path) -> tuple[list[tuple[Any, ...]], list[str]]:
     """The arbitration decisions a replay takes, and the trade ids it delivers."""
     session = ReplaySession(root)
     moves: list[tuple[Any, ...]] = []
-    dispatch = session._dispatch_outputs  # noqa: SLF001 - watch the engine's outputs
+    dispatch = session._dispatch_outputs
 
     async def watched() -> None:
         for out in session.engine.outbox:
@@ -46,7 +52,7 @@ async def replay_moves(root: Path) -> tuple[list[tuple[Any, ...]], list[str]]:
                 moves.append((out.market, out.from_feed, out.to_feed, out.reason, out.recv_ns))
         await dispatch()
 
-    session._dispatch_outputs = watched  # type: ignore[method-assign]  # noqa: SLF001
+    session._dispatch_outputs = watched  # type: ignore[method-assign]
     trade_ids: list[str] = []
     async with session:
         trades = await session.subscribe_trade(raw=True)
@@ -80,3 +86,8 @@ def test_two_feeds_record_one_capture_that_replays_as_it_was_arbitrated(tmp_path
     replayed, trade_ids = asyncio.run(replay_moves(root))
     assert replayed == recorded  # the same decisions, at the same records
     assert trade_ids and len(trade_ids) == len(set(trade_ids))  # each trade once
+    # The datasets arbitrate the same way: the trades table is the replay's trades.
+    trades = compute(root, "trades")
+    assert sorted(trades.column("trade_id").to_pylist()) == sorted(trade_ids)
+    quotes = compute(root, "quotes")
+    assert quotes.num_rows and pc.sum(quotes.column("valid")).as_py() > 0.9 * quotes.num_rows

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from recorder.errors import SegmentFormatError
+from recorder.storage._parquet import segment_table
 from recorder.storage._segment import (
     BODY_FIXED,
     decode_header,
@@ -24,25 +25,38 @@ from schemas.record import CaptureRecord
 
 from .helpers import RUN_A
 
-# conn recv_ns mono_ns dir channel type sid seq market_ticker raw binary
-Row = tuple[int, int, int, str, str, str, int | None, int | None, str | None, bytes, bool]
+# conn recv_ns mono_ns dir channel type sid seq market_ticker raw binary feed
+Row = tuple[int, int, int, str, str, str, int | None, int | None, str | None, bytes, bool, int]
 
 ODD_ROWS: list[Row] = [
-    (1, 10, 20, "in", "ticker", "ticker", 2, None, "KX-A", b'{"type":"ticker"}', False),
-    (1, 11, 21, "in", "_unknown", "_malformed", None, None, None, b"", False),
-    (1, 12, 22, "in", "_unknown", "_malformed", None, None, None, b"\xff\xfe\x00\x80 utf-8?", True),
-    (2, 13, 23, "out", "_control", "subscribe", None, None, None, b'{"id":1,"cmd":"x"}', False),
-    (2, 14, 24, "event", "_session", "close", None, None, None, b'{"type":"close"}', False),
-    (2, 15, 25, "in", "trade", "trade", 3, 2**62, "KX-\u00e9\u4e2d", b"x" * 200_000, True),
-    (2, 16, 26, "in", "trade", "trade", -5, 0, "", b"\x00" * 3, False),
+    (1, 10, 20, "in", "ticker", "ticker", 2, None, "KX-A", b'{"type":"ticker"}', False, 0),
+    (1, 11, 21, "in", "_unknown", "_malformed", None, None, None, b"", False, 1),
+    (
+        1,
+        12,
+        22,
+        "in",
+        "_unknown",
+        "_malformed",
+        None,
+        None,
+        None,
+        b"\xff\xfe\x00\x80 utf-8?",
+        True,
+        5,
+    ),
+    (2, 13, 23, "out", "_control", "subscribe", None, None, None, b'{"id":1,"cmd":"x"}', False, 7),
+    (2, 14, 24, "event", "_session", "close", None, None, None, b'{"type":"close"}', False, 1),
+    (2, 15, 25, "in", "trade", "trade", 3, 2**62, "KX-\u00e9\u4e2d", b"x" * 200_000, True, 5),
+    (2, 16, 26, "in", "trade", "trade", -5, 0, "", b"\x00" * 3, False, 0),
 ]
 
 
 def write_segment(journal: Path, rows: list[Row]) -> Path:
     sealed: list[Path] = []
     with JournalWriter(journal, RUN_A, on_sealed=sealed.append) as writer:
-        for row in rows:
-            writer.append(*row)
+        for *fields, feed in rows:
+            writer.append(*fields, feed=feed)
     assert len(sealed) == 1
     return sealed[0]
 
@@ -53,13 +67,13 @@ def opcode(row: Row) -> int | None:
 
 
 def as_records(rows: list[Row]) -> list[CaptureRecord]:
-    return [CaptureRecord(RUN_A, i, *row[:10], opcode(row)) for i, row in enumerate(rows)]
+    return [CaptureRecord(RUN_A, i, *row[:10], opcode(row), row[11]) for i, row in enumerate(rows)]
 
 
 def record_sizes(rows: list[Row]) -> list[int]:
     return [
         8 + BODY_FIXED + len(ch.encode()) + len(ty.encode()) + len((tk or "").encode()) + len(raw)
-        for _, _, _, _, ch, ty, _, _, tk, raw, _ in rows
+        for _, _, _, _, ch, ty, _, _, tk, raw, _, _ in rows
     ]
 
 
@@ -77,10 +91,10 @@ def test_sid_and_seq_outside_their_column_types_are_stored_as_null_with_raw_inta
     tmp_path: Path,
 ) -> None:
     raw = b'{"type":"trade","sid":99999999999,"seq":1}'
-    row: Row = (1, 1, 1, "in", "trade", "trade", 99_999_999_999, 2**70, "KX-A", raw, True)
+    row: Row = (1, 1, 1, "in", "trade", "trade", 99_999_999_999, 2**70, "KX-A", raw, True, 6)
     (record,) = read_segment(write_segment(tmp_path, [row])).records()
     assert (record.sid, record.seq, record.raw, record.market_ticker) == (None, None, raw, "KX-A")
-    assert record.opcode == 2  # the clamped path keeps the opcode too
+    assert (record.opcode, record.feed) == (2, 6)  # the clamped path keeps both
 
 
 @pytest.mark.parametrize("victim", [0, 3, 6])
@@ -138,20 +152,59 @@ def test_a_torn_header_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SegmentFormatError, match="magic"):
         decode_header(b"NOTASEGM" + header[8:])
     newer = bytearray(header)
-    newer[8] = 3
-    with pytest.raises(SegmentFormatError, match="version 3"):
+    newer[8] = 4
+    with pytest.raises(SegmentFormatError, match="version 4"):
         decode_header(bytes(newer))
 
 
-def test_a_version_1_segment_reads_with_its_opcodes_unknown(tmp_path: Path) -> None:
-    # Version 1 (before the opcode bit) is what a journal left by an older recorder holds.
-    path = write_segment(tmp_path, [(*row[:10], False) for row in ODD_ROWS])
+def as_old_segment(path: Path, version: int) -> None:
+    """Give a segment written with no opcode bit or feed bits set the header of an older
+    version: its records are then exactly what that version wrote."""
     data = path.read_bytes()
-    old_header = encode_header(RUN_A, 0, version=1)
+    old_header = encode_header(RUN_A, 0, version=version)
     assert len(old_header) == decode_header(data).size
     path.write_bytes(old_header + data[len(old_header) :])
+
+
+def test_a_version_1_segment_reads_with_its_opcodes_and_feeds_unknown(tmp_path: Path) -> None:
+    # Version 1 (before the opcode bit) is what a journal left by an older recorder holds.
+    path = write_segment(tmp_path, [(*row[:10], False, 0) for row in ODD_ROWS])
+    as_old_segment(path, 1)
     records = read_segment(path).records()
-    assert records == [CaptureRecord(RUN_A, i, *row[:10], None) for i, row in enumerate(ODD_ROWS)]
+    assert records == [CaptureRecord(RUN_A, i, *row[:10]) for i, row in enumerate(ODD_ROWS)]
+
+
+def test_a_version_2_segment_reads_with_its_opcodes_and_its_feeds_unknown(tmp_path: Path) -> None:
+    # Version 2 (the opcode bit, no feed bits): a journal left by the recorder before feeds.
+    path = write_segment(tmp_path, [(*row[:11], 0) for row in ODD_ROWS])
+    as_old_segment(path, 2)
+    data = read_segment(path)
+    assert data.header.version == 2
+    assert data.records() == [
+        CaptureRecord(RUN_A, i, *row[:10], opcode(row), None) for i, row in enumerate(ODD_ROWS)
+    ]
+    table = segment_table(data)  # what the publisher writes of it: a null feed column
+    assert table.column("feed").null_count == len(ODD_ROWS)
+    assert table.column("opcode").to_pylist() == [opcode(row) for row in ODD_ROWS]
+
+
+def test_feed_bits_in_a_version_2_record_make_it_invalid(tmp_path: Path) -> None:
+    # Version 2 knew flags up to bit 3: a record with a feed bit set is not one it wrote.
+    path = write_segment(
+        tmp_path, [(*row[:11], 1 if i == 2 else 0) for i, row in enumerate(ODD_ROWS)]
+    )
+    as_old_segment(path, 2)
+    data = read_segment(path)
+    assert [r.idx for r in data.records()] == [0, 1, 3, 4, 5, 6]
+    assert data.skipped_bytes == record_sizes(ODD_ROWS)[2]
+
+
+@pytest.mark.parametrize("feed", [-1, 8, 16, 255])
+def test_a_feed_out_of_range_is_refused_before_it_takes_an_idx(tmp_path: Path, feed: int) -> None:
+    with JournalWriter(tmp_path, RUN_A) as writer:
+        with pytest.raises(ValueError, match=r"feed must be 0\.\.7"):
+            writer.append(1, 1, 1, "in", "trade", "trade", 1, 1, "KX-A", b"{}", feed=feed)
+        assert writer.append(1, 2, 2, "in", "trade", "trade", 1, 2, "KX-A", b"{}", feed=7) == 0
 
 
 def test_segment_names_parse_and_strays_are_not_segments() -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from kalshi_tape.cli import main
-from replay.sql.summary import summarize_capture
+from replay.sql.summary import FeedCount, summarize_capture
 
 from .capture_factory import RUN_A, RUN_B, StandardCapture, build_standard_capture, truncate_file
+from .two_feeds import record_two_feeds
 
 
 @pytest.fixture
@@ -83,6 +84,58 @@ def test_the_command_prints_json(cap: StandardCapture, capsys: pytest.CaptureFix
     assert data["markets"] == 2
     assert data["runs"][0]["run_id"] == RUN_A
     assert data["compression_ratio"] == pytest.approx(data["raw_bytes"] / data["bytes_on_disk"])
+
+
+def test_a_capture_of_two_feeds_says_what_each_feed_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two = record_two_feeds(tmp_path)
+    s = summarize_capture(two.root)
+    assert s.feeds == [0, 1]
+    (run,) = s.runs
+    assert (run.frames, run.connections) == (sum(two.records.values()), 3)
+    assert run.feeds == tuple(FeedCount(f, two.records[f], len(two.connections[f])) for f in (0, 1))
+    for c in s.channels:
+        expected = [(f, n) for (ch, f), n in sorted(two.by_channel.items()) if ch == c["channel"]]
+        assert [(x["feed"], x["frames"]) for x in c["feeds"]] == expected, c["channel"]
+
+    assert main(["inspect", str(two.root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].endswith("; feeds: 2")
+    feeds = lines.index("feeds:")
+    for f in (0, 1):
+        row = [RUN_A, str(f), str(two.records[f]), str(len(two.connections[f]))]
+        assert lines[feeds + 3 + f].split() == row
+    header = lines[lines.index("channels:") + 1].split()
+    assert header[-4:] == ["feed", "0", "feed", "1"]
+    checkpoint = next(line for line in lines if line.split()[0] == "_checkpoint").split()
+    assert checkpoint[-2:] == ["0", "1"]  # the checkpoint of connection 3 is feed 1's
+
+    assert main(["inspect", str(two.root), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["feeds"] == [0, 1]
+    assert data["runs"][0]["feeds"] == [
+        {"feed": f, "frames": two.records[f], "connections": len(two.connections[f])}
+        for f in (0, 1)
+    ]
+    trade = next(c for c in data["channels"] if c["channel"] == "trade")
+    assert trade["feeds"] == [{"feed": f, "frames": two.by_channel[("trade", f)]} for f in (0, 1)]
+
+
+def test_a_capture_of_one_feed_prints_no_feeds(
+    cap: StandardCapture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = summarize_capture(cap.root)
+    assert s.feeds == [0]  # its files predate feeds: null is feed 0
+    assert all(r.feeds == () for r in s.runs)
+    assert all("feeds" not in c for c in s.channels)
+    assert main(["inspect", str(cap.root)]) == 0
+    out = capsys.readouterr().out.split("\n", 1)[1]  # after the root's path
+    assert "feeds" not in out and "feed 0" not in out
+    assert main(["inspect", str(cap.root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert all("feeds" not in run for run in data["runs"])
+    assert all("feeds" not in c for c in data["channels"])
 
 
 def test_a_missing_root_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

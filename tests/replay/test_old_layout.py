@@ -1,6 +1,6 @@
 """Captures written with the older layout are still read by every tool of the project.
 
-The older layout: `channel` stored as a dictionary column, no `opcode` column, the
+The older layout: `channel` stored as a dictionary column, no `opcode` or `feed` column, the
 recorder's `journal/` and `status.json` under the root. The same standard capture is written in both
 layouts (and a root mixing them, as one upgraded in the middle of a day); listing,
 replay, bulk reads, SQL, verify, inspect and compaction give the same answers.
@@ -26,19 +26,26 @@ from replay.sql.connection import connect
 from replay.sql.summary import summarize_capture
 from replay.sql.verify import verify_capture
 from schemas.arrow import CAPTURE_SCHEMA
+from schemas.channels import ALL_CHANNELS
 from schemas.events import UnknownEvent, event_from_bytes
 
 from .capture_factory import build_standard_capture
 
-OLD_SCHEMA = CAPTURE_SCHEMA.set(
-    CAPTURE_SCHEMA.get_field_index("channel"),
-    pa.field("channel", pa.dictionary(pa.int32(), pa.string()), nullable=False),
-).remove(CAPTURE_SCHEMA.get_field_index("opcode"))
+_LATER = ["opcode", "feed"]  # columns added since the older layout
+OLD_SCHEMA = pa.schema(
+    [
+        pa.field("channel", pa.dictionary(pa.int32(), pa.string()), nullable=False)
+        if f.name == "channel"
+        else f
+        for f in CAPTURE_SCHEMA
+        if f.name not in _LATER
+    ]
+)
 
 
 def to_old_layout(root: Path, files: list[Path] | None = None) -> None:
     for path in files if files is not None else sorted(root.rglob("*.parquet")):
-        table = pq.read_table(path).drop_columns(["opcode"]).cast(OLD_SCHEMA)
+        table = pq.read_table(path).drop_columns(_LATER).cast(OLD_SCHEMA)
         pq.write_table(table, path, compression="zstd")
     (root / "journal").mkdir(exist_ok=True)
     (root / "journal" / "LOCK").write_text("pid 4242\n")
@@ -101,6 +108,35 @@ def test_files_without_the_opcode_column_read_it_as_null(roots: dict[str, Path])
     assert sum(new.values()) == sum(old.values())
     mixed = {f.opcode for f in iter_frames(roots["mixed"]) if f.dir != "event"}
     assert mixed == {1, None}
+
+
+def test_files_without_the_feed_column_read_it_as_null(
+    roots: dict[str, Path], tmp_path: Path
+) -> None:
+    # The standard capture's rows say feed 0 here, as a recorder of one feed writes them.
+    fed = tmp_path / "fed"
+    shutil.copytree(roots["new"], fed)
+    for path in sorted(fed.rglob("*.parquet")):
+        table = pq.read_table(path)
+        feed = pa.array([0] * table.num_rows, pa.int8())
+        table = table.set_column(table.schema.get_field_index("feed"), "feed", feed)
+        pq.write_table(table, path, compression="zstd")
+    to_old_layout(fed, sorted(fed.rglob("*.parquet"))[::2])  # half the files lack `feed`
+    files = sorted(fed.rglob("*.parquet"))
+    assert {"feed" in pq.read_schema(p).names for p in files} == {True, False}
+    ((records,),) = connect(roots["new"]).execute("SELECT count(*) FROM frames").fetchall()
+    sql = "SELECT feed, count(*) FROM frames GROUP BY ALL ORDER BY ALL"
+    (old_rows,) = connect(roots["old"]).execute(sql).fetchall()
+    assert old_rows == (None, records)
+    got = dict(connect(fed).execute(sql).fetchall())
+    assert set(got) == {0, None} and sum(got.values()) == records
+    assert {f.feed for f in iter_frames(fed, channels=ALL_CHANNELS)} == {0, None}
+    assert {f.feed for f in iter_frames(roots["old"], channels=ALL_CHANNELS)} == {None}
+    session = "SELECT DISTINCT feed FROM {} ORDER BY ALL"
+    for view in ("events", "connections"):
+        assert connect(roots["old"]).execute(session.format(view)).fetchall() == [(None,)]
+    # Null and 0 are the same feed: a capture of one feed is summarised as one.
+    assert summarize_capture(fed).feeds == verify_capture(fed).feeds == [0]
 
 
 def test_compaction_merges_old_and_new_files_into_todays_schema(roots: dict[str, Path]) -> None:

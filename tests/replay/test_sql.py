@@ -37,6 +37,7 @@ from .capture_factory import (
     truncate_file,
     update_get_snapshot,
 )
+from .two_feeds import record_two_feeds
 
 UTC = dt.UTC
 
@@ -279,6 +280,23 @@ def test_connections_view_has_one_row_per_connection_with_frame_counts(
         (1000, "bye", "shutdown"),
         (None, None, None),  # run B never closed
     ]
+
+
+def test_frames_events_and_connections_say_which_feed(tmp_path: Path) -> None:
+    two = record_two_feeds(tmp_path)
+    con = connect(two.root)
+    by_feed = dict(con.execute("SELECT feed, count(*) FROM frames GROUP BY ALL").fetchall())
+    assert by_feed == dict(two.records)
+    types = {r[0]: r[1] for r in con.execute("DESCRIBE frames").fetchall()}
+    assert types["feed"] == "TINYINT"
+    conns = con.execute("SELECT conn, feed FROM connections ORDER BY conn").fetchall()
+    assert conns == [(1, 0), (2, 1), (3, 1)]
+    events = con.execute("SELECT feed, count(*) FROM events GROUP BY ALL ORDER BY ALL").fetchall()
+    assert events == [(f, two.by_channel[("_session", f)]) for f in (0, 1)]
+    (checkpoint,) = con.execute(
+        "SELECT conn, feed FROM frames WHERE channel = '_checkpoint'"
+    ).fetchall()
+    assert checkpoint == (two.checkpoint_conn, 1)  # a checkpoint's feed is its group's
 
 
 def test_gaps_view_finds_a_planted_gap_and_its_resync(cap: StandardCapture) -> None:

@@ -29,6 +29,7 @@ from .capture_factory import (
     truncate_file,
     write_rows,
 )
+from .two_feeds import TwoFeeds, record_two_feeds
 
 
 def clean_run(root: Path, *, stop: bool = True, hole_after: int | None = None) -> RunBuilder:
@@ -284,6 +285,76 @@ def test_text_report_ends_with_the_verdict(
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "result: OK (0 problems, 2 warnings)"
     assert "reconnects: 1" in out
+
+
+@pytest.fixture
+def two_feeds(tmp_path: Path) -> TwoFeeds:
+    return record_two_feeds(tmp_path)
+
+
+def test_a_capture_of_two_feeds_is_counted_per_feed_and_reconnects_within_each(
+    two_feeds: TwoFeeds,
+) -> None:
+    report = verify_capture(two_feeds.root)
+    assert not report.corrupt
+    assert report.problems() == [] and report.warnings() == []
+    assert report.feeds == [0, 1]
+    (run,) = report.runs
+    assert run.frames == sum(two_feeds.records.values())
+    assert run.feeds == [
+        {"feed": f, "frames": two_feeds.records[f], "connections": len(two_feeds.connections[f])}
+        for f in (0, 1)
+    ]
+    # Feed 1 reconnected (2 -> 3) while feed 0's connection 1 stayed up: connection 2 is
+    # no reconnect of connection 1.
+    (reconnect,) = report.reconnects
+    assert (reconnect["feed"], reconnect["closed_conn"], reconnect["next_conn"]) == (1, 2, 3)
+    assert reconnect["disconnect_reason"] == "transport"
+    trades = {c["feed"]: c["frames"] for c in report.coverage if c["channel"] == "trade"}
+    assert trades == {0: two_feeds.by_channel[("trade", 0)], 1: two_feeds.by_channel[("trade", 1)]}
+
+
+def test_the_reports_of_two_feeds_show_both(
+    two_feeds: TwoFeeds, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", str(two_feeds.root)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    feeds = lines.index("feeds: 2")
+    assert lines[feeds + 1].split() == ["run", "feed", "frames", "connections"]
+    for f in (0, 1):
+        row = [RUN_A, str(f), str(two_feeds.records[f]), str(len(two_feeds.connections[f]))]
+        assert lines[feeds + 3 + f].split() == row
+    header = next(line for line in lines if line.split()[:2] == ["channel", "markets"])
+    assert header.split()[-4:] == ["feed", "0", "feed", "1"]
+    trade = next(line for line in lines if line.split()[0] == "trade").split()
+    assert trade[-2:] == [str(two_feeds.by_channel[("trade", f)]) for f in (0, 1)]
+    assert "reconnects: 1" in out
+
+    assert main(["verify", str(two_feeds.root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["feeds"] == [0, 1]
+    assert [f["frames"] for f in data["runs"][0]["feeds"]] == [
+        two_feeds.records[0],
+        two_feeds.records[1],
+    ]
+    assert data["reconnects"][0]["feed"] == 1
+
+
+def test_a_capture_of_one_feed_is_reported_without_feeds(
+    cap: StandardCapture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = verify_capture(cap.root)
+    assert report.feeds == [0]  # its files predate feeds: null is feed 0
+    assert all(r.feeds == [] for r in report.runs)
+    assert all("feed" not in r for r in report.reconnects + report.coverage)
+    assert main(["verify", str(cap.root)]) == 0
+    out = capsys.readouterr().out.split("\n", 1)[1]  # after the root's path
+    assert "feeds:" not in out and "feed 0" not in out
+    assert main(["verify", str(cap.root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["feeds"] == [0]
+    assert all("feeds" not in run for run in data["runs"])
 
 
 def test_a_missing_root_exits_2_with_a_clear_message(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 
+from schemas.arrow import CAPTURE_SCHEMA, OPTIONAL_COLUMNS, complete
 from schemas.channels import ALL_CHANNELS, Channel
 from schemas.errors import PartitionError
 from schemas.events import Closed
@@ -185,5 +187,18 @@ def test_utc_date_is_the_calendar_date_in_utc() -> None:
 
 
 def test_the_columns_are_fixed() -> None:
-    assert COLUMNS[-2:] == ("raw", "opcode")
-    assert len(COLUMNS) == 13
+    assert COLUMNS[-3:] == ("raw", "opcode", "feed")
+    assert len(COLUMNS) == 14
+
+
+def test_feed_is_the_last_column_optional_and_completed_as_nulls() -> None:
+    feed = CAPTURE_SCHEMA.field("feed")
+    assert (CAPTURE_SCHEMA.names[-1], feed.type, feed.nullable) == ("feed", pa.int8(), True)
+    assert {"opcode", "feed"} <= OPTIONAL_COLUMNS
+    old = pa.table({"idx": pa.array([1, 2], pa.int64())})  # a file written before `feed`
+    got = complete(old, ["idx", "feed"])
+    assert got.column_names == ["idx", "feed"]
+    assert got.column("feed").type == pa.int8()
+    assert got.column("feed").to_pylist() == [None, None]
+    with pytest.raises(KeyError, match="raw"):
+        complete(old, ["idx", "raw"])  # not optional: a file without it is not a capture file

@@ -162,7 +162,7 @@ def test_one_feed_alone_is_not_arbitrated() -> None:
     engine = Engine()
     f = Feeds(engine, open_both=False)
     f.engine.connection_attempt(*f.tick(), group=10, feed=0)
-    assert not engine._core.arbitrating  # noqa: SLF001 - the flat path stays
+    assert not engine._core.arbitrating
     f.open(0)
     f.recv(wire.trade(1, 1, M, "t1"), 1)
     f.recv(wire.trade(1, 2, M, "t1"), 1)  # one feed: a repeat is delivered as it came
