@@ -8,6 +8,10 @@ Measured in one run, on the same N frames of the realistic mix (bench/mix.py):
   recorder  the real `kalshi-tape record` process: journal (group commit fdatasync),
             engine, publisher; time until its status file reports the N-th frame
             durable; its CPU (user + system) over that time and its peak RSS.
+  two feeds the same recorder with `feeds = 2` (docs/redundancy.md section 4): the server sends
+            the N frames on each connection, the recorder keeps both copies and the
+            engine arbitrates; the rate counts the exchange's messages (N over the time
+            until 2N records are durable), against one feed's in the same run.
 The server is `bench/_blaster.py` (docs/performance.md section 4.14: pre-built frames).
 """
 
@@ -103,10 +107,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def record(url: str, n: int, tmp: Path) -> tuple[float, float, float]:
+def record(url: str, n: int, tmp: Path, feeds: int = 1) -> tuple[float, float, float]:
+    """(exchange messages/s until n * feeds records are durable, CPU share, peak RSS)."""
+    shutil.rmtree(tmp / "data", ignore_errors=True)
     config = tmp / "record.toml"
     config.write_text(
-        f'[connection]\nurl = "{url}"\n'
+        f'[connection]\nurl = "{url}"\nfeeds = {feeds}\n'
         '[channels]\norderbook_delta = "all"\nticker = "all"\ntrade = "all"\n'
         f'[storage]\nroot = "{tmp / "data"}"\n{STORAGE}\n'
         '[jobs]\ncompaction = ""\n[health]\nstatus_interval_s = 0.05\n'
@@ -128,10 +134,10 @@ def record(url: str, n: int, tmp: Path) -> tuple[float, float, float]:
             peak = max(peak, rss_mib(proc.pid))
             if start is None and s["appended_idx"] > 10:
                 start, cpu0, idx0 = time.perf_counter(), cpu_s(proc.pid), s["appended_idx"]
-            if start is not None and s["durable_idx"] >= n:
+            if start is not None and s["durable_idx"] >= n * feeds:
                 elapsed = time.perf_counter() - start
                 cpu = cpu_s(proc.pid) - (cpu0 or 0.0)
-                return (n - idx0) / elapsed, cpu / elapsed, peak
+                return (n * feeds - idx0) / feeds / elapsed, cpu / elapsed, peak
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -146,6 +152,7 @@ def main() -> None:
         ceiling = with_blaster(n, lambda url: asyncio.run(plain_client(url, n)))
         own = with_blaster(n, lambda url: asyncio.run(socket_client(url, n)))
         rate, cpu_share, peak = with_blaster(n, lambda url: record(url, n, tmp))
+        rate2, cpu_share2, peak2 = with_blaster(n, lambda url: record(url, n, tmp, feeds=2))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     emit(
@@ -171,6 +178,19 @@ def main() -> None:
                 higher_is_better=False,
             ),
             Metric("recorder peak RSS", peak, "MiB", higher_is_better=False, target="<= 200"),
+            Metric(
+                "kalshi-tape record --feeds 2, durable (exchange messages)",
+                rate2,
+                "frames/s",
+                baseline="kalshi-tape record, durable",
+            ),
+            Metric(
+                "recorder CPU while recording, two feeds",
+                cpu_share2 * 100,
+                "% of a core",
+                higher_is_better=False,
+            ),
+            Metric("recorder peak RSS, two feeds", peak2, "MiB", higher_is_better=False),
         ],
         notes=f"{n:,} frames of the realistic mix (bench/mix.py) from bench/_blaster.py.",
     )

@@ -93,7 +93,7 @@ class ConnectionConfig(_Section):
     passphrase_env: str = "KALSHI_PRIVATE_KEY_PASSPHRASE"
     compression: bool = False
     #: Redundant feeds: independent connections, each subscribed to everything
-    #: (docs/redundancy.md). `urls`: one per feed (empty: every feed uses the URL).
+    #: (docs/redundancy.md section 1). `urls`: one per feed (empty: every feed uses the URL).
     feeds: int = Field(1, ge=1, le=8)
     urls: list[str] = []
 

@@ -1,5 +1,6 @@
 """The flagship: a consumer attached live during a capture, and the same consumer on its replay,
-receive identical message sequences and identical books, across every reconnect.
+receive identical message sequences and identical books, across every reconnect; with one
+feed, and with two redundant feeds arbitrated (docs/redundancy.md section 2).
 
 A real recorder (`recorder.service.app.Recorder`: journal, publisher, live client) records an
 in-process simulated exchange that injects disconnects, gaps and duplicates, while a
@@ -15,6 +16,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from recorder.service.app import Recorder
@@ -53,9 +55,12 @@ async def attach_consumer(session: Session, markets: list[str], seen: dict[str, 
         asyncio.get_running_loop().create_task(pump(name, sub, view))
 
 
-async def record(root: Path, server: SimServer, markets: list[str]) -> dict[str, list[Any]]:
+async def record(
+    root: Path, server: SimServer, markets: list[str], feeds: int
+) -> dict[str, list[Any]]:
     overrides = {
         "connection.url": server.url,
+        "connection.feeds": feeds,
         "channels.orderbook_delta": "all",
         "channels.trade": "all",
         "channels.ticker": "all",
@@ -99,7 +104,10 @@ async def replay(root: Path, markets: list[str]) -> dict[str, list[Any]]:
     return seen
 
 
-async def test_live_and_replayed_consumers_see_the_same_messages_and_books(tmp_path: Path) -> None:
+@pytest.mark.parametrize("feeds", [1, 2], ids=["one feed", "two feeds"])
+async def test_live_and_replayed_consumers_see_the_same_messages_and_books(
+    tmp_path: Path, feeds: int
+) -> None:
     faults = [parse_fault(s) for s in ("close:1011@every=2s", "gap@p=0.002", "dup@p=0.002",
                                        "drop@at=4.5s")]  # fmt: skip
     config = ServerConfig(
@@ -108,7 +116,7 @@ async def test_live_and_replayed_consumers_see_the_same_messages_and_books(tmp_p
     )  # fmt: skip
     async with SimServer(config) as server:
         markets = sorted(server.tape.market_tickers())
-        live = await record(tmp_path, server, markets)
+        live = await record(tmp_path, server, markets, feeds)
     report = verify_capture(tmp_path)
     assert not report.corrupt, report.problems()
 
@@ -121,6 +129,13 @@ async def test_live_and_replayed_consumers_see_the_same_messages_and_books(tmp_p
     for name in live:
         assert len(again.get(name, [])) == len(live[name]), name
         assert again[name] == live[name], name
+    if feeds == 2:  # the two feeds broke at different times: books moved between them
+        moves = duckdb.connect().execute(
+            f"SELECT count(*) FROM read_parquet('{tmp_path}/channel=_session/**/*.parquet', "
+            "hive_partitioning = false) WHERE type = 'arbitrate'"
+        ).fetchone()
+        assert moves is not None and moves[0] > 0
+        return
     for market in markets[:BOOKS]:
         valid = [ok for _, ok, *_ in live[f"book {market}"]]
         while valid and not valid[-1]:
