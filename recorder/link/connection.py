@@ -149,6 +149,8 @@ class LiveSettings:
     #: Which feed of a redundant session this source is (`recorder.link.feeds`): its
     #: engine group, the `feed` of every record it writes.
     feed: int = 0
+    #: The local IP address its connections are made from (None: the system's choice).
+    local_address: str | None = None
 
 
 class LiveSource(Source):
@@ -483,7 +485,9 @@ class LiveSource(Source):
             compression=self.settings.compression,
             proxy=self.settings.proxy,
             logger=self._ws_logger,
-        )
+            **({"local_address": self.settings.local_address}
+               if self.settings.local_address else {}),
+        )  # fmt: skip
         if not standby and links.active is not None:
             await ws.close(1000, "kalshi-tape: not needed")  # a standby took over meanwhile
             return links.active

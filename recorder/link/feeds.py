@@ -70,6 +70,8 @@ class FeedSet(Source):
         settings: the session's settings; feed f connects to `urls[f]` if given.
         feeds: how many (2 to MAX_FEEDS).
         urls: one URL per feed (None: every feed uses `settings.url`).
+        local_addresses: one local IP address per feed to connect from (None: the
+            system's choice), for feeds over different network paths.
     """
 
     owns_wire = True
@@ -81,16 +83,24 @@ class FeedSet(Source):
         rng: random.Random,
         feeds: int,
         urls: Sequence[str] | None = None,
+        local_addresses: Sequence[str] | None = None,
     ) -> None:
         if not 2 <= feeds <= MAX_FEEDS:
             raise ValueError(f"feeds must be 2 to {MAX_FEEDS}, not {feeds}")
         if urls is not None and len(urls) != feeds:
             raise ValueError(f"{len(urls)} URLs for {feeds} feeds: give one per feed")
+        if local_addresses is not None and len(local_addresses) != feeds:
+            raise ValueError(f"{len(local_addresses)} local addresses for {feeds} feeds")
         numbers = itertools.count(1)
         gate = PumpGate()
         self.feeds = [
             LiveSource(
-                replace(settings, feed=f, url=urls[f] if urls else settings.url),
+                replace(
+                    settings,
+                    feed=f,
+                    url=urls[f] if urls else settings.url,
+                    local_address=local_addresses[f] if local_addresses else None,
+                ),
                 stats,
                 random.Random(rng.random()),
                 numbers=numbers,

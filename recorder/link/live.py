@@ -142,6 +142,8 @@ class LiveSession(Session):
             subscribed to everything, each reconnecting on its own; consumers see each
             message once and each book from a feed that holds it valid (1: one feed).
         urls: one URL per feed (None: every feed connects to `url`).
+        local_addresses: one local IP address per feed to connect from (None: the
+            system's choice).
         **limit_overrides: any limit by name (`ping_interval_s=5`), clamped to its bounds.
     """
 
@@ -174,6 +176,7 @@ class LiveSession(Session):
         opener: LinkOpener = open_link,
         feeds: int = 1,
         urls: Sequence[str] | None = None,
+        local_addresses: Sequence[str] | None = None,
         **limit_overrides: float | int | None,
     ) -> None:
         resolved = resolve_url(url)
@@ -181,8 +184,12 @@ class LiveSession(Session):
             raise ConfigError("feeds", f"{feeds} feeds", f"1 to {MAX_FEEDS}")
         if urls is not None and len(urls) != feeds:
             raise ConfigError("urls", f"{len(urls)} URLs for {feeds} feeds", "one URL per feed")
+        if local_addresses is not None and len(local_addresses) != feeds:
+            raise ConfigError("local_addresses", f"{len(local_addresses)} addresses for "
+                              f"{feeds} feeds", "one local IP address per feed")  # fmt: skip
         self._feeds = feeds
         self._urls = None if urls is None else [resolve_url(u) for u in urls]
+        self._local_addresses = None if local_addresses is None else list(local_addresses)
         for feed_url in self._urls or ():
             if credentials is None and not _is_loopback(urlsplit(feed_url).hostname or ""):
                 raise ConfigError("credentials", f"{feed_url} requires a signed connection",
@@ -509,7 +516,8 @@ class LiveSession(Session):
         """One run's connection manager: a `LiveSource`, or a `FeedSet` of several."""
         if self._feeds == 1:
             return LiveSource(self.settings, self.stats, self._rng)
-        return FeedSet(self.settings, self.stats, self._rng, self._feeds, self._urls)
+        return FeedSet(self.settings, self.stats, self._rng, self._feeds, self._urls,
+                       self._local_addresses)  # fmt: skip
 
     @property
     def feeds(self) -> int:

@@ -149,8 +149,10 @@ async def open_link(
     compression: str | None,
     proxy: str | Literal[True] | None,
     logger: logging.Logger,
+    local_address: str | None = None,
 ) -> Socket:
-    """Open one WebSocket connection, signing the upgrade afresh.
+    """Open one WebSocket connection, signing the upgrade afresh (from `local_address`,
+    if given).
 
     Never a library's reconnecting iterator: our own loop decides retries.
 
@@ -167,6 +169,7 @@ async def open_link(
             open_timeout_s=limits.open_timeout_s, ping_interval_s=limits.ping_interval_s,
             ping_timeout_s=limits.ping_timeout_s, close_timeout_s=limits.close_timeout_s,
             max_frame_bytes=limits.max_frame_bytes, logger=logger, compression=compression,
+            local_address=local_address,
         )  # fmt: skip
     except asyncio.CancelledError:
         raise

@@ -392,9 +392,11 @@ async def connect_picows(
     max_frame_bytes: int,
     logger: logging.Logger,
     compression: str | None = None,
+    local_address: str | None = None,
 ) -> PicowsSocket:
     """Open a `PicowsSocket` within `open_timeout_s` (TCP, TLS and the upgrade); with
-    `compression="deflate"`, offer permessage-deflate.
+    `compression="deflate"`, offer permessage-deflate; with `local_address`, from that
+    local IP address (a second network path for a redundant feed).
 
     The TCP socket is made here (picows' socket factory hook), so that an attempt
     cancelled in the middle (a timeout, a rotation called off) shuts it down instead
@@ -411,6 +413,8 @@ async def connect_picows(
             sock.setblocking(False)
             made.append(sock)
             try:
+                if local_address is not None:
+                    sock.bind((local_address, 0))
                 await loop.sock_connect(sock, address)
             except OSError as exc:
                 error = exc

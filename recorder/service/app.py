@@ -407,6 +407,7 @@ class Recorder:
             compression="deflate" if self.config.connection.compression else None,
             feeds=self.config.connection.feeds,
             urls=self.config.connection.urls or None,
+            local_addresses=self.config.connection.local_addresses or None,
             **extra,
         )
 

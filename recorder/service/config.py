@@ -63,7 +63,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from recorder.link.limits import resolve_limits
 from schemas.channels import MARKET_FILTER_CHANNELS, MARKET_FILTER_REQUIRED, WIRE_CHANNELS
@@ -96,6 +103,15 @@ class ConnectionConfig(_Section):
     #: (docs/redundancy.md section 1). `urls`: one per feed (empty: every feed uses the URL).
     feeds: int = Field(1, ge=1, le=8)
     urls: list[str] = []
+    local_addresses: list[str] = []  # one per feed: connect from these local IPs
+
+    @field_validator("urls", "local_addresses")
+    @classmethod
+    def _one_per_feed(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        feeds = info.data.get("feeds", 1)
+        if value and len(value) != feeds:
+            raise ValueError(f"{len(value)} given for {feeds} feed(s): give one per feed")
+        return value
 
 
 class CaptureWindow(_Section):

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
+from websockets.asyncio.server import serve
 
 from recorder.link.feeds import FeedSet
+from recorder.link.live import LiveSession
 from schemas.errors import ConfigError
 
 from .live_helpers import (
@@ -25,12 +28,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_feeds_are_checked() -> None:
-    from recorder.link.live import LiveSession
-
     with pytest.raises(ConfigError, match="feeds"):
         LiveSession("ws://127.0.0.1:9/x", feeds=9)
     with pytest.raises(ConfigError, match="urls"):
         LiveSession("ws://127.0.0.1:9/x", feeds=2, urls=["ws://127.0.0.1:9/x"])
+    with pytest.raises(ConfigError, match="local_addresses"):
+        LiveSession("ws://127.0.0.1:9/x", feeds=2, local_addresses=["127.0.0.2"])
 
 
 async def test_killing_one_feed_loses_no_trade_and_never_invalidates_the_book() -> None:
@@ -73,3 +76,19 @@ async def test_killing_one_feed_loses_no_trade_and_never_invalidates_the_book() 
     moves = [(m.event.from_feed, m.event.to_feed) for m in watched.events("arbitrate")]
     assert moves[:4] == [(owner, 1 - owner) for owner in owners]
     assert session.stats.arbitrations == len(moves)
+
+
+async def test_each_feed_connects_from_its_own_local_address() -> None:
+    peers: list[str] = []
+
+    async def handler(ws: Any) -> None:
+        peers.append(ws.remote_address[0])
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        session = LiveSession(f"ws://127.0.0.1:{port}/ws", feeds=2,
+                              local_addresses=["127.0.0.2", "127.0.0.3"])  # fmt: skip
+        async with session.connect():
+            await eventually(lambda: len(peers) == 2)
+    assert sorted(peers) == ["127.0.0.2", "127.0.0.3"]
