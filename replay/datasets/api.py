@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from replay.datasets import manifest
 from replay.datasets.compute import run_range
@@ -217,6 +216,10 @@ def table(
     )  # fmt: skip
     if not built:
         return compute(capture, name, start=start_ns, end=end_ns, markets=markets)
+    # Imported here, not at the top: pyarrow.dataset brings pandas (~60 MiB) with it,
+    # and deriving never needs it (docs/performance.md section 6).
+    import pyarrow.dataset as pads
+
     dataset = pads.dataset(f"{base}/{spec.folder}", filesystem=fs, format="parquet",
                            partitioning="hive", exclude_invalid_files=True)  # fmt: skip
     time_col = "ts_ns" if spec.kind in ("depth", "bars") else "recv_ns"
