@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import Metric, emit
 
-from recorder.storage._parquet import ParquetSettings, encode_parquet, sort_for_storage
 from recorder.storage.compaction import compact
 from recorder.storage.journal import JournalWriter
 from recorder.storage.publisher import Publisher
 from schemas.envelope import encode_json
+from schemas.parquet import ParquetSettings, encode_parquet, sort_for_storage
 from schemas.record import ColumnDeriver, live_files, new_run_id
 
 __all__ = ["Frame", "kalshi_frames"]

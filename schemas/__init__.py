@@ -6,8 +6,10 @@ connection events a capture stores (`schemas.events`), the message models
 exceptions every layer raises (`schemas.errors`).
 
 Data only: nothing here reads a clock, a socket or a file. `schemas.arrow` (the
-Arrow schema) is the one module that imports pyarrow; it is not imported here, so
-`stream` can use this package without loading any I/O library.
+Arrow schema) and `schemas.parquet` (the one writer of capture files' bytes, shared by
+the recorder and `kalshi-tape merge`) are the modules that import pyarrow
+(`schemas.storage` only inside its functions); neither is imported here, so `stream`
+can use this package without loading any I/O library.
 """
 
 from typing import TYPE_CHECKING

@@ -58,9 +58,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from recorder.errors import CompactionError
-from recorder.storage._parquet import ParquetSettings, encode_for_storage
 from recorder.storage.root import CaptureRoot, FileInfo, FsyncFn
 from schemas.arrow import CAPTURE_SCHEMA, complete
+from schemas.parquet import ParquetSettings, encode_for_storage
 from schemas.record import (
     CaptureFileName,
     compacted_file_suffix,

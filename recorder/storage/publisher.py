@@ -12,8 +12,10 @@ Segments of a run are published strictly in order, and a failed one is retried
 before the next is touched. `recorder.storage.compaction` relies on that: when a file of
 segment S exists, every earlier segment of the run is fully published.
 
-It knows the segment format only through `recorder.storage._segment` and the Parquet layout
-only through `recorder.storage._parquet`; in the journal it only ever deletes published segments.
+It knows the segment format only through `recorder.storage._segment` (a segment's table:
+`recorder.storage._parquet`) and the Parquet layout only through `schemas.parquet`, the
+writer it shares with `kalshi-tape merge`; in the journal it only ever deletes published
+segments.
 """
 
 from __future__ import annotations
@@ -31,15 +33,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from recorder.errors import PublishError, SegmentFormatError
-from recorder.storage._parquet import (
-    ParquetSettings,
-    encode_for_storage,
-    partition_files,
-    segment_table,
-)
+from recorder.storage._parquet import segment_table
 from recorder.storage._segment import SegmentData, SegmentHeader, parse_segment_name, read_segment
 from recorder.storage.root import CaptureRoot, FsyncFn, unlink_durably
 from schemas.errors import PartitionError
+from schemas.parquet import ParquetSettings, encode_for_storage, partition_files
 from schemas.record import partition_file
 from schemas.storage import StorageOptions
 

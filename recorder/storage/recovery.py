@@ -30,11 +30,11 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from recorder.errors import PublishError, SegmentFormatError
-from recorder.storage._parquet import ParquetSettings
 from recorder.storage._segment import SegmentData, parse_segment_name, read_segment, segment_name
 from recorder.storage.journal import JournalLock
 from recorder.storage.publisher import PublishedFile, Publisher
 from recorder.storage.root import FsyncFn, fsync_dir, unlink_durably
+from schemas.parquet import ParquetSettings
 from schemas.storage import StorageOptions
 
 __all__ = ["RecoveryReport", "recover"]

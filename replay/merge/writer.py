@@ -19,11 +19,13 @@ compaction of the same segments would name it, and the readers' visibility rule
 
 Rows: every column of `schemas.arrow.CAPTURE_SCHEMA` (files of older captures are
 completed: a missing `opcode` or `feed` is null), `feed` set to the source's feed,
-`recv_ns` moved onto the first source's clock, in `idx` order, in row groups of
-consecutive idx. The Parquet settings are the publisher's (zstd, dictionary pages for
-the low-cardinality columns, delta encoding for the counters, no statistics on `raw`;
-docs/performance.md section 4.6); replay does not import the recorder
-(docs/architecture.md section 2), so they are restated here.
+`recv_ns` moved onto the first source's clock. The bytes are written by
+`schemas.parquet`, the one writer of capture files, which the recorder's publisher
+uses too (replay does not import the recorder, docs/architecture.md section 2): the
+publisher's settings (zstd-3, dictionary pages for the low-cardinality columns, delta
+encoding for the counters, no statistics on `raw`; docs/performance.md section 4.6),
+row groups of consecutive idx, and the rows of each sorted within it in the order
+that compresses best.
 
 Output: a local merged root is written under a hidden name beside the target and
 renamed into place when complete, so a merge that fails or is interrupted leaves
@@ -46,11 +48,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from schemas.arrow import CAPTURE_SCHEMA, DICTIONARY_COLUMNS, complete
+from schemas.arrow import CAPTURE_SCHEMA, complete
 from schemas.errors import ConfigError, storage_error
-from schemas.record import compacted_file_suffix, partition_file, utc_date
+from schemas.parquet import ParquetSettings, encode_for_storage, partition_files
+from schemas.record import compacted_file_suffix, partition_file
 from schemas.storage import StorageOptions, filesystem_for, is_remote, unreachable
 
 __all__ = [
@@ -67,11 +69,8 @@ __all__ = [
 
 #: Most rows read into one group (as compaction merges): bounds the merge's memory.
 TARGET_ROWS: Final = 500_000
-_DAY_NS: Final = 86_400 * 1_000_000_000
-_ROW_GROUP_ROWS: Final = 1 << 16
-_ROW_GROUP_BYTES: Final = 16 << 20
-_DATA_PAGE_SIZE: Final = 8 << 20
-_DELTA: Final = {name: "DELTA_BINARY_PACKED" for name in ("idx", "recv_ns", "mono_ns", "seq")}
+#: The publisher's settings (its defaults): a merged file is written as it would have been.
+_SETTINGS: Final = ParquetSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,52 +172,17 @@ def restamp(table: pa.Table, *, feed: int, shift_ns: int) -> pa.Table:
 
 
 def by_date(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
-    """Each UTC date of the rows' `recv_ns`, in order, with its rows (order kept)."""
-    if table.num_rows == 0:
-        return
-    days = np.asarray(table.column("recv_ns").combine_chunks()) // _DAY_NS
-    unique = np.unique(days)
-    if len(unique) == 1:
-        yield utc_date(int(unique[0]) * _DAY_NS), table
-        return
-    for day in unique:
-        yield utc_date(int(day) * _DAY_NS), table.filter(pa.array(days == day))
-
-
-def _row_groups(table: pa.Table) -> list[tuple[int, int]]:
-    """(start, stop) of each row group: at most `_ROW_GROUP_ROWS` rows, and a new one
-    once the frames of the current one reach `_ROW_GROUP_BYTES` (a reader holds one row
-    group per file at a time)."""
-    n = table.num_rows
-    lengths = np.asarray(pc.binary_length(table.column("raw")).combine_chunks(), np.int64)
-    before = np.concatenate(([0], np.cumsum(lengths)))  # bytes of the rows before row i
-    bounds: list[tuple[int, int]] = []
-    start = 0
-    while start < n:
-        full = int(np.searchsorted(before, before[start] + _ROW_GROUP_BYTES, side="left"))
-        stop = min(start + _ROW_GROUP_ROWS, max(full, start + 1), n)
-        bounds.append((start, stop))
-        start = stop
-    return bounds or [(0, 0)]
+    """Each UTC date of the rows' `recv_ns`, in order, with its rows (order kept): the
+    publisher's split (`schemas.parquet.partition_files`) of a chunk's one channel."""
+    for (_, date), part in partition_files(table):
+        yield date, part
 
 
 def encode(table: pa.Table) -> pa.Buffer:
-    """One capture file's bytes: the rows as given, in row groups of consecutive rows."""
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(
-        sink,
-        CAPTURE_SCHEMA,
-        compression="zstd",
-        compression_level=3,
-        use_dictionary=list(DICTIONARY_COLUMNS),
-        data_page_size=_DATA_PAGE_SIZE,
-        write_statistics=[name for name in CAPTURE_SCHEMA.names if name != "raw"],
-        column_encoding=_DELTA,
-    ) as writer:
-        for start, stop in _row_groups(table):
-            rows = max(stop - start, 1)
-            writer.write_table(table.slice(start, stop - start), row_group_size=rows)
-    return sink.getvalue()
+    """One capture file's bytes, as the publisher writes them
+    (`schemas.parquet.encode_for_storage`): row groups of consecutive idx, the rows of
+    each sorted within for compression."""
+    return encode_for_storage(table, _SETTINGS)
 
 
 def _new_dir_mode() -> int:

@@ -7,7 +7,7 @@ nothing of the engine; `replay.reading.session` feeds what it reads to one.
 Order (docs/architecture.md section 7.1): within a run, records are ordered
 by `idx`. Files keep their rows sorted for compression, but only within a row
 group: a file's row groups hold disjoint, increasing idx ranges (the writer cuts
-them from rows in idx order, `recorder.storage._parquet`). The reader merges a run's files
+them from rows in idx order, `schemas.parquet`). The reader merges a run's files
 by idx holding one row group per file at a time (`_horizon_merge`), so memory is a
 row group per file, never a whole day, whatever the channels' rates. A file whose
 row groups overlap (another writer's) is read whole, so its order is still right.

@@ -16,17 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.errors import PublishError
-from recorder.storage._parquet import (
-    ParquetSettings,
-    encode_for_storage,
-    encode_parquet,
-    segment_table,
-    sort_for_storage,
-)
+from recorder.storage._parquet import segment_table
 from recorder.storage._segment import read_segment
 from recorder.storage.journal import JournalWriter
 from recorder.storage.publisher import Publisher, sealed_segments
 from schemas.arrow import CAPTURE_SCHEMA
+from schemas.parquet import ParquetSettings, encode_for_storage, encode_parquet, sort_for_storage
 from schemas.record import partition_file
 
 from ..objectstore import S3Server

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from recorder.storage._parquet import ParquetSettings
 from recorder.storage.compaction import compact
 from recorder.storage.journal import JournalWriter
 from recorder.storage.publisher import Publisher
 from replay.reading.capture import Capture
+from schemas.parquet import ParquetSettings
 
 from .helpers import RUN_A as RUN_ID
 
@@ -123,7 +123,7 @@ def test_replay_loads_a_file_only_when_its_idx_range_comes_up(tmp_path: Path) ->
 def test_a_row_group_is_cut_once_its_frames_reach_the_byte_bound(tmp_path: Path) -> None:
     import pyarrow as pa
 
-    from recorder.storage._parquet import encode_parquet
+    from schemas.parquet import encode_parquet
 
     raws = [b"x" * 1000] * 50 + [b"y" * 10] * 50  # 50 kB of large frames, then small ones
     table = pa.table({"idx": list(range(100)), "raw": raws})
