@@ -243,8 +243,11 @@ def _kill_children(pids: set[int]) -> None:
     shard is user code that cannot be interrupted); an interrupted backtest wants
     none of their results.
     """
-    # The nannies (threads of this process) would say they restart the workers.
-    logging.getLogger("distributed.nanny").setLevel(logging.CRITICAL)
+    # The nannies (threads of this process) would say they restart the workers, and the
+    # scheduler that their data is lost: both true, and nothing a stopped command's user
+    # needs beside its one line.
+    for name in ("distributed", "distributed.nanny", "distributed.scheduler"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     for child in multiprocessing.active_children():
         if child.pid in pids:
             child.kill()
