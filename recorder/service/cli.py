@@ -88,8 +88,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     where.add_argument("--url", help="a WebSocket URL instead (ws:// only to loopback)")
     where.add_argument("--feeds", type=int, metavar="N",
-                       help="redundant feeds: N connections side by side, each subscribed "
-                            "to everything (default 1; see docs/redundancy.md section 1)")  # fmt: skip
+                       help="redundant feeds: N connections side by side, each "
+                            "subscribed to everything (default 1; see "
+                            "docs/redundancy.md section 1)")  # fmt: skip
     where.add_argument("--key-id", help=f"API key id (or ${ENV_KEY_ID})")
     where.add_argument(
         "--key-file", metavar="PEM", help=f"private key (or ${ENV_PRIVATE_KEY_PATH})"

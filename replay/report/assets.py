@@ -3,8 +3,9 @@
 The script draws each figure of the `report-figures` JSON block into the element of
 the same id, draws the chosen market's figure from `report-markets` (and redraws it
 with `Plotly.react` when `#market-select` changes: the data is in the page, nothing is
-fetched), and makes each gap row's link move the timeline and the rates chart to the
-gap's time, marked by a line. When every chart has drawn it sets
+fetched), and makes each gap row's link (and each arbitration move's or all-down
+interval's, in the Feeds section) move the timeline and the rates chart to its time,
+marked by a line. When every chart has drawn it sets
 `document.body.dataset.ready = "1"` and the `report-ready` performance mark.
 """
 
@@ -30,8 +31,8 @@ table{border-collapse:collapse;font-size:12.5px;margin:8px 0;width:100%}
 th,td{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;white-space:nowrap}
 th{background:#f3f3f3}
 tbody tr:hover{background:#f5f9ff}
-#gaps .goto{color:#1f4e9c}
-#gaps tr.focused{background:#fff3cd}
+#gaps .goto,#feeds .goto{color:#1f4e9c}
+#gaps tr.focused,#feeds tr.focused{background:#fff3cd}
 .verdict{font-size:15px;padding:6px 10px;border-radius:4px;display:inline-block}
 .verdict.ok{background:#e6f4ea;color:#1e6b33}.verdict.corrupt{background:#fde8e8;color:#9b1c1c}
 li.problem{color:#9b1c1c}li.warning{color:#8a5a00}
@@ -39,6 +40,7 @@ li.problem{color:#9b1c1c}li.warning{color:#8a5a00}
 .chart{width:100%;min-height:220px}
 select{font-size:14px;padding:2px 4px}
 .wide{overflow-x:auto;max-width:100%}
+.tall{max-height:420px;overflow-y:auto}
 """
 
 SCRIPT: Final = """
@@ -80,12 +82,13 @@ SCRIPT: Final = """
       el.dataset.focus = String(t);
     });
   }
-  document.querySelectorAll("#gaps tbody tr[data-t]").forEach(function (row) {
+  document.querySelectorAll("#gaps tbody tr[data-t], #feeds tbody tr[data-t]")
+      .forEach(function (row) {
     var link = row.querySelector("a.goto");
     if (!link) { return; }
     link.addEventListener("click", function (event) {
       event.preventDefault();
-      document.querySelectorAll("#gaps tr.focused").forEach(function (r) {
+      document.querySelectorAll("#gaps tr.focused, #feeds tr.focused").forEach(function (r) {
         r.classList.remove("focused");
       });
       row.classList.add("focused");

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from replay.report.gather import ReportData
+from replay.report.feeds import all_down_label
+from replay.report.gather import ReportData, iso_ms
 
 __all__ = ["figures", "market_figure"]
 
@@ -45,20 +46,27 @@ def figures(data: ReportData) -> dict[str, dict[str, Any]]:
     }
 
 
-def _row(conn: dict[str, Any]) -> str:
-    return f"{conn['run_id'][-8:]}" + (" standby" if conn.get("lane") else "")
+def _row(conn: dict[str, Any], by_feed: bool = False) -> str:
+    """The timeline row of a connection: its run's (one feed) or its feed's (several)."""
+    lane = " standby" if conn.get("lane") else ""
+    return (f"feed {conn['feed']}" if by_feed else f"{conn['run_id'][-8:]}") + lane
 
 
 def timeline(data: ReportData) -> dict[str, Any]:
     """A bar per connection (a row per run; overlapping ones a row below), the runs'
-    capture windows behind them, overlaps and close markers."""
-    conns = data.connections
+    capture windows behind them, overlaps and close markers. A capture of several feeds
+    has a row per feed instead of per run, a row of the times every feed was down, and
+    the arbitration moves marked on the row of the feed a book moved to."""
+    conns, by_feed = data.connections, bool(data.feeds)
     # A bar is drawn at least 1/500 of the window wide, so a short connection on a long
     # window stays visible (its hover text gives the exact times).
     least = max(1.0, (data.window.end_ms - data.window.start_ms) / 500)
-    for conn, prev in zip(conns, [None, *conns[:-1]], strict=True):
-        overlapping = prev is not None and prev["run_id"] == conn["run_id"] and conn["overlap_s"]
-        conn["lane"] = (1 - prev.get("lane", 0)) if overlapping and prev else 0
+    last: dict[tuple[str, int], dict[str, Any]] = {}  # the one before, per run and feed
+    for conn in conns:
+        prev = last.get((conn["run_id"], conn["feed"]))
+        conn["lane"] = (1 - prev.get("lane", 0)) if prev is not None and conn["overlap_s"] else 0
+        last[(conn["run_id"], conn["feed"])] = conn
+    rows = [_row(c, by_feed) for c in conns]
     windows = {
         "type": "bar", "orientation": "h", "name": "capture window",
         "y": [r["run_id"][-8:] + " window" for r in data.runs],
@@ -70,7 +78,7 @@ def timeline(data: ReportData) -> dict[str, Any]:
     }  # fmt: skip
     bars = {
         "type": "bar", "orientation": "h", "name": "connection",
-        "y": [_row(c) for c in conns],
+        "y": rows,
         "base": [c["open_ms"] for c in conns],
         "x": [max(least, c["close_ms"] - c["open_ms"]) for c in conns],
         "marker": {"color": [_conn_color(c) for c in conns], "line": {"width": 1, "color": "#fff"}},
@@ -80,27 +88,76 @@ def timeline(data: ReportData) -> dict[str, Any]:
         "customdata": [[c["conn"], c["close_code"], c["run_id"]] for c in conns],
         "hovertext": [_conn_hover(c) for c in conns], "hoverinfo": "text",
     }  # fmt: skip
-    overlaps = [c for c in conns if c["overlap_s"]]
+    overlaps = [(c, r) for c, r in zip(conns, rows, strict=True) if c["overlap_s"]]
     overlap = {
         "type": "bar", "orientation": "h", "name": "make-before-break overlap",
-        "y": [_row(c) for c in overlaps], "base": [c["open_ms"] for c in overlaps],
-        "x": [max(least / 2, c["overlap_s"] * 1e3) for c in overlaps],
+        "y": [r for _, r in overlaps], "base": [c["open_ms"] for c, _ in overlaps],
+        "x": [max(least / 2, c["overlap_s"] * 1e3) for c, _ in overlaps],
         "marker": {"color": "#ff7f0e"}, "width": 0.3,
         "hovertext": [f"conn {c['conn']} overlapped the one before for {c['overlap_s']:.3f} s"
-                      for c in overlaps], "hoverinfo": "text",
+                      for c, _ in overlaps], "hoverinfo": "text",
     }  # fmt: skip
-    closed = [c for c in conns if c["closed"]]
+    closed = [(c, r) for c, r in zip(conns, rows, strict=True) if c["closed"]]
     closes = {
         "type": "scatter", "mode": "markers", "name": "close",
-        "x": [c["close_ms"] for c in closed], "y": [_row(c) for c in closed],
+        "x": [c["close_ms"] for c, _ in closed], "y": [r for _, r in closed],
         "marker": {"symbol": "line-ns-open", "size": 14, "color": "#000"},
-        "customdata": [[c["conn"], c["close_code"]] for c in closed],
-        "hovertext": [_conn_hover(c) for c in closed], "hoverinfo": "text",
+        "customdata": [[c["conn"], c["close_code"]] for c, _ in closed],
+        "hovertext": [_conn_hover(c) for c, _ in closed], "hoverinfo": "text",
     }  # fmt: skip
-    rows = len({_row(c) for c in conns}) + len(data.runs)
-    layout = _layout(data, "Connections", barmode="overlay", height=max(220, 60 + 45 * rows))
+    traces = [windows, bars, overlap, closes]
+    lanes = len(set(rows)) + len(data.runs)
+    layout = _layout(data, "Connections", barmode="overlay", height=max(220, 60 + 45 * lanes))
     layout["yaxis"] = {"type": "category", "automargin": True}
-    return {"data": [windows, bars, overlap, closes], "layout": layout}
+    if by_feed:
+        order = [r["run_id"][-8:] + " window" for r in data.runs]
+        for f in data.feeds["feeds"]:
+            order += [x for x in (f"feed {f['feed']}", f"feed {f['feed']} standby")
+                      if x in rows or x == f"feed {f['feed']}"]  # fmt: skip
+        order.append(all_down_label(data.feeds))
+        traces += [_all_down(data, least), _moves(data)]
+        layout["yaxis"] |= {"categoryorder": "array", "categoryarray": order[::-1]}  # top down
+        layout["height"] = max(220, 60 + 45 * len(order))
+    return {"data": traces, "layout": layout}
+
+
+def _all_down(data: ReportData, least: float) -> dict[str, Any]:
+    """The times no feed had a connection, as red bars on their own row."""
+    label, down = all_down_label(data.feeds), data.feeds["all_down"]
+    return {
+        "type": "bar", "orientation": "h", "name": label, "y": [label] * len(down),
+        "base": [a for a, _ in down], "x": [max(least, b - a) for a, b in down],
+        "marker": {"color": "#d62728"}, "customdata": [[a, b] for a, b in down],
+        "hovertext": [f"{label}: {iso_ms(a)} to {iso_ms(b)} ({(b - a) / 1e3:.3f} s)"
+                      for a, b in down], "hoverinfo": "text",
+    }  # fmt: skip
+
+
+_MOVE_COLORS = {"moved": "#9467bd", "lost": "#d62728", "regained": "#2ca02c"}
+
+
+def _moves(data: ReportData) -> dict[str, Any]:
+    """Arbitration moves on the row of the feed the books moved to (no feed: the
+    all-down row): purple to the other feed, red to no valid book, green valid again."""
+    marks, label = data.feeds["moves"]["marks"], all_down_label(data.feeds)
+
+    def feed(f: int | None) -> str:
+        return "none" if f is None else f"feed {f}"
+
+    def kind(m: dict[str, Any]) -> str:
+        return "lost" if m["to_feed"] is None else "regained" if m["from_feed"] is None else "moved"
+
+    return {
+        "type": "scatter", "mode": "markers", "name": "arbitration move",
+        "x": [m["t_ms"] for m in marks],
+        "y": [label if m["to_feed"] is None else f"feed {m['to_feed']}" for m in marks],
+        "marker": {"symbol": "diamond", "size": 9, "line": {"width": 1, "color": "#fff"},
+                   "color": [_MOVE_COLORS[kind(m)] for m in marks]},
+        "customdata": [[m["from_feed"], m["to_feed"], m["markets"]] for m in marks],
+        "hovertext": [f"{m['markets']} book(s) {feed(m['from_feed'])} → {feed(m['to_feed'])} "
+                      f"({m['reason']})<br>first: {m['market']}" for m in marks],
+        "hoverinfo": "text+x",
+    }  # fmt: skip
 
 
 def _conn_color(c: dict[str, Any]) -> str:

@@ -3,9 +3,10 @@
 This module owns the report's data as a whole: the time range it covers, the header
 (runs, channels, markets, frames, bytes, compression), the `verify` verdict and the
 storage table, and it calls the sections' own readers (`replay.report.timeline`,
-`replay.report.series`, `replay.report.market`) on one sandboxed DuckDB connection,
-while one thread reads the quotes and trades datasets (their derivation, when they are
-not built, is mostly Python and numba; DuckDB's queries release the interpreter).
+`replay.report.feeds`, `replay.report.series`, `replay.report.market`) on one
+sandboxed DuckDB connection, while one thread reads the quotes and trades datasets
+(their derivation, when they are not built, is mostly Python and numba; DuckDB's
+queries release the interpreter).
 Every section is aggregated in DuckDB to a bounded size, so a 10M-frame day gives a
 report of a few MB whatever the capture's size. Times are ns in, epoch ms out (what
 the charts' date axes take). It reads through `replay.sql` and `replay.reading` only.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replay.reading.layout import CaptureListing, list_capture_files
-from replay.report import market, series, timeline
+from replay.report import feeds, market, series, timeline
 from replay.report.window import Window
 from replay.sql.connection import connect
 from replay.sql.verify import footer_problem, verify_capture
@@ -44,6 +45,9 @@ class ReportData:
     connections: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[dict[str, Any]] = field(default_factory=list)
     gaps_total: int = 0
+    #: A capture of more than one feed: `replay.report.feeds.summarise`, with its
+    #: arbitration `moves`; empty for a capture of one feed (the page shows no feeds).
+    feeds: dict[str, Any] = field(default_factory=dict)
     rates: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
     markets: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +106,11 @@ def gather_report(
             data.gaps, data.gaps_total = timeline.gaps(con, window)
         # else verify, which read the gaps view over the whole capture, found none
         clock.lap(data, "timeline and gaps")
+        per_feed = feeds.records(con, window)
+        if len(per_feed) > 1:
+            data.feeds = feeds.summarise(window, data.runs, data.connections, per_feed)
+            data.feeds["moves"] = feeds.moves(con, window)
+        clock.lap(data, "feeds")
         data.rates = series.rates(con, window)
         clock.lap(data, "rates")
         data.latency = series.latency(con, window)

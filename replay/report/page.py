@@ -4,8 +4,10 @@
 (`replay.report.tables`), every chart as a plotly figure spec (`replay.report.figures`)
 in one JSON block, the per-market figures in another, and the page script
 (`replay.report.assets`) that draws them, redraws the book chart when another market
-is chosen, and moves the timeline to a gap when its row is clicked. plotly.js comes
-from the plotly package itself, inlined once: the file needs no network and no server.
+is chosen, and moves the timeline to a gap or an arbitration move when its row is
+clicked. A capture of several feeds gets a Feeds section after the timeline (one feed:
+no trace of feeds anywhere on the page). plotly.js comes from the plotly package
+itself, inlined once: the file needs no network and no server.
 When every chart has drawn, `<body data-ready="1">` and the `report-ready`
 performance mark are set (the browser tests and the load-time bench wait for them).
 """
@@ -61,10 +63,12 @@ def render_report(data: ReportData, *, library_js: str | None = None) -> str:
     markets = _clean({m: figures.market_figure(data, m) for m in data.markets.get("data", {})})
     title = f"kalshi-tape report: {data.root}"
     body = "\n".join(
-        [
+        part
+        for part in [
             tables.header(data),
             _section("timeline", "Connection timeline", tables.connections(data),
                      chart="timeline-chart"),
+            _section("feeds", "Feeds", tables.feeds(data)) if data.feeds else "",
             _section("rates", "Frame rates", tables.rates_note(data), chart="rates-chart"),
             _section("latency", "Latency", tables.latency(data),
                      chart="latency-hist", chart2="latency-time"),
@@ -72,6 +76,7 @@ def render_report(data: ReportData, *, library_js: str | None = None) -> str:
             _section("market", "Per market", tables.market_picker(data), chart="market-chart"),
             _section("storage", "Storage", tables.storage(data), chart="storage-chart"),
         ]
+        if part
     )  # fmt: skip
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -82,16 +87,18 @@ def render_report(data: ReportData, *, library_js: str | None = None) -> str:
         f'<p class="sub">{html.escape(iso_ms(data.window.start_ms))} to '
         f"{html.escape(iso_ms(data.window.end_ms))}"
         f"{' (narrowed by --start / --end)' if data.window.narrowed else ''}</p>"
-        f"{_nav()}{body}</main>"
+        f"{_nav(data)}{body}</main>"
         f"{_json_block('report-figures', figs)}{_json_block('report-markets', markets)}"
         f"<script>{SCRIPT}</script></body></html>\n"
     )
 
 
-def _nav() -> str:
+def _nav(data: ReportData) -> str:
     links = [("header", "Summary"), ("timeline", "Timeline"), ("rates", "Rates"),
              ("latency", "Latency"), ("gaps", "Gaps"), ("market", "Per market"),
              ("storage", "Storage")]  # fmt: skip
+    if data.feeds:
+        links.insert(2, ("feeds", "Feeds"))
     return "<nav>" + " ".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
 
 

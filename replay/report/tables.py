@@ -1,10 +1,14 @@
 """The report's HTML beside its charts: the header, and the tables the charts summarise.
 
 Every value is escaped here. Rows carry stable data attributes for the page script
-and the browser tests: `#connections tr[data-run][data-conn][data-close-code]`,
-`#gaps tr[data-t][data-channel][data-sid][data-kind]` (its link moves the timeline
-to the gap), `#storage tr[data-channel][data-date]`, `#market-select` (one option
-per market) and `#verdict[data-verdict]`.
+and the browser tests: `#connections tr[data-run][data-conn][data-close-code]` (and
+`[data-feed]` when the capture has several feeds),
+`#gaps tr[data-t][data-channel][data-sid][data-kind]` (its link moves the timeline to
+the gap), `#feeds-table tr[data-feed]`, `#feeds-down tr[data-t]` and
+`#moves-table tr[data-t][data-market][data-from][data-to]` (their links move the
+timeline too), `#storage tr[data-channel][data-date]`,
+`#market-select` (one option per market) and `#verdict[data-verdict]`. A capture of
+one feed gets no feed column and no feeds section: its report is as before feeds.
 """
 
 from __future__ import annotations
@@ -13,9 +17,19 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
+from replay.report.feeds import all_down_label
 from replay.report.gather import ReportData, iso_ms
 
-__all__ = ["connections", "gaps", "header", "latency", "market_picker", "rates_note", "storage"]
+__all__ = [
+    "connections",
+    "feeds",
+    "gaps",
+    "header",
+    "latency",
+    "market_picker",
+    "rates_note",
+    "storage",
+]
 
 
 def _cell(value: Any) -> str:
@@ -65,6 +79,8 @@ def header(data: ReportData) -> str:
         ("connections", f"{len(data.connections)}; {v['reconnects']} reconnects"),
         ("seq gaps", f"{data.gaps_total:,} in range ({_seq(v['seq'])} in the capture)"),
     ]  # fmt: skip
+    if data.feeds:
+        facts.append(("feeds", f"{len(data.feeds['feeds'])} (see Feeds)"))
     if h["unreadable_files"]:
         facts.append(("unreadable files", ", ".join(h["unreadable_files"])))
     dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(val)}</dd>" for k, val in facts)
@@ -102,6 +118,9 @@ def connections(data: ReportData) -> str:
         "frames in",
         "frames out",
     ]
+    by_feed = bool(data.feeds)
+    if by_feed:
+        names.insert(2, "feed")
     rows = []
     for c in data.connections:
         attrs = {
@@ -109,6 +128,8 @@ def connections(data: ReportData) -> str:
             "conn": c["conn"],
             "close-code": "" if c["close_code"] is None else c["close_code"],
         }
+        if by_feed:
+            attrs["feed"] = c["feed"]
         initiator = c["initiator"]
         if initiator and c.get("initiator_inferred"):
             initiator += " (inferred)"
@@ -119,30 +140,94 @@ def connections(data: ReportData) -> str:
             if c["planned"]
             else "no"
         )
-        rows.append(
-            (
-                attrs,
-                [
-                    c["run_id"][-8:],
-                    c["conn"],
-                    iso_ms(c["open_ms"]),
-                    iso_ms(c["close_ms"]) if c["closed"] else "open",
-                    "-" if c["close_code"] is None else str(c["close_code"]),
-                    c["close_reason"] or c["disconnect_reason"],
-                    initiator,
-                    c["reconnect_delay_s"],
-                    c["overlap_s"] or None,
-                    planned,
-                    c["frames_in"],
-                    c["frames_out"],
-                ],
-            )
-        )
+        cells = [
+            c["run_id"][-8:],
+            c["conn"],
+            iso_ms(c["open_ms"]),
+            iso_ms(c["close_ms"]) if c["closed"] else "open",
+            "-" if c["close_code"] is None else str(c["close_code"]),
+            c["close_reason"] or c["disconnect_reason"],
+            initiator,
+            c["reconnect_delay_s"],
+            c["overlap_s"] or None,
+            planned,
+            c["frames_in"],
+            c["frames_out"],
+        ]
+        if by_feed:
+            cells.insert(2, c["feed"])
+        rows.append((attrs, cells))
     legend = ('<p class="note">Bars: red closed by the server, orange by the network, blue by '
               "the client, green a planned rotation, grey still open; orange slivers are "
               "make-before-break overlaps; the grey band behind each run is its capture "
               "window.</p>")  # fmt: skip
+    if by_feed:
+        legend += (f'<p class="note">A row per feed; the red bars on the row '
+                   f"&quot;{escape(all_down_label(data.feeds))}&quot; are the times no feed had a "
+                   "connection; diamonds are arbitration moves, on the row of the feed the "
+                   "books moved to (purple: from the other feed, green: valid again; red, on "
+                   "the all-down row: no feed held a valid book).</p>")  # fmt: skip
     return legend + _table("connections", names, rows)
+
+
+def feeds(data: ReportData) -> str:
+    """Per feed: records, connections, connected and down time; the all-down times;
+    the arbitration moves (counts, and the first ones listed)."""
+    f = data.feeds
+    span = (
+        f"from the first connection's open ({iso_ms(f['span_ms'][0])}) to the last "
+        f"close ({iso_ms(f['span_ms'][1])})"
+        if f["span_ms"]
+        else "no connection"
+    )
+    names = ["feed", "records", "connections", "connected (s)", "down (s)", "connected share"]
+    rows = (({"feed": r["feed"]}, [r["feed"], r["records"], r["connections"], r["connected_s"],
+              r["down_s"], "-" if r["connected_share"] is None
+              else f"{100 * r['connected_share']:.1f}%"]) for r in f["feeds"])  # fmt: skip
+    table = _table("feeds-table", names, rows)
+    every = "both feeds" if len(f["feeds"]) == 2 else "every feed"
+    down = (f'<p id="all-down" class="note" data-seconds="{f["all_down_s"]}" '
+            f'data-count="{f["all_down_count"]}">{every.capitalize()} down at once: '
+            f"<b>{f['all_down_s']:,.3f} s</b> in {f['all_down_count']:,} interval(s); "
+            f"times {span}, from the connections' open and close (one never closed counts "
+            "to its run's last record).</p>")  # fmt: skip
+    listed = ""
+    if f["all_down"]:
+        more = (f" ({len(f['all_down']):,} of {f['all_down_count']:,} shown)"
+                if f["all_down_count"] > len(f["all_down"]) else "")  # fmt: skip
+        listed = f'<p class="note">When {every} were down{more}:</p>' + _table(
+            "feeds-down", ["from", "to", "duration (s)"],
+            (({"t": a}, [_goto(a), iso_ms(b), round((b - a) / 1e3, 3)]) for a, b in f["all_down"]),
+            frozenset({0}),
+        )  # fmt: skip
+    return table + down + listed + _moves(f["moves"])
+
+
+def _goto(t_ms: float) -> str:
+    return f'<a href="#timeline" class="goto">{escape(iso_ms(t_ms))}</a>'
+
+
+def _moves(moves: dict[str, Any]) -> str:
+    n = moves["counts"]
+    text = (f'<p id="arbitration" class="note" data-moves="{n["total"]}">'
+            f"<b>{n['total']:,}</b> arbitration moves (a market's book moving between feeds): "
+            f"{n['moved']:,} to another feed, {n['lost']:,} with no feed holding a valid "
+            f"book, {n['regained']:,} valid again.</p>")  # fmt: skip
+    if not moves["list"]:
+        return text
+
+    def feed(x: int | None) -> str:
+        return "none" if x is None else f"feed {x}"
+
+    rows = (({"t": m["t_ms"], "market": m["market"], "from": "" if m["from_feed"] is None
+              else m["from_feed"], "to": "" if m["to_feed"] is None else m["to_feed"]},
+             [_goto(m["t_ms"]), m["market"], feed(m["from_feed"]), feed(m["to_feed"]),
+              m["reason"]]) for m in moves["list"])  # fmt: skip
+    shown = len(moves["list"])
+    more = (f'<p class="note">The first {shown:,} of {n["total"]:,}.</p>'
+            if n["total"] > shown else "")  # fmt: skip
+    table = _table("moves-table", ["time", "market", "from", "to", "reason"], rows, frozenset({0}))
+    return f'{text}{more}<div class="tall">{table}</div>'
 
 
 def rates_note(data: ReportData) -> str:

@@ -3,10 +3,11 @@
 * `runs`: each run's capture window (first to last record) and whether it stopped
   cleanly.
 * `connections`: one row per row of the `connections` view that touches the window,
-  with what the timeline draws: open and close times, close code and reason, who
-  closed it (`initiator` as recorded, else inferred from the client's classification),
-  the reconnect delay the client waited before it, how long it overlapped the one
-  before (make-before-break), and whether it ended in a planned rotation.
+  with what the timeline draws: its feed (null is feed 0), open and close times, close
+  code and reason, who closed it (`initiator` as recorded, else inferred from the
+  client's classification), the reconnect delay its feed waited before it, how long it
+  overlapped the one before on its feed (make-before-break), and whether it ended in a
+  planned rotation.
 * `gaps`: the `gaps` view in the window, with the market of the frame that showed the
   gap and how it recovered, at most `MAX_GAPS` rows (the total is returned too).
 
@@ -70,16 +71,17 @@ def connections(con: duckdb.DuckDBPyConnection, window: Window) -> list[dict[str
     rows = _rows(
         con,
         f"""WITH c AS (
-            SELECT *, epoch_us(COALESCE(open_time, attempt_time, first_frame_time)) AS open_us,
+            SELECT * REPLACE (COALESCE(feed, 0)::INTEGER AS feed),
+                epoch_us(COALESCE(open_time, attempt_time, first_frame_time)) AS open_us,
                 epoch_us(COALESCE(close_time, last_frame_time, open_time, attempt_time))
                     AS close_us
             FROM connections
-        ), waits AS (  -- each reconnect wait goes to the next connection opened after it
+        ), waits AS (  -- each reconnect wait goes to the next connection its feed opened
             SELECT w.run_id, c.conn, sum(w.delay_s) AS delay_s, count(*) AS waits
-            FROM (SELECT run_id, epoch_us(recv_time) AS us, {delay} AS delay_s FROM events
-                  WHERE type = '{ReconnectWait.name}') w
-            ASOF JOIN (SELECT run_id, conn, open_us FROM c) c
-                ON w.run_id = c.run_id AND c.open_us >= w.us
+            FROM (SELECT run_id, COALESCE(feed, 0) AS feed, epoch_us(recv_time) AS us,
+                    {delay} AS delay_s FROM events WHERE type = '{ReconnectWait.name}') w
+            ASOF JOIN (SELECT run_id, feed, conn, open_us FROM c) c
+                ON w.run_id = c.run_id AND w.feed = c.feed AND c.open_us >= w.us
             GROUP BY ALL
         ), closes AS (
             SELECT run_id, conn, arg_max({initiator}, idx) AS initiator FROM events
@@ -89,7 +91,7 @@ def connections(con: duckdb.DuckDBPyConnection, window: Window) -> list[dict[str
                 any_value({switch_reason}) AS switch_reason
             FROM events WHERE type = 'switch' GROUP BY ALL
         )
-        SELECT c.run_id, c.conn, c.opened, c.standby, c.open_us / 1e3 AS open_ms,
+        SELECT c.run_id, c.conn, c.feed, c.opened, c.standby, c.open_us / 1e3 AS open_ms,
             c.close_us / 1e3 AS close_ms, c.close_time IS NOT NULL AS closed,
             c.close_code, c.close_reason, c.disconnect_reason, k.initiator,
             c.frames_in, c.frames_out, c.errors, c.duration_s,
@@ -102,7 +104,7 @@ def connections(con: duckdb.DuckDBPyConnection, window: Window) -> list[dict[str
         FROM c LEFT JOIN waits w USING (run_id, conn) LEFT JOIN closes k USING (run_id, conn)
         LEFT JOIN switches s USING (run_id, conn)
         WHERE c.open_us * 1000 < {window.end_ns} AND c.close_us * 1000 >= {window.start_ns}
-        WINDOW prev AS (PARTITION BY c.run_id ORDER BY c.open_us, c.conn
+        WINDOW prev AS (PARTITION BY c.run_id, c.feed ORDER BY c.open_us, c.conn
                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
         ORDER BY c.run_id, c.conn""",
     )

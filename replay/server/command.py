@@ -164,7 +164,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SPEC",
         help="fault spec, e.g. close:1011@every=5s, gap@p=0.001, stall:3s@after=1000, "
-             "drop@every=2s,tag=b (only connections to a URL with ?tag=b)",
+        "drop@every=2s,tag=b (only connections to a URL with ?tag=b)",
     )
     p.add_argument(
         "--truth",

@@ -130,10 +130,14 @@ async def test_live_and_replayed_consumers_see_the_same_messages_and_books(
         assert len(again.get(name, [])) == len(live[name]), name
         assert again[name] == live[name], name
     if feeds == 2:  # the two feeds broke at different times: books moved between them
-        moves = duckdb.connect().execute(
-            f"SELECT count(*) FROM read_parquet('{tmp_path}/channel=_session/**/*.parquet', "
-            "hive_partitioning = false) WHERE type = 'arbitrate'"
-        ).fetchone()
+        moves = (
+            duckdb.connect()
+            .execute(
+                f"SELECT count(*) FROM read_parquet('{tmp_path}/channel=_session/**/*.parquet', "
+                "hive_partitioning = false) WHERE type = 'arbitrate'"
+            )
+            .fetchone()
+        )
         assert moves is not None and moves[0] > 0
         return
     for market in markets[:BOOKS]:
