@@ -186,7 +186,7 @@ SUBPACKAGE_MAY_IMPORT = {
     "replay.backtest": {"replay.reading"},
     "replay.server": {"replay.reading"},
     "replay.datasets": {"replay.reading", "replay.backtest"},
-    "replay.report": {"replay.reading", "replay.sql", "replay.datasets"},
+    "replay.report": {"replay.reading", "replay.sql", "replay.datasets", "replay.merge"},
     "replay.merge": {"replay.reading"},
 }
 #: Modules of a package that every sub-package may import (its exceptions and such).

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import duckdb
 
+from replay.merge.coverage import gaps, union
 from replay.report.window import Window
 from replay.sql.build import event_field
 from schemas.events import Arbitrated
@@ -75,8 +76,8 @@ def summarise(
     """Per feed: records, connections, connected and down time; the all-down intervals."""
     covered = _covered(window, runs, connections)
     feeds = sorted(set(per_feed_records) | set(covered) | {c["feed"] for c in connections})
-    unions = {f: _union(covered.get(f, [])) for f in feeds}
-    every = _union(i for u in unions.values() for i in u)
+    unions = {f: union(covered.get(f, [])) for f in feeds}
+    every = union(i for u in unions.values() for i in u)
     span = (every[0][0], every[-1][1]) if every else None
     span_s = (span[1] - span[0]) / 1e3 if span else 0.0
     rows = []
@@ -90,7 +91,7 @@ def summarise(
             "down_s": round(max(0.0, span_s - connected_s), 3),
             "connected_share": round(connected_s / span_s, 4) if span_s else None,
         })  # fmt: skip
-    all_down = _holes(every, span)
+    all_down = gaps(every)  # the holes of the span `every` reaches across
     return {
         "feeds": rows,
         "span_ms": list(span) if span else None,
@@ -123,32 +124,8 @@ def _covered(
     return out
 
 
-def _union(intervals: Iterable[Interval]) -> list[Interval]:
-    merged: list[Interval] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
 def _length(intervals: Iterable[Interval]) -> float:
     return sum(end - start for start, end in intervals)
-
-
-def _holes(union: list[Interval], span: Interval | None) -> list[Interval]:
-    """The parts of `span` that `union` (sorted, disjoint, inside it) leaves uncovered."""
-    if span is None:
-        return []
-    holes, at = [], span[0]
-    for start, end in union:
-        if start > at:
-            holes.append((at, start))
-        at = max(at, end)
-    if at < span[1]:
-        holes.append((at, span[1]))
-    return holes
 
 
 def moves(con: duckdb.DuckDBPyConnection, window: Window) -> dict[str, Any]:
