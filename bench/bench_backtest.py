@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import Metric, emit  # noqa: E402
+from common import PACE, Metric, built, complete, emit  # noqa: E402
 from mix import realistic_frames  # noqa: E402
 
 RUN_ID = "20261121T000000Z-0000bac7"
@@ -99,16 +98,18 @@ def build(root: Path, n: int, days: int) -> None:
             if i % 1000 == 0:
                 engine.tick(recv, mono)
                 drain()
+            if i % PACE == 0:  # the journal drops what exceeds its memory limit: keep pace
+                journal.wait_durable(sink.last_idx)
         last = (n - 1) * step + 1  # still inside the last day
         sink.event(0, t + last, last, RunStop(reason="bench"))
+        complete(journal.close())
 
 
 def capture_root(n: int, days: int) -> Path:
-    root = HERE / "out" / f"backtest-{n}-{days}d"
-    if not (root / "channel=_checkpoint").exists():
-        subprocess.run([sys.executable, __file__, "--build", str(root), str(n), str(days)],
-                       check=True)  # fmt: skip
-    return root
+    return built(
+        HERE / "out" / f"backtest-{n}-{days}d-f3",
+        [sys.executable, __file__, "--build", str(n), str(days)],
+    )
 
 
 async def every_frame(session: Any, shard: Any) -> int:
@@ -226,7 +227,7 @@ def s3_rates(root: Path) -> tuple[float, float, float]:
 def main() -> None:
     if "--build" in sys.argv:
         i = sys.argv.index("--build")
-        build(Path(sys.argv[i + 1]), int(sys.argv[i + 2]), int(sys.argv[i + 3]))
+        build(Path(sys.argv[i + 3]), int(sys.argv[i + 1]), int(sys.argv[i + 2]))  # N DAYS ROOT
         return
     n = int(sys.argv[sys.argv.index("--frames") + 1]) if "--frames" in sys.argv else 1_000_000
     days = int(sys.argv[sys.argv.index("--days") + 1]) if "--days" in sys.argv else 4

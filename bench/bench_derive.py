@@ -5,9 +5,11 @@ from the 1M-frame capture of bench_replay (read, decode, books, write to Parquet
 its rate in capture frames per second is reported against the same dataset built in the
 same run by an ordinary consumer of `ReplaySession` (one attached book consumer for every
 market and a raw trade consumer, rows made from what they receive: the fastest
-ReplaySession route). Then day shards on a local Dask cluster of 2 workers against 1
-(a 2-day capture with checkpoints, bench_backtest's), and the peak RSS of deriving a
-capture in a fresh process (`--rss-frames`, 10M for the documented row).
+ReplaySession route). Rates divide by the frames the capture holds, counted from its
+files. Then day shards on a local Dask cluster of 2 workers against 1 (a 2-day capture
+with checkpoints, bench_backtest's), and the peak RSS of `kalshi-tape derive` in a fresh
+process over bench_replay's capture of `--rss-frames` (default 10M; the recorder's write
+path, 500 markets).
 
     python bench/bench_derive.py [--frames N] [--rss-frames N]
 """
@@ -31,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import Metric, emit  # noqa: E402
+from common import Metric, capture_frames, emit  # noqa: E402
 
 DATASETS = ("book_changes", "quotes", "trades", "depth:10@1s", "bars:1m")
 
@@ -52,13 +54,13 @@ def derive_rate(root: Path, name: str, frames: int) -> float:
         shutil.rmtree(out, ignore_errors=True)
 
 
-async def _replay_rows(root: Path, name: str) -> int:
-    """The dataset built from what ReplaySession delivers; returns the rows made."""
+async def _replay_rows(root: Path, name: str, channels: list[str]) -> int:
+    """The dataset built from what ReplaySession delivers (reading `channels`, those the
+    derive reads for it); returns the rows made."""
     from replay import ReplaySession
     from stream.subscriptions import Delivery
 
     rows: list[tuple[Any, ...]] = []
-    channels = ["trade"] if name == "trades" else ["orderbook_delta", "trade"]
     async with ReplaySession(root, channels=channels) as session:
         if name == "trades":
             sub = await session.subscribe("trade", raw=True, maxsize=1 << 16)
@@ -98,9 +100,14 @@ async def _replay_rows(root: Path, name: str) -> int:
 
 
 def replay_rate(root: Path, name: str, frames: int) -> float:
+    """Each route reads the channels the derive reads for the dataset: the trade channel
+    for trades, the book channel for book datasets, both for bars."""
+    channels = {"trades": ["trade"], "bars": ["orderbook_delta", "trade"]}.get(
+        name.split(":")[0], ["orderbook_delta"]
+    )
     t0 = time.perf_counter()
     asyncio.run(_replay_rows(root, "book_changes" if name.startswith(("depth", "bars"))
-                             else name))  # fmt: skip
+                             else name, channels))  # fmt: skip
     return frames / (time.perf_counter() - t0)
 
 
@@ -145,8 +152,9 @@ def main() -> None:
     import bench_backtest
     import bench_replay
 
-    frames = _arg("--frames", 1_000_000)
-    root = bench_replay.capture_root(frames)
+    nominal = _arg("--frames", 1_000_000)
+    root = bench_replay.capture_root(nominal)
+    frames = capture_frames(root)  # what the capture holds, counted
     derive_rate(root, "quotes", frames)  # numba's cache and the OS's page cache warm
     metrics = []
     for name in DATASETS:
@@ -158,19 +166,19 @@ def main() -> None:
             Metric(f"derive {label}", mine, "frames/s", baseline=f"replay session {label}",
                    target="≥ 1M, ≥ 5x"),
         ]  # fmt: skip
-    days = bench_backtest.capture_root(frames, 2)
+    days = bench_backtest.capture_root(nominal, 2)
     one, two = dask_seconds(days, 1), dask_seconds(days, 2)
     metrics += [
         Metric("dask 1 worker, 2 days", one, "s", higher_is_better=False),
         Metric("dask 2 workers, 2 days", two, "s", higher_is_better=False,
                baseline="dask 1 worker, 2 days"),
     ]  # fmt: skip
-    day = HERE / "out" / "report_capture_10000000"  # bench_report's 10M-frame day, if built
-    rss_frames = _arg("--rss-frames", 10_000_000 if day.is_dir() else frames)
-    rss_root = day if rss_frames == 10_000_000 and day.is_dir() else (
-        bench_replay.capture_root(rss_frames))  # fmt: skip
-    metrics.append(Metric(f"derive peak RSS, {rss_frames:,} frames", rss_of_derive(rss_root),
-                          "MiB", higher_is_better=False, target="≤ 200 MiB"))  # fmt: skip
+    # A day written by the recorder's own write path (its row groups: 64k rows or 16 MiB),
+    # the capture bench_replay measures replay's memory on.
+    rss_root = bench_replay.capture_root(_arg("--rss-frames", 10_000_000))
+    metrics.append(Metric(f"derive peak RSS, {capture_frames(rss_root):,} frames",
+                          rss_of_derive(rss_root), "MiB", higher_is_better=False,
+                          target="≤ 200 MiB"))  # fmt: skip
     emit(metrics, notes=f"{frames:,}-frame capture; {os.cpu_count()} cores, shared")
 
 

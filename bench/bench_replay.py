@@ -50,7 +50,7 @@ from bench_engine import (  # noqa: E402
     FixedCeiling,
     validate_rate,
 )
-from common import Metric, emit  # noqa: E402
+from common import PACE, Metric, built, complete, emit  # noqa: E402
 from mix import realistic_frames  # noqa: E402
 
 from schemas.lean import keep_pandas_out  # noqa: E402
@@ -80,18 +80,21 @@ def build(root: Path, n: int) -> None:
             sink.frame_in(1, t, 0, raw)
         for i, raw in enumerate(mix.frames):
             sink.frame_in(1, t + i * 10_000, i * 10_000, raw)
+            if i % PACE == 0:  # the journal drops what exceeds its memory limit: keep pace
+                journal.wait_durable(sink.last_idx)
         sink.event(0, t + n * 10_000, n * 10_000, RunStop(reason="bench"))
+        complete(journal.close())
 
 
 #: Bumped when the recorder's write path changes what files look like (row groups...).
-CAPTURE_FORMAT = 2
+CAPTURE_FORMAT = 3  # 3: built whole or not at all (common.built)
 
 
 def capture_root(n: int) -> Path:
-    root = HERE / "out" / f"replay-{n}-f{CAPTURE_FORMAT}"
-    if not (root / "channel=orderbook_delta").exists():
-        subprocess.run([sys.executable, __file__, "--build", str(root), str(n)], check=True)
-    return root
+    return built(
+        HERE / "out" / f"replay-{n}-f{CAPTURE_FORMAT}",
+        [sys.executable, __file__, "--build", str(n)],
+    )
 
 
 def segments(root: Path, channels: list[str]) -> list[list[Path]]:
@@ -208,7 +211,7 @@ def peak_rss_of_replay(n: int, pool: str, pandas: bool = False) -> float:
 def main() -> None:
     if "--build" in sys.argv:
         i = sys.argv.index("--build")
-        build(Path(sys.argv[i + 1]), int(sys.argv[i + 2]))
+        build(Path(sys.argv[i + 2]), int(sys.argv[i + 1]))  # --build N ROOT
         return
     if "--rss" in sys.argv:  # replay alone in a fresh process: its own peak memory
         if "--with-pandas" not in sys.argv:

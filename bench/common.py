@@ -9,12 +9,16 @@ rewrites `bench/RESULTS.md` with medians, min-max and the ratios to the baseline
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-__all__ = ["Metric", "emit", "rate", "timed"]
+__all__ = ["PACE", "Metric", "built", "capture_frames", "complete", "emit", "rate", "timed"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,40 @@ def timed(fn: Callable[[], object]) -> float:
 def rate(count: int, fn: Callable[[], object]) -> float:
     """count / seconds for one call of fn."""
     return count / timed(fn)
+
+
+def built(root: Path, command: list[str]) -> Path:
+    """`root`, built by `command` (which gets the folder to write as its last argument)
+    unless a complete build is there: it builds into a scratch folder renamed into place
+    when done, so an interrupted build is never taken for a capture (one was: a 1M-frame
+    capture cut at 747k frames, which inflated every rate computed from its nominal size)."""
+    if root.is_dir():
+        return root
+    scratch = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    subprocess.run([*command, str(scratch)], check=True)
+    scratch.rename(root)
+    return root
+
+
+def capture_frames(root: Path) -> int:
+    """Frames a capture holds (records of its data channels, from the Parquet footers):
+    what a rate "per capture frame" divides by, whatever the capture was built for."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(path).metadata.num_rows
+               for path in root.glob("channel=*/date=*/*.parquet")
+               if not path.parts[-3].startswith("channel=_"))  # fmt: skip
+
+
+#: Frames a capture builder appends between waits for the journal to catch up: the
+#: journal drops (and counts) what exceeds its memory limit, as a recorder must, and a
+#: builder writes far faster than any exchange sends.
+PACE = 65_536
+
+
+def complete(stats: object) -> None:
+    """Fail a capture build whose journal dropped frames (its `close()` stats)."""
+    dropped = getattr(stats, "frames_dropped", 0)
+    if dropped:
+        raise SystemExit(f"the journal dropped {dropped:,} frames: the capture is incomplete")

@@ -96,7 +96,8 @@ def _replay(
             for s in range(2):
                 p = best[m, s]
                 while p >= 0:
-                    books[m, s, p] = 0
+                    if books[m, s, p] != 0:  # pages that never held a size stay untouched
+                        books[m, s, p] = 0
                     p -= 1
                 best[m, s] = -1
         else:
@@ -167,7 +168,8 @@ class BookReplay:
             out[:old] = a
             return out
 
-        self.books, self.best = grow(self.books, 0), grow(self.best, -1)
+        self.books = kernel.grown_books(self.books, size)  # only the sizes held: see there
+        self.best = grow(self.best, -1)
         self.mvalid, self.seen = grow(self.mvalid, 0), grow(self.seen, 0)
         self.last_recv, self.qstate = grow(self.last_recv, 0), grow(self.qstate, 0)
 

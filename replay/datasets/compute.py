@@ -69,9 +69,13 @@ def run_range(
     kinds = {s.kind for s in specs}
     depth = [(s, BookReplay(False, s.levels, s.interval_ns)) for s in specs if s.kind == "depth"]
     runs, prepare = (None, None) if start_ns is None else _seek(capture, start_ns)
-    # Trades alone need no book: the trade channel is read alone (its rules do not
-    # depend on the book channel's frames, as a ReplaySession reading only it shows).
-    channels = ("trade",) if kinds == {"trades"} else ("orderbook_delta", "trade")
+    # Each channel is read only where a dataset needs it: trades need no book and books
+    # no trades (neither channel's rules depend on the other's frames, as a ReplaySession
+    # reading one of them shows; the equality tests compare each dataset derived alone
+    # with a session reading both). Bars need both: trades, and the quotes at their close.
+    books = bool(kinds & {"book_changes", "quotes", "depth", "bars"})
+    trades = bool(kinds & {"trades", "bars"})
+    channels = ("orderbook_delta",) * books + ("trade",) * trades
     changes = bool(kinds & {"book_changes", "depth"})
     for name, batch in derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
                                       end_ns=end_ns, channels=channels,

@@ -194,7 +194,7 @@ def derive_batches(
     read_markets = read_filter(wanted, markets)
     keep = None if markets is None or read_markets is not None else markets
     windows = capture.read(wanted, columns=_COLUMNS, markets=read_markets, runs=chosen,
-                           from_idx=from_idx or {})  # fmt: skip
+                           from_idx=from_idx or {}, window_rows=_BATCH_ROWS)  # fmt: skip
     for run, table in _batched(windows, end_ns):
         group = groups[run]
         if feed.ended and any(g != group for g in feed.ended):
@@ -222,14 +222,22 @@ def _batched(windows: Iterator[Any], end_ns: int | None) -> Iterator[tuple[str, 
             break
         if parts and (window.run_id != run or rows >= _BATCH_ROWS):
             assert run is not None
-            yield run, pa.concat_tables(parts).combine_chunks()
+            yield run, _joined(parts)
             parts, rows = [], 0
         run = window.run_id
         parts.append(window.table)
         rows += window.table.num_rows
     if parts:
         assert run is not None
-        yield run, pa.concat_tables(parts).combine_chunks()
+        yield run, _joined(parts)
+
+
+def _joined(parts: list[pa.Table]) -> pa.Table:
+    """One table of contiguous columns (a window read whole is one already)."""
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    if all(column.num_chunks == 1 for column in table.columns):
+        return table
+    return table.combine_chunks()
 
 
 def _drain(

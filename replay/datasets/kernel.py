@@ -23,7 +23,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["NONE", "PRICES", "apply_delta", "gather", "load_levels", "quote", "run"]
+__all__ = [
+    "NONE", "PRICES", "apply_delta", "clear_book", "gather", "grown_books", "load_levels", "quote",
+    "run",
+]  # fmt: skip
 
 PRICES = 10_001  # prices 0..10000 in 1e-4 dollars
 NONE = np.int64(-(2**62))  # "no value" for int64 state (a wire's last seq)
@@ -88,12 +91,31 @@ def load_levels(books, best, m, s, prices, sizes):
 
 @njit(cache=True)
 def _clear(books, best, m):
+    """Empty market m's book, writing only the levels that hold a size: a ladder's pages
+    that never held one stay untouched (not resident), docs/performance.md section 6.4."""
     for s in range(2):
         p = best[m, s]
         while p >= 0:
-            books[m, s, p] = 0
+            if books[m, s, p] != 0:
+                books[m, s, p] = 0
             p -= 1
         best[m, s] = -1
+
+
+def grown_books(books: np.ndarray, markets: int) -> np.ndarray:
+    """`books` with room for `markets` markets: fresh zero pages, and only the levels that
+    hold a size copied over (a whole-array copy would make every page resident)."""
+    out = np.zeros((markets, *books.shape[1:]), books.dtype)
+    held = np.flatnonzero(books.reshape(-1))
+    out.reshape(-1)[held] = books.reshape(-1)[held]
+    return out
+
+
+def clear_book(books: np.ndarray, best: np.ndarray, m: int) -> None:
+    """Empty market m's book (see `_clear`), from Python."""
+    row = books[m]
+    row[row.nonzero()] = 0
+    best[m] = -1
 
 
 @njit(cache=True)

@@ -94,8 +94,7 @@ class Mirror:
             self.names.append(name)
             if code >= self.books.shape[0]:
                 size = max(8, code * 2)
-                books = np.zeros((size, 2, kernel.PRICES), np.int64)
-                books[: self.books.shape[0]] = self.books
+                books = kernel.grown_books(self.books, size)
                 best = np.full((size, 2), -1, np.int64)
                 best[: self.best.shape[0]] = self.best
                 mw = np.full(size, -1, np.int32)
@@ -256,8 +255,7 @@ class Mirror:
                      out.q_val, out.q_n, True)  # fmt: skip
 
     def _clear(self, m: int) -> None:
-        self.books[m] = 0
-        self.best[m] = -1
+        kernel.clear_book(self.books, self.best, m)
 
     @staticmethod
     def _delta_units(pos: int, decoded: Decoded, raw: Any) -> tuple[bool, Any, Any]:

@@ -108,6 +108,11 @@ def _stat(stats: object, name: str) -> int:
     return int(value) if value is not None else 0
 
 
+#: Most rows a merged window holds by default (each live file contributes a slice of its
+#: row group). Bulk readers (`replay.datasets`) ask for bigger windows: fewer calls.
+WINDOW_ROWS = 4096
+
+
 class Capture:
     """An index of a capture root: what it holds and where.
 
@@ -200,6 +205,7 @@ class Capture:
         markets: frozenset[str] | None = None,
         from_idx: int = 0,
         with_state: bool = True,
+        window_rows: int = WINDOW_ROWS,
     ) -> Iterator[pa.Table]:
         """Yield the run's records of `channels` (plus the state channels unless
         `with_state` is False) in idx order, one window at a time. `markets` keeps only
@@ -220,7 +226,7 @@ class Capture:
                                   (*columns, "idx")))  # fmt: skip
         fs = self.filesystem
         streams = [_FileStream(path, pieces, cols, fs) for path, pieces in by_file.items()]
-        for table in _horizon_merge(streams):
+        for table in _horizon_merge(streams, window_rows):
             if from_idx:
                 table = table.filter(bool_array(int64_view(table.column("idx")) >= from_idx))
             if markets is not None:
@@ -255,6 +261,7 @@ class Capture:
         runs: Iterable[str] | None = None,
         from_idx: dict[str, int] | None = None,
         with_state: bool = True,
+        window_rows: int = WINDOW_ROWS,
     ) -> Iterator[ReadWindow]:
         """Yield windows of every run, merged by merge key (see the module docstring).
 
@@ -269,7 +276,8 @@ class Capture:
             anchor_recv, anchor_mono = self.anchors(run_id)
             start = (from_idx or {}).get(run_id, 0)
             tables = self.read_run(run_id, channels, columns=cols, markets=markets,
-                                   from_idx=start, with_state=with_state)  # fmt: skip
+                                   from_idx=start, with_state=with_state,
+                                   window_rows=window_rows)  # fmt: skip
             streams.append(_keyed(run_id, tables, anchor_recv, anchor_mono, columns))
         if len(streams) == 1:
             yield from streams[0]
@@ -336,10 +344,6 @@ def _keyed(
     for table in tables:
         keys = merge_key(table.column("mono_ns"), anchor_recv_ns, anchor_mono_ns)
         yield ReadWindow(run_id, table.select(list(columns)), keys)
-
-
-#: Most rows a merged window holds (each live file contributes a slice of its row group).
-_WINDOW_ROWS = 4096
 
 
 class _FileStream:
@@ -437,7 +441,9 @@ def _channel_as_string(table: pa.Table) -> pa.Table:
     return table.set_column(i, field.with_type(pa.string()), pc.cast(table.column(i), pa.string()))
 
 
-def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:
+def _horizon_merge(
+    streams: list[_FileStream], window_rows: int = WINDOW_ROWS
+) -> Iterator[pa.Table]:
     """Merge files whose rows are each in idx order into one stream in idx order.
 
     A file is opened only when the merge reaches its first idx, so a day of journal
@@ -463,13 +469,9 @@ def _horizon_merge(streams: list[_FileStream]) -> Iterator[pa.Table]:
         # No window beyond _WINDOW_ROWS rows of any one file: cut at that row's idx.
         cutoff = horizon
         for s in live:
-            if s.remaining > _WINDOW_ROWS:
-                cutoff = min(cutoff, s.idx_at(_WINDOW_ROWS - 1))
-        parts = []
-        for s in live:
-            n = s.count_upto(cutoff)
-            if n:
-                parts.append(s.take(n))
+            if s.remaining > window_rows:
+                cutoff = min(cutoff, s.idx_at(window_rows - 1))
+        parts = [s.take(n) for s in live if (n := s.count_upto(cutoff))]
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         if len(parts) > 1:
             table = table.take(pc.sort_indices(table.column("idx")))
