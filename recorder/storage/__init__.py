@@ -4,7 +4,7 @@ Write first, interpret second: `journal` appends each record to a CRC-framed seg
 and group-commits it (`_segment` is the byte format, `_segment_files` a segment's
 life on disk, `_durable` the fsync discipline); `journal_sink` is the live client's
 `Sink` over it; `publisher` (in a thread or `publish_process`) turns sealed
-segments into tables (`_parquet`) and those into Parquet partitions under a `root` (a
+segments into tables (`_table`) and those into Parquet partitions under a `root` (a
 local directory or object storage), written by `schemas.parquet` (the capture file
 writer, shared with `kalshi-tape merge`); `recovery` finishes what a killed recorder
 left; `compaction` merges small files and applies retention. It knows nothing of

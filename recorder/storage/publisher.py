@@ -13,7 +13,7 @@ before the next is touched. `recorder.storage.compaction` relies on that: when a
 segment S exists, every earlier segment of the run is fully published.
 
 It knows the segment format only through `recorder.storage._segment` (a segment's table:
-`recorder.storage._parquet`) and the Parquet layout only through `schemas.parquet`, the
+`recorder.storage._table`) and the Parquet layout only through `schemas.parquet`, the
 writer it shares with `kalshi-tape merge`; in the journal it only ever deletes published
 segments.
 """
@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from recorder.errors import PublishError, SegmentFormatError
-from recorder.storage._parquet import segment_table
+from recorder.storage._table import segment_table
 from recorder.storage._segment import SegmentData, SegmentHeader, parse_segment_name, read_segment
 from recorder.storage.root import CaptureRoot, FsyncFn, unlink_durably
 from schemas.errors import PartitionError

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.errors import PublishError
-from recorder.storage._parquet import segment_table
+from recorder.storage._table import segment_table
 from recorder.storage._segment import read_segment
 from recorder.storage.journal import JournalWriter
 from recorder.storage.publisher import Publisher, sealed_segments

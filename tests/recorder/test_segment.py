@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from recorder.errors import SegmentFormatError
-from recorder.storage._parquet import segment_table
+from recorder.storage._table import segment_table
 from recorder.storage._segment import (
     BODY_FIXED,
     decode_header,
