@@ -1,6 +1,8 @@
 """Suite-wide fixtures: `results`, the log of measured outcomes (see `tests/results.py`);
 `s3`, one real S3-protocol server (moto in server mode) on loopback for the session; and
-`dask_client`, one real Dask distributed cluster (two worker processes) for the session."""
+`dask_client`, one real Dask distributed cluster (two worker processes) for the session,
+closed as soon as the last test that uses it has run: idle, its processes still take
+about a tenth of a core (heartbeats), which every later test would pay for."""
 
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.stop()
 
 
+#: The cluster's closer while it runs, and the node id of the last test that uses it.
+_DASK: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def dask_client() -> Iterator[Any]:
     """A local Dask cluster of two worker processes (the machine's cores) for the session."""
@@ -37,9 +43,34 @@ def dask_client() -> Iterator[Any]:
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=logging.ERROR)  # fmt: skip
     client = Client(cluster)
+
+    def close() -> None:
+        client.close()
+        cluster.close()
+
+    _DASK["close"] = close
     yield client
-    client.close()
-    cluster.close()
+    _close_dask()
+
+
+def _close_dask() -> None:
+    close = _DASK.pop("close", None)
+    if close is not None:
+        close()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    users = [item.nodeid for item in session.items
+             if "dask_client" in getattr(item, "fixturenames", ())]  # fmt: skip
+    if users:
+        _DASK["last"] = users[-1]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    if item.nodeid == _DASK.get("last"):  # no test after this one needs the cluster
+        _close_dask()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -181,10 +181,13 @@ def _conn_hover(c: dict[str, Any]) -> str:
 
 
 def _event_markers(data: ReportData) -> list[dict[str, Any]]:
-    """Disconnects, gaps and resyncs, as markers on a hidden 0..1 axis over a chart."""
+    """Disconnects, planned closes, gaps and resyncs, as markers on a hidden 0..1 axis over
+    a chart. A close the client planned (a rotation, the end of a run, a user's request)
+    is not a disconnect: it has its own marker, green as its bar on the timeline."""
     gaps = [g for g in data.gaps if g["kind"] != "duplicate"]
     resyncs = [g for g in gaps if g["resync_ms"] is not None]
-    closes = [c for c in data.connections if c["closed"]]
+    closes = [c for c in data.connections if c["closed"] and not c["planned"]]
+    planned = [c for c in data.connections if c["closed"] and c["planned"]]
 
     def marks(name: str, xs: list[float], y: float, symbol: str, color: str,
               text: list[str]) -> dict[str, Any]:  # fmt: skip
@@ -195,6 +198,9 @@ def _event_markers(data: ReportData) -> list[dict[str, Any]]:
     return [
         marks("disconnect", [c["close_ms"] for c in closes], 0.97, "x", "#d62728",
               [f"conn {c['conn']} closed {c['close_code']}" for c in closes]),
+        marks("planned close", [c["close_ms"] for c in planned], 0.97, "circle-open",
+              "#2ca02c", [f"conn {c['conn']} closed {c['close_code']} (planned: "
+                          f"{c['disconnect_reason'] or 'rotation'})" for c in planned]),
         marks("gap", [g["gap_ms"] for g in gaps], 0.91, "triangle-down", "#ff7f0e",
               [f"{g['channel']} sid {g['sid']}: {g['kind']} ({g['missing']} missing)"
                for g in gaps]),

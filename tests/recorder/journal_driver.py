@@ -12,22 +12,31 @@ test can kill them at an exact point), and print `DONE` at the end. With
 `--publish`, `record` also publishes sealed segments from a background thread and
 prints `P <n>` before each publisher fsync.
 
-Also importable: `frame(i)` makes the synthetic frames the tests append themselves.
+Also importable: `frame(i)` makes the synthetic frames the tests append themselves, and
+`Driver(mode, *args)` starts the same program, `main([mode, *args])`, as a process of its
+own: forked from a `multiprocessing` forkserver that has imported the storage code
+already (pyarrow among it), so a start costs milliseconds instead of a fresh
+interpreter's imports (the kill tests of recovery and compaction start one per fsync).
+Each is a real process with its own pid, killed with SIGKILL like any other; only its
+stdout is a pipe the test reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TextIO
 
 from recorder.storage.journal import JournalWriter
 from schemas.record import new_run_id
 
-__all__ = ["frame", "main"]
+__all__ = ["Driver", "frame", "main"]
 
 _TICKERS = [f"KXTEST-26JAN01-B{n}" for n in range(12)]
 
@@ -141,6 +150,69 @@ def main(argv: list[str] | None = None) -> int:
                 fsync=_marking_fsync("F", args.pause_at))  # fmt: skip
     _say("DONE")
     return 0
+
+
+#: What the forkserver imports once: this module and the storage code each mode runs.
+_PRELOAD = [
+    __name__,
+    "recorder.storage.journal",
+    "recorder.storage.publisher",
+    "recorder.storage.recovery",
+    "recorder.storage.compaction",
+]
+
+
+def _child(argv: list[str], out: Connection) -> None:
+    """The started process: `main(argv)` with its stdout on the test's pipe."""
+    os.dup2(out.fileno(), 1)
+    out.close()
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - fd 1 is the process's own
+    raise SystemExit(main(argv))
+
+
+class Driver:
+    """`main([mode, *args])` in a process of its own (see the module docstring).
+
+    `stdout` reads what it prints (the end of the file once it has died), `kill()` sends
+    SIGKILL, `wait()` waits for its end and gives its exit code (negative: the signal).
+    """
+
+    def __init__(self, mode: str, *args: str) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)  # before its first start; ignored after
+        reader, writer = context.Pipe(duplex=False)
+        self._process = context.Process(target=_child, args=([mode, *args], writer))
+        self._process.start()
+        writer.close()  # the child holds the only write end: its death is our EOF
+        self.stdout: TextIO = os.fdopen(os.dup(reader.fileno()), "r")
+        reader.close()
+        assert self._process.pid is not None
+        self.pid: int = self._process.pid
+
+    def kill(self) -> None:
+        """SIGKILL, unless it has already exited."""
+        self._process.kill()
+
+    def wait(self, timeout_s: float = 60) -> int:
+        self._process.join(timeout_s)
+        code = self._process.exitcode
+        assert code is not None, f"journal_driver {self.pid} still running"
+        return code
+
+    def run(self, timeout_s: float = 60) -> str:
+        """Everything it prints until it exits; it must exit 0."""
+        out = self.stdout.read()
+        self.stdout.close()
+        code = self.wait(timeout_s)
+        assert code == 0, (code, out)
+        return out
+
+    def close(self) -> None:
+        """Kill it if it still runs, wait for it, close the pipe."""
+        if self._process.exitcode is None:
+            self.kill()
+        self.wait()
+        self.stdout.close()
 
 
 if __name__ == "__main__":

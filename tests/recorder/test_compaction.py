@@ -7,9 +7,6 @@ and DuckDB reads; the kill test SIGKILLs a real compaction process at each fsync
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -29,8 +26,8 @@ from schemas.record import live_files, parse_file_name
 from ..objectstore import S3Server
 from ..results import ResultLog
 from .helpers import BASE_NS, RUN_A, RUN_B, append_frames, feed_of, published, unreadable_files
+from .journal_driver import Driver
 
-DRIVER = Path(__file__).with_name("journal_driver.py")
 PARTITION = "channel=orderbook_delta/date=2026-01-01"
 DAY_NS = 86_400 * 10**9
 
@@ -221,12 +218,7 @@ def test_a_concurrent_reader_never_sees_rows_missing_or_doubled(tmp_path: Path) 
 
 
 def compaction_points(root: Path) -> int:
-    out = subprocess.run(
-        [sys.executable, str(DRIVER), "compact", str(root), PARTITION],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    out = Driver("compact", str(root), PARTITION).run().split()
     assert out[-1] == "DONE"
     return out.count("F")
 
@@ -242,17 +234,12 @@ def test_compaction_killed_at_any_fsync_leaves_old_or_new_files_never_both_or_ne
     wrong: list[str] = []  # "<fsync point> <when>": rows not exactly those before the kill
     for point in range(1, points + 1):
         root = shutil.copytree(pristine, tmp_path / f"root{point}")
-        proc = subprocess.Popen(
-            [sys.executable, str(DRIVER), "compact", str(root), PARTITION,
-             "--pause-at", str(point)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert proc.stdout is not None
+        proc = Driver("compact", str(root), PARTITION, "--pause-at", str(point))
         for line in proc.stdout:
             if line.strip() == f"F {point}":
                 break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.kill()
+        proc.close()
         unreadable += len(unreadable_files(root))
         after_kill = partition_idx(root)
         compact(root, PARTITION, min_age_s=0, delete_grace_s=0)

@@ -150,7 +150,7 @@ DURABILITY_MODULES = (
     "_durable",
     "root",
     "publisher",
-    "_parquet",
+    "_table",
     "recovery",
 )
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +19,7 @@ from schemas.record import partition_file
 
 from ..results import ResultLog
 from .helpers import RUN_A, RUN_B, append_frames, published_idx, unreadable_files
-
-DRIVER = Path(__file__).with_name("journal_driver.py")
+from .journal_driver import Driver
 
 
 def exactly_once(count: int, run_id: str = RUN_A, start: int = 0) -> dict[tuple[str, int], int]:
@@ -162,24 +158,14 @@ def test_recovery_can_hand_its_lock_to_the_writer(tmp_path: Path) -> None:
 
 
 def fsync_points(journal: Path, root: Path) -> int:
-    out = subprocess.run(
-        [sys.executable, str(DRIVER), "recover", str(journal), str(root)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    out = Driver("recover", str(journal), str(root)).run().split()
     assert out[-1] == "DONE"
     return sum(1 for tok in out if tok == "F")
 
 
 def kill_recovery_at(journal: Path, root: Path, point: int) -> None:
     """Run recovery in a real process and SIGKILL it just before its `point`-th fsync."""
-    proc = subprocess.Popen(
-        [sys.executable, str(DRIVER), "recover", str(journal), str(root), "--pause-at", str(point)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
+    proc = Driver("recover", str(journal), str(root), "--pause-at", str(point))
     try:
         for line in proc.stdout:
             if line.strip() == f"F {point}":
@@ -187,8 +173,8 @@ def kill_recovery_at(journal: Path, root: Path, point: int) -> None:
         else:
             pytest.fail(f"recovery finished before fsync {point}")
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.kill()
+        proc.close()
 
 
 def test_recovery_killed_before_any_of_its_fsyncs_finishes_on_the_next_run(

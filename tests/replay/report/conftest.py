@@ -4,6 +4,12 @@
 browser download: `playwright install` is never run). Without that binary the
 browser tests skip, saying how to install it, except under CI (the `CI` environment
 variable set), where a missing browser fails them: CI must run them.
+
+The capture, its report and the browser are built once for the package (no test
+writes to them). Opening the report takes seconds (the page inlines plotly.js), so
+tests that only read the page share one (`shared`); a test that clicks,
+selects or takes a full-page screenshot (which resizes the window, and plotly's
+responsive charts redraw) opens its own (`opened`).
 """
 
 from __future__ import annotations
@@ -28,12 +34,12 @@ LAUNCH_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def expected(tmp_path_factory: pytest.TempPathFactory) -> ExpectedReport:
     return build_report_capture(tmp_path_factory.mktemp("capture"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def report_html(expected: ExpectedReport, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from replay.report import gather_report, write_report
 
@@ -42,7 +48,7 @@ def report_html(expected: ExpectedReport, tmp_path_factory: pytest.TempPathFacto
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         message = (f"Chromium is not installed at {CHROMIUM}: `apt-get install chromium` "
@@ -93,6 +99,15 @@ class OpenedReport:
 def opened(report_html: Path, chromium: Any) -> Iterator[OpenedReport]:
     """The report, built before the browser starts: Playwright's sync API runs an event
     loop in this thread, and the datasets' engine may need to start one of its own."""
+    report = OpenedReport(chromium, report_html)
+    yield report
+    report.page.close()
+
+
+@pytest.fixture(scope="package")
+def shared(report_html: Path, chromium: Any) -> Iterator[OpenedReport]:
+    """The report opened once, shared by the tests that only read the page: no click,
+    no selection, no full-page screenshot (those take `opened`, a page of their own)."""
     report = OpenedReport(chromium, report_html)
     yield report
     report.page.close()

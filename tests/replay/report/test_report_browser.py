@@ -3,7 +3,8 @@
 The page is the report of `report_capture` (three connections, a book gap with its
 resync, a trade gap, a duplicate, a make-before-break rotation). Each test asserts on
 what the page drew, against what the capture and its SQL views hold; screenshots go
-to the test's tmp_path (the path is printed).
+to the test's tmp_path (the path is printed). Tests that only read the page share one
+(`shared`); the others open their own (`opened`), see conftest.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import replay
+from replay.report.timeline import PLANNED_REASONS
 
 from .conftest import OpenedReport
 from .report_capture import ExpectedReport
@@ -44,27 +46,27 @@ def test_the_page_opens_offline_with_no_console_error(opened: OpenedReport, tmp_
 
 
 def test_the_timeline_shows_exactly_the_connections_with_their_close_codes(
-    opened: OpenedReport, expected: ExpectedReport
+    shared: OpenedReport, expected: ExpectedReport
 ) -> None:
-    rows = opened.js(
+    rows = shared.js(
         "[...document.querySelectorAll('#connections tbody tr')]"
         ".map(r => [Number(r.dataset.conn), Number(r.dataset.closeCode)])"
     )
     view = _view(expected.root, "SELECT conn, close_code FROM connections ORDER BY conn")
     assert [tuple(r) for r in rows] == list(expected.connections) == view
-    bars = opened.js(
+    bars = shared.js(
         "document.getElementById('timeline-chart').data.find(t => t.name === 'connection')"
         ".customdata.map(c => [c[0], c[1]])"
     )
     assert [tuple(b) for b in bars] == list(expected.connections)
-    texts = opened.js(
+    texts = shared.js(
         "[...document.querySelectorAll('#timeline-chart .barlayer .bartext')]"
         ".map(t => t.textContent)"
     )
     for conn, code in expected.connections:
         assert f"conn {conn} · {code}" in texts
     # conn 2 ended in a planned rotation to conn 3, which opened before it closed
-    cells = opened.js(
+    cells = shared.js(
         "[...document.querySelectorAll('#connections tbody tr')].map(r => "
         "[...r.cells].map(c => c.textContent))"
     )
@@ -97,22 +99,31 @@ def test_the_gap_table_lists_the_gaps_and_links_them_to_the_timeline(
     opened.screenshot(tmp_path, "gap-focused.png")
 
 
-def test_each_chart_drew_its_marks(opened: OpenedReport, expected: ExpectedReport) -> None:
+def test_each_chart_drew_its_marks(shared: OpenedReport, expected: ExpectedReport) -> None:
     for chart, selector in MARKS.items():
-        count = opened.js(f"document.querySelectorAll('#{chart} {selector}').length")
+        count = shared.js(f"document.querySelectorAll('#{chart} {selector}').length")
         assert count > 0, f"{chart} drew no {selector}"
-    bars = opened.js("document.querySelectorAll('#timeline-chart .barlayer .point path').length")
+    bars = shared.js("document.querySelectorAll('#timeline-chart .barlayer .point path').length")
     assert bars >= len(expected.connections)
     # trades as points, and the book's invalid intervals shaded
-    assert opened.js("document.querySelectorAll('#market-chart .scatterlayer .point').length") > 0
-    meta = opened.js("document.getElementById('market-chart').layout.meta")
+    assert shared.js("document.querySelectorAll('#market-chart .scatterlayer .point').length") > 0
+    meta = shared.js("document.getElementById('market-chart').layout.meta")
     assert meta["invalid"] >= 1
-    shaded = opened.js("document.querySelectorAll('#market-chart .shapelayer path').length")
+    shaded = shared.js("document.querySelectorAll('#market-chart .shapelayer path').length")
     assert shaded == meta["invalid"]
     # disconnects and gaps marked on the rates chart's time axis
-    names = opened.js("document.getElementById('rates-chart').data.map(t => [t.name, t.x.length])")
+    names = shared.js("document.getElementById('rates-chart').data.map(t => [t.name, t.x.length])")
     marks = dict(names)
-    assert marks["disconnect"] == len(expected.connections)
+    # a close the client planned (conn 2's rotation, conn 3 at the run's end) is not a
+    # disconnect: only conn 1's 1011 is; the planned ones have their own mark
+    reasons = ", ".join(f"'{r}'" for r in PLANNED_REASONS)
+    unplanned, planned = _view(
+        expected.root,
+        "SELECT count(*) FILTER (WHERE disconnect_reason "
+        f"NOT IN ({reasons})), count(*) FILTER (WHERE disconnect_reason IN "
+        f"({reasons})) FROM connections WHERE close_code IS NOT NULL",
+    )[0]
+    assert (marks["disconnect"], marks["planned close"]) == (unplanned, planned) == (1, 2)
     assert marks["gap"] == sum(1 for _, kind, _ in expected.gaps if kind != "duplicate")
 
 

@@ -72,6 +72,15 @@ def fpage(feeds_html: Path, chromium: Any) -> Iterator[OpenedReport]:
 
 
 @pytest.fixture(scope="module")
+def fshared(feeds_html: Path, chromium: Any) -> Iterator[OpenedReport]:
+    """The feeds report opened once for the tests that only read it (an element's
+    screenshot neither resizes nor redraws the page); a click takes `fpage`."""
+    report = OpenedReport(chromium, feeds_html)
+    yield report
+    report.page.close()
+
+
+@pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two feeds of the simulated exchange; both first connections drop after 1.5 s."""
     root = tmp_path_factory.mktemp("recorded") / "d"
@@ -230,10 +239,10 @@ _LANES = """() => {
 
 
 def test_the_timeline_draws_each_feed_on_its_own_lane(
-    fpage: OpenedReport, fx: ExpectedFeeds, tmp_path: Path
+    fshared: OpenedReport, fx: ExpectedFeeds, tmp_path: Path
 ) -> None:
-    assert fpage.errors == [] and fpage.outside == []
-    drawn = fpage.js(_LANES)
+    assert fshared.errors == [] and fshared.outside == []
+    drawn = fshared.js(_LANES)
     ticks = drawn["ticks"]
     assert {"feed 0", "feed 1", "both feeds down"} <= set(ticks)
     assert ticks["feed 0"] < ticks["feed 1"] < ticks["both feeds down"]  # top down
@@ -249,21 +258,21 @@ def test_the_timeline_draws_each_feed_on_its_own_lane(
     assert abs(down["left"] - by_conn[2]["right"]) < 2
     assert abs(down["right"] - by_conn[3]["left"]) < 2
     assert down["width"] > 20
-    diamonds = fpage.js("[...document.querySelectorAll('#timeline-chart .scatterlayer .trace')]"
+    diamonds = fshared.js("[...document.querySelectorAll('#timeline-chart .scatterlayer .trace')]"
                         ".filter(g => g.__data__[0].trace.name === 'arbitration move')"
                         ".map(g => g.querySelectorAll('.point').length)")  # fmt: skip
     assert diamonds == [3]  # the arbitration batches, drawn
-    fpage.page.locator("#timeline").screenshot(path=str(tmp_path / "feeds-timeline.png"))
+    fshared.page.locator("#timeline").screenshot(path=str(tmp_path / "feeds-timeline.png"))
     print(f"screenshot: {tmp_path / 'feeds-timeline.png'}")
 
 
 def test_the_feeds_section_shows_the_numbers(
-    fpage: OpenedReport, fx: ExpectedFeeds, tmp_path: Path
+    fshared: OpenedReport, fx: ExpectedFeeds, tmp_path: Path
 ) -> None:
-    page = fpage.page
+    page = fshared.page
     assert page.locator("#feeds").is_visible()
     assert page.locator("nav a[href='#feeds']").is_visible()
-    cells = fpage.js("[...document.querySelectorAll('#feeds-table tbody tr')].map(r => "
+    cells = fshared.js("[...document.querySelectorAll('#feeds-table tbody tr')].map(r => "
                      "[r.dataset.feed, ...[...r.cells].map(c => c.textContent)])")  # fmt: skip
     assert cells == [
         ["0", "0", f"{fx.records[0]:,}", "2", "4.000", "2.000", "66.7%"],
@@ -272,18 +281,18 @@ def test_the_feeds_section_shows_the_numbers(
     down = page.locator("#all-down")
     assert down.is_visible() and down.get_attribute("data-seconds") == "0.5"
     assert "Both feeds down at once: 0.500 s in 1 interval" in down.inner_text()
-    assert fpage.js("[...document.querySelectorAll('#feeds-down tbody tr')].map(r => "
+    assert fshared.js("[...document.querySelectorAll('#feeds-down tbody tr')].map(r => "
                     "r.cells[2].textContent)") == ["0.500"]  # fmt: skip
     assert page.locator("#arbitration").get_attribute("data-moves") == "6"
     text = page.locator("#arbitration").inner_text()
     assert "6 arbitration moves" in text and "2 to another feed" in text
-    rows = fpage.js("[...document.querySelectorAll('#moves-table tbody tr')].map(r => "
+    rows = fshared.js("[...document.querySelectorAll('#moves-table tbody tr')].map(r => "
                     "[...r.cells].slice(1).map(c => c.textContent))")  # fmt: skip
     feed = {None: "none", 0: "feed 0", 1: "feed 1"}
     assert rows == [[m, feed[a], feed[b], r] for m, a, b, r, _ in fx.moves]
     assert page.locator("#moves-table").is_visible()
     # the connections table says each connection's feed
-    feeds = fpage.js("[...document.querySelectorAll('#connections tbody tr')].map(r => "
+    feeds = fshared.js("[...document.querySelectorAll('#connections tbody tr')].map(r => "
                      "[Number(r.dataset.conn), Number(r.cells[2].textContent)])")  # fmt: skip
     assert dict(feeds) == fx.conn_feed
     page.locator("#feeds").screenshot(path=str(tmp_path / "feeds-section.png"))
@@ -325,11 +334,11 @@ def test_a_recorded_capture_draws_its_feed_lanes(
         opened.page.close()
 
 
-def test_a_capture_of_one_feed_draws_no_feed(opened: OpenedReport) -> None:
-    assert opened.page.locator("#feeds").count() == 0
-    assert opened.page.locator("nav a[href='#feeds']").count() == 0
-    ticks = opened.js("[...document.querySelectorAll('#timeline-chart .ytick text')]"
+def test_a_capture_of_one_feed_draws_no_feed(shared: OpenedReport) -> None:
+    assert shared.page.locator("#feeds").count() == 0
+    assert shared.page.locator("nav a[href='#feeds']").count() == 0
+    ticks = shared.js("[...document.querySelectorAll('#timeline-chart .ytick text')]"
                       ".map(t => t.textContent)")  # fmt: skip
     assert ticks and not any("feed" in t for t in ticks)
-    heads = opened.js("[...document.querySelectorAll('#connections th')].map(h => h.textContent)")
+    heads = shared.js("[...document.querySelectorAll('#connections th')].map(h => h.textContent)")
     assert "feed" not in heads
