@@ -146,9 +146,12 @@ async def test_latency_and_a_bandwidth_cap_slow_the_feed_but_lose_nothing(
         await rig.until(lambda: rig.session.stats.messages_received > 200, 10.0)
         resyncs = rig.session.stats.resyncs
         server.inject("gap")
-        await rig.until(lambda: rig.session.stats.resyncs > resyncs and rig.settled(), 10.0)
+        # The gap, then the resync's snapshot, each wait behind the backlog, which grows by
+        # ~20 kB/s for as long as the connection lives (drained at 60 kB/s): how long that
+        # takes depends on how long the machine took to get here, so the bound is loose.
+        await rig.until(lambda: rig.session.stats.resyncs > resyncs and rig.settled(), 60.0)
         server.inject("close", code=1011)
-        await rig.until(lambda: rig.session.stats.connects == 2 and rig.settled(), 10.0)
+        await rig.until(lambda: rig.session.stats.connects == 2 and rig.settled(), 60.0)
         books = await rig.books_match_truth(timeout_s=15.0)
         await rig.stop()
         rates = [c.bytes_forwarded(DOWN) / ((c.closed_mono_ns or time.monotonic_ns())
