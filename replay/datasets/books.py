@@ -93,13 +93,7 @@ def _replay(
         seen[m] = True
         last_recv[m] = t
         if kind[i] == kernel.C_CLEAR:
-            for s in range(2):
-                p = best[m, s]
-                while p >= 0:
-                    if books[m, s, p] != 0:  # pages that never held a size stay untouched
-                        books[m, s, p] = 0
-                    p -= 1
-                best[m, s] = -1
+            kernel.clear(books, best, m)
         else:
             s = side[i]
             p = price[i]

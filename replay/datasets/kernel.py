@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "NONE", "PRICES", "apply_delta", "clear_book", "gather", "grown_books", "load_levels", "quote",
+    "NONE", "PRICES", "apply_delta", "clear", "gather", "grown_books", "load_levels", "quote",
     "run",
 ]  # fmt: skip
 
@@ -90,9 +90,11 @@ def load_levels(books, best, m, s, prices, sizes):
 
 
 @njit(cache=True)
-def _clear(books, best, m):
-    """Empty market m's book, writing only the levels that hold a size: a ladder's pages
-    that never held one stay untouched (not resident), docs/performance.md section 6.4."""
+def clear(books, best, m):
+    """Empty market m's book (every level at or below each side's best), writing only the
+    levels that hold a size: a ladder's pages that never held one stay untouched (not
+    resident), docs/performance.md section 6.4. Called by the kernel, the book pass and
+    the driver's mirror alike."""
     for s in range(2):
         p = best[m, s]
         while p >= 0:
@@ -109,13 +111,6 @@ def grown_books(books: np.ndarray, markets: int) -> np.ndarray:
     held = np.flatnonzero(books.reshape(-1))
     out.reshape(-1)[held] = books.reshape(-1)[held]
     return out
-
-
-def clear_book(books: np.ndarray, best: np.ndarray, m: int) -> None:
-    """Empty market m's book (see `_clear`), from Python."""
-    row = books[m]
-    row[row.nonzero()] = 0
-    best[m] = -1
 
 
 @njit(cache=True)
@@ -245,7 +240,7 @@ def run(
             if n_price[j] < 0 or n_price[j] >= books.shape[2]:
                 return pos, o_n, t_n, False
         wire_last[w] = q
-        _clear(books, best, m)
+        clear(books, best, m)
         o_row[o_n] = pos
         o_mkt[o_n] = m
         o_kind[o_n] = C_CLEAR

@@ -255,7 +255,7 @@ class Mirror:
                      out.q_val, out.q_n, True)  # fmt: skip
 
     def _clear(self, m: int) -> None:
-        kernel.clear_book(self.books, self.best, m)
+        kernel.clear(self.books, self.best, m)
 
     @staticmethod
     def _delta_units(pos: int, decoded: Decoded, raw: Any) -> tuple[bool, Any, Any]:
