@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.datasets import kernel, scan
+from replay.reading.capture import contiguous
 
-__all__ = ["Decoded", "connect", "decode_window", "trade_columns"]
+__all__ = ["Decoded", "Scratch", "connect", "decode_window", "trade_columns"]
 
 _DUCKDB_MEMORY = "64MB"
 
@@ -70,10 +71,44 @@ class Decoded:
         return value.get("type") if isinstance(value, dict) else None
 
 
-def _binary(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+class Scratch:
+    """The scanner's output arrays, kept from one window to the next.
+
+    Fresh arrays each window cost their page faults again (a window's are ~30 MiB);
+    the scanner writes every element of a row it scans, so they need no clearing.
+    Nothing built from them outlives the window: rows are copied out (`Outputs`) before
+    the next window is decoded.
+    """
+
+    _TYPES = (np.int8, np.int64, np.int64, np.bool_, np.int64, np.int64, np.int8, np.int64,
+              np.int64, np.bool_, np.int64, np.bool_, np.bool_)  # fmt: skip
+
+    def __init__(self) -> None:
+        self.rows = self.room = -1
+        self.columns: list[np.ndarray] = []
+        self.trade = self.lv = self.lv_p = self.lv_s = np.zeros(0, np.int64)
+        self.stack = np.zeros(64, np.int8)
+
+    def arrays(
+        self, n: int, data_bytes: int
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The arrays for a window of n rows and data_bytes bytes of frames, as views."""
+        if n > self.rows:
+            self.rows = max(n, 1024)
+            self.columns = [np.empty(self.rows, t) for t in self._TYPES]
+            self.trade = np.empty((self.rows, 20), np.int64)
+            self.lv = np.empty((self.rows, 5), np.int64)
+        room = max(1024, data_bytes // 24)  # a level takes at least 24 bytes of JSON
+        if room > self.room:
+            self.room = room
+            self.lv_p, self.lv_s = np.empty(room, np.int64), np.empty(room, np.int64)
+        return ([c[:n] for c in self.columns], self.trade[:n], self.lv[:n], self.lv_p,
+                self.lv_s)  # fmt: skip
+
+
+def _binary(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, data) of a binary column as numpy views."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = contiguous(array)
     width = 8 if pa.types.is_large_binary(array.type) else 4
     _, offsets, data = array.buffers()[:3]
     offs = np.frombuffer(offsets, np.int64 if width == 8 else np.int32, len(array) + 1,
@@ -95,19 +130,14 @@ def _markets(data: np.ndarray, m0: np.ndarray, m1: np.ndarray) -> pa.Array:
                                                         pa.py_buffer(out)])  # fmt: skip
 
 
-def decode_window(window: pa.Table) -> Decoded:
-    """Decode a window (columns `dir`, `opcode`, `raw`, ...) into `Decoded` columns."""
-    raw = window.column("raw").combine_chunks()
-    n = len(raw)
+def decode_window(window: pa.Table, scratch: Scratch | None = None) -> Decoded:
+    """Decode a window (columns `dir`, `opcode`, `raw`, ...) into `Decoded` columns,
+    in `scratch`'s arrays if given (they are overwritten by the next window's decode)."""
+    raw = contiguous(window.column("raw"))
     offsets, data = _binary(raw)
-    out = [np.zeros(n, t) for t in (np.int8, np.int64, np.int64, np.bool_, np.int64, np.int64,
-                                    np.int8, np.int64, np.int64, np.bool_, np.int64, np.bool_,
-                                    np.bool_)]  # fmt: skip
-    trade = np.zeros((n, 20), np.int64)
-    lv = np.zeros((n, 5), np.int64)
-    room = max(1024, len(data) // 24)
-    lv_p, lv_s = np.zeros(room, np.int64), np.zeros(room, np.int64)
-    scan.scan(data, offsets, *out, np.zeros(64, np.int8), trade, lv, lv_p, lv_s)
+    scratch = scratch or Scratch()
+    out, trade, lv, lv_p, lv_s = scratch.arrays(len(raw), len(data))
+    scan.scan(data, offsets, *out, scratch.stack, trade, lv, lv_p, lv_s)
     rk, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok, ts, ts_ok, ok = out
     inbound = np.asarray(pc.equal(window.column("dir"), "in").combine_chunks().fill_null(False))
     rk[~inbound] = 0

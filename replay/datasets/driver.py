@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from replay.datasets import kernel, schema
-from replay.datasets.decode import Decoded, decode_window
+from replay.datasets.decode import Decoded, Scratch, decode_window
 from replay.datasets.mirror import Mirror, Outputs
 from replay.reading.capture import Capture, of_markets, read_filter
 from replay.reading.session import CONN_STRIDE, FEED_SLOTS, drive_event
@@ -63,6 +63,7 @@ class _Feed:
         self.capture = capture
         self.ended: dict[int, tuple[int, int]] = {}
         self.runs = sorted(capture.runs)
+        self.scratch = Scratch()
 
     # ------------------------------------------------------------------ one window
 
@@ -200,7 +201,7 @@ def derive_batches(
         if feed.ended and any(g != group for g in feed.ended):
             feed.end_groups(group)
             yield from _drain(pending, keep)
-        decoded = decode_window(table)
+        decoded = decode_window(table, feed.scratch)
         feed.window(run, group, offsets[run], table, decoded, base)
         base += table.num_rows
         if table.column("idx")[-1].as_py() >= last_idx[run]:
@@ -212,15 +213,18 @@ def derive_batches(
 
 
 def _batched(windows: Iterator[Any], end_ns: int | None) -> Iterator[tuple[str, pa.Table]]:
-    """Consecutive windows of one run put together, up to `_BATCH_ROWS` rows (the decode
-    and the kernel pay per call); reading stops at the first window starting at `end_ns`."""
+    """Windows of a run, the small ones (cut at a file's end) put together with their
+    neighbours (the decode and the kernel pay per call); a window of a quarter of
+    `_BATCH_ROWS` or more goes alone (a join copies it). Reading stops at the first
+    window starting at `end_ns`."""
+    alone = _BATCH_ROWS // 4
     run: str | None = None
     parts: list[pa.Table] = []
     rows = 0
     for window in windows:
         if end_ns is not None and window.keys[0].as_py() >= end_ns:
             break
-        if parts and (window.run_id != run or rows >= _BATCH_ROWS):
+        if parts and (window.run_id != run or rows >= alone or window.table.num_rows >= alone):
             assert run is not None
             yield run, _joined(parts)
             parts, rows = [], 0

@@ -66,6 +66,8 @@ class Mirror:
     # ------------------------------------------------------------------ codes
 
     def conn_codes(self, conns: np.ndarray) -> np.ndarray:
+        if len(conns) and conns[0] == conns[-1] and (conns == conns[0]).all():
+            return np.full(len(conns), self._conn(int(conns[0])), np.int32)  # the usual window
         uniq = np.unique(conns)
         codes = np.array([self._conn(int(c)) for c in uniq], np.int32)
         return codes[np.searchsorted(uniq, conns)]

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from replay.datasets import schema
 from replay.datasets.schema import decimals
+from replay.reading.capture import contiguous
 
 __all__ = ["Outputs", "nullable"]
 
@@ -116,10 +117,10 @@ class Outputs:
         sid = decoded.sid[rows]
         ts = decoded.ts_ms.take(idx)
         return {
-            "recv_ns": table.column("recv_ns").take(idx).combine_chunks(),
+            "recv_ns": contiguous(table.column("recv_ns").take(idx)),
             "exchange_ns": pc.multiply(ts.cast(pa.int64()), 1_000_000),
             "run_id": pa.nulls(len(rows), pa.string()).fill_null(run_id),
-            "conn": table.column("conn").take(idx).combine_chunks().cast(pa.int32()),
+            "conn": contiguous(table.column("conn").take(idx)).cast(pa.int32()),
             "sid": nullable(sid, sid >= 0, pa.int32()),
             "seq": nullable(decoded.seq[rows], seq_ok, pa.int64()),
         }

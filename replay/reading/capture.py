@@ -41,6 +41,7 @@ __all__ = [
     "Piece",
     "ReadWindow",
     "bool_array",
+    "contiguous",
     "int64_view",
     "merge_key",
     "of_markets",
@@ -297,10 +298,17 @@ def merge_key(mono_ns: pa.Array, anchor_recv_ns: int, anchor_mono_ns: int) -> pa
 # (docs/performance.md section 4.19), in a replay that never sees a DataFrame.
 
 
+def contiguous(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A column as one array: its only chunk itself (`combine_chunks` copies even then),
+    else its chunks put together."""
+    if isinstance(column, pa.Array):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def int64_view(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The values of an int64 column without nulls, as a numpy view (a copy if chunked)."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    array = contiguous(array)
     if len(array) == 0:
         return np.zeros(0, np.int64)
     return np.frombuffer(array.buffers()[1], np.int64, len(array), array.offset * 8)
