@@ -41,16 +41,14 @@ def units_of(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _top(books, best, m, s, prices, sizes, row, levels):
+def _top(books, held, best, m, s, prices, sizes, row, levels):
     k = 0
     p = best[m, s]
     while p >= 0 and k < levels:
-        q = books[m, s, p]
-        if q > 0:
-            prices[row, k] = p if s == 0 else _SCALE - p
-            sizes[row, k] = q
-            k += 1
-        p -= 1
+        prices[row, k] = p if s == 0 else _SCALE - p
+        sizes[row, k] = books[m, s, p]
+        k += 1
+        p = kernel.below(held, m, s, p)
     for j in range(k, levels):
         prices[row, j] = -1
         sizes[row, j] = 0
@@ -59,7 +57,7 @@ def _top(books, best, m, s, prices, sizes, row, levels):
 @njit(cache=True)
 def _replay(
     i, n, mkt, kind, side, price, size, valid, frame, recv,
-    books, best, mvalid, seen, last_recv, qstate,
+    books, held, best, mvalid, seen, last_recv, qstate,
     o_row, o_q, o_n, interval, next_ts, levels, d_ts, d_mkt, d_valid, d_recv,
     d_bp, d_bs, d_ap, d_as, d_n,
 ):  # fmt: skip
@@ -83,8 +81,8 @@ def _replay(
                         d_mkt[d_n] = m
                         d_valid[d_n] = mvalid[m]
                         d_recv[d_n] = last_recv[m]
-                        _top(books, best, m, 0, d_bp, d_bs, d_n, levels)
-                        _top(books, best, m, 1, d_ap, d_as, d_n, levels)
+                        _top(books, held, best, m, 0, d_bp, d_bs, d_n, levels)
+                        _top(books, held, best, m, 1, d_ap, d_as, d_n, levels)
                         d_n += 1
                 next_ts[0] += interval
         if o_n >= qcap:
@@ -93,19 +91,9 @@ def _replay(
         seen[m] = True
         last_recv[m] = t
         if kind[i] == kernel.C_CLEAR:
-            kernel.clear(books, best, m)
+            kernel.clear(books, held, best, m)
         else:
-            s = side[i]
-            p = price[i]
-            books[m, s, p] = size[i]
-            if size[i] > 0:
-                if p > best[m, s]:
-                    best[m, s] = p
-            elif best[m, s] == p:
-                q = p - 1
-                while q >= 0 and books[m, s, q] == 0:
-                    q -= 1
-                best[m, s] = q
+            kernel.set_level(books, held, best, m, side[i], price[i], size[i])
         mvalid[m] = valid[i]
         if i + 1 < n and frame[i + 1] == frame[i] and mkt[i + 1] == m:
             i += 1
@@ -143,8 +131,7 @@ class BookReplay:
         self.quotes, self.levels, self.interval = quotes, levels, interval_ns
         self.codes: dict[str, int] = {}
         self.names: list[str] = []
-        self.books = np.zeros((0, 2, kernel.PRICES), np.int64)
-        self.best = np.zeros((0, 2), np.int64)
+        self.books, self.held, self.best = kernel.empty_books()
         self.mvalid = np.zeros(0, np.bool_)
         self.seen = np.zeros(0, np.bool_)
         self.last_recv = np.zeros(0, np.int64)
@@ -163,6 +150,7 @@ class BookReplay:
             return out
 
         self.books = kernel.grown_books(self.books, size)  # only the sizes held: see there
+        self.held = kernel.grown_books(self.held, size)
         self.best = grow(self.best, -1)
         self.mvalid, self.seen = grow(self.mvalid, 0), grow(self.seen, 0)
         self.last_recv, self.qstate = grow(self.last_recv, 0), grow(self.qstate, 0)
@@ -211,7 +199,8 @@ class BookReplay:
             ] + [np.zeros((dcap, lv), np.int64) for _ in range(4)]
             i, o_n, d_n, _ = _replay(
                 i, n, mkt, kind, side, price, size, valid, frame, recv,
-                self.books, self.best, self.mvalid, self.seen, self.last_recv, self.qstate,
+                self.books, self.held, self.best, self.mvalid, self.seen, self.last_recv,
+                self.qstate,
                 o_row, o_q, 0, self.interval, self.next_ts, lv, *d, 0,
             )  # fmt: skip
             if self.quotes and o_n:

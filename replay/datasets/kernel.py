@@ -14,8 +14,12 @@ kernel only repeats its arithmetic.
 
 Books are dense: per market two ladders of `PRICES` int64 sizes (1e-2 contracts)
 indexed by price (1e-4 dollars, 0..1 dollar), with the best bid of each kept
-incrementally. Compiled with numba (`cache=True`: the first call in a fresh
-environment compiles for a few seconds, later processes load the cache).
+incrementally and a bitmap of the prices each holds (`held`, 32 to a word), so that a
+clear, the next best after the best empties, and the top levels of a depth row cost
+what the book holds, not the ladder's length. Every write goes through `set_level`
+(or `apply_delta`, `load_levels`, `clear`), which keep the three together. Compiled
+with numba (`cache=True`: the first call in a fresh environment compiles for a few
+seconds, later processes load the cache).
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "NONE", "PRICES", "apply_delta", "clear", "gather", "grown_books", "load_levels", "quote",
-    "run",
+    "NONE", "PRICES", "WORDS", "apply_delta", "below", "clear", "empty_books", "gather",
+    "grown_books", "load_levels", "quote", "run", "set_level",
 ]  # fmt: skip
 
 PRICES = 10_001  # prices 0..10000 in 1e-4 dollars
+WORDS = (PRICES + 31) // 32  # a ladder's `held` bitmap: 32 prices per int64 word
 NONE = np.int64(-(2**62))  # "no value" for int64 state (a wire's last seq)
 
 # row kinds (decode.py)
@@ -50,67 +55,122 @@ def gather(data, starts, lengths, offsets, out):
 
 
 @njit(cache=True)
-def _rescan(books, best, m, s, start):
-    p = start
-    while p >= 0 and books[m, s, p] == 0:
-        p -= 1
-    best[m, s] = p
+def _high_bit(w):
+    """The index of the highest set bit of 0 < w < 2**32."""
+    b = 0
+    if w >= 1 << 16:
+        w >>= 16
+        b += 16
+    if w >= 1 << 8:
+        w >>= 8
+        b += 8
+    if w >= 1 << 4:
+        w >>= 4
+        b += 4
+    if w >= 1 << 2:
+        w >>= 2
+        b += 2
+    if w >= 2:
+        b += 1
+    return b
 
 
 @njit(cache=True)
-def apply_delta(books, best, m, s, p, d):
+def below(held, m, s, p):
+    """The highest price under p that side s of market m holds, or -1."""
+    if p <= 0:
+        return -1
+    p -= 1
+    i = p >> 5
+    w = held[m, s, i] & ((2 << (p & 31)) - 1)  # the bits at or under p
+    while w == 0:
+        i -= 1
+        if i < 0:
+            return -1
+        w = held[m, s, i]
+    return (i << 5) + _high_bit(w)
+
+
+@njit(cache=True)
+def set_level(books, held, best, m, s, p, size):
+    """Level p of side s of market m to `size` (0 or less: empty), `held` and `best`
+    kept. A bit is cleared only where set: a page of `held` no level ever used stays
+    untouched."""
+    i = p >> 5
+    bit = np.int64(1) << (p & 31)
+    if size > 0:
+        books[m, s, p] = size
+        held[m, s, i] |= bit
+        if p > best[m, s]:
+            best[m, s] = p
+        return
+    if books[m, s, p] != 0:
+        books[m, s, p] = 0
+    if held[m, s, i] & bit:
+        held[m, s, i] &= ~bit
+        if best[m, s] == p:
+            best[m, s] = below(held, m, s, p)
+
+
+@njit(cache=True)
+def apply_delta(books, held, best, m, s, p, d):
     """Add d to level p of side s of market m; returns (changed, size after)."""
     old = books[m, s, p]
     if old == 0:
         if d <= 0:
             return False, np.int64(0)
-        books[m, s, p] = d
-        if p > best[m, s]:
-            best[m, s] = p
+        set_level(books, held, best, m, s, p, d)
         return True, d
     new = old + d
     if new > 0:
         books[m, s, p] = new
         return new != old, new
-    books[m, s, p] = 0
-    if best[m, s] == p:
-        _rescan(books, best, m, s, p - 1)
+    set_level(books, held, best, m, s, p, 0)
     return True, np.int64(0)
 
 
 @njit(cache=True)
-def load_levels(books, best, m, s, prices, sizes):
+def load_levels(books, held, best, m, s, prices, sizes):
     """Set levels on a side already cleared; a repeated price keeps its last size."""
     for k in range(prices.shape[0]):
-        books[m, s, prices[k]] = max(sizes[k], 0)
-    for k in range(prices.shape[0]):
-        p = prices[k]
-        if books[m, s, p] > 0 and p > best[m, s]:
-            best[m, s] = p
+        set_level(books, held, best, m, s, prices[k], sizes[k])
 
 
 @njit(cache=True)
-def clear(books, best, m):
-    """Empty market m's book (every level at or below each side's best), writing only the
-    levels that hold a size: a ladder's pages that never held one stay untouched (not
-    resident), docs/performance.md section 6.4. Called by the kernel, the book pass and
-    the driver's mirror alike."""
+def clear(books, held, best, m):
+    """Empty market m's book: only the levels `held` marks are written, so a clear costs
+    what the book holds, not the ladder's length (a walk down the whole ladder was most
+    of the kernel's time), and a ladder's pages that never held a size stay untouched
+    (not resident), docs/performance.md section 6.4. Called by the kernel, the book pass
+    and the driver's mirror alike."""
     for s in range(2):
-        p = best[m, s]
-        while p >= 0:
-            if books[m, s, p] != 0:
-                books[m, s, p] = 0
-            p -= 1
+        top = best[m, s]
+        if top >= 0:
+            for i in range(top >> 5, -1, -1):
+                w = held[m, s, i]
+                if w != 0:
+                    while w != 0:
+                        low = w & -w
+                        books[m, s, (i << 5) + _high_bit(low)] = 0
+                        w ^= low
+                    held[m, s, i] = 0
         best[m, s] = -1
 
 
 def grown_books(books: np.ndarray, markets: int) -> np.ndarray:
-    """`books` with room for `markets` markets: fresh zero pages, and only the levels that
-    hold a size copied over (a whole-array copy would make every page resident)."""
+    """`books` (or their `held` bitmaps) with room for `markets` markets: fresh zero
+    pages, and only the entries that hold something copied over (a whole-array copy
+    would make every page resident)."""
     out = np.zeros((markets, *books.shape[1:]), books.dtype)
     held = np.flatnonzero(books.reshape(-1))
     out.reshape(-1)[held] = books.reshape(-1)[held]
     return out
+
+
+def empty_books(markets: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(books, held, best) for `markets` empty books."""
+    return (np.zeros((markets, 2, PRICES), np.int64), np.zeros((markets, 2, WORDS), np.int64),
+            np.full((markets, 2), -1, np.int64))  # fmt: skip
 
 
 @njit(cache=True)
@@ -164,7 +224,7 @@ def run(
     pos, n, rk, conn, sid, seq, mkt, side, price, dsize, exact,
     ys, ye, y_price, y_size, ns, ne, n_price, n_size,
     wire_of, wire_last, wire_role, wire_lastrow, first_last,
-    market_wire, books, best, stamp, stamp_no,
+    market_wire, books, held, best, stamp, stamp_no,
     o_row, o_mkt, o_kind, o_side, o_price, o_size, o_delta, o_valid, o_n, t_row, t_n,
     qstate, q_row, q_mkt, q_val, q_n,
 ):  # fmt: skip
@@ -212,10 +272,10 @@ def run(
         if k == K_DELTA:
             s = side[pos]
             p = price[pos]
-            if s < 0 or p < 0 or p >= books.shape[2]:
+            if s < 0 or p < 0 or p >= PRICES:
                 return pos, o_n, t_n, False
             wire_last[w] = q
-            changed, after = apply_delta(books, best, m, s, p, dsize[pos])
+            changed, after = apply_delta(books, held, best, m, s, p, dsize[pos])
             if changed:
                 o_row[o_n] = pos
                 o_mkt[o_n] = m
@@ -234,21 +294,21 @@ def run(
         if o_n + 1 + (b - a) + (d2 - c2) > cap:
             return pos, o_n, t_n, True
         for j in range(a, b):
-            if y_price[j] < 0 or y_price[j] >= books.shape[2]:
+            if y_price[j] < 0 or y_price[j] >= PRICES:
                 return pos, o_n, t_n, False
         for j in range(c2, d2):
-            if n_price[j] < 0 or n_price[j] >= books.shape[2]:
+            if n_price[j] < 0 or n_price[j] >= PRICES:
                 return pos, o_n, t_n, False
         wire_last[w] = q
-        clear(books, best, m)
+        clear(books, held, best, m)
         o_row[o_n] = pos
         o_mkt[o_n] = m
         o_kind[o_n] = C_CLEAR
         o_side[o_n] = -1
         o_valid[o_n] = True
         o_n += 1
-        load_levels(books, best, m, 0, y_price[a:b], y_size[a:b])
-        load_levels(books, best, m, 1, n_price[c2:d2], n_size[c2:d2])
+        load_levels(books, held, best, m, 0, y_price[a:b], y_size[a:b])
+        load_levels(books, held, best, m, 1, n_price[c2:d2], n_size[c2:d2])
         o_n = _emit_levels(
             books,
             m,

@@ -56,8 +56,7 @@ class Mirror:
         self.market_code: dict[str, int] = {}
         self.names: list[str] = []
         self.market_wire = np.full(0, -1, np.int32)
-        self.books = np.zeros((0, 2, kernel.PRICES), np.int64)
-        self.best = np.full((0, 2), -1, np.int64)
+        self.books, self.held, self.best = kernel.empty_books()
         self.qstate = np.zeros((0, 6), np.int64)  # the last quote per market (kernel.quote)
         self.stamp = np.zeros((2, kernel.PRICES), np.int64)
         self.stamp_no = np.zeros(1, np.int64)
@@ -97,13 +96,14 @@ class Mirror:
             if code >= self.books.shape[0]:
                 size = max(8, code * 2)
                 books = kernel.grown_books(self.books, size)
+                held = kernel.grown_books(self.held, size)
                 best = np.full((size, 2), -1, np.int64)
                 best[: self.best.shape[0]] = self.best
                 mw = np.full(size, -1, np.int32)
                 mw[: self.market_wire.shape[0]] = self.market_wire
                 qstate = np.zeros((size, 6), np.int64)
                 qstate[: self.qstate.shape[0]] = self.qstate
-                self.books, self.best, self.market_wire = books, best, mw
+                self.books, self.held, self.best, self.market_wire = books, held, best, mw
                 self.qstate = qstate
         return code
 
@@ -192,7 +192,8 @@ class Mirror:
                 price = PRICE_SCALE - price
             s = 0 if is_yes else 1
             _check(price, delta, snap.market)
-            changed, after = kernel.apply_delta(self.books, self.best, m, s, price, delta)
+            changed, after = kernel.apply_delta(self.books, self.held, self.best, m, s, price,
+                                                delta)  # fmt: skip
             if changed:
                 out.emit(pos, m, kernel.C_DELTA, s, price, int(after), delta, True)
                 self._quote(m, True, pos, out)
@@ -210,9 +211,7 @@ class Mirror:
         for s, ladder in ((0, yes), (1, no)):
             for price, size in ladder.items():
                 _check(price, size, snap.market)
-                self.books[m, s, price] = size
-                if price > self.best[m, s]:
-                    self.best[m, s] = price
+                kernel.set_level(self.books, self.held, self.best, m, s, price, size)
                 out.emit(pos, m, kernel.C_SNAPSHOT, s, price, size, size, True)
 
     def load_engine_books(self, runs: list[str], stride: int) -> list[dict[str, Any]]:
@@ -238,8 +237,8 @@ class Mirror:
                     for s, ladder in ((0, snap.yes_units), (1, snap.no_units)):
                         for price, size in ladder.items():
                             _check(price, size, market)
-                            self.books[m, s, price] = size
-                            self.best[m, s] = max(self.best[m, s], price)
+                            kernel.set_level(self.books, self.held, self.best, m, s, price,
+                                             size)  # fmt: skip
                             rows.append(base | {
                                 "_frame": frame, "kind": "snapshot",
                                 "side": "yes" if s == 0 else "no",
@@ -257,7 +256,7 @@ class Mirror:
                      out.q_val, out.q_n, True)  # fmt: skip
 
     def _clear(self, m: int) -> None:
-        kernel.clear(self.books, self.best, m)
+        kernel.clear(self.books, self.held, self.best, m)
 
     @staticmethod
     def _delta_units(pos: int, decoded: Decoded, raw: Any) -> tuple[bool, Any, Any]:
