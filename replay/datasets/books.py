@@ -5,8 +5,8 @@ level's size after every change), so top of book and the top N levels follow
 from it alone, with no second reading of the capture and no second set of
 rules. The derive takes depth from here; its quotes come from the kernel itself
 (`kernel.quote`, as it applies each frame), and `quotes=True` here gives the same
-rows from the changes alone. `BookReplay` keeps dense books per market (as `replay.datasets.kernel`)
-across batches and, per batch, `_replay` writes a quote row wherever a frame
+rows from the changes alone. `BookReplay` keeps the books (`replay.datasets.ladders`,
+as the kernel) across batches and, per batch, `_replay` writes a quote row wherever a frame
 changed the best YES bid, the best YES ask (1 - the best NO bid), either size or
 the book's validity, and a depth row per market at every interval boundary
 crossed (the book as it stood just before the first change at or after it).
@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from replay.datasets import kernel, schema
+from replay.datasets import kernel, ladders, schema
 from replay.datasets.schema import decimals
 
 __all__ = ["BookReplay", "units_of"]
 
 _SCALE = 10_000
+_DONE, _FULL, _FIT = 0, 1, 2  # why `_replay` returned: the end, an output full, a ladder to fit
 
 
 def units_of(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -41,14 +42,14 @@ def units_of(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _top(books, held, best, m, s, prices, sizes, row, levels):
+def _top(books, held, best, lay, m, s, prices, sizes, row, levels):
     k = 0
     p = best[m, s]
     while p >= 0 and k < levels:
         prices[row, k] = p if s == 0 else _SCALE - p
-        sizes[row, k] = books[m, s, p]
+        sizes[row, k] = ladders.size_at(books, lay, m, s, p)
         k += 1
-        p = kernel.below(held, m, s, p)
+        p = ladders.below(held, lay, m, s, p)
     for j in range(k, levels):
         prices[row, j] = -1
         sizes[row, j] = 0
@@ -57,7 +58,7 @@ def _top(books, held, best, m, s, prices, sizes, row, levels):
 @njit(cache=True)
 def _replay(
     i, n, mkt, kind, side, price, size, valid, frame, recv,
-    books, held, best, mvalid, seen, last_recv, qstate,
+    books, held, best, lay, mvalid, seen, last_recv, qstate,
     o_row, o_q, o_n, interval, next_ts, levels, d_ts, d_mkt, d_valid, d_recv,
     d_bp, d_bs, d_ap, d_as, d_n,
 ):  # fmt: skip
@@ -74,26 +75,28 @@ def _replay(
                 for m in range(nm):
                     count += seen[m]
                 if d_n + count > dcap:
-                    return i, o_n, d_n, True
+                    return i, o_n, d_n, _FULL
                 for m in range(nm):
                     if seen[m]:
                         d_ts[d_n] = next_ts[0]
                         d_mkt[d_n] = m
                         d_valid[d_n] = mvalid[m]
                         d_recv[d_n] = last_recv[m]
-                        _top(books, held, best, m, 0, d_bp, d_bs, d_n, levels)
-                        _top(books, held, best, m, 1, d_ap, d_as, d_n, levels)
+                        _top(books, held, best, lay, m, 0, d_bp, d_bs, d_n, levels)
+                        _top(books, held, best, lay, m, 1, d_ap, d_as, d_n, levels)
                         d_n += 1
                 next_ts[0] += interval
         if o_n >= qcap:
-            return i, o_n, d_n, True
+            return i, o_n, d_n, _FULL
         m = mkt[i]
         seen[m] = True
         last_recv[m] = t
         if kind[i] == kernel.C_CLEAR:
-            kernel.clear(books, held, best, m)
+            ladders.clear(books, held, best, lay, m)
         else:
-            kernel.set_level(books, held, best, m, side[i], price[i], size[i])
+            if not ladders.fits(lay, m, price[i]):
+                return i, o_n, d_n, _FIT  # the caller fits the ladder and calls again
+            ladders.set_level(books, held, best, lay, m, side[i], price[i], size[i])
         mvalid[m] = valid[i]
         if i + 1 < n and frame[i + 1] == frame[i] and mkt[i + 1] == m:
             i += 1
@@ -101,9 +104,9 @@ def _replay(
         b = best[m, 0]
         a = best[m, 1]
         bid = b
-        bsz = books[m, 0, b] if b >= 0 else 0
+        bsz = ladders.size_at(books, lay, m, 0, b) if b >= 0 else 0
         ask = _SCALE - a if a >= 0 else -1
-        asz = books[m, 1, a] if a >= 0 else 0
+        asz = ladders.size_at(books, lay, m, 1, a) if a >= 0 else 0
         v = 1 if valid[i] else 0
         if (qstate[m, 0] != 1 or qstate[m, 1] != bid or qstate[m, 2] != bsz
                 or qstate[m, 3] != ask or qstate[m, 4] != asz or qstate[m, 5] != v):  # fmt: skip
@@ -121,7 +124,7 @@ def _replay(
             o_q[o_n, 4] = v
             o_n += 1
         i += 1
-    return i, o_n, d_n, False
+    return i, o_n, d_n, _DONE
 
 
 class BookReplay:
@@ -131,7 +134,7 @@ class BookReplay:
         self.quotes, self.levels, self.interval = quotes, levels, interval_ns
         self.codes: dict[str, int] = {}
         self.names: list[str] = []
-        self.books, self.held, self.best = kernel.empty_books()
+        self.books = ladders.Books()
         self.mvalid = np.zeros(0, np.bool_)
         self.seen = np.zeros(0, np.bool_)
         self.last_recv = np.zeros(0, np.int64)
@@ -139,7 +142,7 @@ class BookReplay:
         self.next_ts = np.zeros(1, np.int64)
 
     def _grow(self, size: int) -> None:
-        old = self.books.shape[0]
+        old = len(self.seen)
         if size <= old:
             return
         size = max(size, 2 * old, 8)
@@ -149,9 +152,7 @@ class BookReplay:
             out[:old] = a
             return out
 
-        self.books = kernel.grown_books(self.books, size)  # only the sizes held: see there
-        self.held = kernel.grown_books(self.held, size)
-        self.best = grow(self.best, -1)
+        self.books.add(size)
         self.mvalid, self.seen = grow(self.mvalid, 0), grow(self.seen, 0)
         self.last_recv, self.qstate = grow(self.last_recv, 0), grow(self.qstate, 0)
 
@@ -197,16 +198,17 @@ class BookReplay:
                 np.zeros(dcap, np.bool_),
                 np.zeros(dcap, np.int64),
             ] + [np.zeros((dcap, lv), np.int64) for _ in range(4)]
-            i, o_n, d_n, _ = _replay(
+            i, o_n, d_n, status = _replay(
                 i, n, mkt, kind, side, price, size, valid, frame, recv,
-                self.books, self.held, self.best, self.mvalid, self.seen, self.last_recv,
-                self.qstate,
+                *self.books.arrays(), self.mvalid, self.seen, self.last_recv, self.qstate,
                 o_row, o_q, 0, self.interval, self.next_ts, lv, *d, 0,
             )  # fmt: skip
             if self.quotes and o_n:
                 quotes.append(self._quotes(batch, o_row[:o_n], o_q[:o_n]))
             if self.interval and d_n:
                 depth.append(self._depth(d, d_n))
+            if status == _FIT:
+                self.books.fit(int(mkt[i]), (int(price[i]),))
         return quotes, depth
 
     def _quotes(self, batch: pa.RecordBatch, rows: np.ndarray, q: np.ndarray) -> pa.RecordBatch:

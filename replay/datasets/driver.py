@@ -84,7 +84,7 @@ class _Feed:
                 pos, n, decoded.rk, conn_codes, decoded.sid, decoded.seq, mkt, decoded.side,
                 decoded.price, decoded.dsize, decoded.exact, *lv,
                 m.wire_of, m.wire_last, m.wire_role, m.wire_lastrow, m.first_last,
-                m.market_wire, m.books, m.held, m.best, m.stamp, m.stamp_no,
+                m.market_wire, *m.books.arrays(), m.stamp, m.stamp_no,
                 out.row, out.mkt, out.kind, out.side, out.price, out.size, out.delta,
                 out.valid, out.n, out.t_row, out.t_n,
                 m.qstate, out.q_row, out.q_mkt, out.q_val, out.q_n,

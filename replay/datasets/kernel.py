@@ -12,14 +12,10 @@ the driver gives that row to the engine itself, mirrors what it did, and calls
 `run` again from the next row. So the rules live in one place, `stream`; this
 kernel only repeats its arithmetic.
 
-Books are dense: per market two ladders of `PRICES` int64 sizes (1e-2 contracts)
-indexed by price (1e-4 dollars, 0..1 dollar), with the best bid of each kept
-incrementally and a bitmap of the prices each holds (`held`, 32 to a word), so that a
-clear, the next best after the best empties, and the top levels of a depth row cost
-what the book holds, not the ladder's length. Every write goes through `set_level`
-(or `apply_delta`, `load_levels`, `clear`), which keep the three together. Compiled
-with numba (`cache=True`: the first call in a fresh environment compiles for a few
-seconds, later processes load the cache).
+The books are `replay.datasets.ladders`' (one ladder of sizes a side per market, a
+slot a cent until a finer price comes, with a bitmap of the prices held); every write
+goes through its functions. Compiled with numba (`cache=True`: the first call in a
+fresh environment compiles for a few seconds, later processes load the cache).
 """
 
 from __future__ import annotations
@@ -27,13 +23,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = [
-    "NONE", "PRICES", "WORDS", "apply_delta", "below", "clear", "empty_books", "gather",
-    "grown_books", "load_levels", "quote", "run", "set_level",
-]  # fmt: skip
+from replay.datasets.ladders import PRICES, apply_delta, clear, fits, load_levels, size_at
 
-PRICES = 10_001  # prices 0..10000 in 1e-4 dollars
-WORDS = (PRICES + 31) // 32  # a ladder's `held` bitmap: 32 prices per int64 word
+__all__ = ["NONE", "PRICES", "gather", "quote", "run"]
+
 NONE = np.int64(-(2**62))  # "no value" for int64 state (a wire's last seq)
 
 # row kinds (decode.py)
@@ -55,134 +48,15 @@ def gather(data, starts, lengths, offsets, out):
 
 
 @njit(cache=True)
-def _high_bit(w):
-    """The index of the highest set bit of 0 < w < 2**32."""
-    b = 0
-    if w >= 1 << 16:
-        w >>= 16
-        b += 16
-    if w >= 1 << 8:
-        w >>= 8
-        b += 8
-    if w >= 1 << 4:
-        w >>= 4
-        b += 4
-    if w >= 1 << 2:
-        w >>= 2
-        b += 2
-    if w >= 2:
-        b += 1
-    return b
-
-
-@njit(cache=True)
-def below(held, m, s, p):
-    """The highest price under p that side s of market m holds, or -1."""
-    if p <= 0:
-        return -1
-    p -= 1
-    i = p >> 5
-    w = held[m, s, i] & ((2 << (p & 31)) - 1)  # the bits at or under p
-    while w == 0:
-        i -= 1
-        if i < 0:
-            return -1
-        w = held[m, s, i]
-    return (i << 5) + _high_bit(w)
-
-
-@njit(cache=True)
-def set_level(books, held, best, m, s, p, size):
-    """Level p of side s of market m to `size` (0 or less: empty), `held` and `best`
-    kept. A bit is cleared only where set: a page of `held` no level ever used stays
-    untouched."""
-    i = p >> 5
-    bit = np.int64(1) << (p & 31)
-    if size > 0:
-        books[m, s, p] = size
-        held[m, s, i] |= bit
-        if p > best[m, s]:
-            best[m, s] = p
-        return
-    if books[m, s, p] != 0:
-        books[m, s, p] = 0
-    if held[m, s, i] & bit:
-        held[m, s, i] &= ~bit
-        if best[m, s] == p:
-            best[m, s] = below(held, m, s, p)
-
-
-@njit(cache=True)
-def apply_delta(books, held, best, m, s, p, d):
-    """Add d to level p of side s of market m; returns (changed, size after)."""
-    old = books[m, s, p]
-    if old == 0:
-        if d <= 0:
-            return False, np.int64(0)
-        set_level(books, held, best, m, s, p, d)
-        return True, d
-    new = old + d
-    if new > 0:
-        books[m, s, p] = new
-        return new != old, new
-    set_level(books, held, best, m, s, p, 0)
-    return True, np.int64(0)
-
-
-@njit(cache=True)
-def load_levels(books, held, best, m, s, prices, sizes):
-    """Set levels on a side already cleared; a repeated price keeps its last size."""
-    for k in range(prices.shape[0]):
-        set_level(books, held, best, m, s, prices[k], sizes[k])
-
-
-@njit(cache=True)
-def clear(books, held, best, m):
-    """Empty market m's book: only the levels `held` marks are written, so a clear costs
-    what the book holds, not the ladder's length (a walk down the whole ladder was most
-    of the kernel's time), and a ladder's pages that never held a size stay untouched
-    (not resident), docs/performance.md section 6.4. Called by the kernel, the book pass
-    and the driver's mirror alike."""
-    for s in range(2):
-        top = best[m, s]
-        if top >= 0:
-            for i in range(top >> 5, -1, -1):
-                w = held[m, s, i]
-                if w != 0:
-                    while w != 0:
-                        low = w & -w
-                        books[m, s, (i << 5) + _high_bit(low)] = 0
-                        w ^= low
-                    held[m, s, i] = 0
-        best[m, s] = -1
-
-
-def grown_books(books: np.ndarray, markets: int) -> np.ndarray:
-    """`books` (or their `held` bitmaps) with room for `markets` markets: fresh zero
-    pages, and only the entries that hold something copied over (a whole-array copy
-    would make every page resident)."""
-    out = np.zeros((markets, *books.shape[1:]), books.dtype)
-    held = np.flatnonzero(books.reshape(-1))
-    out.reshape(-1)[held] = books.reshape(-1)[held]
-    return out
-
-
-def empty_books(markets: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(books, held, best) for `markets` empty books."""
-    return (np.zeros((markets, 2, PRICES), np.int64), np.zeros((markets, 2, WORDS), np.int64),
-            np.full((markets, 2), -1, np.int64))  # fmt: skip
-
-
-@njit(cache=True)
-def quote(books, best, qstate, m, valid, row, q_row, q_mkt, q_val, q_n, emit):
+def quote(sizes, best, lay, qstate, m, valid, row, q_row, q_mkt, q_val, q_n, emit):
     """After a frame changed market m: a quote row if its top of book (best YES bid and
     size, YES ask = 1 - best NO bid and size) or validity changed since the last one.
     With `emit` False, only remember the top (a restored book's)."""
     b = best[m, 0]
     a = best[m, 1]
-    bsz = books[m, 0, b] if b >= 0 else 0
+    bsz = size_at(sizes, lay, m, 0, b) if b >= 0 else 0
     ask = PRICES - 1 - a if a >= 0 else -1
-    asz = books[m, 1, a] if a >= 0 else 0
+    asz = size_at(sizes, lay, m, 1, a) if a >= 0 else 0
     v = 1 if valid else 0
     if (qstate[m, 0] == 1 and qstate[m, 1] == b and qstate[m, 2] == bsz
             and qstate[m, 3] == ask and qstate[m, 4] == asz and qstate[m, 5] == v):  # fmt: skip
@@ -198,22 +72,23 @@ def quote(books, best, qstate, m, valid, row, q_row, q_mkt, q_val, q_n, emit):
 
 
 @njit(cache=True)
-def _emit_levels(books, m, s, prices, row, stamp, stamp_no, o_n,
+def _emit_levels(sizes, lay, m, s, prices, row, stamp, stamp_no, o_n,
                  o_row, o_mkt, o_kind, o_side, o_price, o_size, o_delta, o_valid):  # fmt: skip
     """Write one side's snapshot levels, in the frame's order (first occurrence)."""
     stamp_no[0] += 1
     sn = stamp_no[0]
     for j in range(prices.shape[0]):
         p = prices[j]
-        if books[m, s, p] > 0 and stamp[s, p] != sn:
+        q = size_at(sizes, lay, m, s, p)
+        if q > 0 and stamp[s, p] != sn:
             stamp[s, p] = sn
             o_row[o_n] = row
             o_mkt[o_n] = m
             o_kind[o_n] = C_SNAPSHOT
             o_side[o_n] = s
             o_price[o_n] = p
-            o_size[o_n] = books[m, s, p]
-            o_delta[o_n] = books[m, s, p]
+            o_size[o_n] = q
+            o_delta[o_n] = q
             o_valid[o_n] = True
             o_n += 1
     return o_n
@@ -224,7 +99,7 @@ def run(
     pos, n, rk, conn, sid, seq, mkt, side, price, dsize, exact,
     ys, ye, y_price, y_size, ns, ne, n_price, n_size,
     wire_of, wire_last, wire_role, wire_lastrow, first_last,
-    market_wire, books, held, best, stamp, stamp_no,
+    market_wire, sizes, held, best, lay, stamp, stamp_no,
     o_row, o_mkt, o_kind, o_side, o_price, o_size, o_delta, o_valid, o_n, t_row, t_n,
     qstate, q_row, q_mkt, q_val, q_n,
 ):  # fmt: skip
@@ -272,10 +147,10 @@ def run(
         if k == K_DELTA:
             s = side[pos]
             p = price[pos]
-            if s < 0 or p < 0 or p >= PRICES:
-                return pos, o_n, t_n, False
+            if s < 0 or p < 0 or p >= PRICES or not fits(lay, m, p):
+                return pos, o_n, t_n, False  # a price between the ladder's: the mirror fits it
             wire_last[w] = q
-            changed, after = apply_delta(books, held, best, m, s, p, dsize[pos])
+            changed, after = apply_delta(sizes, held, best, lay, m, s, p, dsize[pos])
             if changed:
                 o_row[o_n] = pos
                 o_mkt[o_n] = m
@@ -286,7 +161,7 @@ def run(
                 o_delta[o_n] = dsize[pos]
                 o_valid[o_n] = True
                 o_n += 1
-                quote(books, best, qstate, m, True, pos, q_row, q_mkt, q_val, q_n, True)
+                quote(sizes, best, lay, qstate, m, True, pos, q_row, q_mkt, q_val, q_n, True)
             pos += 1
             continue
         # K_SNAPSHOT on a book already delivered: replace it
@@ -294,23 +169,24 @@ def run(
         if o_n + 1 + (b - a) + (d2 - c2) > cap:
             return pos, o_n, t_n, True
         for j in range(a, b):
-            if y_price[j] < 0 or y_price[j] >= PRICES:
+            if y_price[j] < 0 or y_price[j] >= PRICES or not fits(lay, m, y_price[j]):
                 return pos, o_n, t_n, False
         for j in range(c2, d2):
-            if n_price[j] < 0 or n_price[j] >= PRICES:
+            if n_price[j] < 0 or n_price[j] >= PRICES or not fits(lay, m, n_price[j]):
                 return pos, o_n, t_n, False
         wire_last[w] = q
-        clear(books, held, best, m)
+        clear(sizes, held, best, lay, m)
         o_row[o_n] = pos
         o_mkt[o_n] = m
         o_kind[o_n] = C_CLEAR
         o_side[o_n] = -1
         o_valid[o_n] = True
         o_n += 1
-        load_levels(books, held, best, m, 0, y_price[a:b], y_size[a:b])
-        load_levels(books, held, best, m, 1, n_price[c2:d2], n_size[c2:d2])
+        load_levels(sizes, held, best, lay, m, 0, y_price[a:b], y_size[a:b])
+        load_levels(sizes, held, best, lay, m, 1, n_price[c2:d2], n_size[c2:d2])
         o_n = _emit_levels(
-            books,
+            sizes,
+            lay,
             m,
             0,
             y_price[a:b],
@@ -328,7 +204,8 @@ def run(
             o_valid,
         )
         o_n = _emit_levels(
-            books,
+            sizes,
+            lay,
             m,
             1,
             n_price[c2:d2],
@@ -345,6 +222,6 @@ def run(
             o_delta,
             o_valid,
         )
-        quote(books, best, qstate, m, True, pos, q_row, q_mkt, q_val, q_n, True)
+        quote(sizes, best, lay, qstate, m, True, pos, q_row, q_mkt, q_val, q_n, True)
         pos += 1
     return pos, o_n, t_n, False

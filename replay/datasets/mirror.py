@@ -2,8 +2,8 @@
 
 `Mirror` holds the arrays `replay.datasets.kernel.run` reads and writes: which wire
 slot each (connection, sid) is, each wire's last seq and role (book, trade, or
-engine-only), which wire delivers each market's book, and the dense books
-themselves. `refresh` rebuilds the routing from the engine after it handled a
+engine-only), which wire delivers each market's book, and the books themselves
+(`replay.datasets.ladders.Books`). `refresh` rebuilds the routing from the engine after it handled a
 row; `write_back` hands the kernel's progress back to the engine's wires;
 `delivered` turns one `BookSnapshot` the engine delivered into rows (see
 `replay.datasets.driver`). `Outputs` holds the row buffers both write into.
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from replay.datasets import kernel
+from replay.datasets import kernel, ladders
 from replay.datasets.decode import Decoded
 from replay.datasets.rows import Outputs
 from stream.book import BookSnapshot
@@ -56,7 +56,7 @@ class Mirror:
         self.market_code: dict[str, int] = {}
         self.names: list[str] = []
         self.market_wire = np.full(0, -1, np.int32)
-        self.books, self.held, self.best = kernel.empty_books()
+        self.books = ladders.Books()
         self.qstate = np.zeros((0, 6), np.int64)  # the last quote per market (kernel.quote)
         self.stamp = np.zeros((2, kernel.PRICES), np.int64)
         self.stamp_no = np.zeros(1, np.int64)
@@ -93,18 +93,14 @@ class Mirror:
         if code is None:
             code = self.market_code[name] = len(self.names)
             self.names.append(name)
-            if code >= self.books.shape[0]:
+            self.books.add(code + 1)
+            if code >= self.market_wire.shape[0]:
                 size = max(8, code * 2)
-                books = kernel.grown_books(self.books, size)
-                held = kernel.grown_books(self.held, size)
-                best = np.full((size, 2), -1, np.int64)
-                best[: self.best.shape[0]] = self.best
                 mw = np.full(size, -1, np.int32)
                 mw[: self.market_wire.shape[0]] = self.market_wire
                 qstate = np.zeros((size, 6), np.int64)
                 qstate[: self.qstate.shape[0]] = self.qstate
-                self.books, self.held, self.best, self.market_wire = books, held, best, mw
-                self.qstate = qstate
+                self.market_wire, self.qstate = mw, qstate
         return code
 
     def _slot(self, wire: Any) -> int:
@@ -192,8 +188,8 @@ class Mirror:
                 price = PRICE_SCALE - price
             s = 0 if is_yes else 1
             _check(price, delta, snap.market)
-            changed, after = kernel.apply_delta(self.books, self.held, self.best, m, s, price,
-                                                delta)  # fmt: skip
+            self.books.fit(m, (price,))
+            changed, after = ladders.apply_delta(*self.books.arrays(), m, s, price, delta)
             if changed:
                 out.emit(pos, m, kernel.C_DELTA, s, price, int(after), delta, True)
                 self._quote(m, True, pos, out)
@@ -206,12 +202,13 @@ class Mirror:
         """Replace market m's book with a delivered one: a clear, then its levels."""
         yes, no = snap.yes_units, snap.no_units
         out.reserve(1 + len(yes) + len(no))
+        self.books.fit(m, [*yes, *no])
         self._clear(m)
         out.emit(pos, m, kernel.C_CLEAR, -1, 0, 0, 0, True)
         for s, ladder in ((0, yes), (1, no)):
             for price, size in ladder.items():
                 _check(price, size, snap.market)
-                kernel.set_level(self.books, self.held, self.best, m, s, price, size)
+                ladders.set_level(*self.books.arrays(), m, s, price, size)
                 out.emit(pos, m, kernel.C_SNAPSHOT, s, price, size, size, True)
 
     def load_engine_books(self, runs: list[str], stride: int) -> list[dict[str, Any]]:
@@ -225,6 +222,7 @@ class Mirror:
                 for market, book in wire.books.items():
                     m = self.market(market)
                     snap = book.snapshot()
+                    self.books.fit(m, [*snap.yes_units, *snap.no_units])
                     self._clear(m)
                     base = {"recv_ns": recv_ns, "exchange_ns": None,
                             "run_id": runs[conn.conn // stride],
@@ -237,8 +235,7 @@ class Mirror:
                     for s, ladder in ((0, snap.yes_units), (1, snap.no_units)):
                         for price, size in ladder.items():
                             _check(price, size, market)
-                            kernel.set_level(self.books, self.held, self.best, m, s, price,
-                                             size)  # fmt: skip
+                            ladders.set_level(*self.books.arrays(), m, s, price, size)
                             rows.append(base | {
                                 "_frame": frame, "kind": "snapshot",
                                 "side": "yes" if s == 0 else "no",
@@ -246,17 +243,16 @@ class Mirror:
                                 "size": Decimal(size).scaleb(-2),
                                 "delta": Decimal(size).scaleb(-2)})  # fmt: skip
                     self.market_wire[m] = self._slot(wire)
-                    kernel.quote(
-                        self.books, self.best, self.qstate, m, True, -1, *_NO_OUTPUT, False
-                    )
+                    kernel.quote(self.books.sizes, self.books.best, self.books.lay, self.qstate,
+                                 m, True, -1, *_NO_OUTPUT, False)  # fmt: skip
         return rows
 
     def _quote(self, m: int, valid: bool, pos: int, out: Outputs) -> None:
-        kernel.quote(self.books, self.best, self.qstate, m, valid, pos, out.q_row, out.q_mkt,
-                     out.q_val, out.q_n, True)  # fmt: skip
+        kernel.quote(self.books.sizes, self.books.best, self.books.lay, self.qstate, m, valid,
+                     pos, out.q_row, out.q_mkt, out.q_val, out.q_n, True)  # fmt: skip
 
     def _clear(self, m: int) -> None:
-        kernel.clear(self.books, self.held, self.best, m)
+        ladders.clear(*self.books.arrays(), m)
 
     @staticmethod
     def _delta_units(pos: int, decoded: Decoded, raw: Any) -> tuple[bool, Any, Any]:

@@ -133,6 +133,30 @@ def test_every_rule(tmp_path: Path) -> None:
     assert len(trades) == len({(t["trade_id"], t["recv_ns"]) for t in trades})
 
 
+def test_a_market_in_whole_cents_that_starts_trading_between_them(tmp_path: Path) -> None:
+    """The kernel keeps a market in whole cents on a cent ladder; the first price between
+    cents, reaching the kernel in sequence, moves the market to a finer ladder with every
+    level it held (replay.datasets.ladders)."""
+    a = RunBuilder(tmp_path, RUN_A, BASE_NS)
+    from tests.replay.datasets.captures import _open
+
+    _open(a, 1, 1)
+    a.receive(subscribed(1, "orderbook_delta", 1))
+    a.receive(snapshot(1, 1, M1, [["0.4500", "3.00"], ["0.4000", "2.00"]], [["0.5000", "1.00"]]))
+    a.receive(delta(1, 2, M1, "0.4600", "1.00", "yes"))  # whole cents: the kernel's
+    a.receive(delta(1, 3, M1, "0.4550", "5.00", "yes"))  # between cents: fitted
+    a.receive(delta(1, 4, M1, "0.4600", "-1.00", "yes"))  # the best goes: 0.4550 is next
+    a.receive(delta(1, 5, M1, "0.4525", "1.00", "yes"))  # on the finer ladder now
+    a.receive(delta(1, 6, M1, "0.4550", "-5.00", "yes"))  # 0.4525 is next, before 0.4500
+    a.receive(snapshot(1, 7, M1, [["0.3300", "1.00"]], [["0.5050", "2.00"]]))
+    a.receive(delta(1, 8, M1, "0.3325", "4.00", "yes"))
+    a.write()
+    out = assert_equal_to_replay(tmp_path)
+    bids = [r["bid"] for r in out["quotes"].to_pylist()]
+    assert bids == [Decimal(b) for b in ("0.4500", "0.4600", "0.4550", "0.4525", "0.3300",
+                                          "0.3325")]  # fmt: skip
+
+
 def test_a_value_finer_than_the_units_is_refused_not_rounded(tmp_path: Path) -> None:
     a = RunBuilder(tmp_path, RUN_A, BASE_NS)
     from tests.replay.datasets.captures import _open
