@@ -107,7 +107,7 @@ def build(root: Path, n: int, days: int) -> None:
 
 def capture_root(n: int, days: int) -> Path:
     return built(
-        HERE / "out" / f"backtest-{n}-{days}d-f3",
+        HERE / "out" / f"backtest-{n}-{days}d-f4",
         [sys.executable, __file__, "--build", str(n), str(days)],
     )
 

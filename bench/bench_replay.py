@@ -87,7 +87,7 @@ def build(root: Path, n: int) -> None:
 
 
 #: Bumped when the recorder's write path changes what files look like (row groups...).
-CAPTURE_FORMAT = 3  # 3: built whole or not at all (common.built)
+CAPTURE_FORMAT = 4  # 3: built whole or not at all (common.built); 4: 500 distinct markets
 
 
 def capture_root(n: int) -> Path:

@@ -28,10 +28,11 @@ ACKS = [
 
 
 def markets(n: int) -> list[str]:
-    return [
-        f"KXHIGH{c}-26NOV21-B{40 + i % 60}.5"
-        for c, i in ((("NY", "CHI", "MIA", "AUS", "DEN", "LAX")[i % 6], i) for i in range(n))
-    ]
+    """n distinct tickers: six cities, a strike per six markets (B40.5, B41.5, ...).
+    (Until 2026-12-06 the strike was 40 + i % 60, which with the city at i % 6 named only
+    60 distinct markets however many were asked for.)"""
+    cities = ("NY", "CHI", "MIA", "AUS", "DEN", "LAX")
+    return [f"KXHIGH{cities[i % 6]}-26NOV21-B{40 + i // 6}.5" for i in range(n)]
 
 
 def _dumps(obj: object) -> bytes:
