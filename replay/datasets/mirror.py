@@ -208,8 +208,11 @@ class Mirror:
         for s, ladder in ((0, yes), (1, no)):
             for price, size in ladder.items():
                 _check(price, size, snap.market)
-                ladders.set_level(*self.books.arrays(), m, s, price, size)
-                out.emit(pos, m, kernel.C_SNAPSHOT, s, price, size, size, True)
+            if ladder:  # one call a side: a call into numba costs more than a level
+                prices = np.fromiter(ladder, np.int64, len(ladder))
+                sizes = np.fromiter(ladder.values(), np.int64, len(ladder))
+                ladders.load_levels(*self.books.arrays(), m, s, prices, sizes)
+                out.emit_levels(pos, m, kernel.C_SNAPSHOT, s, prices, sizes)
 
     def load_engine_books(self, runs: list[str], stride: int) -> list[dict[str, Any]]:
         """After a checkpoint restore: the kernel's books become the engine's; returns

@@ -80,6 +80,19 @@ class Outputs:
         self.price[i], self.size[i], self.delta[i], self.valid[i] = price, size, delta, valid
         self.n = i + 1
 
+    def emit_levels(self, row: int, m: int, kind: int, side: int, prices: np.ndarray,
+                    sizes: np.ndarray) -> None:  # fmt: skip
+        """`emit` for a ladder's levels at once (size and delta both the level's size)."""
+        i, j = self.n, self.n + len(prices)
+        self.row[i:j], self.mkt[i:j], self.kind[i:j], self.side[i:j] = row, m, kind, side
+        self.price[i:j], self.size[i:j], self.delta[i:j], self.valid[i:j] = (
+            prices,
+            sizes,
+            sizes,
+            True,
+        )
+        self.n = j
+
     def trade_frame(self, frame: Any, run_id: str, conn: int, valid: bool) -> None:
         """A trade the engine delivered (from any row, held ones included): one row,
         parsed from its own bytes, after the rows already buffered."""
