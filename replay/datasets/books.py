@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from replay.datasets import kernel, ladders, schema
+from replay.datasets.jit import forget_if_changed
 from replay.datasets.schema import decimals
 
 __all__ = ["BookReplay", "units_of"]
@@ -235,3 +236,6 @@ class BookReplay:
         bids, asks = cols[4 : 4 + 2 * levels], cols[4 + 2 * levels :]
         interleaved += bids + asks
         return pa.RecordBatch.from_arrays(interleaved, schema=schema.depth_schema(levels))
+
+
+forget_if_changed(__name__, _replay, ("replay.datasets.ladders", "replay.datasets.kernel"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from replay.datasets.jit import forget_if_changed
 from replay.datasets.ladders import PRICES, apply_delta, clear, fits, load_levels, size_at
 
 __all__ = ["NONE", "PRICES", "gather", "quote", "run"]
@@ -225,3 +226,6 @@ def run(
         quote(sizes, best, lay, qstate, m, True, pos, q_row, q_mkt, q_val, q_n, True)
         pos += 1
     return pos, o_n, t_n, False
+
+
+forget_if_changed(__name__, run, ("replay.datasets.ladders",))

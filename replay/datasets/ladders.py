@@ -13,7 +13,9 @@ Beside the sizes, each ladder has a bitmap of the prices it holds (`held`, 32 sl
 word), so a clear, the next best after the best level empties, and a depth row's top
 levels cost what the book holds, not the ladder's length. `best[m, s]` is the best
 (highest) price held on side s of market m, -1 when none. Where a market's ladders
-are is `lay[m]`: (first slot in `sizes`, slots a price step, first word in `held`).
+are is `lay[m]`: (first slot in `sizes`, price units a slot (`CENT` or 1), first word
+in `held`, slots a side, words a side); the last two are kept rather than divided out
+at every write (a division by a number known only at run time cost half a delta's time).
 
 The numba functions take the four arrays (`Books.arrays()`); every write goes through
 `set_level` (or `apply_delta`, `load_levels`, `clear`), which keep sizes, bitmap and
@@ -39,7 +41,7 @@ CENT = 100  # a new market's ladder: one slot a cent
 _TOP = PRICES - 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _high_bit(w):
     """The index of the highest set bit of 0 < w < 2**32."""
     b = 0
@@ -60,28 +62,32 @@ def _high_bit(w):
     return b
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fits(lay, m, p):
     """Whether market m's ladder has a slot for price p."""
-    return p % lay[m, 1] == 0
+    return lay[m, 1] == 1 or p % CENT == 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _slot(lay, m, p):
+    """The slot of price p (which fits) in market m's ladders (by a constant: fast)."""
+    return p if lay[m, 1] == 1 else p // CENT
+
+
+@njit(cache=True, inline="always")
 def size_at(sizes, lay, m, s, p):
     """The size at price p (which fits) on side s of market m."""
-    step = lay[m, 1]
-    return sizes[lay[m, 0] + s * (_TOP // step + 1) + p // step]
+    return sizes[lay[m, 0] + s * lay[m, 3] + _slot(lay, m, p)]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def below(held, lay, m, s, p):
     """The highest price under p that side s of market m holds, or -1."""
     if p <= 0:
         return -1
     step = lay[m, 1]
-    words = (_TOP // step + 32) >> 5
-    first = lay[m, 2] + s * words
-    k = (p - 1) // step  # the highest slot under p
+    first = lay[m, 2] + s * lay[m, 4]
+    k = p - 1 if step == 1 else (p - 1) // CENT  # the highest slot under p
     i = k >> 5
     w = held[first + i] & ((2 << (k & 31)) - 1)  # the bits at or under k
     while w == 0:
@@ -92,14 +98,12 @@ def below(held, lay, m, s, p):
     return ((i << 5) + _high_bit(w)) * step
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def set_level(sizes, held, best, lay, m, s, p, size):
     """Level p (which fits) of side s of market m to `size` (0 or less: empty)."""
-    step = lay[m, 1]
-    slots = _TOP // step + 1
-    k = p // step
-    at = lay[m, 0] + s * slots + k
-    word = lay[m, 2] + s * ((slots + 31) >> 5) + (k >> 5)
+    k = _slot(lay, m, p)
+    at = lay[m, 0] + s * lay[m, 3] + k
+    word = lay[m, 2] + s * lay[m, 4] + (k >> 5)
     bit = np.int64(1) << (k & 31)
     if size > 0:
         sizes[at] = size
@@ -115,7 +119,7 @@ def set_level(sizes, held, best, lay, m, s, p, size):
             best[m, s] = below(held, lay, m, s, p)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_delta(sizes, held, best, lay, m, s, p, d):
     """Add d to level p (which fits) of side s of market m: (changed, size after)."""
     old = size_at(sizes, lay, m, s, p)
@@ -143,15 +147,12 @@ def load_levels(sizes, held, best, lay, m, s, prices, quantities):
 @njit(cache=True)
 def clear(sizes, held, best, lay, m):
     """Empty market m's book, writing only the levels `held` marks."""
-    step = lay[m, 1]
-    slots = _TOP // step + 1
-    words = (slots + 31) >> 5
     for s in range(2):
         top = best[m, s]
         if top >= 0:
-            first = lay[m, 0] + s * slots
-            hfirst = lay[m, 2] + s * words
-            for i in range((top // step) >> 5, -1, -1):
+            first = lay[m, 0] + s * lay[m, 3]
+            hfirst = lay[m, 2] + s * lay[m, 4]
+            for i in range(_slot(lay, m, top) >> 5, -1, -1):
                 w = held[hfirst + i]
                 if w != 0:
                     while w != 0:
@@ -170,7 +171,7 @@ class Books:
         self.sizes = np.zeros(0, np.int64)
         self.held = np.zeros(0, np.int64)
         self.best = np.full((0, 2), -1, np.int64)
-        self.lay = np.zeros((0, 3), np.int64)
+        self.lay = np.zeros((0, 5), np.int64)
         self.markets = 0
         self._used = self._hused = 0
 
@@ -196,21 +197,19 @@ class Books:
         step = int(self.lay[m, 1])
         if step == 1 or all(int(p) % step == 0 for p in prices):
             return
-        base, _, hbase = (int(v) for v in self.lay[m])
-        slots = _TOP // step + 1
+        base, _, hbase, slots, words = (int(v) for v in self.lay[m])
         held = [np.flatnonzero(self.sizes[base + s * slots : base + (s + 1) * slots])
                 for s in range(2)]  # fmt: skip
         kept = [self.sizes[base + s * slots + held[s]].copy() for s in range(2)]
         self.sizes[base : base + 2 * slots] = 0
-        words = (slots + 31) >> 5
         self.held[hbase : hbase + 2 * words] = 0
         self.lay[m] = self._region(1)
         for s in range(2):
             load_levels(self.sizes, self.held, self.best, self.lay, m, s, held[s] * step,
                         kept[s])  # fmt: skip
 
-    def _region(self, step: int) -> tuple[int, int, int]:
-        """Room for a market's two ladders of one slot a `step`: (base, step, hbase)."""
+    def _region(self, step: int) -> tuple[int, int, int, int, int]:
+        """Room for a market's two ladders of one slot a `step`: its `lay` row."""
         slots = _TOP // step + 1
         words = (slots + 31) >> 5
         base, hbase = self._used, self._hused
@@ -220,7 +219,7 @@ class Books:
             self.sizes = _grown(self.sizes, max(self._used, 2 * len(self.sizes)), 0)
         if self._hused > len(self.held):
             self.held = _grown(self.held, max(self._hused, 2 * len(self.held)), 0)
-        return base, step, hbase
+        return base, step, hbase, slots, words
 
 
 def _grown(a: np.ndarray, rows: int, fill: int) -> np.ndarray:

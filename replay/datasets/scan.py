@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from replay.datasets.jit import forget_if_changed
 from replay.datasets.scan_json import (
     int_at,
     key,
@@ -302,3 +303,6 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
             dsize[r] = dl
             d_ok = dl_ok
         num_ok[r] = (p_cur or p_leg) and (d_cur or d_leg) and p_ok and d_ok
+
+
+forget_if_changed(__name__, scan, ("replay.datasets.scan_json",))
