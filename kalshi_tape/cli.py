@@ -16,6 +16,12 @@ prefix of its name (`allow_abbrev=False`); Ctrl+C stops a command with status 13
 SIGTERM with 143, one line each (`record` and `serve` take either signal as their
 normal stop and exit 0); a reader that goes away (`| head`) ends the command quietly
 with status 0.
+
+Every process builds the whole parser, so building it loads only the standard library
+and light project modules (argument types, the defaults `--help` shows): a handler
+imports what its command's work needs (pyarrow, DuckDB, numba, the WebSocket and crypto
+libraries, pydantic) when it runs. `--help` and a usage error stay a fraction of a
+second (tests/cli/test_startup.py).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from schemas.lean import keep_pandas_out
 
 __all__ = ["build_parser", "main"]
 
-#: Modules that contribute subcommands through a `register(subparsers)` function.
+#: Modules that contribute subcommands through a `register(subparsers)` function (light:
+#: a command's heavy imports are in its handler).
 _COMMAND_MODULES = ("recorder.service.cli", "replay.cli")
 #: Commands that run the user's code, which may use pandas; the others keep it out.
 _USER_CODE_COMMANDS = frozenset({"backtest"})

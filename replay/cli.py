@@ -2,7 +2,8 @@
 export, report, derive, merge.
 
 Each lives in its own module with a `register(subparsers)` function; this module
-only collects them for `kalshi_tape.cli`.
+only collects them for `kalshi_tape.cli`. Those modules import their command's work
+(the capture reader, DuckDB, the server...) in its handler, never at the top.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ vocabulary is docs/cli.md section 1; the exit statuses docs/operations.md sectio
 * every command refuses a ROOT that is not a capture root (missing, a file, an
   empty directory) with the same words, and says where the root is when it is
   given a partition directory (`require_capture_root`).
+
+Building a parser (`ROOT_HELP`, `add_time_range`) loads no I/O library: the
+capture's layout (pyarrow) and DuckDB load when a command runs, so that
+`kalshi-tape --help` and a usage error stay fast.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ from pathlib import Path
 from typing import IO, Final
 
 from replay.reading.atomic import atomic_file
-from replay.reading.layout import list_capture_files, resolve_root
 from schemas.channels import WIRE_CHANNELS
 from schemas.errors import ConfigError, DamagedFile, storage_error
 from schemas.storage import is_remote
@@ -330,6 +333,7 @@ def damaged_capture(root: str | Path, exc: BaseException | str) -> DamagedFile:
     The files whose footer does not read are named; a file damaged further in (its
     footer intact) is left for `verify`, which decodes every page, to find. On object
     storage no footer is fetched here: `verify` reads them all."""
+    from replay.reading.layout import list_capture_files, resolve_root
     from replay.sql.verify import footer_problem  # DuckDB: only when a read failed
 
     text = str(exc)
@@ -367,6 +371,8 @@ def require_capture_root(root: str | Path) -> Path | None:
         ConfigError: a missing path or a file, a partition directory (naming the root
             to give instead), or a directory with no capture partitions in it.
     """
+    from replay.reading.layout import list_capture_files, resolve_root  # pyarrow
+
     if is_remote(root):
         return None
     given = Path(root).expanduser()

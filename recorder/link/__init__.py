@@ -7,8 +7,9 @@ WebSocket: the signed handshake and how it ended), `sockets` (the socket
 implementations), `control` (planned disconnects, rotations, reconnect windows),
 `watch` (keep-alive, staleness and age watchdogs), `plumbing` (the sink, the engine's
 outputs, error reports), `policies` (pure: close classification, backoff, attempt
-limiting), `limits`, `auth`, `stats`, `alerts` and `logfilter`. It writes what it
-sees to a `Sink` and knows nothing of files.
+limiting), `limits`, `auth` (and `key_env`, the environment variables it reads),
+`stats`, `alerts` and `logfilter`. It writes what it sees to a `Sink` and knows
+nothing of files.
 """
 
 from schemas.lazy import lazy_exports

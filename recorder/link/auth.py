@@ -23,6 +23,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from recorder.link.key_env import ENV_KEY_ID, ENV_PASSPHRASE, ENV_PRIVATE_KEY_PATH
 from recorder.link.logfilter import install_redaction
 from schemas.errors import ConfigError
 
@@ -41,9 +42,6 @@ __all__ = [
 KEY_HEADER: Final = "KALSHI-ACCESS-KEY"
 TIMESTAMP_HEADER: Final = "KALSHI-ACCESS-TIMESTAMP"
 SIGNATURE_HEADER: Final = "KALSHI-ACCESS-SIGNATURE"
-ENV_KEY_ID: Final = "KALSHI_API_KEY_ID"
-ENV_PRIVATE_KEY_PATH: Final = "KALSHI_PRIVATE_KEY_PATH"
-ENV_PASSPHRASE: Final = "KALSHI_PRIVATE_KEY_PASSPHRASE"
 #: docs/protocol.md section 2: salt length = digest length (32 bytes), not the maximum.
 _PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 

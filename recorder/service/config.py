@@ -1,9 +1,10 @@
 """The recorder's configuration: a TOML file, overridden by command-line flags.
 
-This module owns the shape of `kalshi-tape record`'s configuration, its defaults,
-and the translation of every validation failure into a `ConfigError` that names the
-field (`storage.commit_interval_ms`) and says how to fix it. It reads no
-environment beyond what it is handed and starts nothing.
+This module owns the shape of `kalshi-tape record`'s configuration, its defaults
+(those `--help` shows are written in `recorder.service.defaults`), and the translation
+of every validation failure into a `ConfigError` that names the field
+(`storage.commit_interval_ms`) and says how to fix it. It reads no environment beyond
+what it is handed and starts nothing.
 
     [connection]
     environment = "prod"            # prod | demo | sim (sim: the simulated exchange); the
@@ -73,6 +74,7 @@ from pydantic import (
 )
 
 from recorder.link.limits import resolve_limits
+from recorder.service import defaults
 from schemas.channels import MARKET_FILTER_CHANNELS, MARKET_FILTER_REQUIRED, WIRE_CHANNELS
 from schemas.errors import ConfigError
 
@@ -93,7 +95,7 @@ class _Section(BaseModel):
 
 
 class ConnectionConfig(_Section):
-    environment: Literal["prod", "demo", "sim"] = "prod"
+    environment: Literal["prod", "demo", "sim"] = defaults.ENVIRONMENT
     url: str = ""
     key_id: str = ""
     key_file: str = ""
@@ -120,7 +122,7 @@ class CaptureWindow(_Section):
 
 
 class StorageConfig(_Section):
-    root: str = "data"
+    root: str = defaults.ROOT
     endpoint_url: str = ""
     region: str = ""
     journal_dir: str = ""
@@ -141,16 +143,16 @@ class JobsConfig(_Section):
 
 
 class SimConfig(_Section):
-    markets: int = Field(20, ge=1, le=10_000)
-    rate: float = Field(1000, gt=0, le=1_000_000)
-    seed: int = 1
+    markets: int = Field(defaults.SIM_MARKETS, ge=1, le=10_000)
+    rate: float = Field(defaults.SIM_RATE, gt=0, le=1_000_000)
+    seed: int = defaults.SIM_SEED
     faults: list[str] = []
 
 
 class HealthConfig(_Section):
     status_file: str = ""
     status_interval_s: float = Field(1.0, gt=0, le=3600)
-    log_interval_s: float = Field(60.0, gt=0, le=86400)
+    log_interval_s: float = Field(defaults.LOG_INTERVAL_S, gt=0, le=86400)
     metrics_port: int = Field(0, ge=0, le=65535)
     publish_warn_after_s: float = Field(10.0, gt=0, le=86400)
 

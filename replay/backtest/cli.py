@@ -1,6 +1,7 @@
 """`kalshi-tape backtest STRATEGY ROOT`: run a strategy over a capture on Dask, shard by shard.
 
-This module parses the flags and prints; the work is in `replay.backtest.runner`. The
+This module parses the flags and prints; the work is in `replay.backtest.runner`,
+imported when the command runs (`--slice` is checked by `replay.backtest.width`). The
 flags are checked before any worker starts (ROOT, the time range, the channels, the
 output file), each refused in one line naming the flag (exit 2); the result file is
 written whole or not at all (`replay.cli_common.open_output`).
@@ -11,10 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from replay.backtest.runner import BacktestResult, run
-from replay.backtest.shards import load_callable, parse_width
+from replay.backtest.width import parse_width
 from replay.cli_common import (
     ROOT_HELP,
     add_time_range,
@@ -25,9 +25,11 @@ from replay.cli_common import (
     require_capture_root,
     time_range,
 )
-from replay.reading.capture import Capture
 from schemas.errors import ConfigError, storage_error
 from schemas.storage import StorageError, add_storage_arguments, storage_from_args
+
+if TYPE_CHECKING:  # the runner and the reader (pyarrow) load when the command runs
+    from replay.backtest.runner import BacktestResult
 
 __all__ = ["register"]
 
@@ -110,6 +112,9 @@ def _workers(text: str) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
+    from replay.backtest.runner import run
+    from replay.reading.capture import Capture
+
     local = require_capture_root(args.root)
     output = checked_output_path(args.output, local, force=args.force)
     strategy = _load(args.strategy, "STRATEGY")
@@ -142,6 +147,8 @@ def _backtest(args: argparse.Namespace) -> int:
 
 def _load(spec: str, flag: str) -> Any:
     """`load_callable`, its error with the fix when it has none."""
+    from replay.backtest.shards import load_callable
+
     try:
         return load_callable(spec, flag)
     except ConfigError as exc:

@@ -7,7 +7,8 @@ strategy named `"module:name"` or `"file.py:name"` is loaded, and `run_shard`: o
 ordinary `ReplaySession(capture, start, end, markets=group)` whose books at the start
 are seeded by the replay seek (the latest checkpoint before it, fast-forwarded).
 A strategy's exception becomes the outcome's traceback, never an exception here. It
-imports no Dask: `replay.backtest.runner` hands these to the workers.
+imports no Dask: `replay.backtest.runner` hands these to the workers. A width (`1d`)
+is read by `replay.backtest.width.parse_width`, which the command line uses alone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from replay.backtest.width import parse_width
 from replay.reading.capture import Capture
 from replay.reading.session import ReplaySession
 from schemas.errors import ConfigError
@@ -43,8 +45,6 @@ __all__ = [
     "plan_shards",
     "run_shard",
 ]
-
-_UNITS_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86_400 * 10**9}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,28 +86,6 @@ class ShardOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def parse_width(width: str | int | dt.timedelta) -> int:
-    """A shard width (`1d`, `6h`, `30m`, a timedelta, or ns) in nanoseconds.
-
-    Raises:
-        ConfigError: not a positive width.
-    """
-    if isinstance(width, dt.timedelta):
-        ns = int(width.total_seconds() * 1e9)
-    elif isinstance(width, int):
-        ns = width
-    else:
-        text = width.strip().lower()
-        unit = _UNITS_NS.get(text[-1:])
-        try:
-            ns = int(float(text[:-1]) * unit) if unit else int(float(text) * 1e9)
-        except ValueError:
-            ns = 0
-    if ns <= 0:
-        raise ConfigError("shard", f"{width!r} is not a shard width", "e.g. 1d, 6h or 30m")
-    return ns
 
 
 def plan_shards(

@@ -1,7 +1,8 @@
 """`kalshi-tape derive ROOT`: write research datasets as Hive-partitioned Parquet.
 
 This module parses the flags and prints a summary; the work is in
-`replay.datasets.api.derive`. `register(sub)` adds the `derive` command; other
+`replay.datasets.api.derive`, imported when the command runs (`--help` and a bad flag
+load no pyarrow, numpy or numba). `register(sub)` adds the `derive` command; other
 dataset commands register beside it from modules of their own (`export_cli`), each
 listed in `replay.cli`.
 """
@@ -18,7 +19,6 @@ from replay.cli_common import (
     require_capture_root,
     time_range,
 )
-from replay.reading.capture import Capture
 from schemas.errors import ConfigError
 from schemas.storage import add_storage_arguments, storage_from_args
 
@@ -74,6 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _derive(args: argparse.Namespace) -> int:
     from replay.datasets.api import derive
     from replay.datasets.spec import parse_specs
+    from replay.reading.capture import Capture
 
     require_capture_root(args.root)
     parse_specs(args.datasets)  # a bad name is refused before anything is read

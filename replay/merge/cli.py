@@ -2,8 +2,9 @@
 
 This module parses the flags, checks every place before any work (the roots, the
 target, the report file: docs/cli.md sections 2 and 4), and prints the report; the work
-is `replay.merge.api.merge_captures`. The merged root and the `--report` file are written
-together: both appear, or neither (an error, Ctrl+C or SIGTERM leave nothing).
+is `replay.merge.api.merge_captures`, imported when the command runs. The merged root and
+the `--report` file are written together: both appear, or neither (an error, Ctrl+C or
+SIGTERM leave nothing).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from replay.cli_common import ROOT_HELP, checked_output_path, open_output, require_capture_root
-from replay.merge.api import merge_captures
-from replay.merge.report import MergeReport, render_text
-from replay.merge.writer import OutputRoot
 from schemas.errors import ConfigError, storage_error
 from schemas.storage import add_storage_arguments, is_remote, storage_from_args
+
+if TYPE_CHECKING:  # the merge (pyarrow) loads when the command runs, not at start-up
+    from replay.merge.report import MergeReport
 
 __all__ = ["register"]
 
@@ -103,6 +105,9 @@ def _checked_target(to: str, roots: dict[str, Path | None]) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from replay.merge.api import merge_captures
+    from replay.merge.writer import OutputRoot
+
     local_a = _root(args.root_a, "ROOT_A")
     local_b = _root(args.root_b, "ROOT_B")
     same = (local_a == local_b) if local_a is not None and local_b is not None else (
@@ -133,6 +138,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _render(report: MergeReport, fmt: str) -> str:
+    from replay.merge.report import render_text
+
     if fmt == "json":
         return json.dumps(report.to_json(), indent=2) + "\n"
     return render_text(report)

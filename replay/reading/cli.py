@@ -13,21 +13,19 @@ nothing else. `--format table` writes aligned text. A progress bar on stderr tra
 `-o FILE` never replaces a file without `--force` and never writes inside the
 capture root. A market the capture does not hold is refused with the list of
 those it holds (exit 2); a damaged capture file stops the replay with one line
-naming it (exit 5).
+naming it (exit 5). The reader (pyarrow) and asyncio are imported when the command
+runs, not when the parser is built.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import datetime as dt
 import json
 import sys
 from contextlib import nullcontext
-from typing import IO, Any
-
-import pyarrow as pa
+from typing import IO, TYPE_CHECKING, Any
 
 from replay.cli_common import (
     ROOT_HELP,
@@ -42,11 +40,13 @@ from replay.cli_common import (
     time_range,
     unknown_markets,
 )
-from replay.reading.capture import Capture
-from replay.reading.session import ReplaySession
 from schemas.errors import ConfigError, storage_error
 from schemas.storage import StorageError, add_storage_arguments, storage_from_args
-from stream.events import Frame
+
+if TYPE_CHECKING:  # the reader (pyarrow) loads when the command runs, not at start-up
+    from replay.reading.capture import Capture
+    from replay.reading.session import ReplaySession
+    from stream.events import Frame
 
 __all__ = ["register"]
 
@@ -188,6 +188,8 @@ class _Sink:
 
 
 async def _replay(args: argparse.Namespace, out: _Sink, capture: Capture) -> int:
+    from replay.reading.session import ReplaySession
+
     failures: list[str] = []
     channels = args.channel or capture.data_channels
     if not channels:
@@ -240,6 +242,8 @@ async def _with_progress(session: ReplaySession, total: int, show: bool) -> None
     if not show:
         await session.run_forever()
         return
+    import asyncio
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
@@ -256,6 +260,12 @@ async def _with_progress(session: ReplaySession, total: int, show: bool) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import pyarrow as pa
+
+    from replay.reading.capture import Capture
+
     local = require_capture_root(args.root)
     output = checked_output_path(args.output, local, force=args.force)
     try:

@@ -9,30 +9,30 @@ exchange), `capture_tape`, `capture_books` and `capture_closes` (a capture as a
 tape), `payloads` (wire forms), `params`, `subscriptions` and `protocol`
 (commands, sids, seqs, errors; pure), `auth` and `handshake` (the upgrade),
 `truth`, `sockets` (our asyncio protocol over websockets' sans-I/O server),
-`connection`, `pump` and `app` (the server), `command` (the CLI).
+`connection`, `pump` and `app` (the server), `command` (the CLI). The names below load
+on first use, so that `kalshi-tape serve --help` (and `command`'s flags) load no
+WebSocket or crypto library.
 """
 
-from replay.server.app import SimServer
-from replay.server.config import DEFAULT_MIX, DEFAULT_PATH, ServerConfig, Switches
-from replay.server.faults import FaultKind, FaultSpec, parse_fault
-from replay.server.market import SyntheticMarket
-from replay.server.tape import BookView, Tape, TapeEvent
-from replay.server.truth import SentFrame, Truth, frame_digest
+from schemas.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_MIX",
-    "DEFAULT_PATH",
-    "BookView",
-    "FaultKind",
-    "FaultSpec",
-    "SentFrame",
-    "ServerConfig",
-    "SimServer",
-    "Switches",
-    "SyntheticMarket",
-    "Tape",
-    "TapeEvent",
-    "Truth",
-    "frame_digest",
-    "parse_fault",
-]
+_EXPORTS = {
+    "SimServer": "replay.server.app",
+    "DEFAULT_MIX": "replay.server.config",
+    "DEFAULT_PATH": "replay.server.config",
+    "ServerConfig": "replay.server.config",
+    "Switches": "replay.server.config",
+    "FaultKind": "replay.server.faults",
+    "FaultSpec": "replay.server.faults",
+    "parse_fault": "replay.server.faults",
+    "SyntheticMarket": "replay.server.market",
+    "BookView": "replay.server.tape",
+    "Tape": "replay.server.tape",
+    "TapeEvent": "replay.server.tape",
+    "SentFrame": "replay.server.truth",
+    "Truth": "replay.server.truth",
+    "frame_digest": "replay.server.truth",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

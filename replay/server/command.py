@@ -10,6 +10,10 @@ line on stdout is the URL clients connect to
 `ws://127.0.0.1:43817/trade-api/ws/v2`. The server stops cleanly on SIGINT or
 SIGTERM (or after `--duration`).
 
+The flags need only the light `config` and `faults` modules; the server (websockets,
+cryptography), the capture reader (pyarrow) and asyncio are imported when the command
+runs.
+
 The user's text is `_DESCRIPTION` (and `FAULT_HELP`); this docstring is for readers
 of the code.
 """
@@ -17,16 +21,13 @@ of the code.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import errno
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Final, Literal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from replay.cli_common import (
     ROOT_HELP,
@@ -38,14 +39,14 @@ from replay.cli_common import (
     require_capture_root,
 )
 from replay.errors import NotInCapture
-from replay.reading.capture import Capture
-from replay.server.app import SimServer
-from replay.server.capture_tape import CaptureTape
 from replay.server.config import DEFAULT_MIX, ServerConfig, Switches
 from replay.server.faults import parse_fault
 from schemas.errors import ConfigError, PortInUse, storage_error
 from schemas.storage import StorageError, add_storage_arguments, storage_from_args
 from schemas.units import parse_duration_s
+
+if TYPE_CHECKING:  # the server and the capture reader load when the command runs
+    from replay.server.capture_tape import CaptureTape
 
 __all__ = ["FAULT_HELP", "add_arguments", "build_config", "build_tape", "register", "run"]
 
@@ -366,6 +367,11 @@ def build_tape(args: argparse.Namespace) -> CaptureTape | None:
                 raise ConfigError(flag, "applies only when serving a capture",
                                   "give a capture ROOT: serve ROOT")  # fmt: skip
         return None
+    import pyarrow as pa
+
+    from replay.reading.capture import Capture
+    from replay.server.capture_tape import CaptureTape
+
     speed = parse_speed(args.speed, 1.0)
     try:
         require_capture_root(args.capture)
@@ -413,6 +419,10 @@ def _describe(config: ServerConfig, tape: CaptureTape | None) -> str:
 
 
 async def _serve(config: ServerConfig, tape: CaptureTape | None, duration_s: float | None) -> None:
+    import asyncio
+
+    from replay.server.app import SimServer
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -446,6 +456,8 @@ async def _serve(config: ServerConfig, tape: CaptureTape | None, duration_s: flo
 
 def run(args: argparse.Namespace) -> int:
     """The `serve` handler: build the config (and the tape), serve until a signal, exit 0."""
+    import asyncio
+
     config = build_config(args)
     tape = build_tape(args)
     asyncio.run(_serve(config, tape, args.duration))

@@ -15,7 +15,8 @@ interrupt a running query through DuckDB's own `interrupt()` at once (exit 130/1
 This module parses arguments and prints; the work is in `replay.sql.connection`,
 `replay.sql.output`, `replay.sql.verify` and `replay.sql.summary`, imported when a command
 runs: every `kalshi-tape` process registers these subcommands, and `record` (which
-runs for weeks) should not carry DuckDB (about 24 MiB) it never uses.
+runs for weeks) should not carry DuckDB (about 24 MiB) it never uses, nor `--help`
+pyarrow (the format names are `replay.sql.formats`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ from replay.cli_common import (
     open_output,
     require_capture_root,
 )
-from replay.reading.layout import locate_root
-from replay.sql.output import FORMAT_ALIASES, FORMATS, write_result
+from replay.sql.formats import FORMAT_ALIASES, FORMATS
 from schemas.errors import ConfigError, storage_error
 from schemas.storage import add_storage_arguments, storage_from_args
 from schemas.units import parse_duration_s, parse_size_bytes
@@ -141,6 +141,7 @@ def _size(text: str) -> int:
 def _query(args: argparse.Namespace) -> int:
     import duckdb
 
+    from replay.reading.layout import locate_root
     from replay.sql.connection import DEFAULT_TIMEOUT_S, connect, run_query
 
     require_capture_root(args.root)
@@ -180,6 +181,8 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _write(reader: Any, args: argparse.Namespace, handle: IO[bytes] | None) -> None:
+    from replay.sql.output import write_result
+
     try:
         write_result(reader, args.format, None, max_rows=args.max_rows, sink=handle)
     except BrokenPipeError:

@@ -24,13 +24,11 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from replay.reading.atomic import atomic_file
+from replay.sql.formats import FORMAT_ALIASES, FORMATS
 from schemas.errors import ConfigError
 
 __all__ = ["FORMATS", "FORMAT_ALIASES", "format_cell", "render_table", "write_result"]
 
-FORMATS: Final[tuple[str, ...]] = ("table", "csv", "jsonl", "parquet")
-#: Older names of a format, still accepted: `json` wrote JSON lines before it was `jsonl`.
-FORMAT_ALIASES: Final[dict[str, str]] = {"json": "jsonl"}
 _CELL_MAX: Final = 60
 
 

@@ -160,7 +160,7 @@ def config_text(top: dict[str, Any], tables: dict[str, dict[str, Any]]) -> str:
 def test_no_config_file_gets_past_the_loader_as_anything_but_a_config_error(
     config: tuple[dict[str, Any], dict[str, dict[str, Any]]], junk: bytes
 ) -> None:
-    from recorder.service.cli import build
+    from recorder.service.command import build
     from schemas.errors import ConfigError
 
     text = config_text(*config).encode()
