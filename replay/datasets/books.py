@@ -22,6 +22,7 @@ from numba import njit
 from replay.datasets import kernel, ladders, schema
 from replay.datasets.jit import forget_if_changed
 from replay.datasets.schema import decimals
+from replay.reading.capture import contiguous
 
 __all__ = ["BookReplay", "units_of"]
 
@@ -31,8 +32,7 @@ _DONE, _FULL, _FIT = 0, 1, 2  # why `_replay` returned: the end, an output full,
 
 def units_of(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The int64 units of a decimal128 column (0 where null): its low 64-bit words."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = contiguous(array)
     if len(array) == 0:
         return np.zeros(0, np.int64)
     words = np.frombuffer(array.buffers()[1], np.int64)

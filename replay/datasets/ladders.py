@@ -14,8 +14,9 @@ word), so a clear, the next best after the best level empties, and a depth row's
 levels cost what the book holds, not the ladder's length. `best[m, s]` is the best
 (highest) price held on side s of market m, -1 when none. Where a market's ladders
 are is `lay[m]`: (first slot in `sizes`, price units a slot (`CENT` or 1), first word
-in `held`, slots a side, words a side); the last two are kept rather than divided out
-at every write (a division by a number known only at run time cost half a delta's time).
+in `held`, slots a side, words a side). The functions on a ladder are inlined into
+their callers (`inline="always"`): as calls, each cost about 100 ns, most of a delta's
+time (docs/performance.md section 6.3).
 
 The numba functions take the four arrays (`Books.arrays()`); every write goes through
 `set_level` (or `apply_delta`, `load_levels`, `clear`), which keep sizes, bitmap and

@@ -3,8 +3,8 @@
 `Mirror` holds the arrays `replay.datasets.kernel.run` reads and writes: which wire
 slot each (connection, sid) is, each wire's last seq and role (book, trade, or
 engine-only), which wire delivers each market's book, and the books themselves
-(`replay.datasets.ladders.Books`). `refresh` rebuilds the routing from the engine after it handled a
-row; `write_back` hands the kernel's progress back to the engine's wires;
+(`replay.datasets.ladders.Books`). `refresh` rebuilds the routing from the engine after
+it handled a row; `write_back` hands the kernel's progress back to the engine's wires;
 `delivered` turns one `BookSnapshot` the engine delivered into rows (see
 `replay.datasets.driver`). `Outputs` holds the row buffers both write into.
 """
@@ -200,19 +200,28 @@ class Mirror:
 
     def load(self, m: int, snap: BookSnapshot, pos: int, out: Outputs) -> None:
         """Replace market m's book with a delivered one: a clear, then its levels."""
-        yes, no = snap.yes_units, snap.no_units
-        out.reserve(1 + len(yes) + len(no))
-        self.books.fit(m, [*yes, *no])
-        self._clear(m)
+        out.reserve(1 + len(snap.yes_units) + len(snap.no_units))
+        sides = self._replace(m, snap)
         out.emit(pos, m, kernel.C_CLEAR, -1, 0, 0, 0, True)
-        for s, ladder in ((0, yes), (1, no)):
+        for s, prices, sizes in sides:
+            out.emit_levels(pos, m, kernel.C_SNAPSHOT, s, prices, sizes)
+
+    def _replace(self, m: int, snap: BookSnapshot) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Market m's book becomes `snap`'s (checked, the ladder fitted, cleared, loaded a
+        side at a time: a call into numba costs more than a level); returns each side
+        that holds levels as (side, prices, sizes)."""
+        sides = []
+        for s, ladder in ((0, snap.yes_units), (1, snap.no_units)):
             for price, size in ladder.items():
                 _check(price, size, snap.market)
-            if ladder:  # one call a side: a call into numba costs more than a level
-                prices = np.fromiter(ladder, np.int64, len(ladder))
-                sizes = np.fromiter(ladder.values(), np.int64, len(ladder))
-                ladders.load_levels(*self.books.arrays(), m, s, prices, sizes)
-                out.emit_levels(pos, m, kernel.C_SNAPSHOT, s, prices, sizes)
+            if ladder:
+                sides.append((s, np.fromiter(ladder, np.int64, len(ladder)),
+                              np.fromiter(ladder.values(), np.int64, len(ladder))))  # fmt: skip
+        self.books.fit(m, [p for _, prices, _ in sides for p in prices.tolist()])
+        self._clear(m)
+        for s, prices, sizes in sides:
+            ladders.load_levels(*self.books.arrays(), m, s, prices, sizes)
+        return sides
 
     def load_engine_books(self, runs: list[str], stride: int) -> list[dict[str, Any]]:
         """After a checkpoint restore: the kernel's books become the engine's; returns
@@ -225,8 +234,7 @@ class Mirror:
                 for market, book in wire.books.items():
                     m = self.market(market)
                     snap = book.snapshot()
-                    self.books.fit(m, [*snap.yes_units, *snap.no_units])
-                    self._clear(m)
+                    sides = self._replace(m, snap)
                     base = {"recv_ns": recv_ns, "exchange_ns": None,
                             "run_id": runs[conn.conn // stride],
                             "conn": conn.conn % stride, "sid": wire.sid, "seq": book.seq,
@@ -235,10 +243,8 @@ class Mirror:
                     frame = base["_frame"]
                     rows.append(base | {"kind": "clear", "side": None, "price": None,
                                         "size": None, "delta": None})  # fmt: skip
-                    for s, ladder in ((0, snap.yes_units), (1, snap.no_units)):
-                        for price, size in ladder.items():
-                            _check(price, size, market)
-                            ladders.set_level(*self.books.arrays(), m, s, price, size)
+                    for s, prices, sizes in sides:
+                        for price, size in zip(prices.tolist(), sizes.tolist(), strict=True):
                             rows.append(base | {
                                 "_frame": frame, "kind": "snapshot",
                                 "side": "yes" if s == 0 else "no",

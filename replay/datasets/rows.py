@@ -85,12 +85,8 @@ class Outputs:
         """`emit` for a ladder's levels at once (size and delta both the level's size)."""
         i, j = self.n, self.n + len(prices)
         self.row[i:j], self.mkt[i:j], self.kind[i:j], self.side[i:j] = row, m, kind, side
-        self.price[i:j], self.size[i:j], self.delta[i:j], self.valid[i:j] = (
-            prices,
-            sizes,
-            sizes,
-            True,
-        )
+        self.price[i:j], self.size[i:j], self.delta[i:j] = prices, sizes, sizes
+        self.valid[i:j] = True
         self.n = j
 
     def trade_frame(self, frame: Any, run_id: str, conn: int, valid: bool) -> None:
