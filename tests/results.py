@@ -7,11 +7,17 @@ are merged, by their `case` key, into `tests/reliability/.results/<table>.json`
 ran replaces every row it wrote before). Every row also gets the pytest outcome of the
 test that produced it (passed, failed, xfailed...), kept in `OUTCOMES` by the hook in
 `tests/conftest.py`.
+
+Under pytest-xdist every worker process keeps a log of its own and writes it when its
+session ends, most likely at the same moment as the other workers: the read, merge and
+write of a table happen under an exclusive lock on `.lock` in the directory, so each
+worker merges into what the one before it wrote and no row is lost.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -39,20 +45,25 @@ class ResultLog:
 
     def write(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        for table, rows in self.tables.items():
-            path = self.directory / f"{table}.json"
-            merged: dict[str, dict[str, Any]] = {}
-            rerun = {row["nodeid"] for row in rows}  # their old rows go, renamed cases too
-            if path.exists():
-                try:
-                    old = json.loads(path.read_text())["rows"]
-                    merged = {r["case"]: r for r in old if r.get("nodeid") not in rerun}
-                except (ValueError, KeyError, TypeError):
-                    merged = {}
-            for row in rows:
-                row["outcome"] = OUTCOMES.get(row["nodeid"], "unknown")
-                merged[row["case"]] = row
-            body = {"table": table, "rows": list(merged.values())}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(body, indent=1, sort_keys=True, default=str) + "\n")
-            tmp.replace(path)
+        with (self.directory / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            for table, rows in self.tables.items():
+                self._merge(table, rows)
+
+    def _merge(self, table: str, rows: list[dict[str, Any]]) -> None:
+        path = self.directory / f"{table}.json"
+        merged: dict[str, dict[str, Any]] = {}
+        rerun = {row["nodeid"] for row in rows}  # their old rows go, renamed cases too
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())["rows"]
+                merged = {r["case"]: r for r in old if r.get("nodeid") not in rerun}
+            except (ValueError, KeyError, TypeError):
+                merged = {}
+        for row in rows:
+            row["outcome"] = OUTCOMES.get(row["nodeid"], "unknown")
+            merged[row["case"]] = row
+        body = {"table": table, "rows": list(merged.values())}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(body, indent=1, sort_keys=True, default=str) + "\n")
+        tmp.replace(path)

@@ -128,7 +128,8 @@ def test_linters_are_in_the_dev_extra_and_the_test_extra_runs_the_suite() -> Non
     names = {k: {re.split(r"[<>=\[ ]", d)[0] for d in v} for k, v in extras.items()}
     assert {"ruff", "mypy"} <= names["dev"]
     assert not {"ruff", "mypy"} & names["test"]
-    assert {"pytest", "pytest-timeout", "pytest-asyncio", "hypothesis"} <= names["test"]
+    runner = {"pytest", "pytest-timeout", "pytest-xdist", "pytest-asyncio", "hypothesis"}
+    assert runner <= names["test"]
 
 
 PUBLIC_PACKAGES = (

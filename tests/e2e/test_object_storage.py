@@ -36,10 +36,10 @@ from schemas.storage import StorageError
 
 from ..objectstore import S3Server
 from ..recorder.helpers import RUN_A, append_frames
-from ..reliability._procs import REPO, free_port, read_status
+from ..reliability._procs import REPO, read_status
 from ..reliability.proxy import FaultProxy
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 KT = [sys.executable, "-m", "kalshi_tape"]
 
 
@@ -160,9 +160,9 @@ def one_error_line(err: str) -> str:
 )
 def test_an_endpoint_that_does_not_answer_is_one_line_and_exit_4(
     tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, s3: S3Server,
+    monkeypatch: pytest.MonkeyPatch, s3: S3Server, dead_port: int,
 ) -> None:  # fmt: skip
-    for name, value in s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}").items():
+    for name, value in s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{dead_port}").items():
         monkeypatch.setenv(name, value)
     argv = [a.format(root="s3://bucket/capture", journal=tmp_path / "j") for a in command]
     assert main(argv) == StorageError.exit_code == 4
@@ -196,17 +196,17 @@ def test_refused_credentials_are_one_line_and_the_journal_waits_for_storage_that
 
 
 async def test_a_storage_outage_mid_run_keeps_segments_in_the_journal_then_publishes_them(
-    tmp_path: Path, s3: S3Server
+    tmp_path: Path, s3: S3Server, dead_port: int
 ) -> None:
     root = s3.new_root("outage")
     journal, status_path = tmp_path / "journal", tmp_path / "status.json"
     config = sim_config(tmp_path / "record.toml", root, journal, status_path)
-    dead = ("127.0.0.1", free_port())
+    dead = ("127.0.0.1", dead_port)
 
     def status() -> dict[str, Any]:
         return read_status(status_path) or {}
 
-    async def until(check: Any, what: str, timeout_s: float = 30) -> None:
+    async def until(check: Any, what: str, timeout_s: float = 90) -> None:  # against hanging
         deadline = time.monotonic() + timeout_s
         while not check():
             assert proc.poll() is None, log.read_text()

@@ -36,6 +36,11 @@ __all__ = [
     "watched_session",
 ]
 
+#: How long a wait for progress (frames arriving, a reconnect, a book catching up) may
+#: take before the test fails: a bound against hanging, not a claim of speed, so it
+#: leaves room for a busy machine. Waits that check a bound of the code pass their own.
+WAIT_S = 20.0
+
 #: Limits that make every wait short; tests override what they exercise.
 FAST: dict[str, float | int] = {
     "reconnect_delay_s": 0.02,
@@ -124,7 +129,7 @@ class Reader:
             self.error = exc
         self.ended = True
 
-    async def more_than(self, count: int, timeout_s: float = 5.0) -> None:
+    async def more_than(self, count: int, timeout_s: float = WAIT_S) -> None:
         """Wait until more than `count` items arrived (the iterator goes on)."""
         await eventually(lambda: len(self.items) > count, timeout_s)
 
@@ -134,7 +139,7 @@ class Reader:
             await self.task
 
 
-async def eventually(predicate: Any, timeout_s: float = 5.0, every_s: float = 0.01) -> None:
+async def eventually(predicate: Any, timeout_s: float = WAIT_S, every_s: float = 0.01) -> None:
     """Wait until `predicate()` is true; fail the test with a timeout otherwise."""
     async with asyncio.timeout(timeout_s):
         while not predicate():
@@ -146,7 +151,7 @@ def _as_decimals(side: dict[str, str]) -> dict[Decimal, Decimal]:
 
 
 async def book_matches_truth(
-    session: LiveSession, server: SimServer, ticker: str, timeout_s: float = 5.0
+    session: LiveSession, server: SimServer, ticker: str, timeout_s: float = WAIT_S
 ) -> bool:
     """Quiesce the exchange, then wait until the session's book of `ticker` equals the truth.
 

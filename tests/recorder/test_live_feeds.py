@@ -24,7 +24,7 @@ from .live_helpers import (
     watched_session,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(180)
 
 
 def test_feeds_are_checked() -> None:
@@ -55,10 +55,10 @@ async def test_killing_one_feed_loses_no_trade_and_never_invalidates_the_book() 
                 feed = source.feeds[owner]
                 before = feed.active_conn
                 await feed.control.kill()
-                await eventually(lambda f=feed, b=before: f.active_conn not in (None, b), 10.0)
+                await eventually(lambda f=feed, b=before: f.active_conn not in (None, b))
             assert await book_matches_truth(session, server, ticker)
             await observer.sync(99)
-            await eventually(lambda: len(trades.items) >= len(observer.trade_ids), 5.0)
+            await eventually(lambda: len(trades.items) >= len(observer.trade_ids))
             got = [trade_id(f) for f in trades.items]
             seen_books = list(books.items)  # the session's close invalidates the book after
         await trades.stop()

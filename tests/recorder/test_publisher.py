@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.errors import PublishError
-from recorder.storage._table import segment_table
 from recorder.storage._segment import read_segment
+from recorder.storage._table import segment_table
 from recorder.storage.journal import JournalWriter
 from recorder.storage.publisher import Publisher, sealed_segments
 from schemas.arrow import CAPTURE_SCHEMA

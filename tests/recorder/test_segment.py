@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from recorder.errors import SegmentFormatError
-from recorder.storage._table import segment_table
 from recorder.storage._segment import (
     BODY_FIXED,
     decode_header,
@@ -20,6 +19,7 @@ from recorder.storage._segment import (
     read_segment,
     segment_name,
 )
+from recorder.storage._table import segment_table
 from recorder.storage.journal import JournalWriter
 from schemas.record import CaptureRecord
 

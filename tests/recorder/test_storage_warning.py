@@ -36,7 +36,7 @@ from ..objectstore import S3Server
 from ..reliability._procs import REPO, free_port, read_status
 from ..reliability.proxy import FaultProxy
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 WARNING = re.compile(
     r" WARNING +\S+: publishing to (s3://\S+) has failed for (\d+) s: (.+); (\d+) segment\(s\) "
@@ -69,13 +69,13 @@ def scrape(port: int) -> dict[str, float]:
 
 
 async def test_a_storage_outage_is_a_repeated_warning_then_an_info_and_nothing_is_lost(
-    tmp_path: Path, s3: S3Server
+    tmp_path: Path, s3: S3Server, dead_port: int
 ) -> None:
     root = s3.new_root("warn")
     journal, status_path, log = tmp_path / "journal", tmp_path / "status.json", tmp_path / "log"
     port = free_port()
     config = write_config(tmp_path / "record.toml", root, journal, status_path, port)
-    dead = ("127.0.0.1", free_port())
+    dead = ("127.0.0.1", dead_port)
 
     def status() -> dict[str, Any]:
         return read_status(status_path) or {}
@@ -83,7 +83,7 @@ async def test_a_storage_outage_is_a_repeated_warning_then_an_info_and_nothing_i
     def lines(pattern: re.Pattern[str]) -> list[re.Match[str]]:
         return [m for line in log.read_text().splitlines() if (m := pattern.search(line))]
 
-    async def until(check: Callable[[], Any], what: str, timeout_s: float = 60) -> Any:
+    async def until(check: Callable[[], Any], what: str, timeout_s: float = 90) -> Any:
         deadline = time.monotonic() + timeout_s
         while not (got := check()):
             assert proc.poll() is None, log.read_text()

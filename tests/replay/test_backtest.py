@@ -147,7 +147,10 @@ def test_a_worker_killed_mid_shard_still_gives_the_same_result(
     dask_client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
     result = got["result"]
     assert result.ok
-    assert pid not in {int(s.worker.rsplit(":", 1)[1]) for s in result.shards}
+    # the paused shard was retried elsewhere (the killed worker may have returned other
+    # shards before it took this one, so only this shard's worker is known)
+    (paused,) = [s for s in result.shards if s.shard.index == 1]
+    assert int(paused.worker.rsplit(":", 1)[1]) != pid
     assert [f for v in result.value for f in v["frames"]] == full["frames"]
     inline = backtest.run(strategies.digest, capture.root, workers=0)
     assert [s.value for s in result.shards] == [s.value for s in inline.shards]

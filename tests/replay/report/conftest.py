@@ -64,18 +64,25 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
+#: Playwright's bound on each step of a page (load, selectors, clicks), for busy machines.
+PAGE_TIMEOUT_MS = 90_000
+
+
 class OpenedReport:
     """A report open in a page: its console errors, failed or outside requests."""
 
     def __init__(self, browser: Any, path: Path) -> None:
         self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # How soon a page is drawn is measured by bench/, not bounded here: on a busy
+        # machine Chromium may take its time; what a test checks is what is drawn.
+        self.page.set_default_timeout(PAGE_TIMEOUT_MS)
         self.errors: list[str] = []
         self.outside: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.route("**/*", self._route)
         self.page.goto(path.as_uri())
-        self.page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        self.page.wait_for_selector("body[data-ready='1']")
 
     def _route(self, route: Any) -> None:
         url = route.request.url

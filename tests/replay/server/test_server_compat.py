@@ -14,6 +14,7 @@ SDK must resubscribe and get a fresh snapshot); its reconnect after close 1011.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
@@ -147,9 +148,17 @@ def find_python312() -> str | None:
 
 
 def sdk_venv(python: str) -> Path:
-    """The cached venv with kalshi-sdk installed; skips the test when it cannot be built."""
+    """The cached venv with kalshi-sdk installed; skips the test when it cannot be built.
+    Built under an exclusive lock: two tests use it (this one and test_capture_compat.py),
+    and under pytest-xdist both may ask for it at once in a fresh clone."""
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / ".gitignore").write_text("*\n")
+    with (CACHE / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _sdk_venv(python)
+
+
+def _sdk_venv(python: str) -> Path:
     venv = CACHE / f"kalshi-sdk-{SDK_REQUIREMENT.split('==')[1]}"
     bin_python = venv / "bin" / "python"
     if (
