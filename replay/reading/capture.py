@@ -360,7 +360,9 @@ class _FileStream:
 
     A loaded row group stays as read, in storage order, beside the permutation that
     puts it in idx order; rows are copied out in idx order a window at a time
-    (`take`), so a row group is held once, never also sorted whole.
+    (`take`), so a row group is held once, never also sorted whole. A row group
+    already in idx order (what the recorder writes) has no permutation: its windows
+    are slices of it, not copies.
     """
 
     def __init__(
@@ -372,7 +374,7 @@ class _FileStream:
         disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
         self.groups = [[p] for p in pieces] if disjoint else [pieces]
         self.current: pa.Table | None = None
-        self.order: pa.Array | None = None  # row numbers of `current` in idx order
+        self.order: pa.Array | None = None  # `current`'s row numbers in idx order (None: as is)
         self.idx: pa.Array | None = None  # `current`'s idx values in idx order
         self.offset = 0  # rows of `order` already taken
         self._reader: pq.ParquetFile | None = None
@@ -397,9 +399,13 @@ class _FileStream:
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         # Older files: `channel` is a dictionary, `opcode` or `feed` is missing (schemas.arrow).
         table = complete(_channel_as_string(table), self.columns)
-        idx = table.column("idx")
-        self.order = pc.sort_indices(idx)
-        self.idx = pc.take(idx, self.order).combine_chunks()
+        idx = contiguous(table.column("idx"))
+        values = int64_view(idx)
+        if bool(np.all(values[1:] >= values[:-1])):
+            self.order, self.idx = None, idx
+        else:
+            self.order = pc.sort_indices(idx)
+            self.idx = pc.take(idx, self.order)
         self.current = table
         self.offset = 0
         return True
@@ -428,8 +434,10 @@ class _FileStream:
     def take(self, n: int) -> pa.Table:
         """The next n rows in idx order."""
         assert self.current is not None
-        assert self.order is not None
-        rows = self.current.take(self.order.slice(self.offset, n))
+        if self.order is None:
+            rows = self.current.slice(self.offset, n)
+        else:
+            rows = self.current.take(self.order.slice(self.offset, n))
         self.offset += n
         return rows
 

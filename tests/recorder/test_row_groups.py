@@ -134,3 +134,26 @@ def test_a_row_group_is_cut_once_its_frames_reach_the_byte_bound(tmp_path: Path)
     rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     assert rows == [10, 10, 10, 10, 10, 50]  # 10 kB each, then the row bound is not reached
     assert pq.read_table(path).column("raw").to_pylist() == raws  # nothing lost or moved
+
+
+def test_rows_of_a_row_group_already_in_idx_order_are_read_without_a_copy(
+    tmp_path: Path,
+) -> None:
+    """The recorder sorts a row group by market only where that helps compression (the
+    book channel); a trade file's row groups are in idx order as written, and reading
+    them in idx order hands out slices of the row group, not copies of its bytes."""
+    import replay.reading.capture as rc
+
+    root = record(tmp_path, 3000, 10_000_000)
+    capture = Capture(root)
+    (path,) = {p.path for p in capture.runs[RUN_ID].pieces if "channel=trade" in str(p.path)}
+    pieces = [p for p in capture.runs[RUN_ID].pieces if p.path == path]
+    stream = rc._FileStream(path, pieces, ["idx", "raw"])
+    assert stream.load()
+    assert stream.order is None  # nothing to reorder
+    held = stream.current.column("raw").chunk(0).buffers()[2]
+    rows = stream.take(100)
+    taken = rows.column("raw").chunk(0)
+    assert taken.buffers()[2].address == held.address  # the same bytes, not a copy
+    assert rows.column("idx").to_pylist() == sorted(rows.column("idx").to_pylist())
+    assert taken.to_pylist() == stream.current.column("raw").slice(0, 100).to_pylist()
