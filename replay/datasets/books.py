@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from replay.datasets import kernel, ladders, schema
-from replay.datasets.jit import forget_if_changed
+from replay.datasets.jit import borrow, forget_if_changed
 from replay.datasets.schema import decimals
 from replay.reading.capture import contiguous
 
@@ -63,6 +63,9 @@ def _replay(
     o_row, o_q, o_n, interval, next_ts, levels, d_ts, d_mkt, d_valid, d_recv,
     d_bp, d_bs, d_ap, d_as, d_n,
 ):  # fmt: skip
+    # the arrays passed to the book functions, without reference counting
+    books, held, best, lay = borrow(books), borrow(held), borrow(best), borrow(lay)
+    d_bp, d_bs, d_ap, d_as = borrow(d_bp), borrow(d_bs), borrow(d_ap), borrow(d_as)
     qcap = o_row.shape[0]
     dcap = d_ts.shape[0]
     nm = seen.shape[0]
@@ -238,4 +241,6 @@ class BookReplay:
         return pa.RecordBatch.from_arrays(interleaved, schema=schema.depth_schema(levels))
 
 
-forget_if_changed(__name__, _replay, ("replay.datasets.ladders", "replay.datasets.kernel"))
+forget_if_changed(
+    __name__, _replay, ("replay.datasets.ladders", "replay.datasets.kernel", "replay.datasets.jit")
+)

@@ -1,4 +1,5 @@
-"""numba's on-disk cache, kept honest about the modules a kernel calls into.
+"""numba's on-disk cache, kept honest about the modules a kernel calls into; and
+`borrow`, an array passed to helper functions without reference counting.
 
 numba keys a cached function on its own source file only (its docs say so: changes to
 the functions it calls are not detected). `kernel.run` compiled against one
@@ -8,6 +9,15 @@ changed files get new times, a kernel could read the books in a layout they no l
 have. `forget_if_changed(module, deps)`, called at the end of each module whose kernels
 call another module's, drops that module's cached kernels when the sources of those
 modules changed since they were compiled (a digest kept beside the cache).
+
+numba counts references to an array it got from Python: every call of a compiled
+function that is not inlined increments and decrements the count of each array it
+passes, with atomic instructions (numba's NRT_incref/NRT_decref), about 20 ns a pair.
+The frame scanner calls its JSON primitives several times a frame with the frame's
+bytes, the kernel its quote function with seven arrays a delta: profiled, those atomic
+operations were a quarter of the scan's time. `borrow(a)` is `a` without an owner
+(no meminfo), whose counting is a test of a null pointer; valid while `a` is, so only
+inside the function that borrowed it (docs/performance.md section 6.3).
 """
 
 from __future__ import annotations
@@ -15,8 +25,31 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
+from typing import Any
 
-__all__ = ["forget_if_changed"]
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+__all__ = ["borrow", "forget_if_changed"]
+
+
+@intrinsic
+def borrow(typingctx: Any, array: Any) -> Any:
+    """`array` as a view with no owner: passing it to a compiled function costs no
+    reference counting. Use it only while `array` itself is alive (in the caller)."""
+    if not isinstance(array, types.Array):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        source = context.make_array(array)(context, builder, value=args[0])
+        view = context.make_array(array)(context, builder)
+        for name in ("nitems", "itemsize", "data", "shape", "strides"):
+            setattr(view, name, getattr(source, name))
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        view.parent = cgutils.get_null_value(view.parent.type)
+        return view._getvalue()
+
+    return array(array), codegen
 
 
 def forget_if_changed(module: str, dispatcher: object, deps: tuple[str, ...]) -> None:

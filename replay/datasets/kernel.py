@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from replay.datasets.jit import forget_if_changed
+from replay.datasets.jit import borrow, forget_if_changed
 from replay.datasets.ladders import PRICES, apply_delta, clear, fits, load_levels, size_at
 
 __all__ = ["NONE", "PRICES", "gather", "quote", "run"]
@@ -107,6 +107,15 @@ def run(
     """Process rows from `pos` while the engine's hot path would; return (the first
     row not done, book_changes rows and trade rows written so far, whether it stopped
     because an output buffer is full rather than for the engine)."""
+    # the arrays passed to the book and output functions, without reference counting
+    sizes, held, best, lay = borrow(sizes), borrow(held), borrow(best), borrow(lay)
+    y_price, y_size = borrow(y_price), borrow(y_size)
+    n_price, n_size = borrow(n_price), borrow(n_size)
+    stamp, stamp_no, qstate = borrow(stamp), borrow(stamp_no), borrow(qstate)
+    o_row, o_mkt, o_kind, o_side = borrow(o_row), borrow(o_mkt), borrow(o_kind), borrow(o_side)
+    o_price, o_size = borrow(o_price), borrow(o_size)
+    o_delta, o_valid = borrow(o_delta), borrow(o_valid)
+    q_row, q_mkt, q_val, q_n = borrow(q_row), borrow(q_mkt), borrow(q_val), borrow(q_n)
     cap = o_row.shape[0]
     tcap = t_row.shape[0]
     qcap = q_row.shape[0]
@@ -228,4 +237,4 @@ def run(
     return pos, o_n, t_n, False
 
 
-forget_if_changed(__name__, run, ("replay.datasets.ladders",))
+forget_if_changed(__name__, run, ("replay.datasets.ladders", "replay.datasets.jit"))

@@ -13,10 +13,9 @@ fields. The JSON primitives are in `replay.datasets.scan_json`.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
-from replay.datasets.jit import forget_if_changed
+from replay.datasets.jit import borrow, forget_if_changed
 from replay.datasets.scan_json import (
     int_at,
     key,
@@ -25,6 +24,7 @@ from replay.datasets.scan_json import (
     skip,
     string,
     value_units,
+    words_table,
     ws,
 )
 
@@ -59,17 +59,9 @@ _MSG = (
 KEYS = _TOP + _MSG
 
 
-def _table(words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(w) for w in words)
-    table = np.zeros((len(words), width), np.uint8)
-    for i, w in enumerate(words):
-        table[i, : len(w)] = np.frombuffer(w.encode(), np.uint8)
-    return table, np.array([len(w) for w in words], np.int64)
-
-
-TOP_KEYS, TOP_LEN = _table(_TOP)
-MSG_KEYS, MSG_LEN = _table(_MSG)
-TYPE_NAMES, TYPE_LEN = _table(TYPES)
+TOP_KEYS, TOP_INDEX = words_table(_TOP)
+MSG_KEYS, MSG_INDEX = words_table(_MSG)
+TYPE_NAMES, TYPE_INDEX = words_table(TYPES)
 
 
 @njit(cache=True)
@@ -81,6 +73,8 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
     outcome side's at 4, 5), YES price, NO price, count in units and whether each is
     present and exact (6..11: value, flag pairs; current forms first, legacy at
     12..17), `ts` seconds and its flag (18, 19)."""
+    # the arrays the JSON primitives are called with, without reference counting
+    data, stack, lv_p, lv_s = borrow(data), borrow(stack), borrow(lv_p), borrow(lv_s)
     n = rtype.shape[0]
     cur = 0
     for r in range(n):
@@ -123,7 +117,7 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
                 if j < 0 or esc:
                     good = False
                     break
-                k = key(data, i + 1, j - 1, TOP_KEYS, TOP_LEN)
+                k = key(data, i + 1, j - 1, TOP_KEYS, TOP_INDEX)
                 i = ws(data, j, e)
                 if i >= e or data[i] != 58:
                     good = False
@@ -142,7 +136,7 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
                         j = skip(data, i, e, stack)
                     else:
                         j, esc = string(data, i, e)
-                        t = key(data, i + 1, j - 1, TYPE_NAMES, TYPE_LEN) if j > 0 else -1
+                        t = key(data, i + 1, j - 1, TYPE_NAMES, TYPE_INDEX) if j > 0 else -1
                         if esc:
                             good = False
                         rtype[r] = t + 1
@@ -172,7 +166,7 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
                             if j < 0 or esc:
                                 good = False
                                 break
-                            q = key(data, i + 1, j - 1, MSG_KEYS, MSG_LEN)
+                            q = key(data, i + 1, j - 1, MSG_KEYS, MSG_INDEX)
                             i = ws(data, j, e)
                             if i >= e or data[i] != 58:
                                 good = False
@@ -305,4 +299,4 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
         num_ok[r] = (p_cur or p_leg) and (d_cur or d_leg) and p_ok and d_ok
 
 
-forget_if_changed(__name__, scan, ("replay.datasets.scan_json",))
+forget_if_changed(__name__, scan, ("replay.datasets.scan_json", "replay.datasets.jit"))

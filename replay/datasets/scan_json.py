@@ -10,9 +10,34 @@ exact), and a snapshot's `[[price, size], ...]` ladder.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-__all__ = ["int_at", "key", "ladder", "scalar", "skip", "string", "units", "value_units", "ws"]
+__all__ = [
+    "int_at", "key", "ladder", "scalar", "skip", "string", "units", "value_units",
+    "words_table", "ws",
+]  # fmt: skip
+
+
+def words_table(words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes of each word, index by (length, hash of first and last byte) -> word number
+    or -1) for `key`.
+
+    No two words may share a slot of the index: `key` then finds a word with one lookup
+    and one comparison, not a walk over the table (a frame's seven keys, each compared
+    with up to twenty-one entries, cost a third of its scan)."""
+    width = max(len(w) for w in words)
+    keys = np.zeros((len(words), width), np.uint8)
+    index = np.full((width + 1, 256), -1, np.int16)
+    for i, word in enumerate(words):
+        raw = word.encode()
+        keys[i, : len(raw)] = np.frombuffer(raw, np.uint8)
+        slot = (raw[0] + 7 * raw[-1]) & 255
+        if index[len(raw), slot] >= 0:
+            clash = words[index[len(raw), slot]]
+            raise ValueError(f"{word!r} and {clash!r} share a slot: change the hash")
+        index[len(raw), slot] = i
+    return keys, index
 
 
 @njit(cache=True)
@@ -148,19 +173,20 @@ def skip(d, i, e, stack):
 
 
 @njit(cache=True)
-def key(d, a, b, keys, lens):
+def key(d, a, b, keys, index):
+    """The number of the word d[a:b] in a table of `words_table`, or -1. The table is
+    looked up by length and a hash of the first and last bytes (one candidate at
+    most), then compared."""
     n = b - a
-    for k in range(keys.shape[0]):
-        if lens[k] != n:
-            continue
-        same = True
-        for j in range(n):
-            if d[a + j] != keys[k, j]:
-                same = False
-                break
-        if same:
-            return k
-    return -1
+    if n <= 0 or n >= index.shape[0]:
+        return -1
+    k = index[n, (d[a] + 7 * d[b - 1]) & 255]
+    if k < 0:
+        return -1
+    for j in range(n):
+        if d[a + j] != keys[k, j]:
+            return -1
+    return k
 
 
 @njit(cache=True)

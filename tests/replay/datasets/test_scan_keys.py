@@ -1,0 +1,74 @@
+"""The scanner's key tables (`scan_json.words_table`, `key`) and `jit.borrow`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+from replay.datasets import scan
+from replay.datasets.jit import borrow
+from replay.datasets.scan_json import key, words_table
+
+TABLES = [(scan._TOP, scan.TOP_KEYS, scan.TOP_INDEX), (scan._MSG, scan.MSG_KEYS, scan.MSG_INDEX),
+          (scan.TYPES, scan.TYPE_NAMES, scan.TYPE_INDEX)]  # fmt: skip
+
+
+def look(word: bytes, keys: np.ndarray, index: np.ndarray) -> int:
+    data = np.frombuffer(b"{" + word + b"}", np.uint8)
+    return int(key(data, 1, 1 + len(word), keys, index))
+
+
+@pytest.mark.parametrize(("words", "keys", "index"), TABLES, ids=["top", "msg", "types"])
+def test_every_word_is_found_and_nothing_else(words, keys, index) -> None:  # type: ignore[no-untyped-def]
+    for number, word in enumerate(words):
+        raw = word.encode()
+        assert look(raw, keys, index) == number
+        # same length, same first and last byte, one byte changed in between
+        for j in range(1, len(raw) - 1):
+            changed = raw[:j] + bytes([raw[j] ^ 0x20]) + raw[j + 1 :]
+            assert look(changed, keys, index) == (
+                words.index(changed.decode()) if changed.decode() in words else -1
+            )
+        shorter = word[:-1]
+        assert look(shorter.encode(), keys, index) == (
+            words.index(shorter) if shorter in words else -1
+        )
+        assert look(raw + b"x", keys, index) == -1
+    for other in (b"", b"market_id", b"clock", b"x" * 40, b"\xff\xfe"):
+        assert look(other, keys, index) == -1
+
+
+def test_a_table_whose_words_share_a_slot_is_refused() -> None:
+    """Two words of one length whose first and last bytes hash alike: `key` would find
+    only one of them, so the table is refused when built (the tables are constants)."""
+
+    def slot(w: str) -> int:
+        return (ord(w[0]) + 7 * ord(w[-1])) & 255
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    clash = next(
+        x + y for x in letters for y in letters if x + y != "ab" and slot(x + y) == slot("ab")
+    )
+    words_table(("ab", "cd"))  # no clash
+    with pytest.raises(ValueError, match="share a slot"):
+        words_table(("ab", clash))
+
+
+@njit
+def _fill(a, value):
+    for i in range(a.shape[0]):
+        a[i] = value
+
+
+@njit
+def _borrowed_fill(a, value):
+    view = borrow(a)
+    _fill(view, value)
+    return view[1:3].sum()
+
+
+def test_a_borrowed_array_is_the_same_memory() -> None:
+    a = np.zeros(5, np.int64)
+    assert _borrowed_fill(a, 7) == 14
+    assert a.tolist() == [7] * 5  # written through the view
