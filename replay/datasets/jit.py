@@ -27,10 +27,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-__all__ = ["borrow", "forget_if_changed"]
+__all__ = ["borrow", "forget_if_changed", "load_u64"]
+
+
+@intrinsic
+def load_u64(typingctx: Any, array: Any, at: Any) -> Any:
+    """The eight bytes of a uint8 `array` from index `at` as one little-endian uint64 (an
+    unaligned load). The caller checks `at + 8 <= len(array)`."""
+    if not (isinstance(array, types.Array) and array.dtype == types.uint8
+            and isinstance(at, types.Integer)):  # fmt: skip
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        data = context.make_array(array)(context, builder, value=args[0]).data
+        at_ = context.cast(builder, args[1], signature.args[1], types.intp)
+        where = builder.bitcast(builder.gep(data, [at_]), ir.IntType(64).as_pointer())
+        return builder.load(where, align=1)
+
+    return types.uint64(array, at), codegen
 
 
 @intrinsic

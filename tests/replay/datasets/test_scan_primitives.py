@@ -1,14 +1,18 @@
-"""The scanner's key tables (`scan_json.words_table`, `key`) and `jit.borrow`."""
+"""The scanner's primitives where they take shortcuts: strings read eight bytes at a
+time (`scan_json.string`), keys found by one lookup (`words_table`, `key`), arrays
+passed without reference counting (`jit.borrow`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numba import njit
 
 from replay.datasets import scan
 from replay.datasets.jit import borrow
-from replay.datasets.scan_json import key, words_table
+from replay.datasets.scan_json import key, string, words_table
 
 TABLES = [(scan._TOP, scan.TOP_KEYS, scan.TOP_INDEX), (scan._MSG, scan.MSG_KEYS, scan.MSG_INDEX),
           (scan.TYPES, scan.TYPE_NAMES, scan.TYPE_INDEX)]  # fmt: skip
@@ -72,3 +76,38 @@ def test_a_borrowed_array_is_the_same_memory() -> None:
     a = np.zeros(5, np.int64)
     assert _borrowed_fill(a, 7) == 14
     assert a.tolist() == [7] * 5  # written through the view
+
+
+def string_byte_by_byte(d: bytes, i: int, e: int) -> tuple[int, bool]:
+    """What `string` must return: JSON's string rules, one byte at a time."""
+    i += 1
+    esc = False
+    while i < e:
+        if d[i] == 34:
+            return i + 1, esc
+        if d[i] == 92:
+            esc = True
+            i += 2
+            continue
+        if d[i] < 32:
+            return -1, esc
+        i += 1
+    return -1, esc
+
+
+# bytes that matter (quote, backslash, control characters, DEL, UTF-8 bytes, the
+# neighbours of each in the bit tricks) among ordinary ones
+BYTES = st.sampled_from(
+    [34, 92, 0, 1, 9, 10, 31, 32, 33, 35, 91, 93, 127, 128, 194, 255]
+) | st.integers(97, 122)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(body=st.lists(BYTES, max_size=40), before=st.integers(0, 9), cut=st.integers(0, 12))
+def test_a_string_read_eight_bytes_at_a_time_ends_where_byte_by_byte_does(
+    body: list[int], before: int, cut: int
+) -> None:
+    d = bytes([120] * before + [34] + body + [34] * 3)  # a quote at `before`; the end cut
+    e = max(before + 1, len(d) - cut)
+    got = string(np.frombuffer(d, np.uint8), before, e)
+    assert (int(got[0]), bool(got[1])) == string_byte_by_byte(d, before, e)
