@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.datasets import kernel, scan
+from replay.datasets.names import NameTable
 from replay.reading.capture import contiguous
 
 __all__ = ["Decoded", "Scratch", "connect", "decode_window", "trade_columns"]
@@ -48,7 +49,6 @@ class Decoded:
     sid: np.ndarray  # -1 where none
     seq: np.ndarray  # 0 where null
     seq_valid: np.ndarray
-    market: pa.Array  # strings (null: none)
     side: np.ndarray  # 0 yes, 1 no, -1 other
     price: np.ndarray
     dsize: np.ndarray
@@ -58,6 +58,7 @@ class Decoded:
     raw: pa.Array
     data: np.ndarray  # the raw bytes (the spans below point into it)
     market_spans: tuple[np.ndarray, np.ndarray]
+    market_codes: tuple[np.ndarray, np.ndarray]  # codes in the mirror's names, hashes
     trade: np.ndarray  # per row, the trade fields `scan.scan` found
 
     def type_of(self, pos: int) -> str | None:
@@ -87,23 +88,31 @@ class Scratch:
         self.rows = self.room = -1
         self.columns: list[np.ndarray] = []
         self.trade = self.lv = self.lv_p = self.lv_s = np.zeros(0, np.int64)
+        self.mcode, self.mhash = np.zeros(0, np.int32), np.zeros(0, np.uint64)
         self.stack = np.zeros(64, np.int8)
 
     def arrays(
         self, n: int, data_bytes: int
     ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The arrays for a window of n rows and data_bytes bytes of frames, as views."""
+        """The arrays for a window of n rows and data_bytes bytes of frames, as views
+        (the market codes and hashes: `codes(n)`)."""
         if n > self.rows:
             self.rows = max(n, 1024)
             self.columns = [np.empty(self.rows, t) for t in self._TYPES]
             self.trade = np.empty((self.rows, 20), np.int64)
             self.lv = np.empty((self.rows, 5), np.int64)
+            self.mcode = np.empty(self.rows, np.int32)
+            self.mhash = np.empty(self.rows, np.uint64)
         room = max(1024, data_bytes // 24)  # a level takes at least 24 bytes of JSON
         if room > self.room:
             self.room = room
             self.lv_p, self.lv_s = np.empty(room, np.int64), np.empty(room, np.int64)
         return ([c[:n] for c in self.columns], self.trade[:n], self.lv[:n], self.lv_p,
                 self.lv_s)  # fmt: skip
+
+    def codes(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The market codes and hashes of the window `arrays(n)` was asked for."""
+        return self.mcode[:n], self.mhash[:n]
 
 
 def _binary(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,20 +139,22 @@ def _markets(data: np.ndarray, m0: np.ndarray, m1: np.ndarray) -> pa.Array:
                                                         pa.py_buffer(out)])  # fmt: skip
 
 
-def decode_window(window: pa.Table, scratch: Scratch | None = None) -> Decoded:
+def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = None) -> Decoded:
     """Decode a window (columns `dir`, `opcode`, `raw`, ...) into `Decoded` columns,
-    in `scratch`'s arrays if given (they are overwritten by the next window's decode)."""
+    in `scratch`'s arrays if given (they are overwritten by the next window's decode);
+    market codes from `table` (UNKNOWN for names it does not hold yet)."""
     raw = contiguous(window.column("raw"))
     offsets, data = _binary(raw)
     scratch = scratch or Scratch()
     out, trade, lv, lv_p, lv_s = scratch.arrays(len(raw), len(data))
-    scan.scan(data, offsets, *out, scratch.stack, trade, lv, lv_p, lv_s)
+    mcode, mhash = scratch.codes(len(raw))
+    scan.scan(data, offsets, *out, scratch.stack, trade, lv, lv_p, lv_s, mcode, mhash,
+              table.slots, table.names, table.starts)  # fmt: skip
     rk, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok, ts, ts_ok, ok = out
     inbound = np.asarray(pc.equal(window.column("dir"), "in").combine_chunks().fill_null(False))
     rk[~inbound] = 0
     opcode = window.column("opcode").combine_chunks()
     text = np.asarray(pc.equal(opcode.fill_null(1), 1))
-    market = _markets(data, m0, m1)
     exact = ok & inbound & text & seq_ok & (sid >= 0) & (m1 >= m0)
     is_delta, is_trade, is_snap = (
         rk == kernel.K_DELTA,
@@ -155,8 +166,8 @@ def decode_window(window: pa.Table, scratch: Scratch | None = None) -> Decoded:
     exact &= np.where(is_delta, num_ok & (side >= 0) & (side <= 1),
                       np.where(is_snap, snap_ok, is_trade))  # fmt: skip
     ts_ms = pa.array(ts, mask=~ts_ok)
-    return Decoded(rk, sid, seq, seq_ok, market, side, price, dsize, exact, ts_ms, levels,
-                   raw, data, (m0, m1), trade)  # fmt: skip
+    return Decoded(rk, sid, seq, seq_ok, side, price, dsize, exact, ts_ms, levels,
+                   raw, data, (m0, m1), (mcode, mhash), trade)  # fmt: skip
 
 
 def _pick(tr: np.ndarray, current: int, legacy: int) -> tuple[np.ndarray, np.ndarray]:

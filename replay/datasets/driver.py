@@ -73,7 +73,7 @@ class _Feed:
         conns = np.asarray(table.column("conn").to_numpy(zero_copy_only=False), np.int64)
         conns = conns + offset
         conn_codes = m.conn_codes(conns)
-        mkt = m.market_codes(decoded.market)
+        mkt = m.market_codes(decoded)
         n = table.num_rows
         out = self.out
         out.begin(run_id, table, decoded, frame_base, m.names)
@@ -201,7 +201,7 @@ def derive_batches(
         if feed.ended and any(g != group for g in feed.ended):
             feed.end_groups(group)
             yield from _drain(pending, keep)
-        decoded = decode_window(table, feed.scratch)
+        decoded = decode_window(table, feed.mirror.table, feed.scratch)
         feed.window(run, group, offsets[run], table, decoded, base)
         base += table.num_rows
         if table.column("idx")[-1].as_py() >= last_idx[run]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from replay.datasets import kernel, ladders
+from replay.datasets import kernel, ladders, names
 from replay.datasets.decode import Decoded
 from replay.datasets.rows import Outputs
 from stream.book import BookSnapshot
@@ -55,6 +55,7 @@ class Mirror:
         self.first_last = kernel.NONE if first is None else np.int64(first)
         self.market_code: dict[str, int] = {}
         self.names: list[str] = []
+        self.table = names.NameTable()  # the same names, for lookups from frame bytes
         self.market_wire = np.full(0, -1, np.int32)
         self.books = ladders.Books()
         self.qstate = np.zeros((0, 6), np.int64)  # the last quote per market (kernel.quote)
@@ -81,18 +82,36 @@ class Mirror:
                 self.wire_of = grown
         return code
 
-    def market_codes(self, market: pa.Array) -> np.ndarray:
-        encoded = market.dictionary_encode()
-        codes = np.array([self.market(v) for v in encoded.dictionary.to_pylist()] + [-1],
-                         np.int32)  # fmt: skip
-        idx = np.asarray(encoded.indices.fill_null(len(codes) - 1), np.int64)
-        return codes[idx]
+    def market_codes(self, decoded: Decoded) -> np.ndarray:
+        """The market code of each frame of a window (-1: none, or a name that is not
+        UTF-8, which the engine decides), registering the names the scan did not know."""
+        data, (m0, m1), (codes, hashes) = decoded.data, decoded.market_spans, decoded.market_codes
+        rows = np.flatnonzero(codes == names.UNKNOWN)
+        while len(rows):
+            _, first = np.unique(hashes[rows], return_index=True)  # a row a new name
+            added = 0
+            for r in rows[np.sort(first)]:  # numbered in the order they came
+                try:
+                    name = data[m0[r] : m1[r]].tobytes().decode()
+                except UnicodeDecodeError:
+                    continue
+                if name not in self.market_code:
+                    self.market(name)
+                    added += 1
+            if not added:  # only names that are not UTF-8 are left
+                codes[rows] = names.NONE
+                break
+            again, _, _ = self.table.codes(data, m0[rows], m1[rows])
+            codes[rows] = again
+            rows = rows[again == names.UNKNOWN]
+        return codes
 
     def market(self, name: str) -> int:
         code = self.market_code.get(name)
         if code is None:
             code = self.market_code[name] = len(self.names)
             self.names.append(name)
+            self.table.add(name.encode())
             self.books.add(code + 1)
             if code >= self.market_wire.shape[0]:
                 size = max(8, code * 2)

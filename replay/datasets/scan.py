@@ -16,6 +16,7 @@ from __future__ import annotations
 from numba import njit
 
 from replay.datasets.jit import borrow, forget_if_changed
+from replay.datasets.names import NONE, find, name_hash
 from replay.datasets.scan_json import (
     int_at,
     key,
@@ -66,15 +67,21 @@ TYPE_NAMES, TYPE_INDEX = words_table(TYPES)
 
 @njit(cache=True)
 def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
-         ts_ms, ts_ok, ok, stack, tr, lv, lv_p, lv_s):  # fmt: skip
+         ts_ms, ts_ok, ok, stack, tr, lv, lv_p, lv_s,
+         mcode, mhash, slots, names, starts):  # fmt: skip
     """Scan every frame (see the module docstring); `ok[r]` False: give it to the engine.
 
     `tr[r]` gets a trade's fields: trade_id span (0, 1), taker side span (2, 3; the
     outcome side's at 4, 5), YES price, NO price, count in units and whether each is
     present and exact (6..11: value, flag pairs; current forms first, legacy at
-    12..17), `ts` seconds and its flag (18, 19)."""
+    12..17), `ts` seconds and its flag (18, 19).
+
+    `mcode[r]` gets the market's code in a `names.NameTable` (slots, names, starts),
+    looked up while the frame's bytes are in cache: NONE where the frame names no
+    market, UNKNOWN where the table does not hold it (`mhash[r]`: its hash)."""
     # the arrays the JSON primitives are called with, without reference counting
     data, stack, lv_p, lv_s = borrow(data), borrow(stack), borrow(lv_p), borrow(lv_s)
+    slots, names, starts = borrow(slots), borrow(names), borrow(starts)
     n = rtype.shape[0]
     cur = 0
     for r in range(n):
@@ -97,6 +104,7 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
         ts_ms[r] = 0
         ts_ok[r] = False
         ok[r] = False
+        mcode[r] = NONE
         i = ws(data, a, e)
         if i >= e or data[i] != 123:
             continue
@@ -187,6 +195,10 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
                                         good = False
                                     elif q == 0:
                                         m0[r], m1[r] = i + 1, j - 1
+                                        h = name_hash(data, i + 1, j - 1)
+                                        mhash[r] = h
+                                        mcode[r], _ = find(data, i + 1, j - 1, h, slots, names,
+                                                           starts)  # fmt: skip
                                     elif (
                                         j - i == 5
                                         and data[i + 1] == 121
@@ -299,4 +311,6 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
         num_ok[r] = (p_cur or p_leg) and (d_cur or d_leg) and p_ok and d_ok
 
 
-forget_if_changed(__name__, scan, ("replay.datasets.scan_json", "replay.datasets.jit"))
+forget_if_changed(
+    __name__, scan, ("replay.datasets.scan_json", "replay.datasets.jit", "replay.datasets.names")
+)
