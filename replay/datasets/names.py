@@ -117,30 +117,34 @@ class NameTable:
     def __init__(self) -> None:
         self.slots = np.full(64, -1, np.int32)
         self.names = np.zeros(256, np.uint8)
-        self.starts = np.zeros(1, np.int64)  # name i is names[starts[i]:starts[i + 1]]
+        self.starts = np.zeros(64, np.int64)  # name i is names[starts[i]:starts[i + 1]]
+        self.count = 0
 
     def __len__(self) -> int:
-        return len(self.starts) - 1
+        return self.count
 
     def add(self, name: bytes) -> int:
         """Number `name` (which the table must not hold yet): its code."""
-        code = len(self)
-        end = int(self.starts[-1]) + len(name)
+        code, start = self.count, int(self.starts[self.count])
+        end = start + len(name)
         if end > len(self.names):
             self.names = np.concatenate([self.names, np.zeros(max(end, len(self.names)), np.uint8)])
-        self.names[self.starts[-1] : end] = np.frombuffer(name, np.uint8)
-        self.starts = np.append(self.starts, end)
-        if 2 * (code + 1) > len(self.slots):  # at most half full: probes stay short
+        if code + 2 > len(self.starts):
+            self.starts = np.concatenate([self.starts, np.zeros(len(self.starts), np.int64)])
+        self.names[start:end] = np.frombuffer(name, np.uint8)
+        self.starts[code + 1] = end
+        self.count += 1
+        if 2 * self.count > len(self.slots):  # at most half full: probes stay short
             self._rehash(4 * len(self.slots))
         else:
-            _insert(np.frombuffer(name, np.uint8), code, self.slots, self.names, self.starts)
+            _insert(self.names[start:end], code, self.slots, self.names, self.starts)
         return code
 
     def _rehash(self, size: int) -> None:
         self.slots = np.full(size, -1, np.int32)
         for code in range(len(self)):
             word = self.names[self.starts[code] : self.starts[code + 1]]
-            _insert(np.ascontiguousarray(word), code, self.slots, self.names, self.starts)
+            _insert(word, code, self.slots, self.names, self.starts)
 
     def codes(
         self, data: np.ndarray, m0: np.ndarray, m1: np.ndarray
