@@ -1,5 +1,6 @@
-"""numba's on-disk cache, kept honest about the modules a kernel calls into; and
-`borrow`, an array passed to helper functions without reference counting.
+"""numba's on-disk cache, kept honest about the modules a kernel calls into; `borrow`,
+an array passed to helper functions without reference counting; and `load_u64`, eight
+bytes of an array in one load (the scanner's strings and the market names' hashes).
 
 numba keys a cached function on its own source file only (its docs say so: changes to
 the functions it calls are not detected). `kernel.run` compiled against one
