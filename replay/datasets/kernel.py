@@ -48,7 +48,7 @@ def gather(data, starts, lengths, offsets, out):
             out[o + j] = data[s + j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def quote(sizes, best, lay, qstate, m, valid, row, q_row, q_mkt, q_val, q_n, emit):
     """After a frame changed market m: a quote row if its top of book (best YES bid and
     size, YES ask = 1 - best NO bid and size) or validity changed since the last one.

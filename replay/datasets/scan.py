@@ -267,8 +267,11 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
                                     j, v, integer = int_at(data, i, e)
                                     if integer:
                                         tr[r, 18], tr[r, 19] = v, 1
-                            else:
-                                j = skip(data, i, e, stack)
+                            elif data[i] == 34:  # another key's string (market_id...)
+                                j, _ = string(data, i, e)
+                            else:  # what `skip` reads, a scalar without its loop
+                                j = scalar(data, i, e) if data[i] != 123 and data[i] != 91 \
+                                    else skip(data, i, e, stack)  # fmt: skip
                             if j < 0 or not good:
                                 good = False
                                 break
