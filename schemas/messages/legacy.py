@@ -117,7 +117,7 @@ def outcome_of(side: Any, action: Any = "buy") -> tuple[str, str] | None:
     docs/protocol.md section 7: buy-yes or sell-no gives yes, buy-no or sell-yes gives
     no; bid is yes and ask is no.
     """
-    if side not in ("yes", "no"):
+    if side not in ("yes", "no") or not isinstance(action, str):  # malformed: no sides
         return None
     if action == "buy":
         outcome = side
