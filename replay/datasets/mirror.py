@@ -101,7 +101,7 @@ class Mirror:
             if not added:  # only names that are not UTF-8 are left
                 codes[rows] = names.NONE
                 break
-            again, _, _ = self.table.codes(data, m0[rows], m1[rows])
+            again, _ = self.table.codes(data, m0[rows], m1[rows])
             codes[rows] = again
             rows = rows[again == names.UNKNOWN]
         return codes

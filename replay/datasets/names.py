@@ -87,9 +87,8 @@ def find(d, a, b, h, slots, names, starts):
 @njit(cache=True)
 def _codes(data, m0, m1, slots, names, starts, out, hashes):
     """out[r] = the code of span r (NONE where m1 < m0, UNKNOWN where not in the table),
-    hashes[r] its hash; returns how many were unknown."""
+    hashes[r] its hash."""
     data, slots, names, starts = borrow(data), borrow(slots), borrow(names), borrow(starts)
-    unknown = 0
     for r in range(m0.shape[0]):
         a, b = m0[r], m1[r]
         if b < a:
@@ -97,11 +96,7 @@ def _codes(data, m0, m1, slots, names, starts, out, hashes):
             continue
         h = name_hash(data, a, b)
         hashes[r] = h
-        code, _ = find(data, a, b, h, slots, names, starts)
-        out[r] = code
-        if code == UNKNOWN:
-            unknown += 1
-    return unknown
+        out[r], _ = find(data, a, b, h, slots, names, starts)
 
 
 @njit(cache=True)
@@ -148,13 +143,12 @@ class NameTable:
 
     def codes(
         self, data: np.ndarray, m0: np.ndarray, m1: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """(each span's code, NONE or UNKNOWN; each span's hash, where it has one; how
-        many are UNKNOWN)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(each span's code, NONE or UNKNOWN; each span's hash, where it has one)."""
         out = np.empty(len(m0), np.int32)
         hashes = np.empty(len(m0), np.uint64)
-        unknown = _codes(data, m0, m1, self.slots, self.names, self.starts, out, hashes)
-        return out, hashes, int(unknown)
+        _codes(data, m0, m1, self.slots, self.names, self.starts, out, hashes)
+        return out, hashes
 
 
 forget_if_changed(__name__, _codes, ("replay.datasets.jit",))
