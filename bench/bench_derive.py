@@ -155,9 +155,10 @@ def main() -> None:
     nominal = _arg("--frames", 1_000_000)
     root = bench_replay.capture_root(nominal)
     frames = capture_frames(root)  # what the capture holds, counted
-    # Both routes warm for every dataset (the derive's kernels loaded from numba's cache:
-    # a first call of each costs up to 0.1 s, once per process; ReplaySession's modules
-    # imported) and the OS's page cache warm, so each rate below is the route's own work.
+    # Both routes warm for every dataset (each route's code paths, imports and numba
+    # kernels used once: a dataset's first derive in a process is slower, the trades'
+    # 0.26-0.36 s against 0.21 after) and the OS's page cache warm, so each rate below is
+    # the route's own work.
     sample = HERE.parent / "examples" / "sample"
     for name in DATASETS:
         derive_rate(sample, name, 1)
