@@ -4,12 +4,17 @@
 raw trade consumer, as a user would, and returns each market's sequence of distinct
 book states (valid, YES ladder, NO ladder in units) and the trades delivered.
 `states_from_changes` rebuilds the same sequences from a `book_changes` table, one
-state per frame, so the two can be compared state by state.
+state per frame, so the two can be compared state by state. `reference_replay` also
+keeps every delivered state with the time it took effect (for depth and bars, which
+sample the book at given times): its frame's recv_ns, or for a book a make-before-break
+switch handed over, the switch's (the consumer saw the old connection's book until
+then; the datasets stamp the new book's rows with that time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +22,10 @@ import pyarrow as pa
 
 from replay import ReplaySession
 from replay.reading.capture import Capture
+from replay.reading.session import CONN_STRIDE
 
 State = tuple[bool, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
+Timed = dict[str, list[tuple[int, State]]]  # every delivered state, with its recv_ns
 
 
 def _collapse(states: list[State]) -> list[State]:
@@ -37,8 +44,25 @@ def _state(snap: Any) -> State:
     )
 
 
-async def _replay(root: Path, markets: list[str]) -> tuple[dict[str, list[State]], list[Any]]:
-    books: dict[str, list[State]] = {m: [] for m in markets}
+def _switch_times(capture: Capture) -> dict[int, int]:
+    """Each replay connection a make-before-break switch moved delivery to: the switch's
+    recv_ns."""
+    out: dict[int, int] = {}
+    if "_session" not in capture.channels:
+        return out
+    offsets = {run: i * CONN_STRIDE for i, run in enumerate(sorted(capture.runs))}
+    for window in capture.read(["_session"], columns=["recv_ns", "raw"]):
+        for recv_ns, raw in zip(window.table.column("recv_ns").to_pylist(),
+                                window.table.column("raw").to_pylist(), strict=True):  # fmt: skip
+            event = json.loads(raw)
+            if event.get("type") == "switch":
+                out[offsets[window.run_id] + event["new_conn"]] = recv_ns
+    return out
+
+
+async def _replay(root: Path, markets: list[str]) -> tuple[Timed, list[Any]]:
+    switched = _switch_times(Capture(root))
+    books: Timed = {m: [] for m in markets}
     trades: list[Any] = []
     channels = [c for c in ("orderbook_delta", "trade") if c in Capture(root).channels]
     async with ReplaySession(root, channels=channels) as session:
@@ -48,7 +72,8 @@ async def _replay(root: Path, markets: list[str]) -> tuple[dict[str, list[State]
 
         async def drain(m: str) -> None:
             async for snap in subs[m]:
-                books[m].append(_state(snap))
+                took_effect = max(snap.recv_ns, switched.get(snap.conn, 0))
+                books[m].append((took_effect, _state(snap)))
 
         async def drain_trades() -> None:
             if tsub is not None:
@@ -56,14 +81,32 @@ async def _replay(root: Path, markets: list[str]) -> tuple[dict[str, list[State]
                     trades.append(frame)
 
         await asyncio.gather(*(drain(m) for m in markets), drain_trades())
-    return {m: _collapse(s) for m, s in books.items()}, trades
+    return books, trades
 
 
-def reference_books(root: Path) -> tuple[dict[str, list[State]], list[Any]]:
+def reference_replay(root: Path) -> tuple[dict[str, list[State]], list[Any], Timed]:
+    """(each market's distinct book states, the trade frames, every state with its time)."""
     capture = Capture(root)
     markets = sorted(capture.markets("orderbook_delta")) if (
         "orderbook_delta" in capture.channels) else []  # fmt: skip
-    return asyncio.run(_replay(root, markets))
+    timed, trades = asyncio.run(_replay(root, markets))
+    books = {m: _collapse([state for _, state in states]) for m, states in timed.items()}
+    return books, trades, timed
+
+
+def reference_books(root: Path) -> tuple[dict[str, list[State]], list[Any]]:
+    books, trades, _ = reference_replay(root)
+    return books, trades
+
+
+def state_before(timed: list[tuple[int, State]], ns: int) -> tuple[int, State] | None:
+    """The last state delivered before `ns` (and its recv_ns), or None."""
+    found = None
+    for recv_ns, state in timed:
+        if recv_ns >= ns:
+            break
+        found = (recv_ns, state)
+    return found
 
 
 def _units(value: Any, scale: int) -> int:

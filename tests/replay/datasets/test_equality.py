@@ -4,16 +4,19 @@ The reference is an ordinary `ReplaySession` with one `orderbook()` consumer per
 market and a raw trade consumer (tests/replay/datasets/reference.py); the derived
 book_changes, replayed, must pass through exactly the same sequence of book states
 (valid flag and both ladders, in exact units), quotes must be exactly the tops of
-those states, and trades exactly the frames delivered. On the standard capture,
+those states, trades exactly the frames delivered, depth the top levels of the book
+each market held just before each interval's end, and bars the OHLCV of the delivered
+trades with the book's top just before the bar's end. On the standard capture,
 examples/sample (four disconnects, a planned rotation, gaps and duplicates), a
 capture of every rule, and random streams (Hypothesis).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import tempfile
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from hypothesis import strategies as st
 
 from replay.datasets import compute
 from replay.datasets.mirror import SubunitValue
+from replay.datasets.spec import Spec
 from stream.fixed import price_units, size_units, units
 from tests.replay.capture_factory import (
     BASE_NS,
@@ -34,9 +38,16 @@ from tests.replay.capture_factory import (
     delta,
     snapshot,
     subscribed,
+    trade,
 )
 from tests.replay.datasets.captures import build_rules_capture, random_capture
-from tests.replay.datasets.reference import State, reference_books, states_from_changes
+from tests.replay.datasets.reference import (
+    State,
+    Timed,
+    reference_replay,
+    state_before,
+    states_from_changes,
+)
 
 SAMPLE = Path(__file__).resolve().parents[3] / "examples" / "sample"
 
@@ -82,9 +93,89 @@ def _trade_units(frame: Any) -> tuple[Any, ...]:
     return frame.recv_ns, frame.seq, frame.market_ticker, msg["trade_id"], yes, count
 
 
-def assert_equal_to_replay(root: Path) -> dict[str, pa.Table]:
-    """Derive book_changes, quotes and trades and compare each with ReplaySession."""
-    books, trades = reference_books(root)
+def _depth_rows(depth: pa.Table, levels: int) -> list[tuple[Any, ...]]:
+    rows = []
+    for r in depth.to_pylist():
+        ks = range(1, levels + 1)
+        bids = tuple((_u(r[f"bid_{k}"], 4), _u(r[f"bid_size_{k}"], 2)) for k in ks)
+        asks = tuple((_u(r[f"ask_{k}"], 4), _u(r[f"ask_size_{k}"], 2)) for k in ks)
+        rows.append((r["ts_ns"], r["market"], r["recv_ns"], r["valid"], bids, asks))
+    return sorted(rows, key=lambda row: (row[0], row[1]))
+
+
+def _expected_depth(timed: Timed, changes: pa.Table, interval: int, levels: int
+                    ) -> list[tuple[Any, ...]]:  # fmt: skip
+    """A row per interval end from the first change's interval on, while a change comes at
+    or after it, for each market the session had delivered a book of before it: the top
+    `levels` of the last book delivered before that end (None past the book's depth).
+    Its recv_ns is the market's last row in book_changes before the end (checked against
+    the session above): a delivery that changed nothing (a delta removing from an empty
+    level) is no change, a snapshot equal to the book is one."""
+    recv = changes.column("recv_ns").to_pylist()
+    changed: dict[str, list[int]] = {}
+    for market, at in zip(changes.column("market").to_pylist(), recv, strict=True):
+        changed.setdefault(market, []).append(at)
+    rows: list[tuple[Any, ...]] = []
+    if not recv:
+        return rows
+    end = (recv[0] // interval + 1) * interval
+    while end <= recv[-1]:
+        for market, states in timed.items():
+            found = state_before(states, end)
+            if found is None:
+                continue
+            valid, yes, no = found[1]
+            times = changed.get(market, [])
+            last = times[bisect.bisect_left(times, end) - 1] if times and times[0] < end else None
+            bids = [(p, q) for p, q in sorted(yes, reverse=True)][:levels]
+            asks = [(10_000 - p, q) for p, q in sorted(no, reverse=True)][:levels]
+            pad = [(None, None)] * levels
+            rows.append((end, market, last, valid, tuple((bids + pad)[:levels]),
+                         tuple((asks + pad)[:levels])))  # fmt: skip
+        end += interval
+    return sorted(rows, key=lambda row: (row[0], row[1]))
+
+
+def _expected_bars(trades: list[Any], timed: Timed, interval: int) -> list[tuple[Any, ...]]:
+    """OHLCV per market per interval of the trades delivered (in delivery order), VWAP
+    rounded half up to 5 places, and the top of the last book delivered before the end."""
+    groups: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    for frame in trades:
+        recv_ns, _, market, _, yes, count = _trade_units(frame)
+        groups.setdefault((recv_ns // interval * interval, market), []).append((yes, count))
+    rows = []
+    for (start, market), done in sorted(groups.items()):
+        prices = [p for p, _ in done]
+        volume = sum(c for _, c in done)
+        vwap = (Decimal(sum(p * c for p, c in done)) / volume).scaleb(-4).quantize(
+            Decimal("0.00001"), ROUND_HALF_UP)  # fmt: skip
+        found = state_before(timed.get(market, []), start + interval)
+        bid = ask = mid = None
+        valid = False
+        if found is not None:
+            valid, yes_side, no_side = found[1]
+            bid = max(yes_side)[0] if yes_side else None
+            ask = 10_000 - max(no_side)[0] if no_side else None
+            if bid is not None and ask is not None:
+                mid = Decimal(bid + ask).scaleb(-4) / 2
+        rows.append((start, market, prices[0], max(prices), min(prices), prices[-1], volume,
+                     vwap, len(done), bid, ask, mid, valid))  # fmt: skip
+    return rows
+
+
+def _bar_rows(bars: pa.Table) -> list[tuple[Any, ...]]:
+    return [
+        (r["ts_ns"], r["market"], _u(r["open"], 4), _u(r["high"], 4), _u(r["low"], 4),
+         _u(r["close"], 4), _u(r["volume"], 2), r["vwap"], r["trades"], _u(r["bid"], 4),
+         _u(r["ask"], 4), r["mid"], r["valid"])
+        for r in bars.to_pylist()
+    ]  # fmt: skip
+
+
+def assert_equal_to_replay(root: Path, interval: str = "100ms") -> dict[str, pa.Table]:
+    """Derive every dataset and compare each with ReplaySession (depth and bars every
+    `interval`)."""
+    books, trades, timed = reference_replay(root)
     changes = compute(root, "book_changes")
     quotes = compute(root, "quotes")
     got_trades = compute(root, "trades")
@@ -103,7 +194,13 @@ def assert_equal_to_replay(root: Path) -> dict[str, pa.Table]:
         for r in got_trades.to_pylist()
     ]  # fmt: skip
     assert got == expected
-    return {"book_changes": changes, "quotes": quotes, "trades": got_trades}
+    step = Spec.parse(f"bars:{interval}").interval_ns
+    depth = compute(root, f"depth:3@{interval}")
+    assert _depth_rows(depth, 3) == _expected_depth(timed, changes, step, 3)
+    bars = compute(root, f"bars:{interval}")
+    assert _bar_rows(bars) == _expected_bars(trades, timed, step)
+    return {"book_changes": changes, "quotes": quotes, "trades": got_trades, "depth": depth,
+            "bars": bars}  # fmt: skip
 
 
 def test_the_standard_capture(tmp_path: Path) -> None:
@@ -168,6 +265,29 @@ def test_a_value_finer_than_the_units_is_refused_not_rounded(tmp_path: Path) -> 
     a.write()
     with pytest.raises(SubunitValue, match="finer than the datasets' units"):
         compute(tmp_path, "book_changes")
+
+
+def test_a_change_at_an_interval_end_belongs_to_the_next_interval(tmp_path: Path) -> None:
+    """Depth at an interval's end and a bar's closing quote are the book before any change
+    received at that very nanosecond."""
+    from tests.replay.datasets.captures import _open
+
+    a = RunBuilder(tmp_path, RUN_A, BASE_NS)
+    _open(a, 1, 1)
+    a.receive(snapshot(1, 1, M1, [["0.4500", "3.00"]], [["0.5000", "1.00"]]))
+    a.receive(trade(2, 1, M1, "0.4500", "0.5500", "2.00"))
+    a.now_ns = BASE_NS + 10**9  # exactly the first interval's end
+    a.receive(delta(1, 2, M1, "0.4600", "1.00", "yes"))
+    a.receive(trade(2, 2, M1, "0.4600", "0.5400", "1.00"))
+    a.now_ns = BASE_NS + 2 * 10**9
+    a.receive(delta(1, 3, M1, "0.4700", "1.00", "yes"))
+    a.write()
+    out = assert_equal_to_replay(tmp_path, interval="1s")
+    depth = [(r["ts_ns"] - BASE_NS, r["bid_1"]) for r in out["depth"].to_pylist()]
+    assert depth == [(10**9, Decimal("0.4500")), (2 * 10**9, Decimal("0.4600"))]
+    bars = [(r["ts_ns"] - BASE_NS, r["close"], r["bid"]) for r in out["bars"].to_pylist()]
+    assert bars == [(0, Decimal("0.4500"), Decimal("0.4500")),
+                    (10**9, Decimal("0.4600"), Decimal("0.4600"))]  # fmt: skip
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
