@@ -6,12 +6,16 @@ aggregates with a closing quote) with one DuckDB query. `MemorySink` keeps
 everything as Arrow tables (the API's on-the-fly path); `DiskSink` writes each
 requested dataset as `DIR/<folder>/date=YYYY-MM-DD/part-<tag>.parquet` (one file
 per day and shard, a day's old files replaced) on any pyarrow filesystem, and
-spills the trades and quotes the bars need to a local temporary directory, so a
-day is never held in memory.
+spills the trades and the quotes the bars need to a local temporary directory, so a
+day is never held in memory. A bar's closing quote is the last quote received before
+its end, in arrival order where several share a nanosecond: the quotes carry their
+arrival number (`_ord`), and only the last of each market in each interval can close
+a bar, so the spill keeps no other (`closing_quotes`).
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,7 +41,10 @@ _DICTIONARY = ("run_id", "market", "kind", "side", "taker_side")
 _STATISTICS = ("recv_ns", "ts_ns", "exchange_ns", "market", "seq", "date")
 
 _BARS = """
-WITH t AS (
+WITH q AS (
+  SELECT * FROM quotes_src
+  QUALIFY row_number() OVER (PARTITION BY market, recv_ns // {i} ORDER BY _ord DESC) = 1
+), t AS (
   SELECT market, recv_ns, (recv_ns // {i}) * {i} AS ts_ns, yes_price, count,
          CAST(yes_price * 10000 AS HUGEINT) * CAST(count * 100 AS HUGEINT) AS notional
   FROM trades_src WHERE yes_price IS NOT NULL AND count IS NOT NULL
@@ -52,7 +59,7 @@ WITH t AS (
 )
 SELECT b.ts_ns, b.market, b.open, b.high, b.low, b.close, b.volume, b.vwap_units, b.trades,
        q.bid, q.ask, q.mid, coalesce(q.valid, false) AS valid
-FROM b ASOF LEFT JOIN quotes_src q ON b.market = q.market AND b.end_ns > q.recv_ns
+FROM b ASOF LEFT JOIN q ON b.market = q.market AND b.end_ns > q.recv_ns
 ORDER BY b.ts_ns, b.market
 """
 
@@ -63,7 +70,8 @@ def day_of(ns: int) -> str:
 
 
 def bars_table(con: Any, interval_ns: int) -> pa.Table:
-    """Bars from the relations `trades_src` and `quotes_src` registered on `con`."""
+    """Bars from the relations `trades_src` and `quotes_src` (with `_ord`, the quotes'
+    arrival order) registered on `con`."""
     table = con.sql(_BARS.format(i=interval_ns)).to_arrow_table()
     vwap = table.column("vwap_units").combine_chunks()
     ok = np.asarray(vwap.is_valid())
@@ -78,6 +86,29 @@ def _empty(spec: Spec) -> pa.Schema:
         return schema.depth_schema(spec.levels)
     return {"book_changes": schema.BOOK_CHANGES, "quotes": schema.QUOTES,
             "trades": schema.TRADES, "bars": schema.BARS}[spec.kind]  # fmt: skip
+
+
+def closing_quotes(batch: pa.RecordBatch, interval_ns: int, first: int) -> pa.RecordBatch:
+    """The quotes of `batch` (in arrival order) that may close a bar of `interval_ns`
+    or any multiple of it: each market's last in each interval, numbered by arrival
+    (`_ord`, from `first`)."""
+    n = batch.num_rows
+    codes = np.asarray(batch.column("market").dictionary_encode().indices, np.int64)
+    slot = np.asarray(batch.column("recv_ns"), np.int64) // interval_ns
+    key = (slot - slot.min()) * (int(codes.max()) + 1) + codes
+    _, last_reversed = np.unique(key[::-1], return_index=True)
+    keep = np.sort(n - 1 - last_reversed)
+    kept = batch.take(pa.array(keep))
+    return kept.append_column("_ord", pa.array(keep + first))
+
+
+def _numbered(table: pa.Table) -> pa.Table:
+    return table.append_column("_ord", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+def _bar_step(specs: list[Spec]) -> int:
+    """The interval every bar's end is a multiple of."""
+    return math.gcd(*(s.interval_ns for s in specs if s.kind == "bars"))
 
 
 def _public(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -108,7 +139,7 @@ class MemorySink:
             if spec.kind == "bars":
                 con = connect()
                 con.register("trades_src", self._table(Spec("trades")))
-                con.register("quotes_src", self._table(Spec("quotes")))
+                con.register("quotes_src", _numbered(self._table(Spec("quotes"))))
                 out[spec.name] = bars_table(con, spec.interval_ns)
                 con.unregister("trades_src")
                 con.unregister("quotes_src")
@@ -127,17 +158,23 @@ class DiskSink:
         self.rows: dict[str, dict[str, int]] = {}
         self.tmp = Path(tempfile.mkdtemp(prefix="kalshi-tape-derive-"))
         self.spill: dict[str, pq.ParquetWriter] = {}
+        self.bar_step = _bar_step(specs)
+        self.quotes_seen = 0  # quotes numbered so far (their `_ord`)
 
     def add(self, folder: str, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
             return
         batch = _public(batch)
-        if folder in ("trades", "quotes") and any(s.kind == "bars" for s in self.specs):
+        if folder in ("trades", "quotes") and self.bar_step:
+            spilled = batch
+            if folder == "quotes":
+                spilled = closing_quotes(batch, self.bar_step, self.quotes_seen)
+                self.quotes_seen += batch.num_rows
             writer = self.spill.get(folder)
             if writer is None:
                 writer = self.spill[folder] = pq.ParquetWriter(self.tmp / f"{folder}.parquet",
-                                                               batch.schema)  # fmt: skip
-            writer.write_batch(batch)
+                                                               spilled.schema)  # fmt: skip
+            writer.write_batch(spilled)
         if folder not in self.wanted:
             return
         time_col = "ts_ns" if "ts_ns" in batch.schema.names else "recv_ns"
@@ -177,7 +214,8 @@ class DiskSink:
                 for name in ("trades", "quotes"):
                     path = self.tmp / f"{name}.parquet"
                     con.unregister(f"{name}_empty")
-                    con.register(f"{name}_empty", _empty(Spec(name)).empty_table())
+                    empty = _empty(Spec(name)).empty_table()
+                    con.register(f"{name}_empty", _numbered(empty) if name == "quotes" else empty)
                     source = f"read_parquet('{path}')" if path.exists() else f"{name}_empty"
                     con.sql(f"CREATE OR REPLACE TEMP VIEW {name}_src AS SELECT * FROM {source}")
                 bars = bars_table(con, spec.interval_ns)

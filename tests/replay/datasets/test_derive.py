@@ -64,6 +64,7 @@ def test_derive_writes_hive_parquet_every_reader_opens(sample: Path) -> None:
     assert 0 < spreads[0] <= 1
     # the same rows as on the fly
     assert table(sample, "quotes").equals(compute(sample, "quotes"))
+    assert table(sample, "bars:1m").equals(compute(sample, "bars:1m"))
 
 
 def test_a_second_run_derives_only_the_days_whose_files_changed(tmp_path: Path) -> None:

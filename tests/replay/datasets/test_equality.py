@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replay.datasets import compute
+from replay.datasets import compute, derive, table
 from replay.datasets.mirror import SubunitValue
 from replay.datasets.spec import Spec
 from stream.fixed import price_units, size_units, units
@@ -290,6 +290,26 @@ def test_a_change_at_an_interval_end_belongs_to_the_next_interval(tmp_path: Path
                     (10**9, Decimal("0.4600"), Decimal("0.4600"))]  # fmt: skip
 
 
+@pytest.mark.parametrize("changes", [2, 5])
+def test_quotes_received_in_one_nanosecond_close_a_bar_with_the_last(
+    tmp_path: Path, changes: int
+) -> None:
+    from tests.replay.datasets.captures import _open
+
+    a = RunBuilder(tmp_path, RUN_A, BASE_NS)
+    _open(a, 1, 1)
+    a.receive(snapshot(1, 1, M1, [["0.4000", "3.00"]], [["0.5000", "1.00"]]))
+    a.receive(trade(2, 1, M1, "0.4500", "0.5500", "2.00"))
+    a.step_ns = 0  # the next frames share one receive time
+    for k in range(changes):
+        a.receive(delta(1, 2 + k, M1, f"0.{41 + k}00", "1.00", "yes"))
+    a.write()
+    out = assert_equal_to_replay(tmp_path, interval="1s")
+    assert out["bars"].column("bid").to_pylist() == [Decimal(f"0.{40 + changes}00")]
+    derive(tmp_path, datasets="quotes,bars:1s,bars:1m")  # written: the quotes spilled
+    assert table(tmp_path, "bars:1s").equals(out["bars"])
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 99), st.integers(0, 1), st.integers(0, 9999),
                           st.integers(1, 4999)), min_size=1, max_size=60))  # fmt: skip
@@ -310,10 +330,10 @@ def test_tiny_buffers_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     rules = {n: compute(tmp_path, n) for n in ("book_changes", "quotes", "trades")}
     monkeypatch.setattr(rows, "_CAP", 8)
     monkeypatch.setattr(driver, "_BATCH_ROWS", 100)
-    for name, table in expected.items():
-        assert compute(SAMPLE, name).equals(table), name
-    for name, table in rules.items():
-        assert compute(tmp_path, name).equals(table), name
+    for name, want in expected.items():
+        assert compute(SAMPLE, name).equals(want), name
+    for name, want in rules.items():
+        assert compute(tmp_path, name).equals(want), name
 
 
 def test_a_snapshot_larger_than_the_buffers(
