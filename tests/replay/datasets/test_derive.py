@@ -129,9 +129,10 @@ def test_names_are_checked() -> None:
 def test_day_shards_on_dask_equal_one_pass(tmp_path: Path, dask_client: object) -> None:
     build_standard_capture(tmp_path)
     address = dask_client.scheduler.address  # type: ignore[attr-defined]
-    report = derive(tmp_path, datasets="book_changes,trades,quotes", scheduler=address)
+    names = ("book_changes", "trades", "quotes", "depth:2@1s", "bars:1s", "bars:1h")
+    report = derive(tmp_path, datasets=",".join(names), scheduler=address)
     assert report.built["trades"] == ["2026-11-21", "2026-11-22"]
-    for name in ("book_changes", "trades", "quotes"):
+    for name in names:
         assert table(tmp_path, name).equals(compute(tmp_path, name)), name
     day2 = compute(tmp_path, "trades", start="2026-11-22")
     assert day2.num_rows == 2 and day2.equals(table(tmp_path, "trades", start="2026-11-22"))
