@@ -224,7 +224,14 @@ class BookReplay:
                                           schema=schema.QUOTES)  # fmt: skip
 
     def _depth(self, d: list[np.ndarray], n: int) -> pa.RecordBatch:
+        """The rows of a depth buffer, each interval's markets in name order (the kernel
+        writes them in the order the markets first came, which depends on where the
+        reading began)."""
         names = pa.array(self.names, pa.string())
+        rank = np.empty(len(self.names), np.int64)
+        rank[np.argsort(np.array(self.names, dtype=object))] = np.arange(len(self.names))
+        order = np.lexsort((rank[d[1][:n]], d[0][:n]))
+        d = [a[:n][order] for a in d]
         cols: list[pa.Array] = [
             pa.array(d[0][:n]), pa.array(d[3][:n]), names.take(pa.array(d[1][:n])),
             pa.array(d[2][:n]),

@@ -56,6 +56,18 @@ def _keep(batch: pa.RecordBatch, column: str, start_ns: int | None,
     return batch.filter(mask)
 
 
+def _bar_reach(specs: list[Spec], start_ns: int | None, end_ns: int | None
+               ) -> tuple[int | None, int | None]:  # fmt: skip
+    """The range to read so that every bar starting in [start_ns, end_ns) is whole: from
+    the start of the bar holding `start_ns` to the end of the one holding `end_ns - 1`."""
+    bars = [s.interval_ns for s in specs if s.kind == "bars"]
+    if not bars:
+        return start_ns, end_ns
+    lo = None if start_ns is None else min(start_ns // i * i for i in bars)
+    hi = None if end_ns is None else max(-(-end_ns // i) * i for i in bars)
+    return lo, hi
+
+
 def run_range(
     capture: Capture,
     specs: list[Spec],
@@ -65,26 +77,35 @@ def run_range(
     end_ns: int | None = None,
     markets: frozenset[str] | None = None,
 ) -> Any:
-    """Derive `specs` over `[start_ns, end_ns)` into `sink`; returns `sink.finish(...)`."""
+    """Derive `specs` over `[start_ns, end_ns)` into `sink`; returns `sink.finish(...)`.
+
+    Rows are kept by their time (`recv_ns`; depth and bars: `ts_ns`); a bar starting in
+    the range is whole, its trades and closing quote read past the range's ends if they
+    must be (`_bar_reach`)."""
     kinds = {s.kind for s in specs}
     depth = [(s, BookReplay(False, s.levels, s.interval_ns)) for s in specs if s.kind == "depth"]
-    runs, prepare = (None, None) if start_ns is None else _seek(capture, start_ns)
+    read_lo, read_hi = _bar_reach(specs, start_ns, end_ns)
+    runs, prepare = (None, None) if read_lo is None else _seek(capture, read_lo)
     # Each channel is read only where a dataset needs it: trades need no book and books
     # no trades (neither channel's rules depend on the other's frames, as a ReplaySession
     # reading one of them shows; the equality tests compare each dataset derived alone
     # with a session reading both). Bars need both: trades, and the quotes at their close.
     books = bool(kinds & {"book_changes", "quotes", "depth", "bars"})
     trades = bool(kinds & {"trades", "bars"})
+    bars = "bars" in kinds
     channels = ("orderbook_delta",) * books + ("trade",) * trades
     changes = bool(kinds & {"book_changes", "depth"})
     for name, batch in derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
-                                      end_ns=end_ns, channels=channels,
+                                      end_ns=read_hi, channels=channels,
                                       changes=changes):  # fmt: skip
         if name != "book_changes":  # trades, and the quotes the kernel keeps
+            if bars:  # every quote read may close a bar (the last before its end)
+                sink.bar_input(name, batch if name == "quotes" else
+                               _keep(batch, "recv_ns", read_lo, read_hi))  # fmt: skip
             sink.add(name, _keep(batch, "recv_ns", start_ns, end_ns))
             continue
         sink.add("book_changes", _keep(batch, "recv_ns", start_ns, end_ns))
         for spec, replay in depth:
             for d in replay.feed(batch)[1]:
                 sink.add(spec.folder, _keep(d, "ts_ns", start_ns, end_ns))
-    return sink.finish(connect)  # DuckDB only if there are bars to make
+    return sink.finish(connect, start_ns, end_ns)  # DuckDB only if there are bars to make

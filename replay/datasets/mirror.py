@@ -254,10 +254,12 @@ class Mirror:
                     m = self.market(market)
                     snap = book.snapshot()
                     sides = self._replace(m, snap)
-                    base = {"recv_ns": recv_ns, "exchange_ns": None,
+                    # stamped with the book's last change (as the rows of one pass are),
+                    # not with the checkpoint's time
+                    base = {"recv_ns": snap.recv_ns or recv_ns, "exchange_ns": None,
                             "run_id": runs[conn.conn // stride],
                             "conn": conn.conn % stride, "sid": wire.sid, "seq": book.seq,
-                            "market": market, "is_snapshot": True, "valid": True,
+                            "market": market, "is_snapshot": True, "valid": snap.valid,
                             "_frame": -1 - len(rows)}  # fmt: skip
                     frame = base["_frame"]
                     rows.append(base | {"kind": "clear", "side": None, "price": None,

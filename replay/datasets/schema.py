@@ -118,7 +118,7 @@ TRADES: Final = pa.schema(
 
 #: The columns of "depth:N@I" before its levels: one row per market per interval end
 #: (`ts_ns`, the interval's end; the book as of the last change before it), for every
-#: market that has had a book. Then, for i in 1..N, bid_i, bid_size_i (YES bids, best
+#: market that has had a book, in name order. Then, for i in 1..N, bid_i, bid_size_i (YES bids, best
 #: first) and ask_i, ask_size_i (YES asks = 1 - NO bids, best first); nulls past the
 #: book's depth.
 DEPTH_BASE: Final = pa.schema(

@@ -106,77 +106,113 @@ def _numbered(table: pa.Table) -> pa.Table:
     return table.append_column("_ord", pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
-def _bar_step(specs: list[Spec]) -> int:
-    """The interval every bar's end is a multiple of."""
-    return math.gcd(*(s.interval_ns for s in specs if s.kind == "bars"))
-
-
 def _public(batch: pa.RecordBatch) -> pa.RecordBatch:
     if "_frame" in batch.schema.names:
         return batch.drop_columns(["_frame"])
     return batch
 
 
-class MemorySink:
-    """Every dataset as an Arrow table (for `compute` and `table`)."""
+def _starting_in(bars: pa.Table, start_ns: int | None, end_ns: int | None) -> pa.Table:
+    """The bars whose interval starts in [start_ns, end_ns)."""
+    t = bars.column("ts_ns")
+    if start_ns is not None:
+        bars = bars.filter(pc.greater_equal(t, start_ns))
+        t = bars.column("ts_ns")
+    if end_ns is not None:
+        bars = bars.filter(pc.less(t, end_ns))
+    return bars
+
+
+class _Sink:
+    """What both sinks share: the datasets asked for, and the bars' inputs (`bar_input`:
+    the trades, and the quotes that may close a bar, numbered in arrival order)."""
 
     def __init__(self, specs: list[Spec]) -> None:
         self.specs = specs
+        self.bars = [s for s in specs if s.kind == "bars"]
+        self.bar_step = math.gcd(*(s.interval_ns for s in self.bars))  # every end's divisor
+        self.quotes_seen = 0
+
+    def bar_input(self, folder: str, batch: pa.RecordBatch) -> None:
+        """Trades or quotes the bars are made from (not written as datasets)."""
+        if not batch.num_rows:
+            return
+        batch = _public(batch)
+        if folder == "quotes":
+            kept = closing_quotes(batch, self.bar_step, self.quotes_seen)
+            self.quotes_seen += batch.num_rows
+            batch = kept
+        self._keep_input(folder, batch)
+
+    def _keep_input(self, folder: str, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError  # each sink keeps them its way
+
+
+class MemorySink(_Sink):
+    """Every dataset as an Arrow table (for `compute` and `table`)."""
+
+    def __init__(self, specs: list[Spec]) -> None:
+        super().__init__(specs)
+        self.wanted = {s.folder for s in specs}
         self.parts: dict[str, list[pa.RecordBatch]] = {}
+        self.inputs: dict[str, list[pa.RecordBatch]] = {}
 
     def add(self, folder: str, batch: pa.RecordBatch) -> None:
-        if batch.num_rows:
+        if batch.num_rows and folder in self.wanted:
             self.parts.setdefault(folder, []).append(_public(batch))
 
-    def _table(self, spec: Spec) -> pa.Table:
-        parts = self.parts.get(spec.folder, [])
-        return pa.Table.from_batches(parts, schema=_empty(spec))
+    def _keep_input(self, folder: str, batch: pa.RecordBatch) -> None:
+        self.inputs.setdefault(folder, []).append(batch)
 
-    def finish(self, connect: Any) -> dict[str, pa.Table]:
-        """The tables; `connect()` gives the DuckDB connection the bars need."""
+    def _input(self, name: str) -> pa.Table:
+        parts = self.inputs.get(name)
+        if parts:
+            return pa.Table.from_batches(parts)
+        empty = _empty(Spec(name)).empty_table()
+        return _numbered(empty) if name == "quotes" else empty
+
+    def finish(self, connect: Any, start_ns: int | None = None,
+               end_ns: int | None = None) -> dict[str, pa.Table]:  # fmt: skip
+        """The tables (bars: those starting in [start_ns, end_ns)); `connect()` gives the
+        DuckDB connection the bars need."""
         out: dict[str, pa.Table] = {}
         for spec in self.specs:
             if spec.kind == "bars":
                 con = connect()
-                con.register("trades_src", self._table(Spec("trades")))
-                con.register("quotes_src", _numbered(self._table(Spec("quotes"))))
-                out[spec.name] = bars_table(con, spec.interval_ns)
+                con.register("trades_src", self._input("trades"))
+                con.register("quotes_src", self._input("quotes"))
+                out[spec.name] = _starting_in(bars_table(con, spec.interval_ns), start_ns, end_ns)
                 con.unregister("trades_src")
                 con.unregister("quotes_src")
             else:
-                out[spec.name] = self._table(spec)
+                parts = self.parts.get(spec.folder, [])
+                out[spec.name] = pa.Table.from_batches(parts, schema=_empty(spec))
         return out
 
 
-class DiskSink:
+class DiskSink(_Sink):
     """Requested datasets as Hive-partitioned Parquet under `base` on `fs`."""
 
     def __init__(self, specs: list[Spec], fs: pafs.FileSystem, base: str, tag: str,
                  wanted: set[str]) -> None:  # fmt: skip
-        self.specs, self.fs, self.base, self.tag, self.wanted = specs, fs, base, tag, wanted
+        super().__init__(specs)
+        self.fs, self.base, self.tag, self.wanted = fs, base, tag, wanted
         self.writers: dict[tuple[str, str], pq.ParquetWriter] = {}
         self.rows: dict[str, dict[str, int]] = {}
         self.tmp = Path(tempfile.mkdtemp(prefix="kalshi-tape-derive-"))
         self.spill: dict[str, pq.ParquetWriter] = {}
-        self.bar_step = _bar_step(specs)
-        self.quotes_seen = 0  # quotes numbered so far (their `_ord`)
+
+    def _keep_input(self, folder: str, batch: pa.RecordBatch) -> None:
+        writer = self.spill.get(folder)
+        if writer is None:
+            writer = self.spill[folder] = pq.ParquetWriter(self.tmp / f"{folder}.parquet",
+                                                           batch.schema)  # fmt: skip
+        writer.write_batch(batch)
 
     def add(self, folder: str, batch: pa.RecordBatch) -> None:
-        if not batch.num_rows:
+        if not batch.num_rows or folder not in self.wanted:
             return
         batch = _public(batch)
-        if folder in ("trades", "quotes") and self.bar_step:
-            spilled = batch
-            if folder == "quotes":
-                spilled = closing_quotes(batch, self.bar_step, self.quotes_seen)
-                self.quotes_seen += batch.num_rows
-            writer = self.spill.get(folder)
-            if writer is None:
-                writer = self.spill[folder] = pq.ParquetWriter(self.tmp / f"{folder}.parquet",
-                                                               spilled.schema)  # fmt: skip
-            writer.write_batch(spilled)
-        if folder not in self.wanted:
-            return
         time_col = "ts_ns" if "ts_ns" in batch.schema.names else "recv_ns"
         days = np.asarray(batch.column(time_col), np.int64) // NS_DAY
         for day in np.unique(days):
@@ -201,9 +237,11 @@ class DiskSink:
         counts = self.rows.setdefault(folder, {})
         counts[date] = counts.get(date, 0) + batch.num_rows
 
-    def finish(self, connect: Any) -> dict[str, dict[str, int]]:
-        """Close the files and write the bars (`connect()`: their DuckDB connection);
-        returns the rows written per dataset and date."""
+    def finish(self, connect: Any, start_ns: int | None = None,
+               end_ns: int | None = None) -> dict[str, dict[str, int]]:  # fmt: skip
+        """Close the files and write the bars starting in [start_ns, end_ns)
+        (`connect()`: their DuckDB connection); returns the rows written per dataset and
+        date."""
         for writer in self.spill.values():
             writer.close()
         try:
@@ -218,7 +256,7 @@ class DiskSink:
                     con.register(f"{name}_empty", _numbered(empty) if name == "quotes" else empty)
                     source = f"read_parquet('{path}')" if path.exists() else f"{name}_empty"
                     con.sql(f"CREATE OR REPLACE TEMP VIEW {name}_src AS SELECT * FROM {source}")
-                bars = bars_table(con, spec.interval_ns)
+                bars = _starting_in(bars_table(con, spec.interval_ns), start_ns, end_ns)
                 for batch in bars.to_batches(max_chunksize=1 << 16):
                     self.add(spec.folder, batch)
         finally:

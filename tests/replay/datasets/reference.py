@@ -44,7 +44,7 @@ def _state(snap: Any) -> State:
     )
 
 
-def _switch_times(capture: Capture) -> dict[int, int]:
+def switch_times(capture: Capture) -> dict[int, int]:
     """Each replay connection a make-before-break switch moved delivery to: the switch's
     recv_ns."""
     out: dict[int, int] = {}
@@ -61,7 +61,7 @@ def _switch_times(capture: Capture) -> dict[int, int]:
 
 
 async def _replay(root: Path, markets: list[str]) -> tuple[Timed, list[Any]]:
-    switched = _switch_times(Capture(root))
+    switched = switch_times(Capture(root))
     books: Timed = {m: [] for m in markets}
     trades: list[Any] = []
     channels = [c for c in ("orderbook_delta", "trade") if c in Capture(root).channels]
