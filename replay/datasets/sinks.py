@@ -39,6 +39,9 @@ NS_DAY = 86_400 * 10**9
 #: statistics and dictionary at the default level, for 9% more bytes (book_changes).
 _DICTIONARY = ("run_id", "market", "kind", "side", "taker_side")
 _STATISTICS = ("recv_ns", "ts_ns", "exchange_ns", "market", "seq", "date")
+#: A dataset's rows are written in row groups of about this many bytes (as Arrow holds
+#: them): 3-4% faster than a row group per window's batch, and far fewer groups to read.
+_ROW_GROUP_BYTES = 8 << 20
 
 _BARS = """
 WITH q AS (
@@ -198,6 +201,8 @@ class DiskSink(_Sink):
         super().__init__(specs)
         self.fs, self.base, self.tag, self.wanted = fs, base, tag, wanted
         self.writers: dict[tuple[str, str], pq.ParquetWriter] = {}
+        self.pending: dict[tuple[str, str], list[pa.RecordBatch]] = {}
+        self.pending_bytes: dict[tuple[str, str], int] = {}
         self.rows: dict[str, dict[str, int]] = {}
         self.tmp = Path(tempfile.mkdtemp(prefix="kalshi-tape-derive-"))
         self.spill: dict[str, pq.ParquetWriter] = {}
@@ -220,22 +225,37 @@ class DiskSink(_Sink):
             self._write(folder, day_of(int(day) * NS_DAY), part)
 
     def _write(self, folder: str, date: str, batch: pa.RecordBatch) -> None:
+        """Buffer `batch`; a row group is written once `_ROW_GROUP_BYTES` are buffered
+        (batches come a window at a time, a few thousand rows each: as row groups they
+        cost the write more and give readers many small groups)."""
         key = (folder, date)
+        self.pending.setdefault(key, []).append(batch)
+        self.pending_bytes[key] = self.pending_bytes.get(key, 0) + batch.nbytes
+        if self.pending_bytes[key] >= _ROW_GROUP_BYTES:
+            self._flush(key)
+        counts = self.rows.setdefault(folder, {})
+        counts[date] = counts.get(date, 0) + batch.num_rows
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        batches = self.pending.pop(key, [])
+        self.pending_bytes.pop(key, None)
+        if not batches:
+            return
         writer = self.writers.get(key)
         if writer is None:
+            folder, date = key
             directory = f"{self.base}/{folder}/date={date}"
             self.fs.create_dir(directory, recursive=True)
             path = f"{directory}/part-{self.tag}.parquet"
-            names = batch.schema.names
+            names = batches[0].schema.names
             writer = pq.ParquetWriter(
-                path, batch.schema, filesystem=self.fs, compression="zstd", compression_level=1,
-                use_dictionary=[n for n in _DICTIONARY if n in names],
+                path, batches[0].schema, filesystem=self.fs, compression="zstd",
+                compression_level=1, use_dictionary=[n for n in _DICTIONARY if n in names],
                 write_statistics=[n for n in _STATISTICS if n in names],
             )  # fmt: skip
             self.writers[key] = writer
-        writer.write_batch(batch)
-        counts = self.rows.setdefault(folder, {})
-        counts[date] = counts.get(date, 0) + batch.num_rows
+        table = pa.Table.from_batches(batches)
+        writer.write_table(table, row_group_size=max(table.num_rows, 1))
 
     def finish(self, connect: Any, start_ns: int | None = None,
                end_ns: int | None = None) -> dict[str, dict[str, int]]:  # fmt: skip
@@ -259,6 +279,8 @@ class DiskSink(_Sink):
                 bars = _starting_in(bars_table(con, spec.interval_ns), start_ns, end_ns)
                 for batch in bars.to_batches(max_chunksize=1 << 16):
                     self.add(spec.folder, batch)
+            for key in list(self.pending):
+                self._flush(key)
         finally:
             for writer in self.writers.values():
                 writer.close()
