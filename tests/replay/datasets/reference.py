@@ -1,14 +1,15 @@
 """The reference every dataset is compared with: what a `ReplaySession` consumer sees.
 
-`reference_books` replays a capture with one `orderbook()` consumer per market and one
+`reference_replay` replays a capture with one `orderbook()` consumer per market and one
 raw trade consumer, as a user would, and returns each market's sequence of distinct
 book states (valid, YES ladder, NO ladder in units) and the trades delivered.
-`states_from_changes` rebuilds the same sequences from a `book_changes` table, one
-state per frame, so the two can be compared state by state. `reference_replay` also
-keeps every delivered state with the time it took effect (for depth and bars, which
-sample the book at given times): its frame's recv_ns, or for a book a make-before-break
-switch handed over, the switch's (the consumer saw the old connection's book until
-then; the datasets stamp the new book's rows with that time).
+`timed_states_from_changes` rebuilds the same sequences from a `book_changes` table,
+one state per frame, so the two can be compared state by state, each with the time it
+took effect, which `assert_same_times` holds to the session's: the receive time of the
+frame that made it, or later where the book was handed over from another connection (a
+make-before-break switch, a move between redundant feeds; the datasets stamp the new
+book with the hand-over's time, while the session's book keeps its frame's and is
+delivered when the hand-over comes).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from replay.reading.capture import Capture
 from replay.reading.session import CONN_STRIDE
 
 State = tuple[bool, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
-Timed = dict[str, list[tuple[int, State]]]  # every delivered state, with its recv_ns
+Timed = dict[str, list[tuple[int, State]]]  # each distinct state, with when it took effect
+Delivered = dict[str, list[tuple[int, int, State]]]  # every delivery: recv_ns, conn, state
 
 
 def _collapse(states: list[State]) -> list[State]:
@@ -60,9 +62,8 @@ def switch_times(capture: Capture) -> dict[int, int]:
     return out
 
 
-async def _replay(root: Path, markets: list[str]) -> tuple[Timed, list[Any]]:
-    switched = switch_times(Capture(root))
-    books: Timed = {m: [] for m in markets}
+async def _replay(root: Path, markets: list[str]) -> tuple[Delivered, list[Any]]:
+    books: Delivered = {m: [] for m in markets}
     trades: list[Any] = []
     channels = [c for c in ("orderbook_delta", "trade") if c in Capture(root).channels]
     async with ReplaySession(root, channels=channels) as session:
@@ -72,8 +73,7 @@ async def _replay(root: Path, markets: list[str]) -> tuple[Timed, list[Any]]:
 
         async def drain(m: str) -> None:
             async for snap in subs[m]:
-                took_effect = max(snap.recv_ns, switched.get(snap.conn, 0))
-                books[m].append((took_effect, _state(snap)))
+                books[m].append((snap.recv_ns, snap.conn, _state(snap)))
 
         async def drain_trades() -> None:
             if tsub is not None:
@@ -84,23 +84,35 @@ async def _replay(root: Path, markets: list[str]) -> tuple[Timed, list[Any]]:
     return books, trades
 
 
-def reference_replay(root: Path) -> tuple[dict[str, list[State]], list[Any], Timed]:
-    """(each market's distinct book states, the trade frames, every state with its time)."""
+def reference_replay(root: Path) -> tuple[dict[str, list[State]], list[Any], Delivered]:
+    """(each market's distinct book states, the trade frames, every book delivered)."""
     capture = Capture(root)
     markets = sorted(capture.markets("orderbook_delta")) if (
         "orderbook_delta" in capture.channels) else []  # fmt: skip
-    timed, trades = asyncio.run(_replay(root, markets))
-    books = {m: _collapse([state for _, state in states]) for m, states in timed.items()}
-    return books, trades, timed
+    delivered, trades = asyncio.run(_replay(root, markets))
+    books = {m: _collapse([state for _, _, state in got]) for m, got in delivered.items()}
+    return books, trades, delivered
 
 
-def reference_books(root: Path) -> tuple[dict[str, list[State]], list[Any]]:
-    books, trades, _ = reference_replay(root)
-    return books, trades
+def assert_same_times(delivered: Delivered, timed: Timed) -> None:
+    """Each distinct state took effect when the session's frame made it, or, handed over
+    from another connection, no earlier."""
+    for market, got in delivered.items():
+        firsts: list[tuple[int, int, State]] = []
+        for recv_ns, conn, state in got:
+            if not firsts or firsts[-1][2] != state:
+                firsts.append((recv_ns, conn, state))
+        mine = timed.get(market, [])
+        assert [s for _, _, s in firsts] == [s for _, s in mine], market
+        for i, ((recv_ns, conn, _), (took_effect, _)) in enumerate(zip(firsts, mine, strict=True)):
+            if i and conn == firsts[i - 1][1]:
+                assert took_effect == recv_ns, (market, i)
+            else:
+                assert took_effect >= recv_ns, (market, i)
 
 
 def state_before(timed: list[tuple[int, State]], ns: int) -> tuple[int, State] | None:
-    """The last state delivered before `ns` (and its recv_ns), or None."""
+    """The last state that took effect before `ns` (and when), or None."""
     found = None
     for recv_ns, state in timed:
         if recv_ns >= ns:
@@ -113,10 +125,11 @@ def _units(value: Any, scale: int) -> int:
     return int(value.scaleb(scale))
 
 
-def states_from_changes(changes: pa.Table) -> dict[str, list[State]]:
-    """One state per frame (rows sharing `_frame`, or recv_ns/seq/conn) per market."""
+def timed_states_from_changes(changes: pa.Table) -> Timed:
+    """Each market's distinct states, one per frame (rows sharing `_frame`, or
+    recv_ns/seq/conn), each with the recv_ns it took effect at."""
     books: dict[str, tuple[bool, dict[int, int], dict[int, int]]] = {}
-    out: dict[str, list[State]] = {}
+    out: Timed = {}
     rows = changes.to_pylist()
     key = "_frame" if "_frame" in changes.column_names else None
     for i, r in enumerate(rows):
@@ -124,7 +137,6 @@ def states_from_changes(changes: pa.Table) -> dict[str, list[State]]:
         valid, yes, no = books.get(m, (True, {}, {}))
         if r["kind"] == "clear":
             yes, no = {}, {}
-            valid = r["valid"]
         else:
             side = yes if r["side"] == "yes" else no
             price = _units(r["price"], 4)
@@ -133,7 +145,7 @@ def states_from_changes(changes: pa.Table) -> dict[str, list[State]]:
                 side[price] = size
             else:
                 side.pop(price, None)
-            valid = r["valid"]
+        valid = r["valid"]
         books[m] = (valid, yes, no)
         nxt = rows[i + 1] if i + 1 < len(rows) else None
         same = nxt is not None and nxt["market"] == m and (
@@ -141,6 +153,8 @@ def states_from_changes(changes: pa.Table) -> dict[str, list[State]]:
             (nxt["recv_ns"], nxt["seq"], nxt["conn"]) == (r["recv_ns"], r["seq"], r["conn"])
         )  # fmt: skip
         if not same:
-            out.setdefault(m, []).append((valid, tuple(sorted(yes.items())),
-                                          tuple(sorted(no.items()))))  # fmt: skip
-    return {m: _collapse(s) for m, s in out.items()}
+            state = (valid, tuple(sorted(yes.items())), tuple(sorted(no.items())))
+            states = out.setdefault(m, [])
+            if not states or states[-1][1] != state:
+                states.append((r["recv_ns"], state))
+    return out

@@ -3,12 +3,14 @@
 The reference is an ordinary `ReplaySession` with one `orderbook()` consumer per
 market and a raw trade consumer (tests/replay/datasets/reference.py); the derived
 book_changes, replayed, must pass through exactly the same sequence of book states
-(valid flag and both ladders, in exact units), quotes must be exactly the tops of
-those states, trades exactly the frames delivered, depth the top levels of the book
-each market held just before each interval's end, and bars the OHLCV of the delivered
-trades with the book's top just before the bar's end. On the standard capture,
-examples/sample (four disconnects, a planned rotation, gaps and duplicates), a
-capture of every rule, and random streams (Hypothesis).
+(valid flag and both ladders, in exact units), each taking effect when the session's
+frame made it (or, handed over from another connection, when the hand-over came),
+quotes must be exactly the tops of those states, trades exactly the frames delivered,
+depth the top levels of each book just before each interval's end, and bars the
+OHLCV of the delivered trades with the book's top just before the bar's end. On the
+standard capture, examples/sample (four disconnects, a planned rotation, gaps and
+duplicates), a capture of every rule, two redundant feeds, and random streams
+(Hypothesis).
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ from tests.replay.datasets.captures import build_rules_capture, random_capture
 from tests.replay.datasets.reference import (
     State,
     Timed,
+    assert_same_times,
     reference_replay,
     state_before,
-    states_from_changes,
+    timed_states_from_changes,
 )
+from tests.replay.report.feeds_capture import build_feeds_capture
 
 SAMPLE = Path(__file__).resolve().parents[3] / "examples" / "sample"
 
@@ -106,11 +110,10 @@ def _depth_rows(depth: pa.Table, levels: int) -> list[tuple[Any, ...]]:
 def _expected_depth(timed: Timed, changes: pa.Table, interval: int, levels: int
                     ) -> list[tuple[Any, ...]]:  # fmt: skip
     """A row per interval end from the first change's interval on, while a change comes at
-    or after it, for each market the session had delivered a book of before it: the top
-    `levels` of the last book delivered before that end (None past the book's depth).
-    Its recv_ns is the market's last row in book_changes before the end (checked against
-    the session above): a delivery that changed nothing (a delta removing from an empty
-    level) is no change, a snapshot equal to the book is one."""
+    or after it, for each market with a book before it: the top `levels` of the book as
+    it stood before that end (None past the book's depth). Its recv_ns is the market's
+    last row in book_changes before the end: a delivery that changed nothing (a delta
+    removing from an empty level) is no change, a snapshot equal to the book is one."""
     recv = changes.column("recv_ns").to_pylist()
     changed: dict[str, list[int]] = {}
     for market, at in zip(changes.column("market").to_pylist(), recv, strict=True):
@@ -138,7 +141,7 @@ def _expected_depth(timed: Timed, changes: pa.Table, interval: int, levels: int
 
 def _expected_bars(trades: list[Any], timed: Timed, interval: int) -> list[tuple[Any, ...]]:
     """OHLCV per market per interval of the trades delivered (in delivery order), VWAP
-    rounded half up to 5 places, and the top of the last book delivered before the end."""
+    rounded half up to 5 places, and the top of the book as it stood before the end."""
     groups: dict[tuple[int, str], list[tuple[int, int]]] = {}
     for frame in trades:
         recv_ns, _, market, _, yes, count = _trade_units(frame)
@@ -175,14 +178,17 @@ def _bar_rows(bars: pa.Table) -> list[tuple[Any, ...]]:
 def assert_equal_to_replay(root: Path, interval: str = "100ms") -> dict[str, pa.Table]:
     """Derive every dataset and compare each with ReplaySession (depth and bars every
     `interval`)."""
-    books, trades, timed = reference_replay(root)
+    books, trades, delivered = reference_replay(root)
     changes = compute(root, "book_changes")
     quotes = compute(root, "quotes")
     got_trades = compute(root, "trades")
-    mine = states_from_changes(changes)
+    timed = timed_states_from_changes(changes)
+    mine = {m: [s for _, s in states] for m, states in timed.items()}
     for market, states in books.items():
         assert mine.get(market, []) == states, market
     assert set(mine) <= set(books)
+    # depth and bars sample the books at given times: when each state took effect
+    assert_same_times(delivered, timed)
     tops = _quotes_by_market(quotes)
     for market, states in books.items():
         want = _collapse([_top(s) for s in states])
@@ -215,6 +221,15 @@ def test_the_standard_capture(tmp_path: Path) -> None:
 def test_examples_sample() -> None:
     out = assert_equal_to_replay(SAMPLE)
     assert out["book_changes"].num_rows > 10_000
+
+
+def test_two_redundant_feeds(tmp_path: Path) -> None:
+    """Books moved between feeds (a feed lost, both lost, one back), all in frames that
+    share their receive times."""
+    build_feeds_capture(tmp_path)
+    out = assert_equal_to_replay(tmp_path, interval="1s")
+    assert set(out["book_changes"].column("conn").to_pylist()) == {1, 2, 3, 4}
+    assert out["depth"].num_rows and out["bars"].num_rows
 
 
 def test_every_rule(tmp_path: Path) -> None:
