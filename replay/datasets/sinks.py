@@ -132,8 +132,8 @@ class _Sink:
 
     def __init__(self, specs: list[Spec]) -> None:
         self.specs = specs
-        self.bars = [s for s in specs if s.kind == "bars"]
-        self.bar_step = math.gcd(*(s.interval_ns for s in self.bars))  # every end's divisor
+        # every bar's end is a multiple of this (0: no bars)
+        self.bar_step = math.gcd(*(s.interval_ns for s in specs if s.kind == "bars"))
         self.quotes_seen = 0
 
     def bar_input(self, folder: str, batch: pa.RecordBatch) -> None:
