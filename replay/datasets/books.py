@@ -71,9 +71,7 @@ def _replay(
     nm = seen.shape[0]
     while i < n:
         t = recv[i]
-        if interval > 0:
-            if next_ts[0] == 0:
-                next_ts[0] = (t // interval + 1) * interval
+        if interval > 0:  # next_ts[0]: the first interval end, set by the caller
             while t >= next_ts[0]:
                 count = 0
                 for m in range(nm):
@@ -134,8 +132,12 @@ def _replay(
 class BookReplay:
     """Quotes and depth rows from book_changes batches, in order, across batches."""
 
-    def __init__(self, quotes: bool, levels: int = 0, interval_ns: int = 0) -> None:
+    def __init__(self, quotes: bool, levels: int = 0, interval_ns: int = 0,
+                 from_ns: int | None = None) -> None:  # fmt: skip
+        """`from_ns`: no depth row is wanted before it (a range's start: the books
+        restored at its seek carry their last changes' times, which may be long before)."""
         self.quotes, self.levels, self.interval = quotes, levels, interval_ns
+        self.from_ns = from_ns
         self.codes: dict[str, int] = {}
         self.names: list[str] = []
         self.books = ladders.Books()
@@ -188,6 +190,11 @@ class BookReplay:
         valid = np.asarray(batch.column("valid"), np.bool_)
         frame = np.asarray(batch.column("_frame"), np.int64)
         recv = np.asarray(batch.column("recv_ns"), np.int64)
+        if self.interval and self.next_ts[0] == 0:  # the first interval end
+            first = (int(recv[0]) // self.interval + 1) * self.interval
+            if self.from_ns is not None:
+                first = max(first, -(-self.from_ns // self.interval) * self.interval)
+            self.next_ts[0] = first
         cap = max(4096, n)
         o_row = np.zeros(cap, np.int64)
         o_q = np.zeros((cap, 5), np.int64)

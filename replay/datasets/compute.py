@@ -83,7 +83,8 @@ def run_range(
     the range is whole, its trades and closing quote read past the range's ends if they
     must be (`_bar_reach`)."""
     kinds = {s.kind for s in specs}
-    depth = [(s, BookReplay(False, s.levels, s.interval_ns)) for s in specs if s.kind == "depth"]
+    depth = [(s, BookReplay(False, s.levels, s.interval_ns, from_ns=start_ns))
+             for s in specs if s.kind == "depth"]  # fmt: skip
     read_lo, read_hi = _bar_reach(specs, start_ns, end_ns)
     runs, prepare = (None, None) if read_lo is None else _seek(capture, read_lo)
     # Each channel is read only where a dataset needs it: trades need no book and books
