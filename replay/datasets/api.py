@@ -104,11 +104,13 @@ def derive(
     workers: int | None = None,
     scheduler: str | None = None,
     storage: StorageOptions | None = None,
+    force: bool = False,
 ) -> DeriveReport:
     """Write datasets as Hive-partitioned Parquet under `to` (default `<root>/_datasets`).
 
     Only days whose capture files changed since the last run (or never built, or built
-    for other markets) are derived. `workers` (a local Dask cluster of that many
+    for other markets, or by an older version of the derive's rules) are derived; with
+    `force`, every day of the range. `workers` (a local Dask cluster of that many
     processes) or `scheduler` (an existing one) spread the days; otherwise they run here.
     """
     import time
@@ -132,7 +134,7 @@ def derive(
         date = day_of(day)
         sources = manifest.sources_of(capture, date)
         for spec in specs:
-            if manifest.fresh(book, spec.folder, date, sources, chosen):
+            if not force and manifest.fresh(book, spec.folder, date, sources, chosen):
                 report.fresh.setdefault(spec.name, []).append(date)
             else:
                 todo.setdefault(day, []).append(spec)

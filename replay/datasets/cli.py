@@ -28,7 +28,8 @@ _DESCRIPTION = """\
 Derive research datasets from a capture, by the engine's own book rules, and write
 them as Parquet under DIR/<dataset>/date=YYYY-MM-DD/ (default DIR: ROOT/_datasets).
 Prices and sizes are exact decimals. A second run derives only the days whose
-capture files changed (DIR/_manifest.json records what each day was built from).
+capture files changed, or that an older kalshi-tape built (DIR/_manifest.json records
+what each day was built from and by which rules); --force derives them all again.
 
 datasets: book_changes, quotes, trades, depth:N@INTERVAL (e.g. depth:10@1s),
 bars:INTERVAL (1s, 1m, 1h, 1d...)
@@ -67,6 +68,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="tcp://HOST:PORT",
         help="spread the days over an existing Dask cluster",
     )
+    p.add_argument("--force", action="store_true",
+                   help="derive every day of the range again, fresh or not")  # fmt: skip
     add_storage_arguments(p)
     p.set_defaults(handler=_derive)
 
@@ -85,7 +88,7 @@ def _derive(args: argparse.Namespace) -> int:
     start, end = checked_time_range(*time_range(args), capture.time_range())
     report = derive(capture, to=args.to, datasets=args.datasets, start=start, end=end,
                     markets=args.market, workers=args.workers or None,
-                    scheduler=args.scheduler, storage=storage)  # fmt: skip
+                    scheduler=args.scheduler, storage=storage, force=args.force)  # fmt: skip
     if not report.built and not report.fresh:
         print(f"no captured data in {args.root} yet: nothing to derive", file=sys.stderr)
         return 0

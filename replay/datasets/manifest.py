@@ -4,10 +4,11 @@
 the capture files it was derived from (every file of that UTC date on the book,
 trade and state channels: path relative to the root, and size; published files
 never change in place, so a new segment, a compaction or a repair changes the
-fingerprint), the markets filter, the rows written and when; and, under "views",
-each dataset folder's SQL view name (`replay.sql` reads it to create the views). A day is fresh when
-its fingerprint and filter are unchanged; `derive` builds only the others. The
-leading underscore keeps Hive readers of the datasets from taking it for data.
+fingerprint), the markets filter, the version of the derive's rules (`RULES`), the
+rows written and when; and, under "views", each dataset folder's SQL view name
+(`replay.sql` reads it to create the views). A day is fresh when its fingerprint,
+filter and rules are unchanged; `derive` builds only the others. The leading
+underscore keeps Hive readers of the datasets from taking it for data.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ __all__ = ["clear_day", "forget", "fresh", "load", "record", "save", "sources_of
 
 NAME = "_manifest.json"
 VERSION = 1
+#: The derive's rules: raised whenever the same capture files would give other rows, so
+#: that days built by an older kalshi-tape are built again (a day built before this
+#: number was recorded counts as built by other rules). 2: bars closed by the last of
+#: the quotes sharing a nanosecond, bars whole at a range's ends, depth's markets in
+#: name order, restored books stamped with their own validity and last change.
+#: tests/replay/datasets/test_rules_version.py pins the rows of examples/sample to it.
+RULES = 2
 _CHANNELS = ("orderbook_delta", "trade", "_control", "_session", "_checkpoint")
 
 
@@ -75,7 +83,8 @@ def _markets(markets: frozenset[str] | None) -> list[str] | None:
 def fresh(book: dict[str, Any], folder: str, date: str, sources: str,
           markets: frozenset[str] | None) -> bool:  # fmt: skip
     entry = book["datasets"].get(folder, {}).get(date)
-    return bool(entry) and entry["sources"] == sources and entry["markets"] == _markets(markets)
+    return (bool(entry) and entry["sources"] == sources
+            and entry["markets"] == _markets(markets) and entry.get("rules") == RULES)  # fmt: skip
 
 
 def record(book: dict[str, Any], folder: str, date: str, sources: str,
@@ -84,6 +93,7 @@ def record(book: dict[str, Any], folder: str, date: str, sources: str,
     book["datasets"].setdefault(folder, {})[date] = {
         "sources": sources,
         "markets": _markets(markets),
+        "rules": RULES,
         "rows": rows,
         "built": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

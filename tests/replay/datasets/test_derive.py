@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from replay import connect
-from replay.datasets import compute, derive, table
+from replay.datasets import compute, derive, manifest, table
 from replay.reading.capture import Capture
 from schemas.errors import ConfigError
 from tests.replay.capture_factory import (
@@ -86,6 +86,25 @@ def test_a_second_run_derives_only_the_days_whose_files_changed(tmp_path: Path) 
     assert third.built["trades"] == ["2026-11-22"] and third.fresh["trades"] == ["2026-11-21"]
     day2 = table(tmp_path, "trades", start="2026-11-22")
     assert "0.5300" in [str(p) for p in day2.column("yes_price").to_pylist()]
+
+
+def test_days_an_older_derive_built_are_built_again_and_force_builds_every_day(
+    sample: Path,
+) -> None:
+    import json
+
+    assert derive(sample, datasets="trades").built == {"trades": ["2026-11-21"]}
+    path = sample / "_datasets" / "_manifest.json"
+    book = json.loads(path.read_text())
+    assert book["datasets"]["trades"]["2026-11-21"]["rules"] == manifest.RULES
+    del book["datasets"]["trades"]["2026-11-21"]["rules"]  # as a derive before rules were kept
+    path.write_text(json.dumps(book))
+    assert derive(sample, datasets="trades").built == {"trades": ["2026-11-21"]}
+    assert derive(sample, datasets="trades").fresh == {"trades": ["2026-11-21"]}
+    assert derive(sample, datasets="trades", force=True).built == {"trades": ["2026-11-21"]}
+    out = _cli("derive", str(sample), "--datasets", "trades", "--force")
+    assert out.returncode == 0, out.stderr
+    assert "1 day(s) built" in out.stderr
 
 
 def test_query_sees_each_built_dataset_as_a_view(sample: Path) -> None:
