@@ -90,6 +90,7 @@ class Scratch:
         self.trade = self.lv = self.lv_p = self.lv_s = np.zeros(0, np.int64)
         self.mcode, self.mhash = np.zeros(0, np.int32), np.zeros(0, np.uint64)
         self.stack = np.zeros(64, np.int8)
+        self.order = np.full(scan.ORDER_SLOTS, -1, np.int64)  # deltas' msg keys, last seen
 
     def arrays(
         self, n: int, data_bytes: int
@@ -149,7 +150,7 @@ def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = 
     out, trade, lv, lv_p, lv_s = scratch.arrays(len(raw), len(data))
     mcode, mhash = scratch.codes(len(raw))
     scan.scan(data, offsets, *out, scratch.stack, trade, lv, lv_p, lv_s, mcode, mhash,
-              table.slots, table.names, table.starts)  # fmt: skip
+              table.slots, table.names, table.starts, scratch.order)  # fmt: skip
     rk, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok, ts, ts_ok, ok = out
     inbound = np.asarray(pc.equal(window.column("dir"), "in").combine_chunks().fill_null(False))
     rk[~inbound] = 0

@@ -9,10 +9,17 @@ is not sure of (a string with escapes, a repeated key, a non-integer sid, JSON i
 cannot validate) marks the row not ok, and the row goes to the engine, which
 decides it as it always does. It also reads a snapshot's ladders and a trade's
 fields. The JSON primitives are in `replay.datasets.scan_json`.
+
+Deltas, most of a book channel's frames, come in one shape from the exchange: `deltas`
+reads that shape first, comparing the key it expects at each position (the previous
+delta's order) byte by byte, with none of the general walk's bookkeeping, and leaves
+every other row to the general walk (tests/replay/datasets/test_scan_deltas.py: the
+same columns for every frame it reads; about a fifth of the scan's time).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from replay.datasets.jit import borrow, forget_if_changed
@@ -29,7 +36,7 @@ from replay.datasets.scan_json import (
     ws,
 )
 
-__all__ = ["KEYS", "TYPES", "scan"]
+__all__ = ["KEYS", "ORDER_SLOTS", "TYPES", "deltas", "scan"]
 
 #: Types the kernel knows (index + 1 is the kernel's row kind): see kernel.K_*.
 TYPES = ("orderbook_delta", "trade", "orderbook_snapshot")
@@ -64,12 +71,160 @@ TOP_KEYS, TOP_INDEX = words_table(_TOP)
 MSG_KEYS, MSG_INDEX = words_table(_MSG)
 TYPE_NAMES, TYPE_INDEX = words_table(TYPES)
 
+# A delta as the exchange sends it (docs/protocol.md): the envelope's keys in this order,
+# no whitespace, `msg`'s keys in the order the previous delta had them. `deltas` reads
+# that shape alone, with none of the general walk's bookkeeping; anything else is the
+# general walk's.
+_HEAD = np.frombuffer(b'{"type":"orderbook_delta","sid":', np.uint8).copy()
+_SEQ = np.frombuffer(b',"seq":', np.uint8).copy()
+_BODY = np.frombuffer(b',"msg":{', np.uint8).copy()
+_DELTA = ("market_ticker", "side", "price_dollars", "delta_fp", "ts_ms", "market_id", "ts",
+          "client_order_id", "clock", "subaccount")  # fmt: skip
+DELTA_KEYS, DELTA_INDEX = words_table(_DELTA)
+DELTA_LENGTHS = np.array([len(k) for k in _DELTA], np.int64)
+_NEEDED = 0b1111  # market_ticker, side, price_dollars, delta_fp
+ORDER_SLOTS = 16  # the msg key order remembered, a key number per position (-1: none yet)
+
+
+@njit(cache=True, inline="always")
+def _literal(d, i, e, text):
+    """The end of `text` when d[i:] starts with it, else -1."""
+    n = text.shape[0]
+    if i + n > e:
+        return -1
+    for k in range(n):
+        if d[i + k] != text[k]:
+            return -1
+    return i + n
+
+
+@njit(cache=True, inline="always")
+def _expected_key(d, i, e, k):
+    """The end of `"<key k>":` when d[i:] starts with it, else -1."""
+    n = DELTA_LENGTHS[k]
+    if i + n + 3 > e or d[i] != 34 or d[i + n + 1] != 34 or d[i + n + 2] != 58:
+        return -1
+    for j in range(n):
+        if d[i + 1 + j] != DELTA_KEYS[k, j]:
+            return -1
+    return i + n + 3
+
+
+@njit(cache=True)
+def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
+           ts_ms, ts_ok, ok, lv, mcode, mhash, order, slots, names, starts):  # fmt: skip
+    """Every delta frame in the exchange's shape, read as the general walk reads it:
+    `ok[r]` True for those (their columns set), False for every other row (another type,
+    whitespace, another envelope order, a legacy or inexact value, an escape in a value
+    it keeps, a key it does not know), which the general walk then reads. `order`
+    remembers the msg keys' order (a guess checked byte by byte, never trusted)."""
+    d, slots, names, starts = borrow(data), borrow(slots), borrow(names), borrow(starts)
+    for r in range(rtype.shape[0]):
+        ok[r] = False
+        a, e = offsets[r], offsets[r + 1]
+        i = _literal(d, a, e, _HEAD)
+        if i < 0:
+            continue
+        i, s, integer = int_at(d, i, e)
+        if not integer:
+            continue
+        i = _literal(d, i, e, _SEQ)
+        if i < 0:
+            continue
+        i, q, integer = int_at(d, i, e)
+        if not integer:
+            continue
+        i = _literal(d, i, e, _BODY)
+        if i < 0:
+            continue
+        seen = 0
+        p = 0
+        a0 = a1 = code = sd = pv = dv = ts = 0
+        h = np.uint64(0)
+        t_ok = False
+        good = False
+        while p < ORDER_SLOTS:
+            k = order[p]
+            j = _expected_key(d, i, e, k) if k >= 0 else -1
+            if j < 0:  # not the key this position had last time: read and remember it
+                if i >= e or d[i] != 34:
+                    break
+                j, esc = string(d, i, e)
+                if j < 0 or esc or j >= e or d[j] != 58:
+                    break
+                k = key(d, i + 1, j - 1, DELTA_KEYS, DELTA_INDEX)
+                if k < 0:
+                    break
+                order[p] = k
+                j += 1
+            if seen & (1 << k):
+                break
+            seen |= 1 << k
+            p += 1
+            i = j
+            if i >= e:
+                break
+            if k <= 1 or 5 <= k <= 7:  # strings: the market, the side, those passed over
+                if d[i] != 34:
+                    break
+                j, esc = string(d, i, e)
+                if j < 0 or (esc and k <= 1):
+                    break
+                if k == 0:
+                    a0, a1 = i + 1, j - 1
+                    h = name_hash(d, a0, a1)
+                    code, _ = find(d, a0, a1, h, slots, names, starts)
+                elif k == 1:
+                    if j - i == 5 and d[i + 1] == 121 and d[i + 2] == 101 and d[i + 3] == 115:
+                        sd = 0
+                    elif j - i == 4 and d[i + 1] == 110 and d[i + 2] == 111:
+                        sd = 1
+                    else:
+                        break
+            elif k <= 3:  # price_dollars, delta_fp: decimal strings, exact in the units
+                if d[i] != 34:
+                    break
+                j, v, _, exact = value_units(d, i, e, 4 if k == 2 else 2)
+                if j < 0 or not exact:
+                    break
+                if k == 2:
+                    pv = v
+                else:
+                    dv = v
+            else:  # ts_ms, clock, subaccount: integers
+                j, v, integer = int_at(d, i, e)
+                if not integer:
+                    break
+                if k == 4:
+                    ts, t_ok = v, True
+            if j >= e:
+                break
+            if d[j] == 44:
+                i = j + 1
+                continue
+            good = d[j] == 125 and j + 2 == e and d[j + 1] == 125
+            break
+        if not good or seen & _NEEDED != _NEEDED:
+            continue
+        ok[r] = True
+        rtype[r] = 1  # TYPES[0] + 1
+        sid[r], seq[r], seq_ok[r] = s, q, True
+        m0[r], m1[r], mcode[r], mhash[r] = a0, a1, code, h
+        side[r], price[r], dsize[r], num_ok[r] = sd, pv, dv, True
+        ts_ms[r], ts_ok[r] = ts, t_ok
+        lv[r, 0] = lv[r, 1] = lv[r, 2] = lv[r, 3] = 0  # no levels
+        lv[r, 4] = 1  # (`tr`, a trade's fields, is not read for other rows)
+
 
 @njit(cache=True)
 def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
          ts_ms, ts_ok, ok, stack, tr, lv, lv_p, lv_s,
-         mcode, mhash, slots, names, starts):  # fmt: skip
+         mcode, mhash, slots, names, starts, order, fast=True):  # fmt: skip
     """Scan every frame (see the module docstring); `ok[r]` False: give it to the engine.
+
+    With `fast`, `deltas` reads the deltas in the exchange's shape first (`order`: its
+    memory of their key order) and the general walk the other rows; both give the same
+    columns for the frames the first reads.
 
     `tr[r]` gets a trade's fields: trade_id span (0, 1), taker side span (2, 3; the
     outcome side's at 4, 5), YES price, NO price, count in units and whether each is
@@ -83,8 +238,15 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
     data, stack, lv_p, lv_s = borrow(data), borrow(stack), borrow(lv_p), borrow(lv_s)
     slots, names, starts = borrow(slots), borrow(names), borrow(starts)
     n = rtype.shape[0]
+    if fast:
+        deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
+               ts_ms, ts_ok, ok, lv, mcode, mhash, order, slots, names, starts)  # fmt: skip
+    else:
+        ok[:] = False
     cur = 0
     for r in range(n):
+        if ok[r]:  # read by `deltas`
+            continue
         lv[r, 0] = lv[r, 1] = lv[r, 2] = lv[r, 3] = cur
         lv[r, 4] = 1  # the snapshot's levels are all exact, current-form, in range
         for c in range(tr.shape[1]):
