@@ -71,10 +71,10 @@ TOP_KEYS, TOP_INDEX = words_table(_TOP)
 MSG_KEYS, MSG_INDEX = words_table(_MSG)
 TYPE_NAMES, TYPE_INDEX = words_table(TYPES)
 
-# A delta as the exchange sends it (docs/protocol.md): the envelope's keys in this order,
-# no whitespace, `msg`'s keys in the order the previous delta had them. `deltas` reads
-# that shape alone, with none of the general walk's bookkeeping; anything else is the
-# general walk's.
+# A delta as the exchange sends it (docs/protocol.md section 8.1): the envelope's keys in
+# this order, no whitespace, `msg`'s keys in the order the previous delta had them.
+# `deltas` reads that shape alone, with none of the general walk's bookkeeping; anything
+# else is the general walk's.
 _HEAD = np.frombuffer(b'{"type":"orderbook_delta","sid":', np.uint8).copy()
 _SEQ = np.frombuffer(b',"seq":', np.uint8).copy()
 _BODY = np.frombuffer(b',"msg":{', np.uint8).copy()
