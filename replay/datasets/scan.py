@@ -99,6 +99,16 @@ def _literal(d, i, e, text):
 
 
 @njit(cache=True, inline="always")
+def _literal_int(d, i, e, text):
+    """`text` at i, then an integer: (the integer's end, its value), or (-1, 0)."""
+    i = _literal(d, i, e, text)
+    if i < 0:
+        return -1, 0
+    j, v, integer = int_at(d, i, e)
+    return (j, v) if integer else (-1, 0)
+
+
+@njit(cache=True, inline="always")
 def _expected_key(d, i, e, k):
     """The end of `"<key k>":` when d[i:] starts with it, else -1."""
     n = DELTA_LENGTHS[k]
@@ -122,17 +132,11 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
     for r in range(rtype.shape[0]):
         ok[r] = False
         a, e = offsets[r], offsets[r + 1]
-        i = _literal(d, a, e, _HEAD)
+        i, s = _literal_int(d, a, e, _HEAD)
         if i < 0:
             continue
-        i, s, integer = int_at(d, i, e)
-        if not integer:
-            continue
-        i = _literal(d, i, e, _SEQ)
+        i, q = _literal_int(d, i, e, _SEQ)
         if i < 0:
-            continue
-        i, q, integer = int_at(d, i, e)
-        if not integer:
             continue
         i = _literal(d, i, e, _BODY)
         if i < 0:
