@@ -257,14 +257,17 @@ def test_the_gap_is_the_time_both_were_down(
     assert gap["start_ns"] == b_run1["end_ns"]  # B's last record before its kill
     assert gap["end_ns"] == a_run2["start_ns"]  # A's second run connected
     # On the wall clock of the test: the gap is the outage we made. B's last record is
-    # one the recorder made durable before the kill (commits every 20 ms); A's second
-    # run connects after it was started.
-    assert recorded["killed_b"] - 300_000_000 <= gap["start_ns"] <= recorded["killed_b"]
+    # one the recorder made durable before the kill; how long before depends on the
+    # machine's load (it commits every 20 ms, but the simulated exchange shares the
+    # machine: 0.47 s was seen on a loaded CI run), so the bound is each run's length
+    # before its kill (2 s for A, 2.8 s for B), not a latency. A's second run connects
+    # after it was started.
+    assert recorded["killed_b"] - 2_800_000_000 <= gap["start_ns"] <= recorded["killed_b"]
     assert recorded["restart_a"] <= gap["end_ns"]
     assert gap["end_ns"] - gap["start_ns"] >= 1.0e9  # both were down 1.2 s, plus A's start
     # A's own outage (from its kill to its restart) is covered by B.
     a_run1 = a["connections"][0]
-    assert recorded["killed_a"] - 300_000_000 <= a_run1["end_ns"] <= recorded["killed_a"]
+    assert recorded["killed_a"] - 2_000_000_000 <= a_run1["end_ns"] <= recorded["killed_a"]
     assert report["covered"][0]["start_ns"] == min(a_run1["start_ns"], b_run1["start_ns"])
 
 
