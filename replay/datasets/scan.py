@@ -99,6 +99,24 @@ def _literal(d, i, e, text):
 
 
 @njit(cache=True, inline="always")
+def _side(d, i, j):
+    """The side the string d[i:j] (quotes included) names: 0 "yes", 1 "no", 2 other."""
+    if j - i == 5 and d[i + 1] == 121 and d[i + 2] == 101 and d[i + 3] == 115:
+        return 0
+    if j - i == 4 and d[i + 1] == 110 and d[i + 2] == 111:
+        return 1
+    return 2
+
+
+@njit(cache=True, inline="always")
+def _market(d, a, b, slots, names, starts):
+    """The code of the market name d[a:b] in a `names.NameTable`, and its hash."""
+    h = name_hash(d, a, b)
+    code, _ = find(d, a, b, h, slots, names, starts)
+    return code, h
+
+
+@njit(cache=True, inline="always")
 def _literal_int(d, i, e, text):
     """`text` at i, then an integer: (the integer's end, its value), or (-1, 0)."""
     i = _literal(d, i, e, text)
@@ -176,14 +194,10 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
                     break
                 if k == 0:
                     a0, a1 = i + 1, j - 1
-                    h = name_hash(d, a0, a1)
-                    code, _ = find(d, a0, a1, h, slots, names, starts)
+                    code, h = _market(d, a0, a1, slots, names, starts)
                 elif k == 1:
-                    if j - i == 5 and d[i + 1] == 121 and d[i + 2] == 101 and d[i + 3] == 115:
-                        sd = 0
-                    elif j - i == 4 and d[i + 1] == 110 and d[i + 2] == 111:
-                        sd = 1
-                    else:
+                    sd = _side(d, i, j)
+                    if sd == 2:
                         break
             elif k <= 3:  # price_dollars, delta_fp: decimal strings, exact in the units
                 if d[i] != 34:
@@ -361,21 +375,10 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
                                         good = False
                                     elif q == 0:
                                         m0[r], m1[r] = i + 1, j - 1
-                                        h = name_hash(data, i + 1, j - 1)
-                                        mhash[r] = h
-                                        mcode[r], _ = find(data, i + 1, j - 1, h, slots, names,
-                                                           starts)  # fmt: skip
-                                    elif (
-                                        j - i == 5
-                                        and data[i + 1] == 121
-                                        and data[i + 2] == 101
-                                        and data[i + 3] == 115
-                                    ):
-                                        side[r] = 0
-                                    elif j - i == 4 and data[i + 1] == 110 and data[i + 2] == 111:
-                                        side[r] = 1
+                                        mcode[r], mhash[r] = _market(data, i + 1, j - 1, slots,
+                                                                     names, starts)  # fmt: skip
                                     else:
-                                        side[r] = 2
+                                        side[r] = _side(data, i, j)
                                 else:
                                     j = skip(data, i, e, stack)
                                     if data[i] != 110:

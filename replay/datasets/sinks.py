@@ -105,8 +105,10 @@ def closing_quotes(batch: pa.RecordBatch, interval_ns: int, first: int) -> pa.Re
     return kept.append_column("_ord", pa.array(keep + first))
 
 
-def _numbered(table: pa.Table) -> pa.Table:
-    return table.append_column("_ord", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+def _no_input(name: str) -> pa.Table:
+    """An empty bars' input: the trades, or the quotes with their `_ord`."""
+    empty = _empty(Spec(name)).empty_table()
+    return empty.append_column("_ord", pa.array([], pa.int64())) if name == "quotes" else empty
 
 
 def _public(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -169,10 +171,7 @@ class MemorySink(_Sink):
 
     def _input(self, name: str) -> pa.Table:
         parts = self.inputs.get(name)
-        if parts:
-            return pa.Table.from_batches(parts)
-        empty = _empty(Spec(name)).empty_table()
-        return _numbered(empty) if name == "quotes" else empty
+        return pa.Table.from_batches(parts) if parts else _no_input(name)
 
     def finish(self, connect: Any, start_ns: int | None = None,
                end_ns: int | None = None) -> dict[str, pa.Table]:  # fmt: skip
@@ -272,8 +271,7 @@ class DiskSink(_Sink):
                 for name in ("trades", "quotes"):
                     path = self.tmp / f"{name}.parquet"
                     con.unregister(f"{name}_empty")
-                    empty = _empty(Spec(name)).empty_table()
-                    con.register(f"{name}_empty", _numbered(empty) if name == "quotes" else empty)
+                    con.register(f"{name}_empty", _no_input(name))
                     source = f"read_parquet('{path}')" if path.exists() else f"{name}_empty"
                     con.sql(f"CREATE OR REPLACE TEMP VIEW {name}_src AS SELECT * FROM {source}")
                 bars = _starting_in(bars_table(con, spec.interval_ns), start_ns, end_ns)

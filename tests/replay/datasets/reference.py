@@ -30,11 +30,12 @@ Timed = dict[str, list[tuple[int, State]]]  # each distinct state, with when it 
 Delivered = dict[str, list[tuple[int, int, State]]]  # every delivery: recv_ns, conn, state
 
 
-def _collapse(states: list[State]) -> list[State]:
-    out: list[State] = []
-    for s in states:
-        if not out or out[-1] != s:
-            out.append(s)
+def collapse(items: list[Any]) -> list[Any]:
+    """The items without their consecutive repeats."""
+    out: list[Any] = []
+    for item in items:
+        if not out or out[-1] != item:
+            out.append(item)
     return out
 
 
@@ -90,7 +91,7 @@ def reference_replay(root: Path) -> tuple[dict[str, list[State]], list[Any], Del
     markets = sorted(capture.markets("orderbook_delta")) if (
         "orderbook_delta" in capture.channels) else []  # fmt: skip
     delivered, trades = asyncio.run(_replay(root, markets))
-    books = {m: _collapse([state for _, _, state in got]) for m, got in delivered.items()}
+    books = {m: collapse([state for _, _, state in got]) for m, got in delivered.items()}
     return books, trades, delivered
 
 

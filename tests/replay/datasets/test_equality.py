@@ -47,6 +47,7 @@ from tests.replay.datasets.reference import (
     State,
     Timed,
     assert_same_times,
+    collapse,
     reference_replay,
     state_before,
     timed_states_from_changes,
@@ -61,14 +62,6 @@ def _top(state: State) -> tuple[Any, ...]:
     bid = max(yes) if yes else None
     ask = max(no) if no else None
     return (valid, bid and bid[0], bid and bid[1], ask and 10_000 - ask[0], ask and ask[1])
-
-
-def _collapse(items: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for item in items:
-        if not out or out[-1] != item:
-            out.append(item)
-    return out
 
 
 def _u(value: Decimal | None, scale: int) -> int | None:
@@ -191,7 +184,7 @@ def assert_equal_to_replay(root: Path, interval: str = "100ms") -> dict[str, pa.
     assert_same_times(delivered, timed)
     tops = _quotes_by_market(quotes)
     for market, states in books.items():
-        want = _collapse([_top(s) for s in states])
+        want = collapse([_top(s) for s in states])
         assert tops.get(market, []) == want, market
     expected = [_trade_units(f) for f in trades]
     got = [
