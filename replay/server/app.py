@@ -16,6 +16,7 @@ market by default, or any other `Tape`, such as a recorded capture:
     async with SimServer(ServerConfig(auth="open", rate_fps=500)) as server:
         ...connect to server.url...
         server.inject("gap")                 # next sequenced frame of every connection
+        server.inject("gap", channel="orderbook_delta")  # next book frame of every connection
         await server.quiesce()               # market paused, every queue drained
         server.book("KX...")                 # the true book
 """
@@ -187,18 +188,23 @@ class SimServer:
         *,
         code: int | None = None,
         duration_s: float | None = None,
+        channel: str | None = None,
     ) -> int:
         """Fire a fault now on one open connection (or all); returns how many got it.
 
         Connection faults (close, drop, stall, no_pong) act at once; frame faults arm
-        and act on the next sequenced data frame. Handshake faults: use `add_fault`.
+        and act on the next sequenced data frame (of `channel` if given, such as
+        "orderbook_delta": a gap there makes a client resync, one on trade does not).
+        Handshake faults: use `add_fault`.
         """
         fault = FaultKind(kind)
         if fault is FaultKind.CLOSE and code is None:
             code = 1011
         if fault is FaultKind.STALL and duration_s is None:
             duration_s = 3.0
-        spec = FaultSpec(kind=fault, code=code, duration_s=duration_s, after_frames=0)
+        channels = None if channel is None else frozenset({channel})
+        spec = FaultSpec(kind=fault, code=code, duration_s=duration_s, after_frames=0,
+                         channels=channels)  # fmt: skip
         targets = [c for c in self._conns.values() if conn_no is None or c.conn_no == conn_no]
         for conn in targets:
             conn.inject(spec)

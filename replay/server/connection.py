@@ -29,6 +29,7 @@ from replay.server.sockets import Outgoing, ServerSocket
 from replay.server.subscriptions import Router
 from replay.server.tape import Tape
 from replay.server.truth import Truth
+from schemas.channels import channel_of_type
 from schemas.envelope import decode_envelope
 from schemas.errors import EnvelopeError
 
@@ -238,6 +239,8 @@ class Connection:
             return [entry]
         if kind is FaultKind.REORDER and not self._queue:
             return [entry]  # nothing to swap with yet: keep it armed
+        if spec.channels is not None and channel_of_type(env.type) not in spec.channels:
+            return [entry]  # another channel's frame: keep it armed
         self._armed.pop(0)
         self._record(kind.value, sid=env.sid, seq=env.seq, type=env.type)
         if kind is FaultKind.GAP:

@@ -14,6 +14,7 @@ Syntax (`--fault` on the command line, `parse_fault` in code)::
     drop@at=2s+7.5s,conn=1     drop TCP at 2 s and 7.5 s, first connection only
     reject:503@conn=1+2        refuse the first two handshakes with HTTP 503
     drop@every=2s,tag=b        drop every 2 s the connections made to a URL with ?tag=b
+    gap@every=2s,channel=orderbook_delta   every 2 s, skip a seq of the book channel
     slow_handshake:2s          every handshake waits 2 s
 
 Kinds (ARG in brackets):
@@ -30,7 +31,9 @@ Triggers (ORed): every=DURATION, after=FRAMES, p=PROBABILITY (per frame sent), a
 DURATION+DURATION... (since the connection opened), conn=N+N... (connection numbers,
 counted per handshake attempt from 1), tag=NAME+NAME... (only connections whose URL
 carries the query parameter `tag=NAME`: a client's chosen connections, such as one
-feed of a redundant recorder), times=N (most fires per connection). A connection or
+feed of a redundant recorder), channel=NAME+NAME... (frame faults only: the next data
+frame of one of these channels, e.g. orderbook_delta, whose snapshots and deltas a
+client must resync, not trade), times=N (most fires per connection). A connection or
 frame fault needs one of every, after, p or at; a handshake fault fires on every
 attempt unless `conn`, `tag`, `p` or `times` narrow it.
 """
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from schemas import units
+from schemas.channels import TYPE_TO_CHANNEL
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -93,6 +97,8 @@ FRAME_KINDS = frozenset(
 )
 HANDSHAKE_KINDS = frozenset({FaultKind.REJECT, FaultKind.SLOW_HANDSHAKE})
 
+#: What `channel=` may name: the channels data frames belong to.
+_DATA_CHANNELS = frozenset(str(c) for c in TYPE_TO_CHANNEL.values() if not c.startswith("_"))
 _DEFAULT_CLOSE_CODE = 1011
 _DEFAULT_STALL_S = 3.0
 _DEFAULT_REJECT_STATUS = 503
@@ -116,6 +122,8 @@ class FaultSpec:
         at_s: fire at these times since the connection opened.
         conns: only on these connection numbers (None: all).
         tags: only on connections whose URL has `tag=` one of these (None: all).
+        channels: frame faults only: the frame it lands on is the next data frame of
+            one of these channels (None: of any sequenced channel).
         times: fire at most this many times per connection (None: no limit).
     """
 
@@ -129,6 +137,7 @@ class FaultSpec:
     at_s: tuple[float, ...] = ()
     conns: frozenset[int] | None = None
     tags: frozenset[str] | None = None
+    channels: frozenset[str] | None = None
     times: int | None = None
 
     def __post_init__(self) -> None:
@@ -144,6 +153,13 @@ class FaultSpec:
         timed = self.every_s is not None or self.after_frames is not None or self.at_s
         if self.kind not in HANDSHAKE_KINDS and not (timed or self.p is not None):
             raise ConfigError(where, "has no trigger", "add @every=5s, @after=N, @p=0.01 or @at=2s")
+        if self.channels is not None and self.kind not in FRAME_KINDS:
+            raise ConfigError(where, "channel= narrows frame faults only",
+                              f"use it with {sorted(k.value for k in FRAME_KINDS)}")  # fmt: skip
+        unknown = sorted((self.channels or frozenset()) - _DATA_CHANNELS)
+        if unknown:
+            raise ConfigError(where, f"unknown channel {unknown[0]!r}",
+                              f"use one of {sorted(_DATA_CHANNELS)}")  # fmt: skip
         if self.kind is FaultKind.CLOSE and not 1000 <= (self.code or 0) <= 4999:
             raise ConfigError(where, f"close code {self.code} is not valid", "use 1000 to 4999")
         if self.kind is FaultKind.REJECT and not 400 <= (self.status or 0) <= 599:
@@ -221,12 +237,13 @@ def parse_fault(text: str) -> FaultSpec:
             values["conns"] = frozenset(_int(v, field) for v in value.split("+"))
         elif key == "tag":
             values["tags"] = frozenset(v for v in value.split("+") if v)
+        elif key == "channel":
+            values["channels"] = frozenset(v for v in value.split("+") if v)
         elif key == "times":
             values["times"] = _int(value, field)
         else:
-            raise ConfigError(
-                field, f"unknown trigger {key!r}", "use every, after, p, at, conn, tag, times"
-            )
+            raise ConfigError(field, f"unknown trigger {key!r}",
+                              "use every, after, p, at, conn, tag, channel, times")  # fmt: skip
     try:
         return FaultSpec(kind=kind, **values)  # type: ignore[arg-type]
     except ConfigError as exc:

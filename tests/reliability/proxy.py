@@ -158,6 +158,10 @@ class ProxiedConnection:
     def bytes_forwarded(self, way: Direction) -> int:
         return sum(p.bytes_forwarded for p in self.pipes if p.way & way)
 
+    def bytes_queued(self, way: Direction) -> int:
+        """Bytes read and not yet written (held by latency or a bandwidth cap)."""
+        return sum(len(data) for p in self.pipes if p.way & way for _, data in p.queue)
+
     def reset(self) -> None:
         """Close both sockets at once with a TCP RST (SO_LINGER on, timeout 0)."""
         for writer in (self.client, self.upstream):

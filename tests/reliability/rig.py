@@ -29,7 +29,7 @@ from replay.server import ServerConfig, SimServer, Switches
 from replay.server.faults import FaultSpec
 from stream import ConnectionState, SubscriptionTerminated
 
-from .proxy import FaultProxy, Faults
+from .proxy import DOWN, FaultProxy, Faults
 
 __all__ = ["BOOK_MARKETS", "RECORDER_LIVE", "Consumer", "Rig", "behind_proxy", "server_config"]
 
@@ -193,6 +193,7 @@ class Rig:
         self._session: LiveSession | None = None
         self.runner: asyncio.Task[int] | None = None
         self.exit_code: int | None = None
+        self.extra: list[Callable[[], str]] = []  # more state for `describe`
 
     async def _ready(self, session: LiveSession) -> None:
         self._session = session
@@ -232,14 +233,35 @@ class Rig:
     async def until(self, predicate: Callable[[], bool], timeout_s: float) -> float:
         """Wait until `predicate()`; returns the seconds it took. Fails the test on timeout."""
         started = time.monotonic()
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                if self.runner is not None and self.runner.done():
-                    self.runner.result()  # the recorder exited: surface why
-                    if not predicate():
-                        raise AssertionError("the recorder exited while the test waited")
-                await asyncio.sleep(0.005)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not predicate():
+                    if self.runner is not None and self.runner.done():
+                        self.runner.result()  # the recorder exited: surface why
+                        if not predicate():
+                            raise AssertionError("the recorder exited while the test waited")
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            raise TimeoutError(f"still waiting after {timeout_s} s: {self.describe()}") from None
         return time.monotonic() - started
+
+    def describe(self) -> str:
+        """The rig's state in one line, for a wait that timed out."""
+        session = self._session
+        if session is None:
+            return "the recorder has not connected"
+        stats = session.stats
+        books = {m: (b is not None and b.valid) for m in self.consumer.markets
+                 for b in [session.book(m)]}  # fmt: skip
+        counters = {name: getattr(stats, name) for name in (
+            "connects", "disconnects", "messages_received", "bytes_received", "gaps",
+            "resets", "resyncs", "stale")}  # fmt: skip
+        return (f"state {session.state.name}, valid books {books}, {counters}, "
+                f"consumer ends {self.consumer.ends[-3:]}, {self.notes()}")
+
+    def notes(self) -> str:
+        """What else a timed-out wait should report (a case's rig sets `extra`)."""
+        return "; ".join(f() for f in self.extra)
 
     async def books_match_truth(self, timeout_s: float = 5.0) -> dict[str, bool]:
         """Quiesce the exchange; wait until the consumer's books equal the truth; resume.
@@ -290,4 +312,6 @@ async def behind_proxy(
         proxy.new_faults = first_faults or Faults()
         url = proxy.url_for(server.url)
         async with Rig(tmp_path / "capture", server, live=live, url=url) as rig:
+            rig.extra.append(lambda: "proxy connections (no, open, bytes down queued): " + str(
+                [(c.no, c.open, c.bytes_queued(DOWN)) for c in proxy.connections]))
             yield server, proxy, rig

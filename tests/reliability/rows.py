@@ -119,21 +119,19 @@ def _last_fault(rig: Rig, kind: FaultKind) -> dict[str, Any]:
     return faults[-1] if faults else {}
 
 
-async def _fire(rig: Rig, kind: FaultKind) -> None:
+async def _fire(rig: Rig, kind: FaultKind, **args: Any) -> None:
     before = Before.of(rig, kind)
-    assert rig.server.inject(kind.value) >= 1, f"no connection to inject {kind} into"
+    assert rig.server.inject(kind.value, **args) >= 1, f"no connection to inject {kind} into"
     await rig.until(lambda: Before.of(rig, kind).fired > before.fired, 5.0)
 
 
 def _on_a_book(kind: FaultKind) -> Inject:
-    """Inject until the fault lands on an order book frame. On a channel without snapshots
-    (trade) a gap is recorded and the next frame delivered: nothing to resync there."""
+    """Inject onto the next order book frame. On a channel without snapshots (trade) a gap
+    is recorded and the next frame delivered: nothing to resync there."""
 
     async def inject(rig: Rig) -> None:
-        for _ in range(20):
-            await _fire(rig, kind)
-            if str(_last_fault(rig, kind).get("type", "")).startswith("orderbook"):
-                return
+        await _fire(rig, kind, channel="orderbook_delta")
+        assert str(_last_fault(rig, kind).get("type", "")).startswith("orderbook")
 
     return inject
 

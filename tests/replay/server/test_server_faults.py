@@ -33,6 +33,9 @@ def test_the_spec_syntax_parses_kind_argument_and_triggers() -> None:
     assert spec.at_s == (0.75, 2.0) and spec.conns == frozenset({1, 3}) and spec.times == 1
     assert parse_fault("reject:503@conn=1").status == 503
     assert parse_fault("slow_handshake").duration_s == 2.0
+    assert parse_fault("gap@after=0,channel=orderbook_delta+trade").channels == frozenset(
+        {"orderbook_delta", "trade"}
+    )
 
 
 @pytest.mark.parametrize(
@@ -45,6 +48,8 @@ def test_the_spec_syntax_parses_kind_argument_and_triggers() -> None:
         ("gap@p=2", "between 0 and 1"),
         ("gap@when=3", "unknown trigger"),
         ("gap:5@p=1", "takes no argument"),
+        ("close@every=1s,channel=trade", "frame faults only"),
+        ("gap@p=0.1,channel=orderbook", "unknown channel 'orderbook'"),
     ],
 )
 def test_a_bad_spec_is_a_config_error_naming_the_problem(text: str, names: str) -> None:
@@ -155,6 +160,23 @@ async def test_gap_skips_one_seq() -> None:
         assert dropped not in seqs
         steps = [b - a for a, b in pairwise(seqs)]
         assert steps.count(2) == 1 and set(steps) == {1, 2}
+
+
+async def test_a_frame_fault_narrowed_to_a_channel_waits_for_that_channel() -> None:
+    """The exchange sends many more book frames than trades: a gap aimed at the trade
+    channel still lands on a trade, one aimed at the book channel on a book frame."""
+    async with running(rate_fps=800) as server, client(server) as c:
+        await c.subscribe(["orderbook_delta", "trade"],
+                          market_tickers=list(server.tape.market_tickers()))  # fmt: skip
+        for channel in ("trade", "orderbook_delta", "trade", "trade", "orderbook_delta"):
+            done = len(server.truth.faults(1))
+            assert server.inject("gap", channel=channel) == 1
+            async with asyncio.timeout(5):
+                while len(server.truth.faults(1)) == done:
+                    await c.recv()
+            fault = server.truth.faults(1)[-1]
+            want = ("trade",) if channel == "trade" else ("orderbook_delta", "orderbook_snapshot")
+            assert fault["fault"] == "gap" and fault["type"] in want, fault
 
 
 async def test_dup_sends_the_same_frame_twice() -> None:
