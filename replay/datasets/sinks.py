@@ -39,6 +39,22 @@ NS_DAY = 86_400 * 10**9
 #: statistics and dictionary at the default level, for 9% more bytes (book_changes).
 _DICTIONARY = ("run_id", "market", "kind", "side", "taker_side")
 _STATISTICS = ("recv_ns", "ts_ns", "exchange_ns", "market", "seq", "date")
+
+
+def _writer_options(arrow: pa.Schema) -> dict[str, Any]:
+    """How a dataset's columns are written. Integers and decimals (decimals as Parquet's
+    INT64 decimal, which every reader knows) are delta-encoded: times, seqs, prices and
+    sizes move in small steps, so zstd gets a quarter of the bytes to compress. On
+    book_changes' 1.73M rows: the write 20% faster, the file 25% smaller, pyarrow's read
+    40% and DuckDB's scan twice as fast (docs/performance.md section 6.4)."""
+    names = arrow.names
+    delta = {f.name: "DELTA_BINARY_PACKED" for f in arrow
+             if f.name not in _DICTIONARY
+             and (pa.types.is_integer(f.type) or pa.types.is_decimal(f.type))}  # fmt: skip
+    return {"compression": "zstd", "compression_level": 1,
+            "use_dictionary": [n for n in _DICTIONARY if n in names],
+            "write_statistics": [n for n in _STATISTICS if n in names],
+            "store_decimal_as_integer": True, "column_encoding": delta}  # fmt: skip
 #: A dataset's rows are written in row groups of about this many bytes (as Arrow holds
 #: them): 3-4% faster than a row group per window's batch, and far fewer groups to read.
 _ROW_GROUP_BYTES = 8 << 20
@@ -246,12 +262,8 @@ class DiskSink(_Sink):
             directory = f"{self.base}/{folder}/date={date}"
             self.fs.create_dir(directory, recursive=True)
             path = f"{directory}/part-{self.tag}.parquet"
-            names = batches[0].schema.names
-            writer = pq.ParquetWriter(
-                path, batches[0].schema, filesystem=self.fs, compression="zstd",
-                compression_level=1, use_dictionary=[n for n in _DICTIONARY if n in names],
-                write_statistics=[n for n in _STATISTICS if n in names],
-            )  # fmt: skip
+            writer = pq.ParquetWriter(path, batches[0].schema, filesystem=self.fs,
+                                      **_writer_options(batches[0].schema))  # fmt: skip
             self.writers[key] = writer
         table = pa.Table.from_batches(batches)
         writer.write_table(table, row_group_size=max(table.num_rows, 1))

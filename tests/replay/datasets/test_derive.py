@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -13,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from replay import connect
@@ -65,6 +67,18 @@ def test_derive_writes_hive_parquet_every_reader_opens(sample: Path) -> None:
         f"SELECT max(spread) FROM read_parquet('{out}/quotes/*/*.parquet', hive_partitioning=1)"
     ).fetchall()[0]
     assert 0 < spreads[0] <= 1
+    # the same exact numbers in every reader (decimals are stored as delta-coded INT64)
+    changes = f"{out}/book_changes/*/*.parquet"
+    meta = pq.ParquetFile(next((out / "book_changes").glob("date=*/*.parquet"))).metadata
+    price = meta.row_group(0).column(meta.schema.names.index("price"))
+    assert price.physical_type == "INT64" and "DELTA_BINARY_PACKED" in price.encodings
+    rows = table(sample, "book_changes")
+    sums = [pc.sum(rows.column(c)).as_py() for c in ("price", "size", "delta")]
+    assert all(isinstance(v, Decimal) and v for v in sums)
+    assert list(duckdb.sql(f"SELECT sum(price), sum(size), sum(delta) FROM '{changes}'")
+                .fetchall()[0]) == sums  # fmt: skip
+    assert list(pl.scan_parquet(changes).select(pl.col("price", "size", "delta").sum())
+                .collect().row(0)) == sums  # fmt: skip
     # the same rows as on the fly
     assert table(sample, "quotes").equals(compute(sample, "quotes"))
     assert table(sample, "bars:1m").equals(compute(sample, "bars:1m"))
