@@ -127,8 +127,9 @@ def _binary(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return offs, raw
 
 
-def _markets(data: np.ndarray, m0: np.ndarray, m1: np.ndarray) -> pa.Array:
-    """The market spans as an Arrow string array (null where the frame names none)."""
+def _strings(data: np.ndarray, m0: np.ndarray, m1: np.ndarray) -> pa.Array:
+    """The byte spans [m0, m1) of `data` as an Arrow string array (null where m1 < m0:
+    the frame has no such field)."""
     valid = m1 >= m0
     lengths = np.where(valid, m1 - m0, 0)
     offsets = np.zeros(len(m0) + 1, np.int32)
@@ -194,12 +195,12 @@ def trade_columns(decoded: Decoded, rows: np.ndarray) -> dict[str, pa.Array]:
     t0, t1 = np.where(has_side, tr[:, 2], tr[:, 4]), np.where(has_side, tr[:, 3], tr[:, 5])
     m0, m1 = decoded.market_spans
     return {
-        "trade_id": _markets(decoded.data, tr[:, 0], tr[:, 1]),
-        "market": _markets(decoded.data, m0[rows], m1[rows]),
+        "trade_id": _strings(decoded.data, tr[:, 0], tr[:, 1]),
+        "market": _strings(decoded.data, m0[rows], m1[rows]),
         "yes_price": decimals(yes, PRICE, yes_ok),
         "no_price": decimals(no, PRICE, no_ok),
         "count": decimals(count, SIZE, count_ok),
-        "taker_side": pc.utf8_lower(_markets(decoded.data, t0, t1)),
+        "taker_side": pc.utf8_lower(_strings(decoded.data, t0, t1)),
         "exchange_ns_t": pc.coalesce(pc.multiply(ts_ms, 1_000_000), seconds),
         "yes_price_f": pa.array(yes / 1e4, mask=~yes_ok),
         "count_f": pa.array(count / 1e2, mask=~count_ok),

@@ -235,9 +235,12 @@ class DiskSink(_Sink):
         batch = _public(batch)
         time_col = "ts_ns" if "ts_ns" in batch.schema.names else "recv_ns"
         days = np.asarray(batch.column(time_col), np.int64) // NS_DAY
+        first, last = int(days.min()), int(days.max())
+        if first == last:  # nearly always: a window within one day
+            self._write(folder, day_of(first * NS_DAY), batch)
+            return
         for day in np.unique(days):
-            part = batch.filter(pa.array(days == day)) if len(np.unique(days)) > 1 else batch
-            self._write(folder, day_of(int(day) * NS_DAY), part)
+            self._write(folder, day_of(int(day) * NS_DAY), batch.filter(pa.array(days == day)))
 
     def _write(self, folder: str, date: str, batch: pa.RecordBatch) -> None:
         """Buffer `batch`; a row group is written once `_ROW_GROUP_BYTES` are buffered
