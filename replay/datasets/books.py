@@ -226,9 +226,9 @@ class BookReplay:
         idx = pa.array(rows)
         cols = {name: batch.column(name).take(idx) for name in
                 ("recv_ns", "exchange_ns", "run_id", "conn", "market")}  # fmt: skip
-        cols |= schema.quote_columns(q)
+        cols |= schema.quote_columns(q)  # run_id and market as the batch holds them
         return pa.RecordBatch.from_arrays([cols[f.name] for f in schema.QUOTES],
-                                          schema=schema.QUOTES)  # fmt: skip
+                                          names=schema.QUOTES.names)  # fmt: skip
 
     def _depth(self, d: list[np.ndarray], n: int) -> pa.RecordBatch:
         """The rows of a depth buffer, each interval's markets in name order (the kernel
@@ -240,7 +240,7 @@ class BookReplay:
         order = np.lexsort((rank[d[1][:n]], d[0][:n]))
         d = [a[:n][order] for a in d]
         cols: list[pa.Array] = [
-            pa.array(d[0][:n]), pa.array(d[3][:n]), names.take(pa.array(d[1][:n])),
+            pa.array(d[0][:n]), pa.array(d[3][:n]), schema.codes(d[1][:n], names),
             pa.array(d[2][:n]),
         ]  # fmt: skip
         levels = self.levels
@@ -252,7 +252,8 @@ class BookReplay:
         interleaved = cols[:4]
         bids, asks = cols[4 : 4 + 2 * levels], cols[4 + 2 * levels :]
         interleaved += bids + asks
-        return pa.RecordBatch.from_arrays(interleaved, schema=schema.depth_schema(levels))
+        return pa.RecordBatch.from_arrays(interleaved,
+                                          schema=schema.coded(schema.depth_schema(levels)))
 
 
 forget_if_changed(

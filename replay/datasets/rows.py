@@ -19,13 +19,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.datasets import schema
-from replay.datasets.schema import decimals
+from replay.datasets.schema import codes, decimals
 from replay.reading.capture import contiguous
 
 __all__ = ["Outputs", "nullable"]
 
 _KINDS = pa.array([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
 _SIDES = pa.array(["yes", "no"])
+#: The batches' schemas: the datasets' with their repeating strings coded (schema.CODED).
+_BOOK_CHANGES = schema.coded(schema.BOOK_CHANGES).append(pa.field("_frame", pa.int64()))
+_QUOTES = schema.coded(schema.QUOTES)
+_TRADES = schema.coded(schema.TRADES)
 _CAP = 1 << 16
 
 
@@ -128,7 +132,7 @@ class Outputs:
         return {
             "recv_ns": contiguous(table.column("recv_ns").take(idx)),
             "exchange_ns": pc.multiply(ts.cast(pa.int64()), 1_000_000),
-            "run_id": pa.nulls(len(rows), pa.string()).fill_null(run_id),
+            "run_id": codes(np.zeros(len(rows), np.int32), pa.array([run_id], pa.string())),
             "conn": contiguous(table.column("conn").take(idx)).cast(pa.int32()),
             "sid": nullable(sid, sid >= 0, pa.int32()),
             "seq": nullable(decoded.seq[rows], seq_ok, pa.int64()),
@@ -140,11 +144,9 @@ class Outputs:
         cols = self._context(rows)
         kind = self.kind[:n]
         level = kind != 0
-        names = pa.array(self.names, pa.string())
-        cols["market"] = names.take(pa.array(self.mkt[:n]))
-        cols["kind"] = _KINDS.take(pa.array(kind))
-        side = self.side[:n]
-        cols["side"] = _SIDES.take(pa.array(np.where(level, side, 0), mask=~level))
+        cols["market"] = codes(self.mkt[:n], pa.array(self.names, pa.string()))
+        cols["kind"] = codes(kind, _KINDS)
+        cols["side"] = codes(np.where(level, self.side[:n], 0), _SIDES, level)
         cols["price"] = decimals(self.price[:n], schema.PRICE, level)
         cols["size"] = decimals(self.size[:n], schema.SIZE, level)
         cols["delta"] = decimals(self.delta[:n], schema.SIZE, level)
@@ -154,17 +156,16 @@ class Outputs:
         assert self._ctx is not None
         frame = pa.array(rows + self._ctx[3])
         arrays = [cols[f.name] for f in schema.BOOK_CHANGES] + [frame]
-        names_out = [*schema.BOOK_CHANGES.names, "_frame"]
-        return pa.RecordBatch.from_arrays(arrays, names=names_out)
+        return pa.RecordBatch.from_arrays(arrays, schema=_BOOK_CHANGES)
 
     def _quote_batch(self) -> pa.RecordBatch:
         n = int(self.q_n[0])
         rows = self.q_row[:n].copy()
         cols = self._context(rows)
-        cols["market"] = pa.array(self.names, pa.string()).take(pa.array(self.q_mkt[:n]))
+        cols["market"] = codes(self.q_mkt[:n], pa.array(self.names, pa.string()))
         cols |= schema.quote_columns(self.q_val[:n])
         arrays = [cols[f.name] for f in schema.QUOTES]
-        return pa.RecordBatch.from_arrays(arrays, schema=schema.QUOTES)
+        return pa.RecordBatch.from_arrays(arrays, schema=_QUOTES)
 
     def _trade_batch(self) -> pa.RecordBatch:
         from replay.datasets.decode import trade_columns
@@ -175,8 +176,10 @@ class Outputs:
         cols.update(trade_columns(self._ctx[2], rows))
         cols["valid"] = pa.array(self.t_valid[: self.t_n].copy())
         cols["exchange_ns"] = cols.pop("exchange_ns_t")
+        for name in ("market", "taker_side"):
+            cols[name] = cols[name].dictionary_encode()
         arrays = [cols[f.name] for f in schema.TRADES]
-        return pa.RecordBatch.from_arrays(arrays, schema=schema.TRADES)
+        return pa.RecordBatch.from_arrays(arrays, schema=_TRADES)
 
 
 def _scaled(value: Any, digits: int) -> Decimal | None:

@@ -26,6 +26,7 @@ import pyarrow as pa
 __all__ = [
     "BARS",
     "BOOK_CHANGES",
+    "CODED",
     "DEPTH_BASE",
     "KIND_CLEAR",
     "KIND_DELTA",
@@ -162,6 +163,29 @@ BARS: Final = pa.schema(
         ("valid", pa.bool_()),
     ]
 )
+
+
+#: String columns that repeat a few values (a run, a market, a kind, a side): rows are
+#: built with them dictionary-coded (`coded`: codes into the names the kernel already
+#: holds, no string copied per row) and written so, as Parquet dictionary pages; every
+#: reader sees strings (the files keep no Arrow schema: Parquet's own types say it all),
+#: and so does the API (the sinks turn them back into strings for tables in memory).
+CODED: Final = ("run_id", "market", "kind", "side", "taker_side")
+_CODE: Final = pa.dictionary(pa.int32(), pa.string())
+
+
+def coded(arrow: pa.Schema) -> pa.Schema:
+    """`arrow` with its `CODED` string columns dictionary-coded (int32 codes)."""
+    return pa.schema([f.with_type(_CODE) if f.name in CODED and f.type == pa.string() else f
+                      for f in arrow])  # fmt: skip
+
+
+def codes(indices: np.ndarray, values: pa.Array, valid: np.ndarray | None = None) -> pa.Array:
+    """A dictionary-coded column: `values[indices]` (null where not `valid`). The codes
+    are copied: `indices` may be a buffer the caller reuses."""
+    mask = None if valid is None or bool(valid.all()) else ~valid
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.array(indices, np.int32), pa.int32(), mask=mask), values)
 
 
 def decimals(units: np.ndarray, dtype: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:

@@ -46,7 +46,9 @@ def _writer_options(arrow: pa.Schema) -> dict[str, Any]:
     INT64 decimal, which every reader knows) are delta-encoded: times, seqs, prices and
     sizes move in small steps, so zstd gets a quarter of the bytes to compress. On
     book_changes' 1.73M rows: the write 20% faster, the file 25% smaller, pyarrow's read
-    40% and DuckDB's scan twice as fast (docs/performance.md section 6.4)."""
+    40% and DuckDB's scan twice as fast (docs/performance.md section 6.4). The files keep
+    no Arrow schema: the coded strings (`schema.CODED`) read back as strings, and
+    Parquet's own types give every other column its Arrow type."""
     names = arrow.names
     delta = {f.name: "DELTA_BINARY_PACKED" for f in arrow
              if f.name not in _DICTIONARY
@@ -54,7 +56,8 @@ def _writer_options(arrow: pa.Schema) -> dict[str, Any]:
     return {"compression": "zstd", "compression_level": 1,
             "use_dictionary": [n for n in _DICTIONARY if n in names],
             "write_statistics": [n for n in _STATISTICS if n in names],
-            "store_decimal_as_integer": True, "column_encoding": delta}  # fmt: skip
+            "store_decimal_as_integer": True, "column_encoding": delta,
+            "store_schema": False}  # fmt: skip
 #: A dataset's rows are written in row groups of about this many bytes (as Arrow holds
 #: them): 3-4% faster than a row group per window's batch, and far fewer groups to read.
 _ROW_GROUP_BYTES = 8 << 20
@@ -128,8 +131,26 @@ def _no_input(name: str) -> pa.Table:
 
 
 def _public(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` as the API gives it: without the driver's `_frame`, strings as strings."""
+    return _typed(batch, pa.string())
+
+
+def _coded(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` as it is written: without `_frame`, its `schema.CODED` strings coded (the
+    kernel's batches come so; rows made elsewhere, such as a restored book's, do not)."""
+    return _typed(batch, pa.dictionary(pa.int32(), pa.string()))
+
+
+def _typed(batch: pa.RecordBatch, strings: pa.DataType) -> pa.RecordBatch:
     if "_frame" in batch.schema.names:
-        return batch.drop_columns(["_frame"])
+        batch = batch.drop_columns(["_frame"])
+    fields = batch.schema
+    for i, field in enumerate(fields):
+        if field.name in schema.CODED and field.type != strings:
+            column = batch.column(i)
+            column = (column.dictionary_encode() if pa.types.is_dictionary(strings)
+                      else column.cast(strings))  # fmt: skip
+            batch = batch.set_column(i, field.with_type(strings), column)
     return batch
 
 
@@ -232,7 +253,7 @@ class DiskSink(_Sink):
     def add(self, folder: str, batch: pa.RecordBatch) -> None:
         if not batch.num_rows or folder not in self.wanted:
             return
-        batch = _public(batch)
+        batch = _coded(batch)
         time_col = "ts_ns" if "ts_ns" in batch.schema.names else "recv_ns"
         days = np.asarray(batch.column(time_col), np.int64) // NS_DAY
         first, last = int(days.min()), int(days.max())
