@@ -124,10 +124,17 @@ def closing_quotes(batch: pa.RecordBatch, interval_ns: int, first: int) -> pa.Re
     return kept.append_column("_ord", pa.array(keep + first))
 
 
+#: The columns of the bars' inputs the bars' query reads (only those are kept).
+_BAR_INPUT = {"quotes": ["recv_ns", "market", "bid", "ask", "mid", "valid", "_ord"],
+              "trades": ["recv_ns", "market", "yes_price", "count"]}  # fmt: skip
+
+
 def _no_input(name: str) -> pa.Table:
     """An empty bars' input: the trades, or the quotes with their `_ord`."""
     empty = _empty(Spec(name)).empty_table()
-    return empty.append_column("_ord", pa.array([], pa.int64())) if name == "quotes" else empty
+    if name == "quotes":
+        empty = empty.append_column("_ord", pa.array([], pa.int64()))
+    return empty.select(_BAR_INPUT[name])
 
 
 def _public(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -184,7 +191,7 @@ class _Sink:
             kept = closing_quotes(batch, self.bar_step, self.quotes_seen)
             self.quotes_seen += batch.num_rows
             batch = kept
-        self._keep_input(folder, batch)
+        self._keep_input(folder, batch.select(_BAR_INPUT[folder]))
 
     def _keep_input(self, folder: str, batch: pa.RecordBatch) -> None:
         raise NotImplementedError  # each sink keeps them its way
@@ -246,8 +253,10 @@ class DiskSink(_Sink):
     def _keep_input(self, folder: str, batch: pa.RecordBatch) -> None:
         writer = self.spill.get(folder)
         if writer is None:
-            writer = self.spill[folder] = pq.ParquetWriter(self.tmp / f"{folder}.parquet",
-                                                           batch.schema)  # fmt: skip
+            # a local file read once: light compression, no statistics, one dictionary
+            writer = self.spill[folder] = pq.ParquetWriter(
+                self.tmp / f"{folder}.parquet", batch.schema, compression="lz4",
+                use_dictionary=["market"], write_statistics=False)  # fmt: skip
         writer.write_batch(batch)
 
     def add(self, folder: str, batch: pa.RecordBatch) -> None:
