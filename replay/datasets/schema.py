@@ -26,6 +26,7 @@ import pyarrow as pa
 __all__ = [
     "BARS",
     "BOOK_CHANGES",
+    "CODE",
     "CODED",
     "DEPTH_BASE",
     "KIND_CLEAR",
@@ -171,12 +172,12 @@ BARS: Final = pa.schema(
 #: reader sees strings (the files keep no Arrow schema: Parquet's own types say it all),
 #: and so does the API (the sinks turn them back into strings for tables in memory).
 CODED: Final = ("run_id", "market", "kind", "side", "taker_side")
-_CODE: Final = pa.dictionary(pa.int32(), pa.string())
+CODE: Final = pa.dictionary(pa.int32(), pa.string())  # a coded column's type
 
 
 def coded(arrow: pa.Schema) -> pa.Schema:
     """`arrow` with its `CODED` string columns dictionary-coded (int32 codes)."""
-    return pa.schema([f.with_type(_CODE) if f.name in CODED and f.type == pa.string() else f
+    return pa.schema([f.with_type(CODE) if f.name in CODED and f.type == pa.string() else f
                       for f in arrow])  # fmt: skip
 
 

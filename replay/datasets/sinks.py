@@ -37,7 +37,7 @@ NS_DAY = 86_400 * 10**9
 #: Written with a dictionary (repeating strings) and with statistics (what readers filter
 #: on: time and market); zstd level 1. A third faster to write than every column's
 #: statistics and dictionary at the default level, for 9% more bytes (book_changes).
-_DICTIONARY = ("run_id", "market", "kind", "side", "taker_side")
+_DICTIONARY = schema.CODED
 _STATISTICS = ("recv_ns", "ts_ns", "exchange_ns", "market", "seq", "date")
 
 
@@ -58,6 +58,8 @@ def _writer_options(arrow: pa.Schema) -> dict[str, Any]:
             "write_statistics": [n for n in _STATISTICS if n in names],
             "store_decimal_as_integer": True, "column_encoding": delta,
             "store_schema": False}  # fmt: skip
+
+
 #: A dataset's rows are written in row groups of about this many bytes (as Arrow holds
 #: them): 3-4% faster than a row group per window's batch, and far fewer groups to read.
 _ROW_GROUP_BYTES = 8 << 20
@@ -145,7 +147,7 @@ def _public(batch: pa.RecordBatch) -> pa.RecordBatch:
 def _coded(batch: pa.RecordBatch) -> pa.RecordBatch:
     """`batch` as it is written: without `_frame`, its `schema.CODED` strings coded (the
     kernel's batches come so; rows made elsewhere, such as a restored book's, do not)."""
-    return _typed(batch, pa.dictionary(pa.int32(), pa.string()))
+    return _typed(batch, schema.CODE)
 
 
 def _typed(batch: pa.RecordBatch, strings: pa.DataType) -> pa.RecordBatch:
