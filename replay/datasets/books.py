@@ -42,6 +42,24 @@ def units_of(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return low
 
 
+_KIND_CODES = {"snapshot": kernel.C_SNAPSHOT, "delta": kernel.C_DELTA}  # else clear, 0
+_SIDE_CODES = {"no": 1}  # else yes (or none), 0
+
+
+def _lookup(column: pa.Array | pa.ChunkedArray, codes: dict[str, int]) -> np.ndarray:
+    """int8 `codes[value]` for each row of a string column (0 for others and nulls); a
+    dictionary-coded column (the kernel's batches) through its few values, not per row."""
+    column = contiguous(column)
+    if not pa.types.is_dictionary(column.type):
+        out = np.zeros(len(column), np.int8)
+        for value, code in codes.items():
+            out[np.asarray(pc.equal(column, value).fill_null(False))] = code
+        return out
+    table = np.array([codes.get(v, 0) for v in column.dictionary.to_pylist()] + [0], np.int8)
+    indices = np.asarray(column.indices.fill_null(len(table) - 1), np.int64)
+    return table[indices]
+
+
 @njit(cache=True)
 def _top(books, held, best, lay, m, s, prices, sizes, row, levels):
     k = 0
@@ -180,11 +198,8 @@ class BookReplay:
         if n == 0:
             return [], []
         mkt = self._codes(batch.column("market"))
-        kinds = batch.column("kind")
-        kind = np.zeros(n, np.int8)
-        kind[np.asarray(pc.equal(kinds, "snapshot").fill_null(False))] = kernel.C_SNAPSHOT
-        kind[np.asarray(pc.equal(kinds, "delta").fill_null(False))] = kernel.C_DELTA
-        side = np.asarray(pc.equal(batch.column("side"), "no").fill_null(False), np.int8)
+        kind = _lookup(batch.column("kind"), _KIND_CODES)
+        side = _lookup(batch.column("side"), _SIDE_CODES)
         price = units_of(batch.column("price"))
         size = units_of(batch.column("size"))
         valid = np.asarray(batch.column("valid"), np.bool_)

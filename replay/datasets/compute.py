@@ -96,9 +96,10 @@ def run_range(
     bars = "bars" in kinds
     channels = ("orderbook_delta",) * books + ("trade",) * trades
     changes = bool(kinds & {"book_changes", "depth"})
+    quotes = bool(kinds & {"quotes", "bars"})
     for name, batch in derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
-                                      end_ns=read_hi, channels=channels,
-                                      changes=changes):  # fmt: skip
+                                      end_ns=read_hi, channels=channels, changes=changes,
+                                      quotes=quotes):  # fmt: skip
         if name != "book_changes":  # trades, and the quotes the kernel keeps
             if bars:  # every quote read may close a bar (the last before its end)
                 sink.bar_input(name, batch if name == "quotes" else

@@ -48,7 +48,8 @@ class _Feed:
     """One engine fed from a capture, with the kernel's mirror of its book state."""
 
     def __init__(
-        self, capture: Capture, emit: Callable[[pa.RecordBatch, str], None], changes: bool
+        self, capture: Capture, emit: Callable[[pa.RecordBatch, str], None], changes: bool,
+        quotes: bool = True,
     ) -> None:
         self.engine = Engine()
         self.core = self.engine._core
@@ -59,7 +60,7 @@ class _Feed:
         self.engine.add_consumer(TRADE_CHANNEL, owns_wire=False, delivery=Delivery.FRAME,
                                  queue=self.trades_q)  # fmt: skip
         self.mirror = Mirror(self.core)
-        self.out = Outputs(emit, changes)
+        self.out = Outputs(emit, changes, quotes)
         self.capture = capture
         self.ended: dict[int, tuple[int, int]] = {}
         self.runs = sorted(capture.runs)
@@ -165,15 +166,17 @@ def derive_batches(
     end_ns: int | None = None,
     channels: tuple[str, ...] = (BOOK_CHANNEL, TRADE_CHANNEL),
     changes: bool = True,
+    quotes: bool = True,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
     """Yield ("book_changes" | "quotes" | "trades", batch) in capture order (book_changes
-    only with `changes`: quotes alone need the books, not the rows).
+    only with `changes`: quotes alone need the books, not the rows; quotes only with
+    `quotes`: depth needs the rows, not the quotes).
 
     `prepare(engine, groups, offsets)` may restore checkpoints before reading and
     return the idx to read each run from (the seek of `replay.datasets.shards`).
     """
     pending: list[tuple[str, pa.RecordBatch]] = []
-    feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), changes)
+    feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), changes, quotes)
     all_runs = sorted(capture.runs)
     offsets = {run: i * CONN_STRIDE for i, run in enumerate(all_runs)}
     groups = {run: (i + 1) * FEED_SLOTS for i, run in enumerate(all_runs)}

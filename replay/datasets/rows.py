@@ -40,9 +40,11 @@ def nullable(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Ar
 class Outputs:
     """book_changes and trade row buffers for the window being derived."""
 
-    def __init__(self, emit: Callable[[pa.RecordBatch, str], None], changes: bool = True) -> None:
+    def __init__(self, emit: Callable[[pa.RecordBatch, str], None], changes: bool = True,
+                 quotes: bool = True) -> None:  # fmt: skip
         self._emit = emit
         self.changes = changes  # build book_changes batches (else only count them away)
+        self.quotes = quotes  # build quote batches (else the kernel's quote rows are dropped)
         self.row = np.zeros(_CAP, np.int64)
         self.mkt = np.zeros(_CAP, np.int32)
         self.kind = np.zeros(_CAP, np.int8)
@@ -119,7 +121,8 @@ class Outputs:
             self.t_valid[: self.t_n] = True
             self.t_n = 0
         if self.q_n[0]:
-            self._emit(self._quote_batch(), "quotes")
+            if self.quotes:
+                self._emit(self._quote_batch(), "quotes")
             self.q_n[0] = 0
 
     def _context(self, rows: np.ndarray) -> dict[str, pa.Array]:
