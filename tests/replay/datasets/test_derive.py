@@ -72,6 +72,8 @@ def test_derive_writes_hive_parquet_every_reader_opens(sample: Path) -> None:
     meta = pq.ParquetFile(next((out / "book_changes").glob("date=*/*.parquet"))).metadata
     price = meta.row_group(0).column(meta.schema.names.index("price"))
     assert price.physical_type == "INT64" and "DELTA_BINARY_PACKED" in price.encodings
+    recv = meta.row_group(0).column(meta.schema.names.index("recv_ns")).statistics
+    assert recv is not None and recv.has_min_max and recv.min <= recv.max  # time filters skip
     rows = table(sample, "book_changes")
     sums = [pc.sum(rows.column(c)).as_py() for c in ("price", "size", "delta")]
     assert all(isinstance(v, Decimal) and v for v in sums)
