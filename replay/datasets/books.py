@@ -21,6 +21,7 @@ from numba import njit
 
 from replay.datasets import kernel, ladders, schema
 from replay.datasets.jit import borrow, forget_if_changed
+from replay.datasets.rows import ChangeRows
 from replay.datasets.schema import decimals
 from replay.reading.capture import contiguous
 
@@ -164,6 +165,7 @@ class BookReplay:
         self.last_recv = np.zeros(0, np.int64)
         self.qstate = np.zeros((0, 6), np.int64)
         self.next_ts = np.zeros(1, np.int64)
+        self._lut = np.zeros(0, np.int32)  # the kernel's market codes -> this replay's
 
     def _grow(self, size: int) -> None:
         old = len(self.seen)
@@ -192,19 +194,46 @@ class BookReplay:
         self._grow(len(self.names))
         return np.array(local, np.int32)[np.asarray(enc.indices, np.int64)]
 
-    def feed(self, batch: pa.RecordBatch) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch]]:
-        """(quote batches, depth batches) for one book_changes batch (with `_frame`)."""
-        n = batch.num_rows
-        if n == 0:
-            return [], []
-        mkt = self._codes(batch.column("market"))
-        kind = _lookup(batch.column("kind"), _KIND_CODES)
-        side = _lookup(batch.column("side"), _SIDE_CODES)
-        price = units_of(batch.column("price"))
-        size = units_of(batch.column("size"))
-        valid = np.asarray(batch.column("valid"), np.bool_)
-        frame = np.asarray(batch.column("_frame"), np.int64)
-        recv = np.asarray(batch.column("recv_ns"), np.int64)
+    def _translated(self, names: list[str], mkt: np.ndarray) -> np.ndarray:
+        """The kernel's market codes (into `names`, which only grows) as this replay's."""
+        if len(self._lut) < len(names):
+            more = []
+            for name in names[len(self._lut) :]:
+                code = self.codes.get(name)
+                if code is None:
+                    code = self.codes[name] = len(self.names)
+                    self.names.append(name)
+                more.append(code)
+            self._lut = np.concatenate([self._lut, np.array(more, np.int32)])
+            self._grow(len(self.names))
+        return self._lut[mkt]
+
+    def feed(
+        self, batch: pa.RecordBatch | ChangeRows
+    ) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch]]:
+        """(quote batches, depth batches) for one book_changes batch (with `_frame`), or
+        for the kernel's `ChangeRows` (depth only: quotes need the batch's columns)."""
+        if isinstance(batch, ChangeRows):
+            assert not self.quotes, "quotes are made from book_changes batches"
+            rows = batch
+            n = len(rows.mkt)
+            if n == 0:
+                return [], []
+            mkt = self._translated(rows.names, rows.mkt)
+            kind, side, price, size = rows.kind, rows.side, rows.price, rows.size
+            valid, frame, recv = rows.valid, rows.frame, rows.recv
+        else:
+            n = batch.num_rows
+            if n == 0:
+                return [], []
+            mkt = self._codes(batch.column("market"))
+            kind = _lookup(batch.column("kind"), _KIND_CODES)
+            side = _lookup(batch.column("side"), _SIDE_CODES)
+            price = units_of(batch.column("price"))
+            size = units_of(batch.column("size"))
+            valid = np.asarray(batch.column("valid"), np.bool_)
+            frame = np.asarray(batch.column("_frame"), np.int64)
+            recv = np.asarray(batch.column("recv_ns"), np.int64)
         if self.interval and self.next_ts[0] == 0:  # the first interval end
             first = (int(recv[0]) // self.interval + 1) * self.interval
             if self.from_ns is not None:
@@ -230,6 +259,7 @@ class BookReplay:
                 o_row, o_q, 0, self.interval, self.next_ts, lv, *d, 0,
             )  # fmt: skip
             if self.quotes and o_n:
+                assert isinstance(batch, pa.RecordBatch)
                 quotes.append(self._quotes(batch, o_row[:o_n], o_q[:o_n]))
             if self.interval and d_n:
                 depth.append(self._depth(d, d_n))

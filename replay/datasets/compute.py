@@ -97,9 +97,14 @@ def run_range(
     channels = ("orderbook_delta",) * books + ("trade",) * trades
     changes = bool(kinds & {"book_changes", "depth"})
     quotes = bool(kinds & {"quotes", "bars"})
+    # depth alone: from the kernel's rows, with no book_changes batches made for it
+    rows_only = "depth" in kinds and "book_changes" not in kinds
     for name, batch in derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
                                       end_ns=read_hi, channels=channels, changes=changes,
-                                      quotes=quotes):  # fmt: skip
+                                      quotes=quotes, change_rows=rows_only):  # fmt: skip
+        if name == "book_rows":
+            _depth_of(batch, depth, sink, start_ns, end_ns)
+            continue
         if name != "book_changes":  # trades, and the quotes the kernel keeps
             if bars:  # every quote read may close a bar (the last before its end)
                 sink.bar_input(name, batch if name == "quotes" else
@@ -107,7 +112,14 @@ def run_range(
             sink.add(name, _keep(batch, "recv_ns", start_ns, end_ns))
             continue
         sink.add("book_changes", _keep(batch, "recv_ns", start_ns, end_ns))
-        for spec, replay in depth:
-            for d in replay.feed(batch)[1]:
-                sink.add(spec.folder, _keep(d, "ts_ns", start_ns, end_ns))
+        _depth_of(batch, depth, sink, start_ns, end_ns)
     return sink.finish(connect, start_ns, end_ns)  # DuckDB only if there are bars to make
+
+
+def _depth_of(changes: Any, depth: list[tuple[Spec, BookReplay]], sink: Any,
+              start_ns: int | None, end_ns: int | None) -> None:  # fmt: skip
+    """Each depth dataset's rows after `changes` (a book_changes batch or the kernel's
+    `ChangeRows`), those in the range to `sink`."""
+    for spec, replay in depth:
+        for d in replay.feed(changes)[1]:
+            sink.add(spec.folder, _keep(d, "ts_ns", start_ns, end_ns))

@@ -48,9 +48,9 @@ class _Feed:
     """One engine fed from a capture, with the kernel's mirror of its book state."""
 
     def __init__(
-        self, capture: Capture, emit: Callable[[pa.RecordBatch, str], None], changes: bool,
-        quotes: bool = True,
-    ) -> None:
+        self, capture: Capture, emit: Callable[[Any, str], None], changes: bool,
+        quotes: bool = True, change_rows: bool = False,
+    ) -> None:  # fmt: skip
         self.engine = Engine()
         self.core = self.engine._core
         self.books_q = DeliveryQueue(1 << 40, Overflow.BLOCK)
@@ -60,7 +60,7 @@ class _Feed:
         self.engine.add_consumer(TRADE_CHANNEL, owns_wire=False, delivery=Delivery.FRAME,
                                  queue=self.trades_q)  # fmt: skip
         self.mirror = Mirror(self.core)
-        self.out = Outputs(emit, changes, quotes)
+        self.out = Outputs(emit, changes, quotes, change_rows)
         self.capture = capture
         self.ended: dict[int, tuple[int, int]] = {}
         self.runs = sorted(capture.runs)
@@ -167,16 +167,20 @@ def derive_batches(
     channels: tuple[str, ...] = (BOOK_CHANNEL, TRADE_CHANNEL),
     changes: bool = True,
     quotes: bool = True,
-) -> Iterator[tuple[str, pa.RecordBatch]]:
+    change_rows: bool = False,
+) -> Iterator[tuple[str, Any]]:
     """Yield ("book_changes" | "quotes" | "trades", batch) in capture order (book_changes
     only with `changes`: quotes alone need the books, not the rows; quotes only with
-    `quotes`: depth needs the rows, not the quotes).
+    `quotes`: depth needs the rows, not the quotes). With `change_rows` the kernel's level
+    changes come as ("book_rows", `rows.ChangeRows`) instead of book_changes batches
+    (depth alone needs no Arrow rows); books restored at a seek still come as a batch.
 
     `prepare(engine, groups, offsets)` may restore checkpoints before reading and
     return the idx to read each run from (the seek of `replay.datasets.shards`).
     """
     pending: list[tuple[str, pa.RecordBatch]] = []
-    feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), changes, quotes)
+    feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), changes, quotes,
+                 change_rows)  # fmt: skip
     all_runs = sorted(capture.runs)
     offsets = {run: i * CONN_STRIDE for i, run in enumerate(all_runs)}
     groups = {run: (i + 1) * FEED_SLOTS for i, run in enumerate(all_runs)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -20,9 +21,9 @@ import pyarrow.compute as pc
 
 from replay.datasets import schema
 from replay.datasets.schema import codes, decimals
-from replay.reading.capture import contiguous
+from replay.reading.capture import contiguous, int64_view
 
-__all__ = ["Outputs", "nullable"]
+__all__ = ["ChangeRows", "Outputs", "nullable"]
 
 _KINDS = pa.array([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
 _SIDES = pa.array(["yes", "no"])
@@ -37,14 +38,32 @@ def nullable(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Ar
     return pa.array(values, dtype, mask=~valid)
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeRows:
+    """Level changes as the kernel wrote them, before they become a book_changes batch:
+    what depth is made from when book_changes themselves are not asked for (no decimals,
+    no strings). `mkt` are codes into `names`; clears have side, price and size 0."""
+
+    names: list[str]
+    mkt: np.ndarray
+    kind: np.ndarray
+    side: np.ndarray
+    price: np.ndarray
+    size: np.ndarray
+    valid: np.ndarray
+    frame: np.ndarray  # the frame's number in the pass (book_changes' `_frame`)
+    recv: np.ndarray
+
+
 class Outputs:
     """book_changes and trade row buffers for the window being derived."""
 
-    def __init__(self, emit: Callable[[pa.RecordBatch, str], None], changes: bool = True,
-                 quotes: bool = True) -> None:  # fmt: skip
+    def __init__(self, emit: Callable[[Any, str], None], changes: bool = True,
+                 quotes: bool = True, change_rows: bool = False) -> None:  # fmt: skip
         self._emit = emit
         self.changes = changes  # build book_changes batches (else only count them away)
         self.quotes = quotes  # build quote batches (else the kernel's quote rows are dropped)
+        self.change_rows = change_rows  # level changes as `ChangeRows` ("book_rows")
         self.row = np.zeros(_CAP, np.int64)
         self.mkt = np.zeros(_CAP, np.int32)
         self.kind = np.zeros(_CAP, np.int8)
@@ -113,7 +132,9 @@ class Outputs:
         if self._ctx is None:
             return
         if self.n:
-            if self.changes:
+            if self.change_rows:
+                self._emit(self._change_rows(), "book_rows")
+            elif self.changes:
                 self._emit(self._book_batch(), "book_changes")
             self.n = 0
         if self.t_n:
@@ -160,6 +181,17 @@ class Outputs:
         frame = pa.array(rows + self._ctx[3])
         arrays = [cols[f.name] for f in schema.BOOK_CHANGES] + [frame]
         return pa.RecordBatch.from_arrays(arrays, schema=_BOOK_CHANGES)
+
+    def _change_rows(self) -> ChangeRows:
+        assert self._ctx is not None
+        n = self.n
+        rows = self.row[:n].copy()
+        level = self.kind[:n] != 0
+        recv = int64_view(self._ctx[1].column("recv_ns"))[rows]
+        return ChangeRows(self.names, self.mkt[:n].copy(), self.kind[:n].copy(),
+                          np.where(level, self.side[:n], 0).astype(np.int8),
+                          np.where(level, self.price[:n], 0), np.where(level, self.size[:n], 0),
+                          self.valid[:n].copy(), rows + self._ctx[3], recv)  # fmt: skip
 
     def _quote_batch(self) -> pa.RecordBatch:
         n = int(self.q_n[0])
