@@ -11,6 +11,7 @@ from the sink at the end. This is the unit of work of a day shard.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pyarrow as pa
@@ -87,21 +88,26 @@ def run_range(
              for s in specs if s.kind == "depth"]  # fmt: skip
     read_lo, read_hi = _bar_reach(specs, start_ns, end_ns)
     runs, prepare = (None, None) if read_lo is None else _seek(capture, read_lo)
-    # Each channel is read only where a dataset needs it: trades need no book and books
-    # no trades (neither channel's rules depend on the other's frames, as a ReplaySession
-    # reading one of them shows; the equality tests compare each dataset derived alone
-    # with a session reading both). Bars need both: trades, and the quotes at their close.
+    # Each channel is read only where a dataset needs it, and each in a pass of its own:
+    # trades need no book and books no trades (neither channel's rules depend on the
+    # other's frames, as a ReplaySession reading one of them shows; the equality tests
+    # compare each dataset derived alone with a session reading both). Bars need both:
+    # trades, and the quotes at their close. Two passes, not one reading both channels
+    # merged in capture order: the merge copied every frame a second time to interleave
+    # them, and held both channels' row groups at once.
     books = bool(kinds & {"book_changes", "quotes", "depth", "bars"})
     trades = bool(kinds & {"trades", "bars"})
     bars = "bars" in kinds
-    channels = ("orderbook_delta",) * books + ("trade",) * trades
     changes = bool(kinds & {"book_changes", "depth"})
     quotes = bool(kinds & {"quotes", "bars"})
     # depth alone: from the kernel's rows, with no book_changes batches made for it
     rows_only = "depth" in kinds and "book_changes" not in kinds
-    for name, batch in derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
-                                      end_ns=read_hi, channels=channels, changes=changes,
-                                      quotes=quotes, change_rows=rows_only):  # fmt: skip
+    passes = [derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
+                             end_ns=read_hi, channels=(channel,), changes=changes and book,
+                             quotes=quotes and book, change_rows=rows_only and book)
+              for channel, book, wanted in (("orderbook_delta", True, books),
+                                            ("trade", False, trades)) if wanted]  # fmt: skip
+    for name, batch in itertools.chain(*passes):
         if name == "book_rows":
             _depth_of(batch, depth, sink, start_ns, end_ns)
             continue
