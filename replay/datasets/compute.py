@@ -104,7 +104,8 @@ def run_range(
     rows_only = "depth" in kinds and "book_changes" not in kinds
     passes = [derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
                              end_ns=read_hi, channels=(channel,), changes=changes and book,
-                             quotes=quotes and book, change_rows=rows_only and book)
+                             quotes=quotes and book, change_rows=rows_only and book,
+                             trades="trades" in kinds)
               for channel, book, wanted in (("orderbook_delta", True, books),
                                             ("trade", False, trades)) if wanted]  # fmt: skip
     for name, batch in itertools.chain(*passes):

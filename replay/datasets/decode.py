@@ -180,20 +180,26 @@ def _pick(tr: np.ndarray, current: int, legacy: int) -> tuple[np.ndarray, np.nda
     return value, flag == 1
 
 
-def trade_columns(decoded: Decoded, rows: np.ndarray) -> dict[str, pa.Array]:
-    """The trade fields of rows `rows` as the trades dataset's typed columns."""
+def trade_columns(decoded: Decoded, rows: np.ndarray, *, whole: bool = True
+                  ) -> dict[str, pa.Array]:  # fmt: skip
+    """The trade fields of rows `rows` as the trades dataset's typed columns (without
+    `whole`, only the market, YES price and count: what the bars read)."""
     from replay.datasets.schema import PRICE, SIZE, decimals
 
     tr = decoded.trade[rows]
     yes, yes_ok = _pick(tr, 6, 12)
-    no, no_ok = _pick(tr, 8, 14)
     count, count_ok = _pick(tr, 10, 16)
+    m0, m1 = decoded.market_spans
+    if not whole:
+        return {"market": _strings(decoded.data, m0[rows], m1[rows]),
+                "yes_price": decimals(yes, PRICE, yes_ok),
+                "count": decimals(count, SIZE, count_ok)}  # fmt: skip
+    no, no_ok = _pick(tr, 8, 14)
     ts_ms = decoded.ts_ms.take(pa.array(rows)).cast(pa.int64())
     ts_ok = tr[:, 19] == 1
     seconds = pa.array(tr[:, 18] * 1_000_000_000, mask=~ts_ok)
     has_side = tr[:, 3] >= tr[:, 2]
     t0, t1 = np.where(has_side, tr[:, 2], tr[:, 4]), np.where(has_side, tr[:, 3], tr[:, 5])
-    m0, m1 = decoded.market_spans
     return {
         "trade_id": _strings(decoded.data, tr[:, 0], tr[:, 1]),
         "market": _strings(decoded.data, m0[rows], m1[rows]),

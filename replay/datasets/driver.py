@@ -49,7 +49,7 @@ class _Feed:
 
     def __init__(
         self, capture: Capture, emit: Callable[[Any, str], None], changes: bool,
-        quotes: bool = True, change_rows: bool = False,
+        quotes: bool = True, change_rows: bool = False, trades: bool = True,
     ) -> None:  # fmt: skip
         self.engine = Engine()
         self.core = self.engine._core
@@ -60,7 +60,7 @@ class _Feed:
         self.engine.add_consumer(TRADE_CHANNEL, owns_wire=False, delivery=Delivery.FRAME,
                                  queue=self.trades_q)  # fmt: skip
         self.mirror = Mirror(self.core)
-        self.out = Outputs(emit, changes, quotes, change_rows)
+        self.out = Outputs(emit, changes, quotes, change_rows, trades)
         self.capture = capture
         self.ended: dict[int, tuple[int, int]] = {}
         self.runs = sorted(capture.runs)
@@ -168,19 +168,21 @@ def derive_batches(
     changes: bool = True,
     quotes: bool = True,
     change_rows: bool = False,
+    trades: bool = True,
 ) -> Iterator[tuple[str, Any]]:
     """Yield ("book_changes" | "quotes" | "trades", batch) in capture order (book_changes
     only with `changes`: quotes alone need the books, not the rows; quotes only with
     `quotes`: depth needs the rows, not the quotes). With `change_rows` the kernel's level
     changes come as ("book_rows", `rows.ChangeRows`) instead of book_changes batches
     (depth alone needs no Arrow rows); books restored at a seek still come as a batch.
+    Without `trades`, trade batches hold only what the bars read (`rows.BAR_TRADES`).
 
     `prepare(engine, groups, offsets)` may restore checkpoints before reading and
     return the idx to read each run from (the seek of `replay.datasets.shards`).
     """
     pending: list[tuple[str, pa.RecordBatch]] = []
     feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), changes, quotes,
-                 change_rows)  # fmt: skip
+                 change_rows, trades)  # fmt: skip
     all_runs = sorted(capture.runs)
     offsets = {run: i * CONN_STRIDE for i, run in enumerate(all_runs)}
     groups = {run: (i + 1) * FEED_SLOTS for i, run in enumerate(all_runs)}

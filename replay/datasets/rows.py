@@ -23,7 +23,7 @@ from replay.datasets import schema
 from replay.datasets.schema import codes, decimals
 from replay.reading.capture import contiguous, int64_view
 
-__all__ = ["ChangeRows", "Outputs", "nullable"]
+__all__ = ["BAR_TRADES", "ChangeRows", "Outputs", "nullable"]
 
 _KINDS = pa.array([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
 _SIDES = pa.array(["yes", "no"])
@@ -32,6 +32,8 @@ _BOOK_CHANGES = schema.coded(schema.BOOK_CHANGES).append(pa.field("_frame", pa.i
 _QUOTES = schema.coded(schema.QUOTES)
 _TRADES = schema.coded(schema.TRADES)
 _CAP = 1 << 16
+#: The trades' columns the bars read (all a trade batch holds when trades are not asked for).
+BAR_TRADES = ["recv_ns", "market", "yes_price", "count"]
 
 
 def nullable(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
@@ -59,8 +61,10 @@ class Outputs:
     """book_changes and trade row buffers for the window being derived."""
 
     def __init__(self, emit: Callable[[Any, str], None], changes: bool = True,
-                 quotes: bool = True, change_rows: bool = False) -> None:  # fmt: skip
+                 quotes: bool = True, change_rows: bool = False,
+                 trades: bool = True) -> None:  # fmt: skip
         self._emit = emit
+        self.trades = trades  # whole trade batches (else the bars' columns: `BAR_TRADES`)
         self.changes = changes  # build book_changes batches (else only count them away)
         self.quotes = quotes  # build quote batches (else the kernel's quote rows are dropped)
         self.change_rows = change_rows  # level changes as `ChangeRows` ("book_rows")
@@ -207,6 +211,10 @@ class Outputs:
 
         assert self._ctx is not None
         rows = self.t_row[: self.t_n].copy()
+        if not self.trades:
+            recv = int64_view(self._ctx[1].column("recv_ns"))[rows]
+            cols = {"recv_ns": pa.array(recv), **trade_columns(self._ctx[2], rows, whole=False)}
+            return pa.RecordBatch.from_arrays([cols[n] for n in BAR_TRADES], names=BAR_TRADES)
         cols = self._context(rows)
         cols.update(trade_columns(self._ctx[2], rows))
         cols["valid"] = pa.array(self.t_valid[: self.t_n].copy())

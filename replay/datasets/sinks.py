@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from replay.datasets import schema
+from replay.datasets.rows import BAR_TRADES
 from replay.datasets.schema import decimals
 from replay.datasets.spec import Spec
 
@@ -131,7 +132,7 @@ def closing_quotes(batch: pa.RecordBatch, interval_ns: int, first: int) -> pa.Re
 
 #: The columns of the bars' inputs the bars' query reads (only those are kept).
 _BAR_INPUT = {"quotes": ["recv_ns", "market", "bid", "ask", "mid", "valid", "_ord"],
-              "trades": ["recv_ns", "market", "yes_price", "count"]}  # fmt: skip
+              "trades": BAR_TRADES}  # fmt: skip
 
 
 def _no_input(name: str) -> pa.Table:
