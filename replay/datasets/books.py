@@ -182,30 +182,23 @@ class BookReplay:
         self.mvalid, self.seen = grow(self.mvalid, 0), grow(self.seen, 0)
         self.last_recv, self.qstate = grow(self.last_recv, 0), grow(self.qstate, 0)
 
+    def _local(self, names: list[str]) -> np.ndarray:
+        """This replay's codes of `names` (a market it has not seen gets the next one)."""
+        for name in names:
+            if name not in self.codes:
+                self.codes[name] = len(self.names)
+                self.names.append(name)
+        self._grow(len(self.names))
+        return np.array([self.codes[name] for name in names], np.int32)
+
     def _codes(self, market: pa.Array) -> np.ndarray:
         enc = market.dictionary_encode()
-        local = []
-        for name in enc.dictionary.to_pylist():
-            code = self.codes.get(name)
-            if code is None:
-                code = self.codes[name] = len(self.names)
-                self.names.append(name)
-            local.append(code)
-        self._grow(len(self.names))
-        return np.array(local, np.int32)[np.asarray(enc.indices, np.int64)]
+        return self._local(enc.dictionary.to_pylist())[np.asarray(enc.indices, np.int64)]
 
     def _translated(self, names: list[str], mkt: np.ndarray) -> np.ndarray:
         """The kernel's market codes (into `names`, which only grows) as this replay's."""
         if len(self._lut) < len(names):
-            more = []
-            for name in names[len(self._lut) :]:
-                code = self.codes.get(name)
-                if code is None:
-                    code = self.codes[name] = len(self.names)
-                    self.names.append(name)
-                more.append(code)
-            self._lut = np.concatenate([self._lut, np.array(more, np.int32)])
-            self._grow(len(self.names))
+            self._lut = np.concatenate([self._lut, self._local(names[len(self._lut) :])])
         return self._lut[mkt]
 
     def feed(
@@ -297,8 +290,9 @@ class BookReplay:
         interleaved = cols[:4]
         bids, asks = cols[4 : 4 + 2 * levels], cols[4 + 2 * levels :]
         interleaved += bids + asks
-        return pa.RecordBatch.from_arrays(interleaved,
-                                          schema=schema.coded(schema.depth_schema(levels)))
+        return pa.RecordBatch.from_arrays(
+            interleaved, schema=schema.coded(schema.depth_schema(levels))
+        )
 
 
 forget_if_changed(

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from replay.datasets.books import BookReplay
 from replay.datasets.decode import connect
 from replay.datasets.driver import derive_batches
+from replay.datasets.rows import Build
 from replay.datasets.spec import Spec
 from replay.reading.capture import Capture
 from replay.reading.session import restore_checkpoint
@@ -95,19 +96,20 @@ def run_range(
     # trades, and the quotes at their close. Two passes, not one reading both channels
     # merged in capture order: the merge copied every frame a second time to interleave
     # them, and held both channels' row groups at once.
-    books = bool(kinds & {"book_changes", "quotes", "depth", "bars"})
-    trades = bool(kinds & {"trades", "bars"})
     bars = "bars" in kinds
-    changes = bool(kinds & {"book_changes", "depth"})
-    quotes = bool(kinds & {"quotes", "bars"})
-    # depth alone: from the kernel's rows, with no book_changes batches made for it
-    rows_only = "depth" in kinds and "book_changes" not in kinds
+    book_pass = Build(
+        changes=bool(kinds & {"book_changes", "depth"}),
+        quotes=bool(kinds & {"quotes", "bars"}),
+        # depth alone: from the kernel's rows, no book_changes batches for it
+        change_rows="depth" in kinds and "book_changes" not in kinds,
+    )
+    trade_pass = Build(changes=False, quotes=False, trades="trades" in kinds)
+    book_kinds, trade_kinds = {"book_changes", "quotes", "depth", "bars"}, {"trades", "bars"}
     passes = [derive_batches(capture, markets=markets, runs=runs, prepare=prepare,
-                             end_ns=read_hi, channels=(channel,), changes=changes and book,
-                             quotes=quotes and book, change_rows=rows_only and book,
-                             trades="trades" in kinds)
-              for channel, book, wanted in (("orderbook_delta", True, books),
-                                            ("trade", False, trades)) if wanted]  # fmt: skip
+                             end_ns=read_hi, channels=(channel,), build=build)
+              for channel, build, wanted in (("orderbook_delta", book_pass, kinds & book_kinds),
+                                             ("trade", trade_pass, kinds & trade_kinds))
+              if wanted]  # fmt: skip
     for name, batch in itertools.chain(*passes):
         if name == "book_rows":
             _depth_of(batch, depth, sink, start_ns, end_ns)

@@ -28,6 +28,7 @@ import pyarrow as pa
 from replay.datasets import kernel, schema
 from replay.datasets.decode import Decoded, Scratch, decode_window
 from replay.datasets.mirror import Mirror, Outputs
+from replay.datasets.rows import Build
 from replay.reading.capture import Capture, of_markets, read_filter
 from replay.reading.session import CONN_STRIDE, FEED_SLOTS, drive_event
 from stream import BinaryMessage
@@ -47,10 +48,7 @@ _COLUMNS = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode", "feed")
 class _Feed:
     """One engine fed from a capture, with the kernel's mirror of its book state."""
 
-    def __init__(
-        self, capture: Capture, emit: Callable[[Any, str], None], changes: bool,
-        quotes: bool = True, change_rows: bool = False, trades: bool = True,
-    ) -> None:  # fmt: skip
+    def __init__(self, capture: Capture, emit: Callable[[Any, str], None], build: Build) -> None:
         self.engine = Engine()
         self.core = self.engine._core
         self.books_q = DeliveryQueue(1 << 40, Overflow.BLOCK)
@@ -60,7 +58,7 @@ class _Feed:
         self.engine.add_consumer(TRADE_CHANNEL, owns_wire=False, delivery=Delivery.FRAME,
                                  queue=self.trades_q)  # fmt: skip
         self.mirror = Mirror(self.core)
-        self.out = Outputs(emit, changes, quotes, change_rows, trades)
+        self.out = Outputs(emit, build)
         self.capture = capture
         self.ended: dict[int, tuple[int, int]] = {}
         self.runs = sorted(capture.runs)
@@ -165,24 +163,21 @@ def derive_batches(
     prepare: Callable[[Engine, dict[str, int], dict[str, int]], dict[str, int]] | None = None,
     end_ns: int | None = None,
     channels: tuple[str, ...] = (BOOK_CHANNEL, TRADE_CHANNEL),
-    changes: bool = True,
-    quotes: bool = True,
-    change_rows: bool = False,
-    trades: bool = True,
+    build: Build = Build(),
 ) -> Iterator[tuple[str, Any]]:
-    """Yield ("book_changes" | "quotes" | "trades", batch) in capture order (book_changes
-    only with `changes`: quotes alone need the books, not the rows; quotes only with
-    `quotes`: depth needs the rows, not the quotes). With `change_rows` the kernel's level
-    changes come as ("book_rows", `rows.ChangeRows`) instead of book_changes batches
-    (depth alone needs no Arrow rows); books restored at a seek still come as a batch.
-    Without `trades`, trade batches hold only what the bars read (`rows.BAR_TRADES`).
+    """Yield ("book_changes" | "quotes" | "trades", batch) in capture order, what `build`
+    asks for: book_changes only with `changes` (quotes alone need the books, not the
+    rows), quotes only with `quotes` (depth needs the rows, not the quotes); with
+    `change_rows` the kernel's level changes come as ("book_rows", `rows.ChangeRows`)
+    instead of book_changes batches (depth alone needs no Arrow rows; books restored at a
+    seek still come as a batch); without `trades`, trade batches hold only what the bars
+    read (`rows.BAR_TRADES`).
 
     `prepare(engine, groups, offsets)` may restore checkpoints before reading and
     return the idx to read each run from (the seek of `replay.datasets.shards`).
     """
     pending: list[tuple[str, pa.RecordBatch]] = []
-    feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), changes, quotes,
-                 change_rows, trades)  # fmt: skip
+    feed = _Feed(capture, lambda batch, name: pending.append((name, batch)), build)
     all_runs = sorted(capture.runs)
     offsets = {run: i * CONN_STRIDE for i, run in enumerate(all_runs)}
     groups = {run: (i + 1) * FEED_SLOTS for i, run in enumerate(all_runs)}
@@ -191,7 +186,7 @@ def derive_batches(
         from_idx = prepare(feed.engine, groups, offsets)
         feed.mirror.refresh()
         restored = feed.mirror.load_engine_books(all_runs, CONN_STRIDE)
-        if restored and changes:
+        if restored and build.changes:
             fields = [*schema.BOOK_CHANGES, pa.field("_frame", pa.int64())]
             yield "book_changes", pa.RecordBatch.from_pylist(restored, schema=pa.schema(fields))
     wanted = [c for c in channels if c in capture.channels]

@@ -23,7 +23,7 @@ from replay.datasets import schema
 from replay.datasets.schema import codes, decimals
 from replay.reading.capture import contiguous, int64_view
 
-__all__ = ["BAR_TRADES", "ChangeRows", "Outputs", "nullable"]
+__all__ = ["BAR_TRADES", "Build", "ChangeRows", "Outputs", "nullable"]
 
 _KINDS = pa.array([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
 _SIDES = pa.array(["yes", "no"])
@@ -57,17 +57,22 @@ class ChangeRows:
     recv: np.ndarray
 
 
+@dataclass(frozen=True, slots=True)
+class Build:
+    """What a pass builds from the kernel's rows (the datasets asked for decide)."""
+
+    changes: bool = True  # book_changes batches (else the level changes are counted away)
+    quotes: bool = True  # quote batches (else the kernel's quote rows are dropped)
+    change_rows: bool = False  # level changes as `ChangeRows` ("book_rows"), not batches
+    trades: bool = True  # whole trade batches (else the bars' columns: `BAR_TRADES`)
+
+
 class Outputs:
     """book_changes and trade row buffers for the window being derived."""
 
-    def __init__(self, emit: Callable[[Any, str], None], changes: bool = True,
-                 quotes: bool = True, change_rows: bool = False,
-                 trades: bool = True) -> None:  # fmt: skip
+    def __init__(self, emit: Callable[[Any, str], None], build: Build = Build()) -> None:
         self._emit = emit
-        self.trades = trades  # whole trade batches (else the bars' columns: `BAR_TRADES`)
-        self.changes = changes  # build book_changes batches (else only count them away)
-        self.quotes = quotes  # build quote batches (else the kernel's quote rows are dropped)
-        self.change_rows = change_rows  # level changes as `ChangeRows` ("book_rows")
+        self.build = build
         self.row = np.zeros(_CAP, np.int64)
         self.mkt = np.zeros(_CAP, np.int32)
         self.kind = np.zeros(_CAP, np.int8)
@@ -136,9 +141,9 @@ class Outputs:
         if self._ctx is None:
             return
         if self.n:
-            if self.change_rows:
+            if self.build.change_rows:
                 self._emit(self._change_rows(), "book_rows")
-            elif self.changes:
+            elif self.build.changes:
                 self._emit(self._book_batch(), "book_changes")
             self.n = 0
         if self.t_n:
@@ -146,7 +151,7 @@ class Outputs:
             self.t_valid[: self.t_n] = True
             self.t_n = 0
         if self.q_n[0]:
-            if self.quotes:
+            if self.build.quotes:
                 self._emit(self._quote_batch(), "quotes")
             self.q_n[0] = 0
 
@@ -191,11 +196,16 @@ class Outputs:
         n = self.n
         rows = self.row[:n].copy()
         level = self.kind[:n] != 0
-        recv = int64_view(self._ctx[1].column("recv_ns"))[rows]
         return ChangeRows(self.names, self.mkt[:n].copy(), self.kind[:n].copy(),
                           np.where(level, self.side[:n], 0).astype(np.int8),
                           np.where(level, self.price[:n], 0), np.where(level, self.size[:n], 0),
-                          self.valid[:n].copy(), rows + self._ctx[3], recv)  # fmt: skip
+                          self.valid[:n].copy(), rows + self._ctx[3], self._recv(rows))  # fmt: skip
+
+    def _recv(self, rows: np.ndarray) -> np.ndarray:
+        """The window's `recv_ns` at `rows`."""
+        assert self._ctx is not None
+        recv: np.ndarray = int64_view(self._ctx[1].column("recv_ns"))[rows]
+        return recv
 
     def _quote_batch(self) -> pa.RecordBatch:
         n = int(self.q_n[0])
@@ -211,9 +221,9 @@ class Outputs:
 
         assert self._ctx is not None
         rows = self.t_row[: self.t_n].copy()
-        if not self.trades:
-            recv = int64_view(self._ctx[1].column("recv_ns"))[rows]
-            cols = {"recv_ns": pa.array(recv), **trade_columns(self._ctx[2], rows, whole=False)}
+        if not self.build.trades:
+            cols = {"recv_ns": pa.array(self._recv(rows)),
+                    **trade_columns(self._ctx[2], rows, whole=False)}  # fmt: skip
             return pa.RecordBatch.from_arrays([cols[n] for n in BAR_TRADES], names=BAR_TRADES)
         cols = self._context(rows)
         cols.update(trade_columns(self._ctx[2], rows))

@@ -186,7 +186,8 @@ def codes(indices: np.ndarray, values: pa.Array, valid: np.ndarray | None = None
     are copied: `indices` may be a buffer the caller reuses."""
     mask = None if valid is None or bool(valid.all()) else ~valid
     return pa.DictionaryArray.from_arrays(
-        pa.array(np.array(indices, np.int32), pa.int32(), mask=mask), values)
+        pa.array(np.array(indices, np.int32), pa.int32(), mask=mask), values
+    )
 
 
 def decimals(units: np.ndarray, dtype: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:

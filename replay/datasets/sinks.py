@@ -35,13 +35,13 @@ from replay.datasets.spec import Spec
 __all__ = ["DiskSink", "MemorySink", "bars_table", "day_of"]
 
 NS_DAY = 86_400 * 10**9
-#: Written with a dictionary (repeating strings) and with statistics on the time column
-#: (what lets readers skip row groups: rows are in time order); zstd level 1. A third
+#: Written with a dictionary (the repeating strings, `schema.CODED`) and with statistics
+#: on the time column (what lets readers skip row groups: rows are in time order);
+#: zstd level 1. A third
 #: faster to write than every column's statistics and dictionary at the default level,
 #: for 9% more bytes (book_changes). No statistics on `market` (every row group holds
 #: most markets, so they skip nothing) nor on `seq` and `exchange_ns`: 10% of
 #: book_changes' write.
-_DICTIONARY = schema.CODED
 _STATISTICS = ("recv_ns", "ts_ns")
 
 
@@ -55,10 +55,10 @@ def _writer_options(arrow: pa.Schema) -> dict[str, Any]:
     Parquet's own types give every other column its Arrow type."""
     names = arrow.names
     delta = {f.name: "DELTA_BINARY_PACKED" for f in arrow
-             if f.name not in _DICTIONARY
+             if f.name not in schema.CODED
              and (pa.types.is_integer(f.type) or pa.types.is_decimal(f.type))}  # fmt: skip
     return {"compression": "zstd", "compression_level": 1,
-            "use_dictionary": [n for n in _DICTIONARY if n in names],
+            "use_dictionary": [n for n in schema.CODED if n in names],
             "write_statistics": [n for n in _STATISTICS if n in names],
             "store_decimal_as_integer": True, "column_encoding": delta,
             "store_schema": False}  # fmt: skip

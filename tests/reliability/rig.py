@@ -256,12 +256,10 @@ class Rig:
         counters = {name: getattr(stats, name) for name in (
             "connects", "disconnects", "messages_received", "bytes_received", "gaps",
             "resets", "resyncs", "stale")}  # fmt: skip
-        return (f"state {session.state.name}, valid books {books}, {counters}, "
-                f"consumer ends {self.consumer.ends[-3:]}, {self.notes()}")
-
-    def notes(self) -> str:
-        """What else a timed-out wait should report (a case's rig sets `extra`)."""
-        return "; ".join(f() for f in self.extra)
+        return (
+            f"state {session.state.name}, valid books {books}, {counters}, "
+            f"consumer ends {self.consumer.ends[-3:]}, " + "; ".join(f() for f in self.extra)
+        )
 
     async def books_match_truth(self, timeout_s: float = 5.0) -> dict[str, bool]:
         """Quiesce the exchange; wait until the consumer's books equal the truth; resume.
@@ -312,6 +310,10 @@ async def behind_proxy(
         proxy.new_faults = first_faults or Faults()
         url = proxy.url_for(server.url)
         async with Rig(tmp_path / "capture", server, live=live, url=url) as rig:
-            rig.extra.append(lambda: "proxy connections (no, open, bytes down queued): " + str(
-                [(c.no, c.open, c.bytes_queued(DOWN)) for c in proxy.connections]))
+            rig.extra.append(
+                lambda: (
+                    "proxy connections (no, open, bytes down queued): "
+                    + str([(c.no, c.open, c.bytes_queued(DOWN)) for c in proxy.connections])
+                )
+            )
             yield server, proxy, rig
