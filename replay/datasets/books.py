@@ -199,7 +199,8 @@ class BookReplay:
         """The kernel's market codes (into `names`, which only grows) as this replay's."""
         if len(self._lut) < len(names):
             self._lut = np.concatenate([self._lut, self._local(names[len(self._lut) :])])
-        return self._lut[mkt]
+        codes: np.ndarray = self._lut[mkt]
+        return codes
 
     def feed(
         self, batch: pa.RecordBatch | ChangeRows
