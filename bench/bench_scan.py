@@ -125,7 +125,7 @@ def main() -> None:
     frames = sum(len(raw) for raw, _, _ in groups)
 
     table, scratch = NameTable(), Scratch()
-    order_memory = np.full(scan.ORDER_SLOTS, -1, np.int64)
+    order_memory = scan.orders()
 
     def scanner(fast: bool) -> None:
         for _, _, taken in groups:

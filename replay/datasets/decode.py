@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from replay.datasets import kernel, scan
 from replay.datasets.names import NameTable
+from replay.datasets.schema import PRICE, SIZE, codes, decimals
 from replay.reading.capture import contiguous
 
 __all__ = ["Decoded", "Scratch", "connect", "decode_window", "trade_columns"]
@@ -90,7 +91,7 @@ class Scratch:
         self.trade = self.lv = self.lv_p = self.lv_s = np.zeros(0, np.int64)
         self.mcode, self.mhash = np.zeros(0, np.int32), np.zeros(0, np.uint64)
         self.stack = np.zeros(64, np.int8)
-        self.order = np.full(scan.ORDER_SLOTS, -1, np.int64)  # deltas' msg keys, last seen
+        self.order = scan.orders()  # the fast paths' msg keys, last seen
 
     def arrays(
         self, n: int, data_bytes: int
@@ -180,19 +181,34 @@ def _pick(tr: np.ndarray, current: int, legacy: int) -> tuple[np.ndarray, np.nda
     return value, flag == 1
 
 
+_SIDES = pa.array(["yes", "no"])
+
+
+def _sides(data: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> pa.Array:
+    """The taker sides at the spans [t0, t1) (null where t1 < t0), lower-cased, as a
+    dictionary column: codes straight from the bytes where every side is "yes" or "no"
+    (in any case: the exchange sends them so), else through the strings."""
+    valid = t1 >= t0
+    length = np.where(valid, t1 - t0, 0)
+    at = np.where(valid, t0, 0)
+    b0, b1, b2 = (data[np.minimum(at + k, len(data) - 1)] | 0x20 for k in range(3))
+    yes = (length == 3) & (b0 == ord("y")) & (b1 == ord("e")) & (b2 == ord("s"))
+    no = (length == 2) & (b0 == ord("n")) & (b1 == ord("o"))
+    if not np.array_equal(yes | no, valid):
+        return pc.utf8_lower(_strings(data, t0, t1)).dictionary_encode()
+    return codes(no.view(np.int8), _SIDES, valid)
+
+
 def trade_columns(decoded: Decoded, rows: np.ndarray, *, whole: bool = True
                   ) -> dict[str, pa.Array]:  # fmt: skip
-    """The trade fields of rows `rows` as the trades dataset's typed columns (without
-    `whole`, only the market, YES price and count: what the bars read)."""
-    from replay.datasets.schema import PRICE, SIZE, decimals
-
+    """The trade fields of rows `rows` as the trades dataset's typed columns but the
+    market (the caller has it as codes); without `whole`, only the YES price and count
+    (what the bars read)."""
     tr = decoded.trade[rows]
     yes, yes_ok = _pick(tr, 6, 12)
     count, count_ok = _pick(tr, 10, 16)
-    m0, m1 = decoded.market_spans
     if not whole:
-        return {"market": _strings(decoded.data, m0[rows], m1[rows]),
-                "yes_price": decimals(yes, PRICE, yes_ok),
+        return {"yes_price": decimals(yes, PRICE, yes_ok),
                 "count": decimals(count, SIZE, count_ok)}  # fmt: skip
     no, no_ok = _pick(tr, 8, 14)
     ts_ms = decoded.ts_ms.take(pa.array(rows)).cast(pa.int64())
@@ -202,11 +218,10 @@ def trade_columns(decoded: Decoded, rows: np.ndarray, *, whole: bool = True
     t0, t1 = np.where(has_side, tr[:, 2], tr[:, 4]), np.where(has_side, tr[:, 3], tr[:, 5])
     return {
         "trade_id": _strings(decoded.data, tr[:, 0], tr[:, 1]),
-        "market": _strings(decoded.data, m0[rows], m1[rows]),
         "yes_price": decimals(yes, PRICE, yes_ok),
         "no_price": decimals(no, PRICE, no_ok),
         "count": decimals(count, SIZE, count_ok),
-        "taker_side": pc.utf8_lower(_strings(decoded.data, t0, t1)),
+        "taker_side": _sides(decoded.data, t0, t1),
         "exchange_ns_t": pc.coalesce(pc.multiply(ts_ms, 1_000_000), seconds),
         "yes_price_f": pa.array(yes / 1e4, mask=~yes_ok),
         "count_f": pa.array(count / 1e2, mask=~count_ok),

@@ -42,6 +42,12 @@ __all__ = ["BOOK_CHANNEL", "TRADE_CHANNEL", "derive_batches"]
 BOOK_CHANNEL = "orderbook_delta"
 TRADE_CHANNEL = "trade"
 _BATCH_ROWS = 1 << 15
+#: Freed memory goes back to the system once this many bytes of row groups were read,
+#: not before each (`replay.reading.capture.GiveBack`): with pyarrow's default pool
+#: quotes 12% and the 10M-frame day 19% faster, its peak 54 MiB higher (378 to 432
+#: MiB); with jemalloc, which the commands use, neither changes (it gives large blocks
+#: back as they are freed).
+_GIVE_BACK = 128 << 20
 _COLUMNS = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode", "feed")
 
 
@@ -75,7 +81,7 @@ class _Feed:
         mkt = m.market_codes(decoded)
         n = table.num_rows
         out = self.out
-        out.begin(run_id, table, decoded, frame_base, m.names)
+        out.begin(run_id, table, decoded, frame_base, m.names, mkt)
         pos = 0
         lv = decoded.levels
         while pos < n:
@@ -199,7 +205,8 @@ def derive_batches(
     read_markets = read_filter(wanted, markets)
     keep = None if markets is None or read_markets is not None else markets
     windows = capture.read(wanted, columns=_COLUMNS, markets=read_markets, runs=chosen,
-                           from_idx=from_idx or {}, window_rows=_BATCH_ROWS)  # fmt: skip
+                           from_idx=from_idx or {}, window_rows=_BATCH_ROWS,
+                           give_back=_GIVE_BACK)  # fmt: skip
     for run, table in _batched(windows, end_ns):
         group = groups[run]
         if feed.ended and any(g != group for g in feed.ended):

@@ -58,6 +58,17 @@ class ChangeRows:
 
 
 @dataclass(frozen=True, slots=True)
+class _Window:
+    """The window `Outputs`' rows are of (their `row` numbers index it)."""
+
+    run_id: str
+    table: pa.Table
+    decoded: Any  # its `decode.Decoded`
+    frame_base: int  # the number in the pass of its first frame
+    mkt: np.ndarray  # each row's market code into `Outputs.names`
+
+
+@dataclass(frozen=True, slots=True)
 class Build:
     """What a pass builds from the kernel's rows (the datasets asked for decide)."""
 
@@ -90,12 +101,13 @@ class Outputs:
         self.n = 0
         self.t_n = 0
         self.names: list[str] = []
-        self._ctx: tuple[str, pa.Table, Any, int] | None = None
+        self._ctx: _Window | None = None
 
     def begin(self, run_id: str, table: pa.Table, decoded: Any, frame_base: int,
-              names: list[str]) -> None:  # fmt: skip
+              names: list[str], mkt: np.ndarray) -> None:  # fmt: skip
+        """The window the next rows are of; `mkt`: its rows' market codes into `names`."""
         self.flush()
-        self._ctx = (run_id, table, decoded, frame_base)
+        self._ctx = _Window(run_id, table, decoded, frame_base, mkt)
         self.names = names
 
     def reserve(self, rows: int) -> None:
@@ -157,7 +169,7 @@ class Outputs:
 
     def _context(self, rows: np.ndarray) -> dict[str, pa.Array]:
         assert self._ctx is not None
-        run_id, table, decoded, _ = self._ctx
+        run_id, table, decoded = self._ctx.run_id, self._ctx.table, self._ctx.decoded
         idx = pa.array(rows)
         seq_ok = np.asarray(decoded.seq_valid)[rows]
         sid = decoded.sid[rows]
@@ -187,7 +199,7 @@ class Outputs:
         cols["is_snapshot"] = pa.array((kind == 1) | ((kind == 0) & self.valid[:n]))
         cols["valid"] = pa.array(self.valid[:n].copy())
         assert self._ctx is not None
-        frame = pa.array(rows + self._ctx[3])
+        frame = pa.array(rows + self._ctx.frame_base)
         arrays = [cols[f.name] for f in schema.BOOK_CHANGES] + [frame]
         return pa.RecordBatch.from_arrays(arrays, schema=_BOOK_CHANGES)
 
@@ -196,15 +208,16 @@ class Outputs:
         n = self.n
         rows = self.row[:n].copy()
         level = self.kind[:n] != 0
+        frames = rows + self._ctx.frame_base
         return ChangeRows(self.names, self.mkt[:n].copy(), self.kind[:n].copy(),
                           np.where(level, self.side[:n], 0).astype(np.int8),
                           np.where(level, self.price[:n], 0), np.where(level, self.size[:n], 0),
-                          self.valid[:n].copy(), rows + self._ctx[3], self._recv(rows))  # fmt: skip
+                          self.valid[:n].copy(), frames, self._recv(rows))  # fmt: skip
 
     def _recv(self, rows: np.ndarray) -> np.ndarray:
         """The window's `recv_ns` at `rows`."""
         assert self._ctx is not None
-        recv: np.ndarray = int64_view(self._ctx[1].column("recv_ns"))[rows]
+        recv: np.ndarray = int64_view(self._ctx.table.column("recv_ns"))[rows]
         return recv
 
     def _quote_batch(self) -> pa.RecordBatch:
@@ -221,16 +234,17 @@ class Outputs:
 
         assert self._ctx is not None
         rows = self.t_row[: self.t_n].copy()
+        # the kernel takes trades with a market only: each row has its code
+        market = codes(self._ctx.mkt[rows], pa.array(self.names, pa.string()))
         if not self.build.trades:
-            cols = {"recv_ns": pa.array(self._recv(rows)),
-                    **trade_columns(self._ctx[2], rows, whole=False)}  # fmt: skip
+            cols = {"recv_ns": pa.array(self._recv(rows)), "market": market,
+                    **trade_columns(self._ctx.decoded, rows, whole=False)}  # fmt: skip
             return pa.RecordBatch.from_arrays([cols[n] for n in BAR_TRADES], names=BAR_TRADES)
         cols = self._context(rows)
-        cols.update(trade_columns(self._ctx[2], rows))
+        cols.update(trade_columns(self._ctx.decoded, rows))
+        cols["market"] = market
         cols["valid"] = pa.array(self.t_valid[: self.t_n].copy())
         cols["exchange_ns"] = cols.pop("exchange_ns_t")
-        for name in ("market", "taker_side"):
-            cols[name] = cols[name].dictionary_encode()
         arrays = [cols[f.name] for f in schema.TRADES]
         return pa.RecordBatch.from_arrays(arrays, schema=_TRADES)
 

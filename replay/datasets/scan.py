@@ -10,11 +10,12 @@ cannot validate) marks the row not ok, and the row goes to the engine, which
 decides it as it always does. It also reads a snapshot's ladders and a trade's
 fields. The JSON primitives are in `replay.datasets.scan_json`.
 
-Deltas, most of a book channel's frames, come in one shape from the exchange: `deltas`
-reads that shape first, comparing the key it expects at each position (the previous
-delta's order) byte by byte, with none of the general walk's bookkeeping, and leaves
-every other row to the general walk (tests/replay/datasets/test_scan_deltas.py: the
-same columns for every frame it reads; about a fifth of the scan's time).
+Deltas, most of a book channel's frames, and trades come each in one shape from the
+exchange: `deltas` and `trades` read those shapes first, comparing the key they expect
+at each position (the previous frame's order) byte by byte, with none of the general
+walk's bookkeeping, and leave every other row to the general walk
+(tests/replay/datasets/test_scan_deltas.py: the same columns for every frame they read;
+deltas' scan takes about a fifth of the general walk's time).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from replay.datasets.scan_json import (
     ws,
 )
 
-__all__ = ["KEYS", "ORDER_SLOTS", "TYPES", "deltas", "scan"]
+__all__ = ["KEYS", "ORDER_SLOTS", "TYPES", "deltas", "orders", "scan", "trades"]
 
 #: Types the kernel knows (index + 1 is the kernel's row kind): see kernel.K_*.
 TYPES = ("orderbook_delta", "trade", "orderbook_snapshot")
@@ -86,6 +87,23 @@ _NEEDED = 0b1111  # market_ticker, side, price_dollars, delta_fp
 ORDER_SLOTS = 16  # the msg key order remembered, a key number per position (-1: none yet)
 
 
+def orders() -> np.ndarray:
+    """The fast paths' memory of the msg keys' order (`scan`'s `order`): deltas', then
+    trades', none yet."""
+    return np.full((2, ORDER_SLOTS), -1, np.int64)
+
+
+# A trade as the exchange sends it (docs/protocol.md section 8.3), read by `trades`.
+_TRADE_HEAD = np.frombuffer(b'{"type":"trade","sid":', np.uint8).copy()
+_TRADE = ("trade_id", "market_ticker", "yes_price_dollars", "no_price_dollars", "count_fp",
+          "taker_side", "taker_outcome_side", "ts", "ts_ms", "taker_book_side",
+          "is_block_trade")  # fmt: skip
+TRADE_KEYS, TRADE_INDEX = words_table(_TRADE)
+TRADE_LENGTHS = np.array([len(k) for k in _TRADE], np.int64)
+#: where each of `_TRADE` goes in a row of `tr` (`scan`'s docstring); -1: not kept there
+_TRADE_COLUMN = np.array([0, -1, 6, 8, 10, 2, 4, 18, -1, -1, -1], np.int64)
+
+
 @njit(cache=True, inline="always")
 def _literal(d, i, e, text):
     """The end of `text` when d[i:] starts with it, else -1."""
@@ -127,15 +145,54 @@ def _literal_int(d, i, e, text):
 
 
 @njit(cache=True, inline="always")
-def _expected_key(d, i, e, k):
-    """The end of `"<key k>":` when d[i:] starts with it, else -1."""
-    n = DELTA_LENGTHS[k]
-    if i + n + 3 > e or d[i] != 34 or d[i + n + 1] != 34 or d[i + n + 2] != 58:
-        return -1
-    for j in range(n):
-        if d[i + 1 + j] != DELTA_KEYS[k, j]:
-            return -1
-    return i + n + 3
+def _next_key(d, i, e, order, p, keys, index, lengths):
+    """(the number in a fast path's key table of the key `"name":` at d[i:], the end of
+    its colon), or (-1, -1) if there is no key of the table there. The key this position
+    had in the last frame (`order[p]`) is compared byte by byte first; another is read,
+    and remembered for the next frame."""
+    k = order[p]
+    if k >= 0:
+        n = lengths[k]
+        if i + n + 3 <= e and d[i] == 34 and d[i + n + 1] == 34 and d[i + n + 2] == 58:
+            same = True
+            for j in range(n):
+                if d[i + 1 + j] != keys[k, j]:
+                    same = False
+                    break
+            if same:
+                return k, i + n + 3
+    if i >= e or d[i] != 34:
+        return -1, -1
+    j, esc = string(d, i, e)
+    if j < 0 or esc or j >= e or d[j] != 58:
+        return -1, -1
+    k = key(d, i + 1, j - 1, keys, index)
+    if k < 0:
+        return -1, -1
+    order[p] = k
+    return k, j + 1
+
+
+@njit(cache=True, inline="always")
+def _then(d, j, e):
+    """After a msg value ending at j: (the next key's start, False) after a comma; (-1,
+    True) where the msg and the frame end (`}}`, nothing after); (-1, False) otherwise."""
+    if j < e and d[j] == 44:
+        return j + 1, False
+    return -1, j + 2 == e and d[j] == 125 and d[j + 1] == 125
+
+
+@njit(cache=True, inline="always")
+def _envelope(d, a, e, head):
+    """(where `msg`'s first key starts, sid, seq) of a frame starting `head` (`"sid":`
+    included), then the sid, `"seq":`, the seq and `"msg":{`; (-1, 0, 0) if it does not."""
+    i, s = _literal_int(d, a, e, head)
+    if i < 0:
+        return -1, 0, 0
+    i, q = _literal_int(d, i, e, _SEQ)
+    if i < 0:
+        return -1, 0, 0
+    return _literal(d, i, e, _BODY), s, q
 
 
 @njit(cache=True)
@@ -150,13 +207,7 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
     for r in range(rtype.shape[0]):
         ok[r] = False
         a, e = offsets[r], offsets[r + 1]
-        i, s = _literal_int(d, a, e, _HEAD)
-        if i < 0:
-            continue
-        i, q = _literal_int(d, i, e, _SEQ)
-        if i < 0:
-            continue
-        i = _literal(d, i, e, _BODY)
+        i, s, q = _envelope(d, a, e, _HEAD)
         if i < 0:
             continue
         seen = 0
@@ -166,20 +217,8 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
         t_ok = False
         good = False
         while p < ORDER_SLOTS:
-            k = order[p]
-            j = _expected_key(d, i, e, k) if k >= 0 else -1
-            if j < 0:  # not the key this position had last time: read and remember it
-                if i >= e or d[i] != 34:
-                    break
-                j, esc = string(d, i, e)
-                if j < 0 or esc or j >= e or d[j] != 58:
-                    break
-                k = key(d, i + 1, j - 1, DELTA_KEYS, DELTA_INDEX)
-                if k < 0:
-                    break
-                order[p] = k
-                j += 1
-            if seen & (1 << k):
+            k, j = _next_key(d, i, e, order, p, DELTA_KEYS, DELTA_INDEX, DELTA_LENGTHS)
+            if k < 0 or seen & (1 << k):
                 break
             seen |= 1 << k
             p += 1
@@ -215,13 +254,9 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
                     break
                 if k == 4:
                     ts, t_ok = v, True
-            if j >= e:
+            i, good = _then(d, j, e)
+            if i < 0:
                 break
-            if d[j] == 44:
-                i = j + 1
-                continue
-            good = d[j] == 125 and j + 2 == e and d[j + 1] == 125
-            break
         if not good or seen & _NEEDED != _NEEDED:
             continue
         ok[r] = True
@@ -235,14 +270,96 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
 
 
 @njit(cache=True)
+def trades(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
+           ts_ms, ts_ok, ok, tr, lv, mcode, mhash, order, slots, names, starts):  # fmt: skip
+    """Every trade frame in the exchange's shape that `deltas` did not read (`ok[r]`
+    False), read as the general walk reads it: `ok[r]` True for those, their columns and
+    `tr` row set as the general walk sets them; every other row is left as it was, for
+    the general walk (another envelope, whitespace, a legacy key, a key it does not know,
+    an escape in a string it keeps, a time that is not an integer, a key twice)."""
+    d, slots, names, starts = borrow(data), borrow(slots), borrow(names), borrow(starts)
+    for r in range(rtype.shape[0]):
+        if ok[r]:
+            continue
+        a, e = offsets[r], offsets[r + 1]
+        i, s, q = _envelope(d, a, e, _TRADE_HEAD)
+        if i < 0:
+            continue
+        for c in range(tr.shape[1]):  # as the general walk starts a row
+            tr[r, c] = 0
+        tr[r, 1] = tr[r, 3] = tr[r, 5] = -1
+        seen = 0
+        p = 0
+        a0, a1, code, ts = 0, -1, NONE, 0
+        h = np.uint64(0)
+        t_ok = False
+        good = False
+        while p < ORDER_SLOTS:
+            k, j = _next_key(d, i, e, order, p, TRADE_KEYS, TRADE_INDEX, TRADE_LENGTHS)
+            if k < 0 or seen & (1 << k):
+                break
+            seen |= 1 << k
+            p += 1
+            i = j
+            if i >= e:
+                break
+            col = _TRADE_COLUMN[k]
+            if k <= 1 or k == 5 or k == 6 or k == 9:  # strings: ids, the market, sides
+                if d[i] != 34:
+                    break
+                j, esc = string(d, i, e)
+                if j < 0 or (esc and k != 9):
+                    break
+                if k == 1:
+                    a0, a1 = i + 1, j - 1
+                    code, h = _market(d, a0, a1, slots, names, starts)
+                elif col >= 0:
+                    tr[r, col], tr[r, col + 1] = i + 1, j - 1
+            elif k <= 4:  # prices and the count, as the general walk flags them
+                j, v, present, exact = value_units(d, i, e, 4 if k <= 3 else 2)
+                if j < 0:
+                    break
+                tr[r, col] = v
+                tr[r, col + 1] = 1 if present and exact else (2 if present else 0)
+            elif k <= 8:  # ts (seconds), ts_ms: integers
+                j, v, integer = int_at(d, i, e)
+                if not integer:
+                    break
+                if k == 7:
+                    tr[r, col], tr[r, col + 1] = v, 1
+                else:
+                    ts, t_ok = v, True
+            else:  # is_block_trade: a literal
+                if d[i] == 123 or d[i] == 91:
+                    break
+                j = scalar(d, i, e)
+            if j < 0:
+                break
+            i, good = _then(d, j, e)
+            if i < 0:
+                break
+        if not good:
+            continue
+        ok[r] = True
+        rtype[r] = 2  # TYPES[1] + 1
+        sid[r], seq[r], seq_ok[r] = s, q, True
+        m0[r], m1[r], mcode[r], mhash[r] = a0, a1, code, h
+        side[r], price[r], dsize[r], num_ok[r] = -1, 0, 0, False
+        ts_ms[r], ts_ok[r] = ts, t_ok
+        lv[r, 0] = lv[r, 1] = lv[r, 2] = lv[r, 3] = 0  # no levels
+        lv[r, 4] = 1
+
+
+@njit(cache=True)
 def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
          ts_ms, ts_ok, ok, stack, tr, lv, lv_p, lv_s,
          mcode, mhash, slots, names, starts, order, fast=True):  # fmt: skip
     """Scan every frame (see the module docstring); `ok[r]` False: give it to the engine.
 
-    With `fast`, `deltas` reads the deltas in the exchange's shape first (`order`: its
-    memory of their key order) and the general walk the other rows; both give the same
-    columns for the frames the first reads.
+    With `fast`, `deltas` and `trades` read the deltas and trades in the exchange's
+    shape first (`order`: their memories of the key order, a row each, `orders()`) and
+    the general walk the other rows; each gives the general walk's columns for the frames
+    it reads.
 
     `tr[r]` gets a trade's fields: trade_id span (0, 1), taker side span (2, 3; the
     outcome side's at 4, 5), YES price, NO price, count in units and whether each is
@@ -258,12 +375,14 @@ def scan(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num
     n = rtype.shape[0]
     if fast:
         deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
-               ts_ms, ts_ok, ok, lv, mcode, mhash, order, slots, names, starts)  # fmt: skip
+               ts_ms, ts_ok, ok, lv, mcode, mhash, order[0], slots, names, starts)  # fmt: skip
+        trades(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok,
+               ts_ms, ts_ok, ok, tr, lv, mcode, mhash, order[1], slots, names, starts)  # fmt: skip
     else:
         ok[:] = False
     cur = 0
     for r in range(n):
-        if ok[r]:  # read by `deltas`
+        if ok[r]:  # read by `deltas` or `trades`
             continue
         lv[r, 0] = lv[r, 1] = lv[r, 2] = lv[r, 3] = cur
         lv[r, 4] = 1  # the snapshot's levels are all exact, current-form, in range

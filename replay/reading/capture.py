@@ -38,6 +38,7 @@ from schemas.storage import StorageOptions
 
 __all__ = [
     "Capture",
+    "GiveBack",
     "Piece",
     "ReadWindow",
     "bool_array",
@@ -207,10 +208,12 @@ class Capture:
         from_idx: int = 0,
         with_state: bool = True,
         window_rows: int = WINDOW_ROWS,
+        give_back: int = 0,
     ) -> Iterator[pa.Table]:
         """Yield the run's records of `channels` (plus the state channels unless
         `with_state` is False) in idx order, one window at a time. `markets` keeps only
-        rows of those markets (and rows of no market); `from_idx` skips what precedes.
+        rows of those markets (and rows of no market); `from_idx` skips what precedes;
+        `give_back`: see `GiveBack`.
 
         Each file contributes one row group at a time (sorted by idx); a window holds
         the rows at or below the smallest last idx among the files' current row groups,
@@ -226,7 +229,9 @@ class Capture:
         cols = list(dict.fromkeys((*columns, "idx", "market_ticker") if markets else
                                   (*columns, "idx")))  # fmt: skip
         fs = self.filesystem
-        streams = [_FileStream(path, pieces, cols, fs) for path, pieces in by_file.items()]
+        released = GiveBack(give_back)
+        streams = [_FileStream(path, pieces, cols, fs, released)
+                   for path, pieces in by_file.items()]  # fmt: skip
         for table in _horizon_merge(streams, window_rows):
             if from_idx:
                 table = table.filter(bool_array(int64_view(table.column("idx")) >= from_idx))
@@ -263,6 +268,7 @@ class Capture:
         from_idx: dict[str, int] | None = None,
         with_state: bool = True,
         window_rows: int = WINDOW_ROWS,
+        give_back: int = 0,
     ) -> Iterator[ReadWindow]:
         """Yield windows of every run, merged by merge key (see the module docstring).
 
@@ -278,7 +284,7 @@ class Capture:
             start = (from_idx or {}).get(run_id, 0)
             tables = self.read_run(run_id, channels, columns=cols, markets=markets,
                                    from_idx=start, with_state=with_state,
-                                   window_rows=window_rows)  # fmt: skip
+                                   window_rows=window_rows, give_back=give_back)  # fmt: skip
             streams.append(_keyed(run_id, tables, anchor_recv, anchor_mono, columns))
         if len(streams) == 1:
             yield from streams[0]
@@ -354,6 +360,26 @@ def _keyed(
         yield ReadWindow(run_id, table.select(list(columns)), keys)
 
 
+class GiveBack:
+    """When a read gives the memory Arrow's pool freed back to the system: once `every`
+    bytes of row groups were read since it last did (0: before each row group is read).
+
+    Given back before each row group, a replay's memory stays bounded whatever the
+    allocator (pyarrow's default, mimalloc, keeps freed pages otherwise: docs/performance.md
+    section 4.18); but every row group then lands in fresh pages, which the system must
+    zero, and a bulk reader such as the derive pays for that with a sixth of its time
+    (section 6.4). It gives back every 128 MiB read instead."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.read = 0
+
+    def due(self) -> None:
+        if self.read >= self.every:
+            pa.default_memory_pool().release_unused()
+            self.read = 0
+
+
 class _FileStream:
     """One file's rows in idx order, one row group (or, for a file whose row groups
     overlap, the whole file) at a time.
@@ -367,9 +393,10 @@ class _FileStream:
 
     def __init__(
         self, path: PurePath, pieces: list[Piece], columns: list[str],
-        filesystem: pafs.FileSystem | None = None,
+        filesystem: pafs.FileSystem | None = None, released: GiveBack | None = None,
     ) -> None:  # fmt: skip
         self.path, self.columns, self.filesystem = path, columns, filesystem
+        self.released = released or GiveBack(0)
         pieces = sorted(pieces, key=lambda p: p.idx_lo)
         disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
         self.groups = [[p] for p in pieces] if disjoint else [pieces]
@@ -383,7 +410,7 @@ class _FileStream:
     def load(self) -> bool:
         """Read the next row group; False when the file is done."""
         self.current = self.order = self.idx = None
-        pa.default_memory_pool().release_unused()
+        self.released.due()
         if not self.groups:
             self._reader = None
             return False
@@ -399,6 +426,7 @@ class _FileStream:
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         # Older files: `channel` is a dictionary, `opcode` or `feed` is missing (schemas.arrow).
         table = complete(_channel_as_string(table), self.columns)
+        self.released.read += table.nbytes
         idx = contiguous(table.column("idx"))
         values = int64_view(idx)
         if bool(np.all(values[1:] >= values[:-1])):

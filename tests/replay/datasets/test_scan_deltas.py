@@ -1,10 +1,12 @@
-"""`scan.deltas`, the scanner's path for deltas in the exchange's shape, gives every
-column the general walk gives, for every frame it reads; everything else (other key
-orders, whitespace, legacy or inexact values, escapes, unknown keys, broken JSON) it
-leaves to the general walk. Frames built from the protocol's keys in random orders and
-forms, and mutated bytes (Hypothesis)."""
+"""`scan.deltas` and `scan.trades`, the scanner's paths for deltas and trades in the
+exchange's shape, give every column the general walk gives, for every frame they read;
+everything else (other envelopes, whitespace, legacy or other values, escapes, unknown
+keys, broken JSON) they leave to the general walk. Frames built from the protocol's
+keys in random orders and forms, and mutated bytes (Hypothesis)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -58,31 +60,92 @@ _ENVELOPES = [
 ]
 
 
+TRADE = (
+    b'{"type":"trade","sid":3,"seq":1,"msg":{"trade_id":"364258a8-0000-4000-8000-000000000000",'
+    b'"market_ticker":"KXA-26NOV21-B85.5","yes_price_dollars":"0.4000","no_price_dollars":'
+    b'"0.6000","count_fp":"48.00","taker_side":"yes","taker_outcome_side":"yes",'
+    b'"taker_book_side":"bid","is_block_trade":false,"ts":1795244476,"ts_ms":1795244476007}}'
+)
+_TRADE_GOOD = {
+    "trade_id": ['"364258a8-0000-4000-8000-000000000000"', '"t\\"1"'],
+    "market_ticker": ['"KXA-26NOV21-B85.5"', '"KXB"'],
+    "yes_price_dollars": ['"0.4000"', '"0.40"', '"1"', '"0.40005"'],
+    "no_price_dollars": ['"0.6000"', "0.6", "null"],
+    "count_fp": ['"48.00"', '"48"', '"0.5"', '"0.001"'],
+    "taker_side": ['"yes"', '"no"', '"Yes"'],
+    "taker_outcome_side": ['"yes"', '"no"'],
+    "taker_book_side": ['"bid"', '"ask"', '"a\\u0062"'],
+    "is_block_trade": ["false", "true"],
+    "ts": ["1795244476", "null"],
+    "ts_ms": ["1795244476007", "null"],
+}
+_TRADE_BAD = {
+    "trade_id": ["7", "null", '"t\\u00311"'],
+    "market_ticker": ['"K\\u0058B"', "null", "7"],
+    "yes_price_dollars": ['"x"', "[1]", '""', '"0.4\\u0036"'],
+    "no_price_dollars": ["{}", '"0.6.0"'],
+    "count_fp": ['"--1"', "-2", "true"],
+    "taker_side": ["7", "null", '"y\\u0065s"'],
+    "taker_outcome_side": ["null", '"n\\"o"'],
+    "taker_book_side": ["1", "null"],
+    "is_block_trade": ["[]", '{"a":1}', '"no"', "nul"],
+    "ts": ['"1795244476"', "1.5", "17952444760000000000000"],
+    "ts_ms": ["1.5e3", '"1"'],
+}
+_TRADE_EXTRA = {"yes_price": "40", "count": "48", "side": '"yes"', "other": '"x"'}
+_TRADE_ENVELOPES = [
+    '"type":"trade","sid":{sid},"seq":{seq}',
+    '"type":"trade","seq":{seq},"sid":{sid}',
+    '"type" :"trade","sid":{sid},"seq":{seq}',
+    '"type":"orderbook_delta","sid":{sid},"seq":{seq}',
+]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A message type's exchange shape and the ways a frame may leave it."""
+
+    keys: list[str]  # always sent
+    optional: list[str]
+    good: dict[str, list[str]]  # values the fast path reads first (the first of each)
+    bad: dict[str, list[str]]  # and values of other forms
+    extra: dict[str, str]  # keys the fast path does not read
+    envelopes: list[str]  # the exchange's first
+
+
+DELTA = Shape(["market_ticker", "market_id", "clock", "price_dollars", "delta_fp", "side"],
+              ["ts_ms", "ts", "client_order_id", "subaccount"], _GOOD, _BAD, _EXTRA,
+              _ENVELOPES)  # fmt: skip
+TRADES = Shape(["trade_id", "market_ticker", "yes_price_dollars", "no_price_dollars",
+                "count_fp", "taker_side", "taker_outcome_side", "taker_book_side",
+                "is_block_trade", "ts", "ts_ms"], [], _TRADE_GOOD, _TRADE_BAD, _TRADE_EXTRA,
+               _TRADE_ENVELOPES)  # fmt: skip
+
+
 @st.composite
-def delta_frames(draw: st.DrawFn) -> bytes:
-    """A delta in the exchange's shape (keys in a random order, optional ones or not),
-    then at most one change: a value of another form, a key it does not read, a missing
-    key, another envelope, whitespace, something after the end, a byte replaced."""
-    keys = ["market_ticker", "market_id", "clock", "price_dollars", "delta_fp", "side"]
-    keys += draw(st.lists(st.sampled_from(["ts_ms", "ts", "client_order_id", "subaccount"]),
-                          unique=True))  # fmt: skip
+def shaped_frames(draw: st.DrawFn, shape: Shape) -> bytes:
+    """A frame in `shape` (keys in a random order, optional ones or not), then at most
+    one change: a value of another form, a key it does not read, a missing key, another
+    envelope, whitespace, something after the end, a byte replaced."""
+    keys = shape.keys + draw(st.lists(st.sampled_from(shape.optional), unique=True)
+                             if shape.optional else st.just([]))  # fmt: skip
     keys = draw(st.permutations(keys))
-    values = {k: draw(st.sampled_from(_GOOD[k])) for k in keys}
-    envelope, sep, tail = _ENVELOPES[0], ",", ""
+    values = {k: draw(st.sampled_from(shape.good[k])) for k in keys}
+    envelope, sep, tail = shape.envelopes[0], ",", ""
     sid, seq = "1", draw(st.sampled_from(["501", "0", "9007199254740993"]))
     change = draw(st.sampled_from(["none", "none", "value", "extra", "missing", "envelope",
                                    "space", "tail", "sid", "byte"]))  # fmt: skip
     if change == "value":
         k = draw(st.sampled_from(keys))
-        values[k] = draw(st.sampled_from(_BAD[k]))
+        values[k] = draw(st.sampled_from(shape.bad[k]))
     elif change == "extra":
-        k = draw(st.sampled_from(sorted(_EXTRA)))
-        values[k] = _EXTRA[k]
+        k = draw(st.sampled_from(sorted(shape.extra)))
+        values[k] = shape.extra[k]
         keys = draw(st.permutations([*keys, k]))
     elif change == "missing":
         keys = [k for k in keys if k != draw(st.sampled_from(keys))]
     elif change == "envelope":
-        envelope = draw(st.sampled_from(_ENVELOPES[1:]))
+        envelope = draw(st.sampled_from(shape.envelopes[1:]))
     elif change == "space":
         sep = ", "
     elif change == "tail":
@@ -111,36 +174,44 @@ def _scan(frames: list[bytes], fast: bool, order: np.ndarray) -> dict[str, np.nd
     return got
 
 
-def _read_by_deltas(frames: list[bytes]) -> np.ndarray:
+def _read_by_fast_paths(frames: list[bytes]) -> np.ndarray:
     raw = pa.array(frames, pa.binary())
     offsets, data = _binary(raw)
     scratch, table = Scratch(), NameTable()
-    out, _, lv, _, _ = scratch.arrays(len(raw), len(data))
+    out, tr, lv, _, _ = scratch.arrays(len(raw), len(data))
     mcode, mhash = scratch.codes(len(raw))
-    ok = out[12]
-    scan.deltas(data, offsets, *out, lv, mcode, mhash, np.full(scan.ORDER_SLOTS, -1, np.int64),
-                table.slots, table.names, table.starts)  # fmt: skip
+    ok, order = out[12], scan.orders()
+    scan.deltas(data, offsets, *out, lv, mcode, mhash, order[0], table.slots, table.names,
+                table.starts)  # fmt: skip
+    scan.trades(data, offsets, *out, tr, lv, mcode, mhash, order[1], table.slots, table.names,
+                table.starts)  # fmt: skip
     return ok.copy()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(frames=st.lists(delta_frames(), min_size=1, max_size=12))
+@given(frames=st.lists(st.one_of(shaped_frames(DELTA), shaped_frames(TRADES)), min_size=1,
+                       max_size=12))  # fmt: skip
 @example(frames=[CANONICAL, CANONICAL.replace(b'"side":"yes"', b'"side":"no"')])
-def test_the_deltas_path_gives_the_general_walks_columns(frames: list[bytes]) -> None:
-    frames = [CANONICAL, *frames, CANONICAL]  # the key order learned, changed, learned again
-    fast = _scan(frames, True, np.full(scan.ORDER_SLOTS, -1, np.int64))
-    slow = _scan(frames, False, np.full(scan.ORDER_SLOTS, -1, np.int64))
-    read = _read_by_deltas(frames)
-    assert read[0] and read[-1]
+@example(frames=[TRADE, TRADE.replace(b'"is_block_trade":false', b'"is_block_trade":true')])
+def test_the_fast_paths_give_the_general_walks_columns(frames: list[bytes]) -> None:
+    # each key order learned, changed, learned again
+    frames = [CANONICAL, TRADE, *frames, CANONICAL, TRADE]
+    fast = _scan(frames, True, scan.orders())
+    slow = _scan(frames, False, scan.orders())
+    read = _read_by_fast_paths(frames)
+    assert read[:2].all() and read[-2:].all()
     for name in (*COLUMNS, "mcode"):
         assert fast[name].tolist() == slow[name].tolist(), name
     unknown = fast["mcode"] == UNKNOWN  # the hash is kept for names the table lacks
     assert fast["mhash"][unknown].tolist() == slow["mhash"][unknown].tolist()
-    for r, by_deltas in enumerate(read.tolist()):
-        if by_deltas:  # a delta: no levels; its trade fields are never read
+    for r, by_fast_path in enumerate(read.tolist()):
+        is_trade = slow["rtype"][r] == 2
+        if by_fast_path:  # no levels; a delta's trade fields are never read
             assert slow["lv"][r, 0] == slow["lv"][r, 1] and slow["lv"][r, 2] == slow["lv"][r, 3]
             assert fast["lv"][r, 4] == slow["lv"][r, 4] == 1
-            assert frames[r].startswith(b'{"type":"orderbook_delta",')
+            start = b'{"type":"trade",' if is_trade else b'{"type":"orderbook_delta",'
+            assert frames[r].startswith(start)
         else:
             assert fast["lv"][r].tolist() == slow["lv"][r].tolist(), r
+        if is_trade or not by_fast_path:
             assert fast["tr"][r].tolist() == slow["tr"][r].tolist(), r
