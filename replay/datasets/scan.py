@@ -31,7 +31,9 @@ from replay.datasets.scan_json import (
     ladder,
     scalar,
     skip,
+    starts_with,
     string,
+    texts_table,
     value_units,
     words_table,
     ws,
@@ -76,13 +78,15 @@ TYPE_NAMES, TYPE_INDEX = words_table(TYPES)
 # this order, no whitespace, `msg`'s keys in the order the previous delta had them.
 # `deltas` reads that shape alone, with none of the general walk's bookkeeping; anything
 # else is the general walk's.
-_HEAD = np.frombuffer(b'{"type":"orderbook_delta","sid":', np.uint8).copy()
-_SEQ = np.frombuffer(b',"seq":', np.uint8).copy()
-_BODY = np.frombuffer(b',"msg":{', np.uint8).copy()
+# The envelopes' fixed texts, compared eight bytes at a time (`texts_table`): a delta's
+# and a trade's start, the seq's key, the msg's.
+_ENVELOPE = texts_table((b'{"type":"orderbook_delta","sid":', b'{"type":"trade","sid":',
+                         b',"seq":', b',"msg":{'))  # fmt: skip
+_HEAD, _TRADE_HEAD, _SEQ, _BODY = range(4)
 _DELTA = ("market_ticker", "side", "price_dollars", "delta_fp", "ts_ms", "market_id", "ts",
           "client_order_id", "clock", "subaccount")  # fmt: skip
 DELTA_KEYS, DELTA_INDEX = words_table(_DELTA)
-DELTA_LENGTHS = np.array([len(k) for k in _DELTA], np.int64)
+DELTA_PATTERNS = texts_table(tuple(b'"%s":' % k.encode() for k in _DELTA))
 _NEEDED = 0b1111  # market_ticker, side, price_dollars, delta_fp
 ORDER_SLOTS = 16  # the msg key order remembered, a key number per position (-1: none yet)
 
@@ -94,26 +98,20 @@ def orders() -> np.ndarray:
 
 
 # A trade as the exchange sends it (docs/protocol.md section 8.3), read by `trades`.
-_TRADE_HEAD = np.frombuffer(b'{"type":"trade","sid":', np.uint8).copy()
 _TRADE = ("trade_id", "market_ticker", "yes_price_dollars", "no_price_dollars", "count_fp",
           "taker_side", "taker_outcome_side", "ts", "ts_ms", "taker_book_side",
           "is_block_trade")  # fmt: skip
 TRADE_KEYS, TRADE_INDEX = words_table(_TRADE)
-TRADE_LENGTHS = np.array([len(k) for k in _TRADE], np.int64)
+TRADE_PATTERNS = texts_table(tuple(b'"%s":' % k.encode() for k in _TRADE))
 #: where each of `_TRADE` goes in a row of `tr` (`scan`'s docstring); -1: not kept there
 _TRADE_COLUMN = np.array([0, -1, 6, 8, 10, 2, 4, 18, -1, -1, -1], np.int64)
 
 
 @njit(cache=True, inline="always")
-def _literal(d, i, e, text):
-    """The end of `text` when d[i:] starts with it, else -1."""
-    n = text.shape[0]
-    if i + n > e:
-        return -1
-    for k in range(n):
-        if d[i + k] != text[k]:
-            return -1
-    return i + n
+def _literal(d, i, e, k):
+    """The end of `_ENVELOPE`'s text k when d[i:] starts with it, else -1."""
+    words, masks, lengths = _ENVELOPE
+    return i + lengths[k] if starts_with(d, i, e, words, masks, lengths, k) else -1
 
 
 @njit(cache=True, inline="always")
@@ -135,9 +133,9 @@ def _market(d, a, b, slots, names, starts):
 
 
 @njit(cache=True, inline="always")
-def _literal_int(d, i, e, text):
-    """`text` at i, then an integer: (the integer's end, its value), or (-1, 0)."""
-    i = _literal(d, i, e, text)
+def _literal_int(d, i, e, k):
+    """`_ENVELOPE`'s text k at i, then an integer: (the integer's end, its value), or (-1, 0)."""
+    i = _literal(d, i, e, k)
     if i < 0:
         return -1, 0
     j, v, integer = int_at(d, i, e)
@@ -145,22 +143,15 @@ def _literal_int(d, i, e, text):
 
 
 @njit(cache=True, inline="always")
-def _next_key(d, i, e, order, p, keys, index, lengths):
+def _next_key(d, i, e, order, p, keys, index, patterns):
     """(the number in a fast path's key table of the key `"name":` at d[i:], the end of
     its colon), or (-1, -1) if there is no key of the table there. The key this position
-    had in the last frame (`order[p]`) is compared byte by byte first; another is read,
-    and remembered for the next frame."""
+    had in the last frame (`order[p]`) is compared first (`patterns`: the table's keys
+    as `"name":` texts); another is read, and remembered for the next frame."""
     k = order[p]
-    if k >= 0:
-        n = lengths[k]
-        if i + n + 3 <= e and d[i] == 34 and d[i + n + 1] == 34 and d[i + n + 2] == 58:
-            same = True
-            for j in range(n):
-                if d[i + 1 + j] != keys[k, j]:
-                    same = False
-                    break
-            if same:
-                return k, i + n + 3
+    words, masks, lengths = patterns
+    if k >= 0 and starts_with(d, i, e, words, masks, lengths, k):
+        return k, i + lengths[k]
     if i >= e or d[i] != 34:
         return -1, -1
     j, esc = string(d, i, e)
@@ -217,7 +208,7 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
         t_ok = False
         good = False
         while p < ORDER_SLOTS:
-            k, j = _next_key(d, i, e, order, p, DELTA_KEYS, DELTA_INDEX, DELTA_LENGTHS)
+            k, j = _next_key(d, i, e, order, p, DELTA_KEYS, DELTA_INDEX, DELTA_PATTERNS)
             if k < 0 or seen & (1 << k):
                 break
             seen |= 1 << k
@@ -295,7 +286,7 @@ def trades(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
         t_ok = False
         good = False
         while p < ORDER_SLOTS:
-            k, j = _next_key(d, i, e, order, p, TRADE_KEYS, TRADE_INDEX, TRADE_LENGTHS)
+            k, j = _next_key(d, i, e, order, p, TRADE_KEYS, TRADE_INDEX, TRADE_PATTERNS)
             if k < 0 or seen & (1 << k):
                 break
             seen |= 1 << k

@@ -17,8 +17,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from replay.datasets.jit import load_u64
 
 __all__ = [
-    "int_at", "key", "ladder", "scalar", "skip", "string", "units", "value_units",
-    "words_table", "ws",
+    "int_at", "key", "ladder", "scalar", "skip", "starts_with", "string", "texts_table",
+    "units", "value_units", "words_table", "ws",
 ]  # fmt: skip
 
 
@@ -41,6 +41,38 @@ def words_table(words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{word!r} and {clash!r} share a slot: change the hash")
         index[len(raw), slot] = i
     return keys, index
+
+
+def texts_table(texts: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the texts as little-endian 64-bit words, each word's mask of the text's bytes,
+    lengths) for `starts_with`: eight bytes compared at once."""
+    width = max(-(-len(t) // 8) for t in texts)
+    words = np.zeros((len(texts), width), np.uint64)
+    masks = np.zeros((len(texts), width), np.uint64)
+    for k, text in enumerate(texts):
+        pad = b"\0" * (8 * width - len(text))
+        words[k] = np.frombuffer(text + pad, "<u8")
+        masks[k] = np.frombuffer(b"\xff" * len(text) + pad, "<u8")
+    return words, masks, np.array([len(t) for t in texts], np.int64)
+
+
+@njit(cache=True, inline="always")
+def starts_with(d, i, e, words, masks, lengths, k):
+    """Whether d[i:e] starts with text k of a `texts_table`: a word at a time (loads may
+    read past e, never past the array), byte by byte near the array's end."""
+    n = lengths[k]
+    if i + n > e:
+        return False
+    w = (n + 7) >> 3
+    if i + 8 * w <= d.shape[0]:
+        for j in range(w):  # noqa: SIM110 (numba compiles no generator into all())
+            if load_u64(d, i + 8 * j) & masks[k, j] != words[k, j]:
+                return False
+        return True
+    for j in range(n):
+        if d[i + j] != (words[k, j >> 3] >> np.uint64(8 * (j & 7))) & np.uint64(255):
+            return False
+    return True
 
 
 @njit(cache=True)
@@ -321,7 +353,21 @@ def ladder(d, i, e, lv_p, lv_s, cur):
 @njit(cache=True, inline="always")
 def int_at(d, i, e):
     """(end, value, is an integer literal) at i. Inlined into the scanner (numba's
-    level): three or four a frame, each call cost more than its work."""
+    level): three or four a frame, each call cost more than its work.
+
+    The digits are read once where the text is a plain integer (a sign, 1-18 characters
+    in all, no leading zero, followed by no digit, `.`, `e` or `E`); anything else goes
+    through `number`'s grammar."""
+    k = i + 1 if i < e and d[i] == 45 else i
+    first = k
+    v = 0
+    while k < e and k - i < 18 and 48 <= d[k] <= 57:
+        v = v * 10 + (d[k] - 48)
+        k += 1
+    if k > first and (k == first + 1 or d[first] != 48):
+        c = d[k] if k < e else 0
+        if not (48 <= c <= 57 or c == 46 or c == 101 or c == 69):
+            return k, (-v if first > i else v), True
     j, integer = number(d, i, e)
     if j < 0 or not integer or j - i > 18:
         return j, 0, False

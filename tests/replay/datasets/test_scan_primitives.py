@@ -1,6 +1,7 @@
 """The scanner's primitives where they take shortcuts: strings read eight bytes at a
-time (`scan_json.string`), keys found by one lookup (`words_table`, `key`), arrays
-passed without reference counting (`jit.borrow`)."""
+time (`scan_json.string`), texts compared eight bytes at a time (`starts_with`), plain
+integers read in one pass (`int_at`), keys found by one lookup (`words_table`, `key`),
+arrays passed without reference counting (`jit.borrow`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from replay.datasets import scan
+from replay.datasets import scan, scan_json
 from replay.datasets.jit import borrow
-from replay.datasets.scan_json import key, string, words_table
+from replay.datasets.scan_json import int_at, key, starts_with, string, texts_table, words_table
 
 TABLES = [(scan._TOP, scan.TOP_KEYS, scan.TOP_INDEX), (scan._MSG, scan.MSG_KEYS, scan.MSG_INDEX),
           (scan.TYPES, scan.TYPE_NAMES, scan.TYPE_INDEX)]  # fmt: skip
@@ -111,3 +112,47 @@ def test_a_string_read_eight_bytes_at_a_time_ends_where_byte_by_byte_does(
     e = max(before + 1, len(d) - cut)
     got = string(np.frombuffer(d, np.uint8), before, e)
     assert (int(got[0]), bool(got[1])) == string_byte_by_byte(d, before, e)
+
+
+def int_by_grammar(d: bytes, i: int, e: int) -> tuple[int, int, bool]:
+    """`int_at` as JSON's number grammar (`number`) and the digits read after it."""
+    j, integer = scan_json.number(np.frombuffer(d, np.uint8), i, e)
+    if j < 0 or not integer or j - i > 18:
+        return int(j), 0, False
+    return int(j), int(d[i:j]), True
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=st.text("0123456789-+.eE,}", max_size=24), before=st.integers(0, 3),
+       cut=st.integers(0, 4))  # fmt: skip
+def test_an_integer_read_in_one_pass_is_what_the_grammar_reads(
+    text: str, before: int, cut: int
+) -> None:
+    d = b" " * before + text.encode() + b"}"
+    e = max(before, len(d) - cut)
+    got = int_at(np.frombuffer(d, np.uint8), before, e)
+    want = int_by_grammar(d, before, e)
+    assert (int(got[0]), bool(got[2])) == (want[0], want[2])
+    if want[2]:
+        assert int(got[1]) == want[1]
+
+
+TEXTS = (b'{"type":"trade","sid":', b',"seq":', b'"market_ticker":', b"a")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(k=st.integers(0, len(TEXTS) - 1), flip=st.integers(-1, 30), before=st.integers(0, 9),
+       after=st.integers(0, 10), cut=st.integers(0, 3))  # fmt: skip
+def test_a_text_compared_eight_bytes_at_a_time_matches_byte_by_byte(
+    k: int, flip: int, before: int, after: int, cut: int
+) -> None:
+    """Anywhere in the array (near its end, loads past `e` fall back to bytes), a byte
+    changed or not, the end cut short or not."""
+    text = bytearray(TEXTS[k])
+    if 0 <= flip < len(text):
+        text[flip] ^= 0x20
+    d = b"x" * before + bytes(text) + b"y" * after
+    e = len(d) - cut
+    words, masks, lengths = texts_table(TEXTS)
+    got = starts_with(np.frombuffer(d, np.uint8), before, e, words, masks, lengths, k)
+    assert bool(got) == (d[:e][before:].startswith(TEXTS[k]))
