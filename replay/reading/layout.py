@@ -241,7 +241,7 @@ def list_capture_files(
                 continue
             found_here: list[CaptureFile] = []
             for entry in sorted(date_dir.iterdir()):
-                found = _capture_file(entry, base, channel, match.group(1))
+                found = _capture_file(entry, channel, match.group(1))
                 if isinstance(found, StrayFile):
                     stray.append(found)
                 else:
@@ -313,13 +313,15 @@ def _inside(path: Path, base: Path) -> bool:
     return path.resolve().is_relative_to(base)
 
 
-def _capture_file(entry: Path, base: Path, channel: str, date: str) -> CaptureFile | StrayFile:
+def _capture_file(entry: Path, channel: str, date: str) -> CaptureFile | StrayFile:
+    """`entry` of a partition directory already found to resolve under the root: a
+    regular file there, not a link, resolves under it too (no `resolve` per file)."""
     if entry.name.startswith("."):
         return StrayFile(entry, "temporary file (a publication in progress, or left by a crash)")
     name = parse_file_name(entry.name)
     if name is None:
         return StrayFile(entry, "not named <run_id>-<segment>[-c<last segment>].parquet")
-    if entry.is_symlink() or not entry.is_file() or not _inside(entry, base):
+    if entry.is_symlink() or not entry.is_file():
         return StrayFile(entry, "not a regular file under the root")
     return CaptureFile(
         path=entry,
