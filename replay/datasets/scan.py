@@ -26,6 +26,7 @@ from numba import njit
 from replay.datasets.jit import borrow, forget_if_changed
 from replay.datasets.names import NONE, find, name_hash
 from replay.datasets.scan_json import (
+    decimal_units,
     int_at,
     key,
     ladder,
@@ -232,7 +233,7 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
             elif k <= 3:  # price_dollars, delta_fp: decimal strings, exact in the units
                 if d[i] != 34:
                     break
-                j, v, _, exact = value_units(d, i, e, 4 if k == 2 else 2)
+                j, v, _, exact = decimal_units(d, i, e, 4 if k == 2 else 2)
                 if j < 0 or not exact:
                     break
                 if k == 2:
@@ -307,7 +308,7 @@ def trades(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
                 elif col >= 0:
                     tr[r, col], tr[r, col + 1] = i + 1, j - 1
             elif k <= 4:  # prices and the count, as the general walk flags them
-                j, v, present, exact = value_units(d, i, e, 4 if k <= 3 else 2)
+                j, v, present, exact = decimal_units(d, i, e, 4 if k <= 3 else 2)
                 if j < 0:
                     break
                 tr[r, col] = v

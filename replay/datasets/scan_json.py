@@ -17,8 +17,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from replay.datasets.jit import load_u64
 
 __all__ = [
-    "int_at", "key", "ladder", "scalar", "skip", "starts_with", "string", "texts_table",
-    "units", "value_units", "words_table", "ws",
+    "decimal_units", "int_at", "key", "ladder", "scalar", "skip", "skip_ws", "starts_with",
+    "string", "texts_table", "units", "value_units", "words_table", "ws",
 ]  # fmt: skip
 
 
@@ -302,6 +302,38 @@ def value_units(d, i, e, digits):
     return j, v, True, ok
 
 
+@njit(cache=True, inline="always")
+def decimal_units(d, i, e, digits):
+    """`value_units` (end, value, present, exact), in one pass where the value is the
+    exchange's decimal string: a quote, 1-11 digits, optionally a point and 1 to
+    `digits` digits, a quote. Anything else (a sign, more places, an exponent, a JSON
+    number, null, an escape) goes through `value_units`."""
+    if d[i] == 34:
+        k = i + 1
+        v = 0
+        while k < e and k - i <= 11 and 48 <= d[k] <= 57:
+            v = v * 10 + (d[k] - 48)
+            k += 1
+        places = 0
+        if k > i + 1 and k < e and d[k] == 46:
+            k += 1
+            while k < e and places < digits and 48 <= d[k] <= 57:
+                v = v * 10 + (d[k] - 48)
+                k += 1
+                places += 1
+        if k > i + 1 and k < e and d[k] == 34:
+            for _ in range(digits - places):
+                v *= 10
+            return k + 1, v, True, True
+    return value_units(d, i, e, digits)
+
+
+@njit(cache=True, inline="always")
+def skip_ws(d, i, e):
+    """`ws`, without a call where d[i] is no whitespace (every whitespace byte is <= 32)."""
+    return i if i >= e or d[i] > 32 else ws(d, i, e)
+
+
 @njit(cache=True)
 def ladder(d, i, e, lv_p, lv_s, cur):
     """A ladder [[price, size], ...] at i into lv_p/lv_s from `cur`: (end or -1 when it is
@@ -310,28 +342,28 @@ def ladder(d, i, e, lv_p, lv_s, cur):
     exact = True
     if d[i] != 91:
         return -1, start, False
-    i = ws(d, i + 1, e)
+    i = skip_ws(d, i + 1, e)
     if i < e and d[i] == 93:
         return i + 1, cur, True
     while True:
         if i >= e or d[i] != 91:
             return -1, start, False
-        i = ws(d, i + 1, e)
+        i = skip_ws(d, i + 1, e)
         if i >= e:
             return -1, start, False
-        j, p, present, p_ok = value_units(d, i, e, 4)
+        j, p, present, p_ok = decimal_units(d, i, e, 4)
         if j < 0 or not present:
             return -1, start, False
-        i = ws(d, j, e)
+        i = skip_ws(d, j, e)
         if i >= e or d[i] != 44:
             return -1, start, False
-        i = ws(d, i + 1, e)
+        i = skip_ws(d, i + 1, e)
         if i >= e:
             return -1, start, False
-        j, q, present, q_ok = value_units(d, i, e, 2)
+        j, q, present, q_ok = decimal_units(d, i, e, 2)
         if j < 0 or not present:
             return -1, start, False
-        i = ws(d, j, e)
+        i = skip_ws(d, j, e)
         if i >= e or d[i] != 93:
             return -1, start, False
         if cur >= lv_p.shape[0]:
@@ -341,9 +373,9 @@ def ladder(d, i, e, lv_p, lv_s, cur):
             lv_s[cur] = q
             cur += 1
         exact = exact and p_ok and q_ok and 0 <= p <= 10_000
-        i = ws(d, i + 1, e)
+        i = skip_ws(d, i + 1, e)
         if i < e and d[i] == 44:
-            i = ws(d, i + 1, e)
+            i = skip_ws(d, i + 1, e)
             continue
         if i < e and d[i] == 93:
             return i + 1, cur, exact

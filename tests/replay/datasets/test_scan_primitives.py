@@ -13,7 +13,16 @@ from numba import njit
 
 from replay.datasets import scan, scan_json
 from replay.datasets.jit import borrow
-from replay.datasets.scan_json import int_at, key, starts_with, string, texts_table, words_table
+from replay.datasets.scan_json import (
+    decimal_units,
+    int_at,
+    key,
+    starts_with,
+    string,
+    texts_table,
+    value_units,
+    words_table,
+)
 
 TABLES = [(scan._TOP, scan.TOP_KEYS, scan.TOP_INDEX), (scan._MSG, scan.MSG_KEYS, scan.MSG_INDEX),
           (scan.TYPES, scan.TYPE_NAMES, scan.TYPE_INDEX)]  # fmt: skip
@@ -152,7 +161,24 @@ def test_a_text_compared_eight_bytes_at_a_time_matches_byte_by_byte(
     if 0 <= flip < len(text):
         text[flip] ^= 0x20
     d = b"x" * before + bytes(text) + b"y" * after
-    e = len(d) - cut
+    e = max(before, len(d) - cut)
     words, masks, lengths = texts_table(TEXTS)
     got = starts_with(np.frombuffer(d, np.uint8), before, e, words, masks, lengths, k)
     assert bool(got) == (d[:e][before:].startswith(TEXTS[k]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=st.text('0123456789.-e"\\n', max_size=22), quoted=st.booleans(),
+       digits=st.sampled_from([2, 4]), cut=st.integers(0, 3))  # fmt: skip
+def test_a_decimal_string_read_in_one_pass_is_what_value_units_reads(
+    text: str, quoted: bool, digits: int, cut: int
+) -> None:
+    raw = (f'"{text}"' if quoted else text).encode() + b",}"
+    d = np.frombuffer(raw, np.uint8)
+    e = max(1, len(raw) - cut)
+    got = decimal_units(d, 0, e, digits)
+    want = value_units(d, 0, e, digits)
+    assert (int(got[0]), bool(got[2]), bool(got[3])) == (int(want[0]), bool(want[2]),
+                                                         bool(want[3]))  # fmt: skip
+    if want[3] and want[0] >= 0:
+        assert int(got[1]) == int(want[1])
