@@ -55,6 +55,8 @@ class Decoded:
     dsize: np.ndarray
     exact: np.ndarray  # the kernel may take the row (whole units, a clean frame)
     ts_ms: pa.Array
+    ts_ms_values: np.ndarray  # ts_ms as numpy (valid where ts_ms_ok)
+    ts_ms_ok: np.ndarray
     levels: tuple[np.ndarray, ...]  # ys, ye, y_price, y_size, ns, ne, n_price, n_size
     raw: pa.Array
     data: np.ndarray  # the raw bytes (the spans below point into it)
@@ -135,7 +137,7 @@ def _strings(data: np.ndarray, m0: np.ndarray, m1: np.ndarray) -> pa.Array:
     lengths = np.where(valid, m1 - m0, 0)
     offsets = np.zeros(len(m0) + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    out = np.empty(int(offsets[-1]), np.uint8)
+    out = np.empty(int(offsets[-1]) + 8, np.uint8)  # `gather` may write 7 bytes past the end
     kernel.gather(data, m0, lengths, offsets, out)
     mask = pa.array(valid).buffers()[1]
     return pa.Array.from_buffers(pa.string(), len(m0), [mask, pa.py_buffer(offsets),
@@ -169,60 +171,46 @@ def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = 
     exact &= np.where(is_delta, num_ok & (side >= 0) & (side <= 1),
                       np.where(is_snap, snap_ok, is_trade))  # fmt: skip
     ts_ms = pa.array(ts, mask=~ts_ok)
-    return Decoded(rk, sid, seq, seq_ok, side, price, dsize, exact, ts_ms, levels,
+    return Decoded(rk, sid, seq, seq_ok, side, price, dsize, exact, ts_ms, ts, ts_ok, levels,
                    raw, data, (m0, m1), (mcode, mhash), trade)  # fmt: skip
 
 
-def _pick(tr: np.ndarray, current: int, legacy: int) -> tuple[np.ndarray, np.ndarray]:
-    """A field's units, from its current form if present, else its legacy one."""
-    cur = tr[:, current + 1] > 0
-    value = np.where(cur, tr[:, current], tr[:, legacy])
-    flag = np.where(cur, tr[:, current + 1], tr[:, legacy + 1])
-    return value, flag == 1
-
-
 _SIDES = pa.array(["yes", "no"])
-
-
-def _sides(data: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> pa.Array:
-    """The taker sides at the spans [t0, t1) (null where t1 < t0), lower-cased, as a
-    dictionary column: codes straight from the bytes where every side is "yes" or "no"
-    (in any case: the exchange sends them so), else through the strings."""
-    valid = t1 >= t0
-    length = np.where(valid, t1 - t0, 0)
-    at = np.where(valid, t0, 0)
-    b0, b1, b2 = (data[np.minimum(at + k, len(data) - 1)] | 0x20 for k in range(3))
-    yes = (length == 3) & (b0 == ord("y")) & (b1 == ord("e")) & (b2 == ord("s"))
-    no = (length == 2) & (b0 == ord("n")) & (b1 == ord("o"))
-    if not np.array_equal(yes | no, valid):
-        return pc.utf8_lower(_strings(data, t0, t1)).dictionary_encode()
-    return codes(no.view(np.int8), _SIDES, valid)
 
 
 def trade_columns(decoded: Decoded, rows: np.ndarray, *, whole: bool = True
                   ) -> dict[str, pa.Array]:  # fmt: skip
     """The trade fields of rows `rows` as the trades dataset's typed columns but the
     market (the caller has it as codes); without `whole`, only the YES price and count
-    (what the bars read)."""
-    tr = decoded.trade[rows]
-    yes, yes_ok = _pick(tr, 6, 12)
-    count, count_ok = _pick(tr, 10, 16)
+    (what the bars read). The fields come from one compiled pass (`kernel.trade_fields`);
+    the taker side is one of two codes unless a frame spells it other than "yes" or "no"
+    (in any case), and then the lower-cased strings."""
+    n = len(rows)
+    yes, no, count, exchange = (np.empty(n, np.int64) for _ in range(4))
+    yes_ok, no_ok, count_ok, exchange_ok = (np.empty(n, np.bool_) for _ in range(4))
+    side = np.empty(n, np.int8)
+    kernel.trade_fields(decoded.trade, rows, decoded.ts_ms_values, decoded.ts_ms_ok,
+                        decoded.data, yes, yes_ok, no, no_ok, count, count_ok, exchange,
+                        exchange_ok, side)  # fmt: skip
     if not whole:
         return {"yes_price": decimals(yes, PRICE, yes_ok),
                 "count": decimals(count, SIZE, count_ok)}  # fmt: skip
-    no, no_ok = _pick(tr, 8, 14)
-    ts_ms = decoded.ts_ms.take(pa.array(rows)).cast(pa.int64())
-    ts_ok = tr[:, 19] == 1
-    seconds = pa.array(tr[:, 18] * 1_000_000_000, mask=~ts_ok)
-    has_side = tr[:, 3] >= tr[:, 2]
-    t0, t1 = np.where(has_side, tr[:, 2], tr[:, 4]), np.where(has_side, tr[:, 3], tr[:, 5])
+    tr = decoded.trade
+    if (side == -2).any():  # another spelling: the strings, lower-cased
+        spans = tr[rows, 2:6]
+        has_side = spans[:, 1] >= spans[:, 0]
+        t0 = np.where(has_side, spans[:, 0], spans[:, 2])
+        t1 = np.where(has_side, spans[:, 1], spans[:, 3])
+        taker = pc.utf8_lower(_strings(decoded.data, t0, t1)).dictionary_encode()
+    else:
+        taker = codes(side == 1, _SIDES, side >= 0)
     return {
-        "trade_id": _strings(decoded.data, tr[:, 0], tr[:, 1]),
+        "trade_id": _strings(decoded.data, tr[rows, 0], tr[rows, 1]),
         "yes_price": decimals(yes, PRICE, yes_ok),
         "no_price": decimals(no, PRICE, no_ok),
         "count": decimals(count, SIZE, count_ok),
-        "taker_side": _sides(decoded.data, t0, t1),
-        "exchange_ns_t": pc.coalesce(pc.multiply(ts_ms, 1_000_000), seconds),
+        "taker_side": taker,
+        "exchange_ns_t": pa.array(exchange, mask=~exchange_ok),
         "yes_price_f": pa.array(yes / 1e4, mask=~yes_ok),
         "count_f": pa.array(count / 1e2, mask=~count_ok),
     }

@@ -1,6 +1,7 @@
 """numba's on-disk cache, kept honest about the modules a kernel calls into; `borrow`,
-an array passed to helper functions without reference counting; and `load_u64`, eight
-bytes of an array in one load (the scanner's strings and the market names' hashes).
+an array passed to helper functions without reference counting; and `load_u64` and
+`store_u64`, eight bytes of an array in one load or store (the scanner's strings, the
+market names' hashes, the copy of trade ids).
 
 numba keys a cached function on its own source file only (its docs say so: changes to
 the functions it calls are not detected). `kernel.run` compiled against one
@@ -32,7 +33,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-__all__ = ["borrow", "forget_if_changed", "load_u64"]
+__all__ = ["borrow", "forget_if_changed", "load_u64", "store_u64"]
 
 
 @intrinsic
@@ -50,6 +51,25 @@ def load_u64(typingctx: Any, array: Any, at: Any) -> Any:
         return builder.load(where, align=1)
 
     return types.uint64(array, at), codegen
+
+
+@intrinsic
+def store_u64(typingctx: Any, array: Any, at: Any, value: Any) -> Any:
+    """Store `value` as eight little-endian bytes of a uint8 `array` from index `at` (an
+    unaligned store). The caller checks `at + 8 <= len(array)`."""
+    if not (isinstance(array, types.Array) and array.dtype == types.uint8
+            and isinstance(at, types.Integer) and isinstance(value, types.Integer)):  # fmt: skip
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        data = context.make_array(array)(context, builder, value=args[0]).data
+        at_ = context.cast(builder, args[1], signature.args[1], types.intp)
+        word = context.cast(builder, args[2], signature.args[2], types.uint64)
+        where = builder.bitcast(builder.gep(data, [at_]), ir.IntType(64).as_pointer())
+        builder.store(word, where, align=1)
+        return context.get_dummy_value()
+
+    return types.void(array, at, value), codegen
 
 
 @intrinsic

@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from replay.datasets.jit import borrow, forget_if_changed
+from replay.datasets.jit import borrow, forget_if_changed, load_u64, store_u64
 from replay.datasets.ladders import PRICES, apply_delta, clear, fits, load_levels, size_at
 
-__all__ = ["NONE", "PRICES", "gather", "quote", "run"]
+__all__ = ["NONE", "PRICES", "gather", "quote", "run", "trade_fields"]
 
 NONE = np.int64(-(2**62))  # "no value" for int64 state (a wire's last seq)
 
@@ -40,13 +40,61 @@ C_CLEAR, C_SNAPSHOT, C_DELTA = 0, 1, 2
 
 @njit(cache=True)
 def gather(data, starts, lengths, offsets, out):
-    """Copy byte spans data[starts[i]:starts[i]+lengths[i]] to out[offsets[i]:] (as slices:
-    twice as fast as a loop of bytes, 29 against 57 ns for a 36-byte trade id)."""
+    """Copy byte spans data[starts[i]:starts[i]+lengths[i]] to out[offsets[i]:], in order of
+    `offsets`, eight bytes at a time where both arrays have room for a whole last word
+    (it may write up to 7 bytes past a span's end, which the next span overwrites: `out`
+    needs 8 bytes of slack after the last). 7 against 29 ns for a 44-byte trade id."""
+    d, o_ = borrow(data), borrow(out)
     for i in range(starts.shape[0]):
         o = offsets[i]
         s = starts[i]
         n = lengths[i]
-        out[o : o + n] = data[s : s + n]
+        if s + n + 8 <= d.shape[0] and o + n + 8 <= o_.shape[0]:
+            for k in range(0, n, 8):
+                store_u64(o_, o + k, load_u64(d, s + k))
+        else:
+            for k in range(n):
+                o_[o + k] = d[s + k]
+
+
+@njit(cache=True, inline="always")
+def _units(tr, r, current, legacy):
+    """A trade's value in units and whether it is present and exact: its current form if
+    the frame has one, else its legacy form (scan's `tr` columns)."""
+    at = current if tr[r, current + 1] > 0 else legacy
+    return tr[r, at], tr[r, at + 1] == 1
+
+
+@njit(cache=True)
+def trade_fields(tr, rows, ts, ts_ok, data, yes, yes_ok, no, no_ok, count, count_ok,
+                 exchange, exchange_ok, side):  # fmt: skip
+    """The typed fields of a window's trade rows `rows` (`tr`: the scan's trade fields;
+    `ts`, `ts_ok`: its `ts_ms` column): YES and NO price and count in units, each with
+    whether present and exact; the exchange time in ns (`ts_ms`, else `ts` in seconds);
+    the taker side (`taker_side`, else `taker_outcome_side`): 0 "yes", 1 "no" (in any
+    case), -1 absent, -2 another text."""
+    d = borrow(data)
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        yes[i], yes_ok[i] = _units(tr, r, 6, 12)
+        no[i], no_ok[i] = _units(tr, r, 8, 14)
+        count[i], count_ok[i] = _units(tr, r, 10, 16)
+        if ts_ok[r]:
+            exchange[i], exchange_ok[i] = ts[r] * 1_000_000, True
+        elif tr[r, 19] == 1:
+            exchange[i], exchange_ok[i] = tr[r, 18] * 1_000_000_000, True
+        else:
+            exchange[i], exchange_ok[i] = 0, False
+        t0, t1 = (tr[r, 2], tr[r, 3]) if tr[r, 3] >= tr[r, 2] else (tr[r, 4], tr[r, 5])
+        n = t1 - t0
+        if n < 0:
+            side[i] = -1
+        elif n == 3 and d[t0] | 32 == 121 and d[t0 + 1] | 32 == 101 and d[t0 + 2] | 32 == 115:
+            side[i] = 0
+        elif n == 2 and d[t0] | 32 == 110 and d[t0 + 1] | 32 == 111:
+            side[i] = 1
+        else:
+            side[i] = -2
 
 
 @njit(cache=True, inline="always")

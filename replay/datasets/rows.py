@@ -272,7 +272,8 @@ def trade_batch(frame: Any, run_id: str, conn: int, valid: bool) -> pa.RecordBat
     ts_ms, ts = msg.get("ts_ms"), msg.get("ts")
     exchange = ts_ms * 1_000_000 if isinstance(ts_ms, int) else (
         ts * 1_000_000_000 if isinstance(ts, int) else None)  # fmt: skip
-    side = msg.get("taker_side", msg.get("taker_outcome_side"))
+    side = next((s for s in (msg.get("taker_side"), msg.get("taker_outcome_side"))
+                 if isinstance(s, str)), None)  # fmt: skip
     row = {
         "recv_ns": frame.recv_ns, "exchange_ns": exchange, "run_id": run_id, "conn": conn,
         "sid": frame.sid, "seq": frame.seq, "trade_id": msg.get("trade_id"),
@@ -280,7 +281,7 @@ def trade_batch(frame: Any, run_id: str, conn: int, valid: bool) -> pa.RecordBat
         "yes_price": None if yes is None else yes.scaleb(-4),
         "no_price": None if no is None else no.scaleb(-4),
         "count": None if count is None else count.scaleb(-2),
-        "taker_side": None if side is None else str(side).lower(), "valid": valid,
+        "taker_side": None if side is None else side.lower(), "valid": valid,
         "yes_price_f": None if yes is None else float(yes) / 1e4,
         "count_f": None if count is None else float(count) / 1e2,
     }  # fmt: skip

@@ -365,10 +365,11 @@ class GiveBack:
     bytes of row groups were read since it last did (0: before each row group is read).
 
     Given back before each row group, a replay's memory stays bounded whatever the
-    allocator (pyarrow's default, mimalloc, keeps freed pages otherwise: docs/performance.md
-    section 4.18); but every row group then lands in fresh pages, which the system must
-    zero, and a bulk reader such as the derive pays for that with a sixth of its time
-    (section 6.4). It gives back every 128 MiB read instead."""
+    allocator (pyarrow's default, mimalloc, keeps freed pages otherwise:
+    docs/performance.md section 4.18); but every row group then lands in fresh pages,
+    which the system must zero, and a bulk reader such as the derive pays for that with
+    a sixth of its time (docs/performance.md section 6.4). The derive gives back every
+    128 MiB read instead."""
 
     def __init__(self, every: int) -> None:
         self.every = every

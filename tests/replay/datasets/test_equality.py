@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from replay.datasets import compute, derive, table
 from replay.datasets.mirror import SubunitValue
+from replay.datasets.rows import trade_batch
 from replay.datasets.spec import Spec
 from stream.fixed import price_units, size_units, units
 from tests.replay.capture_factory import (
@@ -193,6 +194,12 @@ def assert_equal_to_replay(root: Path, interval: str = "100ms") -> dict[str, pa.
         for r in got_trades.to_pylist()
     ]  # fmt: skip
     assert got == expected
+    # every typed field as the engine path's own builder makes it from the delivered frame
+    fields = ["trade_id", "market", "yes_price", "no_price", "count", "taker_side",
+              "exchange_ns", "yes_price_f", "count_f"]  # fmt: skip
+    want = [{k: row[k] for k in fields}
+            for f in trades for row in trade_batch(f, "", 0, True).to_pylist()]  # fmt: skip
+    assert got_trades.select(fields).to_pylist() == want
     step = Spec.parse(f"bars:{interval}").interval_ns
     depth = compute(root, f"depth:3@{interval}")
     assert _depth_rows(depth, 3) == _expected_depth(timed, changes, step, 3)
@@ -260,6 +267,47 @@ def test_a_market_in_whole_cents_that_starts_trading_between_them(tmp_path: Path
     bids = [r["bid"] for r in out["quotes"].to_pylist()]
     assert bids == [Decimal(b) for b in ("0.4500", "0.4600", "0.4550", "0.4525", "0.3300",
                                           "0.3325")]  # fmt: skip
+
+
+def test_trades_in_every_form_the_exchange_has_sent(tmp_path: Path) -> None:
+    """Taker sides in other cases, from the outcome side alone, absent, or another word;
+    times in milliseconds, seconds or neither; legacy cents: each trade's fields as the
+    engine path builds them (the kernel reads most of them as codes and units)."""
+    a = RunBuilder(tmp_path, RUN_A, BASE_NS)
+    from tests.replay.datasets.captures import _open
+
+    _open(a, 1, 1)
+    forms: list[dict[str, Any]] = [
+        {"taker_side": "YES"}, {"taker_side": "No"}, {"taker_side": None},
+        {"taker_side": "buy"}, {"ts_ms": None}, {"ts_ms": None, "ts": None},
+    ]  # fmt: skip
+    seq = 0
+    for change in forms:
+        seq += 1
+        frame = trade(2, seq, M1, "0.4000", "0.6000", "3.00")
+        frame["msg"] |= change
+        frame["msg"] = {k: v for k, v in frame["msg"].items() if v is not None}
+        a.receive(frame)
+    for outcome in ("no", None):  # no taker_side at all: the outcome side, or nothing
+        seq += 1
+        frame = trade(2, seq, M1, "0.4000", "0.6000", "3.00")
+        del frame["msg"]["taker_side"]
+        if outcome is None:
+            del frame["msg"]["taker_outcome_side"]
+        else:
+            frame["msg"]["taker_outcome_side"] = outcome
+        a.receive(frame)
+    seq += 1
+    frame = trade(2, seq, M1, "0.4000", "0.6000", "3.00")
+    frame["msg"] |= {"taker_side": None, "taker_outcome_side": "no"}  # sent as null
+    a.receive(frame)
+    seq += 1
+    a.receive(trade(2, seq, M1, 41, 59, 7, legacy=True))
+    a.write()
+    out = assert_equal_to_replay(tmp_path)
+    sides = out["trades"].column("taker_side").to_pylist()
+    assert sides == ["yes", "no", "yes", "buy", "yes", "yes", "no", None, "no", "no"]
+    assert out["trades"].column("exchange_ns").null_count == 1
 
 
 def test_a_value_finer_than_the_units_is_refused_not_rounded(tmp_path: Path) -> None:
