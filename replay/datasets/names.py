@@ -106,6 +106,17 @@ def _insert(word, code, slots, names, starts):
     slots[i] = code
 
 
+@njit(cache=True)
+def _insert_all(count, slots, names, starts):
+    """Put the first `count` names in a table of empty `slots` (a rehash: one call, not a
+    call a name from Python)."""
+    for code in range(count):
+        word = names[starts[code] : starts[code + 1]]
+        _, i = find(word, 0, word.shape[0], name_hash(word, 0, word.shape[0]), slots, names,
+                    starts)  # fmt: skip
+        slots[i] = code
+
+
 class NameTable:
     """Names numbered in the order they are added; spans of frame bytes looked up."""
 
@@ -137,9 +148,7 @@ class NameTable:
 
     def _rehash(self, size: int) -> None:
         self.slots = np.full(size, -1, np.int32)
-        for code in range(len(self)):
-            word = self.names[self.starts[code] : self.starts[code + 1]]
-            _insert(word, code, self.slots, self.names, self.starts)
+        _insert_all(len(self), self.slots, self.names, self.starts)
 
     def codes(
         self, data: np.ndarray, m0: np.ndarray, m1: np.ndarray
