@@ -67,11 +67,14 @@ def test_derive_writes_hive_parquet_every_reader_opens(sample: Path) -> None:
         f"SELECT max(spread) FROM read_parquet('{out}/quotes/*/*.parquet', hive_partitioning=1)"
     ).fetchall()[0]
     assert 0 < spreads[0] <= 1
-    # the same exact numbers in every reader (decimals are stored as delta-coded INT64)
+    # the same exact numbers in every reader (decimals stored as INT64: prices as
+    # dictionaries, sizes delta-coded)
     changes = f"{out}/book_changes/*/*.parquet"
     meta = pq.ParquetFile(next((out / "book_changes").glob("date=*/*.parquet"))).metadata
     price = meta.row_group(0).column(meta.schema.names.index("price"))
-    assert price.physical_type == "INT64" and "DELTA_BINARY_PACKED" in price.encodings
+    assert price.physical_type == "INT64" and "RLE_DICTIONARY" in price.encodings
+    size = meta.row_group(0).column(meta.schema.names.index("size"))
+    assert size.physical_type == "INT64" and "DELTA_BINARY_PACKED" in size.encodings
     recv = meta.row_group(0).column(meta.schema.names.index("recv_ns")).statistics
     assert recv is not None and recv.has_min_max and recv.min <= recv.max  # time filters skip
     rows = table(sample, "book_changes")
