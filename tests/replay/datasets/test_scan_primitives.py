@@ -1,7 +1,8 @@
 """The scanner's primitives where they take shortcuts: strings read eight bytes at a
 time (`scan_json.string`), texts compared eight bytes at a time (`starts_with`), plain
 integers read in one pass (`int_at`), keys found by one lookup (`words_table`, `key`),
-arrays passed without reference counting (`jit.borrow`)."""
+arrays passed without reference counting (`jit.borrow`), byte spans copied eight bytes
+at a time (`kernel.gather`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from replay.datasets import scan, scan_json
+from replay.datasets import kernel, scan, scan_json
 from replay.datasets.jit import borrow
 from replay.datasets.scan_json import (
     decimal_units,
@@ -182,3 +183,21 @@ def test_a_decimal_string_read_in_one_pass_is_what_value_units_reads(
                                                          bool(want[3]))  # fmt: skip
     if want[3] and want[0] >= 0:
         assert int(got[1]) == int(want[1])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=st.binary(min_size=1, max_size=80),
+       spans=st.lists(st.tuples(st.integers(0, 79), st.integers(0, 30)), max_size=12))  # fmt: skip
+def test_spans_copied_eight_bytes_at_a_time_are_the_bytes(
+    data: bytes, spans: list[tuple[int, int]]
+) -> None:
+    """Spans anywhere (near either array's end the copy goes byte by byte); what one span
+    writes past its end, the next overwrites; the slack after the last is never read."""
+    spans = [(min(a, len(data)), min(n, len(data) - min(a, len(data)))) for a, n in spans]
+    starts = np.array([a for a, _ in spans], np.int64)
+    lengths = np.array([n for _, n in spans], np.int64)
+    offsets = np.zeros(len(spans) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    out = np.zeros(int(offsets[-1]) + 8, np.uint8)
+    kernel.gather(np.frombuffer(data, np.uint8), starts, lengths, offsets, out)
+    assert out[: offsets[-1]].tobytes() == b"".join(data[a : a + n] for a, n in spans)
