@@ -75,30 +75,23 @@ TOP_KEYS, TOP_INDEX = words_table(_TOP)
 MSG_KEYS, MSG_INDEX = words_table(_MSG)
 TYPE_NAMES, TYPE_INDEX = words_table(TYPES)
 
-# A delta as the exchange sends it (docs/protocol.md section 8.1): the envelope's keys in
-# this order, no whitespace, `msg`'s keys in the order the previous delta had them.
-# `deltas` reads that shape alone, with none of the general walk's bookkeeping; anything
-# else is the general walk's.
 # The envelopes' fixed texts, compared eight bytes at a time (`texts_table`): a delta's
 # and a trade's start, the seq's key, the msg's.
 _ENVELOPE = texts_table((b'{"type":"orderbook_delta","sid":', b'{"type":"trade","sid":',
                          b',"seq":', b',"msg":{'))  # fmt: skip
 _HEAD, _TRADE_HEAD, _SEQ, _BODY = range(4)
+
+# A delta as the exchange sends it (docs/protocol.md section 8.1): the envelope's keys in
+# this order, no whitespace, `msg`'s keys in the order the previous delta had them.
+# `deltas` reads that shape alone, with none of the general walk's bookkeeping; anything
+# else is the general walk's.
 _DELTA = ("market_ticker", "side", "price_dollars", "delta_fp", "ts_ms", "market_id", "ts",
           "client_order_id", "clock", "subaccount")  # fmt: skip
 DELTA_KEYS, DELTA_INDEX = words_table(_DELTA)
 DELTA_PATTERNS = texts_table(tuple(b'"%s":' % k.encode() for k in _DELTA))
 _NEEDED = 0b1111  # market_ticker, side, price_dollars, delta_fp
-ORDER_SLOTS = 16  # the msg key order remembered, a key number per position (-1: none yet)
 
-
-def orders() -> np.ndarray:
-    """The fast paths' memory of the msg keys' order (`scan`'s `order`): deltas', then
-    trades', none yet."""
-    return np.full((2, ORDER_SLOTS), -1, np.int64)
-
-
-# A trade as the exchange sends it (docs/protocol.md section 8.3), read by `trades`.
+# A trade as the exchange sends it (docs/protocol.md section 8.3), read by `trades` alike.
 _TRADE = ("trade_id", "market_ticker", "yes_price_dollars", "no_price_dollars", "count_fp",
           "taker_side", "taker_outcome_side", "ts", "ts_ms", "taker_book_side",
           "is_block_trade")  # fmt: skip
@@ -106,6 +99,14 @@ TRADE_KEYS, TRADE_INDEX = words_table(_TRADE)
 TRADE_PATTERNS = texts_table(tuple(b'"%s":' % k.encode() for k in _TRADE))
 #: where each of `_TRADE` goes in a row of `tr` (`scan`'s docstring); -1: not kept there
 _TRADE_COLUMN = np.array([0, -1, 6, 8, 10, 2, 4, 18, -1, -1, -1], np.int64)
+
+ORDER_SLOTS = 16  # the msg key order remembered, a key number per position (-1: none yet)
+
+
+def orders() -> np.ndarray:
+    """The fast paths' memory of the msg keys' order (`scan`'s `order`): deltas', then
+    trades', none yet."""
+    return np.full((2, ORDER_SLOTS), -1, np.int64)
 
 
 @njit(cache=True, inline="always")
