@@ -167,6 +167,19 @@ def _next_key(d, i, e, order, p, keys, index, patterns):
 
 
 @njit(cache=True, inline="always")
+def _key_at(d, i, e, order, p, seen, keys, index, patterns):
+    """A fast path's next `msg` key, the p-th: (its number, where its value starts, `seen`
+    with it), or (-1, i, seen) where the frame leaves the shape (no key of the table, a
+    key seen before, the frame's end, more keys than `order` remembers)."""
+    if p >= ORDER_SLOTS:
+        return -1, i, seen
+    k, j = _next_key(d, i, e, order, p, keys, index, patterns)
+    if k < 0 or seen & (1 << k) or j >= e:
+        return -1, i, seen
+    return k, j, seen | (1 << k)
+
+
+@njit(cache=True, inline="always")
 def _then(d, j, e):
     """After a msg value ending at j: (the next key's start, False) after a comma; (-1,
     True) where the msg and the frame end (`}}`, nothing after); (-1, False) otherwise."""
@@ -209,15 +222,12 @@ def deltas(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
         h = np.uint64(0)
         t_ok = False
         good = False
-        while p < ORDER_SLOTS:
-            k, j = _next_key(d, i, e, order, p, DELTA_KEYS, DELTA_INDEX, DELTA_PATTERNS)
-            if k < 0 or seen & (1 << k):
+        while True:
+            k, i, seen = _key_at(d, i, e, order, p, seen, DELTA_KEYS, DELTA_INDEX,
+                                 DELTA_PATTERNS)  # fmt: skip
+            if k < 0:
                 break
-            seen |= 1 << k
             p += 1
-            i = j
-            if i >= e:
-                break
             if k <= 1 or 5 <= k <= 7:  # strings: the market, the side, those passed over
                 if d[i] != 34:
                     break
@@ -287,15 +297,12 @@ def trades(data, offsets, rtype, sid, seq, seq_ok, m0, m1, side, price, dsize, n
         h = np.uint64(0)
         t_ok = False
         good = False
-        while p < ORDER_SLOTS:
-            k, j = _next_key(d, i, e, order, p, TRADE_KEYS, TRADE_INDEX, TRADE_PATTERNS)
-            if k < 0 or seen & (1 << k):
+        while True:
+            k, i, seen = _key_at(d, i, e, order, p, seen, TRADE_KEYS, TRADE_INDEX,
+                                 TRADE_PATTERNS)  # fmt: skip
+            if k < 0:
                 break
-            seen |= 1 << k
             p += 1
-            i = j
-            if i >= e:
-                break
             col = _TRADE_COLUMN[k]
             if k <= 1 or k == 5 or k == 6 or k == 9:  # strings: ids, the market, sides
                 if d[i] != 34:
