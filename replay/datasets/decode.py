@@ -54,8 +54,7 @@ class Decoded:
     price: np.ndarray
     dsize: np.ndarray
     exact: np.ndarray  # the kernel may take the row (whole units, a clean frame)
-    ts_ms: pa.Array
-    ts_ms_values: np.ndarray  # ts_ms as numpy (valid where ts_ms_ok)
+    ts_ms: np.ndarray  # the msg's ts_ms (valid where ts_ms_ok)
     ts_ms_ok: np.ndarray
     levels: tuple[np.ndarray, ...]  # ys, ye, y_price, y_size, ns, ne, n_price, n_size
     raw: pa.Array
@@ -170,8 +169,7 @@ def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = 
     snap_ok = lv[:, 4] == 1
     exact &= np.where(is_delta, num_ok & (side >= 0) & (side <= 1),
                       np.where(is_snap, snap_ok, is_trade))  # fmt: skip
-    ts_ms = pa.array(ts, mask=~ts_ok)
-    return Decoded(rk, sid, seq, seq_ok, side, price, dsize, exact, ts_ms, ts, ts_ok, levels,
+    return Decoded(rk, sid, seq, seq_ok, side, price, dsize, exact, ts, ts_ok, levels,
                    raw, data, (m0, m1), (mcode, mhash), trade)  # fmt: skip
 
 
@@ -189,7 +187,7 @@ def trade_columns(decoded: Decoded, rows: np.ndarray, *, whole: bool = True
     yes, no, count, exchange = (np.empty(n, np.int64) for _ in range(4))
     yes_ok, no_ok, count_ok, exchange_ok = (np.empty(n, np.bool_) for _ in range(4))
     side = np.empty(n, np.int8)
-    kernel.trade_fields(decoded.trade, rows, decoded.ts_ms_values, decoded.ts_ms_ok,
+    kernel.trade_fields(decoded.trade, rows, decoded.ts_ms, decoded.ts_ms_ok,
                         decoded.data, yes, yes_ok, no, no_ok, count, count_ok, exchange,
                         exchange_ok, side)  # fmt: skip
     if not whole:
@@ -210,7 +208,7 @@ def trade_columns(decoded: Decoded, rows: np.ndarray, *, whole: bool = True
         "no_price": decimals(no, PRICE, no_ok),
         "count": decimals(count, SIZE, count_ok),
         "taker_side": taker,
-        "exchange_ns_t": pa.array(exchange, mask=~exchange_ok),
+        "exchange_ns": pa.array(exchange, mask=~exchange_ok),  # ts_ms, else ts
         "yes_price_f": pa.array(yes / 1e4, mask=~yes_ok),
         "count_f": pa.array(count / 1e2, mask=~count_ok),
     }

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from replay.datasets import schema
 from replay.datasets.schema import codes, decimals
@@ -173,10 +172,11 @@ class Outputs:
         idx = pa.array(rows)
         seq_ok = np.asarray(decoded.seq_valid)[rows]
         sid = decoded.sid[rows]
-        ts = decoded.ts_ms.take(idx)
         return {
             "recv_ns": contiguous(table.column("recv_ns").take(idx)),
-            "exchange_ns": pc.multiply(ts.cast(pa.int64()), 1_000_000),
+            "exchange_ns": nullable(
+                decoded.ts_ms[rows] * 1_000_000, decoded.ts_ms_ok[rows], pa.int64()
+            ),
             "run_id": codes(np.zeros(len(rows), np.int32), pa.array([run_id], pa.string())),
             "conn": contiguous(table.column("conn").take(idx)).cast(pa.int32()),
             "sid": nullable(sid, sid >= 0, pa.int32()),
@@ -241,10 +241,9 @@ class Outputs:
                     **trade_columns(self._ctx.decoded, rows, whole=False)}  # fmt: skip
             return pa.RecordBatch.from_arrays([cols[n] for n in BAR_TRADES], names=BAR_TRADES)
         cols = self._context(rows)
-        cols.update(trade_columns(self._ctx.decoded, rows))
+        cols.update(trade_columns(self._ctx.decoded, rows))  # its exchange_ns: ts_ms, else ts
         cols["market"] = market
         cols["valid"] = pa.array(self.t_valid[: self.t_n].copy())
-        cols["exchange_ns"] = cols.pop("exchange_ns_t")
         arrays = [cols[f.name] for f in schema.TRADES]
         return pa.RecordBatch.from_arrays(arrays, schema=_TRADES)
 

@@ -37,11 +37,10 @@ __all__ = ["DiskSink", "MemorySink", "bars_table", "day_of"]
 NS_DAY = 86_400 * 10**9
 #: Written with a dictionary (the repeating strings, `schema.CODED`) and with statistics
 #: on the time column (what lets readers skip row groups: rows are in time order);
-#: zstd level 1. A third
-#: faster to write than every column's statistics and dictionary at the default level,
-#: for 9% more bytes (book_changes). No statistics on `market` (every row group holds
-#: most markets, so they skip nothing) nor on `seq` and `exchange_ns`: 10% of
-#: book_changes' write.
+#: zstd level 1. A third faster to write than every column's statistics and dictionary
+#: at the default level, for 9% more bytes (book_changes). No statistics on `market`
+#: (every row group holds most markets, so they skip nothing) nor on `seq` and
+#: `exchange_ns`: 10% of book_changes' write.
 _STATISTICS = ("recv_ns", "ts_ns")
 
 

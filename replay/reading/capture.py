@@ -375,7 +375,12 @@ class GiveBack:
         self.every = every
         self.read = 0
 
+    def loaded(self, nbytes: int) -> None:
+        """A row group of `nbytes` was read."""
+        self.read += nbytes
+
     def due(self) -> None:
+        """Before a row group is read: give the freed memory back if it is time."""
         if self.read >= self.every:
             pa.default_memory_pool().release_unused()
             self.read = 0
@@ -427,7 +432,7 @@ class _FileStream:
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         # Older files: `channel` is a dictionary, `opcode` or `feed` is missing (schemas.arrow).
         table = complete(_channel_as_string(table), self.columns)
-        self.released.read += table.nbytes
+        self.released.loaded(table.nbytes)
         idx = contiguous(table.column("idx"))
         values = int64_view(idx)
         if bool(np.all(values[1:] >= values[:-1])):
