@@ -140,6 +140,12 @@ def closing_quotes(batch: pa.RecordBatch, interval_ns: int, first: int) -> pa.Re
     return kept.append_column("_ord", pa.array(keep + first))
 
 
+#: The bars' inputs are kept this many rows at a time, not a window's batch at a time (a
+#: window's quotes are a few hundred rows; each batch kept costs its calls and, on disk,
+#: a row group of the spill): on the 1M-frame capture keeping them took 44 ms of
+#: bars:1m's 620 ms, now 20, and the bars' query 25 ms, now 17 (fewer closing quotes).
+_BAR_CHUNK = 1 << 16
+
 #: The columns of the bars' inputs the bars' query reads (only those are kept).
 _BAR_INPUT = {"quotes": ["recv_ns", "market", "bid", "ask", "mid", "valid", "_ord"],
               "trades": BAR_TRADES}  # fmt: skip
@@ -197,17 +203,33 @@ class _Sink:
         # every bar's end is a multiple of this (0: no bars)
         self.bar_step = math.gcd(*(s.interval_ns for s in specs if s.kind == "bars"))
         self.quotes_seen = 0
+        self._inputs_due: dict[str, list[pa.RecordBatch]] = {}  # bar inputs not yet kept
 
     def bar_input(self, folder: str, batch: pa.RecordBatch) -> None:
-        """Trades or quotes the bars are made from (not written as datasets)."""
+        """Trades or quotes the bars are made from (not written as datasets), kept
+        `_BAR_CHUNK` rows at a time."""
         if not batch.num_rows:
             return
-        batch = _public(batch)
+        due = self._inputs_due.setdefault(folder, [])
+        due.append(_public(batch).select([c for c in _BAR_INPUT[folder] if c != "_ord"]))
+        if sum(b.num_rows for b in due) >= _BAR_CHUNK:
+            self._keep_due(folder)
+
+    def _keep_due(self, folder: str) -> None:
+        due = self._inputs_due.pop(folder, [])
+        if not due:
+            return
+        batch = due[0] if len(due) == 1 else pa.concat_batches(due)
         if folder == "quotes":
             kept = closing_quotes(batch, self.bar_step, self.quotes_seen)
             self.quotes_seen += batch.num_rows
             batch = kept
         self._keep_input(folder, batch.select(_BAR_INPUT[folder]))
+
+    def _inputs_kept(self) -> None:
+        """Keep what `bar_input` still holds (before the bars are made)."""
+        for folder in list(self._inputs_due):
+            self._keep_due(folder)
 
     def _keep_input(self, folder: str, batch: pa.RecordBatch) -> None:
         raise NotImplementedError  # each sink keeps them its way
@@ -237,6 +259,7 @@ class MemorySink(_Sink):
                end_ns: int | None = None) -> dict[str, pa.Table]:  # fmt: skip
         """The tables (bars: those starting in [start_ns, end_ns)); `connect()` gives the
         DuckDB connection the bars need."""
+        self._inputs_kept()
         out: dict[str, pa.Table] = {}
         for spec in self.specs:
             if spec.kind == "bars":
@@ -322,6 +345,7 @@ class DiskSink(_Sink):
         """Close the files and write the bars starting in [start_ns, end_ns)
         (`connect()`: their DuckDB connection); returns the rows written per dataset and
         date."""
+        self._inputs_kept()
         for writer in self.spill.values():
             writer.close()
         try:

@@ -392,6 +392,28 @@ def test_tiny_buffers_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert compute(tmp_path, name).equals(want), name
 
 
+def test_bars_inputs_kept_a_few_rows_at_a_time_change_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bars' inputs (trades, closing quotes numbered by arrival) kept every few rows
+    instead of every 64k (where they are all kept at the end): the same bars, in memory
+    and written."""
+    import replay.datasets.sinks as sinks
+
+    build_rules_capture(tmp_path / "rules")
+    roots = (SAMPLE, tmp_path / "rules")
+    names = ("bars:1s", "bars:1m")
+    expected = {(root, n): compute(root, n) for root in roots for n in names}
+    assert all(t.num_rows for t in expected.values())
+    for chunk in (sinks._BAR_CHUNK, 3):
+        monkeypatch.setattr(sinks, "_BAR_CHUNK", chunk)
+        for (root, name), want in expected.items():
+            assert compute(root, name).equals(want), (chunk, root, name)
+            out = tmp_path / f"out-{chunk}" / root.name
+            derive(root, to=out, datasets=",".join(names))
+            assert table(root, name, datasets_dir=out).equals(want), (chunk, root, name)
+
+
 def test_a_snapshot_larger_than_the_buffers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
