@@ -5,11 +5,12 @@ from the 1M-frame capture of bench_replay (read, decode, books, write to Parquet
 its rate in capture frames per second is reported against the same dataset built in the
 same run by an ordinary consumer of `ReplaySession` (one attached book consumer for every
 market and a raw trade consumer, rows made from what they receive: the fastest
-ReplaySession route). Rates divide by the frames the capture holds, counted from its
-files. Then day shards on a local Dask cluster of 2 workers against 1 (a 2-day capture
-with checkpoints, bench_backtest's), and the peak RSS of `kalshi-tape derive` in a fresh
-process over bench_replay's capture of `--rss-frames` (default 10M; the recorder's write
-path, 500 markets).
+ReplaySession route): for trades and quotes the derive's rows, every column, written as
+the derive writes them; for the book datasets a floor (see `_replay_rows`). Rates divide
+by the frames the capture holds, counted from its files. Then day shards on a local Dask
+cluster of 2 workers against 1 (a 2-day capture with checkpoints, bench_backtest's), and
+the peak RSS of `kalshi-tape derive` in a fresh process over bench_replay's capture of
+`--rss-frames` (default 10M; the recorder's write path, 500 markets).
 
     python bench/bench_derive.py [--frames N] [--rss-frames N]
 """
@@ -17,6 +18,7 @@ path, 500 markets).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import resource
@@ -25,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,61 +43,162 @@ def _arg(name: str, default: int) -> int:
     return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
 
+#: The rows each route made for a dataset in its last run (trades and quotes: the same).
+ROWS: dict[tuple[str, str], int] = {}
+
+
 def derive_rate(root: Path, name: str, frames: int) -> float:
     from replay.datasets import derive
 
     out = Path(tempfile.mkdtemp(prefix="bench-derive-"))
     try:
         t0 = time.perf_counter()
-        derive(root, to=out, datasets=name)
-        return frames / (time.perf_counter() - t0)
+        report = derive(root, to=out, datasets=name)
+        seconds = time.perf_counter() - t0
+        ROWS["derive", name] = report.rows.get(name, 0)
+        return frames / seconds
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-async def _replay_rows(root: Path, name: str, channels: list[str]) -> int:
+async def _replay_rows(root: Path, name: str, channels: list[str], out: Path | None) -> int:
     """The dataset built from what ReplaySession delivers (reading `channels`, those the
-    derive reads for it); returns the rows made."""
+    derive reads for it) and, with `out`, written there as the derive writes it (its
+    schema, its writer's options); returns the rows made.
+
+    trades and quotes are the datasets' every column, `valid` included (but quotes'
+    `exchange_ns`, left null: a book consumer never sees `ts_ms`), the same rows as the
+    derive's (`main` checks their number), their integers made decimals by the
+    datasets' own vectorised helpers: the per-frame loop is the route's own cost.
+    book_changes (and depth and bars, which start from them) are a floor: each changed
+    level's time, market, side, price and size, kept in memory, not written."""
     from replay import ReplaySession
     from stream.subscriptions import Delivery
 
-    rows: list[tuple[Any, ...]] = []
-    async with ReplaySession(root, channels=channels) as session:
-        if name == "trades":
+    if name == "trades":
+        async with ReplaySession(root, channels=channels) as session:
             sub = await session.subscribe("trade", raw=True, maxsize=1 << 16)
-            import json
-
+            cols: dict[str, list[Any]] = {n: [] for n in _TRADE_FIELDS}
+            last: dict[int | None, int | None] = {}
+            for_each = [cols[n].append for n in _TRADE_FIELDS]
+            (recv_ns, exchange_ns, conn, sid, seq, trade_id, market, yes, no, count,
+             taker, valid) = for_each  # fmt: skip
             async for frame in sub:
                 msg = json.loads(frame.raw)["msg"]
-                rows.append(
-                    (
-                        frame.recv_ns,
-                        frame.seq,
-                        msg["trade_id"],
-                        frame.market_ticker,
-                        Decimal(msg["yes_price_dollars"]),
-                        Decimal(msg["count_fp"]),
-                    )
-                )
-            return len(rows)
+                recv_ns(frame.recv_ns)
+                ts_ms = msg.get("ts_ms")
+                exchange_ns(ts_ms * 1_000_000 if ts_ms is not None else None)
+                conn(frame.conn)
+                sid(frame.sid)
+                seq(frame.seq)
+                trade_id(msg["trade_id"])
+                market(frame.market_ticker)
+                yes(_units(msg["yes_price_dollars"], 4))
+                no(_units(msg["no_price_dollars"], 4))
+                count(_units(msg["count_fp"], 2))
+                side = msg.get("taker_side") or msg.get("taker_outcome_side")
+                taker(side.lower() if side else None)
+                before = last.get(frame.sid)
+                valid(before is None or frame.seq == before + 1)
+                last[frame.sid] = frame.seq
+        if out is not None:
+            _write_trades(cols, out)
+        return len(cols["recv_ns"])
+    rows: list[tuple[Any, ...]] = []
+    async with ReplaySession(root, channels=channels) as session:
         sub = await session._subscribe("orderbook_delta", {}, Delivery.BOOK, None, 1 << 16,
                                        None, attach=True)  # fmt: skip
-        last: dict[str, Any] = {}
+        tops: dict[str, Any] = {}
+        books: dict[str, Any] = {}
         async for snap in sub:
             if name == "quotes":
-                top = (snap.valid, snap.best_yes_bid, snap.best_yes_ask)
-                if last.get(snap.market) != top:
-                    last[snap.market] = top
-                    rows.append((snap.recv_ns, snap.market, *top, snap.spread, snap.mid))
-            else:  # book_changes (and what depth and bars start from): the changed levels
-                before = last.get(snap.market, ({}, {}))
+                bid, ask = snap.best_yes_bid_units, snap.best_yes_ask_units
+                top = (snap.valid, bid, ask)
+                if tops.get(snap.market) != top:
+                    tops[snap.market] = top
+                    rows.append((snap.recv_ns, snap.conn, snap.market,
+                                 *(bid if bid is not None else (-1, -1)),
+                                 *(ask if ask is not None else (-1, -1)),
+                                 1 if snap.valid else 0))  # fmt: skip
+            else:  # what book_changes, depth and bars start from: the changed levels
+                before = books.get(snap.market, ({}, {}))
                 now = (dict(snap.yes_units), dict(snap.no_units))
                 for side, old, new in (("yes", before[0], now[0]), ("no", before[1], now[1])):
                     for price in old.keys() | new.keys():
                         if old.get(price) != new.get(price):
                             rows.append((snap.recv_ns, snap.market, side, price, new.get(price)))
-                last[snap.market] = now
+                books[snap.market] = now
+    if out is not None:
+        _write_quotes(rows, out)
     return len(rows)
+
+
+_TRADE_FIELDS = ("recv_ns", "exchange_ns", "conn", "sid", "seq", "trade_id", "market",
+                 "yes_price", "no_price", "count", "taker_side", "valid")  # fmt: skip
+
+
+def _units(text: str, places: int) -> int:
+    """A wire decimal string in integer units ("0.5600", 4 -> 5600)."""
+    whole, _, frac = text.partition(".")
+    return int(whole + frac.ljust(places, "0")[:places])
+
+
+def _write(table: Any, out: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from replay.datasets.sinks import _writer_options
+
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "part-0.parquet", **_writer_options(table.schema))
+
+
+def _write_trades(cols: dict[str, list[Any]], out: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from replay.datasets import schema
+
+    n = len(cols["recv_ns"])
+    yes = np.array(cols["yes_price"], np.int64)
+    count = np.array(cols["count"], np.int64)
+    arrays = {
+        "recv_ns": pa.array(cols["recv_ns"], pa.int64()),
+        "exchange_ns": pa.array(cols["exchange_ns"], pa.int64()),
+        "run_id": pa.array([_RUN] * n, pa.string()),
+        "conn": pa.array(cols["conn"], pa.int32()),
+        "sid": pa.array(cols["sid"], pa.int32()),
+        "seq": pa.array(cols["seq"], pa.int64()),
+        "trade_id": pa.array(cols["trade_id"], pa.string()),
+        "market": pa.array(cols["market"], pa.string()),
+        "yes_price": schema.decimals(yes, schema.PRICE),
+        "no_price": schema.decimals(np.array(cols["no_price"], np.int64), schema.PRICE),
+        "count": schema.decimals(count, schema.SIZE),
+        "taker_side": pa.array(cols["taker_side"], pa.string()),
+        "valid": pa.array(cols["valid"], pa.bool_()),
+        "yes_price_f": pa.array(yes / 1e4),
+        "count_f": pa.array(count / 1e2),
+    }
+    _write(pa.Table.from_pydict(arrays, schema=schema.TRADES), out)
+
+
+def _write_quotes(rows: list[tuple[Any, ...]], out: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from replay.datasets import schema
+
+    q = np.array([r[3:] for r in rows], np.int64).reshape(-1, 5)
+    arrays = {"recv_ns": pa.array([r[0] for r in rows], pa.int64()),
+              "exchange_ns": pa.nulls(len(rows), pa.int64()),
+              "run_id": pa.array([_RUN] * len(rows), pa.string()),
+              "conn": pa.array([r[1] for r in rows], pa.int32()),
+              "market": pa.array([r[2] for r in rows], pa.string()),
+              **schema.quote_columns(q)}  # fmt: skip
+    _write(pa.Table.from_pydict(arrays, schema=schema.QUOTES), out)
+
+
+#: The run every row names (the capture's run id is a column of the datasets; one run).
+_RUN = "bench"
 
 
 def replay_rate(root: Path, name: str, frames: int) -> float:
@@ -105,10 +207,18 @@ def replay_rate(root: Path, name: str, frames: int) -> float:
     channels = {"trades": ["trade"], "bars": ["orderbook_delta", "trade"]}.get(
         name.split(":")[0], ["orderbook_delta"]
     )
-    t0 = time.perf_counter()
-    asyncio.run(_replay_rows(root, "book_changes" if name.startswith(("depth", "bars"))
-                             else name, channels))  # fmt: skip
-    return frames / (time.perf_counter() - t0)
+    start = name.startswith(("depth", "bars"))
+    out = (Path(tempfile.mkdtemp(prefix="bench-derive-replay-"))
+           if name in ("trades", "quotes") else None)  # fmt: skip
+    try:
+        t0 = time.perf_counter()
+        rows = asyncio.run(_replay_rows(root, "book_changes" if start else name, channels, out))
+        seconds = time.perf_counter() - t0
+        ROWS["replay", name] = rows
+        return frames / seconds
+    finally:
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def dask_seconds(root: Path, workers: int) -> float:
@@ -168,13 +278,17 @@ def main() -> None:
     for name in DATASETS:
         mine = derive_rate(root, name, frames)
         base = replay_rate(root, name, frames)
+        if name in ("trades", "quotes") and ROWS["derive", name] != ROWS["replay", name]:
+            raise SystemExit(f"{name}: the routes made different rows: {ROWS}")
         label = name.replace(":", " ")
         metrics += [
             Metric(f"replay session {label}", base, "frames/s"),
             Metric(f"derive {label}", mine, "frames/s", baseline=f"replay session {label}",
                    target="≥ 1M, ≥ 5x"),
         ]  # fmt: skip
-    notes = f"{frames:,}-frame capture; {os.cpu_count()} cores, shared"
+    notes = (f"{frames:,}-frame capture; {os.cpu_count()} cores, shared; replay session:"
+             " trades and quotes the same rows, every column, written; the book datasets"
+             " the changed levels in memory (a floor)")  # fmt: skip
     if len(os.sched_getaffinity(0)) >= 2:  # two workers on one core would measure nothing
         days = bench_backtest.capture_root(nominal, 2)
         one, two = dask_seconds(days, 1), dask_seconds(days, 2)
