@@ -12,14 +12,17 @@ from the sink at the end. This is the unit of work of a day shard.
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from replay.datasets import kernel, scan
 from replay.datasets.books import BookReplay
 from replay.datasets.decode import connect
 from replay.datasets.driver import derive_batches
+from replay.datasets.jit import is_cached
 from replay.datasets.rows import Build
 from replay.datasets.spec import Spec
 from replay.reading.capture import Capture
@@ -27,6 +30,14 @@ from replay.reading.session import restore_checkpoint
 from stream.engine import Engine
 
 __all__ = ["run_range"]
+
+log = logging.getLogger(__name__)
+
+
+def kernels_cached() -> bool:
+    """Whether the kernels a derive spends most of its time in are in numba's cache (the
+    scanner and the book kernel: 24 of the 28 s a first derive compiles)."""
+    return is_cached(scan.scan) and is_cached(kernel.run)
 
 
 def _seek(capture: Capture, start_ns: int) -> tuple[list[str], Any]:
@@ -84,6 +95,9 @@ def run_range(
     Rows are kept by their time (`recv_ns`; depth and bars: `ts_ns`); a bar starting in
     the range is whole, its trades and closing quote read past the range's ends if they
     must be (`_bar_reach`)."""
+    if not kernels_cached():  # a first run: half a minute without a word otherwise
+        log.info("compiling the datasets' kernels for this environment (numba; once, "
+                 "about half a minute)")  # fmt: skip
     kinds = {s.kind for s in specs}
     depth = [(s, BookReplay(False, s.levels, s.interval_ns, from_ns=start_ns))
              for s in specs if s.kind == "depth"]  # fmt: skip

@@ -33,7 +33,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-__all__ = ["borrow", "forget_if_changed", "load_u64", "store_u64"]
+__all__ = ["borrow", "forget_if_changed", "is_cached", "load_u64", "store_u64"]
 
 
 @intrinsic
@@ -89,6 +89,19 @@ def borrow(typingctx: Any, array: Any) -> Any:
         return view._getvalue()
 
     return array(array), codegen
+
+
+def is_cached(dispatcher: object) -> bool:
+    """Whether numba's cache holds `dispatcher` compiled from its present source, so that
+    its first call loads it instead of compiling it. Where numba's cache cannot tell
+    (caching off, an index it cannot read), True: the answer only decides a notice."""
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is None:
+        return True
+    try:
+        return bool(cache_file._load_index())  # {} when absent, stale or of another numba
+    except Exception:  # numba's private index: any failure means "cannot tell"
+        return True
 
 
 def forget_if_changed(module: str, dispatcher: object, deps: tuple[str, ...]) -> None:

@@ -3,6 +3,9 @@ runs, the manifest, the SQL views, `table` and `compute`, day shards on Dask."""
 
 from __future__ import annotations
 
+import importlib
+import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -257,3 +260,39 @@ def test_workers_without_dask_name_the_flags_and_the_extra(tmp_path: Path) -> No
         "in this process)"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_derive_that_must_compile_its_kernels_says_so(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first derive in an environment compiles the kernels (half a minute, silent
+    otherwise): it says so before it starts, and only then (the export and `table`'s
+    derive on the fly go through the same range)."""
+    compute_module = importlib.import_module("replay.datasets.compute")  # not the function
+
+    caplog.set_level(logging.INFO, logger="replay.datasets.compute")
+    derive(sample, to=tmp_path / "warm", datasets="quotes")
+    assert not [r for r in caplog.records if "compiling" in r.getMessage()]
+    monkeypatch.setattr(compute_module, "kernels_cached", lambda: False)
+    derive(sample, to=tmp_path / "cold", datasets="quotes")
+    assert [r.getMessage() for r in caplog.records if "compiling" in r.getMessage()] == [
+        "compiling the datasets' kernels for this environment (numba; once, about half a minute)"
+    ]
+    caplog.clear()
+    derive(sample, to=tmp_path / "cold", datasets="quotes")  # fresh: nothing to compute
+    assert not [r for r in caplog.records if "compiling" in r.getMessage()]
+
+
+def test_whether_the_kernels_are_cached_is_read_from_numbas_cache(tmp_path: Path) -> None:
+    """Compiled and saved here (a derive ran in this process): cached; with numba's cache
+    pointed at an empty folder: not, and telling costs no compilation."""
+    from replay.datasets.compute import kernels_cached
+
+    compute(SAMPLE, "quotes")
+    assert kernels_cached()
+    code = "from replay.datasets.compute import kernels_cached; print(kernels_cached())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)},
+                          timeout=120, check=True)  # fmt: skip
+    assert done.stdout.split() == ["False"]
+    assert not list(tmp_path.rglob("*.nbi"))  # nothing was compiled to answer
