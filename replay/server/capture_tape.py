@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import msgspec
 
+from replay.reading.capture import Capture
 from replay.reading.session import ReplaySession, to_ns
 from replay.server.capture_books import CaptureBooks
 from replay.server.capture_closes import RecordedClose, RunClock, recorded_closes
@@ -77,7 +78,7 @@ class CaptureTape:
     """A capture served as the exchange's events (an `AsyncTape`).
 
     Args:
-        root: the capture root.
+        root: the capture root, or the `Capture` index of one already opened.
         channels: channels to serve (default: every channel the capture holds).
         markets: serve only these markets (and events of no market).
         start, end: serve from / until these times (datetime, ISO-8601, ns); at
@@ -97,7 +98,7 @@ class CaptureTape:
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Capture,
         *,
         channels: Iterable[str] | None = None,
         markets: Iterable[str] | None = None,
