@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from replay.datasets import kernel, ladders, schema
+from replay.datasets.arrays import bools_of, numbers, strings, values_of
 from replay.datasets.jit import borrow, forget_if_changed
 from replay.datasets.rows import ChangeRows
 from replay.datasets.schema import decimals
@@ -39,7 +40,7 @@ def units_of(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     words = np.frombuffer(array.buffers()[1], np.int64)
     low = words[2 * array.offset : 2 * (array.offset + len(array)) : 2].copy()
     if array.null_count:
-        low[~np.asarray(array.is_valid())] = 0
+        low[~bools_of(array.is_valid())] = 0
     return low
 
 
@@ -54,10 +55,10 @@ def _lookup(column: pa.Array | pa.ChunkedArray, codes: dict[str, int]) -> np.nda
     if not pa.types.is_dictionary(column.type):
         out = np.zeros(len(column), np.int8)
         for value, code in codes.items():
-            out[np.asarray(pc.equal(column, value).fill_null(False))] = code
+            out[bools_of(pc.equal(column, strings([value])[0]))] = code
         return out
     table = np.array([codes.get(v, 0) for v in column.dictionary.to_pylist()] + [0], np.int8)
-    indices = np.asarray(column.indices.fill_null(len(table) - 1), np.int64)
+    indices = values_of(column.indices, if_null=len(table) - 1).astype(np.int64)
     return table[indices]
 
 
@@ -193,7 +194,7 @@ class BookReplay:
 
     def _codes(self, market: pa.Array) -> np.ndarray:
         enc = market.dictionary_encode()
-        return self._local(enc.dictionary.to_pylist())[np.asarray(enc.indices, np.int64)]
+        return self._local(enc.dictionary.to_pylist())[values_of(enc.indices).astype(np.int64)]
 
     def _translated(self, names: list[str], mkt: np.ndarray) -> np.ndarray:
         """The kernel's market codes (into `names`, which only grows) as this replay's."""
@@ -225,9 +226,9 @@ class BookReplay:
             side = _lookup(batch.column("side"), _SIDE_CODES)
             price = units_of(batch.column("price"))
             size = units_of(batch.column("size"))
-            valid = np.asarray(batch.column("valid"), np.bool_)
-            frame = np.asarray(batch.column("_frame"), np.int64)
-            recv = np.asarray(batch.column("recv_ns"), np.int64)
+            valid = bools_of(batch.column("valid"))
+            frame = values_of(batch.column("_frame"))
+            recv = values_of(batch.column("recv_ns"))
         if self.interval and self.next_ts[0] == 0:  # the first interval end
             first = (int(recv[0]) // self.interval + 1) * self.interval
             if self.from_ns is not None:
@@ -262,7 +263,7 @@ class BookReplay:
         return quotes, depth
 
     def _quotes(self, batch: pa.RecordBatch, rows: np.ndarray, q: np.ndarray) -> pa.RecordBatch:
-        idx = pa.array(rows)
+        idx = numbers(rows)
         cols = {name: batch.column(name).take(idx) for name in
                 ("recv_ns", "exchange_ns", "run_id", "conn", "market")}  # fmt: skip
         cols |= schema.quote_columns(q)  # run_id and market as the batch holds them
@@ -273,14 +274,14 @@ class BookReplay:
         """The rows of a depth buffer, each interval's markets in name order (the kernel
         writes them in the order the markets first came, which depends on where the
         reading began)."""
-        names = pa.array(self.names, pa.string())
+        names = strings(self.names)
         rank = np.empty(len(self.names), np.int64)
         rank[np.argsort(np.array(self.names, dtype=object))] = np.arange(len(self.names))
         order = np.lexsort((rank[d[1][:n]], d[0][:n]))
         d = [a[:n][order] for a in d]
         cols: list[pa.Array] = [
-            pa.array(d[0][:n]), pa.array(d[3][:n]), schema.codes(d[1][:n], names),
-            pa.array(d[2][:n]),
+            numbers(d[0][:n]), numbers(d[3][:n]), schema.codes(d[1][:n], names),
+            numbers(d[2][:n]),
         ]  # fmt: skip
         levels = self.levels
         for prices, sizes in ((d[4], d[5]), (d[6], d[7])):

@@ -16,9 +16,9 @@ import logging
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from replay.datasets import kernel, scan
+from replay.datasets.arrays import within
 from replay.datasets.books import BookReplay
 from replay.datasets.decode import connect
 from replay.datasets.driver import derive_batches
@@ -55,18 +55,8 @@ def _keep(batch: pa.RecordBatch, column: str, start_ns: int | None,
           end_ns: int | None) -> pa.RecordBatch:  # fmt: skip
     if start_ns is None and end_ns is None:
         return batch
-    t = batch.column(column)
-    bounds = pc.min_max(t)  # most batches lie wholly inside the day: no copy for them
-    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-    if lo is None or ((start_ns is None or lo >= start_ns) and (end_ns is None or hi < end_ns)):
-        return batch
-    mask = None
-    if start_ns is not None:
-        mask = pc.greater_equal(t, start_ns)
-    if end_ns is not None:
-        upper = pc.less(t, end_ns)
-        mask = upper if mask is None else pc.and_(mask, upper)
-    return batch.filter(mask)
+    keep = within(batch.column(column), start_ns, end_ns)
+    return batch if keep is None else batch.filter(keep)
 
 
 def _bar_reach(specs: list[Spec], start_ns: int | None, end_ns: int | None

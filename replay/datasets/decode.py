@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.datasets import kernel, scan
+from replay.datasets.arrays import bools_of, numbers, strings
 from replay.datasets.names import NameTable
 from replay.datasets.schema import PRICE, SIZE, codes, decimals
 from replay.reading.capture import contiguous
@@ -138,9 +139,20 @@ def _strings(data: np.ndarray, m0: np.ndarray, m1: np.ndarray) -> pa.Array:
     np.cumsum(lengths, out=offsets[1:])
     out = np.empty(int(offsets[-1]) + 8, np.uint8)  # `gather` may write 7 bytes past the end
     kernel.gather(data, m0, lengths, offsets, out)
-    mask = pa.array(valid).buffers()[1]
+    mask = numbers(valid).buffers()[1]
     return pa.Array.from_buffers(pa.string(), len(m0), [mask, pa.py_buffer(offsets),
                                                         pa.py_buffer(out)])  # fmt: skip
+
+
+# Arrow scalars made from arrays, not from Python values (arrays.py says why).
+_IN = strings(["in"])[0]
+_TEXT = numbers(np.ones(1, np.int8))[0]
+_YES, _NO = numbers(np.array([True, False]))
+
+
+def _equal(column: pa.ChunkedArray, value: pa.Scalar, if_null: pa.Scalar) -> np.ndarray:
+    """`column == value` as a numpy bool array, `if_null` where the column is null."""
+    return bools_of(pc.fill_null(pc.equal(contiguous(column), value), if_null))
 
 
 def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = None) -> Decoded:
@@ -155,10 +167,9 @@ def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = 
     scan.scan(data, offsets, *out, scratch.stack, trade, lv, lv_p, lv_s, mcode, mhash,
               table.slots, table.names, table.starts, scratch.order)  # fmt: skip
     rk, sid, seq, seq_ok, m0, m1, side, price, dsize, num_ok, ts, ts_ok, ok = out
-    inbound = np.asarray(pc.equal(window.column("dir"), "in").combine_chunks().fill_null(False))
+    inbound = _equal(window.column("dir"), _IN, _NO)
     rk[~inbound] = 0
-    opcode = window.column("opcode").combine_chunks()
-    text = np.asarray(pc.equal(opcode.fill_null(1), 1))
+    text = _equal(window.column("opcode"), _TEXT, _YES)  # no opcode: a text frame
     exact = ok & inbound & text & seq_ok & (sid >= 0) & (m1 >= m0)
     is_delta, is_trade, is_snap = (
         rk == kernel.K_DELTA,
@@ -173,7 +184,7 @@ def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = 
                    raw, data, (m0, m1), (mcode, mhash), trade)  # fmt: skip
 
 
-_SIDES = pa.array(["yes", "no"])
+_SIDES = strings(["yes", "no"])
 
 
 def trade_columns(decoded: Decoded, rows: np.ndarray, *, whole: bool = True
@@ -208,7 +219,7 @@ def trade_columns(decoded: Decoded, rows: np.ndarray, *, whole: bool = True
         "no_price": decimals(no, PRICE, no_ok),
         "count": decimals(count, SIZE, count_ok),
         "taker_side": taker,
-        "exchange_ns": pa.array(exchange, mask=~exchange_ok),  # ts_ms, else ts
-        "yes_price_f": pa.array(yes / 1e4, mask=~yes_ok),
-        "count_f": pa.array(count / 1e2, mask=~count_ok),
+        "exchange_ns": numbers(exchange, exchange_ok),  # ts_ms, else ts
+        "yes_price_f": numbers(yes / 1e4, yes_ok),
+        "count_f": numbers(count / 1e2, count_ok),
     }

@@ -26,9 +26,10 @@ import numpy as np
 import pyarrow as pa
 
 from replay.datasets import kernel, schema
+from replay.datasets.arrays import values_of
 from replay.datasets.decode import Decoded, Scratch, decode_window
 from replay.datasets.mirror import Mirror, Outputs
-from replay.datasets.rows import Build
+from replay.datasets.rows import Build, batch_of
 from replay.reading.capture import Capture, of_markets, read_filter
 from replay.reading.session import CONN_STRIDE, FEED_SLOTS, drive_event
 from stream import BinaryMessage
@@ -75,7 +76,7 @@ class _Feed:
     def window(self, run_id: str, group: int, offset: int, table: pa.Table,
                decoded: Decoded, frame_base: int) -> None:  # fmt: skip
         m = self.mirror
-        conns = np.asarray(table.column("conn").to_numpy(zero_copy_only=False), np.int64)
+        conns = values_of(table.column("conn")).astype(np.int64)
         conns = conns + offset
         conn_codes = m.conn_codes(conns)
         mkt = m.market_codes(decoded)
@@ -194,7 +195,7 @@ def derive_batches(
         restored = feed.mirror.load_engine_books(all_runs, CONN_STRIDE)
         if restored and build.changes:
             fields = [*schema.BOOK_CHANGES, pa.field("_frame", pa.int64())]
-            yield "book_changes", pa.RecordBatch.from_pylist(restored, schema=pa.schema(fields))
+            yield "book_changes", batch_of(restored, pa.schema(fields))
     wanted = [c for c in channels if c in capture.channels]
     if not chosen:
         return

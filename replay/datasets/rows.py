@@ -19,13 +19,14 @@ import numpy as np
 import pyarrow as pa
 
 from replay.datasets import schema
+from replay.datasets.arrays import numbers, strings
 from replay.datasets.schema import codes, decimals
 from replay.reading.capture import contiguous, int64_view
 
-__all__ = ["BAR_TRADES", "Build", "ChangeRows", "Outputs", "nullable"]
+__all__ = ["BAR_TRADES", "Build", "ChangeRows", "Outputs", "batch_of", "nullable"]
 
-_KINDS = pa.array([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
-_SIDES = pa.array(["yes", "no"])
+_KINDS = strings([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
+_SIDES = strings(["yes", "no"])
 #: The batches' schemas: the datasets' with their repeating strings coded (schema.CODED).
 _BOOK_CHANGES = schema.coded(schema.BOOK_CHANGES).append(pa.field("_frame", pa.int64()))
 _QUOTES = schema.coded(schema.QUOTES)
@@ -36,7 +37,7 @@ BAR_TRADES = ["recv_ns", "market", "yes_price", "count"]
 
 
 def nullable(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    return pa.array(values, dtype, mask=~valid)
+    return numbers(values, valid, dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +170,7 @@ class Outputs:
     def _context(self, rows: np.ndarray) -> dict[str, pa.Array]:
         assert self._ctx is not None
         run_id, table, decoded = self._ctx.run_id, self._ctx.table, self._ctx.decoded
-        idx = pa.array(rows)
+        idx = numbers(rows)
         seq_ok = np.asarray(decoded.seq_valid)[rows]
         sid = decoded.sid[rows]
         return {
@@ -177,7 +178,7 @@ class Outputs:
             "exchange_ns": nullable(
                 decoded.ts_ms[rows] * 1_000_000, decoded.ts_ms_ok[rows], pa.int64()
             ),
-            "run_id": codes(np.zeros(len(rows), np.int32), pa.array([run_id], pa.string())),
+            "run_id": codes(np.zeros(len(rows), np.int32), strings([run_id])),
             "conn": contiguous(table.column("conn").take(idx)).cast(pa.int32()),
             "sid": nullable(sid, sid >= 0, pa.int32()),
             "seq": nullable(decoded.seq[rows], seq_ok, pa.int64()),
@@ -189,17 +190,17 @@ class Outputs:
         cols = self._context(rows)
         kind = self.kind[:n]
         level = kind != 0
-        cols["market"] = codes(self.mkt[:n], pa.array(self.names, pa.string()))
+        cols["market"] = codes(self.mkt[:n], strings(self.names))
         cols["kind"] = codes(kind, _KINDS)
         cols["side"] = codes(np.where(level, self.side[:n], 0), _SIDES, level)
         cols["price"] = decimals(self.price[:n], schema.PRICE, level)
         cols["size"] = decimals(self.size[:n], schema.SIZE, level)
         cols["delta"] = decimals(self.delta[:n], schema.SIZE, level)
         # a snapshot's rows (its clear included); a clear at a break is not one
-        cols["is_snapshot"] = pa.array((kind == 1) | ((kind == 0) & self.valid[:n]))
-        cols["valid"] = pa.array(self.valid[:n].copy())
+        cols["is_snapshot"] = numbers((kind == 1) | ((kind == 0) & self.valid[:n]))
+        cols["valid"] = numbers(self.valid[:n].copy())
         assert self._ctx is not None
-        frame = pa.array(rows + self._ctx.frame_base)
+        frame = numbers(rows + self._ctx.frame_base)
         arrays = [cols[f.name] for f in schema.BOOK_CHANGES] + [frame]
         return pa.RecordBatch.from_arrays(arrays, schema=_BOOK_CHANGES)
 
@@ -224,7 +225,7 @@ class Outputs:
         n = int(self.q_n[0])
         rows = self.q_row[:n].copy()
         cols = self._context(rows)
-        cols["market"] = codes(self.q_mkt[:n], pa.array(self.names, pa.string()))
+        cols["market"] = codes(self.q_mkt[:n], strings(self.names))
         cols |= schema.quote_columns(self.q_val[:n])
         arrays = [cols[f.name] for f in schema.QUOTES]
         return pa.RecordBatch.from_arrays(arrays, schema=_QUOTES)
@@ -235,15 +236,15 @@ class Outputs:
         assert self._ctx is not None
         rows = self.t_row[: self.t_n].copy()
         # the kernel takes trades with a market only: each row has its code
-        market = codes(self._ctx.mkt[rows], pa.array(self.names, pa.string()))
+        market = codes(self._ctx.mkt[rows], strings(self.names))
         if not self.build.trades:
-            cols = {"recv_ns": pa.array(self._recv(rows)), "market": market,
+            cols = {"recv_ns": numbers(self._recv(rows)), "market": market,
                     **trade_columns(self._ctx.decoded, rows, whole=False)}  # fmt: skip
             return pa.RecordBatch.from_arrays([cols[n] for n in BAR_TRADES], names=BAR_TRADES)
         cols = self._context(rows)
         cols.update(trade_columns(self._ctx.decoded, rows))  # its exchange_ns: ts_ms, else ts
         cols["market"] = market
-        cols["valid"] = pa.array(self.t_valid[: self.t_n].copy())
+        cols["valid"] = numbers(self.t_valid[: self.t_n].copy())
         arrays = [cols[f.name] for f in schema.TRADES]
         return pa.RecordBatch.from_arrays(arrays, schema=_TRADES)
 
@@ -284,4 +285,25 @@ def trade_batch(frame: Any, run_id: str, conn: int, valid: bool) -> pa.RecordBat
         "yes_price_f": None if yes is None else float(yes) / 1e4,
         "count_f": None if count is None else float(count) / 1e2,
     }  # fmt: skip
-    return pa.RecordBatch.from_pylist([row], schema=schema.TRADES)
+    return batch_of([row], schema.TRADES)
+
+
+def batch_of(rows: list[dict[str, Any]], arrow: pa.Schema) -> pa.RecordBatch:
+    """Python rows as a batch of `arrow`: integers, floats, booleans, strings and exact
+    decimals, None as null (through `arrays`, so that pyarrow converts nothing)."""
+    columns = []
+    for field in arrow:
+        values = [row.get(field.name) for row in rows]
+        valid = np.array([v is not None for v in values], np.bool_)
+        kind = field.type
+        if pa.types.is_string(kind):
+            columns.append(strings(values))
+        elif pa.types.is_decimal(kind):
+            units = [0 if v is None else int(v.scaleb(kind.scale)) for v in values]
+            columns.append(decimals(np.array(units, np.int64), kind, valid))
+        elif pa.types.is_boolean(kind):
+            columns.append(numbers(np.array([bool(v) for v in values], np.bool_), valid))
+        else:
+            filled = [0 if v is None else v for v in values]
+            columns.append(numbers(np.array(filled), valid, kind))
+    return pa.RecordBatch.from_arrays(columns, schema=arrow)

@@ -23,6 +23,8 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 
+from replay.datasets.arrays import numbers
+
 __all__ = [
     "BARS",
     "BOOK_CHANGES",
@@ -184,10 +186,7 @@ def coded(arrow: pa.Schema) -> pa.Schema:
 def codes(indices: np.ndarray, values: pa.Array, valid: np.ndarray | None = None) -> pa.Array:
     """A dictionary-coded column: `values[indices]` (null where not `valid`). The codes
     are copied: `indices` may be a buffer the caller reuses."""
-    mask = None if valid is None or bool(valid.all()) else ~valid
-    return pa.DictionaryArray.from_arrays(
-        pa.array(np.array(indices, np.int32), pa.int32(), mask=mask), values
-    )
+    return pa.DictionaryArray.from_arrays(numbers(np.array(indices, np.int32), valid), values)
 
 
 def decimals(units: np.ndarray, dtype: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
@@ -196,7 +195,7 @@ def decimals(units: np.ndarray, dtype: pa.DataType, valid: np.ndarray | None = N
     wide = np.empty((len(units), 2), np.int64)
     wide[:, 0] = units
     wide[:, 1] = units >> 63
-    mask = None if valid is None else pa.array(valid, pa.bool_()).buffers()[1]
+    mask = None if valid is None else numbers(valid).buffers()[1]
     nulls = -1 if valid is not None else 0
     if valid is not None and bool(valid.all()):
         mask, nulls = None, 0
@@ -217,5 +216,5 @@ def quote_columns(q: np.ndarray) -> dict[str, pa.Array]:
         "ask_size": decimals(asz, SIZE, has_a),
         "mid": decimals((bid + ask) * 5, MID, both),  # (bid + ask) / 2 at one more place
         "spread": decimals(ask - bid, PRICE, both),
-        "valid": pa.array(q[:, 4] == 1),
+        "valid": numbers(q[:, 4] == 1),
     }

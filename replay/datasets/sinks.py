@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from replay.datasets import schema
+from replay.datasets.arrays import bools_of, numbers, values_of, within
 from replay.datasets.rows import BAR_TRADES
 from replay.datasets.schema import decimals
 from replay.datasets.spec import Spec
@@ -112,11 +113,11 @@ def bars_table(con: Any, interval_ns: int) -> pa.Table:
     arrival order) registered on `con`."""
     table = con.sql(_BARS.format(i=interval_ns)).to_arrow_table()
     vwap = table.column("vwap_units").combine_chunks()
-    ok = np.asarray(vwap.is_valid())
+    ok = bools_of(vwap.is_valid())
     cols = {name: table.column(name) for name in table.column_names}
-    cols["vwap"] = decimals(np.asarray(vwap.fill_null(0), np.int64), schema.MID, ok)
+    cols["vwap"] = decimals(values_of(vwap, if_null=0), schema.MID, ok)
     cols["trades"] = pc.cast(cols["trades"], pa.int64())
-    return pa.table([cols[f.name] for f in schema.BARS], schema=schema.BARS)
+    return pa.Table.from_arrays([cols[f.name] for f in schema.BARS], schema=schema.BARS)
 
 
 def _empty(spec: Spec) -> pa.Schema:
@@ -131,13 +132,13 @@ def closing_quotes(batch: pa.RecordBatch, interval_ns: int, first: int) -> pa.Re
     or any multiple of it: each market's last in each interval, numbered by arrival
     (`_ord`, from `first`)."""
     n = batch.num_rows
-    codes = np.asarray(batch.column("market").dictionary_encode().indices, np.int64)
-    slot = np.asarray(batch.column("recv_ns"), np.int64) // interval_ns
+    codes = values_of(batch.column("market").dictionary_encode().indices).astype(np.int64)
+    slot = values_of(batch.column("recv_ns")) // interval_ns
     key = (slot - slot.min()) * (int(codes.max()) + 1) + codes
     _, last_reversed = np.unique(key[::-1], return_index=True)
     keep = np.sort(n - 1 - last_reversed)
-    kept = batch.take(pa.array(keep))
-    return kept.append_column("_ord", pa.array(keep + first))
+    kept = batch.take(numbers(keep))
+    return kept.append_column("_ord", numbers(keep + first))
 
 
 #: The bars' inputs are kept this many rows at a time, not a window's batch at a time (a
@@ -153,9 +154,9 @@ _BAR_INPUT = {"quotes": ["recv_ns", "market", "bid", "ask", "mid", "valid", "_or
 
 def _no_input(name: str) -> pa.Table:
     """An empty bars' input: the trades, or the quotes with their `_ord`."""
-    empty = _empty(Spec(name)).empty_table()
+    empty = pa.Table.from_batches([], schema=_empty(Spec(name)))  # not empty_table(): see arrays.py
     if name == "quotes":
-        empty = empty.append_column("_ord", pa.array([], pa.int64()))
+        empty = empty.append_column("_ord", numbers(np.zeros(0, np.int64)))
     return empty.select(_BAR_INPUT[name])
 
 
@@ -185,13 +186,8 @@ def _typed(batch: pa.RecordBatch, strings: pa.DataType) -> pa.RecordBatch:
 
 def _starting_in(bars: pa.Table, start_ns: int | None, end_ns: int | None) -> pa.Table:
     """The bars whose interval starts in [start_ns, end_ns)."""
-    t = bars.column("ts_ns")
-    if start_ns is not None:
-        bars = bars.filter(pc.greater_equal(t, start_ns))
-        t = bars.column("ts_ns")
-    if end_ns is not None:
-        bars = bars.filter(pc.less(t, end_ns))
-    return bars
+    keep = within(bars.column("ts_ns"), start_ns, end_ns)
+    return bars if keep is None else bars.filter(keep)
 
 
 class _Sink:
@@ -303,13 +299,13 @@ class DiskSink(_Sink):
             return
         batch = _coded(batch)
         time_col = "ts_ns" if "ts_ns" in batch.schema.names else "recv_ns"
-        days = np.asarray(batch.column(time_col), np.int64) // NS_DAY
+        days = values_of(batch.column(time_col)) // NS_DAY
         first, last = int(days.min()), int(days.max())
         if first == last:  # nearly always: a window within one day
             self._write(folder, day_of(first * NS_DAY), batch)
             return
         for day in np.unique(days):
-            self._write(folder, day_of(int(day) * NS_DAY), batch.filter(pa.array(days == day)))
+            self._write(folder, day_of(int(day) * NS_DAY), batch.filter(numbers(days == day)))
 
     def _write(self, folder: str, date: str, batch: pa.RecordBatch) -> None:
         """Buffer `batch`; a row group is written once `_ROW_GROUP_BYTES` are buffered

@@ -327,6 +327,39 @@ def bool_array(mask: np.ndarray) -> pa.Array:
 
 
 _INT_TYPES = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
+_NUMPY = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
+          pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32,
+          pa.uint64(): np.uint64, pa.float32(): np.float32, pa.float64(): np.float64}  # fmt: skip
+
+
+def values_of(column: pa.Array | pa.ChunkedArray, if_null: int | None = None) -> np.ndarray:
+    """A numeric column's values as numpy: a read-only view of its buffer where it is one
+    chunk without nulls; `if_null` where it is null (None: whatever the slot holds)."""
+    array = contiguous(column)
+    dtype = _NUMPY.get(array.type)
+    if dtype is None:
+        raise TypeError(f"no numpy type for Arrow {array.type}")
+    if len(array) == 0:
+        return np.zeros(0, dtype)
+    out = np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype().itemsize)
+    if if_null is not None and array.null_count:
+        out = out.copy()
+        out[~bools_of(array.is_valid())] = if_null
+    return out
+
+
+def bools_of(column: pa.Array | pa.ChunkedArray, if_null: bool = False) -> np.ndarray:
+    """A boolean column as a numpy bool array, `if_null` where it is null."""
+    array = contiguous(column)
+    n, at = len(array), array.offset
+    if n == 0:
+        return np.zeros(0, np.bool_)
+    bits = np.unpackbits(np.frombuffer(array.buffers()[1], np.uint8), bitorder="little")
+    out = bits[at : at + n].astype(np.bool_)
+    if array.null_count:
+        valid = np.unpackbits(np.frombuffer(array.buffers()[0], np.uint8), bitorder="little")
+        out[valid[at : at + n] == 0] = if_null
+    return out
 
 
 def of_markets(column: pa.ChunkedArray, markets: frozenset[str]) -> pa.Array:

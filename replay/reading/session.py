@@ -27,12 +27,18 @@ from itertools import islice, repeat
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.errors import NotInCapture
-from replay.reading.capture import Capture, bool_array, int64_view, merge_key, read_filter
+from replay.reading.capture import (
+    Capture,
+    bool_array,
+    int64_view,
+    merge_key,
+    read_filter,
+    values_of,
+)
 from replay.reading.pacing import Pacer
 from schemas.arrow import complete
 from schemas.channels import Channel
@@ -374,8 +380,8 @@ def restore_checkpoint(
         keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
         keep = int64_view(keys) < start_ns
         feeds = table.column("feed")
-        if feeds.null_count < len(feeds):  # numpy, not a Python scalar: pandas stays out
-            keep &= ~(np.asarray(feeds.to_numpy(zero_copy_only=False), float) > 0)
+        if feeds.null_count < len(feeds):  # a view of the buffer: `to_numpy` imports pandas
+            keep &= ~(values_of(feeds, if_null=0) > 0)
         before = table.filter(bool_array(keep))
         if not before.num_rows:
             continue

@@ -1,4 +1,4 @@
-"""The replay read path leaves pandas alone (docs/performance.md section 4.19).
+"""The read path and the derive leave pandas alone (docs/performance.md section 4.19).
 
 pyarrow imports pandas, where it is installed, the first time it converts a Python
 object; the read path compares and shifts columns through numpy views instead, so a
@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+
+from replay.datasets.sinks import NS_DAY
+from tests.replay.datasets.captures import build_rules_capture
+from tests.replay.multiday import build_multiday_capture
+from tests.replay.report.feeds_capture import build_feeds_capture
+from tests.replay.two_feeds import record_two_feeds
 
 pytest.importorskip("pandas")
 
@@ -37,3 +45,65 @@ def test_a_replay_never_imports_pandas() -> None:
     # of one market sees every update of its book (it saw 20 while a market filter
     # dropped the other markets' seqs and so made false gaps)
     assert done.stdout.split() == ["1241", "752", "1241", "10067", "False"]
+
+
+_DERIVE = """
+import asyncio, sys, tempfile
+from replay import ReplaySession
+from replay.datasets.api import compute, derive
+
+ALL = "quotes,trades,bars:1s,bars:1m,depth:3@1s,book_changes"
+rows = []
+for root in sys.argv[1:]:
+    report = derive(root, to=tempfile.mkdtemp(), datasets=ALL)  # a day shard each, seeks
+    rows.append(sum(report.rows.values()))
+    rows.append(compute(root, "quotes").num_rows)
+
+async def seek(root, start):  # into the second day: its books from a checkpoint
+    async with ReplaySession(root, start=start) as session:
+        return sum([1 async for _ in await session.subscribe("trade")])
+
+rows.append(asyncio.run(seek(sys.argv[1], START)))
+print(min(rows) > 0, "pandas" in sys.modules)
+"""
+
+
+def test_a_derive_and_a_seek_never_import_pandas(tmp_path: Path) -> None:
+    """Every dataset derived (each day a shard seeking from its checkpoint; a capture of
+    every book rule, with trades through the engine's path; two redundant feeds) and a
+    replay seeking from a checkpoint: pandas stays out (it came with the first batch of a
+    derive: 30 MiB on a 10M-frame day)."""
+    days = build_multiday_capture(tmp_path / "days", days=2)
+    build_rules_capture(tmp_path / "rules")
+    build_feeds_capture(tmp_path / "feeds")
+    start = (days.start_ns // NS_DAY + 1) * NS_DAY + 3600 * 10**9
+    script = _DERIVE.replace("START", str(start))
+    done = subprocess.run([sys.executable, "-c", script, *(str(tmp_path / n) for n in
+                           ("days", "rules", "feeds"))], capture_output=True, text=True,
+                          check=True, timeout=300)  # fmt: skip
+    assert done.stdout.split() == ["True", "False"]
+
+
+_RESTORE = """
+import sys
+from replay.reading.capture import Capture
+from replay.reading.session import restore_checkpoint
+from stream.engine import Engine
+
+capture = Capture(sys.argv[1])
+(run,) = capture.runs
+restore_checkpoint(capture, Engine(), run, 1, int(sys.argv[2]), 0)
+print("pandas" in sys.modules)
+"""
+
+
+def test_a_seek_reads_a_checkpoints_feed_without_pandas(tmp_path: Path) -> None:
+    """The seek keeps only feed 0's checkpoints, reading the records' `feed` column: as a
+    view of its buffer (its `to_numpy` imported pandas)."""
+    two = record_two_feeds(tmp_path)
+    checkpoint = pq.read_table(two.root / "channel=_checkpoint", columns=["recv_ns", "feed"])
+    assert checkpoint.column("feed").to_pylist() == [1]  # the column is read, not skipped
+    after = checkpoint.column("recv_ns")[0].as_py() + 10**9
+    done = subprocess.run([sys.executable, "-c", _RESTORE, str(two.root), str(after)],
+                          capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    assert done.stdout.split() == ["False"]

@@ -1,0 +1,89 @@
+"""Arrow arrays made from numpy arrays and Python strings through their buffers.
+
+pyarrow imports pandas, where it is installed, the first time it converts anything
+from Python (`pa.array` of a numpy array or a list, a Python number handed to a compute
+function), to ask whether it is a pandas object: about 0.3 s and 30 MiB of a derive in a
+user's process that never sees a DataFrame (docs/performance.md section 4.19). The
+datasets build their columns with these instead: the numpy arrays' own memory becomes
+the Arrow buffers (no copy), and nothing is converted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from replay.reading.capture import bool_array, bools_of, values_of
+
+__all__ = ["bool_array", "bools_of", "numbers", "strings", "values_of", "within"]
+
+_TYPES = {
+    np.dtype(np.int8): pa.int8(), np.dtype(np.int16): pa.int16(),
+    np.dtype(np.int32): pa.int32(), np.dtype(np.int64): pa.int64(),
+    np.dtype(np.uint8): pa.uint8(), np.dtype(np.uint16): pa.uint16(),
+    np.dtype(np.uint32): pa.uint32(), np.dtype(np.uint64): pa.uint64(),
+    np.dtype(np.float32): pa.float32(), np.dtype(np.float64): pa.float64(),
+}  # fmt: skip
+_NUMPY = {arrow: numpy.type for numpy, arrow in _TYPES.items()}  # the reverse
+
+
+def numbers(
+    values: np.ndarray, valid: np.ndarray | None = None, kind: pa.DataType | None = None
+) -> pa.Array:
+    """A numeric (or bool) numpy array as an Arrow array of its type (or of `kind`, the
+    values converted to it), null where `valid` is False. The array's memory is shared,
+    not copied (but for bools, packed into bits): `values` must not be written to while
+    the Arrow array lives."""
+    if kind is not None and _TYPES.get(values.dtype) != kind:
+        values = values.astype(_NUMPY[kind])
+    if values.dtype == np.bool_:
+        out = bool_array(values)
+        return out if valid is None else _with_nulls(out, valid)
+    kind = _TYPES.get(values.dtype)
+    if kind is None:
+        raise TypeError(f"no Arrow type for numpy {values.dtype}")
+    values = np.ascontiguousarray(values)
+    if valid is None or bool(valid.all()):
+        return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
+    bits = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(kind, len(values), [bits, pa.py_buffer(values)],
+                                 null_count=int(len(valid) - np.count_nonzero(valid)))  # fmt: skip
+
+
+def _with_nulls(array: pa.Array, valid: np.ndarray) -> pa.Array:
+    if bool(valid.all()):
+        return array
+    bits = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(array.type, len(array), [bits, *array.buffers()[1:]],
+                                 null_count=int(len(valid) - np.count_nonzero(valid)))  # fmt: skip
+
+
+def strings(values: Sequence[str | None]) -> pa.Array:
+    """Python strings as an Arrow string array (None: null)."""
+    encoded = [b"" if v is None else v.encode() for v in values]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum(np.array([len(b) for b in encoded], np.int64), out=offsets[1:])
+    data = np.frombuffer(b"".join(encoded) or b"\0", np.uint8)
+    out = pa.Array.from_buffers(pa.string(), len(encoded),
+                                [None, pa.py_buffer(offsets), pa.py_buffer(data)])  # fmt: skip
+    return _with_nulls(out, np.array([v is not None for v in values], bool))
+
+
+def within(column: pa.Array | pa.ChunkedArray, start: int | None, end: int | None
+           ) -> pa.Array | None:  # fmt: skip
+    """The mask of an int64 column's rows in [start, end) (None for an end not given), or
+    None when every row is (most batches lie wholly inside a day: no copy for them)."""
+    t = values_of(column)
+    if not len(t):
+        return None
+    lo, hi = int(t.min()), int(t.max())
+    if (start is None or lo >= start) and (end is None or hi < end):
+        return None
+    keep = np.ones(len(t), np.bool_)
+    if start is not None:
+        keep &= t >= start
+    if end is not None:
+        keep &= t < end
+    return bool_array(keep)
