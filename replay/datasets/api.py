@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from replay.datasets import manifest
+from replay.datasets.arrays import strings, within
 from replay.datasets.compute import run_range
-from replay.datasets.sinks import NS_DAY, DiskSink, MemorySink, day_of
+from replay.datasets.sinks import NS_DAY, DiskSink, MemorySink, day_of, schema_of
 from replay.datasets.spec import Spec, parse_specs
 from replay.reading.capture import Capture
 from replay.reading.session import to_ns
@@ -218,23 +222,44 @@ def table(
     )  # fmt: skip
     if not built:
         return compute(capture, name, start=start_ns, end=end_ns, markets=markets)
-    # Imported here, not at the top: pyarrow.dataset brings pandas (~60 MiB) with it,
-    # and deriving never needs it (docs/performance.md section 6).
-    import pyarrow.dataset as pads
+    return _read_built(fs, f"{base}/{spec.folder}", days, spec, start_ns, end_ns, chosen)
 
-    dataset = pads.dataset(f"{base}/{spec.folder}", filesystem=fs, format="parquet",
-                           partitioning="hive", exclude_invalid_files=True)  # fmt: skip
+
+def _read_built(fs: Any, folder: str, days: list[int], spec: Spec, start_ns: int | None,
+                end_ns: int | None, chosen: frozenset[str] | None) -> pa.Table:  # fmt: skip
+    """The built files of `days` (each day's `date=` folder, files in name order) as one
+    table, rows outside [start_ns, end_ns) or of other markets dropped. Read file by file
+    with `ParquetFile`, row groups wholly outside the range skipped by their statistics:
+    `pyarrow.dataset` would bring pandas (about 50 MiB and 0.3 s) into the process."""
     time_col = "ts_ns" if spec.kind in ("depth", "bars") else "recv_ns"
-    expr = None
-    if start_ns is not None:
-        expr = pads.field(time_col) >= start_ns
-    if end_ns is not None:
-        e = pads.field(time_col) < end_ns
-        expr = e if expr is None else expr & e
-    if chosen is not None:
-        e = pads.field("market").isin(sorted(chosen))
-        expr = e if expr is None else expr & e
-    result = dataset.to_table(filter=expr)
-    if "date" in result.column_names:
-        result = result.drop_columns(["date"])
-    return result
+    wanted = None if chosen is None else strings(sorted(chosen))
+    parts: list[pa.Table] = []
+    for day in days:
+        listing = fs.get_file_info(pafs.FileSelector(f"{folder}/date={day_of(day)}",
+                                                     allow_not_found=True))  # fmt: skip
+        for info in sorted(listing, key=lambda i: i.path):
+            name = info.base_name
+            if info.type != pafs.FileType.File or not name.endswith(".parquet") or name[0] in "._":
+                continue  # as pyarrow's datasets do, hidden and private files are not data
+            file = pq.ParquetFile(info.path, filesystem=fs)
+            at = file.schema_arrow.get_field_index(time_col)
+            for group in range(file.metadata.num_row_groups):
+                stats = file.metadata.row_group(group).column(at).statistics
+                if (
+                    stats is not None
+                    and stats.has_min_max
+                    and (
+                        (end_ns is not None and stats.min >= end_ns)
+                        or (start_ns is not None and stats.max < start_ns)
+                    )
+                ):
+                    continue
+                part = file.read_row_group(group)
+                keep = within(part.column(time_col), start_ns, end_ns)
+                part = part if keep is None else part.filter(keep)
+                if wanted is not None:
+                    part = part.filter(pc.is_in(part.column("market"), value_set=wanted))
+                parts.append(part)
+    if not parts:
+        return pa.Table.from_batches([], schema=schema_of(spec))
+    return pa.concat_tables(parts)

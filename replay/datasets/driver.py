@@ -29,7 +29,7 @@ from replay.datasets import kernel, schema
 from replay.datasets.arrays import values_of
 from replay.datasets.decode import Decoded, Scratch, decode_window
 from replay.datasets.mirror import Mirror, Outputs
-from replay.datasets.rows import Build, batch_of
+from replay.datasets.rows import Build, ChangeRows, batch_of
 from replay.reading.capture import Capture, of_markets, read_filter
 from replay.reading.session import CONN_STRIDE, FEED_SLOTS, drive_event
 from stream import BinaryMessage
@@ -262,7 +262,12 @@ def _drain(
     while pending:
         name, batch = pending.pop(0)
         if keep is not None:
-            batch = batch.filter(of_markets(pa.chunked_array([batch.column("market")]), keep))
-            if not batch.num_rows:
-                continue
+            if isinstance(batch, ChangeRows):  # depth's rows, not a batch
+                batch = batch.of(keep)
+                if not len(batch.mkt):
+                    continue
+            else:
+                batch = batch.filter(of_markets(pa.chunked_array([batch.column("market")]), keep))
+                if not batch.num_rows:
+                    continue
         yield name, batch

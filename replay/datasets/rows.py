@@ -56,6 +56,14 @@ class ChangeRows:
     frame: np.ndarray  # the frame's number in the pass (book_changes' `_frame`)
     recv: np.ndarray
 
+    def of(self, markets: frozenset[str]) -> ChangeRows:
+        """The rows of these markets."""
+        wanted = np.array([name in markets for name in self.names] + [False], np.bool_)
+        keep = wanted[self.mkt]
+        return ChangeRows(self.names, *(a[keep] for a in (
+            self.mkt, self.kind, self.side, self.price, self.size, self.valid, self.frame,
+            self.recv)))  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class _Window:

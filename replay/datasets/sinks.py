@@ -33,7 +33,7 @@ from replay.datasets.rows import BAR_TRADES
 from replay.datasets.schema import decimals
 from replay.datasets.spec import Spec
 
-__all__ = ["DiskSink", "MemorySink", "bars_table", "day_of"]
+__all__ = ["DiskSink", "MemorySink", "bars_table", "day_of", "schema_of"]
 
 NS_DAY = 86_400 * 10**9
 #: Written with a dictionary (the repeating strings, `schema.CODED`) and with statistics
@@ -120,7 +120,8 @@ def bars_table(con: Any, interval_ns: int) -> pa.Table:
     return pa.Table.from_arrays([cols[f.name] for f in schema.BARS], schema=schema.BARS)
 
 
-def _empty(spec: Spec) -> pa.Schema:
+def schema_of(spec: Spec) -> pa.Schema:
+    """The schema of the dataset `spec` names, as its files and tables have it."""
     if spec.kind == "depth":
         return schema.depth_schema(spec.levels)
     return {"book_changes": schema.BOOK_CHANGES, "quotes": schema.QUOTES,
@@ -154,7 +155,7 @@ _BAR_INPUT = {"quotes": ["recv_ns", "market", "bid", "ask", "mid", "valid", "_or
 
 def _no_input(name: str) -> pa.Table:
     """An empty bars' input: the trades, or the quotes with their `_ord`."""
-    empty = pa.Table.from_batches([], schema=_empty(Spec(name)))  # not empty_table(): see arrays.py
+    empty = pa.Table.from_batches([], schema=schema_of(Spec(name)))  # not empty_table(): arrays
     if name == "quotes":
         empty = empty.append_column("_ord", numbers(np.zeros(0, np.int64)))
     return empty.select(_BAR_INPUT[name])
@@ -267,7 +268,7 @@ class MemorySink(_Sink):
                 con.unregister("quotes_src")
             else:
                 parts = self.parts.get(spec.folder, [])
-                out[spec.name] = pa.Table.from_batches(parts, schema=_empty(spec))
+                out[spec.name] = pa.Table.from_batches(parts, schema=schema_of(spec))
         return out
 
 

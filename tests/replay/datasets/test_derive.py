@@ -11,6 +11,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -296,3 +297,36 @@ def test_whether_the_kernels_are_cached_is_read_from_numbas_cache(tmp_path: Path
                           timeout=120, check=True)  # fmt: skip
     assert done.stdout.split() == ["False"]
     assert not list(tmp_path.rglob("*.nbi"))  # nothing was compiled to answer
+
+
+def test_a_built_range_of_some_markets_reads_as_it_derives(tmp_path: Path) -> None:
+    """`table` over built files with a start, an end and markets: the rows `compute`
+    derives for the same range (row groups outside it skipped, the rest filtered). Depth
+    alone for some markets raised (its rows are not a batch to filter)."""
+    build_standard_capture(tmp_path)
+    names = ("trades", "quotes", "book_changes", "bars:1s", "depth:2@1s")
+    derive(tmp_path, datasets=",".join(names))
+    full = compute(tmp_path, "book_changes")
+    times = full.column("recv_ns").to_pylist()
+    start, end = times[len(times) // 4], times[3 * len(times) // 4]
+    ranges: list[dict[str, Any]] = [
+        {"start": start, "end": end}, {"markets": [M1]}, {"start": start, "markets": [M1]},
+        {"start": end, "end": end + 1},
+    ]  # fmt: skip
+    for name in names:
+        for where in ranges:
+            got = table(tmp_path, name, **where)
+            assert got.equals(compute(tmp_path, name, **where)), (name, where)
+    trades = compute(tmp_path, "trades").column("recv_ns").to_pylist()  # distinct times
+    assert table(tmp_path, "trades", start=trades[1]).num_rows == len(trades) - 1
+
+
+def test_reading_built_datasets_never_imports_pandas(sample: Path) -> None:
+    derive(sample, datasets="quotes,bars:1m")
+    code = ("import sys; from replay.datasets import table;"
+            f"rows = table({str(sample)!r}, 'quotes', markets=['KXNBAGAME-26MAR19-B1825']).num_rows"
+            f" + table({str(sample)!r}, 'bars:1m', start='2026-11-21T09:31:00Z').num_rows;"
+            "print(rows > 0, 'pandas' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=120)  # fmt: skip
+    assert done.stdout.split() == ["True", "False"]
