@@ -314,10 +314,7 @@ def contiguous(column: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def int64_view(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The values of an int64 column without nulls, as a numpy view (a copy if chunked)."""
-    array = contiguous(array)
-    if len(array) == 0:
-        return np.zeros(0, np.int64)
-    return np.frombuffer(array.buffers()[1], np.int64, len(array), array.offset * 8)
+    return values_of(array)
 
 
 def bool_array(mask: np.ndarray) -> pa.Array:
@@ -326,22 +323,16 @@ def bool_array(mask: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(bits)])
 
 
-_INT_TYPES = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
-_NUMPY = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
-          pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32,
-          pa.uint64(): np.uint64, pa.float32(): np.float32, pa.float64(): np.float64}  # fmt: skip
-
-
 def values_of(column: pa.Array | pa.ChunkedArray, if_null: int | None = None) -> np.ndarray:
     """A numeric column's values as numpy: a read-only view of its buffer where it is one
     chunk without nulls; `if_null` where it is null (None: whatever the slot holds)."""
     array = contiguous(column)
-    dtype = _NUMPY.get(array.type)
-    if dtype is None:
-        raise TypeError(f"no numpy type for Arrow {array.type}")
+    if not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
+        raise TypeError(f"not a numeric column: {array.type}")
+    dtype = np.dtype(array.type.to_pandas_dtype())  # numpy's: nothing of pandas is imported
     if len(array) == 0:
         return np.zeros(0, dtype)
-    out = np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype().itemsize)
+    out = np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
     if if_null is not None and array.null_count:
         out = out.copy()
         out[~bools_of(array.is_valid())] = if_null
@@ -369,12 +360,10 @@ def of_markets(column: pa.ChunkedArray, markets: frozenset[str]) -> pa.Array:
         if pa.types.is_dictionary(chunk.type) and len(chunk):
             wanted = np.array([v in markets for v in chunk.dictionary.to_pylist()], bool)
             idx = chunk.indices
-            width = _INT_TYPES[idx.type.bit_width]
-            codes = np.frombuffer(idx.buffers()[1], width, len(idx), idx.offset)
-            keep = wanted[codes.astype(np.int64)] if wanted.size else np.zeros(len(idx), bool)
+            codes = values_of(idx, if_null=0).astype(np.int64)
+            keep = wanted[codes] if wanted.size else np.zeros(len(idx), bool)
             if idx.null_count:  # no market: kept
-                bits = np.unpackbits(np.frombuffer(idx.buffers()[0], np.uint8), bitorder="little")
-                keep |= bits[idx.offset : idx.offset + len(idx)] == 0
+                keep |= ~bools_of(idx.is_valid())
             parts.append(keep)
         else:
             parts.append(np.array([v is None or v in markets for v in chunk.to_pylist()], bool))
