@@ -225,6 +225,15 @@ def table(
     return _read_built(fs, f"{base}/{spec.folder}", days, spec, start_ns, end_ns, chosen)
 
 
+def _outside(stats: Any, start_ns: int | None, end_ns: int | None) -> bool:
+    """Whether a row group's time statistics put it wholly outside [start_ns, end_ns)."""
+    if stats is None or not stats.has_min_max:
+        return False
+    return (end_ns is not None and stats.min >= end_ns) or (
+        start_ns is not None and stats.max < start_ns
+    )
+
+
 def _read_built(fs: Any, folder: str, days: list[int], spec: Spec, start_ns: int | None,
                 end_ns: int | None, chosen: frozenset[str] | None) -> pa.Table:  # fmt: skip
     """The built files of `days` (each day's `date=` folder, files in name order) as one
@@ -244,15 +253,8 @@ def _read_built(fs: Any, folder: str, days: list[int], spec: Spec, start_ns: int
             file = pq.ParquetFile(info.path, filesystem=fs)
             at = file.schema_arrow.get_field_index(time_col)
             for group in range(file.metadata.num_row_groups):
-                stats = file.metadata.row_group(group).column(at).statistics
-                if (
-                    stats is not None
-                    and stats.has_min_max
-                    and (
-                        (end_ns is not None and stats.min >= end_ns)
-                        or (start_ns is not None and stats.max < start_ns)
-                    )
-                ):
+                if _outside(file.metadata.row_group(group).column(at).statistics, start_ns,
+                            end_ns):  # fmt: skip
                     continue
                 part = file.read_row_group(group)
                 keep = within(part.column(time_col), start_ns, end_ns)

@@ -17,16 +17,7 @@ import pyarrow as pa
 
 from replay.reading.capture import bool_array, bools_of, values_of
 
-__all__ = ["bool_array", "bools_of", "numbers", "strings", "values_of", "within"]
-
-_TYPES = {
-    np.dtype(np.int8): pa.int8(), np.dtype(np.int16): pa.int16(),
-    np.dtype(np.int32): pa.int32(), np.dtype(np.int64): pa.int64(),
-    np.dtype(np.uint8): pa.uint8(), np.dtype(np.uint16): pa.uint16(),
-    np.dtype(np.uint32): pa.uint32(), np.dtype(np.uint64): pa.uint64(),
-    np.dtype(np.float32): pa.float32(), np.dtype(np.float64): pa.float64(),
-}  # fmt: skip
-_NUMPY = {arrow: numpy.type for numpy, arrow in _TYPES.items()}  # the reverse
+__all__ = ["bool_array", "bools_of", "numbers", "strings", "values_of", "with_nulls", "within"]
 
 
 def numbers(
@@ -36,23 +27,19 @@ def numbers(
     values converted to it), null where `valid` is False. The array's memory is shared,
     not copied (but for bools, packed into bits): `values` must not be written to while
     the Arrow array lives."""
-    if kind is not None and _TYPES.get(values.dtype) != kind:
-        values = values.astype(_NUMPY[kind])
+    if kind is not None and pa.from_numpy_dtype(values.dtype) != kind:
+        values = values.astype(kind.to_pandas_dtype())  # numpy's type: no pandas imported
     if values.dtype == np.bool_:
         out = bool_array(values)
-        return out if valid is None else _with_nulls(out, valid)
-    kind = _TYPES.get(values.dtype)
-    if kind is None:
-        raise TypeError(f"no Arrow type for numpy {values.dtype}")
-    values = np.ascontiguousarray(values)
-    if valid is None or bool(valid.all()):
-        return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
-    bits = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(kind, len(values), [bits, pa.py_buffer(values)],
-                                 null_count=int(len(valid) - np.count_nonzero(valid)))  # fmt: skip
+    else:
+        values = np.ascontiguousarray(values)
+        out = pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values),
+                                    [None, pa.py_buffer(values)])  # fmt: skip
+    return out if valid is None else with_nulls(out, valid)
 
 
-def _with_nulls(array: pa.Array, valid: np.ndarray) -> pa.Array:
+def with_nulls(array: pa.Array, valid: np.ndarray) -> pa.Array:
+    """`array` (no nulls yet, offset 0) null where `valid` is False."""
     if bool(valid.all()):
         return array
     bits = pa.py_buffer(np.packbits(valid, bitorder="little"))
@@ -68,7 +55,7 @@ def strings(values: Sequence[str | None]) -> pa.Array:
     data = np.frombuffer(b"".join(encoded) or b"\0", np.uint8)
     out = pa.Array.from_buffers(pa.string(), len(encoded),
                                 [None, pa.py_buffer(offsets), pa.py_buffer(data)])  # fmt: skip
-    return _with_nulls(out, np.array([v is not None for v in values], bool))
+    return with_nulls(out, np.array([v is not None for v in values], bool))
 
 
 def within(column: pa.Array | pa.ChunkedArray, start: int | None, end: int | None

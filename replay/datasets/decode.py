@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.datasets import kernel, scan
-from replay.datasets.arrays import bools_of, numbers, strings
+from replay.datasets.arrays import bools_of, numbers, strings, with_nulls
 from replay.datasets.names import NameTable
 from replay.datasets.schema import PRICE, SIZE, codes, decimals
 from replay.reading.capture import contiguous
@@ -139,9 +139,9 @@ def _strings(data: np.ndarray, m0: np.ndarray, m1: np.ndarray) -> pa.Array:
     np.cumsum(lengths, out=offsets[1:])
     out = np.empty(int(offsets[-1]) + 8, np.uint8)  # `gather` may write 7 bytes past the end
     kernel.gather(data, m0, lengths, offsets, out)
-    mask = numbers(valid).buffers()[1]
-    return pa.Array.from_buffers(pa.string(), len(m0), [mask, pa.py_buffer(offsets),
-                                                        pa.py_buffer(out)])  # fmt: skip
+    column = pa.Array.from_buffers(pa.string(), len(m0), [None, pa.py_buffer(offsets),
+                                                           pa.py_buffer(out)])  # fmt: skip
+    return with_nulls(column, valid)
 
 
 # Arrow scalars made from arrays, not from Python values (arrays.py says why).

@@ -23,7 +23,7 @@ from replay.datasets.arrays import numbers, strings
 from replay.datasets.schema import codes, decimals
 from replay.reading.capture import contiguous, int64_view
 
-__all__ = ["BAR_TRADES", "Build", "ChangeRows", "Outputs", "batch_of", "nullable"]
+__all__ = ["BAR_TRADES", "Build", "ChangeRows", "Outputs", "batch_of"]
 
 _KINDS = strings([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
 _SIDES = strings(["yes", "no"])
@@ -34,10 +34,6 @@ _TRADES = schema.coded(schema.TRADES)
 _CAP = 1 << 16
 #: The trades' columns the bars read (all a trade batch holds when trades are not asked for).
 BAR_TRADES = ["recv_ns", "market", "yes_price", "count"]
-
-
-def nullable(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    return numbers(values, valid, dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +179,11 @@ class Outputs:
         sid = decoded.sid[rows]
         return {
             "recv_ns": contiguous(table.column("recv_ns").take(idx)),
-            "exchange_ns": nullable(
-                decoded.ts_ms[rows] * 1_000_000, decoded.ts_ms_ok[rows], pa.int64()
-            ),
+            "exchange_ns": numbers(decoded.ts_ms[rows] * 1_000_000, decoded.ts_ms_ok[rows]),
             "run_id": codes(np.zeros(len(rows), np.int32), strings([run_id])),
             "conn": contiguous(table.column("conn").take(idx)).cast(pa.int32()),
-            "sid": nullable(sid, sid >= 0, pa.int32()),
-            "seq": nullable(decoded.seq[rows], seq_ok, pa.int64()),
+            "sid": numbers(sid, sid >= 0, pa.int32()),
+            "seq": numbers(decoded.seq[rows], seq_ok, pa.int64()),
         }
 
     def _book_batch(self) -> pa.RecordBatch:

@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 
-from replay.datasets.arrays import numbers
+from replay.datasets.arrays import numbers, with_nulls
 
 __all__ = [
     "BARS",
@@ -195,11 +195,8 @@ def decimals(units: np.ndarray, dtype: pa.DataType, valid: np.ndarray | None = N
     wide = np.empty((len(units), 2), np.int64)
     wide[:, 0] = units
     wide[:, 1] = units >> 63
-    mask = None if valid is None else numbers(valid).buffers()[1]
-    nulls = -1 if valid is not None else 0
-    if valid is not None and bool(valid.all()):
-        mask, nulls = None, 0
-    return pa.Array.from_buffers(dtype, len(units), [mask, pa.py_buffer(wide)], null_count=nulls)
+    out = pa.Array.from_buffers(dtype, len(units), [None, pa.py_buffer(wide)])
+    return out if valid is None else with_nulls(out, valid)
 
 
 def quote_columns(q: np.ndarray) -> dict[str, pa.Array]:
