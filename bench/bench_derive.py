@@ -7,7 +7,9 @@ same run by an ordinary consumer of `ReplaySession` (one attached book consumer 
 market and a raw trade consumer, rows made from what they receive: the fastest
 ReplaySession route): for trades and quotes the derive's rows, every column, written as
 the derive writes them; for the book datasets a floor (see `_replay_rows`). Rates divide
-by the frames the capture holds, counted from its files. Then day shards on a local Dask
+by the frames the capture holds, counted from its files. The same for book_changes,
+quotes and trades on that capture received by two redundant feeds (each frame twice: the
+frames counted are both feeds'). Then day shards on a local Dask
 cluster of 2 workers against 1 (a 2-day capture with checkpoints, bench_backtest's), and
 the peak RSS of `kalshi-tape derive` in a fresh process over bench_replay's capture of
 `--rss-frames` (default 10M; the recorder's write path, 500 markets).
@@ -79,7 +81,7 @@ async def _replay_rows(root: Path, name: str, channels: list[str], out: Path | N
         async with ReplaySession(root, channels=channels) as session:
             sub = await session.subscribe("trade", raw=True, maxsize=1 << 16)
             cols: dict[str, list[Any]] = {n: [] for n in _TRADE_FIELDS}
-            last: dict[int | None, int | None] = {}
+            last: dict[tuple[int, int | None], int | None] = {}
             for_each = [cols[n].append for n in _TRADE_FIELDS]
             (recv_ns, exchange_ns, conn, sid, seq, trade_id, market, yes, no, count,
              taker, valid) = for_each  # fmt: skip
@@ -98,9 +100,9 @@ async def _replay_rows(root: Path, name: str, channels: list[str], out: Path | N
                 count(_units(msg["count_fp"], 2))
                 side = msg.get("taker_side") or msg.get("taker_outcome_side")
                 taker(side.lower() if side else None)
-                before = last.get(frame.sid)
+                before = last.get((frame.conn, frame.sid))
                 valid(before is None or frame.seq == before + 1)
-                last[frame.sid] = frame.seq
+                last[frame.conn, frame.sid] = frame.seq
         if out is not None:
             _write_trades(cols, out)
         return len(cols["recv_ns"])
@@ -286,7 +288,23 @@ def main() -> None:
             Metric(f"derive {label}", mine, "frames/s", baseline=f"replay session {label}",
                    target="≥ 1M, ≥ 5x"),
         ]  # fmt: skip
-    notes = (f"{frames:,}-frame capture; {os.cpu_count()} cores, shared; replay session:"
+    # Two redundant feeds (bench_replay's capture with every frame on both feeds): the
+    # derive arbitrates as the engine does, each feed's book in the kernel.
+    two = bench_replay.capture_root(nominal, 2)
+    two_frames = capture_frames(two)
+    derive_rate(two, "quotes", two_frames)
+    for name in ("book_changes", "quotes", "trades"):
+        mine = derive_rate(two, name, two_frames)
+        base = replay_rate(two, name, two_frames)
+        if name in ("trades", "quotes") and ROWS["derive", name] != ROWS["replay", name]:
+            raise SystemExit(f"two feeds, {name}: the routes made different rows: {ROWS}")
+        metrics += [
+            Metric(f"two feeds: replay session {name}", base, "frames/s"),
+            Metric(f"two feeds: derive {name}", mine, "frames/s",
+                   baseline=f"two feeds: replay session {name}", target="≥ 1M, ≥ 5x"),
+        ]  # fmt: skip
+    notes = (f"{frames:,}-frame capture ({two_frames:,} frames with two feeds);"
+             f" {os.cpu_count()} cores, shared; replay session:"
              " trades and quotes the same rows, every column, written; the book datasets"
              " the changed levels in memory (a floor)")  # fmt: skip
     if len(os.sched_getaffinity(0)) >= 2:  # two workers on one core would measure nothing

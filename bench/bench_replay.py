@@ -58,8 +58,10 @@ from schemas.lean import keep_pandas_out  # noqa: E402
 RUN_ID = "20261121T080000Z-0000beef"
 
 
-def build(root: Path, n: int) -> None:
-    """Write the capture through the recorder's own write path."""
+def build(root: Path, n: int, feeds: int = 1) -> None:
+    """Write the capture through the recorder's own write path; with `feeds` 2, as a
+    recorder of two redundant feeds writes it: every frame on both connections (conn 1
+    of feed 0 and conn 2 of feed 1), feed 1's 3 us after feed 0's."""
     from recorder.storage.journal import JournalWriter
     from recorder.storage.journal_sink import JournalSink
     from recorder.storage.publisher import Publisher
@@ -72,14 +74,17 @@ def build(root: Path, n: int) -> None:
     with JournalWriter(journal_dir, RUN_ID, segment_max_bytes=32 << 20,
                        on_sealed=publisher.publish) as journal:  # fmt: skip
         sink = JournalSink(journal)
-        sink.event(0, t, 0, Attempt(url="ws://bench", attempt=1))
-        sink.event(1, t, 0, Opened(url="ws://bench"))
-        for raw in mix.subscribes:
-            sink.command_out(1, t, 0, raw)
-        for raw in mix.acks:
-            sink.frame_in(1, t, 0, raw)
+        for feed in range(feeds):
+            sink.event(0, t, 0, Attempt(url="ws://bench", attempt=1), feed)
+            sink.event(1 + feed, t, 0, Opened(url="ws://bench"), feed)
+            for raw in mix.subscribes:
+                sink.command_out(1 + feed, t, 0, raw, feed)
+            for raw in mix.acks:
+                sink.frame_in(1 + feed, t, 0, raw, feed)
         for i, raw in enumerate(mix.frames):
-            sink.frame_in(1, t + i * 10_000, i * 10_000, raw)
+            for feed in range(feeds):
+                at = i * 10_000 + feed * 3_000
+                sink.frame_in(1 + feed, t + at, at, raw, feed)
             if i % PACE == 0:  # the journal drops what exceeds its memory limit: keep pace
                 journal.wait_durable(sink.last_idx)
         sink.event(0, t + n * 10_000, n * 10_000, RunStop(reason="bench"))
@@ -90,10 +95,11 @@ def build(root: Path, n: int) -> None:
 CAPTURE_FORMAT = 4  # 3: built whole or not at all (common.built); 4: 500 distinct markets
 
 
-def capture_root(n: int) -> Path:
+def capture_root(n: int, feeds: int = 1) -> Path:
+    """The capture of `n` frames of the mix (received on each of `feeds` feeds)."""
+    name = f"replay-{n}-f{CAPTURE_FORMAT}" + ("" if feeds == 1 else f"-{feeds}feeds")
     return built(
-        HERE / "out" / f"replay-{n}-f{CAPTURE_FORMAT}",
-        [sys.executable, __file__, "--build", str(n)],
+        HERE / "out" / name, [sys.executable, __file__, "--build", str(n), "--feeds", str(feeds)]
     )
 
 
@@ -211,7 +217,8 @@ def peak_rss_of_replay(n: int, pool: str, pandas: bool = False) -> float:
 def main() -> None:
     if "--build" in sys.argv:
         i = sys.argv.index("--build")
-        build(Path(sys.argv[i + 2]), int(sys.argv[i + 1]))  # --build N ROOT
+        feeds = int(sys.argv[sys.argv.index("--feeds") + 1]) if "--feeds" in sys.argv else 1
+        build(Path(sys.argv[-1]), int(sys.argv[i + 1]), feeds)  # --build N [--feeds K] ROOT
         return
     if "--rss" in sys.argv:  # replay alone in a fresh process: its own peak memory
         if "--with-pandas" not in sys.argv:

@@ -36,7 +36,7 @@ market stays with that feed.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.envelope import encode_json
 from stream.book import OrderBook
@@ -47,24 +47,23 @@ from stream.events import Arbitrated, Frame
 from stream.fixed import PRICE_SCALE, format_price, format_size
 from stream.subscriptions import ConsumerSubscription, Delivery, WireSubscription
 
-__all__ = ["Arbiter", "snapshot_frame"]
+__all__ = ["Arbiter", "Copies", "CopyMemory", "message_key", "snapshot_frame"]
 
 _BOOK = Delivery.BOOK
 _TRADE_ID = b'"trade_id":'
 
 
-def _message_key(frame: Frame) -> Any:
-    """What makes two frames of different feeds the same message."""
-    raw = frame.raw
-    if frame.type == "trade":
+def message_key(type_: str | None, raw: bytes) -> Any:
+    """What makes two frames of different feeds the same message (of type `type_`)."""
+    if type_ == "trade":
         at = raw.find(_TRADE_ID)
         if at >= 0:
             end = raw.find(b",", at)
             return ("trade", raw[at + len(_TRADE_ID) : end if end >= 0 else len(raw)].strip())
     try:
-        return (frame.type, hash(msg_bytes(raw)))
+        return (type_, hash(msg_bytes(raw)))
     except Exception:
-        return (frame.type, hash(bytes(raw)))
+        return (type_, hash(bytes(raw)))
 
 
 def snapshot_frame(wire: WireSubscription, book: OrderBook, mono_ns: int) -> Frame:
@@ -88,6 +87,44 @@ def snapshot_frame(wire: WireSubscription, book: OrderBook, mono_ns: int) -> Fra
     )  # fmt: skip
 
 
+class CopyMemory(Protocol):
+    """What the arbiter counts message copies with (`Copies`)."""
+
+    def count(self, key: Any, conn: int, recv_ns: int) -> bool: ...
+
+
+class Copies:
+    """The copies of each message the connections brought, remembered for `window_ns` of
+    receive time: a copy is to be delivered when its connection has now brought the
+    message more often than any other connection has."""
+
+    def __init__(self, window_ns: int) -> None:
+        self.window_ns = window_ns
+        # message key -> [copies delivered, {connection: copies it brought}]
+        self._seen: dict[Any, list[Any]] = {}
+        self._order: deque[tuple[int, Any]] = deque()  # (recv_ns, key), oldest first
+
+    def count(self, key: Any, conn: int, recv_ns: int) -> bool:
+        """Count a copy of the message `key` (`message_key`) that connection `conn` brought
+        at `recv_ns`; True if it is to be delivered. A new key forgets the keys first seen
+        before `recv_ns - window_ns`, oldest first, up to the first that is not."""
+        entry = self._seen.get(key)
+        if entry is None:
+            self._seen[key] = [1, {conn: 1}]
+            order = self._order
+            order.append((recv_ns, key))
+            horizon = recv_ns - self.window_ns
+            while order and order[0][0] < horizon:
+                self._seen.pop(order.popleft()[1], None)
+            return True
+        copies = entry[1]
+        n = copies[conn] = copies.get(conn, 0) + 1
+        if n > entry[0]:
+            entry[0] = n
+            return True
+        return False
+
+
 class Arbiter:
     """Arbitration between the feeds of one engine (see the module docstring).
 
@@ -97,16 +134,7 @@ class Arbiter:
         switches: markets moved from one feed to another.
     """
 
-    __slots__ = (
-        "_core",
-        "_fanout",
-        "_order",
-        "_seen",
-        "_window_ns",
-        "lost",
-        "owners",
-        "switches",
-    )  # fmt: skip
+    __slots__ = ("_core", "_fanout", "copies", "lost", "owners", "switches")
 
     def __init__(self, core: EngineCore, fanout: Any) -> None:
         self._core = core
@@ -114,10 +142,9 @@ class Arbiter:
         self.owners: dict[str, int] = {}
         self.lost: set[str] = set()
         self.switches = 0
-        # message key -> [copies delivered, {connection: copies it brought}]
-        self._seen: dict[Any, list[Any]] = {}
-        self._order: deque[tuple[int, Any]] = deque()  # (recv_ns, key), oldest first
-        self._window_ns = int(core.config.dedup_window_s * NS)
+        #: the copies of each message the connections brought (another memory with the
+        #: same rule may replace it: the datasets' compiled one)
+        self.copies: CopyMemory = Copies(int(core.config.dedup_window_s * NS))
 
     # ------------------------------------------------------------------ delivery
 
@@ -143,23 +170,7 @@ class Arbiter:
     def first_copy(self, frame: Frame) -> bool:
         """Count a copy of a message on its connection; True if it is to be delivered
         (its connection has now brought it more often than any other)."""
-        key = _message_key(frame)
-        conn = frame.conn
-        entry = self._seen.get(key)
-        if entry is None:
-            self._seen[key] = [1, {conn: 1}]
-            order = self._order
-            order.append((frame.recv_ns, key))
-            horizon = frame.recv_ns - self._window_ns
-            while order and order[0][0] < horizon:
-                self._seen.pop(order.popleft()[1], None)
-            return True
-        copies = entry[1]
-        n = copies[conn] = copies.get(conn, 0) + 1
-        if n > entry[0]:
-            entry[0] = n
-            return True
-        return False
+        return self.copies.count(message_key(frame.type, frame.raw), frame.conn, frame.recv_ns)
 
     # ------------------------------------------------------------------ ownership
 

@@ -60,6 +60,7 @@ class Decoded:
     levels: tuple[np.ndarray, ...]  # ys, ye, y_price, y_size, ns, ne, n_price, n_size
     raw: pa.Array
     data: np.ndarray  # the raw bytes (the spans below point into it)
+    offsets: np.ndarray  # each frame's bytes: data[offsets[i] : offsets[i + 1]]
     market_spans: tuple[np.ndarray, np.ndarray]
     market_codes: tuple[np.ndarray, np.ndarray]  # codes in the mirror's names, hashes
     trade: np.ndarray  # per row, the trade fields `scan.scan` found
@@ -181,7 +182,7 @@ def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = 
     exact &= np.where(is_delta, num_ok & (side >= 0) & (side <= 1),
                       np.where(is_snap, snap_ok, is_trade))  # fmt: skip
     return Decoded(rk, sid, seq, seq_ok, side, price, dsize, exact, ts, ts_ok, levels,
-                   raw, data, (m0, m1), (mcode, mhash), trade)  # fmt: skip
+                   raw, data, offsets, (m0, m1), (mcode, mhash), trade)  # fmt: skip
 
 
 _SIDES = strings(["yes", "no"])

@@ -14,7 +14,9 @@ engine applied is applied to the kernel's book) and mirrors the engine's state
 (which wire each sid is, its last seq, which connection is active) back into the
 kernel's arrays. Before the engine sees a row, the kernel's progress (last seq,
 last trade frame) is written back into the engine's wire subscriptions, so the
-engine always decides on the same state it would hold alone.
+engine always decides on the same state it would hold alone. With redundant feeds the
+kernel takes every feed's frames, keeps each feed's books, and keeps the rows of the
+book the engine delivers and each trade once (`Mirror.keep_delivered`, `_first_copies`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import pyarrow as pa
 
 from replay.datasets import kernel, schema
 from replay.datasets.arrays import values_of
+from replay.datasets.copies import CompiledCopies
 from replay.datasets.decode import Decoded, Scratch, decode_window
 from replay.datasets.mirror import Mirror, Outputs
 from replay.datasets.rows import Build, ChangeRows, batch_of
-from replay.reading.capture import Capture, of_markets, read_filter
+from replay.reading.capture import Capture, int64_view, of_markets, read_filter
 from replay.reading.session import CONN_STRIDE, FEED_SLOTS, drive_event
 from stream import BinaryMessage
+from stream.core import NS
 from stream.engine import Engine
 from stream.events import GapDetected
 from stream.queues import DeliveryQueue, Overflow
@@ -64,8 +68,9 @@ class _Feed:
                                  queue=self.books_q)  # fmt: skip
         self.engine.add_consumer(TRADE_CHANNEL, owns_wire=False, delivery=Delivery.FRAME,
                                  queue=self.trades_q)  # fmt: skip
+        self.copies: CompiledCopies | None = None  # once feeds are arbitrated (`_arbitrated`)
         self.mirror = Mirror(self.core)
-        self.out = Outputs(emit, build)
+        self.out = Outputs(emit, build, self.mirror.book_names)
         self.capture = capture
         self.ended: dict[int, tuple[int, int]] = {}
         self.runs = sorted(capture.runs)
@@ -79,13 +84,15 @@ class _Feed:
         conns = values_of(table.column("conn")).astype(np.int64)
         conns = conns + offset
         conn_codes = m.conn_codes(conns)
-        mkt = m.market_codes(decoded)
+        markets = m.market_codes(decoded)
+        mkt = m.book_codes(markets, table)  # each row's book: one per market, or per feed
         n = table.num_rows
         out = self.out
-        out.begin(run_id, table, decoded, frame_base, m.names, mkt)
+        out.begin(run_id, table, decoded, frame_base, m.names, markets)
         pos = 0
         lv = decoded.levels
         while pos < n:
+            o0, q0, t0 = out.n, int(out.q_n[0]), out.t_n
             pos, o_n, t_n, full = kernel.run(
                 pos, n, decoded.rk, conn_codes, decoded.sid, decoded.seq, mkt, decoded.side,
                 decoded.price, decoded.dsize, decoded.exact, *lv,
@@ -96,6 +103,9 @@ class _Feed:
                 m.qstate, out.q_row, out.q_mkt, out.q_val, out.q_n,
             )  # fmt: skip
             out.n, out.t_n = o_n, t_n
+            if self.core.arbitrating:
+                m.keep_delivered(out, o0, q0)
+                self._first_copies(t0, decoded, conns, table)
             if full:
                 if not (out.n or out.t_n or out.q_n[0]):  # a snapshot larger than the buffer
                     out.reserve(2 * len(out.row))
@@ -104,8 +114,18 @@ class _Feed:
             if pos >= n:
                 break
             m.write_back(table)
-            self._slow(pos, run_id, group, table, decoded, int(conns[pos]), int(mkt[pos]))
-            m.refresh()
+            conn = int(conns[pos])
+            if self.core.arbitrating:
+                before = m.before(conn, int(decoded.sid[pos]))
+                self._slow(pos, run_id, group, table, decoded, conn, int(mkt[pos]))
+                m.refresh()
+                m.follow(pos, decoded, conn, int(mkt[pos]), before,
+                         table.column("raw")[pos].as_py())  # fmt: skip
+            else:
+                self._slow(pos, run_id, group, table, decoded, conn, int(mkt[pos]))
+                m.refresh()
+                if self.core.arbitrating:  # a feed's first record, just now
+                    self._arbitrated()
             pos += 1
         m.write_back(table)
         recv = table.column("recv_ns")
@@ -142,7 +162,32 @@ class _Feed:
                                  frame.conn % CONN_STRIDE, valid=not gap)  # fmt: skip
         buf = self.books_q.buffer
         while buf:
-            self.mirror.delivered(buf.popleft(), pos, decoded, mkt, raw, self.out)
+            self.mirror.delivered(buf.popleft(), pos, decoded, conn, mkt, raw, self.out)
+
+    def _arbitrated(self) -> None:
+        """The engine remembers message copies across feeds in arrays the kernel's trades
+        are counted in too (`_first_copies`), from the moment it arbitrates (before, it
+        counts none)."""
+        self.copies = CompiledCopies(int(self.core.config.dedup_window_s * NS), room=1 << 14)
+        self.engine.arbiter.copies = self.copies
+
+    def _first_copies(self, t0: int, decoded: Decoded, conns: np.ndarray,
+                      table: pa.Table) -> None:  # fmt: skip
+        """Of the trades the kernel took from `t0` on, keep each message once: the copy the
+        engine's arbitration delivers (`stream.arbitration.Copies`' rule, in the memory the
+        engine counts its own trades in)."""
+        out = self.out
+        if out.t_n <= t0:
+            return
+        assert self.copies is not None
+        rows = out.t_row[t0 : out.t_n]
+        recv = int64_view(table.column("recv_ns"))[rows]
+        keep = self.copies.count_trades(decoded.data, decoded.offsets, rows, conns[rows], recv)
+        if not keep.all():
+            kept = int(keep.sum())
+            out.t_row[t0 : t0 + kept] = rows[keep]
+            out.t_valid[t0 : t0 + kept] = out.t_valid[t0 : out.t_n][keep]
+            out.t_n = t0 + kept
 
     def _event(
         self, raw: bytes, recv_ns: int, mono_ns: int, conn: int, group: int, feed: int | None

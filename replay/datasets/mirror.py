@@ -7,6 +7,11 @@ engine-only), which wire delivers each market's book, and the books themselves
 it handled a row; `write_back` hands the kernel's progress back to the engine's wires;
 `delivered` turns one `BookSnapshot` the engine delivered into rows (see
 `replay.datasets.driver`). `Outputs` holds the row buffers both write into.
+
+With redundant feeds each feed's book of a market is a book of the kernel's own
+(`book`); the engine says which one is delivered (its owner feed's), `keep_delivered`
+drops the rows of the others, and `follow` keeps them current from what the engine
+does with their frames, so that a move to another feed finds that feed's book there.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import numpy as np
 import pyarrow as pa
 
 from replay.datasets import kernel, ladders, names
+from replay.datasets.arrays import values_of
 from replay.datasets.decode import Decoded
-from replay.datasets.rows import Outputs
+from replay.datasets.rows import BookNames, Outputs
 from stream.book import BookSnapshot
 from stream.core import EngineCore
 from stream.decode import DECODE_ERRORS, decode_book_exact, decode_frame, delta_units
@@ -56,9 +62,16 @@ class Mirror:
         self.market_code: dict[str, int] = {}
         self.names: list[str] = []
         self.table = names.NameTable()  # the same names, for lookups from frame bytes
-        self.market_wire = np.full(0, -1, np.int32)
+        # The kernel's books: one per market, and with redundant feeds one per market per
+        # feed (`book`); `market_wire`, `qstate` and the ladders are per book.
+        self.book_names = BookNames()
+        self.book_code = np.full((1, 0), -1, np.int32)  # (feed, market) -> book
+        self.n_books = 0
+        self.market_wire = np.full(0, -1, np.int32)  # book -> the wire it follows
         self.books = ladders.Books()
-        self.qstate = np.zeros((0, 6), np.int64)  # the last quote per market (kernel.quote)
+        self.qstate = np.zeros((0, 6), np.int64)  # the last quote per book (kernel.quote)
+        self.delivered_book = np.full(0, -1, np.int32)  # market -> book delivered, -1 none
+        self.shown = np.full(0, -1, np.int32)  # market -> book holding its last quote
         self.stamp = np.zeros((2, kernel.PRICES), np.int64)
         self.stamp_no = np.zeros(1, np.int64)
         self.live: list[tuple[int, Any]] = []
@@ -107,20 +120,61 @@ class Mirror:
         return codes
 
     def market(self, name: str) -> int:
+        """The market's code (registered on first sight, with feed 0's book)."""
         code = self.market_code.get(name)
         if code is None:
             code = self.market_code[name] = len(self.names)
             self.names.append(name)
             self.table.add(name.encode())
-            self.books.add(code + 1)
-            if code >= self.market_wire.shape[0]:
+            if code >= self.delivered_book.shape[0]:
                 size = max(8, code * 2)
-                mw = np.full(size, -1, np.int32)
-                mw[: self.market_wire.shape[0]] = self.market_wire
-                qstate = np.zeros((size, 6), np.int64)
-                qstate[: self.qstate.shape[0]] = self.qstate
-                self.market_wire, self.qstate = mw, qstate
+                self.delivered_book = _grown(self.delivered_book, size, -1)
+                self.shown = _grown(self.shown, size, -1)
+                self.book_code = _wider(self.book_code, size, -1)
+            self.book(code, 0)
         return code
+
+    def book(self, market: int, feed: int) -> int:
+        """The code of feed `feed`'s book of a market (made on first use). With one feed
+        a market's book code is the market's code."""
+        if feed >= self.book_code.shape[0]:
+            self.book_code = _grown(self.book_code, feed + 1, -1)
+        code = int(self.book_code[feed, market])
+        if code >= 0:
+            return code
+        code = self.n_books
+        self.n_books += 1
+        self.book_code[feed, market] = code
+        names = self.book_names
+        if code >= names.name_of.shape[0]:
+            size = max(8, code * 2)
+            names.name_of = _grown(names.name_of, size, 0)
+            self.market_wire = _grown(self.market_wire, size, -1)
+            self.qstate = _grown(self.qstate, size, 0)
+        names.name_of[code] = market
+        names.identity = names.identity and code == market
+        self.books.add(code + 1)
+        return code
+
+    def book_codes(self, mkt: np.ndarray, table: pa.Table) -> np.ndarray:
+        """Each row's book: its market's (`market_codes`) book of the row's feed."""
+        feeds = table.column("feed")
+        feed = None if feeds.null_count == len(feeds) else values_of(feeds, if_null=0)
+        if feed is None or not feed.any():
+            if self.book_names.identity:
+                return mkt
+            return np.where(mkt >= 0, self.book_code[0, np.maximum(mkt, 0)], -1)
+        has = mkt >= 0
+        if not has.any():
+            return mkt
+        feed = feed.astype(np.intp)
+        top = int(feed.max())
+        if top >= self.book_code.shape[0]:
+            self.book_code = _grown(self.book_code, top + 1, -1)
+        missing = has & (self.book_code[feed, np.maximum(mkt, 0)] < 0)
+        for f, m in sorted(set(zip(feed[missing].tolist(), mkt[missing].tolist(), strict=True))):
+            self.book(m, f)
+        return np.where(has, self.book_code[feed, np.maximum(mkt, 0)], -1).astype(np.int32)
 
     def _slot(self, wire: Any) -> int:
         slot = self.slot_of.get(id(wire))
@@ -142,9 +196,13 @@ class Mirror:
         core = self.core
         self.wire_of.fill(-1)
         self.live = []
+        # a make-before-break overlap leaves the kernel (`stream.switching` decides every
+        # frame); redundant feeds do not: each feed's book is one of the kernel's
+        overlap = core.overlap and (not core.arbitrating or any(
+            g.standby is not None or g.retiring for g in core.groups.values()))  # fmt: skip
         for conn in core.conns.values():
             c = self._conn(conn.conn)
-            fast = conn.group.active is conn and not core.overlap
+            fast = conn.group.active is conn and not overlap
             for sid, wire in conn.sids.items():
                 slot = self._slot(wire)
                 if sid >= self.wire_of.shape[1]:
@@ -186,36 +244,150 @@ class Mirror:
 
     # ------------------------------------------------------------------ deliveries
 
-    def delivered(self, snap: BookSnapshot, pos: int, decoded: Decoded, row_mkt: int,
-                  raw: Any, out: Outputs) -> None:  # fmt: skip
-        """One book the engine delivered while handling row `pos`: rows for it."""
-        m = self.market(snap.market)
+    def delivered(self, snap: BookSnapshot, pos: int, decoded: Decoded, conn: int,
+                  row_book: int, raw: Any, out: Outputs) -> None:  # fmt: skip
+        """One book the engine delivered while handling row `pos` (of connection `conn`
+        and book `row_book`): rows for it."""
+        n = self.market(snap.market)
+        m = self.book(n, self._feed(snap.conn))
         out.reserve(1)  # a clear, or a delta (a load reserves its own levels)
-        if not snap.valid:
+        if not snap.valid:  # no feed holds a valid book of the market
+            if self.delivered_book[n] >= 0:
+                m = int(self.delivered_book[n])
             self._clear(m)
             self.market_wire[m] = -1
+            self.delivered_book[n] = -1
+            self.shown[n] = m
             out.emit(pos, m, kernel.C_CLEAR, -1, 0, 0, 0, False)
             self._quote(m, False, pos, out)
             return
         w = self.wire_slot(snap.conn, snap.sid)
         typ = decoded.type_of(pos)
-        same_row = row_mkt == m and int(decoded.sid[pos]) == snap.sid
+        same_row = row_book == m and int(decoded.sid[pos]) == snap.sid
         if typ == "orderbook_delta" and same_row and self.market_wire[m] == w >= 0:
             is_yes, price, delta = self._delta_units(pos, decoded, raw)
-            wire = self.wires[w]
-            if wire.use_yes_price and not is_yes:
-                price = PRICE_SCALE - price
-            s = 0 if is_yes else 1
-            _check(price, delta, snap.market)
-            self.books.fit(m, (price,))
-            changed, after = ladders.apply_delta(*self.books.arrays(), m, s, price, delta)
+            changed, after, s = self._apply(m, w, is_yes, price, delta, snap.market)
             if changed:
                 out.emit(pos, m, kernel.C_DELTA, s, price, int(after), delta, True)
                 self._quote(m, True, pos, out)
             return
-        self.load(m, snap, pos, out)
+        if self.market_wire[m] == w >= 0 and not self._on_wire(pos, decoded, conn, w):
+            # handed over from another feed: the kernel followed this book (the engine's
+            # copy lacks the deltas the kernel took)
+            self._emit_book(m, pos, out)
+        else:
+            self.load(m, snap, pos, out)
         self.market_wire[m] = w
+        self._deliver(n, m)
         self._quote(m, True, pos, out)
+
+    def _deliver(self, n: int, m: int) -> None:
+        """Market n's book is delivered from book m from now on: its quotes go on from the
+        last one shown."""
+        shown = int(self.shown[n])
+        if shown >= 0 and shown != m:
+            self.qstate[m] = self.qstate[shown]
+        elif shown < 0:
+            self.qstate[m] = 0  # nothing shown yet: the first quote is new
+        self.delivered_book[n] = self.shown[n] = m
+
+    def _feed(self, conn: int) -> int:
+        state = self.core.conns.get(conn)
+        return 0 if state is None else state.group.feed or 0
+
+    def _on_wire(self, pos: int, decoded: Decoded, conn: int, w: int) -> bool:
+        """Whether row `pos` (of connection `conn`) is a frame of wire slot w."""
+        wire = self.wires[w]
+        return bool(int(decoded.sid[pos]) == wire.sid and conn == wire.conn)
+
+    def _apply(self, m: int, w: int, is_yes: bool, price: Any, delta: Any,
+               market: str) -> tuple[bool, int, int]:  # fmt: skip
+        """Apply a delta of wire slot w to book m (the kernel's arithmetic); returns
+        (changed, the level's size after, side)."""
+        if self.wires[w].use_yes_price and not is_yes:
+            price = PRICE_SCALE - price
+        s = 0 if is_yes else 1
+        _check(price, delta, market)
+        self.books.fit(m, (price,))
+        changed, after = ladders.apply_delta(*self.books.arrays(), m, s, price, delta)
+        return bool(changed), int(after), s
+
+    def _emit_book(self, m: int, pos: int, out: Outputs) -> None:
+        """Rows for book m as the kernel holds it: a clear, then its levels."""
+        sides = [(s, *self._levels(m, s)) for s in (0, 1)]
+        out.reserve(1 + sum(len(prices) for _, prices, _ in sides))
+        out.emit(pos, m, kernel.C_CLEAR, -1, 0, 0, 0, True)
+        for s, prices, sizes in sides:
+            if len(prices):
+                out.emit_levels(pos, m, kernel.C_SNAPSHOT, s, prices, sizes)
+
+    def _levels(self, m: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """Book m's side s as (prices, sizes) in units, best first."""
+        base, step, _, slots, _ = (int(v) for v in self.books.lay[m])
+        ladder = self.books.sizes[base + s * slots : base + (s + 1) * slots]
+        held = np.flatnonzero(ladder)[::-1]
+        return held * step, ladder[held].copy()
+
+    # ------------------------------------------------------------------ redundant feeds
+
+    def before(self, conn: int, sid: int) -> tuple[int, Any]:
+        """Before the engine handles a row of (conn, sid): its wire slot and last seq."""
+        w = self.wire_slot(conn, sid if sid >= 0 else None)
+        return w, (None if w < 0 else self.wires[w].last_seq)
+
+    def follow(self, pos: int, decoded: Decoded, conn: int, book: int,
+               before: tuple[int, Any], raw: Any) -> None:  # fmt: skip
+        """After the engine handled row `pos` (of connection `conn` and book `book`; its
+        wire slot and last seq `before` it) in a capture of redundant feeds. The engine
+        delivers only the books of their market's owner feed; the other feeds' books
+        follow their wires here, as the engine's own copies do, so that the kernel can
+        take those feeds' frames and a hand-over (`delivered`) finds the book current.
+        A book is followed from a snapshot or delta the engine applied to it on a wire
+        that holds it; the kernel takes a wire's frames only while the engine's roles
+        say it may (`refresh`), so a book its wire dropped is never taken on, and comes
+        back only by another frame of that wire, which passes here."""
+        w, last = before
+        k = decoded.rk[pos]
+        if w < 0 or book < 0 or (k != kernel.K_DELTA and k != kernel.K_SNAPSHOT):
+            return
+        n = self.book_names.market_of(book)
+        if self.delivered_book[n] == book:
+            return  # `delivered` did its rows
+        wire, market = self.wires[w], self.names[n]
+        state = self.core.conns.get(wire.conn)
+        subscribed = (state is not None and state.group.active is state
+                      and state.sids.get(wire.sid) is wire)  # fmt: skip
+        held = wire.books.get(market) if subscribed and not wire.awaiting_snapshot else None
+        seq = int(decoded.seq[pos])
+        if held is None:
+            if self.market_wire[book] == w:
+                self.market_wire[book] = -1
+        elif self.market_wire[book] != w:  # every frame of w for it went to the engine
+            self._replace(book, held.snapshot())
+            self.market_wire[book] = w
+        elif wire.last_seq == seq != last:  # applied in sequence
+            if k == kernel.K_DELTA:
+                is_yes, price, delta = self._delta_units(pos, decoded, raw)
+                self._apply(book, w, is_yes, price, delta, market)
+            else:  # a snapshot: the engine's book is the frame's
+                self._replace(book, held.snapshot())
+
+    def keep_delivered(self, out: Outputs, o0: int, q0: int) -> None:
+        """Of the book and quote rows the kernel wrote from `o0` and `q0` on, keep those of
+        delivered books (the kernel keeps every feed's books alike)."""
+        of = self.book_names.of
+        if out.n > o0:
+            mk = out.mkt[o0 : out.n]
+            keep = self.delivered_book[of(mk)] == mk
+            if not keep.all():
+                out.n = o0 + _compact(keep, o0, out.row, out.mkt, out.kind, out.side,
+                                      out.price, out.size, out.delta, out.valid)  # fmt: skip
+        q_n = int(out.q_n[0])
+        if q_n > q0:
+            mk = out.q_mkt[q0:q_n]
+            keep = self.delivered_book[of(mk)] == mk
+            if not keep.all():
+                out.q_n[0] = q0 + _compact(keep, q0, out.q_row, out.q_mkt, out.q_val)
 
     def load(self, m: int, snap: BookSnapshot, pos: int, out: Outputs) -> None:
         """Replace market m's book with a delivered one: a clear, then its levels."""
@@ -251,7 +423,8 @@ class Mirror:
         for conn in self.core.conns.values():
             for wire in conn.sids.values():
                 for market, book in wire.books.items():
-                    m = self.market(market)
+                    n = self.market(market)
+                    m = self.book(n, conn.group.feed or 0)
                     snap = book.snapshot()
                     sides = self._replace(m, snap)
                     # stamped with the book's last change (as the rows of one pass are),
@@ -273,6 +446,7 @@ class Mirror:
                                 "size": Decimal(size).scaleb(-2),
                                 "delta": Decimal(size).scaleb(-2)})  # fmt: skip
                     self.market_wire[m] = self._slot(wire)
+                    self._deliver(n, m)
                     kernel.quote(self.books.sizes, self.books.best, self.books.lay, self.qstate,
                                  m, True, -1, *_NO_OUTPUT, False)  # fmt: skip
         return rows
@@ -294,6 +468,26 @@ class Mirror:
         except DECODE_ERRORS:
             frame = decode_book_exact(data)
         return delta_units(frame.msg)
+
+
+def _compact(keep: np.ndarray, start: int, *arrays: np.ndarray) -> int:
+    """Keep the rows of `arrays` from `start` on where `keep`; returns how many."""
+    kept = int(keep.sum())
+    for a in arrays:
+        a[start : start + kept] = a[start : start + len(keep)][keep]
+    return kept
+
+
+def _grown(a: np.ndarray, rows: int, fill: int) -> np.ndarray:
+    out = np.full((rows, *a.shape[1:]), fill, a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+def _wider(a: np.ndarray, cols: int, fill: int) -> np.ndarray:
+    out = np.full((a.shape[0], cols), fill, a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
 
 
 def _check(price: Any, size: Any, market: str) -> None:

@@ -23,7 +23,7 @@ from replay.datasets.arrays import numbers, strings
 from replay.datasets.schema import codes, decimals
 from replay.reading.capture import contiguous, int64_view
 
-__all__ = ["BAR_TRADES", "Build", "ChangeRows", "Outputs", "batch_of"]
+__all__ = ["BAR_TRADES", "BookNames", "Build", "ChangeRows", "Outputs", "batch_of"]
 
 _KINDS = strings([schema.KIND_CLEAR, schema.KIND_SNAPSHOT, schema.KIND_DELTA])
 _SIDES = strings(["yes", "no"])
@@ -34,6 +34,23 @@ _TRADES = schema.coded(schema.TRADES)
 _CAP = 1 << 16
 #: The trades' columns the bars read (all a trade batch holds when trades are not asked for).
 BAR_TRADES = ["recv_ns", "market", "yes_price", "count"]
+
+
+class BookNames:
+    """Which market each of the kernel's books is a book of. With one feed a market has
+    one book and its code is the market's own; with redundant feeds each feed's book of
+    a market is a book of its own (`replay.datasets.mirror`), and rows name the market."""
+
+    def __init__(self) -> None:
+        self.name_of = np.zeros(0, np.int32)  # book code -> market code
+        self.identity = True  # every book's code is its market's
+
+    def of(self, books: np.ndarray) -> np.ndarray:
+        """The market codes of book codes."""
+        return books if self.identity else self.name_of[books]
+
+    def market_of(self, book: int) -> int:
+        return book if self.identity else int(self.name_of[book])
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +102,11 @@ class Build:
 class Outputs:
     """book_changes and trade row buffers for the window being derived."""
 
-    def __init__(self, emit: Callable[[Any, str], None], build: Build = Build()) -> None:
+    def __init__(self, emit: Callable[[Any, str], None], build: Build = Build(),
+                 books: BookNames | None = None) -> None:  # fmt: skip
         self._emit = emit
         self.build = build
+        self.books = BookNames() if books is None else books  # `mkt`, `q_mkt`: book codes
         self.row = np.zeros(_CAP, np.int64)
         self.mkt = np.zeros(_CAP, np.int32)
         self.kind = np.zeros(_CAP, np.int8)
@@ -109,7 +128,8 @@ class Outputs:
 
     def begin(self, run_id: str, table: pa.Table, decoded: Any, frame_base: int,
               names: list[str], mkt: np.ndarray) -> None:  # fmt: skip
-        """The window the next rows are of; `mkt`: its rows' market codes into `names`."""
+        """The window the next rows are of; `mkt`: its rows' market codes into `names`
+        (the trades' market; book rows name their book)."""
         self.flush()
         self._ctx = _Window(run_id, table, decoded, frame_base, mkt)
         self.names = names
@@ -192,7 +212,7 @@ class Outputs:
         cols = self._context(rows)
         kind = self.kind[:n]
         level = kind != 0
-        cols["market"] = codes(self.mkt[:n], strings(self.names))
+        cols["market"] = codes(self.books.of(self.mkt[:n]), strings(self.names))
         cols["kind"] = codes(kind, _KINDS)
         cols["side"] = codes(np.where(level, self.side[:n], 0), _SIDES, level)
         cols["price"] = decimals(self.price[:n], schema.PRICE, level)
@@ -212,7 +232,7 @@ class Outputs:
         rows = self.row[:n].copy()
         level = self.kind[:n] != 0
         frames = rows + self._ctx.frame_base
-        return ChangeRows(self.names, self.mkt[:n].copy(), self.kind[:n].copy(),
+        return ChangeRows(self.names, self.books.of(self.mkt[:n]).copy(), self.kind[:n].copy(),
                           np.where(level, self.side[:n], 0).astype(np.int8),
                           np.where(level, self.price[:n], 0), np.where(level, self.size[:n], 0),
                           self.valid[:n].copy(), frames, self._recv(rows))  # fmt: skip
@@ -227,7 +247,7 @@ class Outputs:
         n = int(self.q_n[0])
         rows = self.q_row[:n].copy()
         cols = self._context(rows)
-        cols["market"] = codes(self.q_mkt[:n], strings(self.names))
+        cols["market"] = codes(self.books.of(self.q_mkt[:n]), strings(self.names))
         cols |= schema.quote_columns(self.q_val[:n])
         arrays = [cols[f.name] for f in schema.QUOTES]
         return pa.RecordBatch.from_arrays(arrays, schema=_QUOTES)

@@ -30,7 +30,7 @@ from tests.replay.capture_factory import (
     update_get_snapshot,
 )
 
-__all__ = ["build_rules_capture", "random_capture"]
+__all__ = ["build_rules_capture", "random_capture", "random_feeds_capture"]
 
 
 def _open(run: RunBuilder, conn: int, cmd: int, *, standby: bool = False) -> None:
@@ -156,4 +156,118 @@ def random_capture(root: Path, steps: list[tuple[int, int, int, int]]) -> Path:
             seq = {1: 0, 2: 0}
     a.event(RunStop(reason="signal"), 0)
     a.write()
+    return root
+
+
+def random_feeds_capture(root: Path, steps: list[tuple[int, int, int, int]]) -> Path:
+    """A run of two redundant feeds from random steps (op, a, b, c): one exchange's book
+    changes and trades, which each feed delivers in its own time (so the feeds interleave
+    and either may lead), with gaps and their resyncs, duplicates and reconnects on
+    either feed: books move between the feeds, are lost on both and come back."""
+    from tests.replay.report.feeds_capture import FeedRun
+
+    run = FeedRun(root, RUN_A, BASE_NS, step_ns=3_000_000)
+    run.on(0).event(RunStart(run_id=RUN_A, version="0.1.0"), 0)
+    markets = (M1, M2)
+    messages: list[tuple[Any, ...]] = []  # the exchange's, in its order
+    states: list[dict[str, tuple[dict[int, int], dict[int, int]]]] = [
+        {m: ({}, {}) for m in markets}]  # fmt: skip
+    feeds: list[dict[str, Any]] = []
+    next_conn = [1]
+
+    def ladder(side: dict[int, int]) -> list[list[str]] | None:
+        levels = [[f"0.{p:04d}", f"{q // 100}.{q % 100:02d}"] for p, q in sorted(side.items())]
+        return levels or None
+
+    def snapshots(f: dict[str, Any]) -> None:
+        for market in markets:
+            f["book"] += 1
+            yes, no = states[f["pos"]][market]
+            run.on(f["feed"]).receive(snapshot(1, f["book"], market, ladder(yes), ladder(no)),
+                                      f["conn"])  # fmt: skip
+
+    def connect(feed: int, pos: int = 0) -> dict[str, Any]:
+        conn = next_conn[0]
+        next_conn[0] += 1
+        f = {"feed": feed, "conn": conn, "pos": pos, "book": 0, "trade": 0, "last": None,
+             "cmd": 1}  # fmt: skip
+        run.on(feed).event(Attempt(url=URL, attempt=1), 0)
+        run.on(feed).event(Opened(url=URL), conn)
+        run.send(subscribe(1, ["orderbook_delta"], list(markets)), conn)
+        run.send(subscribe(2, ["trade"]), conn)
+        run.receive(subscribed(1, "orderbook_delta", 1), conn)
+        run.receive(subscribed(2, "trade", 2), conn)
+        snapshots(f)
+        return f
+
+    def deliver(f: dict[str, Any], skip: bool = False) -> None:
+        if f["pos"] >= len(messages):
+            return
+        kind, *fields = messages[f["pos"]]
+        f["pos"] += 1
+        if kind == "delta":
+            f["book"] += 1
+            frame = delta(1, f["book"], *fields)
+            f["last"] = frame
+        else:
+            f["trade"] += 1
+            market, price, count, trade_id = fields
+            frame = trade(2, f["trade"], market, price, "0.5000", count)
+            frame["msg"]["trade_id"] = trade_id
+        if not skip:
+            run.on(f["feed"]).receive(frame, f["conn"])
+
+    feeds.extend(connect(feed) for feed in (0, 1))
+    for op, a, b, c in steps:
+        f = feeds[a % 2]
+        if op < 38:  # the exchange changes a book or trades
+            market = markets[b % 2]
+            book = {m: (dict(y), dict(n)) for m, (y, n) in states[-1].items()}
+            # whole cents mostly, a sub-penny price now and then (the kernel's ladder is
+            # fitted to it on the engine's path, for whichever feed's book it is)
+            price = (c % 97 + 1) * 100 + (25 if c % 11 == 0 else 0)
+            size = (c // 97) % 9 * 100 + 50
+            if op < 30:
+                side = "yes" if b % 4 < 2 else "no"
+                sign = -1 if op % 3 == 0 else 1
+                ladder_ = book[market][0 if side == "yes" else 1]
+                left = ladder_.get(price, 0) + sign * size
+                if left > 0:
+                    ladder_[price] = left
+                else:
+                    ladder_.pop(price, None)
+                amount = f"{'-' if sign < 0 else ''}{size // 100}.{size % 100:02d}"
+                messages.append(("delta", market, f"0.{price:04d}", amount, side))
+            else:
+                messages.append(("trade", market, f"0.{price:04d}", "2.00", f"x-{len(messages)}"))
+            states.append(book)
+        elif op < 70:
+            deliver(f)
+        elif op < 76:  # both catch up, taking turns
+            while any(g["pos"] < len(messages) for g in feeds):
+                for g in feeds:
+                    deliver(g)
+        elif op < 82 and f["pos"] < len(messages):  # a frame lost: the next reveals it
+            deliver(f, skip=True)
+            deliver(f)
+            f["cmd"] += 1
+            run.send(update_get_snapshot(10 + f["cmd"], 1, list(markets)), f["conn"])
+            snapshots(f)
+        elif op < 86:  # the connection is lost; the feed reconnects
+            run.on(f["feed"]).event(Closed(code=1006, reason="", disconnect_reason="transport"),
+                                    f["conn"])  # fmt: skip
+            run.advance(50_000_000)
+            feeds[f["feed"]] = connect(f["feed"], f["pos"])
+        elif op < 90 and f["last"] is not None:  # the last book frame again
+            run.on(f["feed"]).receive(f["last"], f["conn"])
+        elif op < 96:
+            run.advance(400_000_000)  # time passes (depth, bars)
+    while any(g["pos"] < len(messages) for g in feeds):
+        for g in feeds:
+            deliver(g)
+    for g in feeds:
+        run.on(g["feed"]).event(Closed(code=1000, reason="bye", disconnect_reason="user_requested"),
+                                g["conn"])  # fmt: skip
+    run.on(0).event(RunStop(reason="signal"), 0)
+    run.write()
     return root

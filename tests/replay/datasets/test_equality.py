@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import random
 import tempfile
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -43,7 +44,11 @@ from tests.replay.capture_factory import (
     subscribed,
     trade,
 )
-from tests.replay.datasets.captures import build_rules_capture, random_capture
+from tests.replay.datasets.captures import (
+    build_rules_capture,
+    random_capture,
+    random_feeds_capture,
+)
 from tests.replay.datasets.reference import (
     State,
     Timed,
@@ -373,6 +378,38 @@ def test_random_streams(steps: list[tuple[int, int, int, int]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = random_capture(Path(tmp), steps)
         assert_equal_to_replay(root)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 99), st.integers(0, 1), st.integers(0, 9),
+                          st.integers(0, 9999)), min_size=1, max_size=80))  # fmt: skip
+def test_random_redundant_feeds(steps: list[tuple[int, int, int, int]]) -> None:
+    """Two feeds delivering one exchange's stream each in its own time, with gaps,
+    resyncs, duplicates and reconnects on either: books handed between the feeds (from
+    the kernel's copy of the other feed's book), lost on both, back; each trade once."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = random_feeds_capture(Path(tmp), steps)
+        assert_equal_to_replay(root)
+
+
+def test_long_random_redundant_feeds(tmp_path: Path) -> None:
+    """Longer streams than Hypothesis tends to draw (30 of 120 steps, fixed seeds): each
+    has moves between the feeds after a feed's book took frames on the engine's path
+    (a price between cents)."""
+    moves = 0
+    for seed in range(30):
+        rnd = random.Random(seed)
+        steps = [(rnd.randint(0, 99), rnd.randint(0, 1), rnd.randint(0, 9),
+                  rnd.randint(0, 9999)) for _ in range(120)]  # fmt: skip
+        out = assert_equal_to_replay(random_feeds_capture(tmp_path / str(seed), steps))
+        changes = out["book_changes"].to_pylist()
+        last: dict[str, int] = {}
+        for row in changes:  # a valid book's first row from another connection: a move
+            moved = last.get(row["market"], row["conn"]) != row["conn"]
+            if row["kind"] == "clear" and row["valid"] and moved:
+                moves += 1
+            last[row["market"]] = row["conn"]
+    assert moves > 100
 
 
 def test_tiny_buffers_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

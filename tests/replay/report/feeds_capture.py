@@ -44,14 +44,14 @@ from tests.replay.capture_factory import (
     trade,
 )
 
-__all__ = ["T0", "ExpectedFeeds", "S", "build_feeds_capture"]
+__all__ = ["T0", "ExpectedFeeds", "FeedRun", "S", "build_feeds_capture"]
 
 S = 1_000_000_000
 T0 = BASE_NS + 7200 * S  # 2026-11-21T10:00:00Z
 
 
 @dataclass
-class _FeedRun(RunBuilder):
+class FeedRun(RunBuilder):
     """A RunBuilder whose records belong to `feed` (set before each call)."""
 
     feed: int = 0
@@ -61,7 +61,7 @@ class _FeedRun(RunBuilder):
         self.records[-1] = rec
         return rec
 
-    def on(self, feed: int) -> _FeedRun:
+    def on(self, feed: int) -> FeedRun:
         self.feed = feed
         return self
 
@@ -79,7 +79,7 @@ class ExpectedFeeds:
     reconnect_delay_s: dict[int, float]  # conn -> the wait before it
 
 
-def _open(b: _FeedRun, feed: int, conn: int, seq: int, mid: int) -> int:
+def _open(b: FeedRun, feed: int, conn: int, seq: int, mid: int) -> int:
     b.on(feed).event(Attempt(url=URL, attempt=1), 0)
     b.on(feed).event(Opened(url=URL), conn)
     b.send(subscribe(1, ["orderbook_delta"], [M1, M2]), conn)
@@ -94,7 +94,7 @@ def _open(b: _FeedRun, feed: int, conn: int, seq: int, mid: int) -> int:
     return seq
 
 
-def _flow(b: _FeedRun, conns: dict[int, int], seqs: dict[int, int], rounds: int) -> None:
+def _flow(b: FeedRun, conns: dict[int, int], seqs: dict[int, int], rounds: int) -> None:
     """`rounds` of 0.1 s: a book change and a trade on each open connection (by feed)."""
     for i in range(rounds):
         for feed, conn in conns.items():
@@ -104,12 +104,12 @@ def _flow(b: _FeedRun, conns: dict[int, int], seqs: dict[int, int], rounds: int)
         b.advance(S // 10)
 
 
-def _move(b: _FeedRun, market: str, src: int | None, dst: int | None, why: str) -> None:
+def _move(b: FeedRun, market: str, src: int | None, dst: int | None, why: str) -> None:
     b.on(0).event(Arbitrated(market=market, from_feed=src, to_feed=dst, reason=why), 0)
 
 
 def build_feeds_capture(root: Path) -> ExpectedFeeds:
-    b = _FeedRun(root, RUN_A, T0, step_ns=0)
+    b = FeedRun(root, RUN_A, T0, step_ns=0)
     b.on(0).event(RunStart(run_id=RUN_A, version="0.1.0"), 0)
     seqs = {1: _open(b, 0, 1, 1, 50), 2: _open(b, 1, 2, 1, 50)}
     _flow(b, {0: 1, 1: 2}, seqs, 20)  # to 2 s
