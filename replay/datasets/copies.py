@@ -29,91 +29,126 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from replay.datasets.jit import forget_if_changed, load_u64
+
 __all__ = ["CompiledCopies"]
 
 _DELIVER, _DROP, _ROOM = 1, 0, -1
 _TRADE_ID = np.frombuffer(b'"trade_id":', np.uint8)
+_SKIP = np.full(256, len(_TRADE_ID), np.int64)  # Horspool's shifts for _TRADE_ID
+for _j, _c in enumerate(_TRADE_ID[:-1].tolist()):
+    _SKIP[_c] = len(_TRADE_ID) - 1 - _j
 # state: first live q, next q, arena bytes used, free node list, nodes ever used
 _HEAD, _TAIL, _USED, _FREE, _NODES = range(5)
+# an entry's row: its key's hash, arena offset and length (with the first byte), when
+# first seen, the most copies delivered, its first count node
+_H, _OFF, _LEN, _RECV, _BEST, _FIRST = range(6)
+# a node's row: connection, copies it brought, the entry's next node
+_CONN, _CNT, _NEXT = range(3)
+# an index slot: the entry's q (-1 empty) and its key's hash
+_Q, _KH = range(2)
 _FNV = np.uint64(0xCBF29CE484222325)
 _PRIME = np.uint64(0x100000001B3)
 
 
 @njit(cache=True)
 def _hash(prefix, kb, k0, k1):
+    """A key's hash (non-negative): eight bytes a step where the key has them (a
+    multiply spreads a word's bits only upwards; the shifts bring them down to the
+    index's low bits)."""
     h = (_FNV ^ np.uint64(prefix)) * _PRIME
-    for i in range(k0, k1):
+    i = k0
+    while i + 8 <= k1:
+        h = (h ^ load_u64(kb, i)) * _PRIME
+        h ^= h >> np.uint64(29)
+        i += 8
+    while i < k1:
         h = (h ^ np.uint64(kb[i])) * _PRIME
+        i += 1
+    h ^= h >> np.uint64(32)
+    h *= _PRIME
+    h ^= h >> np.uint64(29)
     return np.int64(h >> np.uint64(1))
 
 
 @njit(cache=True)
-def _find(index, e_hash, e_off, e_len, arena, ring_mask, h, prefix, kb, k0, k1):
-    """The index slot of the live entry of this key, or of the empty slot it would take
-    (and -1 as the entry)."""
+def _find(index, entries, arena, h, prefix, kb, k0, k1):
+    """The index slot of the live entry of this key and its q, or the empty slot it
+    would take and -1."""
     mask = len(index) - 1
+    ring_mask = len(entries) - 1
     i = h & mask
     n = k1 - k0 + 1
     while True:
-        q = index[i]
+        q = index[i, _Q]
         if q < 0:
             return i, -1
-        e = q & ring_mask
-        if e_hash[e] == h and e_len[e] == n and arena[e_off[e]] == prefix:
-            o = e_off[e] + 1
-            same = True
-            for j in range(n - 1):
-                if arena[o + j] != kb[k0 + j]:
-                    same = False
-                    break
-            if same:
-                return i, q
+        if index[i, _KH] == h:
+            e = q & ring_mask
+            o = entries[e, _OFF]
+            if entries[e, _LEN] == n and arena[o] == prefix:
+                same = True
+                for j in range(n - 1):
+                    if arena[o + 1 + j] != kb[k0 + j]:
+                        same = False
+                        break
+                if same:
+                    return i, q
         i = (i + 1) & mask
 
 
 @njit(cache=True)
-def _unindex(index, e_hash, ring_mask, q):
-    """Remove entry q from the index (backward shift: no tombstones)."""
+def _unindex(index, q, h):
+    """Remove entry q (key hash h) from the index (backward shift: no tombstones)."""
     mask = len(index) - 1
-    i = e_hash[q & ring_mask] & mask
-    while index[i] != q:
+    i = h & mask
+    while index[i, _Q] != q:
         i = (i + 1) & mask
     j = i
     while True:
         j = (j + 1) & mask
-        r = index[j]
-        if r < 0:
+        if index[j, _Q] < 0:
             break
-        k = e_hash[r & ring_mask] & mask
+        k = index[j, _KH] & mask
         if (i < k <= j) if i <= j else (i < k or k <= j):
             continue  # its home is between the hole and it: it stays
-        index[i] = r
+        index[i, _Q], index[i, _KH] = index[j, _Q], index[j, _KH]
         i = j
-    index[i] = -1
+    index[i, _Q] = -1
+
+
+@njit(cache=True, inline="always")
+def _node(state, nodes):
+    m = state[_FREE]
+    if m >= 0:
+        state[_FREE] = nodes[m, _NEXT]
+        return m
+    m = state[_NODES]
+    state[_NODES] = m + 1
+    return m
 
 
 @njit(cache=True)
-def _count(prefix, kb, k0, k1, conn, recv, window, state, index, e_hash, e_off, e_len,
-           e_recv, e_best, e_head, arena, n_conn, n_cnt, n_next):  # fmt: skip
+def _count(prefix, kb, k0, k1, conn, recv, window, state, index, entries, arena, nodes):
     """`Copies.count` for the key `prefix` + kb[k0:k1]: 1 deliver, 0 drop, -1 no room."""
-    ring_mask = len(e_hash) - 1
+    ring_mask = len(entries) - 1
     h = _hash(prefix, kb, k0, k1)
-    slot, q = _find(index, e_hash, e_off, e_len, arena, ring_mask, h, prefix, kb, k0, k1)
-    node_free = state[_FREE] >= 0 or state[_NODES] < len(n_conn)
+    slot, q = _find(index, entries, arena, h, prefix, kb, k0, k1)
+    node_free = state[_FREE] >= 0 or state[_NODES] < len(nodes)
     if q >= 0:
         e = q & ring_mask
-        m = e_head[e]
-        while m >= 0 and n_conn[m] != conn:
-            m = n_next[m]
+        m = entries[e, _FIRST]
+        while m >= 0 and nodes[m, _CONN] != conn:
+            m = nodes[m, _NEXT]
         if m < 0:
             if not node_free:
                 return _ROOM
-            m = _node(state, n_next)
-            n_conn[m], n_cnt[m], n_next[m] = conn, 0, e_head[e]
-            e_head[e] = m
-        n_cnt[m] += 1
-        if n_cnt[m] > e_best[e]:
-            e_best[e] = n_cnt[m]
+            m = _node(state, nodes)
+            nodes[m, _CONN], nodes[m, _CNT], nodes[m, _NEXT] = conn, 0, entries[e, _FIRST]
+            entries[e, _FIRST] = m
+        nodes[m, _CNT] += 1
+        if nodes[m, _CNT] > entries[e, _BEST]:
+            entries[e, _BEST] = nodes[m, _CNT]
             return _DELIVER
         return _DROP
     n = k1 - k0 + 1
@@ -128,51 +163,46 @@ def _count(prefix, kb, k0, k1, conn, recv, window, state, index, e_hash, e_off, 
     arena[o] = prefix
     arena[o + 1 : o + n] = kb[k0:k1]
     state[_USED] = o + n
-    e_hash[e], e_off[e], e_len[e], e_recv[e], e_best[e] = h, o, n, recv, 1
-    m = _node(state, n_next)
-    n_conn[m], n_cnt[m], n_next[m] = conn, 1, -1
-    e_head[e] = m
-    index[slot] = q
+    m = _node(state, nodes)
+    nodes[m, _CONN], nodes[m, _CNT], nodes[m, _NEXT] = conn, 1, -1
+    entries[e, _H], entries[e, _OFF], entries[e, _LEN] = h, o, n
+    entries[e, _RECV], entries[e, _BEST], entries[e, _FIRST] = recv, 1, m
+    index[slot, _Q], index[slot, _KH] = q, h
     horizon = recv - window
-    while state[_HEAD] < state[_TAIL] and e_recv[state[_HEAD] & ring_mask] < horizon:
+    while state[_HEAD] < state[_TAIL] and entries[state[_HEAD] & ring_mask, _RECV] < horizon:
         old = state[_HEAD]
-        _unindex(index, e_hash, ring_mask, old)
-        m = e_head[old & ring_mask]
+        e = old & ring_mask
+        _unindex(index, old, entries[e, _H])
+        m = entries[e, _FIRST]
         while m >= 0:  # its nodes back to the free list
-            after = n_next[m]
-            n_next[m] = state[_FREE]
+            after = nodes[m, _NEXT]
+            nodes[m, _NEXT] = state[_FREE]
             state[_FREE] = m
             m = after
         state[_HEAD] = old + 1
     return _DELIVER
 
 
-@njit(cache=True, inline="always")
-def _node(state, n_next):
-    m = state[_FREE]
-    if m >= 0:
-        state[_FREE] = n_next[m]
-        return m
-    m = state[_NODES]
-    state[_NODES] = m + 1
-    return m
-
-
 @njit(cache=True)
-def _trade_key(data, s, e, pattern):
+def _trade_key(data, s, e, pattern, skip):
     """The span of a trade frame data[s:e]'s key, as `message_key` cuts it: from after
     the first `"trade_id":` to the next comma (or the end), whitespace stripped; (-1, -1)
-    without one."""
+    without one. The search is Horspool's (`skip`: how far the byte under the pattern's
+    last may move it), which never steps over an occurrence."""
     p = len(pattern)
+    last = pattern[p - 1]
     at = -1
-    for i in range(s, e - p + 1):
-        if data[i] == pattern[0]:
-            j = 1
-            while j < p and data[i + j] == pattern[j]:
+    i = s
+    while i + p <= e:
+        c = data[i + p - 1]
+        if c == last:
+            j = 0
+            while j < p - 1 and data[i + j] == pattern[j]:
                 j += 1
-            if j == p:
+            if j == p - 1:
                 at = i
                 break
+        i += skip[c]
     if at < 0:
         return -1, -1
     k0 = at + p
@@ -189,18 +219,17 @@ def _trade_key(data, s, e, pattern):
 
 
 @njit(cache=True)
-def _count_trades(start, data, offsets, rows, conns, recvs, keep, pattern, window, state,
-                  index, e_hash, e_off, e_len, e_recv, e_best, e_head, arena, n_conn, n_cnt,
-                  n_next):  # fmt: skip
+def _count_trades(start, data, offsets, rows, conns, recvs, keep, pattern, skip, window,
+                  state, index, entries, arena, nodes):  # fmt: skip
     """Count the trade frames `rows` from `start` on; return (the first row not counted,
     why: 1 done, -1 no room, 0 a frame without a trade_id)."""
     for i in range(start, len(rows)):
         r = rows[i]
-        k0, k1 = _trade_key(data, offsets[r], offsets[r + 1], pattern)
+        k0, k1 = _trade_key(data, offsets[r], offsets[r + 1], pattern, skip)
         if k0 < 0:
             return i, 0
-        got = _count(1, data, k0, k1, conns[i], recvs[i], window, state, index, e_hash, e_off,
-                     e_len, e_recv, e_best, e_head, arena, n_conn, n_cnt, n_next)  # fmt: skip
+        got = _count(1, data, k0, k1, conns[i], recvs[i], window, state, index, entries,
+                     arena, nodes)  # fmt: skip
         if got == _ROOM:
             return i, -1
         keep[i] = got == _DELIVER
@@ -213,17 +242,13 @@ class CompiledCopies:
     def __init__(self, window_ns: int, room: int = 1 << 12) -> None:
         self.window_ns = window_ns
         self.state = np.array([0, 0, 0, -1, 0], np.int64)
-        self.index = np.full(2 * room, -1, np.int64)
-        ring = room
-        self.e_hash, self.e_off, self.e_len, self.e_recv, self.e_best, self.e_head = (
-            np.zeros(ring, np.int64) for _ in range(6))  # fmt: skip
+        self.index = np.full((2 * room, 2), -1, np.int64)
+        self.entries = np.zeros((room, 6), np.int64)
         self.arena = np.zeros(48 * room, np.uint8)
-        self.n_conn, self.n_cnt, self.n_next = (np.zeros(2 * room, np.int64) for _ in range(3))
+        self.nodes = np.zeros((2 * room, 3), np.int64)
 
     def _arrays(self) -> tuple[Any, ...]:
-        return (self.state, self.index, self.e_hash, self.e_off, self.e_len, self.e_recv,
-                self.e_best, self.e_head, self.arena, self.n_conn, self.n_cnt,
-                self.n_next)  # fmt: skip
+        return self.state, self.index, self.entries, self.arena, self.nodes
 
     def count(self, key: Any, conn: int, recv_ns: int) -> bool:
         """`Copies.count` (the engine's calls, with `message_key`'s keys)."""
@@ -249,7 +274,7 @@ class CompiledCopies:
         i = 0
         while i < len(rows):
             i, why = _count_trades(i, data, offsets, rows, conns, recvs, keep, _TRADE_ID,
-                                   self.window_ns, *self._arrays())  # fmt: skip
+                                   _SKIP, self.window_ns, *self._arrays())  # fmt: skip
             if why == -1:
                 self._grow(int(offsets[rows[i] + 1] - offsets[rows[i]]) + 1)
             elif why == 0:  # no trade_id: the engine's key for it, counted here
@@ -260,38 +285,33 @@ class CompiledCopies:
 
     def _grow(self, key_bytes: int) -> None:
         """Room for one more key of `key_bytes` bytes and its node: each array that is
-        full doubles (the arena is compacted to its live keys first)."""
+        full doubles (the arena is packed to its live keys instead when they hold at most
+        half of it)."""
         state = self.state
         head, tail = int(state[_HEAD]), int(state[_TAIL])
         live = tail - head
-        ring = len(self.e_hash)
+        ring = len(self.entries)
         if live + 1 > ring - 1:
-            old = [self.e_hash, self.e_off, self.e_len, self.e_recv, self.e_best, self.e_head]
-            grown = [np.zeros(2 * ring, np.int64) for _ in old]
             q = np.arange(head, tail)
-            for new, a in zip(grown, old, strict=True):
-                new[q & (2 * ring - 1)] = a[q & (ring - 1)]
-            (self.e_hash, self.e_off, self.e_len, self.e_recv, self.e_best,
-             self.e_head) = grown  # fmt: skip
+            entries = np.zeros((2 * ring, 6), np.int64)
+            entries[q & (2 * ring - 1)] = self.entries[q & (ring - 1)]
+            self.entries = entries
         if 2 * (live + 1) > len(self.index):
-            self.index = np.full(2 * len(self.index), -1, np.int64)
-            _reindex(self.index, self.e_hash, head, tail)
+            self.index = np.full((2 * len(self.index), 2), -1, np.int64)
+            _reindex(self.index, self.entries, head, tail)
         if state[_USED] + key_bytes > len(self.arena):
             self._compact(key_bytes)
-        if state[_FREE] < 0 and state[_NODES] >= len(self.n_conn):
-            n = len(self.n_conn)
-            self.n_conn, self.n_cnt, self.n_next = (np.concatenate([a, np.zeros(n, np.int64)])
-                                                    for a in (self.n_conn, self.n_cnt,
-                                                              self.n_next))  # fmt: skip
+        if state[_FREE] < 0 and state[_NODES] >= len(self.nodes):
+            self.nodes = np.concatenate([self.nodes, np.zeros_like(self.nodes)])
 
     def _compact(self, key_bytes: int) -> None:
         """Room in the arena: the live keys packed to its start if forgotten ones hold at
         least half of it, else an arena twice as large."""
         head, tail = int(self.state[_HEAD]), int(self.state[_TAIL])
-        e = np.arange(head, tail) & (len(self.e_hash) - 1)
-        need = int(self.e_len[e].sum()) + key_bytes
+        e = np.arange(head, tail) & (len(self.entries) - 1)
+        need = int(self.entries[e, _LEN].sum()) + key_bytes
         if 2 * need <= len(self.arena):
-            self.state[_USED] = _pack(self.arena, self.arena, self.e_off, self.e_len, e)
+            self.state[_USED] = _pack(self.arena, self.entries, e)
             return
         used = int(self.state[_USED])
         arena = np.zeros(2 * max(used + key_bytes, len(self.arena)), np.uint8)
@@ -300,26 +320,30 @@ class CompiledCopies:
 
 
 @njit(cache=True)
-def _reindex(index, e_hash, head, tail):
-    ring_mask = len(e_hash) - 1
+def _reindex(index, entries, head, tail):
+    ring_mask = len(entries) - 1
     mask = len(index) - 1
     for q in range(head, tail):
-        i = e_hash[q & ring_mask] & mask
-        while index[i] >= 0:
+        h = entries[q & ring_mask, _H]
+        i = h & mask
+        while index[i, _Q] >= 0:
             i = (i + 1) & mask
-        index[i] = q
+        index[i, _Q], index[i, _KH] = q, h
 
 
 @njit(cache=True)
-def _pack(old, new, e_off, e_len, entries):
-    """Copy the keys of `entries` (in the order they were stored, so never forward) from
-    `old` to the start of `new`, which may be `old`; return the bytes used."""
+def _pack(arena, entries, rows):
+    """Move the keys of entry rows `rows` (in the order they were stored, so never
+    forward) to the arena's start; return the bytes used."""
     at = 0
-    for e in entries:
-        n = e_len[e]
-        o = e_off[e]
+    for e in rows:
+        n = entries[e, _LEN]
+        o = entries[e, _OFF]
         for j in range(n):
-            new[at + j] = old[o + j]
-        e_off[e] = at
+            arena[at + j] = arena[o + j]
+        entries[e, _OFF] = at
         at += n
     return at
+
+
+forget_if_changed(__name__, _count_trades, ("replay.datasets.jit",))
