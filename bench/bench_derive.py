@@ -292,7 +292,8 @@ def main() -> None:
     # derive arbitrates as the engine does, each feed's book in the kernel.
     two = bench_replay.capture_root(nominal, 2)
     two_frames = capture_frames(two)
-    derive_rate(two, "quotes", two_frames)
+    for name in ("quotes", "trades"):  # the arbitrated paths' kernels loaded (or compiled)
+        derive_rate(two, name, two_frames)
     for name in ("book_changes", "quotes", "trades"):
         mine = derive_rate(two, name, two_frames)
         base = replay_rate(two, name, two_frames)
