@@ -271,6 +271,7 @@ def test_a_derive_that_must_compile_its_kernels_says_so(
     derive on the fly go through the same range)."""
     compute_module = importlib.import_module("replay.datasets.compute")  # not the function
 
+    derive(sample, to=tmp_path / "first", datasets="quotes")  # compiles, if not yet here
     caplog.set_level(logging.INFO, logger="replay.datasets.compute")
     derive(sample, to=tmp_path / "warm", datasets="quotes")
     assert not [r for r in caplog.records if "compiling" in r.getMessage()]
