@@ -22,6 +22,7 @@ from numba import njit
 from replay.datasets import kernel, ladders, schema
 from replay.datasets.arrays import bools_of, numbers, strings, values_of
 from replay.datasets.jit import borrow, forget_if_changed
+from replay.datasets.ladders import grown
 from replay.datasets.rows import ChangeRows
 from replay.datasets.schema import decimals
 from replay.reading.capture import contiguous
@@ -173,15 +174,9 @@ class BookReplay:
         if size <= old:
             return
         size = max(size, 2 * old, 8)
-
-        def grow(a: np.ndarray, fill: int) -> np.ndarray:
-            out = np.full((size, *a.shape[1:]), fill, a.dtype)
-            out[:old] = a
-            return out
-
         self.books.add(size)
-        self.mvalid, self.seen = grow(self.mvalid, 0), grow(self.seen, 0)
-        self.last_recv, self.qstate = grow(self.last_recv, 0), grow(self.qstate, 0)
+        self.mvalid, self.seen = grown(self.mvalid, size, 0), grown(self.seen, size, 0)
+        self.last_recv, self.qstate = grown(self.last_recv, size, 0), grown(self.qstate, size, 0)
 
     def _local(self, names: list[str]) -> np.ndarray:
         """This replay's codes of `names` (a market it has not seen gets the next one)."""

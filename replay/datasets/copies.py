@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit
 
 from replay.datasets.jit import forget_if_changed, load_u64
+from stream.arbitration import message_key
 
 __all__ = ["CompiledCopies"]
 
@@ -268,8 +269,6 @@ class CompiledCopies:
                      conns: np.ndarray, recvs: np.ndarray) -> np.ndarray:  # fmt: skip
         """Count the trade frames `rows` of a window (its raw bytes `data`, `offsets`) that
         connections `conns` brought at `recvs` (one each); which to deliver."""
-        from stream.arbitration import message_key
-
         keep = np.zeros(len(rows), np.bool_)
         i = 0
         while i < len(rows):

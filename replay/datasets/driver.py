@@ -114,18 +114,14 @@ class _Feed:
             if pos >= n:
                 break
             m.write_back(table)
-            conn = int(conns[pos])
-            if self.core.arbitrating:
-                before = m.before(conn, int(decoded.sid[pos]))
-                self._slow(pos, run_id, group, table, decoded, conn, int(mkt[pos]))
-                m.refresh()
-                m.follow(pos, decoded, conn, int(mkt[pos]), before,
-                         table.column("raw")[pos].as_py())  # fmt: skip
-            else:
-                self._slow(pos, run_id, group, table, decoded, conn, int(mkt[pos]))
-                m.refresh()
-                if self.core.arbitrating:  # a feed's first record, just now
-                    self._arbitrated()
+            conn, book = int(conns[pos]), int(mkt[pos])
+            before = m.before(conn, int(decoded.sid[pos])) if self.core.arbitrating else None
+            raw = self._slow(pos, run_id, group, table, decoded, conn, book)
+            m.refresh()
+            if before is not None:
+                m.follow(pos, decoded, conn, book, before, raw)
+            elif self.core.arbitrating:  # a feed's first record, just now
+                self._arbitrated()
             pos += 1
         m.write_back(table)
         recv = table.column("recv_ns")
@@ -134,8 +130,9 @@ class _Feed:
         out.flush()
 
     def _slow(self, pos: int, run_id: str, group: int, table: pa.Table, decoded: Decoded,
-              conn: int, mkt: int) -> None:  # fmt: skip
-        """Give one row to the engine; turn what its consumers got into rows."""
+              conn: int, mkt: int) -> Any:  # fmt: skip
+        """Give one row to the engine; turn what its consumers got into rows. Returns the
+        row's bytes."""
         engine = self.engine
         d = table.column("dir")[pos].as_py()
         raw = table.column("raw")[pos].as_py()
@@ -163,6 +160,7 @@ class _Feed:
         buf = self.books_q.buffer
         while buf:
             self.mirror.delivered(buf.popleft(), pos, decoded, conn, mkt, raw, self.out)
+        return raw
 
     def _arbitrated(self) -> None:
         """The engine remembers message copies across feeds in arrays the kernel's trades

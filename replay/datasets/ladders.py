@@ -33,8 +33,8 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "CENT", "PRICES", "Books", "apply_delta", "below", "clear", "fits", "load_levels",
-    "set_level", "size_at",
+    "CENT", "PRICES", "Books", "apply_delta", "below", "clear", "fits", "grown",
+    "load_levels", "set_level", "size_at",
 ]  # fmt: skip
 
 PRICES = 10_001  # prices 0..10000 in 1e-4 dollars
@@ -187,8 +187,8 @@ class Books:
             return
         if markets > len(self.lay):
             size = max(markets, 2 * len(self.lay), 8)
-            self.best = _grown(self.best, size, -1)
-            self.lay = _grown(self.lay, size, 0)
+            self.best = grown(self.best, size, -1)
+            self.lay = grown(self.lay, size, 0)
         for m in range(self.markets, markets):
             self.lay[m] = self._region(CENT)
         self.markets = markets
@@ -217,13 +217,16 @@ class Books:
         self._used += 2 * slots
         self._hused += 2 * words
         if self._used > len(self.sizes):
-            self.sizes = _grown(self.sizes, max(self._used, 2 * len(self.sizes)), 0)
+            self.sizes = grown(self.sizes, max(self._used, 2 * len(self.sizes)), 0)
         if self._hused > len(self.held):
-            self.held = _grown(self.held, max(self._hused, 2 * len(self.held)), 0)
+            self.held = grown(self.held, max(self._hused, 2 * len(self.held)), 0)
         return base, step, hbase, slots, words
 
 
-def _grown(a: np.ndarray, rows: int, fill: int) -> np.ndarray:
-    out = np.full((rows, *a.shape[1:]), fill, a.dtype)
-    out[: len(a)] = a
+def grown(a: np.ndarray, size: int, fill: int, axis: int = 0) -> np.ndarray:
+    """`a` in an array `size` long along `axis`, the new room holding `fill`."""
+    shape = list(a.shape)
+    shape[axis] = size
+    out = np.full(shape, fill, a.dtype)
+    out[tuple(slice(0, n) for n in a.shape)] = a
     return out

@@ -25,6 +25,7 @@ import pyarrow as pa
 from replay.datasets import kernel, ladders, names
 from replay.datasets.arrays import values_of
 from replay.datasets.decode import Decoded
+from replay.datasets.ladders import grown
 from replay.datasets.rows import BookNames, Outputs
 from stream.book import BookSnapshot
 from stream.core import EngineCore
@@ -90,9 +91,7 @@ class Mirror:
         if code is None:
             code = self.conn_code[conn] = len(self.conn_code)
             if code >= self.wire_of.shape[0]:
-                grown = np.full((code * 2, self.wire_of.shape[1]), -1, np.int32)
-                grown[: self.wire_of.shape[0]] = self.wire_of
-                self.wire_of = grown
+                self.wire_of = grown(self.wire_of, code * 2, -1)
         return code
 
     def market_codes(self, decoded: Decoded) -> np.ndarray:
@@ -128,9 +127,9 @@ class Mirror:
             self.table.add(name.encode())
             if code >= self.delivered_book.shape[0]:
                 size = max(8, code * 2)
-                self.delivered_book = _grown(self.delivered_book, size, -1)
-                self.shown = _grown(self.shown, size, -1)
-                self.book_code = _wider(self.book_code, size, -1)
+                self.delivered_book = grown(self.delivered_book, size, -1)
+                self.shown = grown(self.shown, size, -1)
+                self.book_code = grown(self.book_code, size, -1, axis=1)
             self.book(code, 0)
         return code
 
@@ -138,7 +137,7 @@ class Mirror:
         """The code of feed `feed`'s book of a market (made on first use). With one feed
         a market's book code is the market's code."""
         if feed >= self.book_code.shape[0]:
-            self.book_code = _grown(self.book_code, feed + 1, -1)
+            self.book_code = grown(self.book_code, feed + 1, -1)
         code = int(self.book_code[feed, market])
         if code >= 0:
             return code
@@ -148,9 +147,9 @@ class Mirror:
         names = self.book_names
         if code >= names.name_of.shape[0]:
             size = max(8, code * 2)
-            names.name_of = _grown(names.name_of, size, 0)
-            self.market_wire = _grown(self.market_wire, size, -1)
-            self.qstate = _grown(self.qstate, size, 0)
+            names.name_of = grown(names.name_of, size, 0)
+            self.market_wire = grown(self.market_wire, size, -1)
+            self.qstate = grown(self.qstate, size, 0)
         names.name_of[code] = market
         names.identity = names.identity and code == market
         self.books.add(code + 1)
@@ -167,14 +166,14 @@ class Mirror:
         has = mkt >= 0
         if not has.any():
             return mkt
-        feed = feed.astype(np.intp)
+        feed, at = feed.astype(np.intp), np.maximum(mkt, 0)
         top = int(feed.max())
         if top >= self.book_code.shape[0]:
-            self.book_code = _grown(self.book_code, top + 1, -1)
-        missing = has & (self.book_code[feed, np.maximum(mkt, 0)] < 0)
+            self.book_code = grown(self.book_code, top + 1, -1)
+        missing = has & (self.book_code[feed, at] < 0)
         for f, m in sorted(set(zip(feed[missing].tolist(), mkt[missing].tolist(), strict=True))):
             self.book(m, f)
-        return np.where(has, self.book_code[feed, np.maximum(mkt, 0)], -1).astype(np.int32)
+        return np.where(has, self.book_code[feed, at], -1).astype(np.int32)
 
     def _slot(self, wire: Any) -> int:
         slot = self.slot_of.get(id(wire))
@@ -206,9 +205,7 @@ class Mirror:
             for sid, wire in conn.sids.items():
                 slot = self._slot(wire)
                 if sid >= self.wire_of.shape[1]:
-                    grown = np.full((self.wire_of.shape[0], sid * 2), -1, np.int32)
-                    grown[:, : self.wire_of.shape[1]] = self.wire_of
-                    self.wire_of = grown
+                    self.wire_of = grown(self.wire_of, sid * 2, -1, axis=1)
                 if sid >= 0:
                     self.wire_of[c, sid] = slot
                 last = kernel.NONE if wire.last_seq is None else wire.last_seq
@@ -476,18 +473,6 @@ def _compact(keep: np.ndarray, start: int, *arrays: np.ndarray) -> int:
     for a in arrays:
         a[start : start + kept] = a[start : start + len(keep)][keep]
     return kept
-
-
-def _grown(a: np.ndarray, rows: int, fill: int) -> np.ndarray:
-    out = np.full((rows, *a.shape[1:]), fill, a.dtype)
-    out[: len(a)] = a
-    return out
-
-
-def _wider(a: np.ndarray, cols: int, fill: int) -> np.ndarray:
-    out = np.full((a.shape[0], cols), fill, a.dtype)
-    out[:, : a.shape[1]] = a
-    return out
 
 
 def _check(price: Any, size: Any, market: str) -> None:
