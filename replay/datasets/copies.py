@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from replay.datasets.jit import forget_if_changed, load_u64
+from replay.datasets.jit import borrow, forget_if_changed, load_u64
 from stream.arbitration import message_key
 
 __all__ = ["CompiledCopies"]
@@ -72,6 +72,23 @@ def _hash(prefix, kb, k0, k1):
     return np.int64(h >> np.uint64(1))
 
 
+@njit(cache=True, inline="always")
+def _same(a, at, kb, k0, k1):
+    """Whether a[at:] starts with kb[k0:k1] (eight bytes a step where both have them)."""
+    j = k0
+    while j + 8 <= k1 and at + 8 <= len(a):
+        if load_u64(a, at) != load_u64(kb, j):
+            return False
+        at += 8
+        j += 8
+    while j < k1:
+        if a[at] != kb[j]:
+            return False
+        at += 1
+        j += 1
+    return True
+
+
 @njit(cache=True)
 def _find(index, entries, arena, h, prefix, kb, k0, k1):
     """The index slot of the live entry of this key and its q, or the empty slot it
@@ -87,14 +104,8 @@ def _find(index, entries, arena, h, prefix, kb, k0, k1):
         if index[i, _KH] == h:
             e = q & ring_mask
             o = entries[e, _OFF]
-            if entries[e, _LEN] == n and arena[o] == prefix:
-                same = True
-                for j in range(n - 1):
-                    if arena[o + 1 + j] != kb[k0 + j]:
-                        same = False
-                        break
-                if same:
-                    return i, q
+            if entries[e, _LEN] == n and arena[o] == prefix and _same(arena, o + 1, kb, k0, k1):
+                return i, q
         i = (i + 1) & mask
 
 
@@ -184,6 +195,27 @@ def _count(prefix, kb, k0, k1, conn, recv, window, state, index, entries, arena,
     return _DELIVER
 
 
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+_COMMAS = np.uint64(0x2C2C2C2C2C2C2C2C)
+
+
+@njit(cache=True, inline="always")
+def _comma(data, i, e):
+    """The first comma of data[i:e], or e: eight bytes a test (a word holds one where
+    its XOR with commas has a zero byte), then byte by byte."""
+    while i + 8 <= e:
+        x = load_u64(data, i) ^ _COMMAS
+        if (x - _ONES) & ~x & _HIGHS:
+            break
+        i += 8
+    while i < e:
+        if data[i] == 44:
+            return i
+        i += 1
+    return e
+
+
 @njit(cache=True)
 def _trade_key(data, s, e, pattern, skip):
     """The span of a trade frame data[s:e]'s key, as `message_key` cuts it: from after
@@ -207,11 +239,7 @@ def _trade_key(data, s, e, pattern, skip):
     if at < 0:
         return -1, -1
     k0 = at + p
-    k1 = e
-    for i in range(at, e):
-        if data[i] == 44:  # ,
-            k1 = i
-            break
+    k1 = _comma(data, k0, e)
     while k0 < k1 and (data[k0] == 32 or 9 <= data[k0] <= 13):
         k0 += 1
     while k1 > k0 and (data[k1 - 1] == 32 or 9 <= data[k1 - 1] <= 13):
@@ -223,7 +251,11 @@ def _trade_key(data, s, e, pattern, skip):
 def _count_trades(start, data, offsets, rows, conns, recvs, keep, pattern, skip, window,
                   state, index, entries, arena, nodes):  # fmt: skip
     """Count the trade frames `rows` from `start` on; return (the first row not counted,
-    why: 1 done, -1 no room, 0 a frame without a trade_id)."""
+    why: 1 done, -1 no room, 0 a frame without a trade_id). The arrays are borrowed:
+    each call below passes six of them (`replay.datasets.jit`)."""
+    data, pattern, skip = borrow(data), borrow(pattern), borrow(skip)
+    state, index, entries = borrow(state), borrow(index), borrow(entries)
+    arena, nodes = borrow(arena), borrow(nodes)
     for i in range(start, len(rows)):
         r = rows[i]
         k0, k1 = _trade_key(data, offsets[r], offsets[r + 1], pattern, skip)
@@ -241,11 +273,14 @@ class CompiledCopies:
     """`stream.arbitration.Copies` in arrays (see the module docstring)."""
 
     def __init__(self, window_ns: int, room: int = 1 << 12) -> None:
+        """Room for `room` live keys to start with (a power of two at least as large):
+        the arrays grow as they fill, but each growth copies and re-indexes them."""
         self.window_ns = window_ns
+        room = 1 << max(room - 1, 1).bit_length()
         self.state = np.array([0, 0, 0, -1, 0], np.int64)
         self.index = np.full((2 * room, 2), -1, np.int64)
         self.entries = np.zeros((room, 6), np.int64)
-        self.arena = np.zeros(48 * room, np.uint8)
+        self.arena = np.zeros(64 * room, np.uint8)
         self.nodes = np.zeros((2 * room, 3), np.int64)
 
     def _arrays(self) -> tuple[Any, ...]:

@@ -53,6 +53,9 @@ _BATCH_ROWS = 1 << 15
 #: MiB); with jemalloc, which the commands use, neither changes (it gives large blocks
 #: back as they are freed).
 _GIVE_BACK = 128 << 20
+#: The most trades the copy memory makes room for before it sees them (22 MiB of arrays,
+#: touched as they fill; `_Feed._arbitrated`).
+_COPIES_ROOM = 1 << 17
 _COLUMNS = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode", "feed")
 
 
@@ -165,8 +168,13 @@ class _Feed:
     def _arbitrated(self) -> None:
         """The engine remembers message copies across feeds in arrays the kernel's trades
         are counted in too (`_first_copies`), from the moment it arbitrates (before, it
-        counts none)."""
-        self.copies = CompiledCopies(int(self.core.config.dedup_window_s * NS), room=1 << 14)
+        counts none). The arrays start with room for half the capture's trade frames
+        (each trade comes once a feed), at most `_COPIES_ROOM`: growing them as they
+        fill took a third of a two-feed trades derive."""
+        trades = sum(p.rows for run in self.capture.runs.values() for p in run.pieces
+                     if p.channel == TRADE_CHANNEL)  # fmt: skip
+        room = min(max(trades // 2, 1 << 12), _COPIES_ROOM)
+        self.copies = CompiledCopies(int(self.core.config.dedup_window_s * NS), room=room)
         self.engine.arbiter.copies = self.copies
 
     def _first_copies(self, t0: int, decoded: Decoded, conns: np.ndarray,

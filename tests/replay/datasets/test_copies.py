@@ -126,3 +126,33 @@ def test_the_compiled_key_cut_is_the_engines() -> None:
                 assert key == ("trade", frame[k0:k1]), (style, pad)
             else:
                 assert k0 == -1, (style, pad)
+
+
+def test_the_key_cut_finds_the_comma_at_any_place_in_a_word() -> None:
+    """The comma after a trade id is searched eight bytes a step: ids of every length put
+    it at every place in a word, and in the bytes after the last whole word."""
+    from replay.datasets.copies import _SKIP, _TRADE_ID, _trade_key
+
+    for length in range(24):
+        for tail in (b',"count_fp":"1.00"}}', b"}}", b",}", b","):  # a comma last
+            frame = b'{"type":"trade","msg":{"trade_id":"%s"%s' % (b"x" * length, tail)
+            data = np.frombuffer(frame, np.uint8)
+            k0, k1 = _trade_key(data, 0, len(data), _TRADE_ID, _SKIP)
+            assert ("trade", frame[k0:k1]) == message_key("trade", frame), (length, tail)
+
+
+def test_two_keys_are_the_same_only_byte_for_byte() -> None:
+    """Keys of a hash are compared eight bytes a step, then byte by byte: keys of every
+    length, equal and differing in each one byte, at every alignment in the arena."""
+    from replay.datasets.copies import _same
+
+    for length in range(20):
+        key = np.arange(1, length + 1, dtype=np.uint8)
+        for at in range(9):
+            arena = np.zeros(at + length + 3, np.uint8)
+            arena[at : at + length] = key
+            assert _same(arena, at, key, 0, length), (length, at)
+            for j in range(length):
+                other = key.copy()
+                other[j] ^= 0x40
+                assert not _same(arena, at, other, 0, length), (length, at, j)
