@@ -53,8 +53,8 @@ _BATCH_ROWS = 1 << 15
 #: MiB); with jemalloc, which the commands use, neither changes (it gives large blocks
 #: back as they are freed).
 _GIVE_BACK = 128 << 20
-#: The most trades the copy memory makes room for before it sees them (22 MiB of arrays,
-#: touched as they fill; `_Feed._arbitrated`).
+#: The most trades the copy memory makes room for before it sees them (24 MiB of arrays:
+#: the index's 4 MiB written at once, the rest touched as it fills; `_Feed._arbitrated`).
 _COPIES_ROOM = 1 << 17
 _COLUMNS = ("idx", "conn", "recv_ns", "mono_ns", "dir", "raw", "opcode", "feed")
 
