@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from recorder.errors import PublishError, SegmentFormatError
-from recorder.storage._table import segment_table
 from recorder.storage._segment import SegmentData, SegmentHeader, parse_segment_name, read_segment
+from recorder.storage._table import segment_table
 from recorder.storage.root import CaptureRoot, FsyncFn, unlink_durably
 from schemas.errors import PartitionError
 from schemas.parquet import ParquetSettings, encode_for_storage, partition_files

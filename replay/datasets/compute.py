@@ -25,7 +25,7 @@ from replay.datasets.driver import derive_batches
 from replay.datasets.jit import is_cached
 from replay.datasets.rows import Build
 from replay.datasets.spec import Spec
-from replay.reading.capture import Capture
+from replay.reading.capture import Capture, Resume
 from replay.reading.session import restore_checkpoint
 from stream.engine import Engine
 
@@ -44,7 +44,8 @@ def _seek(capture: Capture, start_ns: int) -> tuple[list[str], Any]:
     """Runs alive at the start, and the `prepare` that restores their checkpoints."""
     runs = [r for r in sorted(capture.runs) if capture.last_key(r) >= start_ns]
 
-    def prepare(engine: Engine, groups: dict[str, int], offsets: dict[str, int]) -> dict[str, int]:
+    def prepare(engine: Engine, groups: dict[str, int], offsets: dict[str, int]
+                ) -> dict[str, Resume]:  # fmt: skip
         return {run: restore_checkpoint(capture, engine, run, groups[run], start_ns, offsets[run])
                 for run in runs}  # fmt: skip
 

@@ -33,7 +33,7 @@ from replay.datasets.copies import CompiledCopies
 from replay.datasets.decode import Decoded, Scratch, decode_window
 from replay.datasets.mirror import Mirror, Outputs
 from replay.datasets.rows import Build, ChangeRows, batch_of
-from replay.reading.capture import Capture, int64_view, of_markets, read_filter
+from replay.reading.capture import Capture, Resume, int64_view, of_markets, read_filter
 from replay.reading.session import CONN_STRIDE, FEED_SLOTS, drive_event
 from stream import BinaryMessage
 from stream.core import NS
@@ -217,8 +217,8 @@ def derive_batches(
     *,
     markets: frozenset[str] | None = None,
     runs: list[str] | None = None,
-    from_idx: dict[str, int] | None = None,
-    prepare: Callable[[Engine, dict[str, int], dict[str, int]], dict[str, int]] | None = None,
+    from_idx: dict[str, Resume] | None = None,
+    prepare: Callable[[Engine, dict[str, int], dict[str, int]], dict[str, Resume]] | None = None,
     end_ns: int | None = None,
     channels: tuple[str, ...] = (BOOK_CHANNEL, TRADE_CHANNEL),
     build: Build = Build(),
@@ -242,8 +242,10 @@ def derive_batches(
     chosen = sorted(runs) if runs is not None else all_runs
     if prepare is not None:
         from_idx = prepare(feed.engine, groups, offsets)
+        if feed.core.arbitrating:  # feeds restored: their copies counted from here on
+            feed._arbitrated()
         feed.mirror.refresh()
-        restored = feed.mirror.load_engine_books(all_runs, CONN_STRIDE)
+        restored = feed.mirror.load_engine_books(all_runs, CONN_STRIDE, feed.engine.arbiter.owners)
         if restored and build.changes:
             fields = [*schema.BOOK_CHANGES, pa.field("_frame", pa.int64())]
             yield "book_changes", batch_of(restored, pa.schema(fields))

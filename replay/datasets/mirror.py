@@ -411,10 +411,13 @@ class Mirror:
             ladders.load_levels(*self.books.arrays(), m, s, prices, sizes)
         return sides
 
-    def load_engine_books(self, runs: list[str], stride: int) -> list[dict[str, Any]]:
+    def load_engine_books(self, runs: list[str], stride: int,
+                          owners: dict[str, int]) -> list[dict[str, Any]]:  # fmt: skip
         """After a checkpoint restore: the kernel's books become the engine's; returns
-        them as book_changes rows (a clear and the levels, kind "snapshot") so that
-        the passes over book_changes start from the same books."""
+        the delivered ones as book_changes rows (a clear and the levels, kind
+        "snapshot") so that the passes over book_changes start from the same books.
+        With redundant feeds each feed's book is loaded and the one delivered is the
+        owner's (`owners`: the arbiter's, market -> group), or the first loaded."""
         rows: list[dict[str, Any]] = []
         recv_ns = self.core.now[0]
         for conn in self.core.conns.values():
@@ -424,6 +427,10 @@ class Mirror:
                     m = self.book(n, conn.group.feed or 0)
                     snap = book.snapshot()
                     sides = self._replace(m, snap)
+                    self.market_wire[m] = self._slot(wire)
+                    owner = owners.get(market) if self.core.arbitrating else conn.group.id
+                    if owner != conn.group.id and (owner is not None or self.shown[n] >= 0):
+                        continue  # another feed's book is delivered
                     # stamped with the book's last change (as the rows of one pass are),
                     # not with the checkpoint's time
                     base = {"recv_ns": snap.recv_ns or recv_ns, "exchange_ns": None,
@@ -442,7 +449,6 @@ class Mirror:
                                 "price": Decimal(price).scaleb(-4),
                                 "size": Decimal(size).scaleb(-2),
                                 "delta": Decimal(size).scaleb(-2)})  # fmt: skip
-                    self.market_wire[m] = self._slot(wire)
                     self._deliver(n, m)
                     kernel.quote(self.books.sizes, self.books.best, self.books.lay, self.qstate,
                                  m, True, -1, *_NO_OUTPUT, False)  # fmt: skip

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -41,6 +41,7 @@ __all__ = [
     "GiveBack",
     "Piece",
     "ReadWindow",
+    "Resume",
     "bool_array",
     "contiguous",
     "int64_view",
@@ -205,15 +206,15 @@ class Capture:
         *,
         columns: tuple[str, ...] = ENGINE_COLUMNS,
         markets: frozenset[str] | None = None,
-        from_idx: int = 0,
+        from_idx: Resume = 0,
         with_state: bool = True,
         window_rows: int = WINDOW_ROWS,
         give_back: int = 0,
     ) -> Iterator[pa.Table]:
         """Yield the run's records of `channels` (plus the state channels unless
         `with_state` is False) in idx order, one window at a time. `markets` keeps only
-        rows of those markets (and rows of no market); `from_idx` skips what precedes;
-        `give_back`: see `GiveBack`.
+        rows of those markets (and rows of no market); `from_idx` skips what precedes
+        (`Resume`: one idx, or one per feed); `give_back`: see `GiveBack`.
 
         Each file contributes one row group at a time (sorted by idx); a window holds
         the rows at or below the smallest last idx among the files' current row groups,
@@ -222,19 +223,26 @@ class Capture:
         run = self.runs[run_id]
         state = set(STATE_CHANNELS) if with_state else set()
         wanted = None if channels is None else set(channels) | state
+        by_feed = None if isinstance(from_idx, int) else dict(from_idx)
+        lo = from_idx if by_feed is None else min(by_feed.values(), default=0)
+        if by_feed is not None and len(set(by_feed.values())) < 2:
+            by_feed = None  # every feed from the same idx
         by_file: dict[PurePath, list[Piece]] = {}
         for p in run.pieces:
-            if (wanted is None or p.channel in wanted) and p.idx_hi >= from_idx:
+            if (wanted is None or p.channel in wanted) and p.idx_hi >= lo:
                 by_file.setdefault(p.path, []).append(p)
-        cols = list(dict.fromkeys((*columns, "idx", "market_ticker") if markets else
-                                  (*columns, "idx")))  # fmt: skip
+        extra = ("market_ticker",) if markets else ()
+        extra += ("feed",) if by_feed is not None else ()
+        cols = list(dict.fromkeys((*columns, "idx", *extra)))
         fs = self.filesystem
         released = GiveBack(give_back)
         streams = [_FileStream(path, pieces, cols, fs, released)
                    for path, pieces in by_file.items()]  # fmt: skip
         for table in _horizon_merge(streams, window_rows):
-            if from_idx:
-                table = table.filter(bool_array(int64_view(table.column("idx")) >= from_idx))
+            if by_feed is not None:
+                table = table.filter(bool_array(_from_each_feed(table, by_feed, lo)))
+            elif lo:
+                table = table.filter(bool_array(int64_view(table.column("idx")) >= lo))
             if markets is not None:
                 table = table.filter(of_markets(table.column("market_ticker"), markets))
             if table.num_rows:
@@ -265,7 +273,7 @@ class Capture:
         columns: tuple[str, ...] = ENGINE_COLUMNS,
         markets: frozenset[str] | None = None,
         runs: Iterable[str] | None = None,
-        from_idx: dict[str, int] | None = None,
+        from_idx: dict[str, Resume] | None = None,
         with_state: bool = True,
         window_rows: int = WINDOW_ROWS,
         give_back: int = 0,
@@ -290,6 +298,22 @@ class Capture:
             yield from streams[0]
             return
         yield from _merge(streams)
+
+
+#: Where to read a run from: an idx, or each feed's own (feed -> first idx; records of no
+#: feed are feed 0's, and a feed not named reads from the lowest idx named). A seek into a
+#: capture of redundant feeds restores each feed from its own checkpoint
+#: (`replay.reading.session.restore_checkpoint`), and each feed's records count from there.
+Resume = int | Mapping[int, int]
+
+
+def _from_each_feed(table: pa.Table, first: dict[int, int], lo: int) -> np.ndarray:
+    """Which rows of `table` are at or past their feed's first idx."""
+    feeds = values_of(table.column("feed"), if_null=0).astype(np.intp)
+    starts = np.full(max(int(feeds.max(initial=0)), *first) + 1, lo, np.int64)
+    for feed, idx in first.items():
+        starts[feed] = idx
+    return int64_view(table.column("idx")) >= starts[feeds]
 
 
 def merge_key(mono_ns: pa.Array, anchor_recv_ns: int, anchor_mono_ns: int) -> pa.Array:

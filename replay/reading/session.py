@@ -11,8 +11,9 @@ Consumers attach to the recorded subscriptions of their channel, filtered by
 ticker (nothing is subscribed anew: the tape already holds what was).
 
 Seek: with `start`, each run is restored from its latest connection checkpoint
-before the start (the `_checkpoint` partition) and fast-forwarded silently from
-there, so books at the start are what they were live at that moment.
+before the start (the `_checkpoint` partition; each feed's, in a capture of redundant
+feeds) and fast-forwarded silently from there, so books at the start are what they
+were live at that moment.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ import pyarrow.compute as pc
 from replay.errors import NotInCapture
 from replay.reading.capture import (
     Capture,
+    Resume,
     bool_array,
     int64_view,
     merge_key,
     read_filter,
-    values_of,
 )
 from replay.reading.pacing import Pacer
 from schemas.arrow import complete
@@ -203,7 +204,7 @@ class ReplaySource(Source):
         runs = sorted(self.capture.runs)
         self._offsets = {run: i * CONN_STRIDE for i, run in enumerate(runs)}
         groups = {run: (i + 1) * FEED_SLOTS for i, run in enumerate(runs)}
-        from_idx: dict[str, int] = {}
+        from_idx: dict[str, Resume] = {}
         if self.start_ns is not None:
             runs = self._runs_alive_at(runs, self.start_ns)
             engine.mute()
@@ -347,8 +348,8 @@ class ReplaySource(Source):
         """Runs that have records at or after the start (the others are over by then)."""
         return [run for run in runs if self.capture.last_key(run) >= start_ns]
 
-    def _restore(self, engine: Engine, run: str, group: int, start_ns: int) -> int:
-        """Restore the run's latest checkpoint before `start_ns`; return the idx to read from."""
+    def _restore(self, engine: Engine, run: str, group: int, start_ns: int) -> Resume:
+        """Restore the run's latest checkpoint before `start_ns`; return where to read it from."""
         return restore_checkpoint(self.capture, engine, run, group, start_ns, self._offsets[run])
 
 
@@ -358,44 +359,55 @@ _DIR_CODE = {"in": _IN, "out": _OUT}
 
 def restore_checkpoint(
     capture: Capture, engine: Engine, run: str, group: int, start_ns: int, conn_offset: int
-) -> int:
+) -> Resume:
     """Restore `run`'s latest connection checkpoint before `start_ns` into `engine` (its
-    connections numbered from `conn_offset`, as the replay numbers them); return the idx
-    to read the run from (0 when it has none). The seek of a replay, a backtest shard and
-    a datasets day shard.
+    connections numbered from `conn_offset`, as the replay numbers them); return where to
+    read the run from (0 when it has none). The seek of a replay, a backtest shard and a
+    datasets day shard.
 
-    In a redundant capture only the first feed's connection is restored: the other
-    feeds join at their next connection (their frames until then are not used), so a
-    seek never mixes the states of two feeds taken at different records."""
+    In a capture of redundant feeds each feed's latest checkpoint is restored (into that
+    feed's group, `group + feed`) and each feed's records are read from its own
+    (`replay.reading.capture.Resume`): every feed's books are what they were live, so a
+    market can move to another feed from the first record on. Which feed a market's
+    book is delivered from at the seek is the arbitration's rule applied to the
+    restored books in feed order (feed 0's valid books first, then those only another
+    feed holds): a market that had moved to another feed before the seek is delivered
+    from the lowest feed holding it again (the same book, each feed's receive times).
+    A feed without a checkpoint before the start joins at its next connection."""
     pieces = [p for p in capture.runs[run].pieces if p.channel == Channel.CHECKPOINT]
     if not pieces:
         return 0
     anchor_recv, anchor_mono = capture.anchors(run)
-    best: tuple[int, int, int, int, bytes] | None = None
+    best: dict[int | None, tuple[int, int, int, int, bytes]] = {}  # feed -> latest checkpoint
     for piece in pieces:
         columns = ["idx", "conn", "recv_ns", "mono_ns", "raw", "feed"]
         file = capture.open(piece.path)
         present = [c for c in columns if c in file.schema_arrow.names]
         table = complete(file.read_row_group(piece.row_group, columns=present), columns)
         keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
-        keep = int64_view(keys) < start_ns
-        feeds = table.column("feed")
-        if feeds.null_count < len(feeds):  # a view of the buffer: `to_numpy` imports pandas
-            keep &= ~(values_of(feeds, if_null=0) > 0)
-        before = table.filter(bool_array(keep))
-        if not before.num_rows:
-            continue
-        i = pc.index(before.column("idx"), pc.max(before.column("idx"))).as_py()
-        row = before.slice(i, 1).to_pylist()[0]
-        if best is None or row["idx"] > best[0]:
-            best = (row["idx"], row["conn"], row["recv_ns"], row["mono_ns"], row["raw"])
-    if best is None:
+        before = table.filter(bool_array(int64_view(keys) < start_ns))
+        latest: dict[int | None, tuple[int, int]] = {}  # feed -> (idx, row): no bytes read yet
+        rows = zip(before.column("feed").to_pylist(), before.column("idx").to_pylist(), strict=True)
+        for i, (feed, idx) in enumerate(rows):
+            if feed not in latest or idx > latest[feed][0]:
+                latest[feed] = (idx, i)
+        for feed, (idx, i) in latest.items():
+            if feed not in best or idx > best[feed][0]:
+                row = before.slice(i, 1).to_pylist()[0]
+                best[feed] = (idx, row["conn"], row["recv_ns"], row["mono_ns"], row["raw"])
+    if not best:
         return 0
-    idx, conn, recv_ns, mono_ns, raw = best
-    engine.connection_attempt(recv_ns, mono_ns, group=group)
-    engine.restore_checkpoint(json.loads(raw), recv_ns, mono_ns,
-                              conn=conn + conn_offset, group=group)  # fmt: skip
-    return idx + 1
+    feeds = sorted(best, key=lambda f: f or 0)
+    for feed in feeds:  # every feed's group first: arbitration holds from the first restore
+        _, _, recv_ns, mono_ns, _ = best[feed]
+        engine.connection_attempt(recv_ns, mono_ns, group=group + (feed or 0), feed=feed)
+    for feed in feeds:
+        idx, conn, recv_ns, mono_ns, raw = best[feed]
+        engine.restore_checkpoint(json.loads(raw), recv_ns, mono_ns, conn=conn + conn_offset,
+                                  group=group + (feed or 0), feed=feed)  # fmt: skip
+    if len(feeds) == 1 and feeds[0] is None:
+        return best[None][0] + 1
+    return {feed or 0: best[feed][0] + 1 for feed in feeds}
 
 
 def drive_event(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,93 @@ def test_a_recorded_capture_of_two_feeds_derives_as_it_replays(tmp_path: Path) -
     assert {"gap", "disconnect"} <= reasons, reasons  # books moved for both causes
     out = assert_equal_to_replay(root, interval="1s")
     assert out["book_changes"].num_rows > 1_000 and out["trades"].num_rows > 10
+
+
+async def _delivered(root: Path, start: int | None, since: int) -> tuple[list[Any], list[Any]]:
+    """What ReplaySession consumers get (from `start`, or one pass), from `since` on: each
+    market's book states, and the trade ids."""
+    from replay.reading.capture import Capture
+
+    markets = sorted(Capture(root).markets("orderbook_delta"))
+    books: list[Any] = []
+    trades: list[Any] = []
+    async with ReplaySession(root, start=start, channels=["orderbook_delta", "trade"]) as s:
+        subs = [await s.orderbook(m, maxsize=1 << 20) for m in markets]
+        tsub = await s.subscribe("trade", raw=True, maxsize=1 << 20)
+
+        async def drain(sub: Any) -> None:
+            async for snap in sub:
+                if snap.recv_ns >= since:
+                    yes, no = sorted(snap.yes_units.items()), sorted(snap.no_units.items())
+                    books.append((snap.market, snap.recv_ns, snap.valid, yes, no))
+
+        async def drain_trades() -> None:
+            async for frame in tsub:
+                if frame.recv_ns >= since:
+                    trades.append(json.loads(frame.raw)["msg"]["trade_id"])
+
+        await asyncio.gather(*(drain(sub) for sub in subs), drain_trades())
+    return sorted(books), trades
+
+
+def test_a_seek_into_two_feeds_restores_both_and_goes_on_as_one_pass(tmp_path: Path) -> None:
+    """Two feeds of the simulated exchange (faults aimed at a feed by its URL's tag),
+    checkpoints every second: feed 1's first connection is dropped at 0.5 s (so feed 0
+    delivers every book from then on, in one pass and after a seek alike) and at 5 s a
+    gap on feed 0 moves every book to feed 1. Seeking after both feeds' checkpoints (what
+    a derive day shard, a backtest shard and `ReplaySession(start=...)` do), every
+    dataset row from the start on is one pass's, and a ReplaySession consumer gets one
+    pass's book states and trades: the books move to feed 1 at the gap, as live. (With
+    only feed 0's checkpoint restored, feed 1 sat out until its next connection and the
+    books went invalid at the gap.)"""
+    from replay.reading.capture import Capture
+
+    exchange = subprocess.Popen(
+        [sys.executable, "-m", "replay.server", "--open", "--port", "0", "--rate", "2000",
+         "--markets", "8", "--seed", "7", "--switch", "orderbook_without_tickers=all",
+         "--fault", "drop@at=0.5s,tag=b,conn=1+2", "--fault", "gap@at=5s,tag=a,conn=1+2"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert exchange.stdout is not None
+        url = exchange.stdout.readline().strip()
+        root = tmp_path / "d"
+        config = tmp_path / "record.toml"
+        config.write_text(
+            f'[connection]\nurl = "{url}"\nfeeds = 2\nurls = ["{url}?tag=a", "{url}?tag=b"]\n'
+            '[channels]\norderbook_delta = "all"\ntrade = "all"\n'
+            f'[storage]\nroot = "{root}"\ncheckpoint_interval_s = 1\n'
+        )
+        done = run_record("--config", str(config), "--duration", "8s")
+        assert done.returncode == 0, done.stderr
+    finally:
+        exchange.kill()
+        exchange.wait()
+    lo, _ = Capture(root).time_range()
+    moves = recorded_moves(root)
+    for start in (lo + 3_500_000_000, lo + 4_200_000_000):
+        checkpoints = (
+            duckdb.connect()
+            .execute(
+                f"SELECT DISTINCT feed FROM read_parquet('{root}/channel=_checkpoint/**/*.parquet',"
+                f" hive_partitioning = false) WHERE recv_ns < {start}"
+            )
+            .fetchall()
+        )
+        assert sorted(checkpoints) == [(0,), (1,)]  # both feeds have one before the start
+        assert all(m[2] == 0 for m in moves if m[4] < start)  # feed 0 owns every book then
+        assert any(m[1:4] == (0, 1, "gap") for m in moves if m[4] >= start)
+        for name in ("book_changes", "quotes", "trades"):
+            whole = compute(root, name)
+            want = whole.filter(pc.greater_equal(whole.column("recv_ns"), start))
+            got = compute(root, name, start=start)
+
+            def key(r: dict[str, Any]) -> tuple[Any, ...]:
+                return tuple(str(r.get(c)) for c in ("recv_ns", "market", "kind", "side", "price"))
+
+            assert want.num_rows > (10 if name == "trades" else 100), name
+            assert sorted(got.to_pylist(), key=key) == sorted(want.to_pylist(), key=key), name
+        seek = asyncio.run(_delivered(root, start, start))
+        one_pass = asyncio.run(_delivered(root, None, start))
+        assert seek == one_pass
+        assert len(one_pass[0]) > 100 and len(one_pass[1]) > 10

@@ -21,6 +21,7 @@ from recorder.storage.journal import JournalWriter
 from recorder.storage.journal_sink import JournalSink
 from recorder.storage.publisher import Publisher
 from schemas.events import Closed, ConnectionEvent, Opened, RunStart, RunStop
+from stream.checkpoint import VERSION
 from stream.events import Checkpoint
 
 from .capture_factory import BASE_NS, M1, RUN_A, URL, dumps, subscribe, subscribed, ticker, trade
@@ -71,7 +72,8 @@ class _Player:
 
     def checkpoint(self, conn: int, feed: int) -> None:
         recv_ns, mono_ns = self._tick("_checkpoint", conn, feed)
-        self.sink.checkpoint(Checkpoint(conn, feed, recv_ns, mono_ns, {"conn": conn}))
+        record = {"version": VERSION, "conn": conn, "subs": []}  # restorable: no subscription
+        self.sink.checkpoint(Checkpoint(conn, feed, recv_ns, mono_ns, record))
 
 
 def record_two_feeds(tmp_path: Path) -> TwoFeeds:
