@@ -244,6 +244,17 @@ class Arbiter:
                     frame = snapshot_frame(wire, book, mono_ns)
                 self._fanout.put(consumer, frame)
 
+    def owned_by(self, group: Group) -> list[str]:
+        """The markets whose book is delivered from `group` (a checkpoint records them)."""
+        return [market for market, owner in self.owners.items() if owner == group.id]
+
+    def deliver_from(self, group: Group, markets: list[str]) -> None:
+        """Deliver `markets` from `group` (a seek restoring where each market was
+        delivered from live, `Engine.restore_checkpoint`)."""
+        for market in markets:
+            self.owners[market] = group.id
+            self.lost.discard(market)
+
     def owns(self, group: Group, market: str) -> bool:
         """True if `market`'s book is delivered from `group`, or nobody's is (it may be)."""
         owner = self.owners.get(market)

@@ -48,8 +48,11 @@ def _restore_levels(levels: list[list[str]]) -> dict[Units, Units]:
     return {price_units(p): size_units(q) for p, q in levels}
 
 
-def checkpoint_record(conn: Connection) -> dict[str, Any]:
-    """Everything the engine knows of a connection's subscriptions and books."""
+def checkpoint_record(conn: Connection, delivers: list[str] | None = None) -> dict[str, Any]:
+    """Everything the engine knows of a connection's subscriptions and books; with
+    redundant feeds, `delivers`: the markets whose book is delivered from this
+    connection's feed (`stream.arbitration`), so that a seek delivers each market from
+    the feed that delivered it live."""
     subs = []
     for sid, wire in sorted(conn.sids.items()):
         subs.append(
@@ -73,7 +76,10 @@ def checkpoint_record(conn: Connection) -> dict[str, Any]:
                 },
             }
         )
-    return {"version": VERSION, "conn": conn.conn, "subs": subs}
+    record: dict[str, Any] = {"version": VERSION, "conn": conn.conn, "subs": subs}
+    if delivers is not None:
+        record["delivers"] = sorted(delivers)
+    return record
 
 
 def restore_wires(conn: Connection, record: dict[str, Any]) -> list[WireSubscription]:

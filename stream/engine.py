@@ -427,7 +427,8 @@ class Engine:
                     continue
                 if conn.sids and is_quiescent(conn):
                     conn.last_checkpoint_ns = mono_ns
-                    record = checkpoint_record(conn)
+                    delivers = self._arbiter.owned_by(group) if self._core.arbitrating else None
+                    record = checkpoint_record(conn, delivers)
                     self.outbox.append(Checkpoint(conn.conn, group.id, recv_ns, mono_ns, record))
 
     def restore_checkpoint(
@@ -442,7 +443,10 @@ class Engine:
     ) -> None:
         """Replace a connection's subscriptions and books with a checkpoint's (replay seek).
 
-        The connection is opened (as the group's active one) if it is not open yet.
+        The connection is opened (as the group's active one) if it is not open yet. With
+        redundant feeds, the markets the record says its feed delivered are delivered
+        from this feed from now on; a market no record names goes to the first feed
+        restored with a valid book of it (restore the feeds' checkpoints oldest first).
 
         Raises:
             ValueError: the record cannot be restored.
@@ -462,6 +466,9 @@ class Engine:
                     self._arbiter.snapshot_applied(state, wire, market, recv_ns, mono_ns)
         state.last_checkpoint_ns = mono_ns
         g = state.group
+        delivers = record.get("delivers")
+        if self._core.arbitrating and delivers is not None and g.active is state:
+            self._arbiter.deliver_from(g, delivers)
         if state.sids and g.active is state and g.state is _S.CONNECTED:
             self._core.set_group_state(g, _S.STREAMING, recv_ns, mono_ns)
 

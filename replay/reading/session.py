@@ -366,14 +366,13 @@ def restore_checkpoint(
     datasets day shard.
 
     In a capture of redundant feeds each feed's latest checkpoint is restored (into that
-    feed's group, `group + feed`) and each feed's records are read from its own
-    (`replay.reading.capture.Resume`): every feed's books are what they were live, so a
-    market can move to another feed from the first record on. Which feed a market's
-    book is delivered from at the seek is the arbitration's rule applied to the
-    restored books in feed order (feed 0's valid books first, then those only another
-    feed holds): a market that had moved to another feed before the seek is delivered
-    from the lowest feed holding it again (the same book, each feed's receive times).
-    A feed without a checkpoint before the start joins at its next connection."""
+    feed's group, `group + feed`, oldest first) and each feed's records are read from
+    its own (`replay.reading.capture.Resume`): every feed's books are what they were
+    live, so a market can move to another feed from the first record on. Each market is
+    delivered from the feed whose checkpoint says it delivered it (the newest record
+    that says so); a market no checkpoint names (captures recorded before checkpoints
+    named them, merged ones) from the feed restored first with a valid book of it. A
+    feed without a checkpoint before the start joins at its next connection."""
     pieces = [p for p in capture.runs[run].pieces if p.channel == Channel.CHECKPOINT]
     if not pieces:
         return 0
@@ -397,7 +396,7 @@ def restore_checkpoint(
                 best[feed] = (idx, row["conn"], row["recv_ns"], row["mono_ns"], row["raw"])
     if not best:
         return 0
-    feeds = sorted(best, key=lambda f: f or 0)
+    feeds = sorted(best, key=lambda f: best[f][0])  # oldest first: the newest record last
     for feed in feeds:  # every feed's group first: arbitration holds from the first restore
         _, _, recv_ns, mono_ns, _ = best[feed]
         engine.connection_attempt(recv_ns, mono_ns, group=group + (feed or 0), feed=feed)

@@ -179,3 +179,34 @@ def test_a_live_session_with_two_feeds_subscribes_on_both() -> None:
     engine.connection_opened(2, 4, 4, group=1)
     sent = [(o.conn, json.loads(o.raw)["cmd"]) for o in engine.outbox if isinstance(o, SendCommand)]
     assert sent == [(1, "subscribe"), (2, "subscribe")]
+
+
+def test_a_checkpoint_names_what_its_feed_delivers_and_a_restore_delivers_it_so() -> None:
+    """Feed 1 delivers the book after feed 0's gap; both feeds' checkpoints, restored into a
+    fresh engine (oldest first, as a seek does), deliver it from feed 1 again; a record
+    that names nothing leaves it to the first feed restored with a valid book."""
+    from stream.events import Checkpoint
+
+    f = Feeds(Engine(EngineConfig(checkpoint_interval_s=1)))
+    for conn in (1, 2):
+        f.recv(wire.snapshot(2, 1, M, yes=[("0.4000", "10.00")], no=[("0.5500", "20.00")]), conn)
+    f.recv(wire.delta(2, 3, M, "0.4200", "1.00"), 1)  # feed 0 skips seq 2: M moves to feed 1
+    f.recv(wire.delta(2, 2, M, "0.4100", "5.00"), 2)
+    f.recv(wire.snapshot(2, 4, M, yes=[("0.4000", "10.00")], no=None), 1)  # feed 0 valid again
+    assert f.switches() == [(M, 0, 1, "gap")] and f.engine.arbiter.owners[M] == 11
+    f.engine.tick(f.t + 2 * 10**9, f.t + 2 * 10**9)
+    f.flush()
+    records = {o.group: o.record for o in f.outputs if isinstance(o, Checkpoint)}
+    assert records[10]["delivers"] == [] and records[11]["delivers"] == [M]
+
+    def restored(record_0: dict[str, object], record_1: dict[str, object]) -> int:
+        engine = Engine()
+        for feed in (0, 1):
+            engine.connection_attempt(T0, T0, group=10 + feed, feed=feed)
+        for feed, conn, record in ((0, 1, record_0), (1, 2, record_1)):
+            engine.restore_checkpoint(record, T0, T0, conn=conn, group=10 + feed, feed=feed)
+        return engine.arbiter.owners[M]
+
+    assert restored(records[10], records[11]) == 11
+    unnamed = [{k: v for k, v in r.items() if k != "delivers"} for r in (records[10], records[11])]
+    assert restored(*unnamed) == 10
