@@ -428,8 +428,7 @@ class Mirror:
                     snap = book.snapshot()
                     sides = self._replace(m, snap)
                     self.market_wire[m] = self._slot(wire)
-                    owner = owners.get(market) if self.core.arbitrating else conn.group.id
-                    if owner != conn.group.id and (owner is not None or self.shown[n] >= 0):
+                    if not self._restored_delivers(market, n, conn.group.id, owners):
                         continue  # another feed's book is delivered
                     # stamped with the book's last change (as the rows of one pass are),
                     # not with the checkpoint's time
@@ -453,6 +452,14 @@ class Mirror:
                     kernel.quote(self.books.sizes, self.books.best, self.books.lay, self.qstate,
                                  m, True, -1, *_NO_OUTPUT, False)  # fmt: skip
         return rows
+
+    def _restored_delivers(self, market: str, n: int, group: int, owners: dict[str, int]) -> bool:
+        """Whether `group`'s restored book of `market` (code n) is the one delivered: its
+        owner's with redundant feeds, else the first loaded; with one feed, always."""
+        if not self.core.arbitrating:
+            return True
+        owner = owners.get(market)
+        return owner == group if owner is not None else self.shown[n] < 0
 
     def _quote(self, m: int, valid: bool, pos: int, out: Outputs) -> None:
         kernel.quote(self.books.sizes, self.books.best, self.books.lay, self.qstate, m, valid,

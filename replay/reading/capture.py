@@ -238,11 +238,14 @@ class Capture:
         released = GiveBack(give_back)
         streams = [_FileStream(path, pieces, cols, fs, released)
                    for path, pieces in by_file.items()]  # fmt: skip
+        # Windows come in idx order: only those starting before the last feed's first idx
+        # hold rows to skip (filtering every window would copy the whole run).
+        hi = lo if by_feed is None else max(by_feed.values())
         for table in _horizon_merge(streams, window_rows):
-            if by_feed is not None:
-                table = table.filter(bool_array(_from_each_feed(table, by_feed, lo)))
-            elif lo:
-                table = table.filter(bool_array(int64_view(table.column("idx")) >= lo))
+            idx = int64_view(table.column("idx"))
+            if len(idx) and idx[0] < hi:
+                keep = idx >= lo if by_feed is None else _from_each_feed(table, by_feed, lo)
+                table = table.filter(bool_array(keep))
             if markets is not None:
                 table = table.filter(of_markets(table.column("market_ticker"), markets))
             if table.num_rows:

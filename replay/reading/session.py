@@ -404,8 +404,6 @@ def restore_checkpoint(
         idx, conn, recv_ns, mono_ns, raw = best[feed]
         engine.restore_checkpoint(json.loads(raw), recv_ns, mono_ns, conn=conn + conn_offset,
                                   group=group + (feed or 0), feed=feed)  # fmt: skip
-    if len(feeds) == 1 and feeds[0] is None:
-        return best[None][0] + 1
     return {feed or 0: best[feed][0] + 1 for feed in feeds}
 
 
