@@ -110,7 +110,8 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from replay.datasets import scan
-    from replay.datasets.decode import Scratch, _binary
+    from replay.datasets.arrays import binary_buffers
+    from replay.datasets.decode import Scratch
     from replay.datasets.names import NameTable
 
     root = bench_replay.capture_root(1_000_000)
@@ -129,7 +130,7 @@ def main() -> None:
 
     def scanner(fast: bool) -> None:
         for _, _, taken in groups:
-            offsets, data = _binary(taken)
+            offsets, data = binary_buffers(taken)
             out, trade, lv, lv_p, lv_s = scratch.arrays(len(taken), len(data))
             mcode, mhash = scratch.codes(len(taken))
             scan.scan(data, offsets, *out, scratch.stack, trade, lv, lv_p, lv_s, mcode, mhash,
@@ -139,12 +140,12 @@ def main() -> None:
 
     def take_then_pass() -> None:
         for raw, order, _ in groups:
-            offsets, data = _binary(raw.take(order))
+            offsets, data = binary_buffers(raw.take(order))
             sequential(data, offsets)
 
     def in_place(ahead: int) -> None:
         for raw, order, _ in groups:
-            offsets, data = _binary(raw)
+            offsets, data = binary_buffers(raw)
             permuted(data, offsets, np.asarray(order, np.int64), ahead)
 
     general = frames / _median_s(lambda: scanner(False))

@@ -15,9 +15,18 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from replay.reading.capture import bool_array, bools_of, values_of
+from replay.reading.capture import bool_array, bools_of, contiguous, values_of
 
-__all__ = ["bool_array", "bools_of", "numbers", "strings", "values_of", "with_nulls", "within"]
+__all__ = [
+    "binary_buffers",
+    "bool_array",
+    "bools_of",
+    "numbers",
+    "strings",
+    "values_of",
+    "with_nulls",
+    "within",
+]
 
 
 def numbers(
@@ -74,3 +83,15 @@ def within(column: pa.Array | pa.ChunkedArray, start: int | None, end: int | Non
     if end is not None:
         keep &= t < end
     return bool_array(keep)
+
+
+def binary_buffers(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data) of a binary column as numpy views: value i is
+    data[offsets[i] : offsets[i + 1]]."""
+    array = contiguous(array)
+    width = 8 if pa.types.is_large_binary(array.type) else 4
+    _, offsets, data = array.buffers()[:3]
+    offs = np.frombuffer(offsets, np.int64 if width == 8 else np.int32, len(array) + 1,
+                         array.offset * width)  # fmt: skip
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(1, np.uint8)
+    return offs, raw

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.datasets import kernel, scan
-from replay.datasets.arrays import bools_of, numbers, strings, with_nulls
+from replay.datasets.arrays import binary_buffers, bools_of, numbers, strings, with_nulls
 from replay.datasets.names import NameTable
 from replay.datasets.schema import PRICE, SIZE, codes, decimals
 from replay.reading.capture import contiguous
@@ -120,17 +120,6 @@ class Scratch:
         return self.mcode[:n], self.mhash[:n]
 
 
-def _binary(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, data) of a binary column as numpy views."""
-    array = contiguous(array)
-    width = 8 if pa.types.is_large_binary(array.type) else 4
-    _, offsets, data = array.buffers()[:3]
-    offs = np.frombuffer(offsets, np.int64 if width == 8 else np.int32, len(array) + 1,
-                         array.offset * width)  # fmt: skip
-    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(1, np.uint8)
-    return offs, raw
-
-
 def _strings(data: np.ndarray, m0: np.ndarray, m1: np.ndarray) -> pa.Array:
     """The byte spans [m0, m1) of `data` as an Arrow string array (null where m1 < m0:
     the frame has no such field)."""
@@ -161,7 +150,7 @@ def decode_window(window: pa.Table, table: NameTable, scratch: Scratch | None = 
     in `scratch`'s arrays if given (they are overwritten by the next window's decode);
     market codes from `table` (UNKNOWN for names it does not hold yet)."""
     raw = contiguous(window.column("raw"))
-    offsets, data = _binary(raw)
+    offsets, data = binary_buffers(raw)
     scratch = scratch or Scratch()
     out, trade, lv, lv_p, lv_s = scratch.arrays(len(raw), len(data))
     mcode, mhash = scratch.codes(len(raw))

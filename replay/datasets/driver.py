@@ -31,6 +31,7 @@ from replay.datasets import kernel, schema
 from replay.datasets.arrays import values_of
 from replay.datasets.copies import CompiledCopies
 from replay.datasets.decode import Decoded, Scratch, decode_window
+from replay.datasets.gather import Gather
 from replay.datasets.mirror import Mirror, Outputs
 from replay.datasets.rows import Build, ChangeRows, batch_of
 from replay.reading.capture import Capture, Resume, int64_view, of_markets, read_filter
@@ -260,7 +261,7 @@ def derive_batches(
     keep = None if markets is None or read_markets is not None else markets
     windows = capture.read(wanted, columns=_COLUMNS, markets=read_markets, runs=chosen,
                            from_idx=from_idx or {}, window_rows=_BATCH_ROWS,
-                           give_back=_GIVE_BACK)  # fmt: skip
+                           give_back=_GIVE_BACK, take=Gather())  # fmt: skip
     for run, table in _batched(windows, end_ns):
         group = groups[run]
         if feed.ended and any(g != group for g in feed.ended):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -210,11 +210,13 @@ class Capture:
         with_state: bool = True,
         window_rows: int = WINDOW_ROWS,
         give_back: int = 0,
+        take: Take | None = None,
     ) -> Iterator[pa.Table]:
         """Yield the run's records of `channels` (plus the state channels unless
         `with_state` is False) in idx order, one window at a time. `markets` keeps only
         rows of those markets (and rows of no market); `from_idx` skips what precedes
-        (`Resume`: one idx, or one per feed); `give_back`: see `GiveBack`.
+        (`Resume`: one idx, or one per feed); `give_back`: see `GiveBack`; `take`: see
+        `Take`.
 
         Each file contributes one row group at a time (sorted by idx); a window holds
         the rows at or below the smallest last idx among the files' current row groups,
@@ -236,7 +238,7 @@ class Capture:
         cols = list(dict.fromkeys((*columns, "idx", *extra)))
         fs = self.filesystem
         released = GiveBack(give_back)
-        streams = [_FileStream(path, pieces, cols, fs, released)
+        streams = [_FileStream(path, pieces, cols, fs, released, take)
                    for path, pieces in by_file.items()]  # fmt: skip
         # Windows come in idx order: only those starting before the last feed's first idx
         # hold rows to skip (filtering every window would copy the whole run).
@@ -280,6 +282,7 @@ class Capture:
         with_state: bool = True,
         window_rows: int = WINDOW_ROWS,
         give_back: int = 0,
+        take: Take | None = None,
     ) -> Iterator[ReadWindow]:
         """Yield windows of every run, merged by merge key (see the module docstring).
 
@@ -295,7 +298,8 @@ class Capture:
             start = (from_idx or {}).get(run_id, 0)
             tables = self.read_run(run_id, channels, columns=cols, markets=markets,
                                    from_idx=start, with_state=with_state,
-                                   window_rows=window_rows, give_back=give_back)  # fmt: skip
+                                   window_rows=window_rows, give_back=give_back,
+                                   take=take)  # fmt: skip
             streams.append(_keyed(run_id, tables, anchor_recv, anchor_mono, columns))
         if len(streams) == 1:
             yield from streams[0]
@@ -409,6 +413,17 @@ def _keyed(
         yield ReadWindow(run_id, table.select(list(columns)), keys)
 
 
+#: How a window's rows are copied out of a loaded row group that is not in idx order:
+#: `take(table, rows)` returns the rows `rows` (row numbers) of `table`, in that order.
+#: Arrow's `take` by default; the derive gathers the frames into memory it reuses
+#: (`replay.datasets.gather`).
+Take = Callable[[pa.Table, pa.Array], pa.Table]
+
+
+def _arrow_take(table: pa.Table, rows: pa.Array) -> pa.Table:
+    return table.take(rows)
+
+
 class GiveBack:
     """When a read gives the memory Arrow's pool freed back to the system: once `every`
     bytes of row groups were read since it last did (0: before each row group is read).
@@ -449,9 +464,11 @@ class _FileStream:
     def __init__(
         self, path: PurePath, pieces: list[Piece], columns: list[str],
         filesystem: pafs.FileSystem | None = None, released: GiveBack | None = None,
+        take: Take | None = None,
     ) -> None:  # fmt: skip
         self.path, self.columns, self.filesystem = path, columns, filesystem
         self.released = released or GiveBack(0)
+        self.taking = take or _arrow_take
         pieces = sorted(pieces, key=lambda p: p.idx_lo)
         disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
         self.groups = [[p] for p in pieces] if disjoint else [pieces]
@@ -520,7 +537,7 @@ class _FileStream:
         if self.order is None:
             rows = self.current.slice(self.offset, n)
         else:
-            rows = self.current.take(self.order.slice(self.offset, n))
+            rows = self.taking(self.current, self.order.slice(self.offset, n))
         self.offset += n
         return rows
 

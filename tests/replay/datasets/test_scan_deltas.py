@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from replay.datasets import scan
-from replay.datasets.decode import Scratch, _binary
+from replay.datasets.arrays import binary_buffers
+from replay.datasets.decode import Scratch
 from replay.datasets.names import UNKNOWN, NameTable
 
 COLUMNS = ("rtype", "sid", "seq", "seq_ok", "m0", "m1", "side", "price", "dsize", "num_ok",
@@ -162,7 +163,7 @@ def shaped_frames(draw: st.DrawFn, shape: Shape) -> bytes:
 
 def _scan(frames: list[bytes], fast: bool, order: np.ndarray) -> dict[str, np.ndarray]:
     raw = pa.array(frames, pa.binary())
-    offsets, data = _binary(raw)
+    offsets, data = binary_buffers(raw)
     scratch, table = Scratch(), NameTable()
     table.add(b"KXB")  # one market the table knows, the others unknown
     out, trade, lv, lv_p, lv_s = scratch.arrays(len(raw), len(data))
@@ -176,7 +177,7 @@ def _scan(frames: list[bytes], fast: bool, order: np.ndarray) -> dict[str, np.nd
 
 def _read_by_fast_paths(frames: list[bytes]) -> np.ndarray:
     raw = pa.array(frames, pa.binary())
-    offsets, data = _binary(raw)
+    offsets, data = binary_buffers(raw)
     scratch, table = Scratch(), NameTable()
     out, tr, lv, _, _ = scratch.arrays(len(raw), len(data))
     mcode, mhash = scratch.codes(len(raw))

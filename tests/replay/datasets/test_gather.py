@@ -1,0 +1,111 @@
+"""The derive's window take (`replay.datasets.gather.Gather`) gives what Arrow's take
+gives, and never reuses memory a window still holds.
+
+Row groups as the recorder writes them (sorted for compression within, so every window
+is taken out of order) and derived through it equal what `ReplaySession`, reading
+through Arrow's take, holds at every frame (`test_equality.assert_equal_to_replay`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replay.datasets.gather import Gather
+from schemas.parquet import ParquetSettings, encode_parquet
+from tests.replay.capture_factory import build_standard_capture
+from tests.replay.datasets.test_equality import assert_equal_to_replay
+
+
+def _table(frames: list[bytes | None], kind: pa.DataType = pa.binary()) -> pa.Table:
+    n = len(frames)
+    return pa.table({
+        "idx": pa.array(np.arange(n, dtype=np.int64) * 3),
+        "raw": pa.array(frames, kind),
+        "dir": pa.array(["in", "out"] * (n // 2) + ["in"] * (n % 2)).dictionary_encode(),
+    })  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 150).flatmap(lambda n: st.lists(st.integers(0, 40), min_size=n, max_size=n)),
+    st.randoms(use_true_random=False),
+    st.sampled_from([pa.binary(), pa.large_binary()]),
+    st.sampled_from([1, 7, 64, 150]),
+)
+def test_a_window_equals_arrows_take(
+    lengths: list[int], rnd: object, kind: pa.DataType, size: int
+) -> None:
+    frames = [bytes((7 * k + j) % 251 for j in range(n)) for k, n in enumerate(lengths)]
+    table = _table(frames, kind)
+    order = list(range(len(frames)))
+    rnd.shuffle(order)  # type: ignore[attr-defined]
+    gather = Gather(keep=2)
+    held = []
+    for lo in range(0, len(order), size):  # windows of a row group, in turn
+        rows = pa.array(order[lo : lo + size], pa.uint64())
+        got = gather(table, rows)
+        assert got.schema == table.schema
+        assert got.equals(table.take(rows))
+        held.append((got, rows))
+    for got, rows in held:  # each still intact once later windows were taken
+        assert got.equals(table.take(rows))
+
+
+def test_memory_a_window_holds_is_not_reused_and_freed_memory_is() -> None:
+    frames = [bytes([k]) * (k + 1) for k in range(200)]
+    table = _table(frames)
+    rows = pa.array(np.arange(199, -1, -1), pa.uint64())
+    gather = Gather(keep=2)
+    first = gather(table, rows)
+    address = first.column("raw").chunk(0).buffers()[2].address
+    for _ in range(5):  # the first is held: none of these may land in its buffer
+        other = gather(table, rows)
+        assert other.column("raw").chunk(0).buffers()[2].address != address
+        del other
+    assert first.equals(table.take(rows))
+    assert gather.buffers == 2  # no more than `keep`
+    kept = {gather(table, rows).column("raw").chunk(0).buffers()[2].address for _ in range(4)}
+    assert len(kept) == 1  # each window dropped before the next: one buffer, used again
+    view = np.frombuffer(first.column("raw").chunk(0).buffers()[2], np.uint8)
+    del first  # a numpy view of its bytes still holds the buffer
+    for _ in range(3):
+        assert gather(table, rows).column("raw").chunk(0).buffers()[2].address != address
+    want = b"".join(frames[k] for k in range(199, -1, -1))
+    assert view[: len(want)].tobytes() == want
+
+
+def test_frames_with_nulls_go_through_arrows_take() -> None:
+    table = _table([b"a", None, b"ccc", b""])
+    rows = pa.array([2, 1, 3, 0], pa.uint64())
+    assert Gather()(table, rows).equals(table.take(rows))
+
+
+def _rewrite_as_the_recorder(root: Path) -> int:
+    """Every file of the capture rewritten in row groups of 5 records, each sorted by
+    type and market as the recorder's files may be; returns how many row groups are
+    then out of idx order."""
+    unsorted = 0
+    for path in sorted(root.rglob("*.parquet")):
+        table = pq.read_table(path)
+        buffer = encode_parquet(table, ParquetSettings(row_group_rows=5),
+                                order=("type", "market_ticker", "idx"))  # fmt: skip
+        path.write_bytes(buffer.to_pybytes())
+        f = pq.ParquetFile(path)
+        for g in range(f.metadata.num_row_groups):
+            idx = f.read_row_group(g, columns=["idx"]).column("idx")
+            unsorted += not pc.all(pc.less(idx[:-1], idx[1:])).as_py() if len(idx) > 1 else 0
+    return unsorted
+
+
+def test_row_groups_sorted_for_storage_derive_as_replay_reads_them(tmp_path: Path) -> None:
+    build_standard_capture(tmp_path)
+    assert _rewrite_as_the_recorder(tmp_path) > 5
+    out = assert_equal_to_replay(tmp_path)
+    assert out["book_changes"].num_rows and out["trades"].num_rows
