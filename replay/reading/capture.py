@@ -420,10 +420,6 @@ def _keyed(
 Take = Callable[[pa.Table, pa.Array], pa.Table]
 
 
-def _arrow_take(table: pa.Table, rows: pa.Array) -> pa.Table:
-    return table.take(rows)
-
-
 class GiveBack:
     """When a read gives the memory Arrow's pool freed back to the system: once `every`
     bytes of row groups were read since it last did (0: before each row group is read).
@@ -468,7 +464,7 @@ class _FileStream:
     ) -> None:  # fmt: skip
         self.path, self.columns, self.filesystem = path, columns, filesystem
         self.released = released or GiveBack(0)
-        self.taking = take or _arrow_take
+        self.taking: Take = take or pa.Table.take
         pieces = sorted(pieces, key=lambda p: p.idx_lo)
         disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
         self.groups = [[p] for p in pieces] if disjoint else [pieces]
