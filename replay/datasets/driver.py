@@ -261,7 +261,7 @@ def derive_batches(
     keep = None if markets is None or read_markets is not None else markets
     windows = capture.read(wanted, columns=_COLUMNS, markets=read_markets, runs=chosen,
                            from_idx=from_idx or {}, window_rows=_BATCH_ROWS,
-                           give_back=_GIVE_BACK, take=Gather())  # fmt: skip
+                           give_back=_GIVE_BACK, copying=Gather())  # fmt: skip
     for run, table in _batched(windows, end_ns):
         group = groups[run]
         if feed.ended and any(g != group for g in feed.ended):

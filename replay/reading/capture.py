@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +38,9 @@ from schemas.channels import SEQUENCED_CHANNELS, Channel
 from schemas.storage import StorageOptions
 
 __all__ = [
+    "ArrowCopying",
     "Capture",
+    "Copying",
     "GiveBack",
     "Piece",
     "ReadWindow",
@@ -210,13 +213,13 @@ class Capture:
         with_state: bool = True,
         window_rows: int = WINDOW_ROWS,
         give_back: int = 0,
-        take: Take | None = None,
+        copying: Copying | None = None,
     ) -> Iterator[pa.Table]:
         """Yield the run's records of `channels` (plus the state channels unless
         `with_state` is False) in idx order, one window at a time. `markets` keeps only
         rows of those markets (and rows of no market); `from_idx` skips what precedes
-        (`Resume`: one idx, or one per feed); `give_back`: see `GiveBack`; `take`: see
-        `Take`.
+        (`Resume`: one idx, or one per feed); `give_back`: see `GiveBack`; `copying`: see
+        `Copying`.
 
         Each file contributes one row group at a time (sorted by idx); a window holds
         the rows at or below the smallest last idx among the files' current row groups,
@@ -238,7 +241,7 @@ class Capture:
         cols = list(dict.fromkeys((*columns, "idx", *extra)))
         fs = self.filesystem
         released = GiveBack(give_back)
-        streams = [_FileStream(path, pieces, cols, fs, released, take)
+        streams = [_FileStream(path, pieces, cols, fs, released, copying)
                    for path, pieces in by_file.items()]  # fmt: skip
         # Windows come in idx order: only those starting before the last feed's first idx
         # hold rows to skip (filtering every window would copy the whole run).
@@ -282,7 +285,7 @@ class Capture:
         with_state: bool = True,
         window_rows: int = WINDOW_ROWS,
         give_back: int = 0,
-        take: Take | None = None,
+        copying: Copying | None = None,
     ) -> Iterator[ReadWindow]:
         """Yield windows of every run, merged by merge key (see the module docstring).
 
@@ -299,7 +302,7 @@ class Capture:
             tables = self.read_run(run_id, channels, columns=cols, markets=markets,
                                    from_idx=start, with_state=with_state,
                                    window_rows=window_rows, give_back=give_back,
-                                   take=take)  # fmt: skip
+                                   copying=copying)  # fmt: skip
             streams.append(_keyed(run_id, tables, anchor_recv, anchor_mono, columns))
         if len(streams) == 1:
             yield from streams[0]
@@ -413,11 +416,30 @@ def _keyed(
         yield ReadWindow(run_id, table.select(list(columns)), keys)
 
 
-#: How a window's rows are copied out of a loaded row group that is not in idx order:
-#: `take(table, rows)` returns the rows `rows` (row numbers) of `table`, in that order.
-#: Arrow's `take` by default; the derive gathers the frames into memory it reuses
-#: (`replay.datasets.gather`).
-Take = Callable[[pa.Table, pa.Array], pa.Table]
+class Copying(Protocol):
+    """How the reader copies records: a row group read out of its file (`read`), and a
+    window's rows taken out of a loaded row group that is not in idx order (`take`).
+
+    `ArrowCopying` (Arrow's own, in fresh memory each time) by default; the derive
+    reads and gathers the frames into memory it reuses (`replay.datasets.gather`)."""
+
+    def read(self, reader: pq.ParquetFile, group: int, columns: list[str]) -> pa.Table:
+        """Row group `group` of the file, `columns` only."""
+        ...
+
+    def take(self, table: pa.Table, rows: pa.Array) -> pa.Table:
+        """The rows `rows` (row numbers) of `table`, in that order."""
+        ...
+
+
+class ArrowCopying:
+    """Arrow's `read_row_group` and `Table.take`."""
+
+    def read(self, reader: pq.ParquetFile, group: int, columns: list[str]) -> pa.Table:
+        return reader.read_row_group(group, columns=columns, use_threads=False)
+
+    def take(self, table: pa.Table, rows: pa.Array) -> pa.Table:
+        return table.take(rows)
 
 
 class GiveBack:
@@ -460,11 +482,11 @@ class _FileStream:
     def __init__(
         self, path: PurePath, pieces: list[Piece], columns: list[str],
         filesystem: pafs.FileSystem | None = None, released: GiveBack | None = None,
-        take: Take | None = None,
+        copying: Copying | None = None,
     ) -> None:  # fmt: skip
         self.path, self.columns, self.filesystem = path, columns, filesystem
         self.released = released or GiveBack(0)
-        self.taking: Take = take or pa.Table.take
+        self.copying: Copying = copying or ArrowCopying()
         pieces = sorted(pieces, key=lambda p: p.idx_lo)
         disjoint = all(a.idx_hi < b.idx_lo for a, b in itertools.pairwise(pieces))
         self.groups = [[p] for p in pieces] if disjoint else [pieces]
@@ -487,10 +509,7 @@ class _FileStream:
             self._reader = open_parquet(self.path, self.filesystem)
             held = set(self._reader.schema_arrow.names)
             self._present = [c for c in self.columns if c in held]
-        tables = [
-            self._reader.read_row_group(p.row_group, columns=self._present, use_threads=False)
-            for p in group
-        ]
+        tables = [self.copying.read(self._reader, p.row_group, self._present) for p in group]
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         # Older files: `channel` is a dictionary, `opcode` or `feed` is missing (schemas.arrow).
         table = complete(_channel_as_string(table), self.columns)
@@ -533,7 +552,7 @@ class _FileStream:
         if self.order is None:
             rows = self.current.slice(self.offset, n)
         else:
-            rows = self.taking(self.current, self.order.slice(self.offset, n))
+            rows = self.copying.take(self.current, self.order.slice(self.offset, n))
         self.offset += n
         return rows
 

@@ -1,5 +1,5 @@
-"""The derive's window take (`replay.datasets.gather.Gather`) gives what Arrow's take
-gives, and never reuses memory a window still holds.
+"""The derive's reads and window takes (`replay.datasets.gather.Gather`) give what
+Arrow's read and take give, and never reuse memory a table or window still holds.
 
 Row groups as the recorder writes them (sorted for compression within, so every window
 is taken out of order) and derived through it equal what `ReplaySession`, reading
@@ -14,9 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from replay.datasets import gather as gather_module
 from replay.datasets.gather import Gather
 from schemas.parquet import ParquetSettings, encode_parquet
 from tests.replay.capture_factory import build_standard_capture
@@ -50,7 +52,7 @@ def test_a_window_equals_arrows_take(
     held = []
     for lo in range(0, len(order), size):  # windows of a row group, in turn
         rows = pa.array(order[lo : lo + size], pa.uint64())
-        got = gather(table, rows)
+        got = gather.take(table, rows)
         assert got.schema == table.schema
         assert got.equals(table.take(rows))
         held.append((got, rows))
@@ -63,20 +65,20 @@ def test_memory_a_window_holds_is_not_reused_and_freed_memory_is() -> None:
     table = _table(frames)
     rows = pa.array(np.arange(199, -1, -1), pa.uint64())
     gather = Gather(keep=2)
-    first = gather(table, rows)
+    first = gather.take(table, rows)
     address = first.column("raw").chunk(0).buffers()[2].address
     for _ in range(5):  # the first is held: none of these may land in its buffer
-        other = gather(table, rows)
+        other = gather.take(table, rows)
         assert other.column("raw").chunk(0).buffers()[2].address != address
         del other
     assert first.equals(table.take(rows))
-    assert gather.buffers == 2  # no more than `keep`
-    kept = {gather(table, rows).column("raw").chunk(0).buffers()[2].address for _ in range(4)}
+    assert len(gather.windows) == 2  # no more than `keep`
+    kept = {gather.take(table, rows).column("raw").chunk(0).buffers()[2].address for _ in range(4)}
     assert len(kept) == 1  # each window dropped before the next: one buffer, used again
     view = np.frombuffer(first.column("raw").chunk(0).buffers()[2], np.uint8)
     del first  # a numpy view of its bytes still holds the buffer
     for _ in range(3):
-        assert gather(table, rows).column("raw").chunk(0).buffers()[2].address != address
+        assert gather.take(table, rows).column("raw").chunk(0).buffers()[2].address != address
     want = b"".join(frames[k] for k in range(199, -1, -1))
     assert view[: len(want)].tobytes() == want
 
@@ -84,7 +86,61 @@ def test_memory_a_window_holds_is_not_reused_and_freed_memory_is() -> None:
 def test_frames_with_nulls_go_through_arrows_take() -> None:
     table = _table([b"a", None, b"ccc", b""])
     rows = pa.array([2, 1, 3, 0], pa.uint64())
-    assert Gather()(table, rows).equals(table.take(rows))
+    assert Gather().take(table, rows).equals(table.take(rows))
+
+
+def _file(path: Path, frames: list[bytes], group_rows: int, **options: object) -> pq.ParquetFile:
+    """A file of `frames` as the capture holds them (`raw` required), in row groups."""
+    n = len(frames)
+    schema = pa.schema([pa.field("idx", pa.int64(), nullable=False),
+                        pa.field("raw", pa.binary(), nullable=False),
+                        pa.field("market_ticker", pa.string())])  # fmt: skip
+    table = pa.table({"idx": np.arange(n, dtype=np.int64),
+                      "raw": pa.array(frames, pa.binary()),
+                      "market_ticker": [f"M{k % 7}" for k in range(n)]}, schema=schema)  # fmt: skip
+    pq.write_table(table, path, row_group_size=group_rows, **options)  # type: ignore[arg-type]
+    return pq.ParquetFile(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 300), min_size=1, max_size=400),
+    st.integers(1, 150),
+    st.sampled_from([16, 100, 1000]),
+    st.sampled_from([["idx", "raw", "market_ticker"], ["raw"], ["market_ticker", "raw"]]),
+)
+def test_a_row_group_read_in_batches_equals_arrows_read(
+    tmp_path_factory: pytest.TempPathFactory, lengths: list[int], group_rows: int,
+    piece: int, columns: list[str],
+) -> None:  # fmt: skip
+    frames = [bytes((5 * k + j) % 253 for j in range(n)) for k, n in enumerate(lengths)]
+    f = _file(tmp_path_factory.mktemp("read") / "f.parquet", frames, group_rows)
+    gather = Gather(groups=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gather_module, "_PIECE", piece)  # row groups of a few KB in batches
+        held = [(g, gather.read(f, g, columns)) for g in range(f.metadata.num_row_groups)]
+    for g, got in held:  # each still intact once later row groups were read
+        assert got.equals(f.read_row_group(g, columns=columns))
+        assert got.schema == f.read_row_group(g, columns=columns).schema
+
+
+def test_a_row_group_whose_metadata_undercounts_its_frames_grows_its_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = [bytes([k % 3]) * 500 for k in range(2000)]  # three frames, repeated
+    f = _file(tmp_path / "f.parquet", frames, 2000, use_dictionary=["raw"], compression="none")
+    column = f.metadata.row_group(0).column(1)
+    assert column.path_in_schema == "raw"
+    assert column.total_uncompressed_size < sum(map(len, frames)) // 10  # a dictionary's
+    monkeypatch.setattr(gather_module, "_PIECE", 1000)
+    assert Gather().read(f, 0, ["idx", "raw"]).equals(f.read_row_group(0, columns=["idx", "raw"]))
+
+
+def test_frames_that_may_be_null_are_read_by_arrow(tmp_path: Path) -> None:
+    frames: list[bytes | None] = [b"x" * 40, None, b"yz"] * 100
+    pq.write_table(pa.table({"raw": pa.array(frames, pa.binary())}), tmp_path / "f.parquet")
+    f = pq.ParquetFile(tmp_path / "f.parquet")
+    assert Gather().read(f, 0, ["raw"]).equals(f.read_row_group(0, columns=["raw"]))
 
 
 def _rewrite_as_the_recorder(root: Path) -> int:
@@ -104,7 +160,10 @@ def _rewrite_as_the_recorder(root: Path) -> int:
     return unsorted
 
 
-def test_row_groups_sorted_for_storage_derive_as_replay_reads_them(tmp_path: Path) -> None:
+def test_row_groups_sorted_for_storage_derive_as_replay_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gather_module, "_PIECE", 64)  # every row group read in batches
     build_standard_capture(tmp_path)
     assert _rewrite_as_the_recorder(tmp_path) > 5
     out = assert_equal_to_replay(tmp_path)
