@@ -3,9 +3,9 @@ memory the derive uses again (`Gather`: the reader's `Copying` for the derive).
 
 jemalloc, the commands' pool, gives a block of 8 MiB or more back to the system as soon
 as it is freed, so every such block is faulted in again 4 KiB at a time when the next
-one is allocated; smaller blocks it keeps for the next (docs/performance.md section
-6.1). A derive's big blocks are its frames: a row group's (16 to 20 MB read whole) and
-each window's (8 to 9 MB for 32k rows). So:
+one is allocated; smaller blocks it keeps for the next
+(docs/performance.md section 6.1). A derive's big blocks are its frames: a row group's
+(16 to 20 MB read whole) and each window's (8 to 9 MB for 32k rows). So:
 
 - a row group is read in batches of about `_PIECE` bytes of frames (blocks jemalloc
   keeps) and its frames are put together in a buffer used again for the next row
