@@ -136,6 +136,20 @@ def test_a_row_group_whose_metadata_undercounts_its_frames_grows_its_buffer(
     assert Gather().read(f, 0, ["idx", "raw"]).equals(f.read_row_group(0, columns=["idx", "raw"]))
 
 
+def test_frames_beyond_32_bit_offsets_are_read_by_arrow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = [bytes([k % 3]) * 500 for k in range(2000)]  # the metadata says 3 KB
+    f = _file(tmp_path / "f.parquet", frames, 2000, use_dictionary=["raw"], compression="none")
+    monkeypatch.setattr(gather_module, "_PIECE", 1000)
+    monkeypatch.setattr(gather_module, "_OFFSETS", 100_000)  # as if offsets ended there
+    gather = Gather()
+    got = gather.read(f, 0, ["idx", "raw"])
+    assert got.equals(f.read_row_group(0, columns=["idx", "raw"]))
+    ours = {b.ctypes.data for b in gather.groups._buffers}
+    assert ours and got.column("raw").chunk(0).buffers()[2].address not in ours
+
+
 def test_frames_that_may_be_null_are_read_by_arrow(tmp_path: Path) -> None:
     frames: list[bytes | None] = [b"x" * 40, None, b"yz"] * 100
     pq.write_table(pa.table({"raw": pa.array(frames, pa.binary())}), tmp_path / "f.parquet")
