@@ -131,7 +131,7 @@ class _Feed:
         recv = table.column("recv_ns")
         self.engine.tick(recv[-1].as_py(), table.column("mono_ns")[-1].as_py())
         self.engine.outbox.clear()
-        out.flush()
+        out.end()
 
     def _slow(self, pos: int, run_id: str, group: int, table: pa.Table, decoded: Decoded,
               conn: int, mkt: int) -> Any:  # fmt: skip
@@ -273,6 +273,7 @@ def derive_batches(
         if table.column("idx")[-1].as_py() >= last_idx[run]:
             feed.ended.setdefault(group, (table.column("recv_ns")[-1].as_py(),
                                           table.column("mono_ns")[-1].as_py()))  # fmt: skip
+        del table, decoded  # before the next window is read into a buffer they hold
         yield from _drain(pending, keep)
     feed.out.flush()
     yield from _drain(pending, keep)

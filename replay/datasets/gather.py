@@ -86,7 +86,7 @@ class Gather:
     read) and a row group per file being read (a window read in idx order is a slice of
     its row group, so it holds that row group's buffer too)."""
 
-    def __init__(self, keep: int = 3, groups: int = 4) -> None:
+    def __init__(self, keep: int = 2, groups: int = 4) -> None:
         self.windows = Reused(keep)
         self.groups = Reused(groups)
 

@@ -173,8 +173,16 @@ class Outputs:
         self.t_valid[self.t_n] = valid
         self.t_n += 1
 
+    def end(self) -> None:
+        """The window is done: its rows go out, and nothing holds it any more (its frames'
+        buffer can take another window's)."""
+        self.flush()
+        self._ctx = None
+
     def flush(self) -> None:
         if self._ctx is None:
+            if self.n or self.t_n or self.q_n[0]:
+                raise RuntimeError("rows emitted outside a window")
             return
         if self.n:
             if self.build.change_rows:

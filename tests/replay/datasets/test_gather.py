@@ -1,5 +1,6 @@
 """The derive's reads and window takes (`replay.datasets.gather.Gather`) give what
-Arrow's read and take give, and never reuse memory a table or window still holds.
+Arrow's read and take give, and never reuse memory a table or window still holds; a
+window derived is let go before the next is read (`Outputs.end`).
 
 Row groups as the recorder writes them (sorted for compression within, so every window
 is taken out of order) and derived through it equal what `ReplaySession`, reading
@@ -8,6 +9,7 @@ through Arrow's take, holds at every frame (`test_equality.assert_equal_to_repla
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 
 from replay.datasets import gather as gather_module
 from replay.datasets.gather import Gather
+from replay.datasets.rows import Outputs
 from schemas.parquet import ParquetSettings, encode_parquet
 from tests.replay.capture_factory import build_standard_capture
 from tests.replay.datasets.test_equality import assert_equal_to_replay
@@ -182,3 +185,15 @@ def test_row_groups_sorted_for_storage_derive_as_replay_reads_them(
     assert _rewrite_as_the_recorder(tmp_path) > 5
     out = assert_equal_to_replay(tmp_path)
     assert out["book_changes"].num_rows and out["trades"].num_rows
+
+
+def test_a_window_derived_is_let_go_and_rows_outside_one_are_refused() -> None:
+    emitted: list[str] = []
+    out = Outputs(lambda batch, name: emitted.append(name))
+    frames = _table([b'{"type":"x"}'] * 4)
+    out.begin("run", frames, None, 0, [], np.zeros(4, np.int32))
+    out.end()  # nothing emitted: nothing goes out, and the window is not held
+    assert emitted == [] and sys.getrefcount(frames) == 2
+    out.emit(0, 0, 0, -1, 0, 0, 0, True)  # a row with no window to take its context from
+    with pytest.raises(RuntimeError, match="outside a window"):
+        out.flush()
