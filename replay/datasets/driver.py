@@ -275,8 +275,7 @@ def derive_batches(
                                           table.column("mono_ns")[-1].as_py()))  # fmt: skip
         del table, decoded  # before the next window is read into a buffer they hold
         yield from _drain(pending, keep)
-    feed.out.flush()
-    yield from _drain(pending, keep)
+    feed.out.flush()  # each window's rows went out with it: this refuses any left over
 
 
 def _batched(windows: Iterator[Any], end_ns: int | None) -> Iterator[tuple[str, pa.Table]]:

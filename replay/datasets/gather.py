@@ -125,10 +125,9 @@ class Gather:
             at += batch.num_rows
             filled += hi - lo
             rest.append(batch.drop_columns(["raw"]))
-        frames = pa.Array.from_buffers(pa.binary(), at, [None, pa.py_buffer(placed[: at + 1]),
-                                                         pa.py_buffer(out)])  # fmt: skip
         table = pa.Table.from_batches(rest).combine_chunks()
-        return table.add_column(columns.index("raw"), field, frames)
+        return table.add_column(columns.index("raw"), field,
+                                _frames(field.type, placed[: at + 1], out))  # fmt: skip
 
     def take(self, table: pa.Table, rows: pa.Array) -> pa.Table:
         """The rows `rows` of `table`: the frames gathered into a reused buffer."""
@@ -148,10 +147,14 @@ class Gather:
         np.cumsum(lengths, out=placed[1:])
         out = self.windows.get(int(placed[-1]) + 8)  # `gather` may write 7 bytes past the end
         kernel.gather(data, starts, lengths, placed, out)
-        frames = pa.Array.from_buffers(raw.type, len(picked),
-                                       [None, pa.py_buffer(placed), pa.py_buffer(out)])  # fmt: skip
         rest = table.remove_column(i).take(rows)
-        return rest.add_column(i, table.schema.field(i), frames)
+        return rest.add_column(i, table.schema.field(i), _frames(raw.type, placed, out))
+
+
+def _frames(kind: pa.DataType, offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    """A binary array over numpy memory (no copy): value i is data[offsets[i]:offsets[i + 1]]."""
+    return pa.Array.from_buffers(kind, len(offsets) - 1,
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(data)])  # fmt: skip
 
 
 def _uncompressed(meta: pq.RowGroupMetaData, column: str) -> int:
