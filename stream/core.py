@@ -88,7 +88,7 @@ class EngineCore:
         intents: why each command in flight was sent.
         blocking: BLOCK queues over their bound after the last input (one list for life).
         fatal: the error that closed the session, if any.
-        muted: replay's fast-forward: state advances, nothing is delivered.
+        muted: replay's fast-forward: state advances as live, nothing reaches a queue.
         now: (recv_ns, mono_ns) of the latest input that is not a frame.
         first_last: the "last seq" before a subscription's first frame.
     """

@@ -286,11 +286,16 @@ class Engine:
         return self._core.fatal
 
     def mute(self) -> None:
-        """Deliver nothing until `unmute` (replay seek: state advances silently)."""
+        """Deliver nothing until `unmute` (replay seek: state advances silently).
+
+        What delivery remembers advances as live (`Fanout.target`): a seek's fast-forward
+        counts message copies across feeds, holds a standby's frames and notes what a
+        connection delivered, so that from the start on consumers get what a pass from
+        the capture's start would have given them."""
         self._core.muted = True
         for conn in self._core.conns.values():
             for wire in conn.sids.values():
-                wire.targets = []
+                self._fanout.target(wire)
 
     def unmute(self) -> None:
         """Deliver again; book consumers get the current book of their markets at once."""
@@ -403,8 +408,8 @@ class Engine:
         elif g.standby is state:
             g.standby = None
             self._fanout.drop_conn(state, "standby closed", recv_ns, notify=False)
-            for consumer in self._core.consumers.values():
-                consumer.held.clear()
+            for consumer in self._core.consumers.values():  # another feed's stay held
+                consumer.held = [f for f in consumer.held if f.conn != conn]
         else:
             self._fanout.drop_conn(state, "retired", recv_ns, notify=False)
             g.retiring.discard(conn)

@@ -55,8 +55,14 @@ class Fanout:
                     self.target(wire)
 
     def target(self, wire: WireSubscription) -> None:
-        """Who receives a wire subscription's frames: its owner and the attached consumers."""
-        if self._core.muted:
+        """Who receives a wire subscription's frames: its owner and the attached consumers.
+
+        Muted (a seek's fast-forward), a book wire has none: book consumers get the
+        current book when the engine unmutes, and a book's delivery remembers nothing.
+        Other wires keep theirs, and their frames go through delivery as live, which
+        remembers (copies across feeds, a standby's held frames, what a connection
+        delivered); only `put` drops them."""
+        if self._core.muted and wire.is_book:
             wire.targets = []
             return
         targets = []
@@ -73,6 +79,8 @@ class Fanout:
         core = self._core
         if not core.overlap and wire.conn in core.active_ids:
             # The common case, kept flat: an active connection, no switch in progress.
+            if core.muted:  # nothing here to remember
+                return
             market = frame.market_ticker
             for consumer in wire.targets:
                 tickers = consumer.tickers
@@ -144,9 +152,9 @@ class Fanout:
         return False
 
     def put(self, consumer: ConsumerSubscription, item: Any) -> None:
-        """Queue one item for one consumer, minding its overflow policy."""
+        """Queue one item for one consumer, minding its overflow policy (none while muted)."""
         queue = consumer.queue
-        if queue is not None:
+        if queue is not None and not self._core.muted:
             status = queue.put(item)
             if status:
                 self._queue_status(consumer, status)

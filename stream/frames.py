@@ -294,8 +294,8 @@ class FrameInput:
             wire.last_raw = raw
             if wire.high_seq is None or seq > wire.high_seq:
                 wire.high_seq = seq
-        if not wire.targets:
-            return
+        if not wire.targets or (self._core.muted and not self._core.overlap):
+            return  # (muted, delivery remembers something only in an overlap or across feeds)
         msg = frame.msg
         market = None
         if msg is not None and type(msg) is not list:

@@ -75,12 +75,18 @@ class Switching:
             for wire in standby.sids.values():
                 for market in wire.books if wire.is_book else ():
                     arbiter.snapshot_applied(standby, wire, market, recv_ns, mono_ns)
+        # Every consumer that held a frame holds the same object: its copy is counted once.
+        first: dict[int, bool] = {}
         for consumer in list(core.consumers.values()):
-            held, consumer.held = consumer.held, []
+            held = [f for f in consumer.held if f.conn == standby.conn]
+            consumer.held = [f for f in consumer.held if f.conn != standby.conn]  # other feeds'
             if consumer.channel not in BOOK_CHANNELS:
                 for frame in held:
                     if arbiter is not None:
-                        if arbiter.first_copy(frame):
+                        verdict = first.get(id(frame))
+                        if verdict is None:
+                            verdict = first[id(frame)] = arbiter.first_copy(frame)
+                        if verdict:
                             fanout.put(consumer, frame)
                     elif not fanout.seen_before(consumer, frame):
                         fanout.put(consumer, frame)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
+
 from stream import Delivery, DeliveryQueue, Engine, EngineConfig, Overflow
 from stream.book import BookSnapshot
 from stream.decode import decode_frame
@@ -52,6 +54,16 @@ class Feeds:
             e.frame_received(wire.ack(cmd_id, channel, sid), *self.tick(), conn)
         self.flush()
         return conn
+
+    def standby(self, feed: int, conn: int) -> None:
+        """Open `conn` as feed `feed`'s make-before-break standby, subscribed like `open`."""
+        e = self.engine
+        e.connection_opened(conn, *self.tick(), standby=True, group=10 + feed, feed=feed)
+        for cmd_id, channel, sid in ((1, "trade", 1), (2, "orderbook_delta", 2), (3, "ticker", 3)):
+            cmd = {"id": cmd_id, "cmd": "subscribe", "params": {"channels": [channel]}}
+            e.command_sent(json.dumps(cmd).encode(), *self.tick(), conn)
+            e.frame_received(wire.ack(cmd_id, channel, sid), *self.tick(), conn)
+        self.flush()
 
     def recv(self, raw: bytes, conn: int) -> None:
         self.engine.frame_received(raw, *self.tick(), conn)
@@ -210,3 +222,90 @@ def test_a_checkpoint_names_what_its_feed_delivers_and_a_restore_delivers_it_so(
     assert restored(records[10], records[11]) == 11
     unnamed = [{k: v for k, v in r.items() if k != "delivers"} for r in (records[10], records[11])]
     assert restored(*unnamed) == 10
+
+
+def trade_ids(queue: DeliveryQueue) -> list[str]:
+    return [json.loads(fr.raw)["msg"]["trade_id"] for fr in queue.drain(100)]
+
+
+def test_a_seek_counts_the_copies_it_fast_forwards_over() -> None:
+    """A seek mutes the engine up to its start: a trade feed 0 brought just before the
+    start is counted then, so feed 1's copy just after it is not delivered (one pass
+    delivered feed 0's, before the start); only what came after is."""
+    f = Feeds()
+    f.engine.mute()
+    f.recv(wire.trade(1, 1, M, "t1"), 1)
+    f.recv(wire.trade(1, 2, M, "t2"), 2)  # feed 1 first this time
+    f.engine.unmute()
+    f.recv(wire.trade(1, 1, M, "t1"), 2)
+    f.recv(wire.trade(1, 2, M, "t2"), 1)
+    f.recv(wire.trade(1, 3, M, "t3"), 1)
+    f.recv(wire.trade(1, 3, M, "t3"), 2)
+    assert trade_ids(f.trades) == ["t3"]
+
+
+@pytest.mark.parametrize("switch_before_start", [False, True])
+def test_a_seek_delivers_what_one_pass_does_across_a_standby_switch(
+    switch_before_start: bool,
+) -> None:
+    """Feed 0's make-before-break standby (waiting for its snapshot) brings a trade before
+    the start; it takes over before or after the start; feed 1's copy comes after the
+    start. From the start on, a seek delivers what one pass does: the standby's copy at
+    a switch after the start (held through the fast-forward), nothing more of it after a
+    switch before the start (counted then)."""
+
+    def run(seek: bool) -> list[tuple[str, int]]:
+        f = Feeds()
+        for conn in (1, 2):
+            f.recv(wire.snapshot(2, 1, M), conn)
+        f.standby(0, 3)
+        if seek:
+            f.engine.mute()
+        f.recv(wire.trade(1, 1, M, "t1"), 3)  # held by the standby
+        if switch_before_start:
+            f.close(1)  # feed 0's active connection goes: the standby takes over
+        if seek:
+            f.engine.unmute()
+        f.trades.drain(100)  # the start: what one pass delivered before it
+        if not switch_before_start:
+            f.close(1)
+        f.recv(wire.trade(1, 1, M, "t1"), 2)
+        f.recv(wire.trade(1, 2, M, "t2"), 2)
+        return [(json.loads(fr.raw)["msg"]["trade_id"], fr.conn) for fr in f.trades.drain(100)]
+
+    one_pass = run(seek=False)
+    assert one_pass == ([("t2", 2)] if switch_before_start else [("t1", 3), ("t2", 2)])
+    assert run(seek=True) == one_pass
+
+
+def test_a_standby_switch_counts_each_held_copy_once_for_every_consumer() -> None:
+    """Two trade consumers; feed 1 brings a trade, then feed 0's standby brings it too and
+    takes over: neither consumer gets it twice (each held frame counted once, not once
+    per consumer that held it)."""
+    f = Feeds()
+    second = f.queue("trade", Delivery.FRAME)
+    for conn in (1, 2):
+        f.recv(wire.snapshot(2, 1, M), conn)
+    f.standby(0, 3)  # waits for its snapshot
+    f.recv(wire.trade(1, 1, M, "t1"), 2)
+    f.recv(wire.trade(1, 1, M, "t1"), 3)  # held by both consumers
+    f.recv(wire.trade(1, 2, M, "t2"), 3)  # a trade only the standby has so far
+    f.close(1)
+    f.recv(wire.trade(1, 2, M, "t2"), 2)
+    assert trade_ids(f.trades) == ["t1", "t2"]
+    assert trade_ids(second) == ["t1", "t2"]
+
+
+def test_a_standby_closing_keeps_what_another_feeds_standby_holds() -> None:
+    """Both feeds rotate at once; feed 1's standby is closed before it is ready: what
+    feed 0's standby holds is still delivered at its switch, and only that."""
+    f = Feeds()
+    for conn in (1, 2):
+        f.recv(wire.snapshot(2, 1, M), conn)
+    f.standby(0, 3)  # each waits for its snapshot
+    f.standby(1, 4)
+    f.recv(wire.trade(1, 1, M, "t1"), 3)  # only feed 0's standby has it so far
+    f.recv(wire.trade(1, 2, M, "t2"), 4)  # only feed 1's standby has it so far
+    f.close(4)  # feed 1's standby gone, its held frames with it
+    f.close(1)  # feed 0's standby takes over, delivering what it held
+    assert trade_ids(f.trades) == ["t1"]

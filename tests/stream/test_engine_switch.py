@@ -103,3 +103,30 @@ def test_an_all_markets_book_subscription_switches_once_its_snapshots_are_in() -
     assert not d.of(Switched)
     d.recv(wire.snapshot(7, 2, "KX-B"), conn=2)
     assert len(d.of(Switched)) == 1
+
+
+def test_a_seek_into_the_overlap_drops_what_the_old_connection_delivered_before_it() -> None:
+    """A seek's start falls inside a make-before-break overlap: the old connection
+    delivered t2 before the start (fast-forwarded, muted), the standby brings it after.
+    As in one pass, the standby's copy is not delivered at the switch: delivery noted
+    what the old connection delivered while muted."""
+
+    def run(seek: bool) -> list[str]:
+        d, trades, books, cmds = rotated()
+        trade_cmd, book_cmd = cmds
+        if seek:
+            d.engine.mute()
+        d.recv(wire.trade(1, 2, "KX-A", "t2"), conn=1)
+        if seek:
+            d.engine.unmute()
+        drain(trades)  # the start: what one pass delivered before it
+        d.recv(wire.ack(trade_cmd["id"], "trade", 11), conn=2)
+        d.recv(wire.trade(11, 1, "KX-A", "t2"), conn=2)
+        d.recv(wire.trade(11, 2, "KX-A", "t3"), conn=2)
+        d.recv(wire.ack(book_cmd["id"], "orderbook_delta", 12), conn=2)
+        d.recv(wire.snapshot(12, 1, "KX-A"), conn=2)
+        assert d.of(Switched)
+        return [f.raw.split(b'"trade_id":"')[1].split(b'"')[0].decode() for f in drain(trades)]
+
+    assert run(seek=False) == ["t3"]
+    assert run(seek=True) == ["t3"]
