@@ -92,3 +92,47 @@ async def test_each_feed_connects_from_its_own_local_address() -> None:
         async with session.connect():
             await eventually(lambda: len(peers) == 2)
     assert sorted(peers) == ["127.0.0.2", "127.0.0.3"]
+
+
+ROTATIONS = 8
+
+
+async def test_rotating_both_feeds_at_once_delivers_each_trade_once_to_every_consumer() -> None:
+    """Make-before-break on both feeds at the same time, again and again, with two trade
+    consumers and a book: each consumer gets every trade the exchange sent, none twice
+    (a standby's held copy is counted once, not once per consumer that held it; one
+    feed's switch leaves the frames the other feed's standby holds), and the book never
+    goes invalid."""
+    async with sim_server(rate_fps=3000.0) as server, Observer(server.url) as observer:
+        ticker = server.tape.market_tickers()[0]
+        watched = watched_session(server, feeds=2)
+        async with watched.session.connect() as session:
+            source = session._live
+            assert isinstance(source, FeedSet)
+            first = Reader(await session.subscribe_trade(raw=True, maxsize=1_000_000))
+            second = Reader(await session.subscribe_trade(raw=True, maxsize=1_000_000))
+            books = Reader(await session.orderbook(ticker, maxsize=1_000_000))
+            await eventually(lambda: all(f.active_conn is not None for f in source.feeds))
+            await first.more_than(10)
+            rotated = 0
+            for _ in range(ROTATIONS):
+                rotated += await session.rotate()
+                await first.more_than(len(first.items) + 5)
+            assert await book_matches_truth(session, server, ticker)  # the exchange quiet
+            await observer.sync(99)
+            truth = list(observer.trade_ids)  # every trade it sent
+            for reader in (first, second):
+                await eventually(lambda r=reader: truth[-1] in {trade_id(f) for f in r.items})
+            got = [[trade_id(f) for f in reader.items] for reader in (first, second)]
+            switches = len(watched.events("switch"))
+            seen_books = list(books.items)
+        for reader in (first, second, books):
+            await reader.stop()
+    assert rotated == ROTATIONS and switches >= 2 * ROTATIONS  # each rotation switched both feeds
+    for ids in got:
+        assert len(ids) == len(set(ids)), "a trade was delivered twice"
+        since = truth.index(ids[0])  # the session's first trade (the observer came first)
+        missing = [(truth.index(t) - since, t) for t in set(truth[since:]) - set(ids)]
+        assert not missing, f"of {len(truth) - since} trades sent, missing: {sorted(missing)}"
+    assert got[0] == got[1]
+    assert seen_books and all(b.valid for b in seen_books)
