@@ -124,6 +124,15 @@ class Copies:
             return True
         return False
 
+    def replay_into(self, memory: CopyMemory) -> None:
+        """Count every copy remembered here into another memory (the derive's compiled
+        one), oldest key first: from then on it answers as this one would have."""
+        for recv_ns, key in self._order:
+            entry = self._seen.get(key)
+            for conn, n in (entry[1] if entry is not None else {}).items():
+                for _ in range(n):
+                    memory.count(key, conn, recv_ns)
+
 
 class Arbiter:
     """Arbitration between the feeds of one engine (see the module docstring).

@@ -214,6 +214,11 @@ class Engine:
         """Arbitration between feeds (`stream.arbitration`): which feed owns each book."""
         return self._arbiter
 
+    @property
+    def arbitrating(self) -> bool:
+        """Whether the engine arbitrates between feeds (a group of feed 1 or above exists)."""
+        return self._core.arbitrating
+
     def consumers(self) -> list[ConsumerSubscription]:
         return list(self._core.consumers.values())
 

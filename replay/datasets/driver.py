@@ -37,6 +37,7 @@ from replay.datasets.rows import Build, ChangeRows, batch_of
 from replay.reading.capture import Capture, Resume, int64_view, of_markets, read_filter
 from replay.reading.session import CONN_STRIDE, FEED_SLOTS, drive_event
 from stream import BinaryMessage
+from stream.arbitration import Copies
 from stream.core import NS
 from stream.engine import Engine
 from stream.events import GapDetected
@@ -176,6 +177,9 @@ class _Feed:
                      if p.channel == TRADE_CHANNEL)  # fmt: skip
         room = min(max(trades // 2, 1 << 12), _COPIES_ROOM)
         self.copies = CompiledCopies(int(self.core.config.dedup_window_s * NS), room=room)
+        counted = self.engine.arbiter.copies
+        if isinstance(counted, Copies):  # a seek's restore counted copies into it
+            counted.replay_into(self.copies)
         self.engine.arbiter.copies = self.copies
 
     def _first_copies(self, t0: int, decoded: Decoded, conns: np.ndarray,

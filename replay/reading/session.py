@@ -55,6 +55,8 @@ from schemas.events import (
 from schemas.record import OPCODE_BINARY
 from schemas.storage import StorageOptions
 from stream import BinaryMessage, EngineConfig, Overflow, Session, Source
+from stream.arbitration import message_key
+from stream.core import NS
 from stream.engine import Engine
 
 __all__ = [
@@ -372,7 +374,11 @@ def restore_checkpoint(
     delivered from the feed whose checkpoint says it delivered it (the newest record
     that says so); a market no checkpoint names (captures recorded before checkpoints
     named them, merged ones) from the feed restored first with a valid book of it. A
-    feed without a checkpoint before the start joins at its next connection."""
+    feed without a checkpoint before the start joins at its next connection. The
+    message copies a feed brought before its checkpoint, within the copy memory's window
+    of the start, are counted as one pass would have (`_count_unread_copies`): a trade
+    one feed brought just before its checkpoint is not delivered again from another
+    feed after the start."""
     pieces = [p for p in capture.runs[run].pieces if p.channel == Channel.CHECKPOINT]
     if not pieces:
         return 0
@@ -404,7 +410,36 @@ def restore_checkpoint(
         idx, conn, recv_ns, mono_ns, raw = best[feed]
         engine.restore_checkpoint(json.loads(raw), recv_ns, mono_ns, conn=conn + conn_offset,
                                   group=group + (feed or 0), feed=feed)  # fmt: skip
-    return {feed or 0: best[feed][0] + 1 for feed in feeds}
+    first = {feed or 0: best[feed][0] + 1 for feed in feeds}
+    if engine.arbitrating:
+        _count_unread_copies(capture, engine, run, first, start_ns, conn_offset)
+    return first
+
+
+def _count_unread_copies(
+    capture: Capture, engine: Engine, run: str, first: dict[int, int], start_ns: int,
+    conn_offset: int,
+) -> None:  # fmt: skip
+    """Count into the engine's copy memory the trades each feed brought before its own
+    checkpoint (the records a seek does not read) and at most the memory's window before
+    the start, in capture order: one pass would still remember them at the start."""
+    window = int(engine.config.dedup_window_s * NS)
+    since = start_ns - window
+    pieces = [p for p in capture.runs[run].pieces if p.channel == Channel.TRADE
+              and p.idx_lo < max(first.values()) and p.recv_hi >= since]  # fmt: skip
+    found: list[tuple[int, int, int, bytes]] = []
+    for piece in pieces:
+        columns = ["idx", "conn", "recv_ns", "dir", "raw", "feed"]
+        file = capture.open(piece.path)
+        present = [c for c in columns if c in file.schema_arrow.names]
+        table = complete(file.read_row_group(piece.row_group, columns=present), columns)
+        rows = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
+        for idx, conn, recv_ns, dir_, raw, feed in rows:
+            if dir_ == "in" and since <= recv_ns < start_ns and idx < first.get(feed or 0, 0):
+                found.append((idx, conn, recv_ns, raw))
+    copies = engine.arbiter.copies
+    for _, conn, recv_ns, raw in sorted(found):
+        copies.count(message_key("trade", raw), conn + conn_offset, recv_ns)
 
 
 def drive_event(

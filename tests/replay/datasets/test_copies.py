@@ -156,3 +156,30 @@ def test_two_keys_are_the_same_only_byte_for_byte() -> None:
                 other = key.copy()
                 other[j] ^= 0x40
                 assert not _same(arena, at, other, 0, length), (length, at, j)
+
+
+_QUIET = st.lists(st.tuples(st.integers(0, 6), st.integers(1, 3), st.integers(0, 150)),
+                 max_size=100)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(_QUIET, _QUIET)
+def test_a_memory_replayed_into_the_compiled_one_answers_on_as_it_would(
+    before: list[tuple[int, int, int]],
+    after: list[tuple[int, int, int]],
+) -> None:
+    """What a seek's restore counted (the engine's memory) goes into the derive's compiled
+    memory when it takes over (`Copies.replay_into`): from then on both answer alike.
+    (Receive times here never step back, as a capture's copies before a start do not
+    by more than feeds' skew: a key kept only because an older one still sat before
+    it in the memory's order may be forgotten in the replay.)"""
+    theirs = Copies(WINDOW)
+    recv = 0
+    for k, conn, step in before:
+        recv += step
+        theirs.count(_key(k), conn, recv)
+    mine = CompiledCopies(WINDOW, room=2)
+    theirs.replay_into(mine)
+    for k, conn, step in after:
+        recv += step
+        assert mine.count(_key(k), conn, recv) == theirs.count(_key(k), conn, recv), (k, recv)
