@@ -428,15 +428,18 @@ def _count_unread_copies(
     pieces = [p for p in capture.runs[run].pieces if p.channel == Channel.TRADE
               and p.idx_lo < max(first.values()) and p.recv_hi >= since]  # fmt: skip
     found: list[tuple[int, int, int, bytes]] = []
+    columns = ["idx", "conn", "recv_ns", "dir", "raw", "feed"]
     for piece in pieces:
-        columns = ["idx", "conn", "recv_ns", "dir", "raw", "feed"]
         file = capture.open(piece.path)
         present = [c for c in columns if c in file.schema_arrow.names]
         table = complete(file.read_row_group(piece.row_group, columns=present), columns)
-        rows = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
-        for idx, conn, recv_ns, dir_, raw, feed in rows:
-            if dir_ == "in" and since <= recv_ns < start_ns and idx < first.get(feed or 0, 0):
-                found.append((idx, conn, recv_ns, raw))
+        recv, idx = int64_view(table.column("recv_ns")), int64_view(table.column("idx"))
+        near = (recv >= since) & (recv < start_ns) & (idx < max(first.values()))
+        kept = table.filter(bool_array(near))  # (no Python value converted: pandas stays out)
+        rows = zip(*(kept.column(c).to_pylist() for c in columns), strict=True)
+        for i, conn, recv_ns, dir_, raw, feed in rows:
+            if dir_ == "in" and i < first.get(feed or 0, 0):
+                found.append((i, conn, recv_ns, raw))
     copies = engine.arbiter.copies
     for _, conn, recv_ns, raw in sorted(found):
         copies.count(message_key("trade", raw), conn + conn_offset, recv_ns)
