@@ -38,11 +38,11 @@ class _Recorder:
         self.engine = Engine(EngineConfig(checkpoint_interval_s=1))
 
     @staticmethod
-    def _clock(ms: int) -> tuple[int, int]:
+    def clock(ms: int) -> tuple[int, int]:
         return BASE_NS + ms * MS, 10**12 + ms * MS
 
     def open(self, ms: int, conn: int, feed: int) -> None:
-        recv, mono = self._clock(ms)
+        recv, mono = self.clock(ms)
         self.sink.event(conn, recv, mono, Opened(url=URL, standby=False), feed=feed)
         self.engine.connection_attempt(recv, mono, group=_GROUP + feed, feed=feed)
         self.engine.connection_opened(conn, recv, mono, group=_GROUP + feed, feed=feed)
@@ -52,14 +52,14 @@ class _Recorder:
         self.receive(ms, conn, feed, subscribed(1, "trade", 1))
 
     def receive(self, ms: int, conn: int, feed: int, frame: dict[str, Any]) -> None:
-        recv, mono = self._clock(ms)
+        recv, mono = self.clock(ms)
         raw = dumps(frame)
         self.sink.frame_in(conn, recv, mono, raw, feed=feed)
         self.engine.frame_received(raw, recv, mono, conn)
         self.flush()
 
     def tick(self, ms: int) -> None:
-        self.engine.tick(*self._clock(ms))
+        self.engine.tick(*self.clock(ms))
         self.flush()
 
     def flush(self) -> None:
@@ -83,7 +83,7 @@ def _record(tmp_path: Path) -> Path:
     with JournalWriter(journal, RUN_A) as writer:
         sink = JournalSink(writer)
         rec = _Recorder(sink)
-        recv, mono = rec._clock(0)
+        recv, mono = rec.clock(0)
         sink.event(0, recv, mono, RunStart(run_id=RUN_A, version="0.1.0"), feed=0)
         rec.open(0, 1, feed=0)
         rec.open(0, 2, feed=1)
@@ -103,7 +103,7 @@ def _record(tmp_path: Path) -> Path:
         rec.receive(1003, 2, 1, _trade(seq[2], "late"))
         for k in range(5):
             both(1100 + 100 * k, f"after-{k}")
-        recv, mono = rec._clock(2000)
+        recv, mono = rec.clock(2000)
         sink.event(0, recv, mono, RunStop(reason="signal"), feed=0)
     Publisher(journal, root).publish_pending()
     for partition in sorted(root.glob("channel=*/date=*")):
