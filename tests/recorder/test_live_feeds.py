@@ -4,7 +4,10 @@ the session's trades and book go on as if nothing happened."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from schemas.errors import ConfigError
 from .live_helpers import (
     Observer,
     Reader,
+    Watched,
     book_matches_truth,
     eventually,
     sim_server,
@@ -36,33 +40,51 @@ def test_feeds_are_checked() -> None:
         LiveSession("ws://127.0.0.1:9/x", feeds=2, local_addresses=["127.0.0.2"])
 
 
-async def test_killing_one_feed_loses_no_trade_and_never_invalidates_the_book() -> None:
-    async with sim_server(rate_fps=300.0) as server, Observer(server.url) as observer:
-        ticker = server.tape.market_tickers()[0]
+@dataclass
+class TwoFeeds:
+    server: Any
+    observer: Observer
+    watched: Watched
+    session: Any
+    source: FeedSet
+
+
+@contextlib.asynccontextmanager
+async def two_feeds(rate_fps: float) -> AsyncIterator[TwoFeeds]:
+    """A live session of two feeds on the simulated exchange, and an observer of the
+    exchange's trades; the session closes first."""
+    async with sim_server(rate_fps=rate_fps) as server, Observer(server.url) as observer:
         watched = watched_session(server, feeds=2)
         async with watched.session.connect() as session:
-            source = session._live
-            assert isinstance(source, FeedSet)
-            trades = Reader(await session.subscribe_trade(raw=True))
-            books = Reader(await session.orderbook(ticker, maxsize=100_000))
-            await eventually(lambda: all(f.active_conn is not None for f in source.feeds))
-            await books.more_than(0)
-            owners = []
-            for _ in range(4):  # the feed the book comes from is dropped; it reconnects
-                await asyncio.sleep(0.15)
-                owner = session.engine.arbiter.owners[ticker]  # a live group is its feed
-                owners.append(owner)
-                feed = source.feeds[owner]
-                before = feed.active_conn
-                await feed.control.kill()
-                await eventually(lambda f=feed, b=before: f.active_conn not in (None, b))
-            assert await book_matches_truth(session, server, ticker)
-            await observer.sync(99)
-            await eventually(lambda: len(trades.items) >= len(observer.trade_ids))
-            got = [trade_id(f) for f in trades.items]
-            seen_books = list(books.items)  # the session's close invalidates the book after
+            assert isinstance(session._live, FeedSet)
+            yield TwoFeeds(server, observer, watched, session, session._live)
+
+
+async def test_killing_one_feed_loses_no_trade_and_never_invalidates_the_book() -> None:
+    async with two_feeds(rate_fps=300.0) as two:
+        session, source, observer = two.session, two.source, two.observer
+        ticker = two.server.tape.market_tickers()[0]
+        trades = Reader(await session.subscribe_trade(raw=True))
+        books = Reader(await session.orderbook(ticker, maxsize=100_000))
+        await eventually(lambda: all(f.active_conn is not None for f in source.feeds))
+        await books.more_than(0)
+        owners = []
+        for _ in range(4):  # the feed the book comes from is dropped; it reconnects
+            await asyncio.sleep(0.15)
+            owner = session.engine.arbiter.owners[ticker]  # a live group is its feed
+            owners.append(owner)
+            feed = source.feeds[owner]
+            before = feed.active_conn
+            await feed.control.kill()
+            await eventually(lambda f=feed, b=before: f.active_conn not in (None, b))
+        assert await book_matches_truth(session, two.server, ticker)
+        await observer.sync(99)
+        await eventually(lambda: len(trades.items) >= len(observer.trade_ids))
+        got = [trade_id(f) for f in trades.items]
+        seen_books = list(books.items)  # the session's close invalidates the book after
         await trades.stop()
         await books.stop()
+    watched = two.watched
     assert len(got) == len(set(got)), "a trade was delivered twice"
     assert set(observer.trade_ids) <= set(got), "a trade the exchange sent is missing"
     # Each kill moved the book to the other feed (which one owned it first is a race).
@@ -103,29 +125,26 @@ async def test_rotating_both_feeds_at_once_delivers_each_trade_once_to_every_con
     (a standby's held copy is counted once, not once per consumer that held it; one
     feed's switch leaves the frames the other feed's standby holds), and the book never
     goes invalid."""
-    async with sim_server(rate_fps=3000.0) as server, Observer(server.url) as observer:
-        ticker = server.tape.market_tickers()[0]
-        watched = watched_session(server, feeds=2)
-        async with watched.session.connect() as session:
-            source = session._live
-            assert isinstance(source, FeedSet)
-            first = Reader(await session.subscribe_trade(raw=True, maxsize=1_000_000))
-            second = Reader(await session.subscribe_trade(raw=True, maxsize=1_000_000))
-            books = Reader(await session.orderbook(ticker, maxsize=1_000_000))
-            await eventually(lambda: all(f.active_conn is not None for f in source.feeds))
-            await first.more_than(10)
-            rotated = 0
-            for _ in range(ROTATIONS):
-                rotated += await session.rotate()
-                await first.more_than(len(first.items) + 5)
-            assert await book_matches_truth(session, server, ticker)  # the exchange quiet
-            await observer.sync(99)
-            truth = list(observer.trade_ids)  # every trade it sent
-            for reader in (first, second):
-                await eventually(lambda r=reader: truth[-1] in {trade_id(f) for f in r.items})
-            got = [[trade_id(f) for f in reader.items] for reader in (first, second)]
-            switches = len(watched.events("switch"))
-            seen_books = list(books.items)
+    async with two_feeds(rate_fps=3000.0) as two:
+        session, source, observer = two.session, two.source, two.observer
+        ticker = two.server.tape.market_tickers()[0]
+        first = Reader(await session.subscribe_trade(raw=True, maxsize=1_000_000))
+        second = Reader(await session.subscribe_trade(raw=True, maxsize=1_000_000))
+        books = Reader(await session.orderbook(ticker, maxsize=1_000_000))
+        await eventually(lambda: all(f.active_conn is not None for f in source.feeds))
+        await first.more_than(10)
+        rotated = 0
+        for _ in range(ROTATIONS):
+            rotated += await session.rotate()
+            await first.more_than(len(first.items) + 5)
+        assert await book_matches_truth(session, two.server, ticker)  # the exchange quiet
+        await observer.sync(99)
+        truth = list(observer.trade_ids)  # every trade it sent
+        for reader in (first, second):
+            await eventually(lambda r=reader: truth[-1] in {trade_id(f) for f in r.items})
+        got = [[trade_id(f) for f in reader.items] for reader in (first, second)]
+        switches = len(two.watched.events("switch"))
+        seen_books = list(books.items)
         for reader in (first, second, books):
             await reader.stop()
     assert rotated == ROTATIONS and switches >= 2 * ROTATIONS  # each rotation switched both feeds
