@@ -127,9 +127,8 @@ class Copies:
     def replay_into(self, memory: CopyMemory) -> None:
         """Count every copy remembered here into another memory (the derive's compiled
         one), oldest key first: from then on it answers as this one would have."""
-        for recv_ns, key in self._order:
-            entry = self._seen.get(key)
-            for conn, n in (entry[1] if entry is not None else {}).items():
+        for recv_ns, key in self._order:  # (the keys of `_seen`, forgotten together)
+            for conn, n in self._seen[key][1].items():
                 for _ in range(n):
                     memory.count(key, conn, recv_ns)
 

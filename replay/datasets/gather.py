@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from replay.datasets import kernel
 from replay.datasets.arrays import binary_buffers, values_of
-from replay.reading.capture import contiguous
+from replay.reading.capture import ArrowCopying, contiguous
 
 __all__ = ["Gather", "Reused"]
 
@@ -78,7 +78,7 @@ class Reused:
         return len(self._buffers)
 
 
-class Gather:
+class Gather(ArrowCopying):
     """The reader's `Copying` for the derive: row groups and windows whose frames live
     in reused buffers.
 
@@ -103,7 +103,7 @@ class Gather:
             or field.type != pa.binary()
             or not 2 * _PIECE <= nbytes < _OFFSETS
         ):
-            return reader.read_row_group(group, columns=columns, use_threads=False)
+            return super().read(reader, group, columns)
         rows = meta.num_rows
         rest: list[pa.RecordBatch] = []
         out = self.groups.get(nbytes + 8)
@@ -115,7 +115,7 @@ class Gather:
             offsets, data = binary_buffers(batch.column("raw"))
             lo, hi = int(offsets[0]), int(offsets[-1])
             if filled + hi - lo >= _OFFSETS:  # more than 32-bit offsets hold: Arrow's read
-                return reader.read_row_group(group, columns=columns, use_threads=False)
+                return super().read(reader, group, columns)
             if filled + hi - lo > out.nbytes:  # the metadata undercounted: grow
                 bigger = self.groups.get(2 * (filled + hi - lo))
                 bigger[:filled] = out[:filled]
@@ -138,7 +138,7 @@ class Gather:
             or raw.null_count
             or not (pa.types.is_binary(raw.type) or pa.types.is_large_binary(raw.type))
         ):
-            return table.take(rows)
+            return super().take(table, rows)
         offsets, data = binary_buffers(raw)
         picked = values_of(rows).astype(np.int64)
         starts = offsets[picked].astype(np.int64)

@@ -261,6 +261,12 @@ class Capture:
         anchor_recv, anchor_mono = self.anchors(run_id)
         return anchor_recv + max(p.mono_hi for p in self.runs[run_id].pieces) - anchor_mono
 
+    def read_piece(self, piece: Piece, columns: list[str]) -> pa.Table:
+        """One row group's `columns` (those an older file lacks come as nulls)."""
+        file = self.open(piece.path)
+        present = [c for c in columns if c in file.schema_arrow.names]
+        return complete(file.read_row_group(piece.row_group, columns=present), columns)
+
     def anchors(self, run_id: str) -> tuple[int, int]:
         """(recv_ns, mono_ns) of the run's first record: the origin of its merge key."""
         run = self.runs[run_id]

@@ -41,7 +41,6 @@ from replay.reading.capture import (
     read_filter,
 )
 from replay.reading.pacing import Pacer
-from schemas.arrow import complete
 from schemas.channels import Channel
 from schemas.events import (
     Attempt,
@@ -385,10 +384,7 @@ def restore_checkpoint(
     anchor_recv, anchor_mono = capture.anchors(run)
     best: dict[int | None, tuple[int, int, int, int, bytes]] = {}  # feed -> latest checkpoint
     for piece in pieces:
-        columns = ["idx", "conn", "recv_ns", "mono_ns", "raw", "feed"]
-        file = capture.open(piece.path)
-        present = [c for c in columns if c in file.schema_arrow.names]
-        table = complete(file.read_row_group(piece.row_group, columns=present), columns)
+        table = capture.read_piece(piece, ["idx", "conn", "recv_ns", "mono_ns", "raw", "feed"])
         keys = merge_key(table.column("mono_ns"), anchor_recv, anchor_mono)
         before = table.filter(bool_array(int64_view(keys) < start_ns))
         latest: dict[int | None, tuple[int, int]] = {}  # feed -> (idx, row): no bytes read yet
@@ -430,9 +426,7 @@ def _count_unread_copies(
     found: list[tuple[int, int, int, bytes]] = []
     columns = ["idx", "conn", "recv_ns", "dir", "raw", "feed"]
     for piece in pieces:
-        file = capture.open(piece.path)
-        present = [c for c in columns if c in file.schema_arrow.names]
-        table = complete(file.read_row_group(piece.row_group, columns=present), columns)
+        table = capture.read_piece(piece, columns)
         recv, idx = int64_view(table.column("recv_ns")), int64_view(table.column("idx"))
         near = (recv >= since) & (recv < start_ns) & (idx < max(first.values()))
         kept = table.filter(bool_array(near))  # (no Python value converted: pandas stays out)
