@@ -43,14 +43,14 @@ from collections.abc import Callable
 from typing import Any
 
 from schemas.channels import MARKET_FILTER_CHANNELS
-from stream.arbitration import Arbiter
+from stream.arbitration import Arbiter, snapshot_frame
 from stream.book import BookSnapshot
 from stream.checkpoint import checkpoint_record, is_quiescent, restore_wires
 from stream.connections import Connection
 from stream.control import ControlInput
 from stream.core import NS, EngineConfig, EngineCore, EngineStats
 from stream.errors import SubscribeTimeout
-from stream.events import Checkpoint, CloseConnection, Output, SubscribeResult
+from stream.events import Checkpoint, CloseConnection, Frame, Output, SubscribeResult
 from stream.fanout import Fanout
 from stream.frames import FrameInput
 from stream.queues import DeliveryQueue
@@ -302,23 +302,40 @@ class Engine:
             for wire in conn.sids.values():
                 self._fanout.target(wire)
 
-    def unmute(self) -> None:
-        """Deliver again; book consumers get the current book of their markets at once."""
-        self._core.muted = False
-        for conn in self._core.conns.values():
+    def unmute(self, *, snapshot_frames: bool = False) -> None:
+        """Deliver again; book consumers get the current book of their markets at once.
+
+        With `snapshot_frames`, every other consumer of a book channel (raw frames,
+        models, structs) first gets an `orderbook_snapshot` frame of each of its markets'
+        books, as a subscriber connecting now would: built from the book (`snapshot_frame`:
+        its sid, its last change's seq and receive time), a subscription's frames in seq
+        order, so that the next recorded frame follows the last of them.
+        """
+        core = self._core
+        core.muted = False
+        for conn in core.conns.values():
             for wire in conn.sids.values():
                 self._fanout.target(wire)
-                if conn.group.active is not conn:
+                if conn.group.active is not conn or not wire.books:
                     continue
-                owns = self._arbiter.owns if self._core.arbitrating else None
+                owns = self._arbiter.owns if core.arbitrating else None
+                books = [book for market, book in wire.books.items()
+                         if owns is None or owns(conn.group, market)]  # fmt: skip
+                frames: list[tuple[str, Frame]] | None = None
                 for consumer in wire.targets:
-                    if consumer.delivery is not Delivery.BOOK:
+                    if consumer.delivery is Delivery.BOOK:
+                        items: list[tuple[str, Any]] = [(b.market, b.snapshot()) for b in books]
+                    elif snapshot_frames:
+                        if frames is None:
+                            books.sort(key=lambda book: -1 if book.seq is None else book.seq)
+                            frames = [(book.market, snapshot_frame(wire, book, core.now[1]))
+                                      for book in books]  # fmt: skip
+                        items = frames
+                    else:
                         continue
-                    for market, book in wire.books.items():
-                        if owns is not None and not owns(conn.group, market):
-                            continue
+                    for market, item in items:
                         if consumer.tickers is None or market in consumer.tickers:
-                            self._fanout.put(consumer, book.snapshot())
+                            self._fanout.put(consumer, item)
 
     def session_closed(
         self, recv_ns: int, mono_ns: int, error: BaseException | None = None

@@ -203,13 +203,14 @@ class Fanout:
         `keep_owner`: the feed keeps them (its standby is taking over)."""
         if not wire.books:
             return
-        books = wire.books
-        markets: Any = books
+        # In market order, not the books' (arrival live, market order once restored from a
+        # checkpoint): a seek delivers what a pass from the capture's start does.
+        markets = sorted(wire.books)
         if self._core.arbitrating and self.arbiter is not None and wire.is_book:
             conn = self._core.conns.get(wire.conn)
-            markets = ()
+            held, markets = markets, []
             if conn is not None and conn.group.active is conn and not keep_owner:
-                markets = self.arbiter.release(conn.group, wire, list(books), reason, recv_ns)
+                markets = self.arbiter.release(conn.group, wire, held, reason, recv_ns)
             # A market no feed holds a valid book of is invalid, and its consumers hear
             # it even where one feed's end goes unsaid (a run that ended: the others go on).
             notify = bool(markets)

@@ -30,9 +30,11 @@ VERSION = 1
 #: that days built by an older kalshi-tape are built again (a day built before this
 #: number was recorded counts as built by other rules). 2: bars closed by the last of
 #: the quotes sharing a nanosecond, bars whole at a range's ends, depth's markets in
-#: name order, restored books stamped with their own validity and last change.
+#: name order, restored books stamped with their own validity and last change. 3: the
+#: books a gap or a lost connection clears, in market order (a day restored from a
+#: checkpoint and a pass from the capture's start give them in one order).
 #: tests/replay/datasets/test_rules_version.py pins the rows of examples/sample to it.
-RULES = 2
+RULES = 3
 _CHANNELS = ("orderbook_delta", "trade", "_control", "_session", "_checkpoint")
 
 

@@ -64,6 +64,8 @@ examples:
   kalshi-tape replay examples/sample --channel trade | head
   kalshi-tape replay examples/sample --format jsonl -o trades.jsonl --channel trade
   kalshi-tape replay examples/sample --start 2026-11-21T09:31:00Z --speed 1
+  kalshi-tape replay examples/sample --channel orderbook_delta --start 2026-11-21T09:31:00Z \
+      --snapshots --format jsonl   # books rebuildable from the output alone
 """
 
 
@@ -94,6 +96,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="K|max",
         help="pace at K times real time, or max: as fast as possible (the default)",
+    )
+    p.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="with --start: begin each market's book with a snapshot of it at --start"
+        " (built from the restored book, as a subscriber connecting then receives one)",
     )
     p.add_argument("--format", choices=("table", "jsonl", "raw"), default="table",
                    help="table (default), jsonl or raw: see formats below")  # fmt: skip
@@ -208,6 +216,7 @@ async def _replay(args: argparse.Namespace, out: _Sink, capture: Capture) -> int
         channels=channels,
         markets=args.market,
         speed=parse_speed(args.speed, None),
+        snapshots=args.snapshots,
         on_error=lambda report: (
             failures.append(report.message) if report.kind == "session" else None
         ),

@@ -118,9 +118,11 @@ class ReplaySource(Source):
         channels: Iterable[str] | None = None,
         markets: Iterable[str] | None = None,
         speed: float | None = None,
+        snapshots: bool = False,
     ) -> None:
         self.capture = capture
         self.start_ns = start_ns
+        self.snapshots = snapshots
         self.end_ns = end_ns
         self.channels = None if channels is None else frozenset(channels)
         self.markets = None if markets is None else frozenset(markets)
@@ -235,7 +237,7 @@ class ReplaySource(Source):
                                         keys.slice(start, _SLICE_ROWS)):  # fmt: skip
                     return
         if self._muted:
-            engine.unmute()
+            engine.unmute(snapshot_frames=self.snapshots)
         await session.pump()
 
     async def _feed(
@@ -253,7 +255,7 @@ class ReplaySource(Source):
             if cut:
                 await self._dispatch(session, run, group, table.slice(0, cut), key_list[:cut])
             self._muted = False
-            engine.unmute()
+            engine.unmute(snapshot_frames=self.snapshots)
             await session.pump()
             table, key_list, n = table.slice(cut), key_list[cut:], n - cut
         if n > 0:
@@ -502,6 +504,12 @@ class ReplaySession(Session):
         markets: read only frames of these markets (and frames of no market).
         speed: None = as fast as the consumers read (nothing dropped); 1.0 = real
             time; k = k times real time.
+        snapshots: with `start`, consumers of raw frames, models or structs of a book
+            channel begin each market with an `orderbook_snapshot` frame of its book at
+            `start`, as a subscriber connecting then receives one first (book consumers
+            always get the book at `start`). Built from the restored book, not recorded:
+            its sid, its last change's seq and receive time; a subscription's in seq
+            order, so the next recorded frame follows them.
         storage: endpoint, region and credentials of an object-store root (default:
             the AWS environment, `schemas.storage.StorageOptions.from_env`).
 
@@ -523,6 +531,7 @@ class ReplaySession(Session):
         engine_config: EngineConfig | None = None,
         default_maxsize: int = 4096,
         storage: StorageOptions | None = None,
+        snapshots: bool = False,
     ) -> None:
         self.source = ReplaySource(
             root if isinstance(root, Capture) else Capture(root, storage=storage),
@@ -531,6 +540,7 @@ class ReplaySession(Session):
             channels=channels,
             markets=markets,
             speed=speed,
+            snapshots=snapshots,
         )
         super().__init__(
             self.source,

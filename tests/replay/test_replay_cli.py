@@ -15,6 +15,7 @@ from kalshi_tape.cli import main
 from schemas.events import Opened
 
 from .capture_factory import RunBuilder, dumps, subscribe, subscribed, trade
+from .rebuild import rebuilt
 from .test_replay_session import busy_market, record_live
 
 
@@ -121,3 +122,31 @@ def test_jsonl_is_valid_utf8_for_every_frame_and_raw_gives_the_exact_bytes(
     raw = tmp_path / "trades.raw"
     assert main([*args, "--format", "raw", "-o", str(raw)]) == 0
     assert raw.read_bytes() == b"".join(frame + b"\n" for frame in frames)
+
+
+def test_snapshots_at_the_start_make_the_books_rebuildable_from_the_output(
+    tmp_path: Path,
+) -> None:
+    """`--start T --snapshots`: the output begins with a snapshot of every book held at T
+    (the nine markets the sample's book subscription covers), then what a replay from the
+    capture's start prints from T on; books rebuilt from that output alone are, after
+    every frame, those rebuilt from the whole capture."""
+    sample = Path(__file__).parents[2] / "examples" / "sample"
+    start = "2026-11-21T09:31:00Z"
+    outputs = {}
+    for name, extra in (("full", []), ("seek", ["--start", start, "--snapshots"])):
+        out = tmp_path / f"{name}.jsonl"
+        args = ["replay", str(sample), "--channel", "orderbook_delta", "--format", "jsonl"]
+        assert main([*args, "-o", str(out), *extra]) == 0
+        outputs[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    full, seek = outputs["full"], outputs["seek"]
+    head = [line for line in seek if line["recv_time"] < "2026-11-21T09:31:00"]
+    assert {line["type"] for line in head} == {"orderbook_snapshot"}
+    markets = [line["frame"]["msg"]["market_ticker"] for line in head]
+    assert len(set(markets)) == len(markets) == 9
+    tail = seek[len(head) :]
+    skipped = len(full) - len(tail)
+    assert skipped > 0 and full[skipped:] == tail
+    assert full[skipped - 1]["recv_time"] < "2026-11-21T09:31:00" <= tail[0]["recv_time"]
+    books = rebuilt([line["frame"] for line in seek])[len(head) - 1 :]
+    assert books == rebuilt([line["frame"] for line in full])[skipped - 1 :]

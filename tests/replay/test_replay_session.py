@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from replay.reading.session import ReplaySession
 from stream import EngineConfig, Session
 
 from ..stream.harness import ScriptedSource, auto_server, wire
+from .rebuild import rebuilt
 from .recorded import Recording
 
 D = Decimal
@@ -185,6 +187,50 @@ async def test_seek_gives_the_books_that_were_live_at_that_time(tmp_path: Path) 
     assert len(seeked["deltas"]) < len(full["deltas"])
     # restored from a checkpoint: far fewer records fed than from the start
     assert seeked["records_fed"] < full["records_fed"] * 0.6
+
+
+async def test_a_seek_with_snapshots_begins_each_book_with_its_state_at_the_start(
+    tmp_path: Path,
+) -> None:
+    """`snapshots=True`: a raw book consumer gets, at the seek's start, a snapshot frame of
+    each market's book there (in seq order, the last one's seq just before the next
+    recorded frame's), then the recorded frames: the books it rebuilds from that alone are
+    after every frame those of a consumer that read the capture from its start."""
+    marks: dict[str, int] = {}
+
+    async def two_sides(source: ScriptedSource, recording: Recording) -> None:
+        seq = 3
+        for i in range(60):
+            side = "no" if i % 3 == 0 else "yes"
+            source.frame(wire.delta(1, seq, MARKETS[i % 2], f"0.{10 + i % 40:02d}00", "1.00",
+                                    side=side))  # fmt: skip
+            seq += 1
+            source.tick(0.4)  # checkpoints every 2 s of this clock
+            if i == 40:
+                await source.settle()
+                marks["t"] = source.now_ns
+
+    await record_live(tmp_path, two_sides, checkpoint_s=2.0)
+
+    async def raw_book_frames(**kw: Any) -> list[Any]:
+        async with ReplaySession(tmp_path, **kw) as session:
+            deltas = await session.subscribe("orderbook_delta", raw=True, attach=True)
+            return [frame async for frame in deltas]
+
+    full = await raw_book_frames()
+    plain = await raw_book_frames(start=marks["t"])
+    seeked = await raw_book_frames(start=marks["t"], snapshots=True)
+    assert plain[0].type == "orderbook_delta"  # without: the recorded frames alone
+    head, tail = seeked[: len(MARKETS)], seeked[len(MARKETS) :]
+    assert [f.type for f in head] == ["orderbook_snapshot"] * len(MARKETS)
+    assert sorted(f.market_ticker for f in head) == MARKETS
+    assert [f.seq for f in head] == sorted(f.seq for f in head)
+    assert head[-1].seq + 1 == tail[0].seq and all(f.sid == tail[0].sid for f in head)
+    assert [f.raw for f in tail] == [f.raw for f in plain]
+    skipped = len(full) - len(tail)
+    assert skipped > 40 and [f.raw for f in full[skipped:]] == [f.raw for f in tail]
+    from_seek, one_pass = (rebuilt([json.loads(f.raw) for f in fs]) for fs in (seeked, full))
+    assert from_seek[len(MARKETS) - 1 :] == one_pass[skipped - 1 :]
 
 
 async def test_speed_paces_on_the_monotonic_clock_not_the_wall_clock(tmp_path: Path) -> None:

@@ -19,7 +19,10 @@ SAMPLE = Path(__file__).resolve().parents[3] / "examples" / "sample"
 DATASETS = ("book_changes", "quotes", "trades", "depth:3@1s", "bars:1s", "bars:1m")
 
 #: RULES -> sha256 of the rows of DATASETS derived from examples/sample.
-DIGESTS = {2: "86109aee55ecbbd007368ee0005b332d0971676c075b071e6137842c311016af"}
+DIGESTS = {
+    2: "86109aee55ecbbd007368ee0005b332d0971676c075b071e6137842c311016af",
+    3: "80dae66956e2dab9c3f63477480d4b4cc0ab571f972fd78a6506dc7fc3fb69d9",
+}
 
 
 def _digest() -> str:
