@@ -56,7 +56,7 @@ from stream.frames import FrameInput
 from stream.queues import DeliveryQueue
 from stream.resync import Resync
 from stream.state import ConnectionState
-from stream.subscriptions import ConsumerSubscription, Delivery, market_set
+from stream.subscriptions import ConsumerSubscription, Delivery, WireSubscription, market_set
 from stream.switching import Switching
 
 __all__ = ["Engine", "EngineConfig", "EngineStats"]
@@ -303,39 +303,41 @@ class Engine:
                 self._fanout.target(wire)
 
     def unmute(self, *, snapshot_frames: bool = False) -> None:
-        """Deliver again; book consumers get the current book of their markets at once.
-
-        With `snapshot_frames`, every other consumer of a book channel (raw frames,
-        models, structs) first gets an `orderbook_snapshot` frame of each of its markets'
-        books, as a subscriber connecting now would: built from the book (`snapshot_frame`:
-        its sid, its last change's seq and receive time), a subscription's frames in seq
-        order, so that the next recorded frame follows the last of them.
-        """
+        """Deliver again; book consumers get the current book of their markets at once,
+        and with `snapshot_frames` every other consumer of a book channel (raw frames,
+        models, structs) an `orderbook_snapshot` frame of it, as a subscriber connecting
+        now would first receive (`_books_now`)."""
         core = self._core
         core.muted = False
         for conn in core.conns.values():
             for wire in conn.sids.values():
                 self._fanout.target(wire)
-                if conn.group.active is not conn or not wire.books:
+                if conn.group.active is conn and wire.books:
+                    self._books_now(conn, wire, snapshot_frames)
+
+    def _books_now(self, conn: Connection, wire: WireSubscription, frames_too: bool) -> None:
+        """Give `wire`'s targets the books it holds that its feed delivers, in seq order:
+        a book consumer each book's snapshot; with `frames_too` any other a frame built
+        from it (`snapshot_frame`: its sid, its last change's seq and receive time), so
+        that the next frame of the subscription follows the last of them."""
+        owns = self._arbiter.owns if self._core.arbitrating else None
+        books = sorted((book for market, book in wire.books.items()
+                        if owns is None or owns(conn.group, market)),
+                       key=lambda book: -1 if book.seq is None else book.seq)  # fmt: skip
+        frames: dict[str, Frame] = {}
+        for consumer in wire.targets:
+            as_book = consumer.delivery is Delivery.BOOK
+            if not (as_book or frames_too):
+                continue
+            for book in books:
+                market = book.market
+                if consumer.tickers is not None and market not in consumer.tickers:
                     continue
-                owns = self._arbiter.owns if core.arbitrating else None
-                books = [book for market, book in wire.books.items()
-                         if owns is None or owns(conn.group, market)]  # fmt: skip
-                frames: list[tuple[str, Frame]] | None = None
-                for consumer in wire.targets:
-                    if consumer.delivery is Delivery.BOOK:
-                        items: list[tuple[str, Any]] = [(b.market, b.snapshot()) for b in books]
-                    elif snapshot_frames:
-                        if frames is None:
-                            books.sort(key=lambda book: -1 if book.seq is None else book.seq)
-                            frames = [(book.market, snapshot_frame(wire, book, core.now[1]))
-                                      for book in books]  # fmt: skip
-                        items = frames
-                    else:
-                        continue
-                    for market, item in items:
-                        if consumer.tickers is None or market in consumer.tickers:
-                            self._fanout.put(consumer, item)
+                if as_book:
+                    item: Any = book.snapshot()
+                elif (item := frames.get(market)) is None:
+                    item = frames[market] = snapshot_frame(wire, book, self._core.now[1])
+                self._fanout.put(consumer, item)
 
     def session_closed(
         self, recv_ns: int, mono_ns: int, error: BaseException | None = None

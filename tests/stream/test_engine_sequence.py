@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from stream import Delivery, DeliveryQueue, GapDetected, Overflow, ResyncRequested
@@ -307,3 +308,34 @@ def test_a_resync_of_a_subscription_the_server_ended_meanwhile_is_not_retried() 
     d.recv(wire.ack(again["id"], "orderbook_delta", 2))
     d.recv(wire.snapshot(2, 1, "KX-A", yes=[("0.2000", "1.00")]))
     assert d.engine.book("KX-A").yes == {D("0.20"): D("1.00")}
+
+
+def test_unmuting_with_snapshot_frames_gives_a_frame_of_each_valid_book_in_seq_order() -> None:
+    """A seek's end (`unmute(snapshot_frames=True)`): a frame consumer gets a snapshot frame
+    of each book its subscription holds, of its markets, in seq order; a book still
+    waiting for its resync gets none; without the flag a frame consumer gets nothing."""
+    d, books, seq = subscribed_book(["KX-A", "KX-B", "KX-C"])
+    frames = frame_consumer(d, "orderbook_delta", owns=False)
+    narrow = DeliveryQueue(100, Overflow.BLOCK)
+    d.engine.add_consumer("orderbook_delta", owns_wire=False, delivery=Delivery.FRAME,
+                          queue=narrow, tickers=frozenset({"KX-A"}))  # fmt: skip
+    d.engine.mute()
+    d.recv(wire.delta(1, seq + 2, "KX-B", "0.4000", "5.00"))  # seq + 1 lost: every book cleared
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.snapshot(1, seq + 3, "KX-C", yes=[("0.2000", "3.00")], no=[], cmd_id=cmd["id"]))
+    d.recv(wire.snapshot(1, seq + 4, "KX-A", cmd_id=cmd["id"]))
+    d.recv(wire.delta(1, seq + 5, "KX-C", "0.2000", "-1.00"))
+    d.engine.unmute(snapshot_frames=True)
+    got = drain(frames)
+    assert [(f.type, f.market_ticker, f.seq) for f in got] == [
+        ("orderbook_snapshot", "KX-A", seq + 4),
+        ("orderbook_snapshot", "KX-C", seq + 5),
+    ]
+    msg = json.loads(got[1].raw)["msg"]
+    assert msg["yes_dollars_fp"] == [["0.2000", "2.00"]] and "no_dollars_fp" not in msg
+    assert [f.market_ticker for f in drain(narrow)] == ["KX-A"]
+    assert [b.market for b in drain(books)][-2:] == ["KX-A", "KX-C"]
+
+    d.engine.mute()
+    d.engine.unmute()
+    assert drain(frames) == [] and [b.market for b in drain(books)] == ["KX-A", "KX-C"]
