@@ -72,6 +72,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--channel", action="append", metavar="CHANNEL",
                    help="read only this channel (repeatable; default: what the strategy "
                         "subscribes to)")  # fmt: skip
+    p.add_argument("--snapshots", action="store_true",
+                   help="begin each shard's raw book frames with a snapshot of each book "
+                        "at its start (book consumers always get the book)")  # fmt: skip
     p.add_argument("--reducer", metavar="module:name",
                    help="combines the shard results, given as a list in time order "
                         "(default: the list itself)")  # fmt: skip
@@ -133,6 +136,7 @@ def _backtest(args: argparse.Namespace) -> int:
         strategy, capture, start, end, args.width,
         reducer=reducer, channels=args.channel, market_groups=args.market_groups,
         workers=args.workers, scheduler=args.scheduler, progress=show,
+        snapshots=args.snapshots,
     )  # fmt: skip
     text = json.dumps(result.value, default=str, indent=2) + "\n"
     if output is not None:

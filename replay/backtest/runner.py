@@ -101,6 +101,7 @@ def run(
     scheduler: str | None = None,
     storage: StorageOptions | None = None,
     progress: bool = False,
+    snapshots: bool = False,
 ) -> BacktestResult:
     """Run `strategy` over a capture, one shard at a time on Dask workers.
 
@@ -121,6 +122,10 @@ def run(
         scheduler: the address of an existing cluster (`tcp://host:8786`).
         storage: endpoint, region and credentials of an object-store root.
         progress: show a progress bar over shards on stderr.
+        snapshots: in each shard, consumers of raw frames, models or structs of
+            `orderbook_delta` begin each market with a snapshot frame of its book at the
+            shard's start (`ReplaySession(snapshots=True)`); book consumers always get
+            the book there.
 
     Returns:
         The combined value and every shard's outcome; failed shards carry their time
@@ -140,11 +145,13 @@ def run(
         outcomes = []
         with _progress(len(shards), progress) as advance:
             for s in shards:
-                outcomes.append(run_shard(strategy, capture, s, channels=channels))
+                outcomes.append(run_shard(strategy, capture, s, channels=channels,
+                                          snapshots=snapshots))  # fmt: skip
                 advance(outcomes[-1])
     else:
         with dask_client(client, workers, scheduler) as dask:
-            outcomes = _distribute(dask, strategy, capture, shards, channels, progress)
+            outcomes = _distribute(dask, strategy, capture, shards, channels, snapshots,
+                                   progress)  # fmt: skip
     values = [o.value for o in outcomes if o.ok]
     return BacktestResult(reduce(values), outcomes)
 
@@ -259,6 +266,7 @@ def _distribute(
     capture: Capture,
     shards: list[Shard],
     channels: Sequence[str] | None,
+    snapshots: bool,
     progress: bool,
 ) -> list[ShardOutcome]:
     import cloudpickle
@@ -271,7 +279,7 @@ def _distribute(
     payload = cloudpickle.dumps(strategy)
     run_id = uuid.uuid4().hex[:8]
     futures = {
-        dask.submit(_run_pickled, payload, index, s, channels, pure=False,
+        dask.submit(_run_pickled, payload, index, s, channels, snapshots, pure=False,
                     key=f"kalshi-tape-shard-{run_id}-{s.index:05d}"): s
         for s in shards
     }  # fmt: skip
@@ -290,10 +298,12 @@ def _distribute(
 
 
 def _run_pickled(
-    payload: bytes, capture: Capture, shard: Shard, channels: Sequence[str] | None
-) -> ShardOutcome:
+    payload: bytes, capture: Capture, shard: Shard, channels: Sequence[str] | None,
+    snapshots: bool,
+) -> ShardOutcome:  # fmt: skip
     """A Dask task: the strategy as `_distribute` pickled it, then `run_shard`."""
-    return run_shard(pickle.loads(payload), capture, shard, channels=channels)
+    return run_shard(pickle.loads(payload), capture, shard, channels=channels,
+                     snapshots=snapshots)  # fmt: skip
 
 
 @contextmanager

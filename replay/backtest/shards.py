@@ -199,8 +199,10 @@ def run_shard(
     *,
     channels: Sequence[str] | None = None,
     storage: StorageOptions | None = None,
+    snapshots: bool = False,
 ) -> ShardOutcome:
-    """Replay one shard through `strategy` in this process (what each Dask task does).
+    """Replay one shard through `strategy` in this process (what each Dask task does);
+    `snapshots`: `ReplaySession`'s.
 
     Never raises for the strategy's sake: an exception becomes the outcome's `error`
     (its traceback), so the other shards go on.
@@ -217,6 +219,7 @@ def run_shard(
             end=shard.end_ns,
             channels=channels,
             markets=shard.markets,
+            snapshots=snapshots,
         )
         try:
             async with session:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -41,6 +42,16 @@ async def digest(session: Any, shard: Any) -> dict[str, Any]:
 
     await asyncio.gather(session.run_forever(), *(follow(m, s) for m, s in books.items()))
     return {"frames": frames, "at_start": at_start, "updates": updates}
+
+
+async def raw_books(session: Any, shard: Any) -> list[dict[str, Any]]:
+    """The book frames a raw consumer gets, as (recv_ns and the frame's JSON body)."""
+    frames: list[dict[str, Any]] = []
+    session.on("orderbook_delta", raw=True)(
+        lambda f: frames.append({"recv_ns": f.recv_ns, **json.loads(f.raw)})
+    )
+    await session.run_forever()
+    return frames
 
 
 async def pausing_digest(session: Any, shard: Any, *, marker: str, pause_shard: int) -> Any:

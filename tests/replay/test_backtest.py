@@ -32,6 +32,7 @@ from schemas.errors import ConfigError
 from ..objectstore import S3Server
 from . import backtest_strategies as strategies
 from .multiday import MARKETS, MultiDay, build_multiday_capture
+from .rebuild import rebuilt
 
 pytestmark = pytest.mark.timeout(120)
 DAY_NS = 86_400 * 10**9
@@ -124,6 +125,31 @@ def test_the_distributed_result_equals_the_single_process_result(
     assert spread.value == inline.value  # the default reducer: the list, in time order
     assert len({s.worker for s in spread.shards}) == 2  # both worker processes took shards
     assert [f for v in spread.value for f in v["frames"]] == full["frames"]
+
+
+def test_snapshots_begin_each_shard_with_its_books_so_raw_frames_rebuild_them(
+    capture: MultiDay, dask_client: Any
+) -> None:
+    """`snapshots=True` (on Dask workers): each day shard's raw book frames begin with a
+    snapshot of every book at its start, then the full replay's frames of that shard;
+    the books rebuilt from a shard's frames alone are, after each of its recorded frames,
+    the ones rebuilt from the whole capture."""
+    whole = backtest.run_shard(strategies.raw_books, capture.root, Shard(0, 0, capture.end_ns + 1))
+    one_pass = rebuilt(whole.value)
+    result = backtest.run(strategies.raw_books, capture.root, client=dask_client, snapshots=True)
+    assert result.ok and len(result.shards) == 4
+    seen = 0
+    for s in result.shards:
+        frames = s.value
+        head = [f for f in frames if f["recv_ns"] < s.shard.start_ns]
+        markets = sorted(f["msg"]["market_ticker"] for f in head)
+        assert markets == (list(MARKETS) if s.shard.index else []), s.shard.label
+        assert all(f["type"] == "orderbook_snapshot" for f in head)
+        tail = frames[len(head) :]
+        assert tail == whole.value[seen : seen + len(tail)], s.shard.label
+        assert rebuilt(frames)[len(head) :] == one_pass[seen : seen + len(tail)], s.shard.label
+        seen += len(tail)
+    assert seen == len(whole.value) > 100
 
 
 def test_a_worker_killed_mid_shard_still_gives_the_same_result(
@@ -222,6 +248,19 @@ def test_the_command_reports_a_failing_shard_and_exits_1_on_a_cluster_by_address
     assert "shard 2026-11-22T00:00:00Z .. 2026-11-23T00:00:00Z failed:" in proc.stderr
     assert "ValueError: strategy bug after 5 trades" in proc.stderr
     assert len(json.loads(proc.stdout)) == 3  # the three shards that finished
+
+
+def test_the_command_passes_snapshots_to_every_shard(
+    capture: MultiDay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = f"{REPO}/tests/replay/backtest_strategies.py:raw_books"
+    starts = []
+    for extra in ([], ["--snapshots"]):
+        assert main(["backtest", spec, str(capture.root), "--workers", "0", *extra]) == 0
+        shards = json.loads(capsys.readouterr().out)
+        starts.append([[f["type"] for f in frames[:3]] for frames in shards[1:]])
+    assert starts[0] == [["orderbook_delta"] * 3] * 3  # each shard from its first delta
+    assert starts[1] == [["orderbook_snapshot"] * 3] * 3  # a snapshot of each of 3 markets
 
 
 @pytest.mark.parametrize(
