@@ -163,21 +163,30 @@ async def test_a_market_filter_on_a_shared_subscription_makes_no_false_gaps(
     assert alone["deltas"] == [d for d in live["deltas"] if d[1] == "KX-A"]
 
 
-async def test_seek_gives_the_books_that_were_live_at_that_time(tmp_path: Path) -> None:
-    marks: dict[str, int] = {}
+def long_market(marks: dict[str, int]) -> Any:
+    """A script: 60 deltas taking turns between the markets (every third on the NO side)
+    and a trade after each, 0.4 s apart (checkpoints every 2 s of this clock);
+    `marks["t"]`: the time after the 41st."""
 
-    async def long_market(source: ScriptedSource, recording: Recording) -> None:
+    async def script(source: ScriptedSource, recording: Recording) -> None:
         seq = 3
         for i in range(60):
-            source.frame(wire.delta(1, seq, MARKETS[i % 2], f"0.{10 + i % 40:02d}00", "1.00"))
+            side = "no" if i % 3 == 0 else "yes"
+            source.frame(wire.delta(1, seq, MARKETS[i % 2], f"0.{10 + i % 40:02d}00", "1.00",
+                                    side=side))  # fmt: skip
             source.frame(wire.trade(2, i + 1, MARKETS[i % 2], f"t{i}"))
             seq += 1
-            source.tick(0.4)  # checkpoints every 2 s of this clock
+            source.tick(0.4)
             if i == 40:
                 await source.settle()
                 marks["t"] = source.now_ns
 
-    await record_live(tmp_path, long_market, checkpoint_s=2.0)
+    return script
+
+
+async def test_seek_gives_the_books_that_were_live_at_that_time(tmp_path: Path) -> None:
+    marks: dict[str, int] = {}
+    await record_live(tmp_path, long_market(marks), checkpoint_s=2.0)
     checkpoints = list(tmp_path.glob("channel=_checkpoint/*/*.parquet"))
     assert checkpoints, "the live engine wrote connection checkpoints"
     full = await replay(tmp_path)
@@ -197,20 +206,7 @@ async def test_a_seek_with_snapshots_begins_each_book_with_its_state_at_the_star
     recorded frame's), then the recorded frames: the books it rebuilds from that alone are
     after every frame those of a consumer that read the capture from its start."""
     marks: dict[str, int] = {}
-
-    async def two_sides(source: ScriptedSource, recording: Recording) -> None:
-        seq = 3
-        for i in range(60):
-            side = "no" if i % 3 == 0 else "yes"
-            source.frame(wire.delta(1, seq, MARKETS[i % 2], f"0.{10 + i % 40:02d}00", "1.00",
-                                    side=side))  # fmt: skip
-            seq += 1
-            source.tick(0.4)  # checkpoints every 2 s of this clock
-            if i == 40:
-                await source.settle()
-                marks["t"] = source.now_ns
-
-    await record_live(tmp_path, two_sides, checkpoint_s=2.0)
+    await record_live(tmp_path, long_market(marks), checkpoint_s=2.0)
 
     async def raw_book_frames(**kw: Any) -> list[Any]:
         async with ReplaySession(tmp_path, **kw) as session:
