@@ -193,10 +193,15 @@ class Books:
             self.lay[m] = self._region(CENT)
         self.markets = markets
 
-    def fit(self, m: int, prices: Iterable[int]) -> None:
+    def fit(self, m: int, prices: Iterable[int] | np.ndarray) -> None:
         """Give market m a ladder with a slot for each of `prices` (levels kept)."""
         step = int(self.lay[m, 1])
-        if step == 1 or all(int(p) % step == 0 for p in prices):
+        if step == 1:
+            return
+        if isinstance(prices, np.ndarray):  # a snapshot's: tested at once
+            if not (prices % step).any():
+                return
+        elif all(int(p) % step == 0 for p in prices):
             return
         base, _, hbase, slots, words = (int(v) for v in self.lay[m])
         held = [np.flatnonzero(self.sizes[base + s * slots : base + (s + 1) * slots])

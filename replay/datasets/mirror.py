@@ -400,12 +400,10 @@ class Mirror:
         that holds levels as (side, prices, sizes)."""
         sides = []
         for s, ladder in ((0, snap.yes_units), (1, snap.no_units)):
-            for price, size in ladder.items():
-                _check(price, size, snap.market)
             if ladder:
-                sides.append((s, np.fromiter(ladder, np.int64, len(ladder)),
-                              np.fromiter(ladder.values(), np.int64, len(ladder))))  # fmt: skip
-        self.books.fit(m, [p for _, prices, _ in sides for p in prices.tolist()])
+                sides.append((s, *_levels(ladder, snap.market)))
+        if sides:
+            self.books.fit(m, np.concatenate([prices for _, prices, _ in sides]))
         self._clear(m)
         for s, prices, sizes in sides:
             ladders.load_levels(*self.books.arrays(), m, s, prices, sizes)
@@ -486,6 +484,18 @@ def _compact(keep: np.ndarray, start: int, *arrays: np.ndarray) -> int:
     for a in arrays:
         a[start : start + kept] = a[start : start + len(keep)][keep]
     return kept
+
+
+def _levels(ladder: Any, market: str) -> tuple[np.ndarray, np.ndarray]:
+    """A ladder's prices and sizes in units as arrays, every one checked (`_check`): the
+    types of all at once, then the prices' range on the array."""
+    if set(map(type, ladder)) == {int} and set(map(type, ladder.values())) == {int}:
+        prices = np.fromiter(ladder, np.int64, len(ladder))  # would truncate a Decimal
+        if prices.min() >= 0 and prices.max() <= PRICE_SCALE:
+            return prices, np.fromiter(ladder.values(), np.int64, len(ladder))
+    for price, size in ladder.items():
+        _check(price, size, market)  # raises for the first level that is not whole units
+    raise AssertionError("unreachable: a level failed the check above")
 
 
 def _check(price: Any, size: Any, market: str) -> None:

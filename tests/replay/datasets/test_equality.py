@@ -315,16 +315,20 @@ def test_trades_in_every_form_the_exchange_has_sent(tmp_path: Path) -> None:
     assert out["trades"].column("exchange_ns").null_count == 1
 
 
-def test_a_value_finer_than_the_units_is_refused_not_rounded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["delta", "snapshot price", "snapshot size"])
+def test_a_value_finer_than_the_units_is_refused_not_rounded(tmp_path: Path, where: str) -> None:
     a = RunBuilder(tmp_path, RUN_A, BASE_NS)
     from tests.replay.datasets.captures import _open
 
     _open(a, 1, 1)
     a.receive(subscribed(1, "orderbook_delta", 1))
-    a.receive(snapshot(1, 1, M1, [["0.4500", "1.00"]], None))
-    a.receive(delta(1, 2, M1, "0.45005", "1.00", "yes"))
+    levels = {"delta": [["0.4500", "1.00"]], "snapshot price": [["0.4500", "1.00"],
+              ["0.45005", "2.00"]], "snapshot size": [["0.4500", "1.005"]]}[where]  # fmt: skip
+    a.receive(snapshot(1, 1, M1, levels, [["0.5000", "1.00"]]))
+    if where == "delta":
+        a.receive(delta(1, 2, M1, "0.45005", "1.00", "yes"))
     a.write()
-    with pytest.raises(SubunitValue, match="finer than the datasets' units"):
+    with pytest.raises(SubunitValue, match=f"{M1}: a level at .* finer than the datasets' units"):
         compute(tmp_path, "book_changes")
 
 
