@@ -73,7 +73,9 @@ def snapshot_frame(wire: WireSubscription, book: OrderBook, mono_ns: int) -> Fra
     no = book.no
     if wire.use_yes_price:
         no = {PRICE_SCALE - p: q for p, q in no.items()}
-    msg: dict[str, Any] = {"market_ticker": book.market}
+    # `market_id` always present (null where no snapshot gave it): the message's model
+    # requires the key, so that model and struct consumers get the frame too
+    msg: dict[str, Any] = {"market_ticker": book.market, "market_id": book.market_id}
     if book.clock is not None:
         msg["clock"] = book.clock
     for key, side in (("yes_dollars_fp", book.yes), ("no_dollars_fp", no)):

@@ -309,6 +309,7 @@ class OrderBook:
         "clock",
         "conn",
         "market",
+        "market_id",
         "no",
         "recv_ns",
         "seq",
@@ -332,12 +333,17 @@ class OrderBook:
         self.seq: int | None = None
         self.clock: int | None = None
         self.recv_ns = 0
+        self.market_id: str | None = None  # the exchange's id of the market, once a snapshot says
 
     def reset(
-        self, yes: Ladder, no: Ladder, *, seq: int | None, clock: int | None, recv_ns: int
-    ) -> None:
+        self, yes: Ladder, no: Ladder, *, seq: int | None, clock: int | None, recv_ns: int,
+        market_id: str | None = None,
+    ) -> None:  # fmt: skip
         """Replace the whole book with a snapshot's ladders (price -> size, sizes above
-        zero). The book takes ownership of the dicts."""
+        zero). The book takes ownership of the dicts; `market_id`, when the snapshot
+        gives it, is kept."""
+        if market_id is not None:
+            self.market_id = market_id
         self.yes = yes
         self.no = {PRICE_SCALE - p: q for p, q in no.items()} if self.use_yes_price else no
         self._best_yes = _DIRTY

@@ -68,6 +68,7 @@ def checkpoint_record(conn: Connection, delivers: list[str] | None = None) -> di
                     market: {
                         "seq": book.seq,
                         "clock": book.clock,
+                        "market_id": book.market_id,
                         "recv_ns": book.recv_ns,
                         "yes": _levels(book.yes),
                         "no": _levels(book.no),
@@ -115,6 +116,7 @@ def restore_wires(conn: Connection, record: dict[str, Any]) -> list[WireSubscrip
                 seq=data.get("seq"),
                 clock=data.get("clock"),
                 recv_ns=int(data.get("recv_ns") or 0),
+                market_id=data.get("market_id"),  # absent from older checkpoints
             )
             book.use_yes_price = wire.use_yes_price
             wire.books[market] = book

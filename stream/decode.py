@@ -81,6 +81,7 @@ class SnapshotBody(msgspec.Struct, gc=False):
     no_dollars_fp: Levels | None = None
     yes: Levels | None = None  # legacy: [[cents, count], ...]
     no: Levels | None = None
+    market_id: str | None = None  # kept on the book: frames built from it carry it
 
 
 class DeltaBody(msgspec.Struct, gc=False):
@@ -304,6 +305,7 @@ class _ExactSnapshotBody(msgspec.Struct, gc=False):
     no_dollars_fp: list[tuple[_RawNum, _RawNum]] | None = None
     yes: list[tuple[_RawNum, _RawNum]] | None = None
     no: list[tuple[_RawNum, _RawNum]] | None = None
+    market_id: str | None = None
 
 
 class _ExactDeltaBody(msgspec.Struct, gc=False):
@@ -377,6 +379,7 @@ def decode_book_exact(raw: bytes | bytearray | memoryview) -> SnapshotFrame | De
     snapshot = SnapshotBody(
         levels.market_ticker, levels.clock, _levels(levels.yes_dollars_fp),
         _levels(levels.no_dollars_fp), _levels(levels.yes), _levels(levels.no),
+        levels.market_id,
     )  # fmt: skip
     return SnapshotFrame(frame.sid, snapshot, frame.seq, frame.id)
 

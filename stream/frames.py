@@ -368,7 +368,8 @@ class FrameInput:
                 book = wire.books[market] = OrderBook(
                     market, state.conn, wire.sid, wire.use_yes_price
                 )
-            book.reset(yes, no, seq=seq, clock=body.clock, recv_ns=recv_ns)
+            book.reset(yes, no, seq=seq, clock=body.clock, recv_ns=recv_ns,
+                       market_id=body.market_id)  # fmt: skip
             wire.warned_no_book.discard(market)
             if wire.awaiting_snapshot:
                 wire.awaiting_snapshot.discard(market)

@@ -227,6 +227,15 @@ async def test_a_seek_with_snapshots_begins_each_book_with_its_state_at_the_star
     assert skipped > 40 and [f.raw for f in full[skipped:]] == [f.raw for f in tail]
     from_seek, one_pass = (rebuilt([json.loads(f.raw) for f in fs]) for fs in (seeked, full))
     assert from_seek[len(MARKETS) - 1 :] == one_pass[skipped - 1 :]
+    # A model consumer gets them as models (the market's id kept in the checkpoint the
+    # books were restored from), then the recorded frames'
+    async with ReplaySession(tmp_path, start=marks["t"], snapshots=True) as session:
+        models = await session.subscribe("orderbook_delta", attach=True)
+        got = [m async for m in models]
+    assert [(m.type, m.msg.market_id) for m in got[: len(MARKETS)]] == [
+        ("orderbook_snapshot", "m-" + f.market_ticker) for f in head
+    ]
+    assert [m.msg for m in got[len(MARKETS) :]] == [f.message().msg for f in tail]
 
 
 async def test_speed_paces_on_the_monotonic_clock_not_the_wall_clock(tmp_path: Path) -> None:

@@ -168,6 +168,8 @@ def test_a_raw_frame_consumer_gets_a_snapshot_frame_of_the_new_feed_book() -> No
     assert decoded.msg.yes_dollars_fp == [("0.4000", "6.00")]
     assert decoded.msg.no_dollars_fp == [("0.5500", "20.00")]
     assert (decoded.sid, decoded.seq) == (2, 2)
+    model = frame.message()  # what a model or struct consumer gets: valid, with the id
+    assert model.msg.market_id == "m-" + M and model.msg.market_ticker == M
 
 
 def test_one_feed_alone_is_not_arbitrated() -> None:

@@ -333,9 +333,29 @@ def test_unmuting_with_snapshot_frames_gives_a_frame_of_each_valid_book_in_seq_o
     ]
     msg = json.loads(got[1].raw)["msg"]
     assert msg["yes_dollars_fp"] == [["0.2000", "2.00"]] and "no_dollars_fp" not in msg
+    assert [f.message().msg.market_id for f in got] == ["m-KX-A", "m-KX-C"]  # models too
     assert [f.market_ticker for f in drain(narrow)] == ["KX-A"]
     assert [b.market for b in drain(books)][-2:] == ["KX-A", "KX-C"]
 
     d.engine.mute()
     d.engine.unmute()
     assert drain(frames) == [] and [b.market for b in drain(books)] == ["KX-A", "KX-C"]
+
+
+def test_a_snapshot_with_json_numbers_keeps_its_market_id_for_the_frames_built_from_it() -> None:
+    """The exact decode (numbers sent as JSON numbers) keeps the market's id as the usual
+    one does: a snapshot frame built from the book carries it (models require the key)."""
+    d, books, seq = subscribed_book(["KX-A"])
+    frames = frame_consumer(d, "orderbook_delta", owns=False)
+    d.recv(
+        b'{"type":"orderbook_snapshot","sid":1,"seq":%d,"msg":{"market_ticker":"KX-A",'
+        b'"market_id":"id-A","clock":7,"yes_dollars_fp":[[0.45,10]],"no_dollars_fp":[]}}'
+        % (seq + 1)
+    )
+    assert d.engine.book("KX-A").yes == {D("0.45"): D("10.00")}
+    drain(frames)
+    d.engine.mute()
+    d.engine.unmute(snapshot_frames=True)
+    (frame,) = drain(frames)
+    assert frame.message().msg.market_id == "id-A"
+    assert json.loads(frame.raw)["msg"]["yes_dollars_fp"] == [["0.4500", "10.00"]]
