@@ -318,8 +318,8 @@ class Engine:
     def _books_now(self, conn: Connection, wire: WireSubscription, frames_too: bool) -> None:
         """Give `wire`'s targets the books it holds that its feed delivers, in seq order:
         a book consumer each book's snapshot; with `frames_too` any other a frame built
-        from it (`snapshot_frame`: its sid, its last change's seq and receive time), so
-        that the next frame of the subscription follows the last of them."""
+        from it (`snapshot_frame`: its sid, its last change's seq and receive time, the
+        market's id), so that the next frame of the subscription follows the last of them."""
         owns = self._arbiter.owns if self._core.arbitrating else None
         books = sorted((book for market, book in wire.books.items()
                         if owns is None or owns(conn.group, market)),
