@@ -208,9 +208,10 @@ class Fanout:
         markets = sorted(wire.books)
         if self._core.arbitrating and self.arbiter is not None and wire.is_book:
             conn = self._core.conns.get(wire.conn)
-            held, markets = markets, []
             if conn is not None and conn.group.active is conn and not keep_owner:
-                markets = self.arbiter.release(conn.group, wire, held, reason, recv_ns)
+                markets = self.arbiter.release(conn.group, wire, markets, reason, recv_ns)
+            else:
+                markets = []
             # A market no feed holds a valid book of is invalid, and its consumers hear
             # it even where one feed's end goes unsaid (a run that ended: the others go on).
             notify = bool(markets)

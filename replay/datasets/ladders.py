@@ -27,7 +27,7 @@ writes, docs/performance.md section 6.4).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -193,15 +193,11 @@ class Books:
             self.lay[m] = self._region(CENT)
         self.markets = markets
 
-    def fit(self, m: int, prices: Iterable[int] | np.ndarray) -> None:
-        """Give market m a ladder with a slot for each of `prices` (levels kept)."""
+    def fit(self, m: int, prices: Any) -> None:
+        """Give market m a ladder with a slot for each of `prices` (units: an array, or a
+        sequence of ints; levels kept)."""
         step = int(self.lay[m, 1])
-        if step == 1:
-            return
-        if isinstance(prices, np.ndarray):  # a snapshot's: tested at once
-            if not (prices % step).any():
-                return
-        elif all(int(p) % step == 0 for p in prices):
+        if step == 1 or not (np.asarray(prices, np.int64) % step).any():
             return
         base, _, hbase, slots, words = (int(v) for v in self.lay[m])
         held = [np.flatnonzero(self.sizes[base + s * slots : base + (s + 1) * slots])

@@ -28,6 +28,7 @@ from replay.server.faults import parse_fault
 from stream import Delivery, DeliveryQueue, Engine, Overflow
 from stream.book import BookSnapshot
 
+from ..replay.rebuild import apply_book_frame
 from .live_helpers import Reader, eventually, sim_server, trade_id, watched_session
 
 pytestmark = pytest.mark.timeout(90)
@@ -47,8 +48,7 @@ class TruthBook:
     def __init__(self, url: str, ticker: str) -> None:
         self.url, self.ticker = url, ticker
         self.at: dict[int, tuple[Side, Side]] = {}
-        self._yes: Side = {}
-        self._no: Side = {}
+        self._books: dict[str, tuple[Side, Side]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -61,21 +61,9 @@ class TruthBook:
         async with ws:
             async for raw in ws:
                 frame = json.loads(raw)
-                msg = frame.get("msg") or {}
-                if frame.get("type") == "orderbook_snapshot":
-                    self._yes = {Decimal(p): Decimal(q) for p, q in msg.get("yes_dollars_fp", [])}
-                    self._no = {Decimal(p): Decimal(q) for p, q in msg.get("no_dollars_fp", [])}
-                elif frame.get("type") == "orderbook_delta":
-                    side = self._yes if msg["side"] == "yes" else self._no
-                    price = Decimal(msg["price_dollars"])
-                    size = side.get(price, Decimal(0)) + Decimal(msg["delta_fp"])
-                    if size > 0:
-                        side[price] = size
-                    else:
-                        side.pop(price, None)
-                else:
-                    continue
-                self.at[msg["clock"]] = (dict(self._yes), dict(self._no))
+                if apply_book_frame(self._books, frame):
+                    yes, no = self._books[self.ticker]
+                    self.at[frame["msg"]["clock"]] = (dict(yes), dict(no))
 
     async def stop(self) -> None:
         if self._task is not None:

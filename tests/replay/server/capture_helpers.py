@@ -26,6 +26,7 @@ from schemas.events import Attempt, Closed, Opened, RunStart, RunStop
 from stream.decode import msg_bytes
 
 from ..capture_factory import RunBuilder, dumps, subscribe, subscribed, trade
+from ..rebuild import apply_book_frame
 from .conftest import ExchangeClient
 
 Level = dict[Decimal, Decimal]
@@ -141,25 +142,14 @@ def received(client: RawClient) -> list[tuple[str, bytes]]:
 
 def client_books(client: RawClient) -> dict[str, tuple[Level, Level, int]]:
     """Each market's book from the client's snapshots and deltas: (yes, no, clock)."""
-    books: dict[str, tuple[Level, Level, int]] = {}
+    books: dict[str, tuple[Level, Level]] = {}
+    clocks: dict[str, int] = {}
     for frame, _ in client.data():
-        msg = frame["msg"]
-        if frame["type"] == "orderbook_snapshot":
-            yes = {Decimal(p): Decimal(q) for p, q in msg.get("yes_dollars_fp", [])}
-            no = {Decimal(p): Decimal(q) for p, q in msg.get("no_dollars_fp", [])}
-            books[msg["market_ticker"]] = (yes, no, msg["clock"])
-        elif frame["type"] == "orderbook_delta":
-            yes, no, _ = books[msg["market_ticker"]]
-            side = yes if msg["side"] == "yes" else no
-            price = Decimal(msg["price_dollars"])
-            left = side.get(price, Decimal(0)) + Decimal(msg["delta_fp"])
-            assert left >= 0, f"{msg} drove a level negative"
-            if left:
-                side[price] = left
-            else:
-                side.pop(price, None)
-            books[msg["market_ticker"]] = (yes, no, msg["clock"])
-    return books
+        if frame["type"] == "orderbook_delta":
+            assert frame["msg"]["market_ticker"] in books, f"{frame} before its snapshot"
+        if apply_book_frame(books, frame):
+            clocks[frame["msg"]["market_ticker"]] = frame["msg"]["clock"]
+    return {market: (*books[market], clocks[market]) for market in books}
 
 
 def truth_levels(server: SimServer, ticker: str) -> tuple[Level, Level]:

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from replay.server import ServerConfig, SimServer
 
+from ..rebuild import apply_delta, snapshot_levels
+
 PATH = "/trade-api/ws/v2"
 
 
@@ -132,19 +134,11 @@ class Book:
         self.clock = 0
 
     def snapshot(self, msg: dict[str, Any]) -> None:
-        self.yes = {Decimal(p): Decimal(q) for p, q in msg.get("yes_dollars_fp", [])}
-        self.no = {Decimal(p): Decimal(q) for p, q in msg.get("no_dollars_fp", [])}
+        self.yes, self.no = snapshot_levels(msg)
         self.clock = msg["clock"]
 
     def delta(self, msg: dict[str, Any]) -> None:
-        side = self.yes if msg["side"] == "yes" else self.no
-        price = Decimal(msg["price_dollars"])
-        qty = side.get(price, Decimal(0)) + Decimal(msg["delta_fp"])
-        assert qty >= 0, f"delta drove {msg['side']} {price} negative"
-        if qty:
-            side[price] = qty
-        else:
-            side.pop(price, None)
+        apply_delta(self.yes, self.no, msg)
         self.clock = msg["clock"]
 
     def same_as(self, truth: dict[str, Any]) -> bool:
