@@ -22,7 +22,7 @@ The numba functions take the four arrays (`Books.arrays()`); every write goes th
 `set_level` (or `apply_delta`, `load_levels`, `clear`), which keep sizes, bitmap and
 best together. A price must fit its market's ladder (`fits`; the kernel leaves a row
 whose price does not to the engine, and the driver's mirror fits the ladder before it
-writes, docs/performance.md section 6.4).
+writes, docs/performance.md section 6, "The books").
 """
 
 from __future__ import annotations

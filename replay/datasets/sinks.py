@@ -56,7 +56,7 @@ def _writer_options(arrow: pa.Schema) -> dict[str, Any]:
     INT64 decimal, which every reader knows) are delta-encoded: times, seqs and sizes
     move in small steps, so zstd gets a quarter of the bytes to compress. On
     book_changes' 1.73M rows: the write 20% faster, the file 25% smaller, pyarrow's read
-    40% and DuckDB's scan twice as fast (docs/performance.md section 6.4). Prices are
+    40% and DuckDB's scan twice as fast (docs/performance.md section 6.7). Prices are
     written as dictionaries instead: whatever the capture, a price takes at most 10,001
     values (a mid or spread 20,001, a VWAP 100,001), so the dictionary stays within a
     page and the rows are small codes (trades written 14% faster and 17% smaller than

@@ -456,7 +456,7 @@ class GiveBack:
     allocator (pyarrow's default, mimalloc, keeps freed pages otherwise:
     docs/performance.md section 4.18); but every row group then lands in fresh pages,
     which the system must zero, and a bulk reader such as the derive pays for that with
-    a sixth of its time (docs/performance.md section 6.4). The derive gives back every
+    a sixth of its time (docs/performance.md section 6.7). The derive gives back every
     128 MiB read instead."""
 
     def __init__(self, every: int) -> None:
