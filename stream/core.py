@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.envelope import encode_json
+from stream.book import BookSnapshot
 from stream.connections import Connection, Group, aggregate_state
 from stream.events import ErrorReport, Output, SendCommand, StateChanged
 from stream.queues import DeliveryQueue
@@ -89,6 +90,8 @@ class EngineCore:
         blocking: BLOCK queues over their bound after the last input (one list for life).
         fatal: the error that closed the session, if any.
         muted: replay's fast-forward: state advances as live, nothing reaches a queue.
+        cleared: while muted, the books cleared and not rebuilt since, by (channel, market):
+            the invalid book its consumers get when the engine unmutes, and the wire's owner.
         now: (recv_ns, mono_ns) of the latest input that is not a frame.
         first_last: the "last seq" before a subscription's first frame.
     """
@@ -99,6 +102,7 @@ class EngineCore:
         "attached",
         "blocking",
         "checkpoint_ns",
+        "cleared",
         "config",
         "conns",
         "consumers",
@@ -134,6 +138,7 @@ class EngineCore:
         self.fatal: BaseException | None = None
         self.blocking: list[DeliveryQueue] = []
         self.muted = False
+        self.cleared: dict[tuple[str, str], tuple[BookSnapshot, ConsumerSubscription | None]] = {}
         self.now = (0, 0)
         interval = config.checkpoint_interval_s
         self.checkpoint_ns = None if interval is None else int(interval * NS)

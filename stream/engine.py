@@ -298,6 +298,7 @@ class Engine:
         connection delivered, so that from the start on consumers get what a pass from
         the capture's start would have given them."""
         self._core.muted = True
+        self._core.cleared.clear()
         for conn in self._core.conns.values():
             for wire in conn.sids.values():
                 self._fanout.target(wire)
@@ -306,9 +307,21 @@ class Engine:
         """Deliver again; book consumers get the current book of their markets at once,
         and with `snapshot_frames` every other consumer of a book channel (raw frames,
         models, structs) an `orderbook_snapshot` frame of it, as a subscriber connecting
-        now would first receive (`_books_now`)."""
+        now would first receive (`_books_now`).
+
+        Book consumers first get, in market order, the invalid book of each market whose
+        book the fast-forward cleared and did not rebuild: per market, every book
+        consumer is left with what a pass from the capture's start left it with."""
         core = self._core
         core.muted = False
+        for (channel, market), (invalid, owner) in sorted(core.cleared.items()):
+            owners = [owner] if owner is not None and owner.active else []
+            for consumer in [*owners, *core.attached.get(channel, ())]:
+                if consumer.delivery is Delivery.BOOK and (
+                    consumer.tickers is None or market in consumer.tickers
+                ):
+                    self._fanout.put(consumer, invalid)
+        core.cleared.clear()
         for conn in core.conns.values():
             for wire in conn.sids.values():
                 self._fanout.target(wire)

@@ -218,10 +218,13 @@ class Fanout:
         wire.books = {}
         if not notify:
             return
+        muted = self._core.muted
         for market in markets:
             invalid = OrderBook.invalid(
                 market, reason=reason, recv_ns=recv_ns, conn=wire.conn, sid=wire.sid
             )
+            if muted:  # a seek's fast-forward: told at its end unless rebuilt by then
+                self._core.cleared[wire.channel, market] = (invalid, wire.owner)
             for consumer in wire.targets:
                 if consumer.delivery is _BOOK and (
                     consumer.tickers is None or market in consumer.tickers

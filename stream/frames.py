@@ -371,6 +371,8 @@ class FrameInput:
             book.reset(yes, no, seq=seq, clock=body.clock, recv_ns=recv_ns,
                        market_id=body.market_id)  # fmt: skip
             wire.warned_no_book.discard(market)
+            if self._core.cleared:
+                self._core.cleared.pop((wire.channel, market), None)
             if wire.awaiting_snapshot:
                 wire.awaiting_snapshot.discard(market)
                 if not wire.awaiting_snapshot:

@@ -198,6 +198,44 @@ async def test_seek_gives_the_books_that_were_live_at_that_time(tmp_path: Path) 
     assert seeked["records_fed"] < full["records_fed"] * 0.6
 
 
+async def test_a_seek_into_a_resync_begins_with_the_invalid_book_a_pass_left(
+    tmp_path: Path,
+) -> None:
+    """A seek whose start falls between a gap and its resync: KX-A's book consumer first
+    gets the invalid book the pass gave it at the gap, then what the pass gave it after
+    (the resync's book and every change), not the resync's book as if nothing preceded."""
+    marks: dict[str, int] = {}
+
+    async def gapped(source: ScriptedSource, recording: Recording) -> None:
+        seq = 3
+        for i in range(30):
+            source.frame(wire.delta(1, seq, MARKETS[i % 2], f"0.{10 + i:02d}00", "1.00"))
+            source.frame(wire.trade(2, i + 1, MARKETS[i % 2], f"t{i}"))
+            seq += 1
+            source.tick(0.4)
+        source.frame(wire.delta(1, seq + 1, "KX-A", "0.5000", "1.00"))  # seq lost: gap
+        await source.settle()
+        resync = [c for _, c in source.sent if c["cmd"] == "update_subscription"][-1]
+        source.tick(0.4)
+        source.frame(wire.snapshot(1, seq + 2, "KX-B", cmd_id=resync["id"]))
+        source.tick(0.4)
+        await source.settle()
+        marks["t"] = source.now_ns  # KX-B back, KX-A still awaiting its snapshot
+        source.tick(0.4)
+        source.frame(wire.snapshot(1, seq + 3, "KX-A", cmd_id=resync["id"]))
+        for i in range(4):
+            source.frame(wire.delta(1, seq + 4 + i, "KX-A", f"0.{60 + i}00", "2.00"))
+            source.tick(0.4)
+
+    await record_live(tmp_path, gapped, checkpoint_s=2.0)
+    full = await replay(tmp_path)
+    seeked = await replay(tmp_path, start=marks["t"])
+    assert seeked["records_fed"] < full["records_fed"] * 0.6  # restored from a checkpoint
+    cleared = [k for k, book in enumerate(full["books"]) if not book[0]]
+    assert len(cleared) == 1  # the gap's
+    assert seeked["books"] == full["books"][cleared[0] :]
+
+
 async def test_a_seek_with_snapshots_begins_each_book_with_its_state_at_the_start(
     tmp_path: Path,
 ) -> None:

@@ -342,6 +342,46 @@ def test_unmuting_with_snapshot_frames_gives_a_frame_of_each_valid_book_in_seq_o
     assert drain(frames) == [] and [b.market for b in drain(books)] == ["KX-A", "KX-C"]
 
 
+def test_unmuting_tells_book_consumers_of_each_book_still_awaiting_its_resync() -> None:
+    """A book cleared during a seek's fast-forward and not back at its end reaches a book
+    consumer at unmute as the invalid book a pass delivered at the clear, before the books
+    held: per market, a consumer is left with what a pass from the start left it with."""
+
+    def run(seek: bool) -> tuple[list, list]:
+        d, books, seq = subscribed_book(["KX-A", "KX-B", "KX-C"])
+        narrow = DeliveryQueue(100, Overflow.BLOCK)
+        d.engine.add_consumer("orderbook_delta", owns_wire=False, delivery=Delivery.BOOK,
+                              queue=narrow, tickers=frozenset({"KX-B"}))  # fmt: skip
+        drain(books)
+        if seek:
+            d.engine.mute()
+        d.recv(wire.delta(1, seq + 2, "KX-B", "0.4000", "5.00"))  # seq + 1 lost: all cleared
+        ((_, cmd),) = d.take_sent()
+        d.recv(wire.snapshot(1, seq + 3, "KX-C", yes=[("0.2000", "3.00")], no=[],
+                             cmd_id=cmd["id"]))  # fmt: skip
+        if seek:
+            d.engine.unmute()
+        return drain(books), drain(narrow)
+
+    (seek_books, seek_narrow), (pass_books, pass_narrow) = run(True), run(False)
+    assert [(b.market, b.valid, b.reason) for b in seek_books] == [
+        ("KX-A", False, "gap"), ("KX-B", False, "gap"), ("KX-C", True, None),
+    ]  # fmt: skip
+    assert {b.market: b for b in seek_books} == {b.market: b for b in pass_books}
+    assert seek_narrow == pass_narrow[-1:] and not seek_narrow[0].valid
+    # A book back by the seek's end is no longer told invalid; nothing is told twice
+    d, books, seq = subscribed_book(["KX-A"])
+    d.engine.mute()
+    d.recv(wire.delta(1, seq + 2, "KX-A", "0.4000", "5.00"))
+    ((_, cmd),) = d.take_sent()
+    d.recv(wire.snapshot(1, seq + 3, "KX-A", cmd_id=cmd["id"]))
+    d.engine.unmute()
+    assert [b.valid for b in drain(books)][-1:] == [True]
+    d.engine.mute()
+    d.engine.unmute()
+    assert [b.valid for b in drain(books)] == [True]
+
+
 def test_a_snapshot_with_json_numbers_keeps_its_market_id_for_the_frames_built_from_it() -> None:
     """The exact decode (numbers sent as JSON numbers) keeps the market's id as the usual
     one does: a snapshot frame built from the book carries it (models require the key)."""
