@@ -316,11 +316,7 @@ class Engine:
         core.muted = False
         for (channel, market), (invalid, owner) in sorted(core.cleared.items()):
             owners = [owner] if owner is not None and owner.active else []
-            for consumer in [*owners, *core.attached.get(channel, ())]:
-                if consumer.delivery is Delivery.BOOK and (
-                    consumer.tickers is None or market in consumer.tickers
-                ):
-                    self._fanout.put(consumer, invalid)
+            self._fanout.put_book([*owners, *core.attached.get(channel, ())], market, invalid)
         core.cleared.clear()
         for conn in core.conns.values():
             for wire in conn.sids.values():

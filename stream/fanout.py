@@ -17,6 +17,7 @@ connection with no switch in progress, is kept flat.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from stream.arbitration import Arbiter
@@ -225,11 +226,15 @@ class Fanout:
             )
             if muted:  # a seek's fast-forward: told at its end unless rebuilt by then
                 self._core.cleared[wire.channel, market] = (invalid, wire.owner)
-            for consumer in wire.targets:
-                if consumer.delivery is _BOOK and (
-                    consumer.tickers is None or market in consumer.tickers
-                ):
-                    self.put(consumer, invalid)
+            self.put_book(wire.targets, market, invalid)
+
+    def put_book(self, consumers: Iterable[ConsumerSubscription], market: str, book: Any) -> None:
+        """Queue `book` (of `market`) for each book consumer among `consumers` that takes it."""
+        for consumer in consumers:
+            if consumer.delivery is _BOOK and (
+                consumer.tickers is None or market in consumer.tickers
+            ):
+                self.put(consumer, book)
 
     def drop_conn(
         self, conn: Connection, reason: str, recv_ns: int, *, notify: bool,

@@ -422,15 +422,15 @@ def _count_unread_copies(
     checkpoint (the records a seek does not read) and at most the memory's window before
     the start, in capture order: one pass would still remember them at the start."""
     window = int(engine.config.dedup_window_s * NS)
-    since = start_ns - window
+    since, unread = start_ns - window, max(first.values())
     pieces = [p for p in capture.runs[run].pieces if p.channel == Channel.TRADE
-              and p.idx_lo < max(first.values()) and p.recv_hi >= since]  # fmt: skip
+              and p.idx_lo < unread and p.recv_hi >= since]  # fmt: skip
     found: list[tuple[int, int, int, bytes]] = []
     columns = ["idx", "conn", "recv_ns", "dir", "raw", "feed"]
     for piece in pieces:
         table = capture.read_piece(piece, columns)
         recv, idx = int64_view(table.column("recv_ns")), int64_view(table.column("idx"))
-        near = (recv >= since) & (recv < start_ns) & (idx < max(first.values()))
+        near = (recv >= since) & (recv < start_ns) & (idx < unread)
         kept = table.filter(bool_array(near))  # (no Python value converted: pandas stays out)
         rows = zip(*(kept.column(c).to_pylist() for c in columns), strict=True)
         for i, conn, recv_ns, dir_, raw, feed in rows:
